@@ -1,0 +1,292 @@
+//! Configuration of Aya's engine ([`AyaConfig`]) and its checked form
+//! ([`ValidAyaConfig`]).
+//!
+//! The configuration is read from TOML (service config, scenario files) or
+//! JSON (policy parameters), so every field has a serde default and unknown
+//! fields are rejected. It is checked *once*, by [`AyaConfig::validate`]; the
+//! engine only ever holds a [`ValidAyaConfig`], so its hot path never has to
+//! re-check ranges (the linfa "checked hyperparameters" habit).
+
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration was rejected: the field and the rule it broke.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid policy parameter `{field}` = {value}: {rule}")]
+pub struct ConfigError {
+    /// Field name as written in the configuration.
+    pub field: &'static str,
+    /// The value that was given, formatted.
+    pub value: String,
+    /// The rule it broke.
+    pub rule: &'static str,
+}
+
+/// What the weights optimise when backends differ in capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightObjective {
+    /// Minimise predicted mean latency (M/M/1 per backend: the square-root
+    /// assignment of Bell and Stidham), which keeps slow backends lightly loaded.
+    #[default]
+    Latency,
+    /// Equalise predicted utilisation at the forecast load.
+    Utilization,
+}
+
+/// Tunables of [`crate::AyaPolicy`]. Defaults are the values the league table
+/// was run with; each is explained on its field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AyaConfig {
+    /// Utilisation (CPU busy fraction) a replica should run at. 0.7 leaves the
+    /// headroom that keeps M/M/c-like queues short (waiting grows as 1/(1-ρ)).
+    pub target_utilization: f64,
+    /// What weights optimise when capacities differ (`latency` or `utilization`).
+    pub objective: WeightObjective,
+    /// Smoothing of weights: new = α·target + (1-α)·previous. 0.5 halves the
+    /// distance each tick: fast enough to follow a degrading backend in a few
+    /// ticks, slow enough not to chase one noisy window.
+    pub weight_smoothing: f64,
+    /// Largest relative weight change per tick: a weight moves at most by a
+    /// factor (1 + this) up or down. Bounds the blast radius of one bad
+    /// estimate (data planes apply weights within ~100 ms).
+    pub max_weight_step: f64,
+    /// Points kept per backend for the load → CPU/latency regressions.
+    pub capacity_window: usize,
+    /// Minimum points before a backend's capacity model is trusted.
+    pub capacity_min_points: usize,
+    /// Points (most recent) used to detect a trend in cost per request.
+    pub trend_points: usize,
+    /// Relative rise of the per-request cost over the trend window that marks
+    /// a backend as degrading (0.10 = 10 %).
+    pub degrade_threshold: f64,
+    /// Error rate at or above which a backend is an error outlier (when it is
+    /// also well above the pool's median).
+    pub eject_error_rate: f64,
+    /// A backend whose latency estimate exceeds this multiple of the pool's
+    /// median is a latency outlier.
+    pub eject_latency_factor: f64,
+    /// ...and exceeds the median by at least this many seconds (so that
+    /// microsecond jitter on a fast pool never ejects anything).
+    pub eject_latency_min_excess: f64,
+    /// Most of the pool that may be ejected at once, as a fraction (Envoy's
+    /// `max_ejection_percent`, default 10 %; at least one host may always be
+    /// ejected when the pool has two or more).
+    pub max_ejection_fraction: f64,
+    /// Base ejection time in seconds, multiplied by the number of times the
+    /// backend was ejected (Envoy's `base_ejection_time`, default 30 s).
+    pub base_ejection_time: f64,
+    /// Observations older than this many control intervals are stale: the
+    /// engine stops acting on its models and falls back to reactive rules.
+    pub stale_intervals: f64,
+    /// Mean absolute percentage error of recent one-interval-ahead forecasts
+    /// above which the forecast is ignored (reactive fallback).
+    pub forecast_error_fallback: f64,
+    /// Forecast errors averaged for the fallback test.
+    pub forecast_error_window: usize,
+    /// Relative hysteresis band for scaling in: the smaller fleet must stay
+    /// below `target × (1 - this)` by both forecast and observation.
+    pub scale_in_hysteresis: f64,
+    /// Seconds after any scaling action before a scale-in may happen.
+    pub scale_in_cooldown: f64,
+    /// Seconds after a scale-up before another scale-up (0 = act every tick
+    /// when the forecast says so; boot delay is already accounted for).
+    pub scale_up_cooldown: f64,
+    /// Most replicas removed in one scale-in.
+    pub max_scale_in_step: u32,
+    /// Seconds beyond `boot_time + interval` that the scaling rule looks at
+    /// in the forecast. Covering a little more than one boot lets one
+    /// scale-up buy the whole ramp instead of one replica per tick, and
+    /// keeps a scale-in from being undone a boot later (fewer actions).
+    pub scale_lookahead: f64,
+    /// Requests pinned to backends by key: choose ring hash.
+    pub affinity: bool,
+    /// Ratio of largest to smallest estimated capacity above which the pool is
+    /// treated as unequal (weighted algorithms).
+    pub capacity_spread: f64,
+    /// p99/p50 latency ratio above which service times count as variable
+    /// (exponential service gives ≈6.6, deterministic ≈1).
+    pub variable_service_ratio: f64,
+    /// Consecutive ticks a new algorithm must win before it is published
+    /// (avoids flapping data planes between lb policies).
+    pub algorithm_switch_ticks: u32,
+}
+
+impl Default for AyaConfig {
+    fn default() -> Self {
+        AyaConfig {
+            target_utilization: 0.7,
+            objective: WeightObjective::Latency,
+            weight_smoothing: 0.5,
+            max_weight_step: 1.0,
+            capacity_window: 60,
+            capacity_min_points: 5,
+            trend_points: 8,
+            degrade_threshold: 0.10,
+            eject_error_rate: 0.2,
+            eject_latency_factor: 4.0,
+            eject_latency_min_excess: 0.05,
+            max_ejection_fraction: 0.10,
+            base_ejection_time: 30.0,
+            stale_intervals: 3.0,
+            forecast_error_fallback: 0.35,
+            forecast_error_window: 10,
+            scale_in_hysteresis: 0.10,
+            scale_in_cooldown: 120.0,
+            scale_up_cooldown: 0.0,
+            max_scale_in_step: 2,
+            scale_lookahead: 60.0,
+            affinity: false,
+            capacity_spread: 1.3,
+            variable_service_ratio: 2.0,
+            algorithm_switch_ticks: 3,
+        }
+    }
+}
+
+/// An [`AyaConfig`] whose every field has been range-checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidAyaConfig(AyaConfig);
+
+impl ValidAyaConfig {
+    /// The checked values.
+    pub fn get(&self) -> &AyaConfig {
+        &self.0
+    }
+}
+
+fn check(ok: bool, field: &'static str, value: impl ToString, rule: &'static str) -> Result<(), ConfigError> {
+    if ok { Ok(()) } else { Err(ConfigError { field, value: value.to_string(), rule }) }
+}
+
+fn open_unit(x: f64) -> bool {
+    x.is_finite() && x > 0.0 && x < 1.0
+}
+
+fn positive(x: f64) -> bool {
+    x.is_finite() && x > 0.0
+}
+
+fn non_negative(x: f64) -> bool {
+    x.is_finite() && x >= 0.0
+}
+
+impl AyaConfig {
+    /// Check every field once. The error names the field and its rule.
+    pub fn validate(self) -> Result<ValidAyaConfig, ConfigError> {
+        let c = &self;
+        check(open_unit(c.target_utilization), "target_utilization", c.target_utilization, "must be in (0, 1)")?;
+        check(
+            c.weight_smoothing.is_finite() && c.weight_smoothing > 0.0 && c.weight_smoothing <= 1.0,
+            "weight_smoothing",
+            c.weight_smoothing,
+            "must be in (0, 1]",
+        )?;
+        check(positive(c.max_weight_step), "max_weight_step", c.max_weight_step, "must be > 0")?;
+        check(c.capacity_window >= 2, "capacity_window", c.capacity_window, "must be >= 2")?;
+        check(
+            c.capacity_min_points >= 1 && c.capacity_min_points <= c.capacity_window,
+            "capacity_min_points",
+            c.capacity_min_points,
+            "must be in [1, capacity_window]",
+        )?;
+        check(
+            c.trend_points >= 3 && c.trend_points <= c.capacity_window,
+            "trend_points",
+            c.trend_points,
+            "must be in [3, capacity_window]",
+        )?;
+        check(positive(c.degrade_threshold), "degrade_threshold", c.degrade_threshold, "must be > 0")?;
+        check(
+            c.eject_error_rate.is_finite() && c.eject_error_rate > 0.0 && c.eject_error_rate <= 1.0,
+            "eject_error_rate",
+            c.eject_error_rate,
+            "must be in (0, 1]",
+        )?;
+        check(
+            c.eject_latency_factor.is_finite() && c.eject_latency_factor > 1.0,
+            "eject_latency_factor",
+            c.eject_latency_factor,
+            "must be > 1",
+        )?;
+        check(
+            non_negative(c.eject_latency_min_excess),
+            "eject_latency_min_excess",
+            c.eject_latency_min_excess,
+            "must be >= 0",
+        )?;
+        check(
+            c.max_ejection_fraction.is_finite() && (0.0..=1.0).contains(&c.max_ejection_fraction),
+            "max_ejection_fraction",
+            c.max_ejection_fraction,
+            "must be in [0, 1]",
+        )?;
+        check(positive(c.base_ejection_time), "base_ejection_time", c.base_ejection_time, "must be > 0")?;
+        check(positive(c.stale_intervals), "stale_intervals", c.stale_intervals, "must be > 0")?;
+        check(
+            positive(c.forecast_error_fallback),
+            "forecast_error_fallback",
+            c.forecast_error_fallback,
+            "must be > 0",
+        )?;
+        check(c.forecast_error_window >= 1, "forecast_error_window", c.forecast_error_window, "must be >= 1")?;
+        check(
+            c.scale_in_hysteresis.is_finite() && (0.0..1.0).contains(&c.scale_in_hysteresis),
+            "scale_in_hysteresis",
+            c.scale_in_hysteresis,
+            "must be in [0, 1)",
+        )?;
+        check(non_negative(c.scale_in_cooldown), "scale_in_cooldown", c.scale_in_cooldown, "must be >= 0")?;
+        check(non_negative(c.scale_up_cooldown), "scale_up_cooldown", c.scale_up_cooldown, "must be >= 0")?;
+        check(non_negative(c.scale_lookahead), "scale_lookahead", c.scale_lookahead, "must be >= 0")?;
+        check(c.max_scale_in_step >= 1, "max_scale_in_step", c.max_scale_in_step, "must be >= 1")?;
+        check(
+            c.capacity_spread.is_finite() && c.capacity_spread >= 1.0,
+            "capacity_spread",
+            c.capacity_spread,
+            "must be >= 1",
+        )?;
+        check(
+            c.variable_service_ratio.is_finite() && c.variable_service_ratio >= 1.0,
+            "variable_service_ratio",
+            c.variable_service_ratio,
+            "must be >= 1",
+        )?;
+        check(
+            c.algorithm_switch_ticks >= 1,
+            "algorithm_switch_ticks",
+            c.algorithm_switch_ticks,
+            "must be >= 1",
+        )?;
+        Ok(ValidAyaConfig(self))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert!(AyaConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn bad_target_names_the_field() {
+        let err = AyaConfig { target_utilization: 1.5, ..AyaConfig::default() }.validate().unwrap_err();
+        assert_eq!(err.field, "target_utilization");
+        assert!(err.to_string().contains("(0, 1)"), "{err}");
+    }
+
+    #[test]
+    fn nan_is_rejected() {
+        let err = AyaConfig { weight_smoothing: f64::NAN, ..AyaConfig::default() }.validate().unwrap_err();
+        assert_eq!(err.field, "weight_smoothing");
+    }
+
+    #[test]
+    fn unknown_field_is_rejected_by_serde() {
+        let err = serde_json::from_str::<AyaConfig>(r#"{"target_utilisation": 0.5}"#).unwrap_err();
+        assert!(err.to_string().contains("target_utilisation"), "{err}");
+    }
+}

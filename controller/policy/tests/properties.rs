@@ -1,0 +1,138 @@
+//! Invariants of every policy, over random observation sequences:
+//! weights finite and ≥ 1, replicas within [min, max], Aya's weight steps
+//! bounded, and decisions deterministic given the seed and the inputs.
+
+use aya_policy::{
+    AyaConfig, AyaPolicy, BackendObservation, Decision, DemandForecast, Policy, ReplicaState,
+    TickInput, by_name,
+};
+use proptest::prelude::*;
+use serde_json::Map;
+
+/// One tick of random telemetry for `n` backends.
+#[derive(Debug, Clone)]
+struct Tick {
+    demand: f64,
+    per_backend: Vec<(f64, f64, f64, f64, f64, bool)>,
+    forecast_scale: f64,
+    current: u32,
+    stale: bool,
+}
+
+fn tick_strategy(n: usize) -> impl Strategy<Value = Tick> {
+    (
+        0.0..5000.0f64,
+        prop::collection::vec(
+            (0.0..500.0f64, 0.0..1.2f64, 0.0..3.0f64, 0.0..200.0f64, 0.0..1.0f64, prop::bool::weighted(0.9)),
+            n,
+        ),
+        0.0..3.0f64,
+        0u32..40,
+        prop::bool::weighted(0.1),
+    )
+        .prop_map(|(demand, per_backend, forecast_scale, current, stale)| Tick {
+            demand,
+            per_backend,
+            forecast_scale,
+            current,
+            stale,
+        })
+}
+
+fn observations(k: usize, tick: &Tick, now: f64) -> Vec<BackendObservation> {
+    tick.per_backend
+        .iter()
+        .enumerate()
+        .map(|(i, &(rate, cpu, p50, in_flight, err, healthy))| BackendObservation {
+            backend: format!("b{i}"),
+            healthy,
+            request_rate: rate,
+            in_flight,
+            latency_p50: p50,
+            latency_p90: p50 * 1.5,
+            latency_p99: p50 * (2.0 + (k % 5) as f64),
+            error_rate: err * err * err,
+            cpu_utilization: Some(cpu),
+            memory_utilization: None,
+            observed_at: if tick.stale { now - 100.0 } else { now },
+        })
+        .collect()
+}
+
+fn run(policy: &mut dyn Policy, ticks: &[Tick], min: u32, max: u32) -> Vec<Decision> {
+    let mut out = Vec::new();
+    for (k, t) in ticks.iter().enumerate() {
+        let now = 10.0 * k as f64;
+        let backends = observations(k, t, now);
+        let mean: Vec<f64> = (0..12).map(|j| t.demand * t.forecast_scale * (1.0 + 0.1 * j as f64)).collect();
+        let f = DemandForecast {
+            issued_at: now,
+            step: 10.0,
+            upper: mean.iter().map(|m| m * 1.2).collect(),
+            lower: mean.iter().map(|m| m * 0.8).collect(),
+            mean,
+            level: 0.9,
+        };
+        let input = TickInput {
+            now,
+            interval: 10.0,
+            backends: &backends,
+            demand_rps: t.demand,
+            forecast: (k % 3 != 0).then_some(&f),
+            replicas: ReplicaState { current: t.current, ready: t.current, min, max, boot_time: 60.0 },
+        };
+        out.push(policy.decide(&input));
+    }
+    out
+}
+
+const NAMES: [&str; 7] = ["aya", "static", "round_robin", "a58", "peak_ewma", "p2c", "hpa"];
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn weights_are_at_least_one_and_replicas_within_bounds(
+        ticks in prop::collection::vec(tick_strategy(6), 1..25),
+        min in 1u32..5,
+        extra in 0u32..20,
+        which in 0usize..NAMES.len(),
+    ) {
+        let max = min + extra;
+        let mut p = by_name(NAMES[which], &Map::new(), 7).unwrap();
+        for d in run(&mut *p, &ticks, min, max) {
+            prop_assert!(!d.weights.is_empty());
+            for w in &d.weights {
+                prop_assert!(w.weight >= 1, "{} published {:?}", NAMES[which], d.weights);
+            }
+            prop_assert!(d.scaling.desired_replicas >= min && d.scaling.desired_replicas <= max,
+                "{}: {} not in [{min}, {max}] ({})", NAMES[which], d.scaling.desired_replicas, d.scaling.rule);
+            prop_assert!(!d.explanation.rules.is_empty());
+        }
+    }
+
+    #[test]
+    fn aya_weight_steps_are_bounded(ticks in prop::collection::vec(tick_strategy(5), 2..25), step in 0.1f64..2.0) {
+        let cfg = AyaConfig { max_weight_step: step, ..AyaConfig::default() };
+        let mut p = AyaPolicy::new(cfg.validate().unwrap());
+        let decisions = run(&mut p, &ticks, 1, 50);
+        for pair in decisions.windows(2) {
+            for w in &pair[1].weights {
+                if let Some(prev) = pair[0].weights.iter().find(|p| p.backend == w.backend) {
+                    let (a, b) = (prev.weight as f64, w.weight as f64);
+                    // Published weights are rounded: the internal values lie
+                    // within ±0.5 of them.
+                    prop_assert!(b <= (a + 0.5) * (1.0 + step) + 0.5 && b >= (a - 0.5) / (1.0 + step) - 0.5,
+                        "step {step}: {a} -> {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn decisions_are_deterministic(ticks in prop::collection::vec(tick_strategy(4), 1..15), which in 0usize..NAMES.len(), seed in any::<u64>()) {
+        let mut p = by_name(NAMES[which], &Map::new(), seed).unwrap();
+        let mut q = by_name(NAMES[which], &Map::new(), seed).unwrap();
+        prop_assert_eq!(run(&mut *p, &ticks, 1, 30), run(&mut *q, &ticks, 1, 30));
+    }
+}

@@ -1,0 +1,315 @@
+//! The aya.v1 gRPC services: metrics ingest, decision watch, forecast query
+//! and admin. Thin adapters over [`Controller`]: they convert wire types,
+//! map errors to gRPC statuses and move blocking store work off the async
+//! workers.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use aya_proto::v1 as pb;
+use aya_proto::v1::admin_service_server::AdminService;
+use aya_proto::v1::decision_service_server::DecisionService;
+use aya_proto::v1::forecast_service_server::ForecastService;
+use aya_proto::v1::metrics_service_server::MetricsService;
+use futures::{Stream, StreamExt};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::convert;
+use crate::publish::ClusterSnapshot;
+use crate::state::{Controller, ControllerError, Override};
+
+/// Batches of one stream that may be waiting for their commit at once.
+const ACK_PIPELINE: usize = 8;
+/// Server limit on history points per query.
+const MAX_HISTORY_POINTS: usize = 1_000_000;
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+fn status(e: ControllerError) -> Status {
+    match e {
+        ControllerError::UnknownCluster(_) | ControllerError::UnknownBackend { .. } => Status::not_found(e.to_string()),
+        ControllerError::Invalid(_) | ControllerError::Config(_) => Status::invalid_argument(e.to_string()),
+        ControllerError::WriterGone => Status::unavailable(e.to_string()),
+        ControllerError::Store(_) => Status::internal(e.to_string()),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ControllerError> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("worker failed: {e}")))?
+        .map_err(status)
+}
+
+/// Implements every aya.v1 service over one [`Controller`].
+#[derive(Debug, Clone)]
+pub struct AyaApi {
+    ctl: Controller,
+}
+
+impl AyaApi {
+    /// Services over `ctl`.
+    pub fn new(ctl: Controller) -> Self {
+        AyaApi { ctl }
+    }
+}
+
+enum Pending {
+    Wait(u64, oneshot::Receiver<Vec<pb::SampleResult>>),
+    Fail(Status),
+}
+
+fn ack(sequence: u64, results: Vec<pb::SampleResult>) -> pb::IngestAck {
+    let accepted = results.iter().filter(|r| r.accepted).count() as u32;
+    let rejected = results.len() as u32 - accepted;
+    pb::IngestAck { sequence, results, accepted, rejected }
+}
+
+#[tonic::async_trait]
+impl MetricsService for AyaApi {
+    type IngestStream = BoxStream<pb::IngestAck>;
+
+    async fn ingest(&self, request: Request<Streaming<pb::IngestBatch>>) -> Result<Response<Self::IngestStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel::<Pending>(ACK_PIPELINE);
+        let ctl = self.ctl.clone();
+        tokio::spawn(async move {
+            loop {
+                match inbound.message().await {
+                    Ok(Some(batch)) => {
+                        let seq = batch.sequence;
+                        match ctl.submit(batch.samples).await {
+                            Ok(r) => {
+                                if tx.send(Pending::Wait(seq, r)).await.is_err() {
+                                    break;
+                                }
+                            }
+                            Err(e) => {
+                                let _ = tx.send(Pending::Fail(status(e))).await;
+                                break;
+                            }
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(s) => {
+                        tracing::warn!(error = %s.message(), "ingest stream: undecodable message; closing the stream");
+                        let _ = tx.send(Pending::Fail(s)).await;
+                        break;
+                    }
+                }
+            }
+        });
+        let out = ReceiverStream::new(rx).then(|p| async move {
+            match p {
+                Pending::Wait(seq, r) => match r.await {
+                    Ok(results) => Ok(ack(seq, results)),
+                    Err(_) => Err(Status::unavailable("ingest writer stopped before committing the batch")),
+                },
+                Pending::Fail(s) => Err(s),
+            }
+        });
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn query_history(&self, request: Request<pb::QueryHistoryRequest>) -> Result<Response<pb::QueryHistoryResponse>, Status> {
+        let q = request.into_inner();
+        if q.cluster.is_empty() {
+            return Err(Status::invalid_argument("cluster is required"));
+        }
+        let limit = if q.limit == 0 { MAX_HISTORY_POINTS } else { (q.limit as usize).min(MAX_HISTORY_POINTS) };
+        let ctl = self.ctl.clone();
+        let (series, truncated) =
+            blocking(move || ctl.history(&q.cluster, &q.backend, &q.metric, q.start_ms, q.end_ms, limit)).await?;
+        Ok(Response::new(pb::QueryHistoryResponse {
+            series: series
+                .into_iter()
+                .map(|(k, pts)| pb::HistorySeries {
+                    backend: k.backend,
+                    metric: k.metric,
+                    kind: k.kind,
+                    labels: k.labels,
+                    points: pts.into_iter().map(|(t, v)| pb::HistoryPoint { timestamp_ms: t, value: v }).collect(),
+                })
+                .collect(),
+            truncated,
+        }))
+    }
+}
+
+struct WatchState {
+    rx: watch::Receiver<Arc<ClusterSnapshot>>,
+    first: bool,
+    last_version: u64,
+    done: bool,
+}
+
+/// A stream of a cluster's snapshots: the current one at once (unless the
+/// client has `last_version` already), then each new one; a slow reader
+/// only sees the latest.
+pub fn watch_stream(rx: watch::Receiver<Arc<ClusterSnapshot>>, last_version: u64) -> BoxStream<pb::ClusterSnapshot> {
+    let st = WatchState { rx, first: true, last_version, done: false };
+    Box::pin(futures::stream::unfold(st, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        if st.first {
+            st.first = false;
+            let cur = st.rx.borrow_and_update().clone();
+            if cur.version != st.last_version {
+                st.last_version = cur.version;
+                return Some((Ok(convert::snapshot_to_wire(&cur)), st));
+            }
+        }
+        loop {
+            if st.rx.changed().await.is_err() {
+                st.done = true;
+                return Some((Err(Status::not_found("cluster was deleted")), st));
+            }
+            let cur = st.rx.borrow_and_update().clone();
+            if cur.version != st.last_version {
+                st.last_version = cur.version;
+                return Some((Ok(convert::snapshot_to_wire(&cur)), st));
+            }
+        }
+    }))
+}
+
+#[tonic::async_trait]
+impl DecisionService for AyaApi {
+    type WatchStream = BoxStream<pb::ClusterSnapshot>;
+
+    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let req = request.into_inner();
+        let rx = self.ctl.publisher().subscribe(&req.cluster).ok_or_else(|| {
+            Status::not_found(format!("cluster {:?} does not exist or has not been published", req.cluster))
+        })?;
+        Ok(Response::new(watch_stream(rx, req.last_version)))
+    }
+
+    async fn get_snapshot(&self, request: Request<pb::GetSnapshotRequest>) -> Result<Response<pb::ClusterSnapshot>, Status> {
+        let req = request.into_inner();
+        let snap = self
+            .ctl
+            .publisher()
+            .current(&req.cluster)
+            .ok_or_else(|| Status::not_found(format!("cluster {:?} has no published snapshot", req.cluster)))?;
+        Ok(Response::new(convert::snapshot_to_wire(&snap)))
+    }
+}
+
+#[tonic::async_trait]
+impl ForecastService for AyaApi {
+    async fn get_forecast(&self, request: Request<pb::ForecastRequest>) -> Result<Response<pb::ForecastResponse>, Status> {
+        let req = request.into_inner();
+        if req.horizon > 10_000 {
+            return Err(Status::invalid_argument(format!("horizon {} exceeds 10000", req.horizon)));
+        }
+        let Some((rec, model)) = self.ctl.forecast(&req.cluster).map_err(status)? else {
+            return Err(Status::unavailable(format!(
+                "no forecast for cluster {:?} yet (no forecaster configured, or too little history)",
+                req.cluster
+            )));
+        };
+        let n = if req.horizon == 0 { rec.last.mean.len() } else { (req.horizon as usize).min(rec.last.mean.len()) };
+        let mae = rec.mae();
+        let f = rec.last;
+        Ok(Response::new(pb::ForecastResponse {
+            cluster: req.cluster,
+            issued_at: f.issued_at,
+            step: f.step,
+            mean: f.mean.into_iter().take(n).collect(),
+            lower: f.lower.into_iter().take(n).collect(),
+            upper: f.upper.into_iter().take(n).collect(),
+            level: f.level,
+            model,
+            one_step_mae: mae,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl AdminService for AyaApi {
+    async fn list_clusters(&self, _r: Request<pb::ListClustersRequest>) -> Result<Response<pb::ListClustersResponse>, Status> {
+        Ok(Response::new(pb::ListClustersResponse {
+            clusters: self.ctl.clusters().iter().map(convert::cluster_to_wire).collect(),
+        }))
+    }
+
+    async fn upsert_cluster(&self, r: Request<pb::UpsertClusterRequest>) -> Result<Response<pb::Cluster>, Status> {
+        let c = r.into_inner().cluster.ok_or_else(|| Status::invalid_argument("cluster is required"))?;
+        let cfg = convert::cluster_from_wire(&c).map_err(Status::invalid_argument)?;
+        let ctl = self.ctl.clone();
+        let out = blocking(move || ctl.upsert_cluster(cfg)).await?;
+        Ok(Response::new(convert::cluster_to_wire(&out)))
+    }
+
+    async fn delete_cluster(&self, r: Request<pb::DeleteClusterRequest>) -> Result<Response<pb::DeleteClusterResponse>, Status> {
+        let name = r.into_inner().name;
+        let ctl = self.ctl.clone();
+        let deleted = blocking(move || ctl.delete_cluster(&name)).await?;
+        Ok(Response::new(pb::DeleteClusterResponse { deleted }))
+    }
+
+    async fn upsert_backend(&self, r: Request<pb::UpsertBackendRequest>) -> Result<Response<pb::Cluster>, Status> {
+        let r = r.into_inner();
+        let b = r.backend.ok_or_else(|| Status::invalid_argument("backend is required"))?;
+        let b = convert::backend_from_wire(&b);
+        let ctl = self.ctl.clone();
+        let out = blocking(move || ctl.upsert_backend(&r.cluster, b)).await?;
+        Ok(Response::new(convert::cluster_to_wire(&out)))
+    }
+
+    async fn delete_backend(&self, r: Request<pb::DeleteBackendRequest>) -> Result<Response<pb::Cluster>, Status> {
+        let r = r.into_inner();
+        let ctl = self.ctl.clone();
+        let out = blocking(move || ctl.delete_backend(&r.cluster, &r.backend)).await?;
+        Ok(Response::new(convert::cluster_to_wire(&out)))
+    }
+
+    async fn set_override(&self, r: Request<pb::SetOverrideRequest>) -> Result<Response<pb::ClusterSnapshot>, Status> {
+        let r = r.into_inner();
+        let algorithm = match r.algorithm {
+            0 => None,
+            n => Some(
+                convert::algorithm_from_wire(n)
+                    .ok_or_else(|| Status::invalid_argument(format!("algorithm: unknown value {n}")))?,
+            ),
+        };
+        let o = Override {
+            weights: r
+                .weights
+                .iter()
+                .map(|w| aya_policy::BackendWeight { backend: w.backend.clone(), weight: w.weight })
+                .collect(),
+            algorithm,
+            desired_replicas: (r.desired_replicas > 0).then_some(r.desired_replicas),
+        };
+        let ctl = self.ctl.clone();
+        let snap = blocking(move || ctl.publish_override(&r.cluster, o)).await?;
+        Ok(Response::new(convert::snapshot_to_wire(&snap)))
+    }
+
+    async fn clear_override(&self, r: Request<pb::ClearOverrideRequest>) -> Result<Response<pb::ClearOverrideResponse>, Status> {
+        let cluster = r.into_inner().cluster;
+        let ctl = self.ctl.clone();
+        let cleared = blocking(move || ctl.clear_override(&cluster)).await?;
+        Ok(Response::new(pb::ClearOverrideResponse { cleared }))
+    }
+
+    async fn get_stats(&self, _r: Request<pb::GetStatsRequest>) -> Result<Response<pb::Stats>, Status> {
+        let m = self.ctl.metrics();
+        Ok(Response::new(pb::Stats {
+            samples_accepted: m.accepted(),
+            samples_rejected: m.rejected(),
+            batches_committed: m.batches(),
+            samples_stored: m.stored(),
+            ticks: m.ticks(),
+            publications: m.publications(),
+            watchers: self.ctl.publisher().receiver_count() as u64,
+        }))
+    }
+}

@@ -1,0 +1,349 @@
+//! Service configuration: a TOML file, overridden by flags and `AYA_*`
+//! environment variables (see `cli::ServeArgs`).
+//!
+//! Every key has a default, so an empty file (or none) gives a working
+//! controller with no clusters; clusters can then be added through the admin API.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use aya_policy::LbAlgorithm;
+use serde::{Deserialize, Serialize};
+
+/// Errors reading or validating the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or a key has the wrong type (the message names line and key).
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("config: {field}: {message}")]
+    Invalid {
+        /// Dotted path of the field, e.g. `clusters[0].backends[1].address`.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { field: field.into(), message: message.into() }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The whole service configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// gRPC listen address (aya.v1, xDS, KEDA, health).
+    pub listen: String,
+    /// Prometheus `/metrics` HTTP listen address; empty disables it.
+    pub metrics_listen: String,
+    /// Data directory (the redb store `aya.redb` lives there).
+    pub data_dir: PathBuf,
+    /// Seconds between control ticks.
+    pub tick_interval_seconds: f64,
+    /// Metric history older than this is deleted (and rejected on ingest).
+    pub retention_seconds: f64,
+    /// Seconds between retention sweeps.
+    pub retention_check_seconds: f64,
+    /// Samples more than this ahead of the server clock are rejected.
+    pub max_future_skew_seconds: f64,
+    /// Largest batch accepted on the ingest stream.
+    pub max_batch_samples: usize,
+    /// Batches queued for the store writer before ingest streams are slowed down.
+    pub ingest_queue_batches: usize,
+    /// Observations older than this are treated as absent by the control loop.
+    pub stale_after_seconds: f64,
+    /// Policy used by clusters that do not name one.
+    pub default_policy: String,
+    /// Forecast horizon, in forecaster steps.
+    pub forecast_horizon: usize,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides it.
+    pub log_filter: String,
+    /// Clusters declared in the file. On start, clusters already in the store
+    /// (including admin API changes) are kept as stored; the others are added.
+    pub clusters: Vec<ClusterConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:50051".into(),
+            metrics_listen: "127.0.0.1:9464".into(),
+            data_dir: PathBuf::from("aya-data"),
+            tick_interval_seconds: 5.0,
+            retention_seconds: 7.0 * 86_400.0,
+            retention_check_seconds: 60.0,
+            max_future_skew_seconds: 60.0,
+            max_batch_samples: 100_000,
+            ingest_queue_batches: 64,
+            stale_after_seconds: 60.0,
+            default_policy: "aya".into(),
+            forecast_horizon: 12,
+            log_format: LogFormat::Text,
+            log_filter: "info".into(),
+            clusters: Vec::new(),
+        }
+    }
+}
+
+/// One cluster (a service with interchangeable backends).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Unique name (the Envoy cluster name).
+    pub name: String,
+    /// Policy name; empty means `default_policy`.
+    #[serde(default)]
+    pub policy: String,
+    /// Parameters of the policy (a table; keys as documented by the policy).
+    #[serde(default)]
+    pub policy_params: serde_json::Map<String, serde_json::Value>,
+    /// Algorithm published before the policy decides and by the static policy.
+    #[serde(default = "default_algorithm")]
+    pub algorithm: LbAlgorithm,
+    /// Minimum replicas (default 1).
+    #[serde(default = "one")]
+    pub min_replicas: u32,
+    /// Maximum replicas (default: the number of backends, at least 1).
+    #[serde(default)]
+    pub max_replicas: u32,
+    /// Seconds from scale-up to ready.
+    #[serde(default = "default_boot")]
+    pub boot_time_seconds: f64,
+    /// Backends.
+    #[serde(default)]
+    pub backends: Vec<BackendConfig>,
+}
+
+/// One backend of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// Unique name within the cluster.
+    pub name: String,
+    /// `host:port` data planes connect to.
+    pub address: String,
+    /// Weight before data arrives (and under the static policy), ≥ 1.
+    #[serde(default = "one")]
+    pub weight_hint: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+fn default_boot() -> f64 {
+    30.0
+}
+fn default_algorithm() -> LbAlgorithm {
+    LbAlgorithm::WeightedRoundRobin
+}
+
+impl BackendConfig {
+    /// Split `address` into host and port.
+    pub fn host_port(&self) -> Result<(String, u16), String> {
+        split_host_port(&self.address)
+    }
+}
+
+/// Split `host:port` (IPv6 as `[::1]:80`).
+pub fn split_host_port(address: &str) -> Result<(String, u16), String> {
+    let (host, port) = address
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{address:?} is not host:port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("{address:?} has an empty host"));
+    }
+    let port: u16 = port.parse().map_err(|_| format!("{address:?} has an invalid port {port:?}"))?;
+    if port == 0 {
+        return Err(format!("{address:?} has port 0"));
+    }
+    Ok((host.to_string(), port))
+}
+
+impl ClusterConfig {
+    /// Fill defaults that depend on other fields and check every value.
+    /// `field` is the dotted path used in error messages.
+    pub fn normalise(&mut self, field: &str) -> Result<(), ConfigError> {
+        if !valid_name(&self.name) {
+            return Err(invalid(
+                format!("{field}.name"),
+                format!("{:?} must be 1..=128 characters of [A-Za-z0-9_.:-]", self.name),
+            ));
+        }
+        if self.min_replicas == 0 {
+            self.min_replicas = 1;
+        }
+        if self.max_replicas == 0 {
+            self.max_replicas = (self.backends.len() as u32).max(self.min_replicas);
+        }
+        if self.max_replicas < self.min_replicas {
+            return Err(invalid(
+                format!("{field}.max_replicas"),
+                format!("{} is below min_replicas {}", self.max_replicas, self.min_replicas),
+            ));
+        }
+        if !(self.boot_time_seconds.is_finite() && self.boot_time_seconds >= 0.0) {
+            return Err(invalid(format!("{field}.boot_time_seconds"), "must be a finite number ≥ 0"));
+        }
+        let mut seen = BTreeSet::new();
+        for (i, b) in self.backends.iter_mut().enumerate() {
+            let bf = format!("{field}.backends[{i}]");
+            if !valid_name(&b.name) {
+                return Err(invalid(
+                    format!("{bf}.name"),
+                    format!("{:?} must be 1..=128 characters of [A-Za-z0-9_.:-]", b.name),
+                ));
+            }
+            if !seen.insert(b.name.clone()) {
+                return Err(invalid(format!("{bf}.name"), format!("duplicate backend {:?}", b.name)));
+            }
+            b.host_port().map_err(|m| invalid(format!("{bf}.address"), m))?;
+            if b.weight_hint == 0 {
+                b.weight_hint = 1;
+            }
+        }
+        self.backends.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(())
+    }
+}
+
+/// Names of clusters, backends: 1..=128 characters of `[A-Za-z0-9_.:-]`.
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b':' | b'-'))
+}
+
+impl Config {
+    /// Parse a TOML document (`path` is only used in error messages).
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })
+    }
+
+    /// Read and parse a TOML file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Check every value and fill derived defaults.
+    pub fn validate(&mut self) -> Result<(), ConfigError> {
+        let positive = |name: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(invalid(name, format!("must be a finite number > 0, got {v}")))
+            }
+        };
+        positive("tick_interval_seconds", self.tick_interval_seconds)?;
+        positive("retention_seconds", self.retention_seconds)?;
+        positive("retention_check_seconds", self.retention_check_seconds)?;
+        positive("max_future_skew_seconds", self.max_future_skew_seconds)?;
+        positive("stale_after_seconds", self.stale_after_seconds)?;
+        if self.max_batch_samples == 0 {
+            return Err(invalid("max_batch_samples", "must be ≥ 1"));
+        }
+        if self.ingest_queue_batches == 0 {
+            return Err(invalid("ingest_queue_batches", "must be ≥ 1"));
+        }
+        if self.forecast_horizon == 0 || self.forecast_horizon > 10_000 {
+            return Err(invalid("forecast_horizon", "must be in 1..=10000"));
+        }
+        crate::policies::check_name(&self.default_policy)
+            .map_err(|m| invalid("default_policy", m))?;
+        let mut seen = BTreeSet::new();
+        for (i, c) in self.clusters.iter_mut().enumerate() {
+            let f = format!("clusters[{i}]");
+            c.normalise(&f)?;
+            if !c.policy.is_empty() {
+                crate::policies::check_name(&c.policy).map_err(|m| invalid(format!("{f}.policy"), m))?;
+            }
+            if !seen.insert(c.name.clone()) {
+                return Err(invalid(format!("{f}.name"), format!("duplicate cluster {:?}", c.name)));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_file_parses_and_validates() {
+        let text = r#"
+listen = "127.0.0.1:0"
+tick_interval_seconds = 1.0
+[[clusters]]
+name = "web"
+algorithm = "least_request"
+[[clusters.backends]]
+name = "b"
+address = "127.0.0.1:8081"
+weight_hint = 3
+[[clusters.backends]]
+name = "a"
+address = "[::1]:8080"
+"#;
+        let mut c = Config::from_toml(text, Path::new("x.toml")).unwrap();
+        c.validate().unwrap();
+        let web = &c.clusters[0];
+        assert_eq!(web.algorithm, LbAlgorithm::LeastRequest);
+        assert_eq!(web.max_replicas, 2);
+        assert_eq!(web.backends[0].name, "a");
+        assert_eq!(web.backends[0].host_port().unwrap(), ("::1".to_string(), 8080));
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let cases = [
+            ("tick_interval_seconds = -1.0", "tick_interval_seconds"),
+            ("[[clusters]]\nname = \"\"", "clusters[0].name"),
+            (
+                "[[clusters]]\nname = \"w\"\n[[clusters.backends]]\nname = \"a\"\naddress = \"nope\"",
+                "clusters[0].backends[0].address",
+            ),
+            ("[[clusters]]\nname = \"w\"\npolicy = \"nonsense\"", "clusters[0].policy"),
+        ];
+        for (text, field) in cases {
+            let mut c = Config::from_toml(text, Path::new("x.toml")).unwrap();
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{text}: {err}");
+        }
+        let err = Config::from_toml("listen = 3", Path::new("x.toml")).unwrap_err().to_string();
+        assert!(err.contains("x.toml") && err.contains("line 1"), "{err}");
+        let err = Config::from_toml("bogus = 3", Path::new("x.toml")).unwrap_err().to_string();
+        assert!(err.contains("bogus"), "{err}");
+    }
+}

@@ -1,0 +1,161 @@
+//! Conversions between the decision engine's domain types (`aya_policy`) and
+//! the aya.v1 wire types (`aya_proto::v1`). They live here so that neither
+//! the engine nor the proto crate depends on the other.
+
+use aya_policy::{Decision, LbAlgorithm};
+use aya_proto::v1 as pb;
+
+use crate::config::{BackendConfig, ClusterConfig};
+use crate::publish::ClusterSnapshot;
+
+/// Domain algorithm → wire enum.
+pub fn algorithm_to_wire(a: LbAlgorithm) -> pb::LbAlgorithm {
+    match a {
+        LbAlgorithm::RoundRobin => pb::LbAlgorithm::RoundRobin,
+        LbAlgorithm::WeightedRoundRobin => pb::LbAlgorithm::WeightedRoundRobin,
+        LbAlgorithm::Random => pb::LbAlgorithm::Random,
+        LbAlgorithm::WeightedRandom => pb::LbAlgorithm::WeightedRandom,
+        LbAlgorithm::LeastRequest => pb::LbAlgorithm::LeastRequest,
+        LbAlgorithm::JoinShortestQueue => pb::LbAlgorithm::JoinShortestQueue,
+        LbAlgorithm::PeakEwma => pb::LbAlgorithm::PeakEwma,
+        LbAlgorithm::RingHash => pb::LbAlgorithm::RingHash,
+        LbAlgorithm::Maglev => pb::LbAlgorithm::Maglev,
+        LbAlgorithm::SourceIpHash => pb::LbAlgorithm::SourceIpHash,
+    }
+}
+
+/// Wire enum number → domain algorithm; `None` for UNSPECIFIED or an unknown number.
+pub fn algorithm_from_wire(n: i32) -> Option<LbAlgorithm> {
+    Some(match pb::LbAlgorithm::try_from(n).ok()? {
+        pb::LbAlgorithm::Unspecified => return None,
+        pb::LbAlgorithm::RoundRobin => LbAlgorithm::RoundRobin,
+        pb::LbAlgorithm::WeightedRoundRobin => LbAlgorithm::WeightedRoundRobin,
+        pb::LbAlgorithm::Random => LbAlgorithm::Random,
+        pb::LbAlgorithm::WeightedRandom => LbAlgorithm::WeightedRandom,
+        pb::LbAlgorithm::LeastRequest => LbAlgorithm::LeastRequest,
+        pb::LbAlgorithm::JoinShortestQueue => LbAlgorithm::JoinShortestQueue,
+        pb::LbAlgorithm::PeakEwma => LbAlgorithm::PeakEwma,
+        pb::LbAlgorithm::RingHash => LbAlgorithm::RingHash,
+        pb::LbAlgorithm::Maglev => LbAlgorithm::Maglev,
+        pb::LbAlgorithm::SourceIpHash => LbAlgorithm::SourceIpHash,
+    })
+}
+
+/// Domain decision → wire.
+pub fn decision_to_wire(d: &Decision) -> pb::Decision {
+    pb::Decision {
+        at: d.at,
+        weights: d
+            .weights
+            .iter()
+            .map(|w| pb::BackendWeight { backend: w.backend.clone(), weight: w.weight })
+            .collect(),
+        ejected: d.ejected.clone(),
+        scaling: Some(pb::ScalingSignal {
+            desired_replicas: d.scaling.desired_replicas,
+            current_replicas: d.scaling.current_replicas,
+            rule: d.scaling.rule.clone(),
+        }),
+        algorithm: Some(pb::AlgorithmChoice {
+            algorithm: algorithm_to_wire(d.algorithm.algorithm) as i32,
+            rule: d.algorithm.rule.clone(),
+        }),
+        explanation: Some(pb::Explanation {
+            inputs: d.explanation.inputs.clone(),
+            forecast: d.explanation.forecast.clone().unwrap_or_default(),
+            rules: d.explanation.rules.clone(),
+        }),
+    }
+}
+
+/// Published snapshot → wire.
+pub fn snapshot_to_wire(s: &ClusterSnapshot) -> pb::ClusterSnapshot {
+    pb::ClusterSnapshot {
+        cluster: s.cluster.clone(),
+        version: s.version,
+        decision: Some(decision_to_wire(&s.decision)),
+        endpoints: s
+            .endpoints
+            .iter()
+            .map(|e| pb::Endpoint {
+                backend: e.backend.clone(),
+                host: e.host.clone(),
+                port: u32::from(e.port),
+                weight: e.weight,
+            })
+            .collect(),
+    }
+}
+
+/// Cluster configuration → wire.
+pub fn cluster_to_wire(c: &ClusterConfig) -> pb::Cluster {
+    pb::Cluster {
+        name: c.name.clone(),
+        backends: c.backends.iter().map(backend_to_wire).collect(),
+        policy: c.policy.clone(),
+        min_replicas: c.min_replicas,
+        max_replicas: c.max_replicas,
+        boot_time_seconds: c.boot_time_seconds,
+        algorithm: algorithm_to_wire(c.algorithm) as i32,
+        policy_params_json: if c.policy_params.is_empty() {
+            String::new()
+        } else {
+            serde_json::Value::Object(c.policy_params.clone()).to_string()
+        },
+    }
+}
+
+/// Backend configuration → wire.
+pub fn backend_to_wire(b: &BackendConfig) -> pb::Backend {
+    pb::Backend { name: b.name.clone(), address: b.address.clone(), weight_hint: b.weight_hint }
+}
+
+/// Wire backend → configuration (checked later by `ClusterConfig::normalise`).
+pub fn backend_from_wire(b: &pb::Backend) -> BackendConfig {
+    BackendConfig { name: b.name.clone(), address: b.address.clone(), weight_hint: b.weight_hint.max(1) }
+}
+
+/// Wire cluster → configuration. Errors name the offending field.
+pub fn cluster_from_wire(c: &pb::Cluster) -> Result<ClusterConfig, String> {
+    let policy_params = if c.policy_params_json.trim().is_empty() {
+        serde_json::Map::new()
+    } else {
+        match serde_json::from_str::<serde_json::Value>(&c.policy_params_json) {
+            Ok(serde_json::Value::Object(m)) => m,
+            Ok(_) => return Err("cluster.policy_params_json: must be a JSON object".into()),
+            Err(e) => return Err(format!("cluster.policy_params_json: {e}")),
+        }
+    };
+    let algorithm = if c.algorithm == 0 {
+        LbAlgorithm::WeightedRoundRobin
+    } else {
+        algorithm_from_wire(c.algorithm).ok_or_else(|| format!("cluster.algorithm: unknown value {}", c.algorithm))?
+    };
+    if !c.boot_time_seconds.is_finite() || c.boot_time_seconds < 0.0 {
+        return Err("cluster.boot_time_seconds: must be a finite number ≥ 0".into());
+    }
+    Ok(ClusterConfig {
+        name: c.name.clone(),
+        policy: c.policy.clone(),
+        policy_params,
+        algorithm,
+        min_replicas: c.min_replicas,
+        max_replicas: c.max_replicas,
+        boot_time_seconds: if c.boot_time_seconds == 0.0 { 30.0 } else { c.boot_time_seconds },
+        backends: c.backends.iter().map(backend_from_wire).collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_algorithm_round_trips() {
+        for a in LbAlgorithm::ALL {
+            assert_eq!(algorithm_from_wire(algorithm_to_wire(a) as i32), Some(a));
+        }
+        assert_eq!(algorithm_from_wire(0), None);
+        assert_eq!(algorithm_from_wire(99), None);
+    }
+}

@@ -1,0 +1,65 @@
+//! `aya`: the one user-facing binary. Each subcommand is a user job; the work
+//! lives in the library crates and this file only dispatches.
+
+use std::process::ExitCode;
+
+use aya_forecaster::cli as fc;
+use aya_forecaster::cli_support::{CliResult, Failure};
+use aya_sim::cli as sim;
+use clap::{Parser, Subcommand};
+
+/// Aya: a predictive traffic controller. It learns from a service's traffic and
+/// its servers' metrics, forecasts what comes next, and steers load balancers
+/// (Envoy xDS, proxyless gRPC, KEDA) ahead of demand.
+///
+/// Exit codes: 0 success, 1 runtime error, 2 usage error, 3 bad input data,
+/// 4 feature not available yet.
+#[derive(Debug, Parser)]
+#[command(name = "aya", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the whole loop on built-in data: train, control over gRPC, simulate, score, report.
+    Demo(aya_controller::cli::DemoArgs),
+    /// Run the controller service: metrics in over gRPC, decisions out (aya.v1 watch, Envoy xDS, KEDA).
+    Serve(aya_controller::cli::ServeArgs),
+    /// Train and select a forecasting model for a series and save it as a versioned artifact.
+    Train(fc::TrainArgs),
+    /// Forecast the next steps of a series as `timestamp,yhat,lower,upper,level`.
+    Forecast(fc::ForecastArgs),
+    /// Rolling-origin backtest: MASE, sMAPE and interval coverage per model and horizon.
+    Backtest(fc::BacktestArgs),
+    /// Replay traffic through modelled data planes and backends and score the policies.
+    Sim(sim::SimArgs),
+    /// Run the policy league table (Aya against P2C, A58 WRR, peak-EWMA and HPA).
+    League(sim::LeagueArgs),
+    /// Generate built-in synthetic data, fetch public traces, or check a dataset directory.
+    Datasets(fc::DatasetsArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result: CliResult = match &cli.command {
+        Command::Demo(a) => aya_controller::cli::run_demo(a),
+        Command::Serve(a) => aya_controller::cli::run_serve(a),
+        Command::Train(a) => fc::run_train(a),
+        Command::Forecast(a) => fc::run_forecast(a),
+        Command::Backtest(a) => fc::run_backtest(a),
+        Command::Sim(a) => sim::run_sim(a),
+        Command::League(a) => sim::run_league(a),
+        Command::Datasets(a) => fc::run_datasets(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => report(failure),
+    }
+}
+
+fn report(failure: Failure) -> ExitCode {
+    eprintln!("aya: error: {failure}");
+    ExitCode::from(failure.exit_code())
+}

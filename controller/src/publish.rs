@@ -1,0 +1,166 @@
+//! Publishing: the one place where decisions become visible to data planes.
+//!
+//! Every consumer (aya.v1 `Watch` streams, the Envoy xDS server, the KEDA
+//! external scaler) reads the same state through `tokio::sync::watch`
+//! receivers. A `watch` channel holds exactly one value, so a slow consumer
+//! only ever sees the latest snapshot and nothing queues up: memory stays flat
+//! however many watchers stop reading.
+//!
+//! Two levels are published:
+//! - per cluster, a `watch::Sender<Arc<ClusterSnapshot>>` (what `Watch` streams
+//!   for one cluster subscribe to);
+//! - the whole set, a `watch::Sender<Arc<PublishedState>>` (what xDS and KEDA
+//!   subscribe to: they serve every cluster on one stream).
+//!
+//! Versions: each cluster snapshot carries its own monotonically increasing
+//! version; [`PublishedState::version`] increases whenever any cluster's
+//! snapshot changes (or a cluster is added or removed). Versions survive
+//! restarts (the store keeps the last published snapshots).
+//!
+//! This module is a stable interface for the xDS and KEDA servers:
+//! - `Publisher::subscribe_all()` returns a `watch::Receiver<Arc<PublishedState>>`;
+//! - `Publisher::subscribe(cluster)` returns a `watch::Receiver<Arc<ClusterSnapshot>>`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use aya_policy::Decision;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+/// One backend as data planes must see it: where it is and its weight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// Backend name, unique within its cluster.
+    pub backend: String,
+    /// Host (IP address or DNS name) of the backend.
+    pub host: String,
+    /// TCP port of the backend.
+    pub port: u16,
+    /// Published weight, always ≥ 1 (Envoy and gRPC NACK a zero weight).
+    pub weight: u32,
+}
+
+/// The decisions of one cluster at one version: what every data plane of that
+/// cluster applies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterSnapshot {
+    /// Cluster name (the Envoy cluster name, the KEDA scaled object's cluster).
+    pub cluster: String,
+    /// Version of this cluster's snapshot, increasing by one per publication.
+    pub version: u64,
+    /// The decision that was published (weights, ejections, scaling, algorithm).
+    pub decision: Decision,
+    /// Endpoints that should receive traffic (backends present in
+    /// `decision.weights`, joined with their addresses), sorted by backend name.
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// Every cluster's current snapshot.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PublishedState {
+    /// Increases whenever any cluster's snapshot changes or the cluster set changes.
+    pub version: u64,
+    /// Current snapshot per cluster name.
+    pub clusters: BTreeMap<String, Arc<ClusterSnapshot>>,
+}
+
+struct Inner {
+    all: watch::Sender<Arc<PublishedState>>,
+    per_cluster: BTreeMap<String, watch::Sender<Arc<ClusterSnapshot>>>,
+}
+
+/// Owner of the published state. Cheap to clone (shared inside).
+#[derive(Clone)]
+pub struct Publisher {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher").finish_non_exhaustive()
+    }
+}
+
+impl Default for Publisher {
+    fn default() -> Self {
+        Self::new(0)
+    }
+}
+
+impl Publisher {
+    /// An empty publisher whose global version starts at `version`.
+    pub fn new(version: u64) -> Self {
+        let (all, _) = watch::channel(Arc::new(PublishedState { version, clusters: BTreeMap::new() }));
+        Publisher { inner: Arc::new(Mutex::new(Inner { all, per_cluster: BTreeMap::new() })) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding this lock cannot leave the maps inconsistent
+        // (every update is a single insert), so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Receiver of every cluster's state (for xDS, KEDA and metrics). The
+    /// receiver's current value is the latest state.
+    pub fn subscribe_all(&self) -> watch::Receiver<Arc<PublishedState>> {
+        self.lock().all.subscribe()
+    }
+
+    /// Receiver of one cluster's snapshots, or `None` when the cluster has
+    /// never been published. The sender is dropped (and the receiver sees
+    /// `changed()` fail) when the cluster is removed.
+    pub fn subscribe(&self, cluster: &str) -> Option<watch::Receiver<Arc<ClusterSnapshot>>> {
+        self.lock().per_cluster.get(cluster).map(|s| s.subscribe())
+    }
+
+    /// The current snapshot of `cluster`.
+    pub fn current(&self, cluster: &str) -> Option<Arc<ClusterSnapshot>> {
+        self.lock().per_cluster.get(cluster).map(|s| s.borrow().clone())
+    }
+
+    /// The current state of every cluster.
+    pub fn state(&self) -> Arc<PublishedState> {
+        self.lock().all.borrow().clone()
+    }
+
+    /// Publish `snapshot` as the current one of its cluster. The caller sets
+    /// the version (the controller increments it and stores it first).
+    pub fn publish(&self, snapshot: ClusterSnapshot) -> Arc<ClusterSnapshot> {
+        let snap = Arc::new(snapshot);
+        let mut inner = self.lock();
+        match inner.per_cluster.get(&snap.cluster) {
+            Some(tx) => {
+                tx.send_replace(snap.clone());
+            }
+            None => {
+                let (tx, _) = watch::channel(snap.clone());
+                inner.per_cluster.insert(snap.cluster.clone(), tx);
+            }
+        }
+        let prev = inner.all.borrow().clone();
+        let mut clusters = prev.clusters.clone();
+        clusters.insert(snap.cluster.clone(), snap.clone());
+        inner.all.send_replace(Arc::new(PublishedState { version: prev.version + 1, clusters }));
+        snap
+    }
+
+    /// Remove `cluster`: its watchers see the end of their stream.
+    pub fn remove(&self, cluster: &str) {
+        let mut inner = self.lock();
+        if inner.per_cluster.remove(cluster).is_some() {
+            let prev = inner.all.borrow().clone();
+            let mut clusters = prev.clusters.clone();
+            clusters.remove(cluster);
+            inner.all.send_replace(Arc::new(PublishedState { version: prev.version + 1, clusters }));
+        }
+    }
+
+    /// Number of live receivers across all clusters (per-cluster watchers plus
+    /// whole-state subscribers), for the `aya_watchers` gauge.
+    pub fn receiver_count(&self) -> usize {
+        let inner = self.lock();
+        inner.per_cluster.values().map(|s| s.receiver_count()).sum::<usize>()
+            + inner.all.receiver_count()
+    }
+}

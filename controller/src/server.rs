@@ -1,0 +1,171 @@
+//! The service: one tonic server (aya.v1, Envoy ADS, KEDA external scaler,
+//! grpc.health.v1) on the gRPC listener, Prometheus `/metrics` on a separate
+//! HTTP listener, and the background tasks (control ticks, retention).
+//!
+//! The listeners and the shutdown signal are arguments, so tests run the
+//! whole service in-process on `127.0.0.1:0` and stop it by resolving the
+//! future.
+
+use std::future::Future;
+use std::time::Duration;
+
+use aya_proto::v1::admin_service_server::AdminServiceServer;
+use aya_proto::v1::decision_service_server::DecisionServiceServer;
+use aya_proto::v1::forecast_service_server::ForecastServiceServer;
+use aya_proto::v1::metrics_service_server::MetricsServiceServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::api::AyaApi;
+use crate::config::Config;
+use crate::state::{Controller, ControllerError, now_secs};
+
+/// Largest gRPC message accepted on the ingest stream (a batch of 100 000
+/// samples with labels fits comfortably).
+pub const MAX_INGEST_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Errors that stop the service.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Opening or restoring the controller failed.
+    #[error(transparent)]
+    Controller(#[from] ControllerError),
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The metrics HTTP server failed.
+    #[error("metrics server: {0}")]
+    Http(std::io::Error),
+    /// A background task panicked.
+    #[error("task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// The sockets the service serves on.
+#[derive(Debug)]
+pub struct Listeners {
+    /// gRPC (aya.v1, xDS, KEDA, health).
+    pub grpc: TcpListener,
+    /// Prometheus `/metrics`; `None` disables it.
+    pub metrics: Option<TcpListener>,
+}
+
+/// Open the controller from `config` and serve until `shutdown` resolves.
+pub async fn serve(
+    listeners: Listeners,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let ctl = tokio::task::spawn_blocking(move || Controller::open(config)).await??;
+    serve_controller(ctl, listeners, shutdown).await
+}
+
+/// Serve an opened controller until `shutdown` resolves: in-flight RPCs are
+/// allowed to finish, background tasks stop, then this returns.
+pub async fn serve_controller(
+    ctl: Controller,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    // Publish every cluster before accepting connections, so the first
+    // watcher already gets a snapshot.
+    {
+        let c = ctl.clone();
+        let now = now_secs();
+        if let Err(e) = tokio::task::spawn_blocking(move || c.tick_all(now)).await? {
+            tracing::error!(error = %e, "initial control tick failed");
+        }
+    }
+
+    let ticker = tokio::spawn(tick_loop(ctl.clone(), stop_rx.clone()));
+    let retention = tokio::spawn(retention_loop(ctl.clone(), stop_rx.clone()));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<MetricsServiceServer<AyaApi>>().await;
+    health.set_serving::<DecisionServiceServer<AyaApi>>().await;
+    health.set_serving::<ForecastServiceServer<AyaApi>>().await;
+    health.set_serving::<AdminServiceServer<AyaApi>>().await;
+
+    let api = AyaApi::new(ctl.clone());
+    let all = ctl.publisher().subscribe_all();
+    let router = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(
+            MetricsServiceServer::new(api.clone())
+                .max_decoding_message_size(MAX_INGEST_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_INGEST_MESSAGE_BYTES),
+        )
+        .add_service(DecisionServiceServer::new(api.clone()))
+        .add_service(ForecastServiceServer::new(api.clone()))
+        .add_service(AdminServiceServer::new(api))
+        .add_service(crate::xds::ads_service(all.clone(), ctl.xds_stats().clone()))
+        .add_service(crate::keda::keda_service(all));
+
+    let metrics_task = listeners.metrics.map(|l| {
+        let app = crate::metrics::router(ctl.metrics().clone(), ctl.publisher().clone(), ctl.xds_stats().clone());
+        let stop = stopped(stop_rx.clone());
+        tokio::spawn(async move { axum::serve(l, app).with_graceful_shutdown(stop).await })
+    });
+
+    let grpc = router
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), stopped(stop_rx.clone()))
+        .await;
+    health.set_not_serving::<MetricsServiceServer<AyaApi>>().await;
+    ticker.await?;
+    retention.await?;
+    if let Some(t) = metrics_task {
+        t.await?.map_err(ServeError::Http)?;
+    }
+    grpc?;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+async fn tick_loop(ctl: Controller, mut stop: watch::Receiver<bool>) {
+    let period = Duration::from_secs_f64(ctl.config().tick_interval_seconds);
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval.tick().await; // the initial tick already ran
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let c = ctl.clone();
+        let now = now_secs();
+        match tokio::task::spawn_blocking(move || c.tick_all(now)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "control tick failed"),
+            Err(e) => tracing::error!(error = %e, "control tick panicked"),
+        }
+    }
+}
+
+async fn retention_loop(ctl: Controller, mut stop: watch::Receiver<bool>) {
+    let period = Duration::from_secs_f64(ctl.config().retention_check_seconds);
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let c = ctl.clone();
+        match tokio::task::spawn_blocking(move || c.apply_retention()).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(deleted = n, "retention deleted old samples"),
+            Ok(Err(e)) => tracing::error!(error = %e, "retention failed"),
+            Err(e) => tracing::error!(error = %e, "retention panicked"),
+        }
+    }
+}

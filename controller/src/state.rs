@@ -1,0 +1,584 @@
+//! The controller's state and operations, independent of gRPC: the cluster
+//! registry, ingest, control ticks, publishing and admin changes. The tonic
+//! services (`api`) and the background tasks (`server`) call into it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use aya_policy::{
+    AlgorithmChoice, BackendObservation, BackendWeight, ControlLoop, Decision, Explanation, LbAlgorithm, Policy,
+    ReplicaState, ScalingSignal,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::config::{ClusterConfig, Config, ConfigError};
+use crate::forecasting::{ForecastRecord, Recording, SharedForecaster};
+use crate::ingest::{IngestState, Job, Limits, Writer, now_ms};
+use crate::metrics::Metrics;
+use crate::policies::{self, PolicyContext};
+use crate::publish::{ClusterSnapshot, Endpoint, Publisher};
+use crate::store::{Store, StoreError};
+use crate::xds::XdsStats;
+
+/// Errors of controller operations.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Invalid configuration or admin request.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The cluster does not exist.
+    #[error("cluster {0:?} does not exist")]
+    UnknownCluster(String),
+    /// The backend does not exist.
+    #[error("backend {backend:?} does not exist in cluster {cluster:?}")]
+    UnknownBackend {
+        /// Cluster.
+        cluster: String,
+        /// Backend.
+        backend: String,
+    },
+    /// A request value is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// The ingest writer has stopped (the service is shutting down).
+    #[error("ingest writer has stopped")]
+    WriterGone,
+}
+
+/// An operator override of a cluster's decision (also the test hook used to
+/// publish chosen weights and algorithms deterministically).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Override {
+    /// Weights to publish; backends not listed receive no traffic.
+    pub weights: Vec<BackendWeight>,
+    /// Algorithm to publish; `None` keeps the policy's.
+    pub algorithm: Option<LbAlgorithm>,
+    /// Desired replicas; `None` keeps the policy's.
+    pub desired_replicas: Option<u32>,
+}
+
+type Loop = ControlLoop<Box<dyn Policy + Send>, Recording>;
+
+struct ClusterRuntime {
+    /// What the loop was built from; rebuilt when it changes.
+    built_from: (String, serde_json::Map<String, serde_json::Value>, BTreeMap<String, u32>, LbAlgorithm),
+    control: Loop,
+    forecaster: Option<SharedForecaster>,
+    record: Arc<Mutex<ForecastRecord>>,
+    override_: Option<Override>,
+}
+
+/// The controller. Cheap to clone.
+#[derive(Clone)]
+pub struct Controller {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    store: Store,
+    registry: Arc<RwLock<BTreeMap<String, ClusterConfig>>>,
+    ingest: Arc<Mutex<IngestState>>,
+    ingest_tx: mpsc::Sender<Job>,
+    runtimes: Mutex<BTreeMap<String, ClusterRuntime>>,
+    publisher: Publisher,
+    metrics: Arc<Metrics>,
+    xds_stats: Arc<XdsStats>,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller").finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Seconds since the unix epoch.
+pub fn now_secs() -> f64 {
+    now_ms() as f64 / 1000.0
+}
+
+fn corrupt(table: &'static str, e: serde_json::Error) -> StoreError {
+    StoreError::Corrupt { table, message: e.to_string() }
+}
+
+/// Recent-history window replayed at start to restore the latest values.
+const REPLAY_WINDOW_MS: i64 = 15 * 60 * 1000;
+
+impl Controller {
+    /// Open the store in `config.data_dir`, restore everything, add the
+    /// clusters of the configuration that the store does not know, publish
+    /// the restored snapshots, and start the ingest writer thread.
+    pub fn open(mut config: Config) -> Result<Controller, ControllerError> {
+        config.validate()?;
+        let store = Store::open(&config.data_dir)?;
+        let restored = store.restore()?;
+        let metrics = Arc::new(Metrics::default());
+        metrics.set_stored(restored.samples);
+
+        let mut registry = BTreeMap::new();
+        for json in &restored.clusters {
+            let c: ClusterConfig = serde_json::from_str(json).map_err(|e| corrupt("clusters", e))?;
+            registry.insert(c.name.clone(), c);
+        }
+        for c in &config.clusters {
+            if !registry.contains_key(&c.name) {
+                let json = serde_json::to_string(c).map_err(|e| corrupt("clusters", e))?;
+                store.put_cluster(&c.name, Some(&json))?;
+                registry.insert(c.name.clone(), c.clone());
+            }
+        }
+        let mut overrides = BTreeMap::new();
+        for json in &restored.overrides {
+            let (cluster, o): (String, Override) = serde_json::from_str(json).map_err(|e| corrupt("overrides", e))?;
+            overrides.insert(cluster, o);
+        }
+        let publisher = Publisher::new(0);
+        for json in &restored.snapshots {
+            let snap: ClusterSnapshot = serde_json::from_str(json).map_err(|e| corrupt("snapshots", e))?;
+            if registry.contains_key(&snap.cluster) {
+                publisher.publish(snap);
+            }
+        }
+        let mut ingest = IngestState::restore(restored.series, restored.next_segment);
+        store.scan(now_ms() - REPLAY_WINDOW_MS, |id, ts, v| ingest.replay(id, ts, v))?;
+
+        let registry = Arc::new(RwLock::new(registry));
+        let ingest = Arc::new(Mutex::new(ingest));
+        let (tx, rx) = mpsc::channel(config.ingest_queue_batches);
+        let writer = Writer {
+            store: store.clone(),
+            state: ingest.clone(),
+            registry: registry.clone(),
+            metrics: metrics.clone(),
+            limits: Limits {
+                max_batch_samples: config.max_batch_samples,
+                max_future_ms: (config.max_future_skew_seconds * 1000.0) as i64,
+                retention_ms: (config.retention_seconds * 1000.0) as i64,
+            },
+        };
+        std::thread::Builder::new()
+            .name("aya-ingest-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| ControllerError::Invalid(format!("cannot start the ingest writer thread: {e}")))?;
+
+        let mut runtimes = BTreeMap::new();
+        for (name, o) in overrides {
+            if let Some(cfg) = lock_read(&registry).get(&name).cloned() {
+                let mut rt = new_runtime(&config, &cfg)?;
+                rt.override_ = Some(o);
+                runtimes.insert(name, rt);
+            }
+        }
+        Ok(Controller {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                registry,
+                ingest,
+                ingest_tx: tx,
+                runtimes: Mutex::new(runtimes),
+                publisher,
+                metrics,
+                xds_stats: Arc::new(XdsStats::new()),
+            }),
+        })
+    }
+
+    /// The effective configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+    /// The publisher (subscribe to snapshots here).
+    pub fn publisher(&self) -> &Publisher {
+        &self.inner.publisher
+    }
+    /// Service counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+    /// Counters of the xDS server.
+    pub fn xds_stats(&self) -> &Arc<XdsStats> {
+        &self.inner.xds_stats
+    }
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Queue a batch for validation and durable storage; the receiver gets
+    /// one result per sample once the batch is committed. Waits while the
+    /// writer's queue is full (backpressure).
+    pub async fn submit(
+        &self,
+        samples: Vec<aya_proto::v1::Sample>,
+    ) -> Result<tokio::sync::oneshot::Receiver<Vec<aya_proto::v1::SampleResult>>, ControllerError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.inner.ingest_tx.send(Job { samples, reply }).await.map_err(|_| ControllerError::WriterGone)?;
+        Ok(rx)
+    }
+
+    /// Every cluster's configuration, sorted by name.
+    pub fn clusters(&self) -> Vec<ClusterConfig> {
+        lock_read(&self.inner.registry).values().cloned().collect()
+    }
+
+    /// One cluster's configuration.
+    pub fn cluster(&self, name: &str) -> Option<ClusterConfig> {
+        lock_read(&self.inner.registry).get(name).cloned()
+    }
+
+    /// Create or replace a cluster, store it and publish its new state.
+    pub fn upsert_cluster(&self, mut cfg: ClusterConfig) -> Result<ClusterConfig, ControllerError> {
+        cfg.normalise("cluster")?;
+        if !cfg.policy.is_empty() {
+            policies::check_name(&cfg.policy).map_err(ControllerError::Invalid)?;
+        }
+        let json = serde_json::to_string(&cfg).map_err(|e| ControllerError::Invalid(e.to_string()))?;
+        self.inner.store.put_cluster(&cfg.name, Some(&json))?;
+        self.inner.registry.write().unwrap_or_else(|p| p.into_inner()).insert(cfg.name.clone(), cfg.clone());
+        self.tick_cluster(&cfg.name, now_secs())?;
+        Ok(cfg)
+    }
+
+    /// Delete a cluster; its watchers' streams end. Returns whether it existed.
+    pub fn delete_cluster(&self, name: &str) -> Result<bool, ControllerError> {
+        let existed = self.inner.registry.write().unwrap_or_else(|p| p.into_inner()).remove(name).is_some();
+        if existed {
+            self.inner.store.put_cluster(name, None)?;
+            self.inner.store.put_snapshot(name, None)?;
+            self.inner.store.put_override(name, None)?;
+            lock(&self.inner.runtimes).remove(name);
+            lock(&self.inner.ingest).forget_cluster(name);
+            self.inner.publisher.remove(name);
+        }
+        Ok(existed)
+    }
+
+    /// Add or replace a backend.
+    pub fn upsert_backend(&self, cluster: &str, backend: crate::config::BackendConfig) -> Result<ClusterConfig, ControllerError> {
+        let mut cfg = self.cluster(cluster).ok_or_else(|| ControllerError::UnknownCluster(cluster.into()))?;
+        cfg.backends.retain(|b| b.name != backend.name);
+        cfg.backends.push(backend);
+        self.upsert_cluster(cfg)
+    }
+
+    /// Remove a backend.
+    pub fn delete_backend(&self, cluster: &str, backend: &str) -> Result<ClusterConfig, ControllerError> {
+        let mut cfg = self.cluster(cluster).ok_or_else(|| ControllerError::UnknownCluster(cluster.into()))?;
+        let before = cfg.backends.len();
+        cfg.backends.retain(|b| b.name != backend);
+        if cfg.backends.len() == before {
+            return Err(ControllerError::UnknownBackend { cluster: cluster.into(), backend: backend.into() });
+        }
+        self.upsert_cluster(cfg)
+    }
+
+    /// Pin a cluster's decision (see [`Override`]) and publish it at once.
+    pub fn publish_override(&self, cluster: &str, o: Override) -> Result<Arc<ClusterSnapshot>, ControllerError> {
+        let cfg = self.cluster(cluster).ok_or_else(|| ControllerError::UnknownCluster(cluster.into()))?;
+        for w in &o.weights {
+            if w.weight == 0 {
+                return Err(ControllerError::Invalid(format!("weight of backend {:?} is 0; weights must be ≥ 1", w.backend)));
+            }
+            if !cfg.backends.iter().any(|b| b.name == w.backend) {
+                return Err(ControllerError::UnknownBackend { cluster: cluster.into(), backend: w.backend.clone() });
+            }
+        }
+        if o.weights.is_empty() {
+            return Err(ControllerError::Invalid("an override needs at least one weight".into()));
+        }
+        let json = serde_json::to_string(&(cluster, &o)).map_err(|e| ControllerError::Invalid(e.to_string()))?;
+        self.inner.store.put_override(cluster, Some(&json))?;
+        {
+            let mut rts = lock(&self.inner.runtimes);
+            let rt = match rts.entry(cluster.to_string()) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => e.insert(new_runtime(&self.inner.config, &cfg)?),
+            };
+            rt.override_ = Some(o);
+        }
+        self.tick_cluster(cluster, now_secs())?
+            .ok_or_else(|| ControllerError::UnknownCluster(cluster.into()))
+    }
+
+    /// Remove an override. Returns whether one was set.
+    pub fn clear_override(&self, cluster: &str) -> Result<bool, ControllerError> {
+        let had = lock(&self.inner.runtimes).get_mut(cluster).and_then(|rt| rt.override_.take()).is_some();
+        if had {
+            self.inner.store.put_override(cluster, None)?;
+            self.tick_cluster(cluster, now_secs())?;
+        }
+        Ok(had)
+    }
+
+    /// The latest forecast of a cluster and its one-step MAE.
+    pub fn forecast(&self, cluster: &str) -> Result<Option<(ForecastRecord, String)>, ControllerError> {
+        if self.cluster(cluster).is_none() {
+            return Err(ControllerError::UnknownCluster(cluster.into()));
+        }
+        let rts = lock(&self.inner.runtimes);
+        Ok(rts.get(cluster).and_then(|rt| {
+            let rec = lock(&rt.record).clone();
+            rec.have.then(|| (rec, rt.control.policy().name().to_string()))
+        }))
+    }
+
+    /// Observations of a cluster's backends at `now` (seconds), built from
+    /// the latest ingested values, and the service demand (requests/s).
+    pub fn observations(&self, cfg: &ClusterConfig, now: f64) -> (Vec<BackendObservation>, f64) {
+        let stale_ms = (self.inner.config.stale_after_seconds * 1000.0) as i64;
+        let now_ms = (now * 1000.0) as i64;
+        let ingest = lock(&self.inner.ingest);
+        let mut out = Vec::with_capacity(cfg.backends.len());
+        let mut demand = 0.0;
+        for b in &cfg.backends {
+            let mut o = BackendObservation {
+                backend: b.name.clone(),
+                healthy: true,
+                request_rate: 0.0,
+                in_flight: 0.0,
+                latency_p50: 0.0,
+                latency_p90: 0.0,
+                latency_p99: 0.0,
+                error_rate: 0.0,
+                cpu_utilization: None,
+                memory_utilization: None,
+                observed_at: now,
+            };
+            let mut newest = i64::MIN;
+            for s in ingest.backend_series(&cfg.name, &b.name) {
+                if s.last_ms == i64::MIN || s.last_ms < now_ms - stale_ms || !s.last_value.is_finite() {
+                    continue;
+                }
+                newest = newest.max(s.last_ms);
+                let v = s.last_value;
+                match s.key.metric.as_str() {
+                    "requests_total" => o.request_rate += s.rate.unwrap_or(0.0),
+                    "request_rate" => o.request_rate += v.max(0.0),
+                    "in_flight" => o.in_flight += v.max(0.0),
+                    "latency_p50_seconds" => o.latency_p50 = o.latency_p50.max(v.max(0.0)),
+                    "latency_p90_seconds" => o.latency_p90 = o.latency_p90.max(v.max(0.0)),
+                    "latency_p99_seconds" => o.latency_p99 = o.latency_p99.max(v.max(0.0)),
+                    "error_rate" => o.error_rate = o.error_rate.max(v.clamp(0.0, 1.0)),
+                    "cpu_utilization" => o.cpu_utilization = Some(v.clamp(0.0, 1.0)),
+                    "memory_utilization" => o.memory_utilization = Some(v.clamp(0.0, 1.0)),
+                    "healthy" => o.healthy = o.healthy && v >= 0.5,
+                    _ => {}
+                }
+            }
+            if newest != i64::MIN {
+                o.observed_at = newest as f64 / 1000.0;
+            }
+            demand += o.request_rate;
+            out.push(o);
+        }
+        (out, demand)
+    }
+
+    /// Run every cluster's control loop once at `now` (seconds).
+    pub fn tick_all(&self, now: f64) -> Result<(), ControllerError> {
+        let started = std::time::Instant::now();
+        let names: Vec<String> = lock_read(&self.inner.registry).keys().cloned().collect();
+        let mut first_err = None;
+        for name in names {
+            if let Err(e) = self.tick_cluster(&name, now) {
+                tracing::error!(cluster = %name, error = %e, "control tick failed");
+                first_err.get_or_insert(e);
+            }
+        }
+        let errors = lock(&self.inner.runtimes)
+            .iter()
+            .map(|(n, rt)| {
+                let r = lock(&rt.record);
+                (n.clone(), r.mae(), r.n)
+            })
+            .collect();
+        self.inner.metrics.set_forecast_error(errors);
+        self.inner.metrics.observe_tick(started.elapsed().as_secs_f64());
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Run one cluster's control loop at `now` and publish a new version if
+    /// what data planes see changed. Returns the current snapshot.
+    pub fn tick_cluster(&self, name: &str, now: f64) -> Result<Option<Arc<ClusterSnapshot>>, ControllerError> {
+        let Some(cfg) = self.cluster(name) else { return Ok(None) };
+        let (obs, demand) = self.observations(&cfg, now);
+        let mut rts = lock(&self.inner.runtimes);
+        let rt = match rts.entry(name.to_string()) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => e.insert(new_runtime(&self.inner.config, &cfg)?),
+        };
+        let key = runtime_key(&self.inner.config, &cfg);
+        if rt.built_from != key {
+            let fresh = new_runtime_with(&self.inner.config, &cfg, rt.forecaster.clone(), rt.record.clone())?;
+            let o = rt.override_.take();
+            *rt = fresh;
+            rt.override_ = o;
+        }
+        let ready = obs.iter().filter(|o| o.healthy).count() as u32;
+        let replicas = ReplicaState {
+            current: cfg.backends.len() as u32,
+            ready,
+            min: cfg.min_replicas,
+            max: cfg.max_replicas,
+            boot_time: cfg.boot_time_seconds,
+        };
+        let mut decision = if cfg.backends.is_empty() {
+            Decision {
+                at: now,
+                weights: Vec::new(),
+                ejected: Vec::new(),
+                scaling: ScalingSignal { desired_replicas: cfg.min_replicas, current_replicas: 0, rule: "no_backends".into() },
+                algorithm: AlgorithmChoice { algorithm: cfg.algorithm, rule: "no_backends".into() },
+                explanation: Explanation { inputs: vec!["backends=0".into()], forecast: None, rules: vec!["no_backends".into()] },
+            }
+        } else {
+            rt.control.tick(now, self.inner.config.tick_interval_seconds, &obs, demand, replicas)
+        };
+        if let Some(o) = &rt.override_ {
+            apply_override(&mut decision, o);
+        }
+        drop(rts);
+        let endpoints = endpoints(&cfg, &decision);
+        let current = self.inner.publisher.current(name);
+        let changed = match &current {
+            None => true,
+            Some(prev) => decision.differs_from(&prev.decision) || prev.endpoints != endpoints,
+        };
+        if !changed {
+            return Ok(current);
+        }
+        let version = current.map_or(1, |c| c.version + 1);
+        let snap = ClusterSnapshot { cluster: name.to_string(), version, decision, endpoints };
+        let json = serde_json::to_string(&snap).map_err(|e| ControllerError::Invalid(e.to_string()))?;
+        self.inner.store.put_snapshot(name, Some(&json))?;
+        let published = self.inner.publisher.publish(snap);
+        self.inner.metrics.published();
+        tracing::info!(cluster = %name, version, weights = ?published.endpoints.iter().map(|e| (&e.backend, e.weight)).collect::<Vec<_>>(),
+            algorithm = %published.decision.algorithm.algorithm, desired_replicas = published.decision.scaling.desired_replicas, "published");
+        Ok(Some(published))
+    }
+
+    /// Stored history of `cluster` (see the `QueryHistory` RPC).
+    pub fn history(
+        &self,
+        cluster: &str,
+        backend: &str,
+        metric: &str,
+        start_ms: i64,
+        end_ms: i64,
+        limit: usize,
+    ) -> Result<(Vec<(crate::store::SeriesKey, Vec<(i64, f64)>)>, bool), ControllerError> {
+        let series = lock(&self.inner.ingest).cluster_series(cluster);
+        let wanted: BTreeMap<u32, crate::store::SeriesKey> = series
+            .into_iter()
+            .filter(|(_, k)| (backend.is_empty() || k.backend == backend) && (metric.is_empty() || k.metric == metric))
+            .collect();
+        let mut points: BTreeMap<u32, Vec<(i64, f64)>> = BTreeMap::new();
+        let mut total = 0usize;
+        let mut truncated = false;
+        self.inner.store.scan(start_ms, |id, ts, v| {
+            if wanted.contains_key(&id) && ts >= start_ms && (end_ms == 0 || ts < end_ms) {
+                if total >= limit {
+                    truncated = true;
+                } else {
+                    total += 1;
+                    points.entry(id).or_default().push((ts, v));
+                }
+            }
+        })?;
+        let mut out: Vec<_> = points
+            .into_iter()
+            .filter_map(|(id, mut p)| {
+                p.sort_by_key(|x| x.0);
+                wanted.get(&id).map(|k| (k.clone(), p))
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok((out, truncated))
+    }
+
+    /// Delete history older than the retention window. Returns samples deleted.
+    pub fn apply_retention(&self) -> Result<u64, ControllerError> {
+        let cutoff = now_ms() - (self.inner.config.retention_seconds * 1000.0) as i64;
+        let n = self.inner.store.retain(cutoff)?;
+        self.inner.metrics.retention_deleted(n);
+        Ok(n)
+    }
+}
+
+fn lock_read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn apply_override(d: &mut Decision, o: &Override) {
+    let mut weights = o.weights.clone();
+    weights.sort_by(|a, b| a.backend.cmp(&b.backend));
+    d.weights = weights;
+    d.ejected.retain(|e| !o.weights.iter().any(|w| &w.backend == e));
+    if let Some(a) = o.algorithm {
+        d.algorithm = AlgorithmChoice { algorithm: a, rule: "operator_override".into() };
+    }
+    if let Some(r) = o.desired_replicas {
+        d.scaling.desired_replicas = r;
+        d.scaling.rule = "operator_override".into();
+    }
+    d.explanation.rules.push("operator_override".into());
+}
+
+fn endpoints(cfg: &ClusterConfig, d: &Decision) -> Vec<Endpoint> {
+    let mut out: Vec<Endpoint> = d
+        .weights
+        .iter()
+        .filter_map(|w| {
+            let b = cfg.backends.iter().find(|b| b.name == w.backend)?;
+            let (host, port) = b.host_port().ok()?;
+            Some(Endpoint { backend: b.name.clone(), host, port, weight: w.weight.max(1) })
+        })
+        .collect();
+    out.sort_by(|a, b| a.backend.cmp(&b.backend));
+    out
+}
+
+type RuntimeKey = (String, serde_json::Map<String, serde_json::Value>, BTreeMap<String, u32>, LbAlgorithm);
+
+fn runtime_key(config: &Config, cfg: &ClusterConfig) -> RuntimeKey {
+    let policy = if cfg.policy.is_empty() { config.default_policy.clone() } else { cfg.policy.clone() };
+    let hints = cfg.backends.iter().map(|b| (b.name.clone(), b.weight_hint)).collect();
+    (policy, cfg.policy_params.clone(), hints, cfg.algorithm)
+}
+
+fn new_runtime(config: &Config, cfg: &ClusterConfig) -> Result<ClusterRuntime, ControllerError> {
+    let forecaster = crate::forecasting::build(config.tick_interval_seconds).map(|f| Arc::new(Mutex::new(f)));
+    new_runtime_with(config, cfg, forecaster, Arc::new(Mutex::new(ForecastRecord::default())))
+}
+
+fn new_runtime_with(
+    config: &Config,
+    cfg: &ClusterConfig,
+    forecaster: Option<SharedForecaster>,
+    record: Arc<Mutex<ForecastRecord>>,
+) -> Result<ClusterRuntime, ControllerError> {
+    let key = runtime_key(config, cfg);
+    let policy = policies::build(
+        &key.0,
+        PolicyContext { weight_hints: key.2.clone(), algorithm: key.3, params: key.1.clone() },
+    )
+    .map_err(|m| ControllerError::Invalid(format!("cluster {:?}: {m}", cfg.name)))?;
+    let rec = forecaster.clone().map(|inner| Recording { inner, record: record.clone() });
+    Ok(ClusterRuntime {
+        built_from: key,
+        control: ControlLoop::new(policy, rec, config.forecast_horizon),
+        forecaster,
+        record,
+        override_: None,
+    })
+}

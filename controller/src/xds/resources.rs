@@ -1,0 +1,400 @@
+//! Rendering published snapshots as Envoy xDS resources.
+//!
+//! One Aya cluster becomes, per resource type:
+//! - **CDS** `Cluster{name, type: EDS, eds_config: ads, lb_policy}`: the
+//!   algorithm selection travels here;
+//! - **EDS** `ClusterLoadAssignment{cluster_name, endpoints}`: the weights
+//!   travel here;
+//! - **LDS** `Listener{name: <cluster>, api_listener: HttpConnectionManager{rds}}`
+//!   and **RDS** `RouteConfiguration{name: <cluster>, vhost "*" -> cluster}`:
+//!   only proxyless gRPC clients (`xds:///<cluster>`) ask for these; Envoy
+//!   gets its listeners from its own bootstrap.
+//!
+//! ## Weights: one locality per endpoint
+//! Each endpoint is put in its own `LocalityLbEndpoints` (sub-zone = backend
+//! name) carrying the weight twice: as the endpoint's `load_balancing_weight`
+//! and as the locality's `load_balancing_weight`.
+//! - Envoy only applies locality weights when a cluster enables
+//!   `locality_weighted_lb_config`, which Aya's clusters do not, so Envoy
+//!   merges the localities of a priority and balances on endpoint weights.
+//! - gRPC's xDS client ignores endpoint weights under ROUND_ROBIN
+//!   (grpc/grpc#32004) but always honours locality weights
+//!   (`weighted_target`), so with one endpoint per locality the weights work
+//!   there too.
+//!
+//! Weights are clamped to ≥ 1: both Envoy and gRPC NACK a zero weight (a
+//! backend is drained by leaving it out of the snapshot).
+//!
+//! ## Algorithm mapping (`LbAlgorithm` → `Cluster.lb_policy`)
+//! | Aya | Envoy | why |
+//! |---|---|---|
+//! | round_robin, weighted_round_robin | ROUND_ROBIN | Envoy's RR is weighted (EDF); with equal weights it is plain RR |
+//! | weighted_random | ROUND_ROBIN | Envoy's RANDOM ignores weights; weighted RR gives the same shares with less variance |
+//! | random | RANDOM | |
+//! | least_request, peak_ewma | LEAST_REQUEST, `active_request_bias` 1.0 | load awareness is the point of choosing them; Envoy has no latency EWMA, least-request is the closest |
+//! | join_shortest_queue | LEAST_REQUEST, `choice_count` = endpoint count, `active_request_bias` 1.0 | full JSQ over every endpoint (with equal weights) |
+//! | ring_hash, source_ip_hash | RING_HASH | the hash key (e.g. source IP) comes from the route's `hash_policy`, configured on the Envoy side |
+//! | maglev | MAGLEV | |
+//!
+//! `active_request_bias` is set explicitly to Envoy's default of 1.0: Envoy
+//! then divides each weight by `(active requests + 1)`, so weights and load
+//! both count. When the weights alone should decide, the engine selects
+//! `weighted_round_robin` instead (a bias of 0 would make LEAST_REQUEST
+//! identical to weighted round robin).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use aya_policy::LbAlgorithm;
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::cluster::v3::cluster::{
+    ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbConfig, LbPolicy,
+    LeastRequestLbConfig,
+};
+use envoy_types::pb::envoy::config::core::v3::address::Address as AddressKind;
+use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier;
+use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
+use envoy_types::pb::envoy::config::core::v3::{
+    Address, AggregatedConfigSource, ApiVersion, ConfigSource, Locality, RuntimeDouble,
+    SocketAddress,
+};
+use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, Endpoint as EnvoyEndpoint, LbEndpoint, LocalityLbEndpoints,
+};
+use envoy_types::pb::envoy::config::listener::v3::{ApiListener, Listener};
+use envoy_types::pb::envoy::config::route::v3::route::Action;
+use envoy_types::pb::envoy::config::route::v3::route_action::ClusterSpecifier;
+use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
+use envoy_types::pb::envoy::config::route::v3::{
+    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost,
+};
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter::ConfigType;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, HttpFilter, Rds,
+};
+use envoy_types::pb::google::protobuf::{Any, Duration, UInt32Value};
+use envoy_types::util::pack_any;
+
+use crate::publish::{ClusterSnapshot, PublishedState};
+
+/// Type URL of CDS resources (`envoy.config.cluster.v3.Cluster`).
+pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+/// Type URL of EDS resources (`envoy.config.endpoint.v3.ClusterLoadAssignment`).
+pub const ENDPOINT_TYPE: &str =
+    "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+/// Type URL of LDS resources (`envoy.config.listener.v3.Listener`).
+pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+/// Type URL of RDS resources (`envoy.config.route.v3.RouteConfiguration`).
+pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+
+/// The resource types Aya serves, in the order pushes go out on a state
+/// change (the xDS "make before break" order: clusters before their
+/// endpoints, listeners before their routes).
+pub const SERVED_TYPES: [&str; 4] = [CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE];
+
+/// Timeout Envoy uses to connect to a backend of an Aya cluster.
+const CONNECT_TIMEOUT_SECS: i64 = 1;
+
+/// The Envoy `lb_policy` for an Aya algorithm, with its optional
+/// `lb_config` (see the module docs for the table and the reasons).
+/// `endpoints` is the endpoint count (used for join-shortest-queue).
+pub fn lb_policy_for(algorithm: LbAlgorithm, endpoints: usize) -> (LbPolicy, Option<LbConfig>) {
+    let least_request = |choice_count: Option<u32>| {
+        Some(LbConfig::LeastRequestLbConfig(LeastRequestLbConfig {
+            choice_count: choice_count.map(|value| UInt32Value { value }),
+            active_request_bias: Some(RuntimeDouble {
+                default_value: 1.0,
+                runtime_key: String::new(),
+            }),
+            slow_start_config: None,
+        }))
+    };
+    match algorithm {
+        LbAlgorithm::RoundRobin | LbAlgorithm::WeightedRoundRobin | LbAlgorithm::WeightedRandom => {
+            (LbPolicy::RoundRobin, None)
+        }
+        LbAlgorithm::Random => (LbPolicy::Random, None),
+        LbAlgorithm::LeastRequest | LbAlgorithm::PeakEwma => {
+            (LbPolicy::LeastRequest, least_request(None))
+        }
+        LbAlgorithm::JoinShortestQueue => {
+            let n = u32::try_from(endpoints).unwrap_or(u32::MAX).max(2);
+            (LbPolicy::LeastRequest, least_request(Some(n)))
+        }
+        LbAlgorithm::RingHash | LbAlgorithm::SourceIpHash => (LbPolicy::RingHash, None),
+        LbAlgorithm::Maglev => (LbPolicy::Maglev, None),
+    }
+}
+
+/// A `ConfigSource` that says "over the same ADS stream".
+fn ads_source() -> ConfigSource {
+    ConfigSource {
+        resource_api_version: ApiVersion::V3 as i32,
+        config_source_specifier: Some(ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
+        ..Default::default()
+    }
+}
+
+/// The CDS resource of one cluster: an EDS cluster fed over ADS whose
+/// `lb_policy` follows the decision's algorithm.
+pub fn cluster(snapshot: &ClusterSnapshot) -> Cluster {
+    let (policy, lb_config) = lb_policy_for(
+        snapshot.decision.algorithm.algorithm,
+        snapshot.endpoints.len(),
+    );
+    Cluster {
+        name: snapshot.cluster.clone(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
+        eds_cluster_config: Some(EdsClusterConfig {
+            eds_config: Some(ads_source()),
+            service_name: String::new(),
+        }),
+        connect_timeout: Some(Duration {
+            seconds: CONNECT_TIMEOUT_SECS,
+            nanos: 0,
+        }),
+        lb_policy: policy as i32,
+        lb_config,
+        ..Default::default()
+    }
+}
+
+/// The EDS resource of one cluster: one locality per endpoint, the weight
+/// (clamped to ≥ 1) both on the endpoint and on its locality.
+pub fn load_assignment(snapshot: &ClusterSnapshot) -> ClusterLoadAssignment {
+    let endpoints = snapshot
+        .endpoints
+        .iter()
+        .map(|ep| {
+            let weight = Some(UInt32Value {
+                value: ep.weight.max(1),
+            });
+            LocalityLbEndpoints {
+                locality: Some(Locality {
+                    region: String::new(),
+                    zone: String::new(),
+                    sub_zone: ep.backend.clone(),
+                }),
+                load_balancing_weight: weight,
+                lb_endpoints: vec![LbEndpoint {
+                    load_balancing_weight: weight,
+                    host_identifier: Some(HostIdentifier::Endpoint(EnvoyEndpoint {
+                        address: Some(Address {
+                            address: Some(AddressKind::SocketAddress(SocketAddress {
+                                address: ep.host.clone(),
+                                port_specifier: Some(PortSpecifier::PortValue(u32::from(ep.port))),
+                                ..Default::default()
+                            })),
+                        }),
+                        hostname: ep.backend.clone(),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }
+        })
+        .collect();
+    ClusterLoadAssignment {
+        cluster_name: snapshot.cluster.clone(),
+        endpoints,
+        ..Default::default()
+    }
+}
+
+/// The LDS resource for proxyless gRPC clients targeting `xds:///<cluster>`:
+/// an API listener whose HTTP connection manager takes its routes over RDS.
+pub fn listener(snapshot: &ClusterSnapshot) -> Listener {
+    let hcm = HttpConnectionManager {
+        route_specifier: Some(RouteSpecifier::Rds(Rds {
+            config_source: Some(ads_source()),
+            route_config_name: snapshot.cluster.clone(),
+        })),
+        http_filters: vec![HttpFilter {
+            name: "envoy.filters.http.router".to_string(),
+            config_type: Some(ConfigType::TypedConfig(pack_any(Router::default()))),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    Listener {
+        name: snapshot.cluster.clone(),
+        api_listener: Some(ApiListener {
+            api_listener: Some(pack_any(hcm)),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The RDS resource for proxyless gRPC clients: every request to the cluster.
+pub fn route_configuration(snapshot: &ClusterSnapshot) -> RouteConfiguration {
+    RouteConfiguration {
+        name: snapshot.cluster.clone(),
+        virtual_hosts: vec![VirtualHost {
+            name: snapshot.cluster.clone(),
+            domains: vec!["*".to_string()],
+            routes: vec![Route {
+                r#match: Some(RouteMatch {
+                    path_specifier: Some(PathSpecifier::Prefix(String::new())),
+                    ..Default::default()
+                }),
+                action: Some(Action::Route(RouteAction {
+                    cluster_specifier: Some(ClusterSpecifier::Cluster(snapshot.cluster.clone())),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// Render the resources of `type_url` for the requested `names` (empty =
+/// wildcard: every cluster). Names that are not published are left out, as
+/// state-of-the-world xDS expects. `None` for a type Aya does not serve.
+pub fn render(type_url: &str, state: &PublishedState, names: &[String]) -> Option<Vec<Any>> {
+    let selected: Vec<&Arc<ClusterSnapshot>> = if names.is_empty() {
+        state.clusters.values().collect()
+    } else {
+        // Deduplicate and keep a stable (sorted) order.
+        let wanted: BTreeMap<&str, ()> = names.iter().map(|n| (n.as_str(), ())).collect();
+        wanted
+            .keys()
+            .filter_map(|n| state.clusters.get(*n))
+            .collect()
+    };
+    let out = match type_url {
+        CLUSTER_TYPE => selected.iter().map(|s| pack_any(cluster(s))).collect(),
+        ENDPOINT_TYPE => selected
+            .iter()
+            .map(|s| pack_any(load_assignment(s)))
+            .collect(),
+        LISTENER_TYPE => selected.iter().map(|s| pack_any(listener(s))).collect(),
+        ROUTE_TYPE => selected
+            .iter()
+            .map(|s| pack_any(route_configuration(s)))
+            .collect(),
+        _ => return None,
+    };
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::publish::Endpoint;
+    use aya_policy::{AlgorithmChoice, Decision, Explanation, ScalingSignal};
+    use prost::Message;
+
+    fn snapshot(alg: LbAlgorithm, weights: &[u32]) -> ClusterSnapshot {
+        ClusterSnapshot {
+            cluster: "web".into(),
+            version: 1,
+            decision: Decision {
+                at: 0.0,
+                weights: Vec::new(),
+                ejected: Vec::new(),
+                scaling: ScalingSignal::default(),
+                algorithm: AlgorithmChoice {
+                    algorithm: alg,
+                    rule: "test".into(),
+                },
+                explanation: Explanation::default(),
+            },
+            endpoints: weights
+                .iter()
+                .enumerate()
+                .map(|(i, w)| Endpoint {
+                    backend: format!("b{i}"),
+                    host: "127.0.0.1".into(),
+                    port: 8000 + i as u16,
+                    weight: *w,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn every_algorithm_maps_to_a_policy_envoy_accepts() {
+        for alg in LbAlgorithm::ALL {
+            let (policy, cfg) = lb_policy_for(alg, 3);
+            assert!(
+                matches!(
+                    policy,
+                    LbPolicy::RoundRobin
+                        | LbPolicy::LeastRequest
+                        | LbPolicy::Random
+                        | LbPolicy::RingHash
+                        | LbPolicy::Maglev
+                ),
+                "{alg}"
+            );
+            // lb_config, when present, must match the policy (Envoy rejects a mismatch).
+            if let Some(LbConfig::LeastRequestLbConfig(c)) = cfg {
+                assert_eq!(policy, LbPolicy::LeastRequest);
+                assert_eq!(c.active_request_bias.map(|b| b.default_value), Some(1.0));
+            }
+        }
+        let (_, jsq) = lb_policy_for(LbAlgorithm::JoinShortestQueue, 7);
+        match jsq {
+            Some(LbConfig::LeastRequestLbConfig(c)) => {
+                assert_eq!(c.choice_count.map(|v| v.value), Some(7))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn weights_are_never_zero_and_sit_on_endpoint_and_locality() {
+        let cla = load_assignment(&snapshot(LbAlgorithm::WeightedRoundRobin, &[0, 3, 6]));
+        let w: Vec<(u32, u32)> = cla
+            .endpoints
+            .iter()
+            .map(|l| {
+                (
+                    l.load_balancing_weight.map_or(0, |v| v.value),
+                    l.lb_endpoints[0]
+                        .load_balancing_weight
+                        .map_or(0, |v| v.value),
+                )
+            })
+            .collect();
+        assert_eq!(w, vec![(1, 1), (3, 3), (6, 6)]);
+        let subzones: Vec<&str> = cla
+            .endpoints
+            .iter()
+            .filter_map(|l| l.locality.as_ref().map(|l| l.sub_zone.as_str()))
+            .collect();
+        assert_eq!(subzones, vec!["b0", "b1", "b2"]);
+    }
+
+    #[test]
+    fn render_selects_by_name_and_wildcard() {
+        let mut state = PublishedState::default();
+        let mut a = snapshot(LbAlgorithm::Maglev, &[1]);
+        a.cluster = "a".into();
+        let mut b = snapshot(LbAlgorithm::Random, &[1]);
+        b.cluster = "b".into();
+        state.clusters.insert("a".into(), Arc::new(a));
+        state.clusters.insert("b".into(), Arc::new(b));
+        let all = render(CLUSTER_TYPE, &state, &[]).unwrap_or_default();
+        assert_eq!(all.len(), 2);
+        let some =
+            render(ENDPOINT_TYPE, &state, &["b".into(), "missing".into()]).unwrap_or_default();
+        assert_eq!(some.len(), 1);
+        let cla = ClusterLoadAssignment::decode(some[0].value.as_slice());
+        assert_eq!(cla.map(|c| c.cluster_name).ok().as_deref(), Some("b"));
+        let c = Cluster::decode(all[0].value.as_slice()).ok();
+        assert_eq!(c.map(|c| c.lb_policy), Some(LbPolicy::Maglev as i32));
+        assert!(render("type.googleapis.com/unknown", &state, &[]).is_none());
+        for t in SERVED_TYPES {
+            let r = render(t, &state, &["a".into()]).unwrap_or_default();
+            assert_eq!(r.len(), 1, "{t}");
+            assert_eq!(r[0].type_url, t);
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! Accuracy and speed benchmark of the forecaster on the shared real traces,
+//! in the protocol of the forecaster issue (and of `fcbench.py`): every series
+//! on its regular grid, 10 origins evenly spaced over the last 20%, horizons
+//! 1, 12 and one day, MASE scaled by the in-sample seasonal-naive error
+//! (season = one day), summarised as the geometric mean over series of
+//! MASE(method) / MASE(seasonal naive). Series run in parallel (rayon).
+//!
+//! ```text
+//! cargo run --release -p aya-forecaster --example accuracy [-- --origins 10 --only nyc]
+//! ```
+//!
+//! Prints a markdown table (paste-able into the README) and per-series details.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use aya_forecaster::backtest::{self, BacktestConfig, Method, Score};
+use aya_forecaster::data::{LoadOptions, datasets_dir, load_csv};
+use aya_forecaster::models::{ModelSpec, Predict};
+use aya_forecaster::seasonality;
+use aya_forecaster::select::{FittedAuto, SelectConfig, default_candidates};
+use rayon::prelude::*;
+
+/// (name, path under the datasets dir, resample seconds)
+const SERIES: &[(&str, &str, Option<i64>)] = &[
+    ("elb_request_count_8c0756", "nab/realAWSCloudwatch/elb_request_count_8c0756.csv", None),
+    ("ec2_cpu_53ea38", "nab/realAWSCloudwatch/ec2_cpu_utilization_53ea38.csv", None),
+    ("ec2_cpu_825cc2", "nab/realAWSCloudwatch/ec2_cpu_utilization_825cc2.csv", None),
+    ("rds_cpu_cc0c53", "nab/realAWSCloudwatch/rds_cpu_utilization_cc0c53.csv", None),
+    ("rds_cpu_e47b3b", "nab/realAWSCloudwatch/rds_cpu_utilization_e47b3b.csv", None),
+    ("ec2_network_in_257a54", "nab/realAWSCloudwatch/ec2_network_in_257a54.csv", None),
+    ("nyc_taxi", "nab/realKnownCause/nyc_taxi.csv", None),
+    ("twitter_aapl", "nab/realTweets/Twitter_volume_AAPL.csv", None),
+    ("twitter_goog", "nab/realTweets/Twitter_volume_GOOG.csv", None),
+    ("worldcup98_5min", "worldcup98/worldcup98_requests_per_minute.csv", Some(300)),
+];
+
+struct SeriesResult {
+    name: String,
+    n: usize,
+    day: usize,
+    scores: Vec<Score>,
+    choice: Option<String>,
+    single_fit_ms: f64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let mut origins = 10usize;
+    let mut only: Option<String> = None;
+    let mut i = 1;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--origins" => {
+                origins = args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or(10);
+                i += 1;
+            }
+            "--only" => {
+                only = args.get(i + 1).cloned();
+                i += 1;
+            }
+            other => anyhow::bail!("unknown argument {other:?} (use --origins N, --only NAME)"),
+        }
+        i += 1;
+    }
+    let dir = datasets_dir();
+    let started = Instant::now();
+    let results: Vec<anyhow::Result<SeriesResult>> = SERIES
+        .par_iter()
+        .filter(|(name, _, _)| only.as_ref().is_none_or(|o| name.contains(o.as_str())))
+        .map(|&(name, rel, resample)| run_series(&dir.join(rel), name, resample, origins))
+        .collect();
+    let wall = started.elapsed().as_secs_f64();
+    let mut ok = Vec::new();
+    for r in results {
+        match r {
+            Ok(r) => ok.push(r),
+            Err(e) => eprintln!("skipped: {e:#}"),
+        }
+    }
+    report(&ok, origins, wall);
+    Ok(())
+}
+
+fn run_series(
+    path: &PathBuf,
+    name: &str,
+    resample: Option<i64>,
+    origins: usize,
+) -> anyhow::Result<SeriesResult> {
+    let opts = LoadOptions { resample_ms: resample.map(|s| s * 1000), ..LoadOptions::default() };
+    let series = load_csv(path, &opts)?;
+    let series = backtest::regularise(path, series)?;
+    let y = &series.values;
+    let interval_s = series.interval_ms / 1000;
+    let day = (seasonality::DAY_S / interval_s.max(1)) as usize;
+    // Seasonality is detected on the part before the test region only.
+    let first_origin = (y.len() as f64 * 0.8) as usize;
+    let seas = seasonality::detect(&y[..first_origin], interval_s);
+    let mut methods = vec![Method::Auto(SelectConfig::default())];
+    for spec in default_candidates(&seas, first_origin) {
+        if matches!(spec, ModelSpec::Mean { .. }) {
+            continue;
+        }
+        methods.push(Method::Single { spec, intervals: false });
+    }
+    if !methods.iter().any(|m| matches!(m, Method::Single { spec: ModelSpec::SeasonalNaive { .. }, .. })) {
+        methods.push(Method::Single { spec: ModelSpec::SeasonalNaive { period: day }, intervals: false });
+    }
+    let cfg = BacktestConfig {
+        horizons: vec![1, 12, day],
+        origins,
+        test_fraction: 0.2,
+        seasonality: seas.clone(),
+        scale_season: day,
+        methods,
+    };
+    let rep = backtest::run(y, &cfg)?;
+    // Single model fit + one-day forecast on the last 4,000 points (theta, the
+    // model the online forecaster leans on), best of 5.
+    let tail = &y[y.len().saturating_sub(4000)..];
+    let spec = ModelSpec::Theta { period: seas.primary().unwrap_or(1), theta: 2.0 };
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        let m = spec.fit(tail)?;
+        let f = m.predict(day)?;
+        std::hint::black_box(&f);
+        best = best.min(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    let _ = FittedAuto::select_and_fit; // (selection itself is timed inside the backtest)
+    Ok(SeriesResult {
+        name: name.to_string(),
+        n: y.len(),
+        day,
+        scores: rep.scores,
+        choice: rep.last_choice,
+        single_fit_ms: best,
+    })
+}
+
+fn geo_mean(v: &[f64]) -> f64 {
+    let v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite() && *x > 0.0).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    (v.iter().map(|x| x.ln()).sum::<f64>() / v.len() as f64).exp()
+}
+
+fn report(results: &[SeriesResult], origins: usize, wall: f64) {
+    let horizons = ["1", "12", "day"];
+    let mut models: Vec<String> = Vec::new();
+    for r in results {
+        for s in &r.scores {
+            if !models.contains(&s.model) {
+                models.push(s.model.clone());
+            }
+        }
+    }
+    fn get<'a>(r: &'a SeriesResult, model: &str, hi: usize) -> Option<&'a Score> {
+        let h = [1, 12, r.day][hi];
+        r.scores.iter().find(|s| s.model == model && s.horizon == h)
+    }
+    println!(
+        "## Accuracy: geometric mean of MASE / MASE(seasonal naive) over {} series, {origins} origins over the last 20%\n",
+        results.len()
+    );
+    println!("| method | h=1 | h=12 | h=one day | worst ratio to min(naive, snaive) @12 | ms per origin (mean) |");
+    println!("|---|---|---|---|---|---|");
+    for m in &models {
+        let mut cells = Vec::new();
+        for hi in 0..3 {
+            let rel: Vec<f64> = results
+                .iter()
+                .filter_map(|r| {
+                    let a = get(r, m, hi)?.mase;
+                    let b = get(r, "seasonal_naive", hi)?.mase;
+                    Some(a / b)
+                })
+                .collect();
+            cells.push(format!("{:.3}", geo_mean(&rel)));
+        }
+        let worst = results
+            .iter()
+            .filter_map(|r| {
+                let a = get(r, m, 1)?.mase;
+                let b = get(r, "naive", 1)?.mase.min(get(r, "seasonal_naive", 1)?.mase);
+                Some(a / b)
+            })
+            .fold(f64::NAN, f64::max);
+        let ms: Vec<f64> = results.iter().filter_map(|r| get(r, m, 0).map(|s| s.ms_per_origin)).collect();
+        let ms = ms.iter().sum::<f64>() / ms.len().max(1) as f64;
+        println!("| {m} | {} | {} | {} | {worst:.2} | {ms:.1} |", cells[0], cells[1], cells[2]);
+    }
+    println!("\n## aya_auto per series: MASE (h=1 / 12 / day), ratio to min(naive, snaive), interval coverage 80/95 at one day\n");
+    println!("| series | points | MASE 1 | MASE 12 | MASE day | worst ratio | cov80 | cov95 | ms/origin | 1 fit+day ms | last choice |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in results {
+        let mut cells = Vec::new();
+        let mut worst: f64 = 0.0;
+        for hi in 0..3 {
+            let a = get(r, "aya_auto", hi).map_or(f64::NAN, |s| s.mase);
+            let b = match (get(r, "naive", hi), get(r, "seasonal_naive", hi)) {
+                (Some(x), Some(y)) => x.mase.min(y.mase),
+                _ => f64::NAN,
+            };
+            worst = worst.max(a / b);
+            cells.push(format!("{a:.3}"));
+        }
+        let d = get(r, "aya_auto", 2);
+        println!(
+            "| {} | {} | {} | {} | {} | {worst:.2} | {:.2} | {:.2} | {:.1} | {:.2} | {} |",
+            r.name,
+            r.n,
+            cells[0],
+            cells[1],
+            cells[2],
+            d.map_or(f64::NAN, |s| s.coverage80),
+            d.map_or(f64::NAN, |s| s.coverage95),
+            d.map_or(f64::NAN, |s| s.ms_per_origin),
+            r.single_fit_ms,
+            r.choice.as_deref().unwrap_or("-"),
+        );
+    }
+    println!("\nper-series MASE of every method (h=1/12/day):");
+    for r in results {
+        for m in &models {
+            let c: Vec<String> =
+                (0..3).map(|hi| get(r, m, hi).map_or("-".into(), |s| format!("{:.3}", s.mase))).collect();
+            println!("  {:24} {:24} {}", r.name, m, c.join(" / "));
+        }
+    }
+    let _ = horizons;
+    println!("\nwall time {wall:.1} s ({} rayon threads)", rayon::current_num_threads());
+}

@@ -1,0 +1,164 @@
+//! Command-line entry points of the forecaster: `aya train`, `aya forecast`,
+//! `aya backtest` and `aya datasets`. `main` (in the controller crate) parses
+//! these argument structs with clap and calls the matching `run_*` function.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+
+/// How to read a CSV: shared by every subcommand that takes `--input`.
+#[derive(Debug, Clone, Args)]
+pub struct CsvArgs {
+    /// CSV file to read. Accepted forms: `timestamp,value` (CloudWatch/NAB
+    /// style), long form with label columns (`timestamp,backend,metric,value`;
+    /// select with --filter), or wide form (pick the column with --column).
+    #[arg(long, short = 'i')]
+    pub input: PathBuf,
+    /// Value column to use in wide-form CSVs (default: `value`, or the only numeric column).
+    #[arg(long)]
+    pub column: Option<String>,
+    /// Name of the timestamp column (default: detected: `timestamp`, `time`, `ts`, `date`...).
+    #[arg(long)]
+    pub time_column: Option<String>,
+    /// Long-form filter, `label=value`, repeatable (e.g. `--filter backend=web-1 --filter metric=rps`).
+    #[arg(long = "filter", value_name = "LABEL=VALUE")]
+    pub filters: Vec<String>,
+    /// Resample to a fixed interval in seconds (mean of each bucket; gaps filled by interpolation).
+    #[arg(long, value_name = "SECONDS")]
+    pub resample: Option<i64>,
+    /// Accept negative values (by default they are rejected: counts and rates cannot be negative).
+    #[arg(long)]
+    pub allow_negative: bool,
+    /// Fail on duplicate or out-of-order timestamps instead of repairing them
+    /// (by default rows are sorted and the last of duplicates is kept, and both are reported).
+    #[arg(long)]
+    pub strict: bool,
+    /// Keep rows with equal timestamps (event traces with one row per request).
+    #[arg(long)]
+    pub keep_duplicates: bool,
+}
+
+/// `aya train`: fit and select a model for one series and save it as a versioned artifact.
+#[derive(Debug, Clone, Args)]
+pub struct TrainArgs {
+    /// The series to train on.
+    #[command(flatten)]
+    pub csv: CsvArgs,
+    /// Where to write the model artifact (JSON).
+    #[arg(long, short = 'o')]
+    pub output: PathBuf,
+    /// Horizon (steps) to optimise the selection for (default: one detected season, at least 12).
+    #[arg(long)]
+    pub horizon: Option<usize>,
+    /// Skip the rolling-origin backtest recorded in the artifact (faster).
+    #[arg(long)]
+    pub no_backtest: bool,
+}
+
+/// `aya forecast`: forecast the next steps of a series, from a saved model or trained on the fly.
+#[derive(Debug, Clone, Args)]
+pub struct ForecastArgs {
+    /// The series to forecast from.
+    #[command(flatten)]
+    pub csv: CsvArgs,
+    /// Number of steps to forecast (at the series' interval).
+    #[arg(long)]
+    pub horizon: usize,
+    /// Output CSV: `timestamp,yhat,lower,upper,level`.
+    #[arg(long, short = 'o')]
+    pub output: PathBuf,
+    /// Use this saved model (from `aya train`) instead of training on the input.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Prediction-interval level, e.g. 0.8 or 0.95.
+    #[arg(long, default_value_t = 0.95)]
+    pub level: f64,
+}
+
+/// `aya backtest`: rolling-origin backtest of every model on a series.
+#[derive(Debug, Clone, Args)]
+pub struct BacktestArgs {
+    /// The series to backtest.
+    #[command(flatten)]
+    pub csv: CsvArgs,
+    /// Horizons in steps, comma separated; `season` means one detected season (e.g. `1,12,season`).
+    #[arg(long, default_value = "1,12,season", value_delimiter = ',')]
+    pub horizons: Vec<String>,
+    /// Number of forecast origins, evenly spaced over the last 20% of the series.
+    #[arg(long, default_value_t = 10)]
+    pub origins: usize,
+    /// Write every scored forecast to this CSV.
+    #[arg(long)]
+    pub forecasts_out: Option<PathBuf>,
+    /// Print the table as JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Only the automatic method (skip scoring each candidate model on its own).
+    #[arg(long)]
+    pub auto_only: bool,
+}
+
+/// `aya datasets`: generate built-in data or fetch the public traces.
+#[derive(Debug, Clone, Args)]
+pub struct DatasetsArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: DatasetsCommand,
+}
+
+/// `aya datasets` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum DatasetsCommand {
+    /// Generate the deterministic synthetic traffic and per-backend metrics.
+    Synth(SynthArgs),
+    /// Download the public traces (NAB, WorldCup98, Azure LLM) from their original homes.
+    Fetch(FetchArgs),
+    /// Load every CSV under a directory and report rows, interval, gaps and duplicates.
+    Check(CheckArgs),
+}
+
+/// `aya datasets synth`.
+#[derive(Debug, Clone, Args)]
+pub struct SynthArgs {
+    /// Output directory.
+    #[arg(long, short = 'o', default_value = "out/synth")]
+    pub output: PathBuf,
+    /// Seed: the same seed always gives the same files.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Days of history to generate.
+    #[arg(long, default_value_t = 14)]
+    pub days: u32,
+    /// Sampling interval in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub interval: u32,
+    /// Mean request rate (requests/s) before trend and bursts; backend capacities scale with it.
+    #[arg(long, default_value_t = 100.0)]
+    pub base_rps: f64,
+    /// How traffic is split among the backends (capacities 1x, 1x, 2x, 4x): `equal`
+    /// (round robin; small backends saturate at peaks) or `capacity` (proportional).
+    #[arg(long, value_enum, default_value_t = crate::synth::Split::Equal)]
+    pub split: crate::synth::Split,
+}
+
+/// `aya datasets fetch`.
+#[derive(Debug, Clone, Args)]
+pub struct FetchArgs {
+    /// Output directory.
+    #[arg(long, short = 'o', default_value = "out/datasets")]
+    pub output: PathBuf,
+}
+
+/// `aya datasets check`.
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// Directory to scan (default: $AYA_DATASETS or ../shared/datasets).
+    pub dir: Option<PathBuf>,
+}
+
+mod datasets;
+mod model;
+
+pub use datasets::run_datasets;
+pub use model::{run_backtest, run_forecast, run_train};

@@ -1,0 +1,329 @@
+//! `aya train`, `aya forecast` and `aya backtest`.
+//!
+//! All three read a series through the data layer (every CSV form it accepts),
+//! put it on its regular grid, detect its seasonality and run the automatic
+//! selection of [`crate::select`]. Input problems (unreadable CSV, series too
+//! short, a file that is not a model) exit with code 3 and a message naming
+//! the file; bad flag values exit with code 2.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, anyhow};
+
+use super::{BacktestArgs, CsvArgs, ForecastArgs, TrainArgs};
+use crate::artifact::{Artifact, FORMAT, FORMAT_VERSION, TrainingWindow};
+use crate::backtest::{self, BacktestConfig, BacktestError, Method, Score};
+use crate::cli_support::{CliResult, Failure};
+use crate::data::{self, Series, format_rfc3339};
+use crate::models::{Forecast, ModelSpec};
+use crate::seasonality::{self, Seasonality};
+use crate::select::{FittedAuto, MIN_POINTS, SelectConfig, SelectError, default_candidates};
+
+/// A loaded series on its grid, with its seasonality.
+struct Prepared {
+    series: Series,
+    seas: Seasonality,
+}
+
+fn prepare(csv: &CsvArgs) -> Result<Prepared, Failure> {
+    let series = data::load_from_args(csv).map_err(|e| {
+        if e.is_usage() { Failure::usage(e) } else { Failure::input(e) }
+    })?;
+    let series = backtest::regularise(&csv.input, series).map_err(Failure::input)?;
+    if series.values.len() < MIN_POINTS {
+        return Err(Failure::input(anyhow!(
+            "{}: series has {} point(s); at least {MIN_POINTS} are needed to forecast",
+            csv.input.display(),
+            series.values.len()
+        )));
+    }
+    let seas = seasonality::detect(&series.values, (series.interval_ms / 1000).max(1));
+    Ok(Prepared { series, seas })
+}
+
+fn select_failure(path: &Path, e: SelectError) -> Failure {
+    Failure::input(anyhow!("{}: {e}", path.display()))
+}
+
+/// Run `aya train`.
+pub fn run_train(args: &TrainArgs) -> CliResult {
+    let p = prepare(&args.csv)?;
+    let y = &p.series.values;
+    let horizon = match args.horizon {
+        Some(0) => return Err(Failure::usage(anyhow!("--horizon must be at least 1"))),
+        Some(h) => h,
+        None => p.seas.season().max(12),
+    };
+    let cfg = SelectConfig::default();
+    let model = FittedAuto::select_and_fit(y, &p.seas, horizon, &cfg)
+        .map_err(|e| select_failure(&args.csv.input, e))?;
+    let backtest = if args.no_backtest {
+        None
+    } else {
+        let mut hs = vec![1, 12.min(horizon), horizon];
+        hs.dedup();
+        let bc = BacktestConfig {
+            horizons: hs,
+            origins: 5,
+            test_fraction: 0.2,
+            seasonality: p.seas.clone(),
+            scale_season: p.seas.day.unwrap_or_else(|| p.seas.season()),
+            methods: vec![Method::Auto(cfg.clone())],
+        };
+        backtest::run(y, &bc).ok().map(|r| r.scores)
+    };
+    let s = &p.series;
+    let artifact = Artifact {
+        format: FORMAT.to_string(),
+        format_version: FORMAT_VERSION,
+        created_by: format!("{} {}", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")),
+        training: TrainingWindow {
+            series: s.name.clone(),
+            start: s.timestamps.first().map(|&t| format_rfc3339(t)).unwrap_or_default(),
+            end: s.timestamps.last().map(|&t| format_rfc3339(t)).unwrap_or_default(),
+            points: y.len(),
+            interval_ms: s.interval_ms,
+        },
+        horizon,
+        chosen: model.selection().describe(),
+        selection: model.selection().clone(),
+        parameters: model.params(),
+        backtest,
+    };
+    artifact
+        .save(&args.output)
+        .with_context(|| format!("writing the model to {}", args.output.display()))
+        .map_err(Failure::runtime)?;
+    let mut msg = format!(
+        "trained on {} points of {} (interval {}, seasons {:?}); chosen: {}\n",
+        y.len(),
+        s.name,
+        data::format_interval(s.interval_ms),
+        p.seas.periods,
+        artifact.chosen
+    );
+    if let Some(scores) = &artifact.backtest {
+        for sc in scores {
+            let _ = writeln!(
+                msg,
+                "  backtest h={:<4} MASE {:.3}  sMAPE {:.1}%  coverage80 {:.2}  coverage95 {:.2}",
+                sc.horizon, sc.mase, sc.smape, sc.coverage80, sc.coverage95
+            );
+        }
+    }
+    let _ = writeln!(msg, "saved {}", args.output.display());
+    print!("{msg}");
+    Ok(())
+}
+
+/// Run `aya forecast`.
+pub fn run_forecast(args: &ForecastArgs) -> CliResult {
+    if args.horizon == 0 {
+        return Err(Failure::usage(anyhow!("--horizon must be at least 1")));
+    }
+    if !(args.level > 0.0 && args.level < 1.0) {
+        return Err(Failure::usage(anyhow!(
+            "--level {} must be strictly between 0 and 1 (e.g. 0.8 or 0.95)",
+            args.level
+        )));
+    }
+    let p = prepare(&args.csv)?;
+    let y = &p.series.values;
+    let model = match &args.model {
+        Some(path) => {
+            let artifact = Artifact::load(path).map_err(Failure::input)?;
+            if artifact.training.interval_ms != p.series.interval_ms {
+                return Err(Failure::input(anyhow!(
+                    "{}: the model was trained at interval {} but {} has interval {}",
+                    path.display(),
+                    data::format_interval(artifact.training.interval_ms),
+                    args.csv.input.display(),
+                    data::format_interval(p.series.interval_ms)
+                )));
+            }
+            FittedAuto::fit(y, artifact.selection).map_err(|e| select_failure(&args.csv.input, e))?
+        }
+        None => FittedAuto::select_and_fit(y, &p.seas, args.horizon, &SelectConfig::default())
+            .map_err(|e| select_failure(&args.csv.input, e))?,
+    };
+    let mut f = Forecast::with_capacity(args.horizon);
+    model
+        .predict_into(args.horizon, Some(args.level), &mut f)
+        .map_err(|e| Failure::runtime(anyhow!("forecasting {}: {e}", args.csv.input.display())))?;
+    let last = p.series.timestamps.last().copied().unwrap_or(0);
+    let dt = p.series.interval_ms;
+    let mut out = String::with_capacity(64 * args.horizon + 64);
+    out.push_str("timestamp,yhat,lower,upper,level\n");
+    for i in 0..args.horizon {
+        let ts = last + dt * (i as i64 + 1);
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{}",
+            format_rfc3339(ts),
+            f.point[i],
+            f.lower[i],
+            f.upper[i],
+            args.level
+        );
+    }
+    std::fs::write(&args.output, out)
+        .with_context(|| format!("writing {}", args.output.display()))
+        .map_err(Failure::runtime)?;
+    eprintln!(
+        "forecast {} steps of {} with {} -> {}",
+        args.horizon,
+        p.series.name,
+        model.selection().describe(),
+        args.output.display()
+    );
+    Ok(())
+}
+
+fn parse_horizons(raw: &[String], seas: &Seasonality) -> Result<Vec<usize>, Failure> {
+    let mut hs = Vec::new();
+    for h in raw {
+        let h = h.trim();
+        if h.is_empty() {
+            continue;
+        }
+        let v = if h.eq_ignore_ascii_case("season") || h.eq_ignore_ascii_case("day") {
+            seas.day.unwrap_or_else(|| seas.season())
+        } else {
+            h.parse::<usize>().ok().filter(|&v| v > 0).ok_or_else(|| {
+                Failure::usage(anyhow!(
+                    "--horizons: {h:?} is not a positive number of steps or `season`"
+                ))
+            })?
+        };
+        if !hs.contains(&v) {
+            hs.push(v);
+        }
+    }
+    if hs.is_empty() {
+        return Err(Failure::usage(anyhow!("--horizons: give at least one horizon, e.g. 1,12,season")));
+    }
+    Ok(hs)
+}
+
+/// Run `aya backtest`.
+pub fn run_backtest(args: &BacktestArgs) -> CliResult {
+    if args.origins == 0 {
+        return Err(Failure::usage(anyhow!("--origins must be at least 1")));
+    }
+    let p = prepare(&args.csv)?;
+    let y = &p.series.values;
+    let horizons = parse_horizons(&args.horizons, &p.seas)?;
+    let mut methods = vec![Method::Auto(SelectConfig::default())];
+    if !args.auto_only {
+        let first_origin = (y.len() as f64 * 0.8) as usize;
+        for spec in default_candidates(&p.seas, first_origin) {
+            if !matches!(spec, ModelSpec::Mean { .. }) {
+                methods.push(Method::Single { spec, intervals: true });
+            }
+        }
+    }
+    let scale_season = p.seas.day.unwrap_or_else(|| p.seas.season());
+    let cfg = BacktestConfig {
+        horizons,
+        origins: args.origins,
+        test_fraction: 0.2,
+        seasonality: p.seas.clone(),
+        scale_season,
+        methods,
+    };
+    let report = backtest::run(y, &cfg).map_err(|e| match e {
+        BacktestError::NoHorizon => Failure::usage(e),
+        BacktestError::TooShort { .. } => {
+            Failure::input(anyhow!("{}: {e}", args.csv.input.display()))
+        }
+    })?;
+    if let Some(path) = &args.forecasts_out {
+        write_forecasts(path, &p.series, &report.records).map_err(Failure::runtime)?;
+    }
+    if args.json {
+        let doc = serde_json::json!({
+            "series": p.series.name,
+            "points": y.len(),
+            "interval_ms": p.series.interval_ms,
+            "seasonality": p.seas,
+            "mase_season": scale_season,
+            "origins": report.origins,
+            "last_choice": report.last_choice,
+            "scores": report.scores,
+        });
+        let text = serde_json::to_string_pretty(&doc).map_err(|e| Failure::runtime(anyhow!(e)))?;
+        println!("{text}");
+    } else {
+        print!("{}", format_table(&p, scale_season, &report.origins, &report.scores, &report.last_choice));
+    }
+    Ok(())
+}
+
+fn format_table(
+    p: &Prepared,
+    scale_season: usize,
+    origins: &[usize],
+    scores: &[Score],
+    choice: &Option<String>,
+) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{}: {} points at {}, seasons {:?}, {} origins over the last 20%, MASE scaled by seasonal naive (lag {scale_season})",
+        p.series.name,
+        p.series.values.len(),
+        data::format_interval(p.series.interval_ms),
+        p.seas.periods,
+        origins.len()
+    );
+    if let Some(c) = choice {
+        let _ = writeln!(s, "aya_auto chose (last origin): {c}");
+    }
+    let _ = writeln!(
+        s,
+        "{:<26} {:>7} {:>8} {:>9} {:>7} {:>7} {:>10}",
+        "model", "horizon", "MASE", "sMAPE%", "cov80", "cov95", "ms/origin"
+    );
+    for sc in scores {
+        let _ = writeln!(
+            s,
+            "{:<26} {:>7} {:>8.3} {:>9.2} {:>7.2} {:>7.2} {:>10.1}",
+            sc.model, sc.horizon, sc.mase, sc.smape, sc.coverage80, sc.coverage95, sc.ms_per_origin
+        );
+    }
+    s
+}
+
+fn write_forecasts(
+    path: &Path,
+    series: &Series,
+    records: &[backtest::ForecastRecord],
+) -> anyhow::Result<()> {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut w = std::io::BufWriter::new(file);
+    writeln!(w, "model,origin,origin_timestamp,step,timestamp,actual,yhat,lower80,upper80,lower95,upper95")?;
+    for r in records {
+        let ts = |i: usize| series.timestamps.get(i).map(|&t| format_rfc3339(t)).unwrap_or_default();
+        let num = |v: f64| if v.is_finite() { v.to_string() } else { String::new() };
+        writeln!(
+            w,
+            "{},{},{},{},{},{},{},{},{},{},{}",
+            r.model,
+            r.origin,
+            ts(r.origin),
+            r.step,
+            ts(r.origin + r.step - 1),
+            r.actual,
+            r.yhat,
+            num(r.lower80),
+            num(r.upper80),
+            num(r.lower95),
+            num(r.upper95)
+        )?;
+    }
+    w.flush().with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}

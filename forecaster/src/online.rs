@@ -1,0 +1,251 @@
+//! The forecaster inside the control loop: [`OnlineForecaster`] implements
+//! [`aya_policy::DemandForecaster`] for the controller and the simulator.
+//!
+//! Demand arrives as `(t, requests/s)` at the control tick, which may be
+//! faster than the forecast grid; observations are averaged into grid buckets
+//! (bucket `k` covers `((k−1)·step, k·step]`, so an observation at exactly
+//! `k·step` closes bucket `k`). Missing buckets are filled by linear
+//! interpolation. Model *selection* (the costly rolling-origin pass) runs on a
+//! schedule — every `reselect_every` new buckets — and in between the chosen
+//! models are only refitted on the latest history when it has grown, which
+//! takes microseconds to a few milliseconds. Everything runs inline on the
+//! caller's thread and depends only on the observations: the same inputs give
+//! the same forecasts, which the simulator's reproducibility relies on.
+
+use aya_policy::{DemandForecast, DemandForecaster, Time};
+use serde::{Deserialize, Serialize};
+
+use crate::models::Forecast;
+use crate::seasonality::{self, Seasonality};
+use crate::select::{FittedAuto, MIN_POINTS, SelectConfig, Selection, select};
+
+/// Settings of the online forecaster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OnlineConfig {
+    /// Grid step in seconds.
+    pub step_s: f64,
+    /// Buckets kept (older ones are dropped).
+    pub max_history: usize,
+    /// Re-run selection after this many new buckets.
+    pub reselect_every: usize,
+    /// Interval level of the forecasts, e.g. 0.9.
+    pub level: f64,
+    /// Detect daily/weekly seasonality from the step (else only `season` is used).
+    pub detect_season: bool,
+    /// Explicit season in steps (overrides detection when set).
+    pub season: Option<usize>,
+    /// Selection settings (few origins: it runs inside the control loop).
+    pub select: SelectConfig,
+}
+
+impl Default for OnlineConfig {
+    fn default() -> Self {
+        OnlineConfig {
+            step_s: 60.0,
+            max_history: 4032,
+            reselect_every: 60,
+            level: 0.9,
+            detect_season: true,
+            season: None,
+            select: SelectConfig { origins: 3, max_train: 4032, ensemble: 2, candidates: None },
+        }
+    }
+}
+
+/// Online demand forecaster (see the module docs).
+#[derive(Debug)]
+pub struct OnlineForecaster {
+    cfg: OnlineConfig,
+    history: Vec<f64>,
+    /// Index of the last closed bucket.
+    last_bucket: Option<i64>,
+    /// Open bucket: (index, sum, count).
+    open: Option<(i64, f64, u32)>,
+    /// Buckets closed since the last selection.
+    since_select: usize,
+    /// Buckets closed since the last refit.
+    since_fit: usize,
+    selection: Option<Selection>,
+    fitted: Option<FittedAuto>,
+    scratch: Forecast,
+}
+
+impl OnlineForecaster {
+    /// A forecaster with `cfg`; `step_s` must be positive and finite (else 60 s is used).
+    pub fn new(mut cfg: OnlineConfig) -> Self {
+        if !(cfg.step_s.is_finite() && cfg.step_s > 0.0) {
+            cfg.step_s = 60.0;
+        }
+        cfg.max_history = cfg.max_history.max(2 * MIN_POINTS);
+        cfg.reselect_every = cfg.reselect_every.max(1);
+        if !(cfg.level > 0.0 && cfg.level < 1.0) {
+            cfg.level = 0.9;
+        }
+        OnlineForecaster {
+            cfg,
+            history: Vec::new(),
+            last_bucket: None,
+            open: None,
+            since_select: 0,
+            since_fit: 0,
+            selection: None,
+            fitted: None,
+            scratch: Forecast::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &OnlineConfig {
+        &self.cfg
+    }
+
+    /// Closed buckets currently held, oldest first.
+    pub fn history(&self) -> &[f64] {
+        &self.history
+    }
+
+    /// The current selection, if one has been made.
+    pub fn selection(&self) -> Option<&Selection> {
+        self.selection.as_ref()
+    }
+
+    fn bucket_of(&self, t: Time) -> i64 {
+        (t / self.cfg.step_s - 1e-9).ceil() as i64
+    }
+
+    fn close(&mut self, idx: i64, value: f64) {
+        if let (Some(prev), Some(&last)) = (self.last_bucket, self.history.last()) {
+            let gap = idx - prev;
+            // Interpolate missing buckets (bounded: a long outage restarts history).
+            if gap > 1 && gap <= self.cfg.max_history as i64 {
+                for k in 1..gap {
+                    let w = k as f64 / gap as f64;
+                    self.push(last * (1.0 - w) + value * w);
+                }
+            } else if gap > self.cfg.max_history as i64 {
+                self.history.clear();
+            }
+        }
+        self.push(value);
+        self.last_bucket = Some(idx);
+    }
+
+    fn push(&mut self, v: f64) {
+        self.history.push(v);
+        self.since_select += 1;
+        self.since_fit += 1;
+        let cap = self.cfg.max_history;
+        if self.history.len() > cap + cap / 4 {
+            let excess = self.history.len() - cap;
+            self.history.drain(..excess);
+        }
+    }
+
+    fn seasonality(&self, y: &[f64]) -> Seasonality {
+        if let Some(p) = self.cfg.season.filter(|&p| p > 1) {
+            let periods = if y.len() >= 2 * p { vec![p] } else { Vec::new() };
+            return Seasonality { periods, day: None };
+        }
+        if self.cfg.detect_season {
+            let step = self.cfg.step_s.round() as i64;
+            if (step as f64 - self.cfg.step_s).abs() < 1e-9 && step > 0 {
+                return seasonality::detect(y, step);
+            }
+        }
+        Seasonality::default()
+    }
+
+    /// Bring the fitted model up to date with the history (reselect on schedule).
+    fn refresh(&mut self, horizon: usize) -> bool {
+        let start = self.history.len().saturating_sub(self.cfg.max_history);
+        let y = &self.history[start..];
+        if y.len() < MIN_POINTS {
+            return false;
+        }
+        let reselect = self.selection.is_none()
+            || self.since_select >= self.cfg.reselect_every
+            || self.selection.as_ref().is_some_and(|s| s.validation_horizon < horizon.min(12));
+        if reselect {
+            let seas = self.seasonality(y);
+            match select(y, &seas, horizon.max(12), &self.cfg.select) {
+                Ok(s) => {
+                    self.selection = Some(s);
+                    self.since_select = 0;
+                    self.fitted = None;
+                }
+                Err(_) => return false,
+            }
+        }
+        if self.fitted.is_none() || self.since_fit > 0 {
+            let Some(sel) = self.selection.clone() else { return false };
+            match FittedAuto::fit(y, sel) {
+                Ok(f) => {
+                    self.fitted = Some(f);
+                    self.since_fit = 0;
+                }
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+}
+
+impl DemandForecaster for OnlineForecaster {
+    fn observe(&mut self, t: Time, demand_rps: f64) {
+        if !t.is_finite() || !demand_rps.is_finite() {
+            return;
+        }
+        let idx = self.bucket_of(t);
+        if self.last_bucket.is_some_and(|last| idx <= last) {
+            return; // late data for a closed bucket
+        }
+        match self.open {
+            Some((open_idx, sum, count)) if open_idx == idx => {
+                self.open = Some((idx, sum + demand_rps, count + 1));
+            }
+            Some((open_idx, sum, count)) if open_idx < idx => {
+                self.close(open_idx, sum / count as f64);
+                self.open = Some((idx, demand_rps, 1));
+            }
+            Some(_) => {} // older than the open bucket: ignore
+            None => self.open = Some((idx, demand_rps, 1)),
+        }
+        // An observation at the very end of its bucket completes it.
+        if let Some((open_idx, sum, count)) = self.open {
+            if (open_idx as f64 * self.cfg.step_s - t).abs() < 1e-6 * self.cfg.step_s.max(1.0) {
+                self.close(open_idx, sum / count as f64);
+                self.open = None;
+            }
+        }
+    }
+
+    fn forecast_into(&mut self, now: Time, horizon: usize, out: &mut DemandForecast) -> bool {
+        out.clear();
+        if horizon == 0 || !now.is_finite() {
+            return false;
+        }
+        let Some(last) = self.last_bucket else { return false };
+        if !self.refresh(horizon) {
+            return false;
+        }
+        let Some(fitted) = &self.fitted else { return false };
+        // Steps between the end of the last closed bucket and `now`.
+        let last_end = last as f64 * self.cfg.step_s;
+        let skip = ((now - last_end) / self.cfg.step_s + 1e-9).floor().max(0.0) as usize;
+        let skip = skip.min(self.cfg.max_history);
+        if fitted.predict_into(skip + horizon, Some(self.cfg.level), &mut self.scratch).is_err() {
+            return false;
+        }
+        out.issued_at = now;
+        out.step = self.cfg.step_s;
+        out.level = self.cfg.level;
+        out.mean.extend_from_slice(&self.scratch.point[skip..]);
+        out.lower.extend_from_slice(&self.scratch.lower[skip..]);
+        out.upper.extend_from_slice(&self.scratch.upper[skip..]);
+        true
+    }
+
+    fn step(&self) -> f64 {
+        self.cfg.step_s
+    }
+}

@@ -1,0 +1,161 @@
+//! Running a scenario: every policy × every seed, in parallel (rayon), then
+//! per-policy 95% CIs and paired comparisons against the first policy.
+//!
+//! Each replication builds its own policy and forecaster inside the worker
+//! thread, so neither needs to be `Send`.
+
+use std::collections::BTreeMap;
+
+use aya_policy::ControlLoop;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::dist::{Stream, stream_seed};
+use crate::engine::{BoxedLoop, RunMetrics, RunResult, SimError, WindowRow, simulate};
+use crate::policy::{PolicyContext, make_forecaster, make_policy};
+use crate::scenario::{PolicySpec, Scenario, ScenarioError};
+use crate::stats::{Estimate, Paired, paired};
+use aya_policy::Decision;
+
+/// Errors of a scenario run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Scenario / policy construction.
+    #[error(transparent)]
+    Scenario(#[from] ScenarioError),
+    /// Simulation.
+    #[error(transparent)]
+    Sim(#[from] SimError),
+}
+
+/// The metrics summarised across replications, with how to read them.
+pub const METRICS: &[(&str, fn(&RunMetrics) -> f64)] = &[
+    ("success_rate", |m| m.success_rate),
+    ("mean", |m| m.mean),
+    ("p50", |m| m.p50),
+    ("p90", |m| m.p90),
+    ("p99", |m| m.p99),
+    ("p999", |m| m.p999),
+    ("timed_out", |m| m.timed_out as f64),
+    ("errors", |m| m.errors as f64),
+    ("dropped", |m| m.dropped as f64),
+    ("slo_violation_minutes", |m| m.slo_violation_minutes),
+    ("imbalance_max_mean", |m| m.imbalance_max_mean),
+    ("imbalance_cv", |m| m.imbalance_cv),
+    ("mean_utilization", |m| m.mean_utilization),
+    ("replica_hours", |m| m.replica_hours),
+    ("scaling_actions", |m| m.scaling_actions as f64),
+    ("events_per_second", |m| m.events_per_second),
+];
+
+/// All replications of one policy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PolicyRuns {
+    /// Label (policy name unless overridden).
+    pub label: String,
+    /// Per-seed metrics, in seed order.
+    pub runs: Vec<RunMetrics>,
+    /// Mean ± 95% CI per metric.
+    pub summary: BTreeMap<String, Estimate>,
+    /// Time series of the first seed.
+    pub series: Vec<WindowRow>,
+    /// Decisions that changed something, first seed.
+    pub decisions: Vec<Decision>,
+}
+
+/// Paired comparison of one policy against the reference.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Comparison {
+    /// Reference label.
+    pub reference: String,
+    /// Compared label.
+    pub policy: String,
+    /// Per metric: policy − reference.
+    pub metrics: BTreeMap<String, Paired>,
+}
+
+/// Results of a scenario.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScenarioResult {
+    /// Scenario name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Seeds used.
+    pub seeds: Vec<u64>,
+    /// Per policy.
+    pub policies: Vec<PolicyRuns>,
+    /// Paired comparisons against the first policy.
+    pub comparisons: Vec<Comparison>,
+}
+
+/// Build the control loop for one replication.
+pub fn control_loop(sc: &Scenario, spec: &PolicySpec, seed: u64) -> Result<BoxedLoop, ScenarioError> {
+    let ctx = PolicyContext {
+        seed: stream_seed(seed, Stream::Policy),
+        algorithm: sc.algorithm,
+        path: sc.path.clone(),
+    };
+    let policy = make_policy(spec, &ctx)?;
+    let forecaster = make_forecaster(sc.forecaster.as_ref(), &ctx)?;
+    Ok(ControlLoop::new(policy, forecaster, sc.model.forecast_horizon))
+}
+
+/// One replication of `spec` on `sc` with `seed`.
+pub fn run_one(sc: &Scenario, spec: &PolicySpec, seed: u64) -> Result<RunResult, RunError> {
+    let ctl = control_loop(sc, spec, seed)?;
+    Ok(simulate(&sc.model, seed, Some(ctl))?)
+}
+
+/// Summarise per-seed metrics.
+pub fn summarize(runs: &[RunMetrics]) -> BTreeMap<String, Estimate> {
+    METRICS
+        .iter()
+        .map(|(n, f)| (n.to_string(), Estimate::of(&runs.iter().map(f).collect::<Vec<_>>())))
+        .collect()
+}
+
+/// Run every policy of `sc` on every seed (in parallel) and summarise.
+pub fn run_scenario(sc: &Scenario) -> Result<ScenarioResult, RunError> {
+    let jobs: Vec<(usize, usize)> =
+        (0..sc.policies.len()).flat_map(|p| (0..sc.seeds.len()).map(move |s| (p, s))).collect();
+    let results: Vec<Result<RunResult, RunError>> =
+        jobs.par_iter().map(|&(p, s)| run_one(sc, &sc.policies[p], sc.seeds[s])).collect();
+    let mut per_policy: Vec<Vec<RunResult>> = (0..sc.policies.len()).map(|_| Vec::new()).collect();
+    for (r, &(p, _)) in results.into_iter().zip(&jobs) {
+        per_policy[p].push(r?);
+    }
+    let mut policies = Vec::new();
+    for (spec, mut rr) in sc.policies.iter().zip(per_policy) {
+        let runs: Vec<RunMetrics> = rr.iter().map(|r| r.metrics.clone()).collect();
+        let first = rr.swap_remove(0);
+        policies.push(PolicyRuns {
+            label: spec.label().to_string(),
+            summary: summarize(&runs),
+            runs,
+            series: first.series,
+            decisions: first.decisions,
+        });
+    }
+    let mut comparisons = Vec::new();
+    if let Some(reference) = policies.first() {
+        for other in policies.iter().skip(1) {
+            let metrics = METRICS
+                .iter()
+                .map(|(n, f)| {
+                    let a: Vec<f64> = reference.runs.iter().map(f).collect();
+                    let b: Vec<f64> = other.runs.iter().map(f).collect();
+                    (n.to_string(), paired(&a, &b))
+                })
+                .collect();
+            comparisons.push(Comparison { reference: reference.label.clone(), policy: other.label.clone(), metrics });
+        }
+    }
+    Ok(ScenarioResult {
+        name: sc.name.clone(),
+        description: sc.description.clone(),
+        seeds: sc.seeds.clone(),
+        policies,
+        comparisons,
+    })
+}

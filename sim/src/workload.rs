@@ -1,0 +1,604 @@
+//! Arrival processes: synthetic (Poisson, deterministic, MMPP, sinusoidal),
+//! replay of a rate series as a non-homogeneous Poisson process, and replay of
+//! per-request traces with job sizes.
+//!
+//! Every source yields [`Arrival`]s in time order, with the request's size
+//! (service demand on a speed-1 backend) and key already attached, drawn from
+//! their own random streams. That is what gives common random numbers across
+//! policies. File-backed sources are *streamed* line by line so memory stays
+//! flat whatever the trace length.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use rand::Rng;
+use rand::rngs::SmallRng;
+use rand_distr::{Distribution, Zipf};
+use serde::{Deserialize, Serialize};
+
+use crate::dist::{Sampler, ServiceDist, Stream, exp1, stream};
+
+/// One request entering the system.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Arrival {
+    /// Virtual arrival time, seconds.
+    pub time: f64,
+    /// Service demand, seconds of work on a speed-1 backend.
+    pub size: f64,
+    /// Client / session key (for hash-based algorithms).
+    pub key: u64,
+}
+
+/// Errors while reading a workload file.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkloadError {
+    /// The file cannot be opened or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A line cannot be used.
+    #[error("{path}:{line}: {msg}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// 1-based line number.
+        line: u64,
+        /// What is wrong (names the field).
+        msg: String,
+    },
+}
+
+/// How requests are keyed (client / session identifiers).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySpec {
+    /// Number of distinct clients.
+    #[serde(default = "default_clients")]
+    pub clients: u64,
+    /// Zipf exponent of client popularity (0 = uniform).
+    #[serde(default)]
+    pub zipf: f64,
+}
+
+fn default_clients() -> u64 {
+    10_000
+}
+
+impl Default for KeySpec {
+    fn default() -> Self {
+        KeySpec { clients: default_clients(), zipf: 0.0 }
+    }
+}
+
+/// Linear cost model turning trace token counts into seconds of work.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCost {
+    /// Fixed seconds per request.
+    #[serde(default)]
+    pub base: f64,
+    /// Seconds per prompt (context) token.
+    #[serde(default)]
+    pub per_context_token: f64,
+    /// Seconds per generated token.
+    #[serde(default)]
+    pub per_generated_token: f64,
+}
+
+/// What the `value` column of a rate series means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueKind {
+    /// Number of requests in the interval starting at the timestamp.
+    #[default]
+    Count,
+    /// Requests per second.
+    Rate,
+}
+
+/// The arrival process of a scenario.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ArrivalSpec {
+    /// Poisson arrivals at `rate` per second.
+    Poisson {
+        /// Requests per second.
+        rate: f64,
+    },
+    /// Evenly spaced arrivals at `rate` per second.
+    Deterministic {
+        /// Requests per second.
+        rate: f64,
+    },
+    /// Markov-modulated Poisson: state `i` lasts Exp(mean `durations[i]`) seconds
+    /// with Poisson rate `rates[i]`, states visited cyclically.
+    Mmpp {
+        /// Rate per state, requests per second.
+        rates: Vec<f64>,
+        /// Mean sojourn per state, seconds.
+        durations: Vec<f64>,
+    },
+    /// Poisson with rate `mean × (1 + amplitude × sin(2πt / period))` (thinning).
+    Sinusoid {
+        /// Mean rate, requests per second.
+        mean: f64,
+        /// Relative amplitude in [0, 1].
+        amplitude: f64,
+        /// Period, seconds.
+        period: f64,
+    },
+    /// A `timestamp,value` CSV replayed as piecewise-constant non-homogeneous Poisson.
+    RateSeries {
+        /// CSV file (relative to the scenario file, or `datasets:<path>`).
+        path: PathBuf,
+        /// Time compression: `k` seconds of the series per virtual second (rates × k).
+        #[serde(default = "one")]
+        compression: f64,
+        /// Extra rate multiplier.
+        #[serde(default = "one")]
+        multiplier: f64,
+        /// Meaning of `value`.
+        #[serde(default)]
+        value: ValueKind,
+        /// Skip rows before this timestamp.
+        #[serde(default)]
+        start: Option<String>,
+    },
+    /// A per-request trace `TIMESTAMP,ContextTokens,GeneratedTokens` (Azure LLM format).
+    Trace {
+        /// CSV file (relative to the scenario file, or `datasets:<path>`).
+        path: PathBuf,
+        /// Time compression (`k` trace seconds per virtual second).
+        #[serde(default = "one")]
+        compression: f64,
+        /// Token → seconds cost model; when absent the scenario's `service`
+        /// distribution gives sizes instead.
+        #[serde(default)]
+        cost: Option<TokenCost>,
+    },
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+impl ArrivalSpec {
+    /// Check parameters; the error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let pos = |name: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(format!("`{name}` must be a finite number > 0, got {v}"))
+            }
+        };
+        match self {
+            ArrivalSpec::Poisson { rate } | ArrivalSpec::Deterministic { rate } => pos("rate", *rate),
+            ArrivalSpec::Mmpp { rates, durations } => {
+                if rates.is_empty() || rates.len() != durations.len() {
+                    return Err(format!(
+                        "`rates` and `durations` must be non-empty and of equal length (got {} and {})",
+                        rates.len(),
+                        durations.len()
+                    ));
+                }
+                for r in rates {
+                    if !(r.is_finite() && *r >= 0.0) {
+                        return Err(format!("`rates[]` must be finite and >= 0, got {r}"));
+                    }
+                }
+                durations.iter().try_for_each(|d| pos("durations[]", *d))
+            }
+            ArrivalSpec::Sinusoid { mean, amplitude, period } => {
+                pos("mean", *mean)?;
+                pos("period", *period)?;
+                if !(0.0..=1.0).contains(amplitude) {
+                    return Err(format!("`amplitude` must be in [0, 1], got {amplitude}"));
+                }
+                Ok(())
+            }
+            ArrivalSpec::RateSeries { compression, multiplier, .. } => {
+                pos("compression", *compression)?;
+                pos("multiplier", *multiplier)
+            }
+            ArrivalSpec::Trace { compression, cost, .. } => {
+                pos("compression", *compression)?;
+                if let Some(c) = cost {
+                    for (n, v) in [
+                        ("cost.base", c.base),
+                        ("cost.per_context_token", c.per_context_token),
+                        ("cost.per_generated_token", c.per_generated_token),
+                    ] {
+                        if !(v.is_finite() && v >= 0.0) {
+                            return Err(format!("`{n}` must be finite and >= 0, got {v}"));
+                        }
+                    }
+                    if c.base + c.per_context_token + c.per_generated_token <= 0.0 {
+                        return Err("`cost` gives every request zero work; set `base` or a per-token cost".into());
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Long-run mean arrival rate when known without reading a file.
+    pub fn mean_rate(&self) -> Option<f64> {
+        match self {
+            ArrivalSpec::Poisson { rate } | ArrivalSpec::Deterministic { rate } => Some(*rate),
+            ArrivalSpec::Sinusoid { mean, .. } => Some(*mean),
+            ArrivalSpec::Mmpp { rates, durations } => {
+                let t: f64 = durations.iter().sum();
+                Some(rates.iter().zip(durations).map(|(r, d)| r * d).sum::<f64>() / t)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Resolve a workload path: `datasets:<rel>` means `<rel>` inside the shared
+/// datasets directory (`$AYA_DATASETS`, see `aya_forecaster::data::datasets_dir`);
+/// other relative paths are relative to the scenario file's directory.
+pub fn resolve_path(p: &Path, base_dir: &Path) -> PathBuf {
+    if let Some(rest) = p.to_str().and_then(|s| s.strip_prefix("datasets:")) {
+        let dir = aya_forecaster::data::datasets_dir();
+        // A relative `$AYA_DATASETS` is meant relative to the workspace root;
+        // fall back to the root this crate was built in when the current
+        // directory is elsewhere (e.g. tests run from `sim/`).
+        if dir.is_relative() && !dir.is_dir() {
+            let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(&dir);
+            if built.is_dir() {
+                return built.join(rest);
+            }
+        }
+        return dir.join(rest);
+    }
+    if p.is_absolute() { p.to_path_buf() } else { base_dir.join(p) }
+}
+
+/// Parse a timestamp cell to unix seconds (via the forecaster's data layer).
+pub fn parse_ts(s: &str) -> Result<f64, String> {
+    aya_forecaster::data::parse_timestamp(s)
+        .map(|ms| ms as f64 / 1000.0)
+        .map_err(|e| e.to_string())
+}
+
+/// A streaming CSV line reader with line numbers and a reused buffer.
+struct Lines {
+    path: PathBuf,
+    reader: BufReader<File>,
+    buf: String,
+    line: u64,
+}
+
+impl Lines {
+    fn open(path: &Path) -> Result<Lines, WorkloadError> {
+        let f = File::open(path).map_err(|source| WorkloadError::Io { path: path.to_path_buf(), source })?;
+        Ok(Lines { path: path.to_path_buf(), reader: BufReader::with_capacity(1 << 16, f), buf: String::new(), line: 0 })
+    }
+
+    /// Advance to the next non-empty line; false at end of file.
+    fn advance(&mut self) -> Result<bool, WorkloadError> {
+        loop {
+            self.buf.clear();
+            let n = self
+                .reader
+                .read_line(&mut self.buf)
+                .map_err(|source| WorkloadError::Io { path: self.path.clone(), source })?;
+            if n == 0 {
+                return Ok(false);
+            }
+            self.line += 1;
+            if !self.buf.trim().is_empty() {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// The current line, trimmed.
+    fn text(&self) -> &str {
+        self.buf.trim()
+    }
+
+    fn err(&self, msg: impl Into<String>) -> WorkloadError {
+        WorkloadError::Parse { path: self.path.clone(), line: self.line, msg: msg.into() }
+    }
+}
+
+/// The state of a running arrival process.
+enum Process {
+    Poisson { rate: f64 },
+    Deterministic { gap: f64, n: u64 },
+    Mmpp { rates: Vec<f64>, durations: Vec<f64>, state: usize, state_end: f64 },
+    Sinusoid { mean: f64, amplitude: f64, omega: f64 },
+    RateSeries(Box<RateSeriesState>),
+    Trace(Box<TraceState>),
+}
+
+struct RateSeriesState {
+    lines: Lines,
+    scale: f64,
+    value: ValueKind,
+    /// Virtual time origin (unix seconds of the first used row).
+    origin: Option<f64>,
+    compression: f64,
+    /// Current segment: [start, end) virtual, rate per virtual second.
+    seg_end: f64,
+    rate: f64,
+    /// Look-ahead row: (unix seconds, value).
+    next_row: Option<(f64, f64)>,
+    last_step: f64,
+    start: Option<f64>,
+}
+
+struct TraceState {
+    lines: Lines,
+    compression: f64,
+    origin: Option<f64>,
+    cost: Option<TokenCost>,
+}
+
+/// A streaming arrival source.
+pub struct ArrivalSource {
+    process: Process,
+    t: f64,
+    arrivals: SmallRng,
+    sizes: SmallRng,
+    keys: SmallRng,
+    sampler: Sampler,
+    zipf: Option<Zipf<f64>>,
+    clients: u64,
+}
+
+impl ArrivalSource {
+    /// Build a source for replication `seed`. `base_dir` resolves relative paths.
+    pub fn new(
+        spec: &ArrivalSpec,
+        service: &ServiceDist,
+        keys: &KeySpec,
+        seed: u64,
+        base_dir: &Path,
+    ) -> Result<ArrivalSource, WorkloadError> {
+        let sampler = service
+            .sampler()
+            .map_err(|msg| WorkloadError::Parse { path: PathBuf::from("<service>"), line: 0, msg })?;
+        let resolve = |p: &Path| resolve_path(p, base_dir);
+        let process = match spec {
+            ArrivalSpec::Poisson { rate } => Process::Poisson { rate: *rate },
+            ArrivalSpec::Deterministic { rate } => Process::Deterministic { gap: 1.0 / rate, n: 0 },
+            ArrivalSpec::Mmpp { rates, durations } => Process::Mmpp {
+                rates: rates.clone(),
+                durations: durations.clone(),
+                state: 0,
+                state_end: f64::NAN,
+            },
+            ArrivalSpec::Sinusoid { mean, amplitude, period } => Process::Sinusoid {
+                mean: *mean,
+                amplitude: *amplitude,
+                omega: 2.0 * std::f64::consts::PI / period,
+            },
+            ArrivalSpec::RateSeries { path, compression, multiplier, value, start } => {
+                let start = match start {
+                    Some(s) => Some(parse_ts(s).map_err(|msg| WorkloadError::Parse {
+                        path: PathBuf::from("<scenario>"),
+                        line: 0,
+                        msg: format!("workload.start: {msg}"),
+                    })?),
+                    None => None,
+                };
+                let mut st = RateSeriesState {
+                    lines: Lines::open(&resolve(path))?,
+                    scale: compression * multiplier,
+                    value: *value,
+                    origin: None,
+                    compression: *compression,
+                    seg_end: 0.0,
+                    rate: 0.0,
+                    next_row: None,
+                    last_step: 60.0,
+                    start,
+                };
+                st.skip_header()?;
+                st.next_row = st.read_row()?;
+                Process::RateSeries(Box::new(st))
+            }
+            ArrivalSpec::Trace { path, compression, cost } => {
+                let mut lines = Lines::open(&resolve(path))?;
+                // Header.
+                if lines.advance()? {
+                    let h = lines.text();
+                    if !h.to_ascii_lowercase().starts_with("timestamp") {
+                        return Err(lines.err(format!(
+                            "expected the header `TIMESTAMP,ContextTokens,GeneratedTokens`, found {h:?}"
+                        )));
+                    }
+                }
+                Process::Trace(Box::new(TraceState { lines, compression: *compression, origin: None, cost: *cost }))
+            }
+        };
+        let zipf = if keys.zipf > 0.0 {
+            Some(Zipf::new(keys.clients.max(1) as f64, keys.zipf).map_err(|e| WorkloadError::Parse {
+                path: PathBuf::from("<scenario>"),
+                line: 0,
+                msg: format!("workload.keys: {e}"),
+            })?)
+        } else {
+            None
+        };
+        Ok(ArrivalSource {
+            process,
+            t: 0.0,
+            arrivals: stream(seed, Stream::Arrivals),
+            sizes: stream(seed, Stream::Sizes),
+            keys: stream(seed, Stream::Keys),
+            sampler,
+            zipf,
+            clients: keys.clients.max(1),
+        })
+    }
+
+    #[inline]
+    fn key(&mut self) -> u64 {
+        match &self.zipf {
+            Some(z) => z.sample(&mut self.keys) as u64,
+            None => self.keys.random_range(0..self.clients),
+        }
+    }
+
+    /// The next arrival, or `None` when the source is exhausted.
+    #[inline]
+    pub fn next_arrival(&mut self) -> Result<Option<Arrival>, WorkloadError> {
+        let time = match &mut self.process {
+            Process::Poisson { rate } => self.t + exp1(&mut self.arrivals) / *rate,
+            Process::Deterministic { gap, n } => {
+                *n += 1;
+                *n as f64 * *gap
+            }
+            Process::Mmpp { rates, durations, state, state_end } => {
+                if state_end.is_nan() {
+                    *state_end = durations[0] * exp1(&mut self.arrivals);
+                }
+                let mut t = self.t;
+                loop {
+                    let r = rates[*state];
+                    let cand = if r > 0.0 { t + exp1(&mut self.arrivals) / r } else { f64::INFINITY };
+                    if cand <= *state_end {
+                        break cand;
+                    }
+                    t = *state_end;
+                    *state = (*state + 1) % rates.len();
+                    *state_end = t + durations[*state] * exp1(&mut self.arrivals);
+                }
+            }
+            Process::Sinusoid { mean, amplitude, omega } => {
+                let max = *mean * (1.0 + *amplitude);
+                let mut t = self.t;
+                loop {
+                    t += exp1(&mut self.arrivals) / max;
+                    let r = *mean * (1.0 + *amplitude * (*omega * t).sin());
+                    if self.arrivals.random::<f64>() * max <= r {
+                        break t;
+                    }
+                }
+            }
+            Process::RateSeries(st) => {
+                let mut t = self.t;
+                loop {
+                    if t < st.seg_end && st.rate > 0.0 {
+                        let cand = t + exp1(&mut self.arrivals) / st.rate;
+                        if cand < st.seg_end {
+                            break cand;
+                        }
+                    }
+                    t = t.max(st.seg_end);
+                    if !st.advance()? {
+                        return Ok(None);
+                    }
+                }
+            }
+            Process::Trace(st) => {
+                if !st.lines.advance()? {
+                    return Ok(None);
+                }
+                let mut it = st.lines.text().split(',');
+                let ts = it.next().unwrap_or("");
+                let ctx = it.next();
+                let gen_ = it.next();
+                let unix = parse_ts(ts).map_err(|m| st.lines.err(format!("TIMESTAMP: {m}")))?;
+                let origin = *st.origin.get_or_insert(unix);
+                let t = ((unix - origin) / st.compression).max(self.t);
+                let time = t;
+                if let Some(c) = st.cost {
+                    let parse = |v: Option<&str>, name: &str| -> Result<f64, WorkloadError> {
+                        let v = v.ok_or_else(|| st.lines.err(format!("missing column {name}")))?;
+                        v.trim()
+                            .parse::<f64>()
+                            .ok()
+                            .filter(|x| x.is_finite() && *x >= 0.0)
+                            .ok_or_else(|| st.lines.err(format!("{name}: {v:?} is not a non-negative number")))
+                    };
+                    let ctx = parse(ctx, "ContextTokens")?;
+                    let gen_ = parse(gen_, "GeneratedTokens")?;
+                    let size = c.base + c.per_context_token * ctx + c.per_generated_token * gen_;
+                    self.t = time;
+                    let key = self.key();
+                    return Ok(Some(Arrival { time, size: size.max(1e-9), key }));
+                }
+                time
+            }
+        };
+        self.t = time;
+        let size = self.sampler.sample(&mut self.sizes);
+        let key = self.key();
+        Ok(Some(Arrival { time, size, key }))
+    }
+}
+
+impl RateSeriesState {
+    fn skip_header(&mut self) -> Result<(), WorkloadError> {
+        if !self.lines.advance()? {
+            return Err(self.lines.err("empty file: expected the header `timestamp,value`"));
+        }
+        let h = self.lines.text();
+        if h.to_ascii_lowercase().starts_with("timestamp") {
+            Ok(())
+        } else {
+            Err(self.lines.err(format!("expected the header `timestamp,value`, found {h:?}")))
+        }
+    }
+
+    fn read_row(&mut self) -> Result<Option<(f64, f64)>, WorkloadError> {
+        loop {
+            if !self.lines.advance()? {
+                return Ok(None);
+            }
+            let (ts, v) = self
+                .lines
+                .text()
+                .split_once(',')
+                .ok_or_else(|| self.lines.err("expected two columns `timestamp,value`"))?;
+            let v = v.trim();
+            let unix = parse_ts(ts).map_err(|m| self.lines.err(format!("timestamp: {m}")))?;
+            let val = v
+                .parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite() && *x >= 0.0)
+                .ok_or_else(|| self.lines.err(format!("value: {v:?} is not a non-negative number")))?;
+            if let Some(s) = self.start {
+                if unix < s {
+                    continue;
+                }
+            }
+            return Ok(Some((unix, val)));
+        }
+    }
+
+    /// Move to the next segment; false at end of series.
+    fn advance(&mut self) -> Result<bool, WorkloadError> {
+        let Some((ts, val)) = self.next_row else { return Ok(false) };
+        self.next_row = self.read_row()?;
+        let step = match self.next_row {
+            Some((nts, _)) if nts > ts => nts - ts,
+            Some((nts, _)) => {
+                return Err(self.lines.err(format!(
+                    "timestamps must increase (row at unix {nts} follows unix {ts})"
+                )));
+            }
+            None => self.last_step,
+        };
+        self.last_step = step;
+        let origin = *self.origin.get_or_insert(ts);
+        let rate_per_series_sec = match self.value {
+            ValueKind::Count => val / step,
+            ValueKind::Rate => val,
+        };
+        self.rate = rate_per_series_sec * self.scale;
+        self.seg_end = (ts + step - origin) / self.compression;
+        Ok(true)
+    }
+}
