@@ -29,8 +29,12 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 
 fn status(e: ControllerError) -> Status {
     match e {
-        ControllerError::UnknownCluster(_) | ControllerError::UnknownBackend { .. } => Status::not_found(e.to_string()),
-        ControllerError::Invalid(_) | ControllerError::Config(_) => Status::invalid_argument(e.to_string()),
+        ControllerError::UnknownCluster(_) | ControllerError::UnknownBackend { .. } => {
+            Status::not_found(e.to_string())
+        }
+        ControllerError::Invalid(_) | ControllerError::Config(_) => {
+            Status::invalid_argument(e.to_string())
+        }
         ControllerError::WriterGone => Status::unavailable(e.to_string()),
         ControllerError::Store(_) => Status::internal(e.to_string()),
     }
@@ -66,20 +70,41 @@ enum Pending {
 fn ack(sequence: u64, results: Vec<pb::SampleResult>) -> pb::IngestAck {
     let accepted = results.iter().filter(|r| r.accepted).count() as u32;
     let rejected = results.len() as u32 - accepted;
-    pb::IngestAck { sequence, results, accepted, rejected }
+    pb::IngestAck {
+        sequence,
+        results,
+        accepted,
+        rejected,
+    }
 }
 
 #[tonic::async_trait]
 impl MetricsService for AyaApi {
     type IngestStream = BoxStream<pb::IngestAck>;
 
-    async fn ingest(&self, request: Request<Streaming<pb::IngestBatch>>) -> Result<Response<Self::IngestStream>, Status> {
+    async fn ingest(
+        &self,
+        request: Request<Streaming<pb::IngestBatch>>,
+    ) -> Result<Response<Self::IngestStream>, Status> {
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel::<Pending>(ACK_PIPELINE);
         let ctl = self.ctl.clone();
+        let closing = self.ctl.closing();
         tokio::spawn(async move {
             loop {
-                match inbound.message().await {
+                let msg = tokio::select! {
+                    m = inbound.message() => Some(m),
+                    _ = until_closed(closing.clone()) => None,
+                };
+                let Some(msg) = msg else {
+                    let _ = tx
+                        .send(Pending::Fail(Status::unavailable(
+                            "server is shutting down",
+                        )))
+                        .await;
+                    break;
+                };
+                match msg {
                     Ok(Some(batch)) => {
                         let seq = batch.sequence;
                         match ctl.submit(batch.samples).await {
@@ -107,7 +132,9 @@ impl MetricsService for AyaApi {
             match p {
                 Pending::Wait(seq, r) => match r.await {
                     Ok(results) => Ok(ack(seq, results)),
-                    Err(_) => Err(Status::unavailable("ingest writer stopped before committing the batch")),
+                    Err(_) => Err(Status::unavailable(
+                        "ingest writer stopped before committing the batch",
+                    )),
                 },
                 Pending::Fail(s) => Err(s),
             }
@@ -115,15 +142,26 @@ impl MetricsService for AyaApi {
         Ok(Response::new(Box::pin(out)))
     }
 
-    async fn query_history(&self, request: Request<pb::QueryHistoryRequest>) -> Result<Response<pb::QueryHistoryResponse>, Status> {
+    async fn query_history(
+        &self,
+        request: Request<pb::QueryHistoryRequest>,
+    ) -> Result<Response<pb::QueryHistoryResponse>, Status> {
         let q = request.into_inner();
         if q.cluster.is_empty() {
             return Err(Status::invalid_argument("cluster is required"));
         }
-        let limit = if q.limit == 0 { MAX_HISTORY_POINTS } else { (q.limit as usize).min(MAX_HISTORY_POINTS) };
+        let limit = if q.limit == 0 {
+            MAX_HISTORY_POINTS
+        } else {
+            (q.limit as usize).min(MAX_HISTORY_POINTS)
+        };
         let ctl = self.ctl.clone();
-        let (series, truncated) =
-            blocking(move || ctl.history(&q.cluster, &q.backend, &q.metric, q.start_ms, q.end_ms, limit)).await?;
+        let (series, truncated) = blocking(move || {
+            ctl.history(
+                &q.cluster, &q.backend, &q.metric, q.start_ms, q.end_ms, limit,
+            )
+        })
+        .await?;
         Ok(Response::new(pb::QueryHistoryResponse {
             series: series
                 .into_iter()
@@ -132,7 +170,13 @@ impl MetricsService for AyaApi {
                     metric: k.metric,
                     kind: k.kind,
                     labels: k.labels,
-                    points: pts.into_iter().map(|(t, v)| pb::HistoryPoint { timestamp_ms: t, value: v }).collect(),
+                    points: pts
+                        .into_iter()
+                        .map(|(t, v)| pb::HistoryPoint {
+                            timestamp_ms: t,
+                            value: v,
+                        })
+                        .collect(),
                 })
                 .collect(),
             truncated,
@@ -140,8 +184,14 @@ impl MetricsService for AyaApi {
     }
 }
 
+/// Resolves when `rx` becomes true (or its sender is gone).
+async fn until_closed(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|c| *c).await;
+}
+
 struct WatchState {
     rx: watch::Receiver<Arc<ClusterSnapshot>>,
+    closing: watch::Receiver<bool>,
     first: bool,
     last_version: u64,
     done: bool,
@@ -149,9 +199,20 @@ struct WatchState {
 
 /// A stream of a cluster's snapshots: the current one at once (unless the
 /// client has `last_version` already), then each new one; a slow reader
-/// only sees the latest.
-pub fn watch_stream(rx: watch::Receiver<Arc<ClusterSnapshot>>, last_version: u64) -> BoxStream<pb::ClusterSnapshot> {
-    let st = WatchState { rx, first: true, last_version, done: false };
+/// only sees the latest. The stream ends with UNAVAILABLE when `closing`
+/// becomes true (graceful shutdown) and NOT_FOUND when the cluster is deleted.
+pub fn watch_stream(
+    rx: watch::Receiver<Arc<ClusterSnapshot>>,
+    closing: watch::Receiver<bool>,
+    last_version: u64,
+) -> BoxStream<pb::ClusterSnapshot> {
+    let st = WatchState {
+        rx,
+        closing,
+        first: true,
+        last_version,
+        done: false,
+    };
     Box::pin(futures::stream::unfold(st, |mut st| async move {
         if st.done {
             return None;
@@ -165,7 +226,20 @@ pub fn watch_stream(rx: watch::Receiver<Arc<ClusterSnapshot>>, last_version: u64
             }
         }
         loop {
-            if st.rx.changed().await.is_err() {
+            let r = tokio::select! {
+                r = st.rx.changed() => Some(r),
+                _ = until_closed(st.closing.clone()) => None,
+            };
+            let Some(r) = r else {
+                st.done = true;
+                return Some((
+                    Err(Status::unavailable(
+                        "server is shutting down; reconnect with last_version",
+                    )),
+                    st,
+                ));
+            };
+            if r.is_err() {
                 st.done = true;
                 return Some((Err(Status::not_found("cluster was deleted")), st));
             }
@@ -182,31 +256,55 @@ pub fn watch_stream(rx: watch::Receiver<Arc<ClusterSnapshot>>, last_version: u64
 impl DecisionService for AyaApi {
     type WatchStream = BoxStream<pb::ClusterSnapshot>;
 
-    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let req = request.into_inner();
-        let rx = self.ctl.publisher().subscribe(&req.cluster).ok_or_else(|| {
-            Status::not_found(format!("cluster {:?} does not exist or has not been published", req.cluster))
-        })?;
-        Ok(Response::new(watch_stream(rx, req.last_version)))
-    }
-
-    async fn get_snapshot(&self, request: Request<pb::GetSnapshotRequest>) -> Result<Response<pb::ClusterSnapshot>, Status> {
-        let req = request.into_inner();
-        let snap = self
+        let rx = self
             .ctl
             .publisher()
-            .current(&req.cluster)
-            .ok_or_else(|| Status::not_found(format!("cluster {:?} has no published snapshot", req.cluster)))?;
+            .subscribe(&req.cluster)
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "cluster {:?} does not exist or has not been published",
+                    req.cluster
+                ))
+            })?;
+        Ok(Response::new(watch_stream(
+            rx,
+            self.ctl.closing(),
+            req.last_version,
+        )))
+    }
+
+    async fn get_snapshot(
+        &self,
+        request: Request<pb::GetSnapshotRequest>,
+    ) -> Result<Response<pb::ClusterSnapshot>, Status> {
+        let req = request.into_inner();
+        let snap = self.ctl.publisher().current(&req.cluster).ok_or_else(|| {
+            Status::not_found(format!(
+                "cluster {:?} has no published snapshot",
+                req.cluster
+            ))
+        })?;
         Ok(Response::new(convert::snapshot_to_wire(&snap)))
     }
 }
 
 #[tonic::async_trait]
 impl ForecastService for AyaApi {
-    async fn get_forecast(&self, request: Request<pb::ForecastRequest>) -> Result<Response<pb::ForecastResponse>, Status> {
+    async fn get_forecast(
+        &self,
+        request: Request<pb::ForecastRequest>,
+    ) -> Result<Response<pb::ForecastResponse>, Status> {
         let req = request.into_inner();
         if req.horizon > 10_000 {
-            return Err(Status::invalid_argument(format!("horizon {} exceeds 10000", req.horizon)));
+            return Err(Status::invalid_argument(format!(
+                "horizon {} exceeds 10000",
+                req.horizon
+            )));
         }
         let Some((rec, model)) = self.ctl.forecast(&req.cluster).map_err(status)? else {
             return Err(Status::unavailable(format!(
@@ -214,7 +312,11 @@ impl ForecastService for AyaApi {
                 req.cluster
             )));
         };
-        let n = if req.horizon == 0 { rec.last.mean.len() } else { (req.horizon as usize).min(rec.last.mean.len()) };
+        let n = if req.horizon == 0 {
+            rec.last.mean.len()
+        } else {
+            (req.horizon as usize).min(rec.last.mean.len())
+        };
         let mae = rec.mae();
         let f = rec.last;
         Ok(Response::new(pb::ForecastResponse {
@@ -233,57 +335,87 @@ impl ForecastService for AyaApi {
 
 #[tonic::async_trait]
 impl AdminService for AyaApi {
-    async fn list_clusters(&self, _r: Request<pb::ListClustersRequest>) -> Result<Response<pb::ListClustersResponse>, Status> {
+    async fn list_clusters(
+        &self,
+        _r: Request<pb::ListClustersRequest>,
+    ) -> Result<Response<pb::ListClustersResponse>, Status> {
         Ok(Response::new(pb::ListClustersResponse {
-            clusters: self.ctl.clusters().iter().map(convert::cluster_to_wire).collect(),
+            clusters: self
+                .ctl
+                .clusters()
+                .iter()
+                .map(convert::cluster_to_wire)
+                .collect(),
         }))
     }
 
-    async fn upsert_cluster(&self, r: Request<pb::UpsertClusterRequest>) -> Result<Response<pb::Cluster>, Status> {
-        let c = r.into_inner().cluster.ok_or_else(|| Status::invalid_argument("cluster is required"))?;
+    async fn upsert_cluster(
+        &self,
+        r: Request<pb::UpsertClusterRequest>,
+    ) -> Result<Response<pb::Cluster>, Status> {
+        let c = r
+            .into_inner()
+            .cluster
+            .ok_or_else(|| Status::invalid_argument("cluster is required"))?;
         let cfg = convert::cluster_from_wire(&c).map_err(Status::invalid_argument)?;
         let ctl = self.ctl.clone();
         let out = blocking(move || ctl.upsert_cluster(cfg)).await?;
         Ok(Response::new(convert::cluster_to_wire(&out)))
     }
 
-    async fn delete_cluster(&self, r: Request<pb::DeleteClusterRequest>) -> Result<Response<pb::DeleteClusterResponse>, Status> {
+    async fn delete_cluster(
+        &self,
+        r: Request<pb::DeleteClusterRequest>,
+    ) -> Result<Response<pb::DeleteClusterResponse>, Status> {
         let name = r.into_inner().name;
         let ctl = self.ctl.clone();
         let deleted = blocking(move || ctl.delete_cluster(&name)).await?;
         Ok(Response::new(pb::DeleteClusterResponse { deleted }))
     }
 
-    async fn upsert_backend(&self, r: Request<pb::UpsertBackendRequest>) -> Result<Response<pb::Cluster>, Status> {
+    async fn upsert_backend(
+        &self,
+        r: Request<pb::UpsertBackendRequest>,
+    ) -> Result<Response<pb::Cluster>, Status> {
         let r = r.into_inner();
-        let b = r.backend.ok_or_else(|| Status::invalid_argument("backend is required"))?;
+        let b = r
+            .backend
+            .ok_or_else(|| Status::invalid_argument("backend is required"))?;
         let b = convert::backend_from_wire(&b);
         let ctl = self.ctl.clone();
         let out = blocking(move || ctl.upsert_backend(&r.cluster, b)).await?;
         Ok(Response::new(convert::cluster_to_wire(&out)))
     }
 
-    async fn delete_backend(&self, r: Request<pb::DeleteBackendRequest>) -> Result<Response<pb::Cluster>, Status> {
+    async fn delete_backend(
+        &self,
+        r: Request<pb::DeleteBackendRequest>,
+    ) -> Result<Response<pb::Cluster>, Status> {
         let r = r.into_inner();
         let ctl = self.ctl.clone();
         let out = blocking(move || ctl.delete_backend(&r.cluster, &r.backend)).await?;
         Ok(Response::new(convert::cluster_to_wire(&out)))
     }
 
-    async fn set_override(&self, r: Request<pb::SetOverrideRequest>) -> Result<Response<pb::ClusterSnapshot>, Status> {
+    async fn set_override(
+        &self,
+        r: Request<pb::SetOverrideRequest>,
+    ) -> Result<Response<pb::ClusterSnapshot>, Status> {
         let r = r.into_inner();
         let algorithm = match r.algorithm {
             0 => None,
-            n => Some(
-                convert::algorithm_from_wire(n)
-                    .ok_or_else(|| Status::invalid_argument(format!("algorithm: unknown value {n}")))?,
-            ),
+            n => Some(convert::algorithm_from_wire(n).ok_or_else(|| {
+                Status::invalid_argument(format!("algorithm: unknown value {n}"))
+            })?),
         };
         let o = Override {
             weights: r
                 .weights
                 .iter()
-                .map(|w| aya_policy::BackendWeight { backend: w.backend.clone(), weight: w.weight })
+                .map(|w| aya_policy::BackendWeight {
+                    backend: w.backend.clone(),
+                    weight: w.weight,
+                })
                 .collect(),
             algorithm,
             desired_replicas: (r.desired_replicas > 0).then_some(r.desired_replicas),
@@ -293,14 +425,20 @@ impl AdminService for AyaApi {
         Ok(Response::new(convert::snapshot_to_wire(&snap)))
     }
 
-    async fn clear_override(&self, r: Request<pb::ClearOverrideRequest>) -> Result<Response<pb::ClearOverrideResponse>, Status> {
+    async fn clear_override(
+        &self,
+        r: Request<pb::ClearOverrideRequest>,
+    ) -> Result<Response<pb::ClearOverrideResponse>, Status> {
         let cluster = r.into_inner().cluster;
         let ctl = self.ctl.clone();
         let cleared = blocking(move || ctl.clear_override(&cluster)).await?;
         Ok(Response::new(pb::ClearOverrideResponse { cleared }))
     }
 
-    async fn get_stats(&self, _r: Request<pb::GetStatsRequest>) -> Result<Response<pb::Stats>, Status> {
+    async fn get_stats(
+        &self,
+        _r: Request<pb::GetStatsRequest>,
+    ) -> Result<Response<pb::Stats>, Status> {
         let m = self.ctl.metrics();
         Ok(Response::new(pb::Stats {
             samples_accepted: m.accepted(),

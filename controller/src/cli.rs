@@ -104,7 +104,9 @@ fn init_tracing(cfg: &crate::config::Config) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&cfg.log_filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match cfg.log_format {
         crate::config::LogFormat::Json => builder.json().try_init(),
         crate::config::LogFormat::Text => builder.try_init(),
@@ -136,10 +138,8 @@ pub fn run_serve(args: &ServeArgs) -> CliResult {
         let addr = grpc.local_addr().map_err(|e| Failure::runtime(anyhow::anyhow!("{e}")))?;
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "listening on {addr}");
-        if let Some(m) = &metrics {
-            if let Ok(a) = m.local_addr() {
-                let _ = writeln!(out, "metrics listening on {a}");
-            }
+        if let Some(Ok(a)) = metrics.as_ref().map(|m| m.local_addr()) {
+            let _ = writeln!(out, "metrics listening on {a}");
         }
         let _ = out.flush();
         drop(out);
@@ -177,12 +177,18 @@ async fn shutdown_signal() {
 /// Run `aya demo`.
 pub fn run_demo(args: &DemoArgs) -> CliResult {
     use crate::demo::{DemoConfig, plan::Plan};
-    let plan = if args.quick { Plan::quick() } else { Plan::full() };
+    let plan = if args.quick {
+        Plan::quick()
+    } else {
+        Plan::full()
+    };
     let mut cfg = DemoConfig::new(args.seed, plan, args.output.clone());
     cfg.progress = !args.quiet;
     if let Some(t) = args.threads {
         if t == 0 {
-            return Err(Failure::usage(anyhow::anyhow!("--threads must be at least 1")));
+            return Err(Failure::usage(anyhow::anyhow!(
+                "--threads must be at least 1"
+            )));
         }
         cfg.threads = t;
     }
@@ -195,8 +201,16 @@ pub fn run_demo(args: &DemoArgs) -> CliResult {
             outcome.report.display(),
             args.output.display()
         );
-        let stages: Vec<String> = outcome.timings.iter().map(|(n, s)| format!("{n} {s:.1} s")).collect();
-        eprintln!("done in {:.1} s ({})", started.elapsed().as_secs_f64(), stages.join(", "));
+        let stages: Vec<String> = outcome
+            .timings
+            .iter()
+            .map(|(n, s)| format!("{n} {s:.1} s"))
+            .collect();
+        eprintln!(
+            "done in {:.1} s ({})",
+            started.elapsed().as_secs_f64(),
+            stages.join(", ")
+        );
     }
     Ok(())
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         /// The file.
         path: PathBuf,
@@ -40,7 +40,10 @@ pub enum ConfigError {
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { field: field.into(), message: message.into() }
+    ConfigError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
 }
 
 /// Log output format.
@@ -82,6 +85,8 @@ pub struct Config {
     pub default_policy: String,
     /// Forecast horizon, in forecaster steps.
     pub forecast_horizon: usize,
+    /// Grid step of the demand forecaster, seconds (0 disables forecasting).
+    pub forecast_step_seconds: f64,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides it.
@@ -106,6 +111,7 @@ impl Default for Config {
             stale_after_seconds: 60.0,
             default_policy: "aya".into(),
             forecast_horizon: 12,
+            forecast_step_seconds: 60.0,
             log_format: LogFormat::Text,
             log_filter: "info".into(),
             clusters: Vec::new(),
@@ -181,7 +187,9 @@ pub fn split_host_port(address: &str) -> Result<(String, u16), String> {
     if host.is_empty() {
         return Err(format!("{address:?} has an empty host"));
     }
-    let port: u16 = port.parse().map_err(|_| format!("{address:?} has an invalid port {port:?}"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{address:?} has an invalid port {port:?}"))?;
     if port == 0 {
         return Err(format!("{address:?} has port 0"));
     }
@@ -195,7 +203,10 @@ impl ClusterConfig {
         if !valid_name(&self.name) {
             return Err(invalid(
                 format!("{field}.name"),
-                format!("{:?} must be 1..=128 characters of [A-Za-z0-9_.:-]", self.name),
+                format!(
+                    "{:?} must be 1..=128 characters of [A-Za-z0-9_.:-]",
+                    self.name
+                ),
             ));
         }
         if self.min_replicas == 0 {
@@ -207,11 +218,17 @@ impl ClusterConfig {
         if self.max_replicas < self.min_replicas {
             return Err(invalid(
                 format!("{field}.max_replicas"),
-                format!("{} is below min_replicas {}", self.max_replicas, self.min_replicas),
+                format!(
+                    "{} is below min_replicas {}",
+                    self.max_replicas, self.min_replicas
+                ),
             ));
         }
         if !(self.boot_time_seconds.is_finite() && self.boot_time_seconds >= 0.0) {
-            return Err(invalid(format!("{field}.boot_time_seconds"), "must be a finite number ≥ 0"));
+            return Err(invalid(
+                format!("{field}.boot_time_seconds"),
+                "must be a finite number ≥ 0",
+            ));
         }
         let mut seen = BTreeSet::new();
         for (i, b) in self.backends.iter_mut().enumerate() {
@@ -223,9 +240,13 @@ impl ClusterConfig {
                 ));
             }
             if !seen.insert(b.name.clone()) {
-                return Err(invalid(format!("{bf}.name"), format!("duplicate backend {:?}", b.name)));
+                return Err(invalid(
+                    format!("{bf}.name"),
+                    format!("duplicate backend {:?}", b.name),
+                ));
             }
-            b.host_port().map_err(|m| invalid(format!("{bf}.address"), m))?;
+            b.host_port()
+                .map_err(|m| invalid(format!("{bf}.address"), m))?;
             if b.weight_hint == 0 {
                 b.weight_hint = 1;
             }
@@ -239,20 +260,25 @@ impl ClusterConfig {
 pub fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
-        && s.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b':' | b'-'))
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b':' | b'-'))
 }
 
 impl Config {
     /// Parse a TOML document (`path` is only used in error messages).
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
     }
 
     /// Read and parse a TOML file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::from_toml(&text, path)
     }
 
@@ -262,7 +288,10 @@ impl Config {
             if v.is_finite() && v > 0.0 {
                 Ok(())
             } else {
-                Err(invalid(name, format!("must be a finite number > 0, got {v}")))
+                Err(invalid(
+                    name,
+                    format!("must be a finite number > 0, got {v}"),
+                ))
             }
         };
         positive("tick_interval_seconds", self.tick_interval_seconds)?;
@@ -276,6 +305,12 @@ impl Config {
         if self.ingest_queue_batches == 0 {
             return Err(invalid("ingest_queue_batches", "must be ≥ 1"));
         }
+        if !(self.forecast_step_seconds.is_finite() && self.forecast_step_seconds >= 0.0) {
+            return Err(invalid(
+                "forecast_step_seconds",
+                "must be a finite number ≥ 0",
+            ));
+        }
         if self.forecast_horizon == 0 || self.forecast_horizon > 10_000 {
             return Err(invalid("forecast_horizon", "must be in 1..=10000"));
         }
@@ -286,10 +321,14 @@ impl Config {
             let f = format!("clusters[{i}]");
             c.normalise(&f)?;
             if !c.policy.is_empty() {
-                crate::policies::check_name(&c.policy).map_err(|m| invalid(format!("{f}.policy"), m))?;
+                crate::policies::check_name(&c.policy)
+                    .map_err(|m| invalid(format!("{f}.policy"), m))?;
             }
             if !seen.insert(c.name.clone()) {
-                return Err(invalid(format!("{f}.name"), format!("duplicate cluster {:?}", c.name)));
+                return Err(invalid(
+                    format!("{f}.name"),
+                    format!("duplicate cluster {:?}", c.name),
+                ));
             }
         }
         Ok(())
@@ -322,7 +361,10 @@ address = "[::1]:8080"
         assert_eq!(web.algorithm, LbAlgorithm::LeastRequest);
         assert_eq!(web.max_replicas, 2);
         assert_eq!(web.backends[0].name, "a");
-        assert_eq!(web.backends[0].host_port().unwrap(), ("::1".to_string(), 8080));
+        assert_eq!(
+            web.backends[0].host_port().unwrap(),
+            ("::1".to_string(), 8080)
+        );
     }
 
     #[test]
@@ -334,16 +376,23 @@ address = "[::1]:8080"
                 "[[clusters]]\nname = \"w\"\n[[clusters.backends]]\nname = \"a\"\naddress = \"nope\"",
                 "clusters[0].backends[0].address",
             ),
-            ("[[clusters]]\nname = \"w\"\npolicy = \"nonsense\"", "clusters[0].policy"),
+            (
+                "[[clusters]]\nname = \"w\"\npolicy = \"nonsense\"",
+                "clusters[0].policy",
+            ),
         ];
         for (text, field) in cases {
             let mut c = Config::from_toml(text, Path::new("x.toml")).unwrap();
             let err = c.validate().unwrap_err().to_string();
             assert!(err.contains(field), "{text}: {err}");
         }
-        let err = Config::from_toml("listen = 3", Path::new("x.toml")).unwrap_err().to_string();
+        let err = Config::from_toml("listen = 3", Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("x.toml") && err.contains("line 1"), "{err}");
-        let err = Config::from_toml("bogus = 3", Path::new("x.toml")).unwrap_err().to_string();
+        let err = Config::from_toml("bogus = 3", Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("bogus"), "{err}");
     }
 }

@@ -48,7 +48,10 @@ pub fn decision_to_wire(d: &Decision) -> pb::Decision {
         weights: d
             .weights
             .iter()
-            .map(|w| pb::BackendWeight { backend: w.backend.clone(), weight: w.weight })
+            .map(|w| pb::BackendWeight {
+                backend: w.backend.clone(),
+                weight: w.weight,
+            })
             .collect(),
         ejected: d.ejected.clone(),
         scaling: Some(pb::ScalingSignal {
@@ -107,12 +110,20 @@ pub fn cluster_to_wire(c: &ClusterConfig) -> pb::Cluster {
 
 /// Backend configuration → wire.
 pub fn backend_to_wire(b: &BackendConfig) -> pb::Backend {
-    pb::Backend { name: b.name.clone(), address: b.address.clone(), weight_hint: b.weight_hint }
+    pb::Backend {
+        name: b.name.clone(),
+        address: b.address.clone(),
+        weight_hint: b.weight_hint,
+    }
 }
 
 /// Wire backend → configuration (checked later by `ClusterConfig::normalise`).
 pub fn backend_from_wire(b: &pb::Backend) -> BackendConfig {
-    BackendConfig { name: b.name.clone(), address: b.address.clone(), weight_hint: b.weight_hint.max(1) }
+    BackendConfig {
+        name: b.name.clone(),
+        address: b.address.clone(),
+        weight_hint: b.weight_hint.max(1),
+    }
 }
 
 /// Wire cluster → configuration. Errors name the offending field.
@@ -129,7 +140,8 @@ pub fn cluster_from_wire(c: &pb::Cluster) -> Result<ClusterConfig, String> {
     let algorithm = if c.algorithm == 0 {
         LbAlgorithm::WeightedRoundRobin
     } else {
-        algorithm_from_wire(c.algorithm).ok_or_else(|| format!("cluster.algorithm: unknown value {}", c.algorithm))?
+        algorithm_from_wire(c.algorithm)
+            .ok_or_else(|| format!("cluster.algorithm: unknown value {}", c.algorithm))?
     };
     if !c.boot_time_seconds.is_finite() || c.boot_time_seconds < 0.0 {
         return Err("cluster.boot_time_seconds: must be a finite number ≥ 0".into());
@@ -141,7 +153,11 @@ pub fn cluster_from_wire(c: &pb::Cluster) -> Result<ClusterConfig, String> {
         algorithm,
         min_replicas: c.min_replicas,
         max_replicas: c.max_replicas,
-        boot_time_seconds: if c.boot_time_seconds == 0.0 { 30.0 } else { c.boot_time_seconds },
+        boot_time_seconds: if c.boot_time_seconds == 0.0 {
+            30.0
+        } else {
+            c.boot_time_seconds
+        },
         backends: c.backends.iter().map(backend_from_wire).collect(),
     })
 }

@@ -25,7 +25,11 @@ pub struct ForecastRecord {
 impl ForecastRecord {
     /// Mean absolute one-step error, NaN before any.
     pub fn mae(&self) -> f64 {
-        if self.n == 0 { f64::NAN } else { self.abs_err_sum / self.n as f64 }
+        if self.n == 0 {
+            f64::NAN
+        } else {
+            self.abs_err_sum / self.n as f64
+        }
     }
 }
 
@@ -45,21 +49,27 @@ impl DemandForecaster for Recording {
         {
             let mut rec = self.record.lock().unwrap_or_else(|p| p.into_inner());
             let step = rec.last.step;
-            if rec.have && step > 0.0 {
-                if let Some(m) = rec.last.mean.first().copied() {
-                    // Score the forecast made one step before this observation.
-                    if (t - (rec.last.issued_at + step)).abs() <= step * 0.5 && m.is_finite() {
-                        rec.abs_err_sum += (m - demand_rps).abs();
-                        rec.n += 1;
-                    }
+            let first = rec.last.mean.first().copied().filter(|m| m.is_finite());
+            if let (true, Some(m)) = (rec.have && step > 0.0, first) {
+                // Score the forecast made one step before this observation.
+                if (t - (rec.last.issued_at + step)).abs() <= step * 0.5 {
+                    rec.abs_err_sum += (m - demand_rps).abs();
+                    rec.n += 1;
                 }
             }
         }
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).observe(t, demand_rps);
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .observe(t, demand_rps);
     }
 
     fn forecast_into(&mut self, now: Time, horizon: usize, out: &mut DemandForecast) -> bool {
-        let ok = self.inner.lock().unwrap_or_else(|p| p.into_inner()).forecast_into(now, horizon, out);
+        let ok = self
+            .inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .forecast_into(now, horizon, out);
         if ok {
             let mut rec = self.record.lock().unwrap_or_else(|p| p.into_inner());
             rec.last.clone_from(out);
@@ -73,10 +83,19 @@ impl DemandForecaster for Recording {
     }
 }
 
-/// The forecaster a new cluster starts with, stepping every `step` seconds.
-/// `None` while the forecaster crate offers no online forecaster; the
-/// policies then fall back to their reactive rules.
+/// The forecaster a new cluster starts with: the forecaster crate's
+/// [`OnlineForecaster`](aya_forecaster::online::OnlineForecaster) on a grid
+/// of `step` seconds (model selection re-runs on its own schedule, inline in
+/// the tick). `step == 0` disables forecasting: the policies then use their
+/// reactive rules only.
 pub fn build(step: f64) -> Option<Box<dyn DemandForecaster + Send>> {
-    let _ = step;
-    None
+    use aya_forecaster::online::{OnlineConfig, OnlineForecaster};
+    if step.is_finite() && step > 0.0 {
+        Some(Box::new(OnlineForecaster::new(OnlineConfig {
+            step_s: step,
+            ..OnlineConfig::default()
+        })))
+    } else {
+        None
+    }
 }

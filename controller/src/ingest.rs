@@ -47,7 +47,11 @@ impl SeriesState {
             let dt = (ts_ms - self.last_ms) as f64 / 1000.0;
             if kind == MetricKind::Counter as i32 {
                 // A decrease is a counter reset: the new value counts from zero.
-                let inc = if value >= self.last_value { value - self.last_value } else { value };
+                let inc = if value >= self.last_value {
+                    value - self.last_value
+                } else {
+                    value
+                };
                 self.rate = Some(inc / dt);
             } else if kind == MetricKind::Delta as i32 {
                 self.rate = Some(value / dt);
@@ -74,7 +78,10 @@ pub struct IngestState {
 impl IngestState {
     /// Rebuild from the store's series table.
     pub fn restore(series: Vec<StoredSeries>, next_segment: u64) -> IngestState {
-        let mut st = IngestState { next_segment, ..Default::default() };
+        let mut st = IngestState {
+            next_segment,
+            ..Default::default()
+        };
         let mut sorted = series;
         sorted.sort_by_key(|s| s.id);
         for s in sorted {
@@ -94,7 +101,12 @@ impl IngestState {
                 });
             }
             st.insert_index(&s.key, s.id);
-            st.series.push(SeriesState { key: s.key, last_ms: s.last_ms, last_value: f64::NAN, rate: None });
+            st.series.push(SeriesState {
+                key: s.key,
+                last_ms: s.last_ms,
+                last_value: f64::NAN,
+                rate: None,
+            });
         }
         st
     }
@@ -132,7 +144,11 @@ impl IngestState {
     }
 
     /// Ids of the series of one backend.
-    pub fn backend_series(&self, cluster: &str, backend: &str) -> impl Iterator<Item = &SeriesState> + '_ {
+    pub fn backend_series(
+        &self,
+        cluster: &str,
+        backend: &str,
+    ) -> impl Iterator<Item = &SeriesState> + '_ {
         self.index
             .get(cluster)
             .and_then(|c| c.get(backend))
@@ -187,13 +203,19 @@ pub struct Limits {
 }
 
 fn reject(reason: RejectReason, message: String) -> SampleResult {
-    SampleResult { accepted: false, reason: reason as i32, message }
+    SampleResult {
+        accepted: false,
+        reason: reason as i32,
+        message,
+    }
 }
 
 fn valid_metric(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_LABEL_BYTES
-        && name.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b':' | b'.'))
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b':' | b'.'))
 }
 
 /// Check what can be checked without series state. `Ok(kind)` when it passes.
@@ -204,18 +226,32 @@ fn check_static(
     limits: &Limits,
 ) -> Result<i32, SampleResult> {
     let Some(cluster) = registry.get(&s.cluster) else {
-        return Err(reject(RejectReason::UnknownCluster, format!("cluster {:?} is not configured", s.cluster)));
+        return Err(reject(
+            RejectReason::UnknownCluster,
+            format!("cluster {:?} is not configured", s.cluster),
+        ));
     };
-    if !cluster.backends.iter().any(|b| b.name == s.backend) {
+    // Backends are kept sorted by name (`ClusterConfig::normalise`).
+    if cluster
+        .backends
+        .binary_search_by(|b| b.name.as_str().cmp(&s.backend))
+        .is_err()
+    {
         return Err(reject(
             RejectReason::UnknownBackend,
-            format!("backend {:?} is not configured in cluster {:?}", s.backend, s.cluster),
+            format!(
+                "backend {:?} is not configured in cluster {:?}",
+                s.backend, s.cluster
+            ),
         ));
     }
     if !valid_metric(&s.metric) {
         return Err(reject(
             RejectReason::InvalidMetricName,
-            format!("metric name {:?} must be 1..={MAX_LABEL_BYTES} bytes of [A-Za-z0-9_:.]", s.metric),
+            format!(
+                "metric name {:?} must be 1..={MAX_LABEL_BYTES} bytes of [A-Za-z0-9_:.]",
+                s.metric
+            ),
         ));
     }
     if s.labels.len() > MAX_LABELS {
@@ -224,15 +260,26 @@ fn check_static(
             format!("{} labels, at most {MAX_LABELS} allowed", s.labels.len()),
         ));
     }
-    if let Some((k, v)) = s.labels.iter().find(|(k, v)| k.len() > MAX_LABEL_BYTES || v.len() > MAX_LABEL_BYTES) {
-        let what = if k.len() > MAX_LABEL_BYTES { format!("key of {} bytes", k.len()) } else { format!("value of {} bytes", v.len()) };
+    if let Some((k, v)) = s
+        .labels
+        .iter()
+        .find(|(k, v)| k.len() > MAX_LABEL_BYTES || v.len() > MAX_LABEL_BYTES)
+    {
+        let what = if k.len() > MAX_LABEL_BYTES {
+            format!("key of {} bytes", k.len())
+        } else {
+            format!("value of {} bytes", v.len())
+        };
         return Err(reject(
             RejectReason::LabelsTooLarge,
             format!("label {:?}: {what}, at most {MAX_LABEL_BYTES}", truncate(k)),
         ));
     }
     if !s.value.is_finite() {
-        return Err(reject(RejectReason::NotFinite, format!("value {} is not finite", s.value)));
+        return Err(reject(
+            RejectReason::NotFinite,
+            format!("value {} is not finite", s.value),
+        ));
     }
     let kind = match MetricKind::try_from(s.kind) {
         Ok(MetricKind::Unspecified) | Ok(MetricKind::Gauge) => MetricKind::Gauge as i32,
@@ -242,19 +289,36 @@ fn check_static(
     if kind != MetricKind::Gauge as i32 && s.value < 0.0 {
         return Err(reject(
             RejectReason::NegativeCounter,
-            format!("{} value {} of metric {:?} is negative", if kind == MetricKind::Counter as i32 { "counter" } else { "delta" }, s.value, s.metric),
+            format!(
+                "{} value {} of metric {:?} is negative",
+                if kind == MetricKind::Counter as i32 {
+                    "counter"
+                } else {
+                    "delta"
+                },
+                s.value,
+                s.metric
+            ),
         ));
     }
     if s.timestamp_ms > now_ms.saturating_add(limits.max_future_ms) {
         return Err(reject(
             RejectReason::FarFuture,
-            format!("timestamp {} ms is {} ms ahead of the server clock (limit {} ms)", s.timestamp_ms, s.timestamp_ms - now_ms, limits.max_future_ms),
+            format!(
+                "timestamp {} ms is {} ms ahead of the server clock (limit {} ms)",
+                s.timestamp_ms,
+                s.timestamp_ms - now_ms,
+                limits.max_future_ms
+            ),
         ));
     }
     if s.timestamp_ms < now_ms.saturating_sub(limits.retention_ms) {
         return Err(reject(
             RejectReason::TooOld,
-            format!("timestamp {} ms is older than the retention window ({} ms)", s.timestamp_ms, limits.retention_ms),
+            format!(
+                "timestamp {} ms is older than the retention window ({} ms)",
+                s.timestamp_ms, limits.retention_ms
+            ),
         ));
     }
     Ok(kind)
@@ -318,7 +382,11 @@ impl Writer {
         for job in &jobs {
             let mut out = Vec::with_capacity(job.samples.len());
             if job.samples.len() > self.limits.max_batch_samples {
-                let msg = format!("batch of {} samples exceeds max_batch_samples {}", job.samples.len(), self.limits.max_batch_samples);
+                let msg = format!(
+                    "batch of {} samples exceeds max_batch_samples {}",
+                    job.samples.len(),
+                    self.limits.max_batch_samples
+                );
                 out.resize(job.samples.len(), reject(RejectReason::BatchTooLarge, msg));
                 results.push(out);
                 continue;
@@ -344,12 +412,20 @@ impl Writer {
                         };
                         state.insert_index(&key, id);
                         seg.new_series.push((id, key.clone()));
-                        state.series.push(SeriesState { key, last_ms: i64::MIN, last_value: f64::NAN, rate: None });
+                        state.series.push(SeriesState {
+                            key,
+                            last_ms: i64::MIN,
+                            last_value: f64::NAN,
+                            rate: None,
+                        });
                         id
                     }
                 };
                 let Some(ser) = state.series.get_mut(id as usize) else {
-                    out.push(reject(RejectReason::StorageError, format!("series index {id} missing")));
+                    out.push(reject(
+                        RejectReason::StorageError,
+                        format!("series index {id} missing"),
+                    ));
                     continue;
                 };
                 if s.timestamp_ms <= ser.last_ms {
@@ -367,7 +443,11 @@ impl Writer {
                 }
                 ser.apply(s.timestamp_ms, s.value);
                 seg.push(id, s.timestamp_ms, s.value);
-                out.push(SampleResult { accepted: true, reason: 0, message: String::new() });
+                out.push(SampleResult {
+                    accepted: true,
+                    reason: 0,
+                    message: String::new(),
+                });
             }
             results.push(out);
         }
@@ -382,7 +462,8 @@ impl Writer {
             match self.store.write_segment(segment, &seg) {
                 Ok(()) => {
                     state.next_segment += 1;
-                    self.metrics.observe_commit(started.elapsed().as_secs_f64(), seg.len() as u64);
+                    self.metrics
+                        .observe_commit(started.elapsed().as_secs_f64(), seg.len() as u64);
                 }
                 Err(e) => {
                     tracing::error!(error = %e, samples = seg.len(), "ingest commit failed; rejecting the group");
@@ -391,7 +472,8 @@ impl Writer {
                             *s = old;
                         }
                     }
-                    let new: Vec<SeriesKey> = state.series.drain(series_before..).map(|s| s.key).collect();
+                    let new: Vec<SeriesKey> =
+                        state.series.drain(series_before..).map(|s| s.key).collect();
                     for key in new {
                         if let Some(v) = state
                             .index

@@ -9,15 +9,27 @@
 //!
 //! Trigger metadata (the `ScaledObjectRef.scalerMetadata` map):
 //! - `cluster` (required): the Aya cluster whose decision drives the workload;
-//! - `metric` (optional, default `desired_replicas`): the only metric so far.
+//! - `metric` (optional): `desired_replicas` (default) or `forecast_rps`;
+//! - `target_rps_per_replica` (required with `forecast_rps`): requests per
+//!   second one replica should serve.
 //!
-//! The arithmetic: the metric value is Aya's desired replica count and the
-//! target size is 1, so the HPA that KEDA creates computes
-//! `ceil(value / target) = desired replicas` (the default `AverageValue`
-//! metric type). `IsActive` is true while Aya wants at least one replica.
+//! The arithmetic (the HPA that KEDA creates uses the default `AverageValue`
+//! metric type, i.e. `desired = ceil(value / target)`):
+//! - `desired_replicas`: value = Aya's desired replica count, target 1, so the
+//!   HPA's result is exactly Aya's decision (forecast-driven, with Aya's
+//!   min/max, cooldown and boot-time rules);
+//! - `forecast_rps`: value = the peak of Aya's point forecast of demand over
+//!   its horizon, target = `target_rps_per_replica`, so the HPA provisions
+//!   for the coming peak (930 rps at 200 per replica gives 5 replicas).
+//!   The forecast comes from a [`ForecastSource`] given to
+//!   [`keda_service_with_forecast`].
 //!
-//! Errors name what is wrong: a missing `cluster` key or unknown metric is
-//! `INVALID_ARGUMENT`, a cluster Aya has not published is `NOT_FOUND`.
+//! `IsActive` is true while Aya wants at least one replica.
+//!
+//! Errors name what is wrong: a missing key, unknown metric or bad number is
+//! `INVALID_ARGUMENT`, a cluster Aya has not published is `NOT_FOUND`, no
+//! forecast yet is `UNAVAILABLE`, and `forecast_rps` on a server without a
+//! forecast source is `FAILED_PRECONDITION`.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -46,28 +58,83 @@ use pb::{
 pub const CLUSTER_KEY: &str = "cluster";
 /// Metadata key choosing the metric.
 pub const METRIC_KEY: &str = "metric";
+/// Metadata key giving the requests per second one replica should serve
+/// (required with [`FORECAST_RPS`]).
+pub const TARGET_RPS_KEY: &str = "target_rps_per_replica";
 /// The metric whose value is Aya's desired replica count (target size 1).
 pub const DESIRED_REPLICAS: &str = "desired_replicas";
+/// The metric whose value is the peak forecast demand (requests/s) over
+/// Aya's horizon (target size `target_rps_per_replica`).
+pub const FORECAST_RPS: &str = "forecast_rps";
 /// Every metric the scaler serves.
-pub const METRICS: [&str; 1] = [DESIRED_REPLICAS];
+pub const METRICS: [&str; 2] = [DESIRED_REPLICAS, FORECAST_RPS];
+
+/// Where `forecast_rps` comes from: the peak point forecast (requests/s)
+/// over the horizon for a cluster, or `None` while there is no forecast yet.
+pub type ForecastSource = Arc<dyn Fn(&str) -> Option<f64> + Send + Sync>;
 
 /// The KEDA `ExternalScaler` service over the published state.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct KedaScaler {
     rx: watch::Receiver<Arc<PublishedState>>,
+    forecast: Option<ForecastSource>,
+}
+
+impl std::fmt::Debug for KedaScaler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KedaScaler")
+            .field("forecast_source", &self.forecast.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The `ExternalScaler` gRPC service serving every cluster published on
-/// `rx`. Add it to a tonic router next to Aya's own services.
+/// `rx` (metric `desired_replicas`; `forecast_rps` answers
+/// `FAILED_PRECONDITION`). Add it to a tonic router next to Aya's own services.
 pub fn keda_service(rx: watch::Receiver<Arc<PublishedState>>) -> ExternalScalerServer<KedaScaler> {
-    ExternalScalerServer::new(KedaScaler { rx })
+    ExternalScalerServer::new(KedaScaler { rx, forecast: None })
+}
+
+/// Like [`keda_service`], also serving `forecast_rps` from `forecast`.
+pub fn keda_service_with_forecast(
+    rx: watch::Receiver<Arc<PublishedState>>,
+    forecast: ForecastSource,
+) -> ExternalScalerServer<KedaScaler> {
+    ExternalScalerServer::new(KedaScaler {
+        rx,
+        forecast: Some(forecast),
+    })
+}
+
+/// The metric a trigger asks for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Metric {
+    DesiredReplicas,
+    ForecastRps { per_replica: f64 },
+}
+
+impl Metric {
+    fn name(self) -> &'static str {
+        match self {
+            Metric::DesiredReplicas => DESIRED_REPLICAS,
+            Metric::ForecastRps { .. } => FORECAST_RPS,
+        }
+    }
+
+    /// The HPA target per replica.
+    fn target(self) -> f64 {
+        match self {
+            Metric::DesiredReplicas => 1.0,
+            Metric::ForecastRps { per_replica } => per_replica,
+        }
+    }
 }
 
 /// What a `ScaledObjectRef` asks for, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 struct Target {
     cluster: String,
-    metric: &'static str,
+    metric: Metric,
 }
 
 fn parse_target(r: &ScaledObjectRef) -> Result<Target, Status> {
@@ -83,15 +150,30 @@ fn parse_target(r: &ScaledObjectRef) -> Result<Target, Status> {
             ))
         })?;
     let metric = match r.scaler_metadata.get(METRIC_KEY).map(|m| m.trim()) {
-        None | Some("") => DESIRED_REPLICAS,
-        Some(m) => METRICS.into_iter().find(|known| *known == m).ok_or_else(|| {
-            Status::invalid_argument(format!(
+        None | Some("") | Some(DESIRED_REPLICAS) => Metric::DesiredReplicas,
+        Some(FORECAST_RPS) => {
+            let raw = r
+                .scaler_metadata
+                .get(TARGET_RPS_KEY)
+                .map(|v| v.trim())
+                .unwrap_or("");
+            let per_replica = raw.parse::<f64>().ok().filter(|v| v.is_finite() && *v > 0.0).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "ScaledObject {}/{}: metric `{FORECAST_RPS}` needs trigger metadata `{TARGET_RPS_KEY}`, \
+                     a positive number of requests/s per replica (got {raw:?})",
+                    r.namespace, r.name
+                ))
+            })?;
+            Metric::ForecastRps { per_replica }
+        }
+        Some(m) => {
+            return Err(Status::invalid_argument(format!(
                 "ScaledObject {}/{}: trigger metadata `{METRIC_KEY}` = {m:?} is not a metric Aya serves; allowed: {}",
                 r.namespace,
                 r.name,
                 METRICS.join(", ")
-            ))
-        })?,
+            )));
+        }
     };
     Ok(Target {
         cluster: cluster.to_string(),
@@ -113,7 +195,7 @@ fn metric_name(target: &Target) -> String {
             }
         })
         .collect();
-    format!("aya-{cluster}-{}", target.metric.replace('_', "-"))
+    format!("aya-{cluster}-{}", target.metric.name().replace('_', "-"))
 }
 
 fn lookup(state: &PublishedState, target: &Target) -> Result<Arc<ClusterSnapshot>, Status> {
@@ -126,11 +208,27 @@ fn lookup(state: &PublishedState, target: &Target) -> Result<Arc<ClusterSnapshot
     })
 }
 
-/// The value of `metric` for `snapshot` (`parse_target` only lets known
-/// metrics through).
-fn value_of(snapshot: &ClusterSnapshot, metric: &'static str) -> f64 {
-    debug_assert_eq!(metric, DESIRED_REPLICAS);
-    f64::from(snapshot.decision.scaling.desired_replicas)
+impl KedaScaler {
+    /// The metric value for `target` given the cluster's current snapshot.
+    fn value_of(&self, snapshot: &ClusterSnapshot, target: &Target) -> Result<f64, Status> {
+        match target.metric {
+            Metric::DesiredReplicas => Ok(f64::from(snapshot.decision.scaling.desired_replicas)),
+            Metric::ForecastRps { .. } => {
+                let source = self.forecast.as_ref().ok_or_else(|| {
+                    Status::failed_precondition(format!(
+                        "this Aya server has no forecast source: metric `{FORECAST_RPS}` is unavailable; \
+                         use `{DESIRED_REPLICAS}`"
+                    ))
+                })?;
+                source(&target.cluster).filter(|v| v.is_finite()).map(|v| v.max(0.0)).ok_or_else(|| {
+                    Status::unavailable(format!(
+                        "no demand forecast for cluster {:?} yet (the forecaster needs more history)",
+                        target.cluster
+                    ))
+                })
+            }
+        }
+    }
 }
 
 fn is_active(snapshot: &ClusterSnapshot) -> bool {
@@ -209,11 +307,13 @@ impl ExternalScaler for KedaScaler {
         // The spec does not depend on the decision, but an unknown cluster is
         // reported here already so a misconfigured ScaledObject fails early.
         lookup(&self.rx.borrow(), &target)?;
+        let target_size = target.metric.target();
         #[allow(deprecated)]
         let spec = MetricSpec {
             metric_name: metric_name(&target),
-            target_size: 1,
-            target_size_float: 1.0,
+            // Deprecated integer field for old KEDA versions.
+            target_size: (target_size.ceil() as i64).max(1),
+            target_size_float: target_size,
         };
         Ok(Response::new(GetMetricSpecResponse {
             metric_specs: vec![spec],
@@ -230,7 +330,7 @@ impl ExternalScaler for KedaScaler {
         })?;
         let target = parse_target(&scaled)?;
         let snapshot = lookup(&self.rx.borrow(), &target)?;
-        let value = value_of(&snapshot, target.metric);
+        let value = self.value_of(&snapshot, &target)?;
         let name = if req.metric_name.is_empty() {
             metric_name(&target)
         } else {
@@ -504,5 +604,183 @@ mod tests {
         assert_eq!(end.code(), Code::NotFound);
         drop(stream);
         h.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod forecast_tests {
+    //! `forecast_rps` with and without a forecast source.
+    use super::pb::external_scaler_client::ExternalScalerClient;
+    use super::*;
+    use aya_policy::{AlgorithmChoice, Decision, Explanation, LbAlgorithm, ScalingSignal};
+    use tonic::Code;
+
+    fn state() -> Arc<PublishedState> {
+        let snap = ClusterSnapshot {
+            cluster: "checkout".into(),
+            version: 1,
+            decision: Decision {
+                at: 0.0,
+                weights: Vec::new(),
+                ejected: Vec::new(),
+                scaling: ScalingSignal {
+                    desired_replicas: 3,
+                    current_replicas: 3,
+                    rule: "hold".into(),
+                },
+                algorithm: AlgorithmChoice {
+                    algorithm: LbAlgorithm::RoundRobin,
+                    rule: "test".into(),
+                },
+                explanation: Explanation::default(),
+            },
+            endpoints: Vec::new(),
+        };
+        let mut s = PublishedState {
+            version: 1,
+            ..Default::default()
+        };
+        s.clusters.insert("checkout".into(), Arc::new(snap));
+        s.clusters.insert(
+            "fresh".into(),
+            Arc::new(ClusterSnapshot {
+                cluster: "fresh".into(),
+                ..(*s.clusters["checkout"]).clone()
+            }),
+        );
+        Arc::new(s)
+    }
+
+    fn scaled(meta: &[(&str, &str)]) -> ScaledObjectRef {
+        ScaledObjectRef {
+            name: "checkout".into(),
+            namespace: "shop".into(),
+            scaler_metadata: meta
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    async fn serve(
+        svc: ExternalScalerServer<KedaScaler>,
+    ) -> (
+        ExternalScalerClient<tonic::transport::Channel>,
+        tokio::sync::oneshot::Sender<()>,
+    ) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    async {
+                        let _ = stop_rx.await;
+                    },
+                ),
+        );
+        (
+            ExternalScalerClient::connect(format!("http://{addr}"))
+                .await
+                .expect("connect"),
+            stop,
+        )
+    }
+
+    #[tokio::test]
+    async fn forecast_rps_gives_hpa_the_peak_over_target_per_replica() {
+        let (_tx, rx) = watch::channel(state());
+        let source: ForecastSource = Arc::new(|c: &str| (c == "checkout").then_some(930.0));
+        let (mut client, stop) = serve(keda_service_with_forecast(rx, source)).await;
+        let meta = [
+            ("cluster", "checkout"),
+            ("metric", "forecast_rps"),
+            ("target_rps_per_replica", "200"),
+        ];
+        let spec = client
+            .get_metric_spec(scaled(&meta))
+            .await
+            .expect("spec")
+            .into_inner();
+        let spec = &spec.metric_specs[0];
+        assert_eq!(
+            (spec.metric_name.as_str(), spec.target_size_float),
+            ("aya-checkout-forecast-rps", 200.0)
+        );
+        let m = client
+            .get_metrics(GetMetricsRequest {
+                scaled_object_ref: Some(scaled(&meta)),
+                metric_name: spec.metric_name.clone(),
+            })
+            .await
+            .expect("metrics")
+            .into_inner();
+        let v = m.metric_values[0].metric_value_float;
+        assert_eq!(v, 930.0);
+        assert_eq!(
+            (v / spec.target_size_float).ceil(),
+            5.0,
+            "930 rps at 200 per replica = 5 replicas"
+        );
+
+        // No forecast yet for this cluster: UNAVAILABLE naming it.
+        let fresh = [
+            ("cluster", "fresh"),
+            ("metric", "forecast_rps"),
+            ("target_rps_per_replica", "200"),
+        ];
+        let e = client
+            .get_metrics(GetMetricsRequest {
+                scaled_object_ref: Some(scaled(&fresh)),
+                metric_name: String::new(),
+            })
+            .await
+            .expect_err("no forecast");
+        assert_eq!(e.code(), Code::Unavailable);
+        assert!(e.message().contains("\"fresh\""), "{}", e.message());
+
+        for bad in ["", "0", "-5", "abc", "NaN"] {
+            let meta = [
+                ("cluster", "checkout"),
+                ("metric", "forecast_rps"),
+                ("target_rps_per_replica", bad),
+            ];
+            let e = client
+                .get_metric_spec(scaled(&meta))
+                .await
+                .expect_err("bad target");
+            assert_eq!(e.code(), Code::InvalidArgument, "{bad:?}");
+            assert!(
+                e.message().contains("target_rps_per_replica"),
+                "{}",
+                e.message()
+            );
+        }
+        let _ = stop.send(());
+    }
+
+    #[tokio::test]
+    async fn forecast_rps_without_a_source_is_a_failed_precondition() {
+        let (_tx, rx) = watch::channel(state());
+        let (mut client, stop) = serve(keda_service(rx)).await;
+        let meta = [
+            ("cluster", "checkout"),
+            ("metric", "forecast_rps"),
+            ("target_rps_per_replica", "50"),
+        ];
+        let e = client
+            .get_metrics(GetMetricsRequest {
+                scaled_object_ref: Some(scaled(&meta)),
+                metric_name: String::new(),
+            })
+            .await
+            .expect_err("no source");
+        assert_eq!(e.code(), Code::FailedPrecondition);
+        assert!(e.message().contains("desired_replicas"), "{}", e.message());
+        let _ = stop.send(());
     }
 }

@@ -45,7 +45,8 @@ impl Metrics {
     /// Record a committed segment.
     pub fn observe_commit(&self, seconds: f64, samples: u64) {
         self.batches.fetch_add(1, Ordering::Relaxed);
-        self.commit_seconds_sum_micros.fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+        self.commit_seconds_sum_micros
+            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
         self.committed_samples.fetch_add(samples, Ordering::Relaxed);
         self.stored.fetch_add(samples, Ordering::Relaxed);
     }
@@ -56,13 +57,18 @@ impl Metrics {
     /// Record samples deleted by retention.
     pub fn retention_deleted(&self, n: u64) {
         self.retention_deleted.fetch_add(n, Ordering::Relaxed);
-        let _ = self.stored.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(n)));
+        let _ = self
+            .stored
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(n))
+            });
     }
     /// Record one control tick over every cluster.
     pub fn observe_tick(&self, seconds: f64) {
         self.ticks.fetch_add(1, Ordering::Relaxed);
         let micros = (seconds * 1e6) as u64;
-        self.tick_seconds_sum_micros.fetch_add(micros, Ordering::Relaxed);
+        self.tick_seconds_sum_micros
+            .fetch_add(micros, Ordering::Relaxed);
         self.tick_last_micros.store(micros, Ordering::Relaxed);
     }
     /// Count one published snapshot.
@@ -79,7 +85,10 @@ impl Metrics {
     }
     /// Samples rejected so far (all reasons).
     pub fn rejected(&self) -> u64 {
-        self.rejected.iter().map(|a| a.load(Ordering::Relaxed)).sum()
+        self.rejected
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .sum()
     }
     /// Segments committed.
     pub fn batches(&self) -> u64 {
@@ -102,53 +111,131 @@ impl Metrics {
     pub fn render(&self, publisher: &Publisher, xds: &XdsStats) -> String {
         let mut o = String::with_capacity(4096);
         let r = Ordering::Relaxed;
-        let _ = writeln!(o, "# HELP aya_ingest_samples_accepted_total Samples durably stored.");
+        let _ = writeln!(
+            o,
+            "# HELP aya_ingest_samples_accepted_total Samples durably stored."
+        );
         let _ = writeln!(o, "# TYPE aya_ingest_samples_accepted_total counter");
-        let _ = writeln!(o, "aya_ingest_samples_accepted_total {}", self.accepted.load(r));
-        let _ = writeln!(o, "# HELP aya_ingest_samples_rejected_total Samples rejected, by reason.");
+        let _ = writeln!(
+            o,
+            "aya_ingest_samples_accepted_total {}",
+            self.accepted.load(r)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP aya_ingest_samples_rejected_total Samples rejected, by reason."
+        );
         let _ = writeln!(o, "# TYPE aya_ingest_samples_rejected_total counter");
         for (i, c) in self.rejected.iter().enumerate().skip(1) {
-            let name = RejectReason::try_from(i as i32).map(|x| x.as_str_name()).unwrap_or("UNKNOWN");
-            let reason = name.trim_start_matches("REJECT_REASON_").to_ascii_lowercase();
-            let _ = writeln!(o, "aya_ingest_samples_rejected_total{{reason=\"{reason}\"}} {}", c.load(r));
+            let name = RejectReason::try_from(i as i32)
+                .map(|x| x.as_str_name())
+                .unwrap_or("UNKNOWN");
+            let reason = name
+                .trim_start_matches("REJECT_REASON_")
+                .to_ascii_lowercase();
+            let _ = writeln!(
+                o,
+                "aya_ingest_samples_rejected_total{{reason=\"{reason}\"}} {}",
+                c.load(r)
+            );
         }
-        let _ = writeln!(o, "# HELP aya_store_commits_total Ingest transactions committed (fsynced).");
+        let _ = writeln!(
+            o,
+            "# HELP aya_store_commits_total Ingest transactions committed (fsynced)."
+        );
         let _ = writeln!(o, "# TYPE aya_store_commits_total counter");
         let _ = writeln!(o, "aya_store_commits_total {}", self.batches.load(r));
-        let _ = writeln!(o, "# HELP aya_store_commit_seconds_sum Time spent committing ingest transactions.");
+        let _ = writeln!(
+            o,
+            "# HELP aya_store_commit_seconds_sum Time spent committing ingest transactions."
+        );
         let _ = writeln!(o, "# TYPE aya_store_commit_seconds_sum counter");
-        let _ = writeln!(o, "aya_store_commit_seconds_sum {}", self.commit_seconds_sum_micros.load(r) as f64 / 1e6);
-        let _ = writeln!(o, "# HELP aya_store_samples Samples in the store (after retention).");
+        let _ = writeln!(
+            o,
+            "aya_store_commit_seconds_sum {}",
+            self.commit_seconds_sum_micros.load(r) as f64 / 1e6
+        );
+        let _ = writeln!(
+            o,
+            "# HELP aya_store_samples Samples in the store (after retention)."
+        );
         let _ = writeln!(o, "# TYPE aya_store_samples gauge");
         let _ = writeln!(o, "aya_store_samples {}", self.stored.load(r));
-        let _ = writeln!(o, "# HELP aya_store_retention_deleted_total Samples deleted by retention.");
+        let _ = writeln!(
+            o,
+            "# HELP aya_store_retention_deleted_total Samples deleted by retention."
+        );
         let _ = writeln!(o, "# TYPE aya_store_retention_deleted_total counter");
-        let _ = writeln!(o, "aya_store_retention_deleted_total {}", self.retention_deleted.load(r));
-        let _ = writeln!(o, "# HELP aya_tick_duration_seconds Duration of control ticks (all clusters).");
+        let _ = writeln!(
+            o,
+            "aya_store_retention_deleted_total {}",
+            self.retention_deleted.load(r)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP aya_tick_duration_seconds Duration of control ticks (all clusters)."
+        );
         let _ = writeln!(o, "# TYPE aya_tick_duration_seconds summary");
-        let _ = writeln!(o, "aya_tick_duration_seconds_sum {}", self.tick_seconds_sum_micros.load(r) as f64 / 1e6);
+        let _ = writeln!(
+            o,
+            "aya_tick_duration_seconds_sum {}",
+            self.tick_seconds_sum_micros.load(r) as f64 / 1e6
+        );
         let _ = writeln!(o, "aya_tick_duration_seconds_count {}", self.ticks.load(r));
-        let _ = writeln!(o, "# HELP aya_tick_last_duration_seconds Duration of the last control tick.");
+        let _ = writeln!(
+            o,
+            "# HELP aya_tick_last_duration_seconds Duration of the last control tick."
+        );
         let _ = writeln!(o, "# TYPE aya_tick_last_duration_seconds gauge");
-        let _ = writeln!(o, "aya_tick_last_duration_seconds {}", self.tick_last_micros.load(r) as f64 / 1e6);
-        let _ = writeln!(o, "# HELP aya_publications_total Snapshots published (decision or endpoints changed).");
+        let _ = writeln!(
+            o,
+            "aya_tick_last_duration_seconds {}",
+            self.tick_last_micros.load(r) as f64 / 1e6
+        );
+        let _ = writeln!(
+            o,
+            "# HELP aya_publications_total Snapshots published (decision or endpoints changed)."
+        );
         let _ = writeln!(o, "# TYPE aya_publications_total counter");
         let _ = writeln!(o, "aya_publications_total {}", self.publications.load(r));
         let state = publisher.state();
-        let _ = writeln!(o, "# HELP aya_published_version Current published version, per cluster and global.");
+        let _ = writeln!(
+            o,
+            "# HELP aya_published_version Current published version, per cluster and global."
+        );
         let _ = writeln!(o, "# TYPE aya_published_version gauge");
         let _ = writeln!(o, "aya_published_version{{cluster=\"\"}} {}", state.version);
         for (name, snap) in &state.clusters {
-            let _ = writeln!(o, "aya_published_version{{cluster=\"{}\"}} {}", escape(name), snap.version);
+            let _ = writeln!(
+                o,
+                "aya_published_version{{cluster=\"{}\"}} {}",
+                escape(name),
+                snap.version
+            );
         }
-        let _ = writeln!(o, "# HELP aya_watchers Current subscribers of published state (aya.v1 Watch streams, xDS, KEDA).");
+        let _ = writeln!(
+            o,
+            "# HELP aya_watchers Current subscribers of published state (aya.v1 Watch streams, xDS, KEDA)."
+        );
         let _ = writeln!(o, "# TYPE aya_watchers gauge");
         let _ = writeln!(o, "aya_watchers {}", publisher.receiver_count());
-        let _ = writeln!(o, "# HELP aya_forecast_one_step_mae One-step-ahead mean absolute error of the demand forecast (requests/s).");
+        let _ = writeln!(
+            o,
+            "# HELP aya_forecast_one_step_mae One-step-ahead mean absolute error of the demand forecast (requests/s)."
+        );
         let _ = writeln!(o, "# TYPE aya_forecast_one_step_mae gauge");
-        for (cluster, mae, n) in self.forecast_mae.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        for (cluster, mae, n) in self
+            .forecast_mae
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
             if *n > 0 {
-                let _ = writeln!(o, "aya_forecast_one_step_mae{{cluster=\"{}\"}} {mae}", escape(cluster));
+                let _ = writeln!(
+                    o,
+                    "aya_forecast_one_step_mae{{cluster=\"{}\"}} {mae}",
+                    escape(cluster)
+                );
             }
         }
         xds.write_prometheus(&mut o);
@@ -157,7 +244,9 @@ impl Metrics {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// The `/metrics` HTTP router.
@@ -166,7 +255,15 @@ pub fn router(metrics: Arc<Metrics>, publisher: Publisher, xds: Arc<XdsStats>) -
         "/metrics",
         axum::routing::get(move || {
             let body = metrics.render(&publisher, &xds);
-            async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body) }
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    body,
+                )
+            }
         }),
     )
 }

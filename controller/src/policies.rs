@@ -8,7 +8,10 @@
 //! would do: the reference a forecasting policy must beat, and a deterministic
 //! choice for tests and for operators who set weights by hand.
 
-use aya_policy::{AlgorithmChoice, BackendWeight, Decision, Explanation, LbAlgorithm, Policy, ScalingSignal, TickInput};
+use aya_policy::{
+    AlgorithmChoice, BackendWeight, Decision, Explanation, LbAlgorithm, Policy, ScalingSignal,
+    TickInput,
+};
 use std::collections::BTreeMap;
 
 /// The controller's own policy: configured weight hints and algorithm.
@@ -18,12 +21,18 @@ pub const CONFIGURED: &str = "configured";
 /// one of [`aya_policy::POLICIES`].
 pub fn check_name(name: &str) -> Result<(), String> {
     let norm = name.trim().to_ascii_lowercase().replace('-', "_");
-    if norm == CONFIGURED || aya_policy::POLICIES.iter().any(|(n, _)| *n == norm) || matches!(norm.as_str(), "rr" | "ewma") {
+    if norm == CONFIGURED
+        || aya_policy::POLICIES.iter().any(|(n, _)| *n == norm)
+        || matches!(norm.as_str(), "rr" | "ewma")
+    {
         Ok(())
     } else {
         let mut allowed = vec![CONFIGURED];
         allowed.extend(aya_policy::POLICIES.iter().map(|(n, _)| *n));
-        Err(format!("unknown policy {name:?}; allowed: {}", allowed.join(", ")))
+        Err(format!(
+            "unknown policy {name:?}; allowed: {}",
+            allowed.join(", ")
+        ))
     }
 }
 
@@ -65,7 +74,13 @@ impl Policy for ConfiguredPolicy {
             .iter()
             .map(|b| BackendWeight {
                 backend: b.backend.clone(),
-                weight: self.ctx.weight_hints.get(&b.backend).copied().unwrap_or(1).max(1),
+                weight: self
+                    .ctx
+                    .weight_hints
+                    .get(&b.backend)
+                    .copied()
+                    .unwrap_or(1)
+                    .max(1),
             })
             .collect();
         let r = input.replicas;
@@ -79,10 +94,18 @@ impl Policy for ConfiguredPolicy {
                 current_replicas: r.current,
                 rule: "configured_backend_count".into(),
             },
-            algorithm: AlgorithmChoice { algorithm: self.ctx.algorithm, rule: "configured".into() },
+            algorithm: AlgorithmChoice {
+                algorithm: self.ctx.algorithm,
+                rule: "configured".into(),
+            },
             explanation: Explanation {
-                inputs: vec![format!("demand_rps={:.3}", input.demand_rps), format!("backends={}", input.backends.len())],
-                forecast: input.forecast.and_then(|f| f.mean.first().map(|m| format!("next_step_mean={m:.3}"))),
+                inputs: vec![
+                    format!("demand_rps={:.3}", input.demand_rps),
+                    format!("backends={}", input.backends.len()),
+                ],
+                forecast: input
+                    .forecast
+                    .and_then(|f| f.mean.first().map(|m| format!("next_step_mean={m:.3}"))),
                 rules: vec!["configured".into()],
             },
         }

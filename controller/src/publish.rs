@@ -91,8 +91,16 @@ impl Default for Publisher {
 impl Publisher {
     /// An empty publisher whose global version starts at `version`.
     pub fn new(version: u64) -> Self {
-        let (all, _) = watch::channel(Arc::new(PublishedState { version, clusters: BTreeMap::new() }));
-        Publisher { inner: Arc::new(Mutex::new(Inner { all, per_cluster: BTreeMap::new() })) }
+        let (all, _) = watch::channel(Arc::new(PublishedState {
+            version,
+            clusters: BTreeMap::new(),
+        }));
+        Publisher {
+            inner: Arc::new(Mutex::new(Inner {
+                all,
+                per_cluster: BTreeMap::new(),
+            })),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -116,7 +124,10 @@ impl Publisher {
 
     /// The current snapshot of `cluster`.
     pub fn current(&self, cluster: &str) -> Option<Arc<ClusterSnapshot>> {
-        self.lock().per_cluster.get(cluster).map(|s| s.borrow().clone())
+        self.lock()
+            .per_cluster
+            .get(cluster)
+            .map(|s| s.borrow().clone())
     }
 
     /// The current state of every cluster.
@@ -141,7 +152,10 @@ impl Publisher {
         let prev = inner.all.borrow().clone();
         let mut clusters = prev.clusters.clone();
         clusters.insert(snap.cluster.clone(), snap.clone());
-        inner.all.send_replace(Arc::new(PublishedState { version: prev.version + 1, clusters }));
+        inner.all.send_replace(Arc::new(PublishedState {
+            version: prev.version + 1,
+            clusters,
+        }));
         snap
     }
 
@@ -152,7 +166,10 @@ impl Publisher {
             let prev = inner.all.borrow().clone();
             let mut clusters = prev.clusters.clone();
             clusters.remove(cluster);
-            inner.all.send_replace(Arc::new(PublishedState { version: prev.version + 1, clusters }));
+            inner.all.send_replace(Arc::new(PublishedState {
+                version: prev.version + 1,
+                clusters,
+            }));
         }
     }
 
@@ -160,7 +177,11 @@ impl Publisher {
     /// whole-state subscribers), for the `aya_watchers` gauge.
     pub fn receiver_count(&self) -> usize {
         let inner = self.lock();
-        inner.per_cluster.values().map(|s| s.receiver_count()).sum::<usize>()
+        inner
+            .per_cluster
+            .values()
+            .map(|s| s.receiver_count())
+            .sum::<usize>()
             + inner.all.receiver_count()
     }
 }

@@ -58,8 +58,18 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let ctl = tokio::task::spawn_blocking(move || Controller::open(config)).await??;
-    serve_controller(ctl, listeners, shutdown).await
+    let result = serve_controller(ctl.clone(), listeners, shutdown).await;
+    let closed = tokio::task::spawn_blocking(move || ctl.close(DRAIN_TIMEOUT)).await?;
+    if !closed {
+        tracing::warn!(
+            "controller handles still alive after shutdown; the store closes when they drop"
+        );
+    }
+    result
 }
+
+/// How long in-flight RPCs may take to finish after a shutdown signal.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serve an opened controller until `shutdown` resolves: in-flight RPCs are
 /// allowed to finish, background tasks stop, then this returns.
@@ -69,10 +79,14 @@ pub async fn serve_controller(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
+    {
+        let ctl = ctl.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            ctl.begin_shutdown();
+            let _ = stop_tx.send(true);
+        });
+    }
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -108,19 +122,43 @@ pub async fn serve_controller(
         .add_service(DecisionServiceServer::new(api.clone()))
         .add_service(ForecastServiceServer::new(api.clone()))
         .add_service(AdminServiceServer::new(api))
-        .add_service(crate::xds::ads_service(all.clone(), ctl.xds_stats().clone()))
+        .add_service(crate::xds::ads_service(
+            all.clone(),
+            ctl.xds_stats().clone(),
+        ))
         .add_service(crate::keda::keda_service(all));
 
     let metrics_task = listeners.metrics.map(|l| {
-        let app = crate::metrics::router(ctl.metrics().clone(), ctl.publisher().clone(), ctl.xds_stats().clone());
+        let app = crate::metrics::router(
+            ctl.metrics().clone(),
+            ctl.publisher().clone(),
+            ctl.xds_stats().clone(),
+        );
         let stop = stopped(stop_rx.clone());
         tokio::spawn(async move { axum::serve(l, app).with_graceful_shutdown(stop).await })
     });
 
-    let grpc = router
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), stopped(stop_rx.clone()))
+    let server = router.serve_with_incoming_shutdown(
+        TcpListenerStream::new(listeners.grpc),
+        stopped(stop_rx.clone()),
+    );
+    let drain_deadline = {
+        let stop = stopped(stop_rx.clone());
+        async move {
+            stop.await;
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        }
+    };
+    let grpc = tokio::select! {
+        r = server => r,
+        _ = drain_deadline => {
+            tracing::warn!("in-flight RPCs did not finish within {DRAIN_TIMEOUT:?}; closing them");
+            Ok(())
+        }
+    };
+    health
+        .set_not_serving::<MetricsServiceServer<AyaApi>>()
         .await;
-    health.set_not_serving::<MetricsServiceServer<AyaApi>>().await;
     ticker.await?;
     retention.await?;
     if let Some(t) = metrics_task {

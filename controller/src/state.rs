@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use aya_policy::{
-    AlgorithmChoice, BackendObservation, BackendWeight, ControlLoop, Decision, Explanation, LbAlgorithm, Policy,
-    ReplicaState, ScalingSignal,
+    AlgorithmChoice, BackendObservation, BackendWeight, ControlLoop, Decision, Explanation,
+    LbAlgorithm, Policy, ReplicaState, ScalingSignal,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -61,11 +61,19 @@ pub struct Override {
     pub desired_replicas: Option<u32>,
 }
 
+/// One series of a history query: its identity and `(timestamp ms, value)` points.
+pub type HistorySeries = (crate::store::SeriesKey, Vec<(i64, f64)>);
+
 type Loop = ControlLoop<Box<dyn Policy + Send>, Recording>;
 
 struct ClusterRuntime {
     /// What the loop was built from; rebuilt when it changes.
-    built_from: (String, serde_json::Map<String, serde_json::Value>, BTreeMap<String, u32>, LbAlgorithm),
+    built_from: (
+        String,
+        serde_json::Map<String, serde_json::Value>,
+        BTreeMap<String, u32>,
+        LbAlgorithm,
+    ),
     control: Loop,
     forecaster: Option<SharedForecaster>,
     record: Arc<Mutex<ForecastRecord>>,
@@ -88,6 +96,8 @@ struct Inner {
     publisher: Publisher,
     metrics: Arc<Metrics>,
     xds_stats: Arc<XdsStats>,
+    closing: tokio::sync::watch::Sender<bool>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -106,7 +116,10 @@ pub fn now_secs() -> f64 {
 }
 
 fn corrupt(table: &'static str, e: serde_json::Error) -> StoreError {
-    StoreError::Corrupt { table, message: e.to_string() }
+    StoreError::Corrupt {
+        table,
+        message: e.to_string(),
+    }
 }
 
 /// Recent-history window replayed at start to restore the latest values.
@@ -125,7 +138,12 @@ impl Controller {
 
         let mut registry = BTreeMap::new();
         for json in &restored.clusters {
-            let c: ClusterConfig = serde_json::from_str(json).map_err(|e| corrupt("clusters", e))?;
+            let mut c: ClusterConfig =
+                serde_json::from_str(json).map_err(|e| corrupt("clusters", e))?;
+            // Stored clusters were normalised when written; doing it again
+            // keeps the invariants (sorted backends) even for older files.
+            let field = format!("stored cluster {:?}", c.name);
+            c.normalise(&field)?;
             registry.insert(c.name.clone(), c);
         }
         for c in &config.clusters {
@@ -137,18 +155,22 @@ impl Controller {
         }
         let mut overrides = BTreeMap::new();
         for json in &restored.overrides {
-            let (cluster, o): (String, Override) = serde_json::from_str(json).map_err(|e| corrupt("overrides", e))?;
+            let (cluster, o): (String, Override) =
+                serde_json::from_str(json).map_err(|e| corrupt("overrides", e))?;
             overrides.insert(cluster, o);
         }
         let publisher = Publisher::new(0);
         for json in &restored.snapshots {
-            let snap: ClusterSnapshot = serde_json::from_str(json).map_err(|e| corrupt("snapshots", e))?;
+            let snap: ClusterSnapshot =
+                serde_json::from_str(json).map_err(|e| corrupt("snapshots", e))?;
             if registry.contains_key(&snap.cluster) {
                 publisher.publish(snap);
             }
         }
         let mut ingest = IngestState::restore(restored.series, restored.next_segment);
-        store.scan(now_ms() - REPLAY_WINDOW_MS, |id, ts, v| ingest.replay(id, ts, v))?;
+        store.scan(now_ms() - REPLAY_WINDOW_MS, |id, ts, v| {
+            ingest.replay(id, ts, v)
+        })?;
 
         let registry = Arc::new(RwLock::new(registry));
         let ingest = Arc::new(Mutex::new(ingest));
@@ -164,10 +186,12 @@ impl Controller {
                 retention_ms: (config.retention_seconds * 1000.0) as i64,
             },
         };
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("aya-ingest-writer".into())
             .spawn(move || writer.run(rx))
-            .map_err(|e| ControllerError::Invalid(format!("cannot start the ingest writer thread: {e}")))?;
+            .map_err(|e| {
+                ControllerError::Invalid(format!("cannot start the ingest writer thread: {e}"))
+            })?;
 
         let mut runtimes = BTreeMap::new();
         for (name, o) in overrides {
@@ -188,8 +212,48 @@ impl Controller {
                 publisher,
                 metrics,
                 xds_stats: Arc::new(XdsStats::new()),
+                closing: tokio::sync::watch::channel(false).0,
+                writer: Mutex::new(Some(writer)),
             }),
         })
+    }
+
+    /// Signal long-lived streams (Watch, Ingest) to end: graceful shutdown.
+    pub fn begin_shutdown(&self) {
+        self.inner.closing.send_replace(true);
+    }
+
+    /// Receiver that becomes `true` when shutdown begins.
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.closing.subscribe()
+    }
+
+    /// Close the store: wait (up to `timeout`) until this is the last handle
+    /// to the controller, then stop the ingest writer and release the
+    /// database file, so that the same data directory can be opened again
+    /// in this process. Returns `false` if other handles stayed alive (the
+    /// file is then released when the last one is dropped).
+    pub fn close(self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while Arc::strong_count(&self.inner) > 1 {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        match Arc::try_unwrap(self.inner) {
+            Ok(inner) => {
+                let writer = lock(&inner.writer).take();
+                // Dropping the sender ends the writer loop; joining it
+                // releases its handle on the database.
+                drop(inner);
+                if let Some(w) = writer {
+                    let _ = w.join();
+                }
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// The effective configuration.
@@ -219,9 +283,14 @@ impl Controller {
     pub async fn submit(
         &self,
         samples: Vec<aya_proto::v1::Sample>,
-    ) -> Result<tokio::sync::oneshot::Receiver<Vec<aya_proto::v1::SampleResult>>, ControllerError> {
+    ) -> Result<tokio::sync::oneshot::Receiver<Vec<aya_proto::v1::SampleResult>>, ControllerError>
+    {
         let (reply, rx) = tokio::sync::oneshot::channel();
-        self.inner.ingest_tx.send(Job { samples, reply }).await.map_err(|_| ControllerError::WriterGone)?;
+        self.inner
+            .ingest_tx
+            .send(Job { samples, reply })
+            .await
+            .map_err(|_| ControllerError::WriterGone)?;
         Ok(rx)
     }
 
@@ -241,16 +310,27 @@ impl Controller {
         if !cfg.policy.is_empty() {
             policies::check_name(&cfg.policy).map_err(ControllerError::Invalid)?;
         }
-        let json = serde_json::to_string(&cfg).map_err(|e| ControllerError::Invalid(e.to_string()))?;
+        let json =
+            serde_json::to_string(&cfg).map_err(|e| ControllerError::Invalid(e.to_string()))?;
         self.inner.store.put_cluster(&cfg.name, Some(&json))?;
-        self.inner.registry.write().unwrap_or_else(|p| p.into_inner()).insert(cfg.name.clone(), cfg.clone());
+        self.inner
+            .registry
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(cfg.name.clone(), cfg.clone());
         self.tick_cluster(&cfg.name, now_secs())?;
         Ok(cfg)
     }
 
     /// Delete a cluster; its watchers' streams end. Returns whether it existed.
     pub fn delete_cluster(&self, name: &str) -> Result<bool, ControllerError> {
-        let existed = self.inner.registry.write().unwrap_or_else(|p| p.into_inner()).remove(name).is_some();
+        let existed = self
+            .inner
+            .registry
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
+            .is_some();
         if existed {
             self.inner.store.put_cluster(name, None)?;
             self.inner.store.put_snapshot(name, None)?;
@@ -263,45 +343,77 @@ impl Controller {
     }
 
     /// Add or replace a backend.
-    pub fn upsert_backend(&self, cluster: &str, backend: crate::config::BackendConfig) -> Result<ClusterConfig, ControllerError> {
-        let mut cfg = self.cluster(cluster).ok_or_else(|| ControllerError::UnknownCluster(cluster.into()))?;
+    pub fn upsert_backend(
+        &self,
+        cluster: &str,
+        backend: crate::config::BackendConfig,
+    ) -> Result<ClusterConfig, ControllerError> {
+        let mut cfg = self
+            .cluster(cluster)
+            .ok_or_else(|| ControllerError::UnknownCluster(cluster.into()))?;
         cfg.backends.retain(|b| b.name != backend.name);
         cfg.backends.push(backend);
         self.upsert_cluster(cfg)
     }
 
     /// Remove a backend.
-    pub fn delete_backend(&self, cluster: &str, backend: &str) -> Result<ClusterConfig, ControllerError> {
-        let mut cfg = self.cluster(cluster).ok_or_else(|| ControllerError::UnknownCluster(cluster.into()))?;
+    pub fn delete_backend(
+        &self,
+        cluster: &str,
+        backend: &str,
+    ) -> Result<ClusterConfig, ControllerError> {
+        let mut cfg = self
+            .cluster(cluster)
+            .ok_or_else(|| ControllerError::UnknownCluster(cluster.into()))?;
         let before = cfg.backends.len();
         cfg.backends.retain(|b| b.name != backend);
         if cfg.backends.len() == before {
-            return Err(ControllerError::UnknownBackend { cluster: cluster.into(), backend: backend.into() });
+            return Err(ControllerError::UnknownBackend {
+                cluster: cluster.into(),
+                backend: backend.into(),
+            });
         }
         self.upsert_cluster(cfg)
     }
 
     /// Pin a cluster's decision (see [`Override`]) and publish it at once.
-    pub fn publish_override(&self, cluster: &str, o: Override) -> Result<Arc<ClusterSnapshot>, ControllerError> {
-        let cfg = self.cluster(cluster).ok_or_else(|| ControllerError::UnknownCluster(cluster.into()))?;
+    pub fn publish_override(
+        &self,
+        cluster: &str,
+        o: Override,
+    ) -> Result<Arc<ClusterSnapshot>, ControllerError> {
+        let cfg = self
+            .cluster(cluster)
+            .ok_or_else(|| ControllerError::UnknownCluster(cluster.into()))?;
         for w in &o.weights {
             if w.weight == 0 {
-                return Err(ControllerError::Invalid(format!("weight of backend {:?} is 0; weights must be ≥ 1", w.backend)));
+                return Err(ControllerError::Invalid(format!(
+                    "weight of backend {:?} is 0; weights must be ≥ 1",
+                    w.backend
+                )));
             }
             if !cfg.backends.iter().any(|b| b.name == w.backend) {
-                return Err(ControllerError::UnknownBackend { cluster: cluster.into(), backend: w.backend.clone() });
+                return Err(ControllerError::UnknownBackend {
+                    cluster: cluster.into(),
+                    backend: w.backend.clone(),
+                });
             }
         }
         if o.weights.is_empty() {
-            return Err(ControllerError::Invalid("an override needs at least one weight".into()));
+            return Err(ControllerError::Invalid(
+                "an override needs at least one weight".into(),
+            ));
         }
-        let json = serde_json::to_string(&(cluster, &o)).map_err(|e| ControllerError::Invalid(e.to_string()))?;
+        let json = serde_json::to_string(&(cluster, &o))
+            .map_err(|e| ControllerError::Invalid(e.to_string()))?;
         self.inner.store.put_override(cluster, Some(&json))?;
         {
             let mut rts = lock(&self.inner.runtimes);
             let rt = match rts.entry(cluster.to_string()) {
                 std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::btree_map::Entry::Vacant(e) => e.insert(new_runtime(&self.inner.config, &cfg)?),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(new_runtime(&self.inner.config, &cfg)?)
+                }
             };
             rt.override_ = Some(o);
         }
@@ -311,7 +423,10 @@ impl Controller {
 
     /// Remove an override. Returns whether one was set.
     pub fn clear_override(&self, cluster: &str) -> Result<bool, ControllerError> {
-        let had = lock(&self.inner.runtimes).get_mut(cluster).and_then(|rt| rt.override_.take()).is_some();
+        let had = lock(&self.inner.runtimes)
+            .get_mut(cluster)
+            .and_then(|rt| rt.override_.take())
+            .is_some();
         if had {
             self.inner.store.put_override(cluster, None)?;
             self.tick_cluster(cluster, now_secs())?;
@@ -320,14 +435,18 @@ impl Controller {
     }
 
     /// The latest forecast of a cluster and its one-step MAE.
-    pub fn forecast(&self, cluster: &str) -> Result<Option<(ForecastRecord, String)>, ControllerError> {
+    pub fn forecast(
+        &self,
+        cluster: &str,
+    ) -> Result<Option<(ForecastRecord, String)>, ControllerError> {
         if self.cluster(cluster).is_none() {
             return Err(ControllerError::UnknownCluster(cluster.into()));
         }
         let rts = lock(&self.inner.runtimes);
         Ok(rts.get(cluster).and_then(|rt| {
             let rec = lock(&rt.record).clone();
-            rec.have.then(|| (rec, rt.control.policy().name().to_string()))
+            rec.have
+                .then(|| (rec, rt.control.policy().name().to_string()))
         }))
     }
 
@@ -355,7 +474,10 @@ impl Controller {
             };
             let mut newest = i64::MIN;
             for s in ingest.backend_series(&cfg.name, &b.name) {
-                if s.last_ms == i64::MIN || s.last_ms < now_ms - stale_ms || !s.last_value.is_finite() {
+                if s.last_ms == i64::MIN
+                    || s.last_ms < now_ms - stale_ms
+                    || !s.last_value.is_finite()
+                {
                     continue;
                 }
                 newest = newest.max(s.last_ms);
@@ -402,23 +524,38 @@ impl Controller {
             })
             .collect();
         self.inner.metrics.set_forecast_error(errors);
-        self.inner.metrics.observe_tick(started.elapsed().as_secs_f64());
+        self.inner
+            .metrics
+            .observe_tick(started.elapsed().as_secs_f64());
         first_err.map_or(Ok(()), Err)
     }
 
     /// Run one cluster's control loop at `now` and publish a new version if
     /// what data planes see changed. Returns the current snapshot.
-    pub fn tick_cluster(&self, name: &str, now: f64) -> Result<Option<Arc<ClusterSnapshot>>, ControllerError> {
-        let Some(cfg) = self.cluster(name) else { return Ok(None) };
+    pub fn tick_cluster(
+        &self,
+        name: &str,
+        now: f64,
+    ) -> Result<Option<Arc<ClusterSnapshot>>, ControllerError> {
+        let Some(cfg) = self.cluster(name) else {
+            return Ok(None);
+        };
         let (obs, demand) = self.observations(&cfg, now);
         let mut rts = lock(&self.inner.runtimes);
         let rt = match rts.entry(name.to_string()) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(e) => e.insert(new_runtime(&self.inner.config, &cfg)?),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(new_runtime(&self.inner.config, &cfg)?)
+            }
         };
         let key = runtime_key(&self.inner.config, &cfg);
         if rt.built_from != key {
-            let fresh = new_runtime_with(&self.inner.config, &cfg, rt.forecaster.clone(), rt.record.clone())?;
+            let fresh = new_runtime_with(
+                &self.inner.config,
+                &cfg,
+                rt.forecaster.clone(),
+                rt.record.clone(),
+            )?;
             let o = rt.override_.take();
             *rt = fresh;
             rt.override_ = o;
@@ -436,12 +573,29 @@ impl Controller {
                 at: now,
                 weights: Vec::new(),
                 ejected: Vec::new(),
-                scaling: ScalingSignal { desired_replicas: cfg.min_replicas, current_replicas: 0, rule: "no_backends".into() },
-                algorithm: AlgorithmChoice { algorithm: cfg.algorithm, rule: "no_backends".into() },
-                explanation: Explanation { inputs: vec!["backends=0".into()], forecast: None, rules: vec!["no_backends".into()] },
+                scaling: ScalingSignal {
+                    desired_replicas: cfg.min_replicas,
+                    current_replicas: 0,
+                    rule: "no_backends".into(),
+                },
+                algorithm: AlgorithmChoice {
+                    algorithm: cfg.algorithm,
+                    rule: "no_backends".into(),
+                },
+                explanation: Explanation {
+                    inputs: vec!["backends=0".into()],
+                    forecast: None,
+                    rules: vec!["no_backends".into()],
+                },
             }
         } else {
-            rt.control.tick(now, self.inner.config.tick_interval_seconds, &obs, demand, replicas)
+            rt.control.tick(
+                now,
+                self.inner.config.tick_interval_seconds,
+                &obs,
+                demand,
+                replicas,
+            )
         };
         if let Some(o) = &rt.override_ {
             apply_override(&mut decision, o);
@@ -457,8 +611,14 @@ impl Controller {
             return Ok(current);
         }
         let version = current.map_or(1, |c| c.version + 1);
-        let snap = ClusterSnapshot { cluster: name.to_string(), version, decision, endpoints };
-        let json = serde_json::to_string(&snap).map_err(|e| ControllerError::Invalid(e.to_string()))?;
+        let snap = ClusterSnapshot {
+            cluster: name.to_string(),
+            version,
+            decision,
+            endpoints,
+        };
+        let json =
+            serde_json::to_string(&snap).map_err(|e| ControllerError::Invalid(e.to_string()))?;
         self.inner.store.put_snapshot(name, Some(&json))?;
         let published = self.inner.publisher.publish(snap);
         self.inner.metrics.published();
@@ -476,11 +636,14 @@ impl Controller {
         start_ms: i64,
         end_ms: i64,
         limit: usize,
-    ) -> Result<(Vec<(crate::store::SeriesKey, Vec<(i64, f64)>)>, bool), ControllerError> {
+    ) -> Result<(Vec<HistorySeries>, bool), ControllerError> {
         let series = lock(&self.inner.ingest).cluster_series(cluster);
         let wanted: BTreeMap<u32, crate::store::SeriesKey> = series
             .into_iter()
-            .filter(|(_, k)| (backend.is_empty() || k.backend == backend) && (metric.is_empty() || k.metric == metric))
+            .filter(|(_, k)| {
+                (backend.is_empty() || k.backend == backend)
+                    && (metric.is_empty() || k.metric == metric)
+            })
             .collect();
         let mut points: BTreeMap<u32, Vec<(i64, f64)>> = BTreeMap::new();
         let mut total = 0usize;
@@ -523,9 +686,13 @@ fn apply_override(d: &mut Decision, o: &Override) {
     let mut weights = o.weights.clone();
     weights.sort_by(|a, b| a.backend.cmp(&b.backend));
     d.weights = weights;
-    d.ejected.retain(|e| !o.weights.iter().any(|w| &w.backend == e));
+    d.ejected
+        .retain(|e| !o.weights.iter().any(|w| &w.backend == e));
     if let Some(a) = o.algorithm {
-        d.algorithm = AlgorithmChoice { algorithm: a, rule: "operator_override".into() };
+        d.algorithm = AlgorithmChoice {
+            algorithm: a,
+            rule: "operator_override".into(),
+        };
     }
     if let Some(r) = o.desired_replicas {
         d.scaling.desired_replicas = r;
@@ -541,24 +708,48 @@ fn endpoints(cfg: &ClusterConfig, d: &Decision) -> Vec<Endpoint> {
         .filter_map(|w| {
             let b = cfg.backends.iter().find(|b| b.name == w.backend)?;
             let (host, port) = b.host_port().ok()?;
-            Some(Endpoint { backend: b.name.clone(), host, port, weight: w.weight.max(1) })
+            Some(Endpoint {
+                backend: b.name.clone(),
+                host,
+                port,
+                weight: w.weight.max(1),
+            })
         })
         .collect();
     out.sort_by(|a, b| a.backend.cmp(&b.backend));
     out
 }
 
-type RuntimeKey = (String, serde_json::Map<String, serde_json::Value>, BTreeMap<String, u32>, LbAlgorithm);
+type RuntimeKey = (
+    String,
+    serde_json::Map<String, serde_json::Value>,
+    BTreeMap<String, u32>,
+    LbAlgorithm,
+);
 
 fn runtime_key(config: &Config, cfg: &ClusterConfig) -> RuntimeKey {
-    let policy = if cfg.policy.is_empty() { config.default_policy.clone() } else { cfg.policy.clone() };
-    let hints = cfg.backends.iter().map(|b| (b.name.clone(), b.weight_hint)).collect();
+    let policy = if cfg.policy.is_empty() {
+        config.default_policy.clone()
+    } else {
+        cfg.policy.clone()
+    };
+    let hints = cfg
+        .backends
+        .iter()
+        .map(|b| (b.name.clone(), b.weight_hint))
+        .collect();
     (policy, cfg.policy_params.clone(), hints, cfg.algorithm)
 }
 
 fn new_runtime(config: &Config, cfg: &ClusterConfig) -> Result<ClusterRuntime, ControllerError> {
-    let forecaster = crate::forecasting::build(config.tick_interval_seconds).map(|f| Arc::new(Mutex::new(f)));
-    new_runtime_with(config, cfg, forecaster, Arc::new(Mutex::new(ForecastRecord::default())))
+    let forecaster =
+        crate::forecasting::build(config.forecast_step_seconds).map(|f| Arc::new(Mutex::new(f)));
+    new_runtime_with(
+        config,
+        cfg,
+        forecaster,
+        Arc::new(Mutex::new(ForecastRecord::default())),
+    )
 }
 
 fn new_runtime_with(
@@ -570,10 +761,17 @@ fn new_runtime_with(
     let key = runtime_key(config, cfg);
     let policy = policies::build(
         &key.0,
-        PolicyContext { weight_hints: key.2.clone(), algorithm: key.3, params: key.1.clone() },
+        PolicyContext {
+            weight_hints: key.2.clone(),
+            algorithm: key.3,
+            params: key.1.clone(),
+        },
     )
     .map_err(|m| ControllerError::Invalid(format!("cluster {:?}: {m}", cfg.name)))?;
-    let rec = forecaster.clone().map(|inner| Recording { inner, record: record.clone() });
+    let rec = forecaster.clone().map(|inner| Recording {
+        inner,
+        record: record.clone(),
+    });
     Ok(ClusterRuntime {
         built_from: key,
         control: ControlLoop::new(policy, rec, config.forecast_horizon),

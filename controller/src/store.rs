@@ -34,7 +34,7 @@ pub enum StoreError {
         message: String,
     },
     /// The data directory could not be created.
-    #[error("store: cannot create data directory {path}: {source}")]
+    #[error("store: cannot create data directory {path}")]
     Dir {
         /// Directory.
         path: String,
@@ -129,7 +129,11 @@ pub fn unpack(packed: &[u8]) -> impl Iterator<Item = (u32, i64, f64)> + '_ {
         id.copy_from_slice(&c[0..4]);
         ts.copy_from_slice(&c[4..12]);
         v.copy_from_slice(&c[12..20]);
-        (u32::from_le_bytes(id), i64::from_le_bytes(ts), f64::from_le_bytes(v))
+        (
+            u32::from_le_bytes(id),
+            i64::from_le_bytes(ts),
+            f64::from_le_bytes(v),
+        )
     })
 }
 
@@ -163,14 +167,19 @@ impl std::fmt::Debug for Store {
 }
 
 fn corrupt(table: &'static str, message: impl Into<String>) -> StoreError {
-    StoreError::Corrupt { table, message: message.into() }
+    StoreError::Corrupt {
+        table,
+        message: message.into(),
+    }
 }
 
 impl Store {
     /// Open (or create) `dir/aya.redb`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|source| StoreError::Dir { path: dir.display().to_string(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+            path: dir.display().to_string(),
+            source,
+        })?;
         let db = db_err!(Database::create(dir.join("aya.redb")))?;
         let store = Store { db: Arc::new(db) };
         // Create every table so that readers never see "table does not exist".
@@ -199,8 +208,14 @@ impl Store {
             let (id, json) = db_err!(row)?;
             let key: SeriesKey = serde_json::from_str(json.value())
                 .map_err(|e| corrupt("series", format!("id {}: {e}", id.value())))?;
-            let last_ms = db_err!(last.get(id.value()))?.map(|g| g.value()).unwrap_or(i64::MIN);
-            out.series.push(StoredSeries { id: id.value(), key, last_ms });
+            let last_ms = db_err!(last.get(id.value()))?
+                .map(|g| g.value())
+                .unwrap_or(i64::MIN);
+            out.series.push(StoredSeries {
+                id: id.value(),
+                key,
+                last_ms,
+            });
         }
         for (table, dst) in [
             (CLUSTERS, &mut out.clusters),
@@ -214,8 +229,12 @@ impl Store {
             }
         }
         let meta = db_err!(tx.open_table(META))?;
-        out.next_segment = db_err!(meta.get("next_segment"))?.map(|g| g.value()).unwrap_or(0);
-        out.samples = db_err!(meta.get("samples"))?.map(|g| g.value()).unwrap_or(0);
+        out.next_segment = db_err!(meta.get("next_segment"))?
+            .map(|g| g.value())
+            .unwrap_or(0);
+        out.samples = db_err!(meta.get("samples"))?
+            .map(|g| g.value())
+            .unwrap_or(0);
         Ok(out)
     }
 
@@ -228,7 +247,8 @@ impl Store {
             db_err!(seg.insert((w.max_ms, segment), w.packed.as_slice()))?;
             let mut series = db_err!(tx.open_table(SERIES))?;
             for (id, key) in &w.new_series {
-                let json = serde_json::to_string(key).map_err(|e| corrupt("series", e.to_string()))?;
+                let json =
+                    serde_json::to_string(key).map_err(|e| corrupt("series", e.to_string()))?;
                 db_err!(series.insert(*id, json.as_str()))?;
             }
             let mut last = db_err!(tx.open_table(SERIES_LAST))?;
@@ -236,7 +256,9 @@ impl Store {
                 db_err!(last.insert(*id, *ts))?;
             }
             let mut meta = db_err!(tx.open_table(META))?;
-            let n = db_err!(meta.get("samples"))?.map(|g| g.value()).unwrap_or(0);
+            let n = db_err!(meta.get("samples"))?
+                .map(|g| g.value())
+                .unwrap_or(0);
             db_err!(meta.insert("samples", n + w.len() as u64))?;
             db_err!(meta.insert("next_segment", segment + 1))?;
         }
@@ -271,14 +293,21 @@ impl Store {
                 false
             }))?;
             let mut meta = db_err!(tx.open_table(META))?;
-            let n = db_err!(meta.get("samples"))?.map(|g| g.value()).unwrap_or(0);
+            let n = db_err!(meta.get("samples"))?
+                .map(|g| g.value())
+                .unwrap_or(0);
             db_err!(meta.insert("samples", n.saturating_sub(removed)))?;
         }
         db_err!(tx.commit())?;
         Ok(removed)
     }
 
-    fn put_str(&self, table: TableDefinition<'_, &str, &str>, key: &str, value: Option<&str>) -> Result<(), StoreError> {
+    fn put_str(
+        &self,
+        table: TableDefinition<'_, &str, &str>,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<(), StoreError> {
         let mut tx = db_err!(self.db.begin_write())?;
         db_err!(tx.set_durability(Durability::Immediate))?;
         {
@@ -369,7 +398,10 @@ mod tests {
         assert_eq!(s.get_model("m").unwrap().as_deref(), Some(&b"abc"[..]));
         let mut seen = Vec::new();
         s.scan(0, |id, ts, v| seen.push((id, ts, v))).unwrap();
-        assert_eq!(seen, vec![(7, 1_000, 1.5), (7, 2_000, 2.5), (7, 9_000, 3.5)]);
+        assert_eq!(
+            seen,
+            vec![(7, 1_000, 1.5), (7, 2_000, 2.5), (7, 9_000, 3.5)]
+        );
         assert_eq!(s.retain(5_000).unwrap(), 2);
         let mut seen = Vec::new();
         s.scan(0, |id, ts, v| seen.push((id, ts, v))).unwrap();

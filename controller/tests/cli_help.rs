@@ -15,18 +15,25 @@ fn help_lists_every_job() {
     let out = aya(&["--help"]);
     assert!(out.status.success(), "aya --help failed: {out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
-    for job in ["demo", "serve", "train", "forecast", "backtest", "sim", "league", "datasets"] {
+    for job in [
+        "demo", "serve", "train", "forecast", "backtest", "sim", "league", "datasets",
+    ] {
         assert!(
             text.lines().any(|l| l.trim_start().starts_with(job)),
             "`aya --help` does not list `{job}`:\n{text}"
         );
     }
-    assert!(text.contains("Exit codes"), "help explains exit codes:\n{text}");
+    assert!(
+        text.contains("Exit codes"),
+        "help explains exit codes:\n{text}"
+    );
 }
 
 #[test]
 fn every_job_has_its_own_help() {
-    for job in ["demo", "serve", "train", "forecast", "backtest", "sim", "league", "datasets"] {
+    for job in [
+        "demo", "serve", "train", "forecast", "backtest", "sim", "league", "datasets",
+    ] {
         let out = aya(&[job, "--help"]);
         assert!(out.status.success(), "aya {job} --help failed: {out:?}");
         assert!(!out.stdout.is_empty(), "aya {job} --help printed nothing");

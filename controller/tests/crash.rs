@@ -40,14 +40,23 @@ fn spawn(config: &std::path::Path, data: &std::path::Path) -> (Child, String) {
         .expect("spawn aya");
     let stdout = child.stdout.take().expect("stdout");
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("read stdout");
-    let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read stdout");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
     (child, format!("http://{addr}"))
 }
 
 async fn connect(url: &str) -> tonic::transport::Channel {
     for _ in 0..200 {
-        if let Ok(ch) = tonic::transport::Channel::from_shared(url.to_string()).unwrap().connect().await {
+        if let Ok(ch) = tonic::transport::Channel::from_shared(url.to_string())
+            .unwrap()
+            .connect()
+            .await
+        {
             return ch;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -66,7 +75,11 @@ async fn kill_9_after_an_ack_loses_no_acknowledged_sample() {
     let ch = connect(&url).await;
     let mut client = MetricsServiceClient::new(ch);
     let (tx, rx) = tokio::sync::mpsc::channel::<pb::IngestBatch>(4);
-    let mut acks = client.ingest(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let mut acks = client
+        .ingest(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
     let base = now_ms() - 60_000;
     let mut acked: Vec<(String, i64, f64)> = Vec::new();
     // Keep a few batches in flight so the kill lands while the server is busy.
@@ -76,7 +89,12 @@ async fn kill_9_after_an_ack_loses_no_acknowledged_sample() {
         samples: (0..500)
             .map(|i| {
                 let b = if i % 2 == 0 { "a" } else { "b" };
-                sample(b, "in_flight", base + (seq as i64) * 500 + i as i64 / 2 * 2 + (i % 2) as i64, (seq * 1000 + i) as f64)
+                sample(
+                    b,
+                    "in_flight",
+                    base + (seq as i64) * 500 + i as i64 / 2 * 2 + (i % 2) as i64,
+                    (seq * 1000 + i) as f64,
+                )
             })
             .collect(),
     };
@@ -89,7 +107,12 @@ async fn kill_9_after_an_ack_loses_no_acknowledged_sample() {
     }
     while let Some(ack) = acks.message().await.unwrap() {
         let b = &sent[ack.sequence as usize];
-        assert_eq!(ack.accepted as usize, b.samples.len(), "{:?}", ack.results.iter().find(|r| !r.accepted));
+        assert_eq!(
+            ack.accepted as usize,
+            b.samples.len(),
+            "{:?}",
+            ack.results.iter().find(|r| !r.accepted)
+        );
         for s in &b.samples {
             acked.push((s.backend.clone(), s.timestamp_ms, s.value));
         }
@@ -110,18 +133,31 @@ async fn kill_9_after_an_ack_loses_no_acknowledged_sample() {
     let (mut child, url) = spawn(&cfg, &data);
     let mut client = MetricsServiceClient::new(connect(&url).await);
     let h = client
-        .query_history(pb::QueryHistoryRequest { cluster: "web".into(), ..Default::default() })
+        .query_history(pb::QueryHistoryRequest {
+            cluster: "web".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     let stored: std::collections::HashSet<(String, i64, u64)> = h
         .series
         .iter()
-        .flat_map(|s| s.points.iter().map(move |p| (s.backend.clone(), p.timestamp_ms, p.value.to_bits())))
+        .flat_map(|s| {
+            s.points
+                .iter()
+                .map(move |p| (s.backend.clone(), p.timestamp_ms, p.value.to_bits()))
+        })
         .collect();
-    let missing: Vec<_> =
-        acked.iter().filter(|(b, t, v)| !stored.contains(&(b.clone(), *t, v.to_bits()))).take(5).collect();
-    assert!(missing.is_empty(), "acknowledged samples lost after kill -9: {missing:?}");
+    let missing: Vec<_> = acked
+        .iter()
+        .filter(|(b, t, v)| !stored.contains(&(b.clone(), *t, v.to_bits())))
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged samples lost after kill -9: {missing:?}"
+    );
     assert!(stored.len() >= acked.len());
     child.kill().unwrap();
     let _ = child.wait();

@@ -10,7 +10,16 @@ fn demo(seed: u64, out: &Path) -> std::thread::JoinHandle<Output> {
     let out = out.to_path_buf();
     std::thread::spawn(move || {
         Command::new(env!("CARGO_BIN_EXE_aya"))
-            .args(["demo", "--quick", "--quiet", "--threads", "1", "--seed", &seed.to_string(), "--output"])
+            .args([
+                "demo",
+                "--quick",
+                "--quiet",
+                "--threads",
+                "1",
+                "--seed",
+                &seed.to_string(),
+                "--output",
+            ])
             .arg(&out)
             .output()
             .expect("aya binary runs")
@@ -34,7 +43,11 @@ fn check_ok(o: &Output) {
 #[test]
 fn quick_demo_is_complete_and_deterministic_by_seed() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let (a, b, c) = (tmp.path().join("a"), tmp.path().join("b"), tmp.path().join("c"));
+    let (a, b, c) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("c"),
+    );
     let ja = demo(7, &a);
     let jb = demo(7, &b);
     let oa = ja.join().expect("thread");
@@ -46,20 +59,46 @@ fn quick_demo_is_complete_and_deterministic_by_seed() {
 
     // The scoreboard is printed and saved, and identical for the same seed.
     let board_a = read(&a.join("scoreboard.txt"));
-    assert_eq!(String::from_utf8_lossy(&oa.stdout).trim_end(), board_a.trim_end());
-    assert_eq!(board_a, read(&b.join("scoreboard.txt")), "same seed, different scoreboard");
-    assert_eq!(read(&a.join("scoreboard.json")), read(&b.join("scoreboard.json")));
-    assert_ne!(board_a, read(&c.join("scoreboard.txt")), "another seed gave the same scoreboard");
+    assert_eq!(
+        String::from_utf8_lossy(&oa.stdout).trim_end(),
+        board_a.trim_end()
+    );
+    assert_eq!(
+        board_a,
+        read(&b.join("scoreboard.txt")),
+        "same seed, different scoreboard"
+    );
+    assert_eq!(
+        read(&a.join("scoreboard.json")),
+        read(&b.join("scoreboard.json"))
+    );
+    assert_ne!(
+        board_a,
+        read(&c.join("scoreboard.txt")),
+        "another seed gave the same scoreboard"
+    );
     assert!(board_a.contains("seed 7, plan quick"), "{board_a}");
 
     // Every policy of both scenarios is on it, Aya first.
-    let json: serde_json::Value = serde_json::from_str(&read(&a.join("scoreboard.json"))).expect("scoreboard.json parses");
+    let json: serde_json::Value =
+        serde_json::from_str(&read(&a.join("scoreboard.json"))).expect("scoreboard.json parses");
     let tables = json["tables"].as_array().expect("tables");
     let policies = |key: &str| -> Vec<String> {
-        let t = tables.iter().find(|t| t["key"] == key).unwrap_or_else(|| panic!("no table {key}"));
-        t["rows"].as_array().expect("rows").iter().map(|r| r["policy"].as_str().unwrap_or_default().to_string()).collect()
+        let t = tables
+            .iter()
+            .find(|t| t["key"] == key)
+            .unwrap_or_else(|| panic!("no table {key}"));
+        t["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| r["policy"].as_str().unwrap_or_default().to_string())
+            .collect()
     };
-    assert_eq!(policies("balancing"), ["aya", "p2c", "a58", "peak_ewma", "round_robin"]);
+    assert_eq!(
+        policies("balancing"),
+        ["aya", "p2c", "a58", "peak_ewma", "round_robin"]
+    );
     assert_eq!(policies("scaling"), ["aya", "hpa"]);
     for t in tables {
         for r in t["rows"].as_array().expect("rows") {
@@ -70,11 +109,15 @@ fn quick_demo_is_complete_and_deterministic_by_seed() {
         }
     }
     let rows = json["forecast"]["rows"].as_array().expect("forecast rows");
-    assert!(rows.iter().any(|r| r["model"] == "aya (selected)"), "{rows:?}");
+    assert!(
+        rows.iter().any(|r| r["model"] == "aya (selected)"),
+        "{rows:?}"
+    );
     assert!(rows.len() >= 3);
 
     // The live controller accepted every streamed sample and the watcher saw weights.
-    let live: serde_json::Value = serde_json::from_str(&read(&a.join("live.json"))).expect("live.json parses");
+    let live: serde_json::Value =
+        serde_json::from_str(&read(&a.join("live.json"))).expect("live.json parses");
     let sent = live["samples_sent"].as_u64().expect("samples_sent");
     assert!(sent > 0);
     assert_eq!(live["accepted"].as_u64(), Some(sent), "{live}");
@@ -85,11 +128,27 @@ fn quick_demo_is_complete_and_deterministic_by_seed() {
 
     // The report is one self-contained file with plots, plus the simulator's reports.
     let html = read(&a.join("report.html"));
-    for needle in ["<svg", "Scoreboard", "Live controller over gRPC", "p2c", "hpa", "aya (selected)"] {
+    for needle in [
+        "<svg",
+        "Scoreboard",
+        "Live controller over gRPC",
+        "p2c",
+        "hpa",
+        "aya (selected)",
+    ] {
         assert!(html.contains(needle), "report.html lacks {needle:?}");
     }
-    assert!(!html.contains("<script"), "the report must not need JavaScript");
-    for f in ["sim_balancing/report.html", "sim_scaling/report.html", "scenario_balancing.toml", "history/traffic.csv", "test_traffic.csv"] {
+    assert!(
+        !html.contains("<script"),
+        "the report must not need JavaScript"
+    );
+    for f in [
+        "sim_balancing/report.html",
+        "sim_scaling/report.html",
+        "scenario_balancing.toml",
+        "history/traffic.csv",
+        "test_traffic.csv",
+    ] {
         assert!(a.join(f).is_file(), "missing {f}");
     }
 }
@@ -101,6 +160,11 @@ fn bad_threads_flag_is_a_usage_error() {
         .arg(std::env::temp_dir().join("aya-demo-never-written"))
         .output()
         .expect("aya binary runs");
-    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(String::from_utf8_lossy(&o.stderr).contains("--threads"));
 }

@@ -11,28 +11,64 @@
 //!
 //! Prints a markdown table (paste-able into the README) and per-series details.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::Instant;
 
 use aya_forecaster::backtest::{self, BacktestConfig, Method, Score};
 use aya_forecaster::data::{LoadOptions, datasets_dir, load_csv};
 use aya_forecaster::models::{ModelSpec, Predict};
 use aya_forecaster::seasonality;
-use aya_forecaster::select::{FittedAuto, SelectConfig, default_candidates};
+use aya_forecaster::select::{SelectConfig, default_candidates};
 use rayon::prelude::*;
 
 /// (name, path under the datasets dir, resample seconds)
 const SERIES: &[(&str, &str, Option<i64>)] = &[
-    ("elb_request_count_8c0756", "nab/realAWSCloudwatch/elb_request_count_8c0756.csv", None),
-    ("ec2_cpu_53ea38", "nab/realAWSCloudwatch/ec2_cpu_utilization_53ea38.csv", None),
-    ("ec2_cpu_825cc2", "nab/realAWSCloudwatch/ec2_cpu_utilization_825cc2.csv", None),
-    ("rds_cpu_cc0c53", "nab/realAWSCloudwatch/rds_cpu_utilization_cc0c53.csv", None),
-    ("rds_cpu_e47b3b", "nab/realAWSCloudwatch/rds_cpu_utilization_e47b3b.csv", None),
-    ("ec2_network_in_257a54", "nab/realAWSCloudwatch/ec2_network_in_257a54.csv", None),
+    (
+        "elb_request_count_8c0756",
+        "nab/realAWSCloudwatch/elb_request_count_8c0756.csv",
+        None,
+    ),
+    (
+        "ec2_cpu_53ea38",
+        "nab/realAWSCloudwatch/ec2_cpu_utilization_53ea38.csv",
+        None,
+    ),
+    (
+        "ec2_cpu_825cc2",
+        "nab/realAWSCloudwatch/ec2_cpu_utilization_825cc2.csv",
+        None,
+    ),
+    (
+        "rds_cpu_cc0c53",
+        "nab/realAWSCloudwatch/rds_cpu_utilization_cc0c53.csv",
+        None,
+    ),
+    (
+        "rds_cpu_e47b3b",
+        "nab/realAWSCloudwatch/rds_cpu_utilization_e47b3b.csv",
+        None,
+    ),
+    (
+        "ec2_network_in_257a54",
+        "nab/realAWSCloudwatch/ec2_network_in_257a54.csv",
+        None,
+    ),
     ("nyc_taxi", "nab/realKnownCause/nyc_taxi.csv", None),
-    ("twitter_aapl", "nab/realTweets/Twitter_volume_AAPL.csv", None),
-    ("twitter_goog", "nab/realTweets/Twitter_volume_GOOG.csv", None),
-    ("worldcup98_5min", "worldcup98/worldcup98_requests_per_minute.csv", Some(300)),
+    (
+        "twitter_aapl",
+        "nab/realTweets/Twitter_volume_AAPL.csv",
+        None,
+    ),
+    (
+        "twitter_goog",
+        "nab/realTweets/Twitter_volume_GOOG.csv",
+        None,
+    ),
+    (
+        "worldcup98_5min",
+        "worldcup98/worldcup98_requests_per_minute.csv",
+        Some(300),
+    ),
 ];
 
 struct SeriesResult {
@@ -83,12 +119,15 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn run_series(
-    path: &PathBuf,
+    path: &Path,
     name: &str,
     resample: Option<i64>,
     origins: usize,
 ) -> anyhow::Result<SeriesResult> {
-    let opts = LoadOptions { resample_ms: resample.map(|s| s * 1000), ..LoadOptions::default() };
+    let opts = LoadOptions {
+        resample_ms: resample.map(|s| s * 1000),
+        ..LoadOptions::default()
+    };
     let series = load_csv(path, &opts)?;
     let series = backtest::regularise(path, series)?;
     let y = &series.values;
@@ -102,10 +141,24 @@ fn run_series(
         if matches!(spec, ModelSpec::Mean { .. }) {
             continue;
         }
-        methods.push(Method::Single { spec, intervals: false });
+        methods.push(Method::Single {
+            spec,
+            intervals: false,
+        });
     }
-    if !methods.iter().any(|m| matches!(m, Method::Single { spec: ModelSpec::SeasonalNaive { .. }, .. })) {
-        methods.push(Method::Single { spec: ModelSpec::SeasonalNaive { period: day }, intervals: false });
+    if !methods.iter().any(|m| {
+        matches!(
+            m,
+            Method::Single {
+                spec: ModelSpec::SeasonalNaive { .. },
+                ..
+            }
+        )
+    }) {
+        methods.push(Method::Single {
+            spec: ModelSpec::SeasonalNaive { period: day },
+            intervals: false,
+        });
     }
     let cfg = BacktestConfig {
         horizons: vec![1, 12, day],
@@ -119,7 +172,10 @@ fn run_series(
     // Single model fit + one-day forecast on the last 4,000 points (theta, the
     // model the online forecaster leans on), best of 5.
     let tail = &y[y.len().saturating_sub(4000)..];
-    let spec = ModelSpec::Theta { period: seas.primary().unwrap_or(1), theta: 2.0 };
+    let spec = ModelSpec::Theta {
+        period: seas.primary().unwrap_or(1),
+        theta: 2.0,
+    };
     let mut best = f64::INFINITY;
     for _ in 0..5 {
         let t0 = Instant::now();
@@ -128,7 +184,6 @@ fn run_series(
         std::hint::black_box(&f);
         best = best.min(t0.elapsed().as_secs_f64() * 1000.0);
     }
-    let _ = FittedAuto::select_and_fit; // (selection itself is timed inside the backtest)
     Ok(SeriesResult {
         name: name.to_string(),
         n: y.len(),
@@ -140,7 +195,11 @@ fn run_series(
 }
 
 fn geo_mean(v: &[f64]) -> f64 {
-    let v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite() && *x > 0.0).collect();
+    let v: Vec<f64> = v
+        .iter()
+        .copied()
+        .filter(|x| x.is_finite() && *x > 0.0)
+        .collect();
     if v.is_empty() {
         return f64::NAN;
     }
@@ -148,7 +207,6 @@ fn geo_mean(v: &[f64]) -> f64 {
 }
 
 fn report(results: &[SeriesResult], origins: usize, wall: f64) {
-    let horizons = ["1", "12", "day"];
     let mut models: Vec<String> = Vec::new();
     for r in results {
         for s in &r.scores {
@@ -165,7 +223,9 @@ fn report(results: &[SeriesResult], origins: usize, wall: f64) {
         "## Accuracy: geometric mean of MASE / MASE(seasonal naive) over {} series, {origins} origins over the last 20%\n",
         results.len()
     );
-    println!("| method | h=1 | h=12 | h=one day | worst ratio to min(naive, snaive) @12 | ms per origin (mean) |");
+    println!(
+        "| method | h=1 | h=12 | h=one day | worst ratio to min(naive, snaive) @12 | ms per origin (mean) |"
+    );
     println!("|---|---|---|---|---|---|");
     for m in &models {
         let mut cells = Vec::new();
@@ -184,16 +244,28 @@ fn report(results: &[SeriesResult], origins: usize, wall: f64) {
             .iter()
             .filter_map(|r| {
                 let a = get(r, m, 1)?.mase;
-                let b = get(r, "naive", 1)?.mase.min(get(r, "seasonal_naive", 1)?.mase);
+                let b = get(r, "naive", 1)?
+                    .mase
+                    .min(get(r, "seasonal_naive", 1)?.mase);
                 Some(a / b)
             })
             .fold(f64::NAN, f64::max);
-        let ms: Vec<f64> = results.iter().filter_map(|r| get(r, m, 0).map(|s| s.ms_per_origin)).collect();
+        let ms: Vec<f64> = results
+            .iter()
+            .filter_map(|r| get(r, m, 0).map(|s| s.ms_per_origin))
+            .collect();
         let ms = ms.iter().sum::<f64>() / ms.len().max(1) as f64;
-        println!("| {m} | {} | {} | {} | {worst:.2} | {ms:.1} |", cells[0], cells[1], cells[2]);
+        println!(
+            "| {m} | {} | {} | {} | {worst:.2} | {ms:.1} |",
+            cells[0], cells[1], cells[2]
+        );
     }
-    println!("\n## aya_auto per series: MASE (h=1 / 12 / day), ratio to min(naive, snaive), interval coverage 80/95 at one day\n");
-    println!("| series | points | MASE 1 | MASE 12 | MASE day | worst ratio | cov80 | cov95 | ms/origin | 1 fit+day ms | last choice |");
+    println!(
+        "\n## aya_auto per series: MASE (h=1 / 12 / day), ratio to min(naive, snaive), interval coverage 80/95 at one day\n"
+    );
+    println!(
+        "| series | points | MASE 1 | MASE 12 | MASE day | worst ratio | cov80 | cov95 | ms/origin | 1 fit+day ms | last choice |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for r in results {
         let mut cells = Vec::new();
@@ -225,11 +297,14 @@ fn report(results: &[SeriesResult], origins: usize, wall: f64) {
     println!("\nper-series MASE of every method (h=1/12/day):");
     for r in results {
         for m in &models {
-            let c: Vec<String> =
-                (0..3).map(|hi| get(r, m, hi).map_or("-".into(), |s| format!("{:.3}", s.mase))).collect();
+            let c: Vec<String> = (0..3)
+                .map(|hi| get(r, m, hi).map_or("-".into(), |s| format!("{:.3}", s.mase)))
+                .collect();
             println!("  {:24} {:24} {}", r.name, m, c.join(" / "));
         }
     }
-    let _ = horizons;
-    println!("\nwall time {wall:.1} s ({} rayon threads)", rayon::current_num_threads());
+    println!(
+        "\nwall time {wall:.1} s ({} rayon threads)",
+        rayon::current_num_threads()
+    );
 }

@@ -108,14 +108,18 @@ impl Artifact {
             column: e.column(),
             message: e.to_string(),
         })?;
-        std::fs::write(path, text + "\n")
-            .map_err(|source| ArtifactError::Io { path: path.to_path_buf(), source })
+        std::fs::write(path, text + "\n").map_err(|source| ArtifactError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     /// Read and check format and version.
     pub fn load(path: &Path) -> Result<Artifact, ArtifactError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ArtifactError::Io { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ArtifactError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Artifact::from_json(path, &text)
     }
 
@@ -136,11 +140,19 @@ impl Artifact {
         let header: Header = serde_json::from_str(text).map_err(json_err)?;
         let format = header.format.unwrap_or_default();
         if format != FORMAT {
-            return Err(ArtifactError::Format { path: path.to_path_buf(), found: format });
+            return Err(ArtifactError::Format {
+                path: path.to_path_buf(),
+                found: format,
+            });
         }
         match header.format_version {
             Some(FORMAT_VERSION) => {}
-            Some(v) => return Err(ArtifactError::Version { path: path.to_path_buf(), found: v }),
+            Some(v) => {
+                return Err(ArtifactError::Version {
+                    path: path.to_path_buf(),
+                    found: v,
+                });
+            }
             None => {
                 return Err(ArtifactError::Json {
                     path: path.to_path_buf(),

@@ -18,7 +18,9 @@ pub fn mase_scale(train: &[f64], season: usize) -> f64 {
         if m == 0 || train.len() <= m {
             return None;
         }
-        let s: f64 = (m..train.len()).map(|t| (train[t] - train[t - m]).abs()).sum();
+        let s: f64 = (m..train.len())
+            .map(|t| (train[t] - train[t - m]).abs())
+            .sum();
         Some(s / (train.len() - m) as f64)
     };
     let v = lag_mae(season.max(1))
@@ -34,7 +36,13 @@ pub fn mase(actual: &[f64], forecast: &[f64], scale: f64) -> f64 {
     if n == 0 {
         return f64::NAN;
     }
-    actual.iter().zip(forecast).map(|(a, f)| (a - f).abs()).sum::<f64>() / n as f64 / scale
+    actual
+        .iter()
+        .zip(forecast)
+        .map(|(a, f)| (a - f).abs())
+        .sum::<f64>()
+        / n as f64
+        / scale
 }
 
 /// Symmetric MAPE in percent: `200/h Σ |a − f| / (|a| + |f|)` (terms with a
@@ -61,7 +69,10 @@ pub fn coverage(actual: &[f64], lower: &[f64], upper: &[f64]) -> f64 {
     if n == 0 {
         return f64::NAN;
     }
-    (0..n).filter(|&i| actual[i] >= lower[i] && actual[i] <= upper[i]).count() as f64 / n as f64
+    (0..n)
+        .filter(|&i| actual[i] >= lower[i] && actual[i] <= upper[i])
+        .count() as f64
+        / n as f64
 }
 
 /// Origins (numbers of training points) for a series of `n` points: `k`
@@ -209,15 +220,27 @@ pub enum BacktestError {
     NoHorizon,
 }
 
+/// A point forecast and, when available, the 80% and 95% bounds (lo80, hi80, lo95, hi95).
+type PointAndBounds = (Vec<f64>, Option<[Vec<f64>; 4]>);
+
 /// Rolling-origin backtest of every method on `y`.
 pub fn run(y: &[f64], cfg: &BacktestConfig) -> Result<BacktestReport, BacktestError> {
     use crate::models::Forecast;
     use crate::select::{FittedAuto, SelectConfig};
-    let max_h = cfg.horizons.iter().copied().max().ok_or(BacktestError::NoHorizon)?;
+    let max_h = cfg
+        .horizons
+        .iter()
+        .copied()
+        .max()
+        .ok_or(BacktestError::NoHorizon)?;
     let needed = max_h + 2 * crate::select::MIN_POINTS;
     let origins = origins(y.len(), cfg.origins, max_h, cfg.test_fraction);
     if y.len() <= needed || origins.is_empty() {
-        return Err(BacktestError::TooShort { n: y.len(), horizon: max_h, needed });
+        return Err(BacktestError::TooShort {
+            n: y.len(),
+            horizon: max_h,
+            needed,
+        });
     }
     let mut acc: Vec<Vec<[f64; 5]>> = vec![vec![[0.0; 5]; cfg.horizons.len()]; cfg.methods.len()];
     let mut counts = vec![vec![0usize; cfg.horizons.len()]; cfg.methods.len()];
@@ -231,7 +254,7 @@ pub fn run(y: &[f64], cfg: &BacktestConfig) -> Result<BacktestReport, BacktestEr
         let scale = mase_scale(train, cfg.scale_season);
         for (mi, method) in cfg.methods.iter().enumerate() {
             let t0 = std::time::Instant::now();
-            let result: Option<(Vec<f64>, Option<[Vec<f64>; 4]>)> = match method {
+            let result: Option<PointAndBounds> = match method {
                 Method::Auto(sc) => FittedAuto::select_and_fit(train, &cfg.seasonality, max_h, sc)
                     .ok()
                     .and_then(|m| {
@@ -241,29 +264,37 @@ pub fn run(y: &[f64], cfg: &BacktestConfig) -> Result<BacktestReport, BacktestEr
                         let (l9, u9) = m.bounds(&f.point, 0.95);
                         Some((f.point.clone(), Some([l8, u8, l9, u9])))
                     }),
-                Method::Single { spec, intervals: true } => {
+                Method::Single {
+                    spec,
+                    intervals: true,
+                } => {
                     let sc = SelectConfig {
                         candidates: Some(vec![spec.clone()]),
                         ensemble: 1,
                         ..SelectConfig::default()
                     };
-                    FittedAuto::select_and_fit(train, &cfg.seasonality, max_h, &sc).ok().and_then(
-                        |m| {
+                    FittedAuto::select_and_fit(train, &cfg.seasonality, max_h, &sc)
+                        .ok()
+                        .and_then(|m| {
                             m.predict_into(max_h, None, &mut f).ok()?;
                             let (l8, u8) = m.bounds(&f.point, 0.8);
                             let (l9, u9) = m.bounds(&f.point, 0.95);
                             Some((f.point.clone(), Some([l8, u8, l9, u9])))
-                        },
-                    )
+                        })
                 }
-                Method::Single { spec, intervals: false } => spec
+                Method::Single {
+                    spec,
+                    intervals: false,
+                } => spec
                     .fit(train)
                     .and_then(|m| m.predict_into(max_h, &mut f))
                     .ok()
                     .map(|()| (f.point.clone(), None)),
             };
             times[mi] += t0.elapsed().as_secs_f64() * 1000.0;
-            let Some((point, bounds)) = result else { continue };
+            let Some((point, bounds)) = result else {
+                continue;
+            };
             if point.len() < max_h || point.iter().any(|v| !v.is_finite()) {
                 continue;
             }
@@ -271,9 +302,10 @@ pub fn run(y: &[f64], cfg: &BacktestConfig) -> Result<BacktestReport, BacktestEr
                 let a = &actual[..h];
                 let p = &point[..h];
                 let (c8, c9) = match &bounds {
-                    Some([l8, u8, l9, u9]) => {
-                        (coverage(a, &l8[..h], &u8[..h]), coverage(a, &l9[..h], &u9[..h]))
-                    }
+                    Some([l8, u8, l9, u9]) => (
+                        coverage(a, &l8[..h], &u8[..h]),
+                        coverage(a, &l9[..h], &u9[..h]),
+                    ),
                     None => (f64::NAN, f64::NAN),
                 };
                 let slot = &mut acc[mi][hi];
@@ -320,7 +352,12 @@ pub fn run(y: &[f64], cfg: &BacktestConfig) -> Result<BacktestReport, BacktestEr
             });
         }
     }
-    Ok(BacktestReport { origins, scores, records, last_choice })
+    Ok(BacktestReport {
+        origins,
+        scores,
+        records,
+        last_choice,
+    })
 }
 
 /// Put a loaded series on its regular grid (the protocol's first step):
@@ -351,6 +388,9 @@ pub mod nan_serde {
 
     /// Read a list of `f64` whose items may be `null` (NaN).
     pub fn vec<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
-        Ok(Vec::<Option<f64>>::deserialize(d)?.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+        Ok(Vec::<Option<f64>>::deserialize(d)?
+            .into_iter()
+            .map(|v| v.unwrap_or(f64::NAN))
+            .collect())
     }
 }

@@ -42,15 +42,24 @@ pub struct Failure {
 impl Failure {
     /// A runtime failure.
     pub fn runtime(error: impl Into<anyhow::Error>) -> Self {
-        Failure { kind: FailureKind::Runtime, error: error.into() }
+        Failure {
+            kind: FailureKind::Runtime,
+            error: error.into(),
+        }
     }
     /// A usage failure.
     pub fn usage(error: impl Into<anyhow::Error>) -> Self {
-        Failure { kind: FailureKind::Usage, error: error.into() }
+        Failure {
+            kind: FailureKind::Usage,
+            error: error.into(),
+        }
     }
     /// An input-data failure.
     pub fn input(error: impl Into<anyhow::Error>) -> Self {
-        Failure { kind: FailureKind::Input, error: error.into() }
+        Failure {
+            kind: FailureKind::Input,
+            error: error.into(),
+        }
     }
     /// A feature that has not landed yet; `issue` is the tracking issue number.
     pub fn not_available(what: &str, issue: u32) -> Self {

@@ -75,12 +75,22 @@ impl Calibration {
             .collect();
         z.sort_by(f64::total_cmp);
         let quantiles = if z.len() >= 8 {
-            QUANTILE_GRID.iter().map(|&p| quantile_sorted(&z, p)).collect()
+            QUANTILE_GRID
+                .iter()
+                .map(|&p| quantile_sorted(&z, p))
+                .collect()
         } else {
             // Too few errors for empirical tails: Gaussian quantiles, widened.
-            QUANTILE_GRID.iter().map(|&p| 1.5 * normal_quantile(p)).collect()
+            QUANTILE_GRID
+                .iter()
+                .map(|&p| 1.5 * normal_quantile(p))
+                .collect()
         };
-        Calibration { sigma, quantiles, errors: z.len() }
+        Calibration {
+            sigma,
+            quantiles,
+            errors: z.len(),
+        }
     }
 
     /// Standardised quantile at probability `p`, interpolated on the grid
@@ -91,7 +101,8 @@ impl Calibration {
             return self.quantiles[0] * normal_quantile(p) / normal_quantile(g[0]);
         }
         if p >= g[g.len() - 1] {
-            return self.quantiles[g.len() - 1] * normal_quantile(p) / normal_quantile(g[g.len() - 1]);
+            return self.quantiles[g.len() - 1] * normal_quantile(p)
+                / normal_quantile(g[g.len() - 1]);
         }
         let i = g.iter().position(|&q| q >= p).unwrap_or(g.len() - 1).max(1);
         let w = (p - g[i - 1]) / (g[i] - g[i - 1]);
@@ -113,14 +124,35 @@ impl Calibration {
 /// Standard normal quantile (Acklam's rational approximation, |error| < 1.2e-9).
 pub fn normal_quantile(p: f64) -> f64 {
     let p = p.clamp(1e-12, 1.0 - 1e-12);
-    const A: [f64; 6] = [-3.969683028665376e1, 2.209460984245205e2, -2.759285104469687e2,
-        1.383577518672690e2, -3.066479806614716e1, 2.506628277459239];
-    const B: [f64; 5] = [-5.447609879822406e1, 1.615858368580409e2, -1.556989798598866e2,
-        6.680131188771972e1, -1.328068155288572e1];
-    const C: [f64; 6] = [-7.784894002430293e-3, -3.223964580411365e-1, -2.400758277161838,
-        -2.549732539343734, 4.374664141464968, 2.938163982698783];
-    const D: [f64; 4] = [7.784695709041462e-3, 3.224671290700398e-1, 2.445134137142996,
-        3.754408661907416];
+    const A: [f64; 6] = [
+        -3.969683028665376e1,
+        2.209460984245205e2,
+        -2.759285104469687e2,
+        1.383_577_518_672_69e2,
+        -3.066479806614716e1,
+        2.506628277459239,
+    ];
+    const B: [f64; 5] = [
+        -5.447609879822406e1,
+        1.615858368580409e2,
+        -1.556989798598866e2,
+        6.680131188771972e1,
+        -1.328068155288572e1,
+    ];
+    const C: [f64; 6] = [
+        -7.784894002430293e-3,
+        -3.223964580411365e-1,
+        -2.400758277161838,
+        -2.549732539343734,
+        4.374664141464968,
+        2.938163982698783,
+    ];
+    const D: [f64; 4] = [
+        7.784695709041462e-3,
+        3.224671290700398e-1,
+        2.445134137142996,
+        3.754408661907416,
+    ];
     let pl = 0.02425;
     if p < pl {
         let q = (-2.0 * p.ln()).sqrt();

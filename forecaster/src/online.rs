@@ -47,7 +47,12 @@ impl Default for OnlineConfig {
             level: 0.9,
             detect_season: true,
             season: None,
-            select: SelectConfig { origins: 3, max_train: 4032, ensemble: 2, candidates: None },
+            select: SelectConfig {
+                origins: 3,
+                max_train: 4032,
+                ensemble: 2,
+                candidates: None,
+            },
         }
     }
 }
@@ -143,7 +148,11 @@ impl OnlineForecaster {
 
     fn seasonality(&self, y: &[f64]) -> Seasonality {
         if let Some(p) = self.cfg.season.filter(|&p| p > 1) {
-            let periods = if y.len() >= 2 * p { vec![p] } else { Vec::new() };
+            let periods = if y.len() >= 2 * p {
+                vec![p]
+            } else {
+                Vec::new()
+            };
             return Seasonality { periods, day: None };
         }
         if self.cfg.detect_season {
@@ -164,7 +173,10 @@ impl OnlineForecaster {
         }
         let reselect = self.selection.is_none()
             || self.since_select >= self.cfg.reselect_every
-            || self.selection.as_ref().is_some_and(|s| s.validation_horizon < horizon.min(12));
+            || self
+                .selection
+                .as_ref()
+                .is_some_and(|s| s.validation_horizon < horizon.min(12));
         if reselect {
             let seas = self.seasonality(y);
             match select(y, &seas, horizon.max(12), &self.cfg.select) {
@@ -177,7 +189,9 @@ impl OnlineForecaster {
             }
         }
         if self.fitted.is_none() || self.since_fit > 0 {
-            let Some(sel) = self.selection.clone() else { return false };
+            let Some(sel) = self.selection.clone() else {
+                return false;
+            };
             match FittedAuto::fit(y, sel) {
                 Ok(f) => {
                     self.fitted = Some(f);
@@ -211,11 +225,11 @@ impl DemandForecaster for OnlineForecaster {
             None => self.open = Some((idx, demand_rps, 1)),
         }
         // An observation at the very end of its bucket completes it.
-        if let Some((open_idx, sum, count)) = self.open {
-            if (open_idx as f64 * self.cfg.step_s - t).abs() < 1e-6 * self.cfg.step_s.max(1.0) {
-                self.close(open_idx, sum / count as f64);
-                self.open = None;
-            }
+        if let Some((open_idx, sum, count)) = self.open
+            && (open_idx as f64 * self.cfg.step_s - t).abs() < 1e-6 * self.cfg.step_s.max(1.0)
+        {
+            self.close(open_idx, sum / count as f64);
+            self.open = None;
         }
     }
 
@@ -224,16 +238,23 @@ impl DemandForecaster for OnlineForecaster {
         if horizon == 0 || !now.is_finite() {
             return false;
         }
-        let Some(last) = self.last_bucket else { return false };
+        let Some(last) = self.last_bucket else {
+            return false;
+        };
         if !self.refresh(horizon) {
             return false;
         }
-        let Some(fitted) = &self.fitted else { return false };
+        let Some(fitted) = &self.fitted else {
+            return false;
+        };
         // Steps between the end of the last closed bucket and `now`.
         let last_end = last as f64 * self.cfg.step_s;
         let skip = ((now - last_end) / self.cfg.step_s + 1e-9).floor().max(0.0) as usize;
         let skip = skip.min(self.cfg.max_history);
-        if fitted.predict_into(skip + horizon, Some(self.cfg.level), &mut self.scratch).is_err() {
+        if fitted
+            .predict_into(skip + horizon, Some(self.cfg.level), &mut self.scratch)
+            .is_err()
+        {
             return false;
         }
         out.issued_at = now;

@@ -168,7 +168,11 @@ impl SeasonalIndices {
         if counts.contains(&0) {
             return None;
         }
-        let mut indices: Vec<f64> = sums.iter().zip(&counts).map(|(s, &c)| s / c as f64).collect();
+        let mut indices: Vec<f64> = sums
+            .iter()
+            .zip(&counts)
+            .map(|(s, &c)| s / c as f64)
+            .collect();
         let mean = indices.iter().sum::<f64>() / m as f64;
         if multiplicative {
             if mean <= 0.0 {
@@ -181,7 +185,10 @@ impl SeasonalIndices {
         } else {
             indices.iter_mut().for_each(|v| *v -= mean);
         }
-        Some(SeasonalIndices { indices, multiplicative })
+        Some(SeasonalIndices {
+            indices,
+            multiplicative,
+        })
     }
 
     /// Season length.
@@ -203,6 +210,9 @@ impl SeasonalIndices {
 
     /// The seasonally adjusted series.
     pub fn adjust_all(&self, y: &[f64]) -> Vec<f64> {
-        y.iter().enumerate().map(|(t, &v)| self.adjust(t, v)).collect()
+        y.iter()
+            .enumerate()
+            .map(|(t, &v)| self.adjust(t, v))
+            .collect()
     }
 }

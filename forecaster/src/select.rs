@@ -37,7 +37,12 @@ pub struct SelectConfig {
 
 impl Default for SelectConfig {
     fn default() -> Self {
-        SelectConfig { origins: 5, max_train: 4032, ensemble: 3, candidates: None }
+        SelectConfig {
+            origins: 5,
+            max_train: 4032,
+            ensemble: 3,
+            candidates: None,
+        }
     }
 }
 
@@ -65,12 +70,25 @@ pub fn default_candidates(seas: &Seasonality, n: usize) -> Vec<ModelSpec> {
         v.push(ModelSpec::SeasonalNaive { period: p });
     }
     if n >= 10 {
-        v.push(ModelSpec::Theta { period: p, theta: 2.0 });
-        v.push(ModelSpec::Theta { period: p, theta: 1.0 });
+        v.push(ModelSpec::Theta {
+            period: p,
+            theta: 2.0,
+        });
+        v.push(ModelSpec::Theta {
+            period: p,
+            theta: 1.0,
+        });
         v.push(ModelSpec::Ets { period: p });
     }
-    let usable: Vec<usize> = seas.periods.iter().copied().filter(|&q| n > 2 * q + 1).collect();
-    if !usable.is_empty() {
+    let usable: Vec<usize> = seas
+        .periods
+        .iter()
+        .copied()
+        .filter(|&q| n > 2 * q + 1)
+        .collect();
+    // MSTL earns its cost with several seasons (daily + weekly); with one, the
+    // deseasonalised ETS and Theta cover the same ground for a fraction of it.
+    if usable.len() >= 2 {
         v.push(ModelSpec::Mstl { periods: usable });
     }
     let mut lags = vec![1, 2, 3];
@@ -142,7 +160,10 @@ pub struct Selection {
 impl Selection {
     /// The band that covers 1-based step `s`.
     pub fn band_for(&self, s: usize) -> Option<&Band> {
-        self.bands.iter().find(|b| s >= b.from && s <= b.to).or(self.bands.last())
+        self.bands
+            .iter()
+            .find(|b| s >= b.from && s <= b.to)
+            .or(self.bands.last())
     }
 
     /// Human-readable summary of the choice, e.g. `1: theta | 2-12: theta+ets | 13-288: mstl_ets`.
@@ -151,8 +172,11 @@ impl Selection {
             .iter()
             .map(|b| {
                 let names: Vec<String> = b.members.iter().map(|&i| self.specs[i].name()).collect();
-                let range =
-                    if b.from == b.to { b.from.to_string() } else { format!("{}-{}", b.from, b.to) };
+                let range = if b.from == b.to {
+                    b.from.to_string()
+                } else {
+                    format!("{}-{}", b.from, b.to)
+                };
                 format!("{range}: {}", names.join("+"))
             })
             .collect::<Vec<_>>()
@@ -161,7 +185,11 @@ impl Selection {
 }
 
 fn tail(y: &[f64], max_train: usize) -> &[f64] {
-    if max_train > 0 && y.len() > max_train { &y[y.len() - max_train..] } else { y }
+    if max_train > 0 && y.len() > max_train {
+        &y[y.len() - max_train..]
+    } else {
+        y
+    }
 }
 
 fn band_edges(h: usize) -> Vec<(usize, usize)> {
@@ -184,17 +212,25 @@ pub fn select(
 ) -> Result<Selection, SelectError> {
     let n = y.len();
     if n < MIN_POINTS {
-        return Err(SelectError::TooShort { got: n, needed: MIN_POINTS });
+        return Err(SelectError::TooShort {
+            got: n,
+            needed: MIN_POINTS,
+        });
     }
     check_finite(y)?;
-    let specs = cfg.candidates.clone().unwrap_or_else(|| default_candidates(seas, n));
+    let specs = cfg
+        .candidates
+        .clone()
+        .unwrap_or_else(|| default_candidates(seas, n));
     let p = seas.season();
     let h_sel = horizon.max(1).min(p.max(12)).min((n / 3).max(1));
     let stride = (h_sel / 2).max(3);
     let min_train = (n / 3).max(2);
     let mut origins = Vec::new();
     for j in 0..cfg.origins.max(1) {
-        let Some(o) = (n - h_sel).checked_sub(j * stride) else { break };
+        let Some(o) = (n - h_sel).checked_sub(j * stride) else {
+            break;
+        };
         if o < min_train {
             break;
         }
@@ -213,10 +249,15 @@ pub fn select(
         let mut per_origin = Vec::with_capacity(origins.len());
         let mut failure = None;
         for &o in &origins {
-            let res = spec.fit(tail(&y[..o], cfg.max_train)).and_then(|m| m.predict_into(h_sel, &mut buf));
+            let res = spec
+                .fit(tail(&y[..o], cfg.max_train))
+                .and_then(|m| m.predict_into(h_sel, &mut buf));
             match res {
-                Ok(()) if buf.point.iter().all(|v| v.is_finite()) => per_origin
-                    .push((0..h_sel).map(|s| y[o + s] - buf.point[s]).collect::<Vec<f64>>()),
+                Ok(()) if buf.point.iter().all(|v| v.is_finite()) => per_origin.push(
+                    (0..h_sel)
+                        .map(|s| y[o + s] - buf.point[s])
+                        .collect::<Vec<f64>>(),
+                ),
                 Ok(()) => {
                     failure = Some(format!("non-finite forecast at origin {o}"));
                     break;
@@ -251,11 +292,21 @@ pub fn select(
                 count += 1;
             }
         }
-        if count == 0 { f64::NAN } else { total / count as f64 }
+        if count == 0 {
+            f64::NAN
+        } else {
+            total / count as f64
+        }
     };
     // The one-step band is scored on steps 1..=3 (three times the errors for
     // the noisiest decision).
-    let scored_range = |a: usize, b: usize| if a == 1 && b == 1 { (1, h_sel.min(3)) } else { (a, b) };
+    let scored_range = |a: usize, b: usize| {
+        if a == 1 && b == 1 {
+            (1, h_sel.min(3))
+        } else {
+            (a, b)
+        }
+    };
 
     let ok: Vec<usize> = (0..specs.len()).filter(|&c| errors[c].is_some()).collect();
     let mut scores = Vec::with_capacity(specs.len());
@@ -264,10 +315,18 @@ pub fn select(
             .iter()
             .map(|&(a, b)| {
                 let (a, b) = scored_range(a, b);
-                if errors[c].is_some() { score(&[c], a, b) } else { f64::NAN }
+                if errors[c].is_some() {
+                    score(&[c], a, b)
+                } else {
+                    f64::NAN
+                }
             })
             .collect();
-        scores.push(CandidateScore { model: spec.name(), band_scores, error: failures[c].clone() });
+        scores.push(CandidateScore {
+            model: spec.name(),
+            band_scores,
+            error: failures[c].clone(),
+        });
     }
 
     let mut bands = Vec::with_capacity(edges.len());
@@ -284,7 +343,12 @@ pub fn select(
             }
         }
         if let Some((members, sc)) = best {
-            bands.push(Band { from: a, to: b, members, score: sc });
+            bands.push(Band {
+                from: a,
+                to: b,
+                members,
+                score: sc,
+            });
         }
     }
     let mut specs = specs;
@@ -297,13 +361,21 @@ pub fn select(
                 specs.len() - 1
             }
         };
-        bands.push(Band { from: 1, to: h_sel, members: vec![idx], score: f64::NAN });
+        bands.push(Band {
+            from: 1,
+            to: h_sel,
+            members: vec![idx],
+            score: f64::NAN,
+        });
     }
 
     // Calibrate intervals on the chosen combination's raw errors per step.
     let mut step_errors: Vec<Vec<f64>> = vec![Vec::with_capacity(origins.len()); h_sel];
     for (s, errs) in step_errors.iter_mut().enumerate() {
-        let band = bands.iter().find(|b| s + 1 >= b.from && s + 1 <= b.to).or(bands.last());
+        let band = bands
+            .iter()
+            .find(|b| s + 1 >= b.from && s < b.to)
+            .or(bands.last());
         let Some(band) = band else { continue };
         for oi in 0..origins.len() {
             let e = band
@@ -345,7 +417,9 @@ pub struct FittedAuto {
 
 impl std::fmt::Debug for FittedAuto {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FittedAuto").field("selection", &self.selection.describe()).finish()
+        f.debug_struct("FittedAuto")
+            .field("selection", &self.selection.describe())
+            .finish()
     }
 }
 
@@ -355,13 +429,20 @@ impl FittedAuto {
     /// on `y` is dropped from its band; an emptied band falls back to naive.
     pub fn fit(y: &[f64], mut selection: Selection) -> Result<FittedAuto, SelectError> {
         if y.len() < MIN_POINTS {
-            return Err(SelectError::TooShort { got: y.len(), needed: MIN_POINTS });
+            return Err(SelectError::TooShort {
+                got: y.len(),
+                needed: MIN_POINTS,
+            });
         }
         check_finite(y)?;
         let train = tail(y, selection.max_train);
-        let mut fitted: Vec<Option<BoxedFitted>> = (0..selection.specs.len()).map(|_| None).collect();
-        let mut needed: Vec<usize> =
-            selection.bands.iter().flat_map(|b| b.members.iter().copied()).collect();
+        let mut fitted: Vec<Option<BoxedFitted>> =
+            (0..selection.specs.len()).map(|_| None).collect();
+        let mut needed: Vec<usize> = selection
+            .bands
+            .iter()
+            .flat_map(|b| b.members.iter().copied())
+            .collect();
         needed.sort_unstable();
         needed.dedup();
         for i in needed {
@@ -371,7 +452,8 @@ impl FittedAuto {
         }
         let mut naive_idx = None;
         for band in &mut selection.bands {
-            band.members.retain(|&i| fitted.get(i).is_some_and(Option::is_some));
+            band.members
+                .retain(|&i| fitted.get(i).is_some_and(Option::is_some));
             if band.members.is_empty() {
                 let idx = match naive_idx {
                     Some(i) => i,
@@ -450,15 +532,27 @@ impl FittedAuto {
             let Some(band) = self.selection.band_for(s) else {
                 return Err(ModelError::Invalid("selection has no bands".into()));
             };
-            let v = band.members.iter().map(|&i| member_points[i][s - 1]).sum::<f64>()
+            let v = band
+                .members
+                .iter()
+                .map(|&i| member_points[i][s - 1])
+                .sum::<f64>()
                 / band.members.len() as f64;
-            out.point.push(if self.selection.nonnegative { v.max(0.0) } else { v });
+            out.point.push(if self.selection.nonnegative {
+                v.max(0.0)
+            } else {
+                v
+            });
         }
         if let Some(level) = level {
             out.level = Some(level);
             for (s, &pt) in out.point.iter().enumerate() {
                 let (lo, hi) = self.selection.calibration.bounds(s + 1, pt, level);
-                out.lower.push(if self.selection.nonnegative { lo.max(0.0) } else { lo });
+                out.lower.push(if self.selection.nonnegative {
+                    lo.max(0.0)
+                } else {
+                    lo
+                });
                 out.upper.push(hi);
             }
         }
@@ -472,7 +566,11 @@ impl FittedAuto {
         let mut hi = Vec::with_capacity(point.len());
         for (s, &pt) in point.iter().enumerate() {
             let (l, h) = self.selection.calibration.bounds(s + 1, pt, level);
-            lo.push(if self.selection.nonnegative { l.max(0.0) } else { l });
+            lo.push(if self.selection.nonnegative {
+                l.max(0.0)
+            } else {
+                l
+            });
             hi.push(h);
         }
         (lo, hi)

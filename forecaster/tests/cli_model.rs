@@ -4,14 +4,18 @@
 
 use std::path::Path;
 
-use aya_forecaster::cli::{BacktestArgs, ForecastArgs, TrainArgs, run_backtest, run_forecast, run_train};
+use aya_forecaster::cli::{
+    BacktestArgs, ForecastArgs, TrainArgs, run_backtest, run_forecast, run_train,
+};
 use aya_forecaster::cli_support::exit;
 use aya_forecaster::data::parse_timestamp;
 use clap::{Args, FromArgMatches};
 
 fn parse<A: Args + FromArgMatches>(argv: &[&str]) -> A {
     let cmd = A::augment_args(clap::Command::new("aya"));
-    let m = cmd.try_get_matches_from(std::iter::once("aya").chain(argv.iter().copied())).unwrap();
+    let m = cmd
+        .try_get_matches_from(std::iter::once("aya").chain(argv.iter().copied()))
+        .unwrap();
     A::from_arg_matches(&m).unwrap()
 }
 
@@ -35,8 +39,14 @@ fn forecast_trains_on_the_input_and_writes_the_contract_columns() {
     let output = dir.path().join("f.csv");
     write_series(&input, 288 * 3);
     let args: ForecastArgs = parse(&[
-        "--input", input.to_str().unwrap(), "--horizon", "24", "--output", output.to_str().unwrap(),
-        "--level", "0.8",
+        "--input",
+        input.to_str().unwrap(),
+        "--horizon",
+        "24",
+        "--output",
+        output.to_str().unwrap(),
+        "--level",
+        "0.8",
     ]);
     run_forecast(&args).unwrap();
     let text = std::fs::read_to_string(&output).unwrap();
@@ -48,9 +58,18 @@ fn forecast_trains_on_the_input_and_writes_the_contract_columns() {
     let last_input = (start + 300 * (288 * 3 - 1)) * 1000;
     for (i, r) in rows.iter().enumerate() {
         assert_eq!(r.len(), 5);
-        assert_eq!(parse_timestamp(r[0]).unwrap(), last_input + 300_000 * (i as i64 + 1), "{}", r[0]);
+        assert_eq!(
+            parse_timestamp(r[0]).unwrap(),
+            last_input + 300_000 * (i as i64 + 1),
+            "{}",
+            r[0]
+        );
         assert!(r[0].ends_with('Z'), "RFC 3339 UTC: {}", r[0]);
-        let (y, lo, hi): (f64, f64, f64) = (r[1].parse().unwrap(), r[2].parse().unwrap(), r[3].parse().unwrap());
+        let (y, lo, hi): (f64, f64, f64) = (
+            r[1].parse().unwrap(),
+            r[2].parse().unwrap(),
+            r[3].parse().unwrap(),
+        );
         assert!(lo <= y && y <= hi, "row {i}: {lo} {y} {hi}");
         assert_eq!(r[4], "0.8");
         // The daily cycle continues.
@@ -66,28 +85,56 @@ fn train_then_forecast_from_the_saved_model() {
     let model = dir.path().join("model.json");
     let output = dir.path().join("f.csv");
     write_series(&input, 288 * 3);
-    let args: TrainArgs = parse(&["--input", input.to_str().unwrap(), "--output", model.to_str().unwrap()]);
+    let args: TrainArgs = parse(&[
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        model.to_str().unwrap(),
+    ]);
     run_train(&args).unwrap();
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&model).unwrap()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&model).unwrap()).unwrap();
     assert_eq!(json["format"], "aya-forecaster-model");
     assert_eq!(json["format_version"], 1);
     assert_eq!(json["training"]["points"], 288 * 3);
     assert_eq!(json["training"]["interval_ms"], 300_000);
-    assert!(json["chosen"].as_str().unwrap().contains("13-288"), "{}", json["chosen"]);
-    assert!(json["selection"]["calibration"]["sigma"].as_array().unwrap().len() >= 12);
+    assert!(
+        json["chosen"].as_str().unwrap().contains("13-288"),
+        "{}",
+        json["chosen"]
+    );
+    assert!(
+        json["selection"]["calibration"]["sigma"]
+            .as_array()
+            .unwrap()
+            .len()
+            >= 12
+    );
     assert!(json["backtest"].as_array().is_some_and(|b| !b.is_empty()));
 
     let args: ForecastArgs = parse(&[
-        "-i", input.to_str().unwrap(), "--horizon", "5", "-o", output.to_str().unwrap(),
-        "--model", model.to_str().unwrap(),
+        "-i",
+        input.to_str().unwrap(),
+        "--horizon",
+        "5",
+        "-o",
+        output.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
     ]);
     run_forecast(&args).unwrap();
     assert_eq!(std::fs::read_to_string(&output).unwrap().lines().count(), 6);
 
     // A file that is not a model is bad input (exit 3) naming the file.
     let args: ForecastArgs = parse(&[
-        "-i", input.to_str().unwrap(), "--horizon", "5", "-o", output.to_str().unwrap(),
-        "--model", input.to_str().unwrap(),
+        "-i",
+        input.to_str().unwrap(),
+        "--horizon",
+        "5",
+        "-o",
+        output.to_str().unwrap(),
+        "--model",
+        input.to_str().unwrap(),
     ]);
     let err = run_forecast(&args).unwrap_err();
     assert_eq!(err.exit_code(), exit::INPUT);
@@ -100,25 +147,52 @@ fn short_series_degrade_gracefully_and_too_short_ones_fail_with_exit_3() {
     let input = dir.path().join("short.csv");
     let output = dir.path().join("f.csv");
     std::fs::write(&input, "timestamp,value\n2024-01-01T00:00:00Z,5\n2024-01-01T00:01:00Z,6\n2024-01-01T00:02:00Z,8\n2024-01-01T00:03:00Z,7\n").unwrap();
-    let args: ForecastArgs =
-        parse(&["-i", input.to_str().unwrap(), "--horizon", "3", "-o", output.to_str().unwrap()]);
+    let args: ForecastArgs = parse(&[
+        "-i",
+        input.to_str().unwrap(),
+        "--horizon",
+        "3",
+        "-o",
+        output.to_str().unwrap(),
+    ]);
     run_forecast(&args).unwrap();
     let text = std::fs::read_to_string(&output).unwrap();
-    assert_eq!(text.lines().nth(1).unwrap().split(',').next(), Some("2024-01-01T00:04:00Z"));
+    assert_eq!(
+        text.lines().nth(1).unwrap().split(',').next(),
+        Some("2024-01-01T00:04:00Z")
+    );
 
-    std::fs::write(&input, "timestamp,value\n2024-01-01T00:00:00Z,5\n2024-01-01T00:01:00Z,6\n").unwrap();
+    std::fs::write(
+        &input,
+        "timestamp,value\n2024-01-01T00:00:00Z,5\n2024-01-01T00:01:00Z,6\n",
+    )
+    .unwrap();
     let err = run_forecast(&args).unwrap_err();
     assert_eq!(err.exit_code(), exit::INPUT);
-    assert!(err.to_string().contains("short.csv") && err.to_string().contains("at least 3"), "{err}");
+    assert!(
+        err.to_string().contains("short.csv") && err.to_string().contains("at least 3"),
+        "{err}"
+    );
 
     // Malformed CSV: the data layer's error, exit 3.
-    std::fs::write(&input, "timestamp,value\n2024-01-01T00:00:00Z,5\nnot a time,6\n2024-01-01T00:02:00Z,7\n").unwrap();
+    std::fs::write(
+        &input,
+        "timestamp,value\n2024-01-01T00:00:00Z,5\nnot a time,6\n2024-01-01T00:02:00Z,7\n",
+    )
+    .unwrap();
     let err = run_forecast(&args).unwrap_err();
     assert_eq!(err.exit_code(), exit::INPUT, "{err}");
 
     // Bad flags are usage errors.
     let args: ForecastArgs = parse(&[
-        "-i", input.to_str().unwrap(), "--horizon", "3", "-o", output.to_str().unwrap(), "--level", "1.5",
+        "-i",
+        input.to_str().unwrap(),
+        "--horizon",
+        "3",
+        "-o",
+        output.to_str().unwrap(),
+        "--level",
+        "1.5",
     ]);
     assert_eq!(run_forecast(&args).unwrap_err().exit_code(), exit::USAGE);
 }
@@ -130,26 +204,53 @@ fn backtest_scores_every_model_and_writes_its_forecasts() {
     let out = dir.path().join("bt.csv");
     write_series(&input, 288 * 6);
     let args: BacktestArgs = parse(&[
-        "--input", input.to_str().unwrap(), "--horizons", "1,12,season", "--origins", "3",
-        "--forecasts-out", out.to_str().unwrap(), "--json",
+        "--input",
+        input.to_str().unwrap(),
+        "--horizons",
+        "1,12,season",
+        "--origins",
+        "3",
+        "--forecasts-out",
+        out.to_str().unwrap(),
+        "--json",
     ]);
     run_backtest(&args).unwrap();
     let text = std::fs::read_to_string(&out).unwrap();
     let header = text.lines().next().unwrap();
-    assert!(header.starts_with("model,origin,origin_timestamp,step,timestamp,actual,yhat"), "{header}");
+    assert!(
+        header.starts_with("model,origin,origin_timestamp,step,timestamp,actual,yhat"),
+        "{header}"
+    );
     // 3 origins x 288 steps for the automatic method alone.
-    assert_eq!(text.lines().filter(|l| l.starts_with("aya_auto,")).count(), 3 * 288);
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("aya_auto,")).count(),
+        3 * 288
+    );
     assert!(text.lines().any(|l| l.starts_with("seasonal_naive,")));
 
     let args: BacktestArgs = parse(&[
-        "--input", input.to_str().unwrap(), "--horizons", "1,banana", "--origins", "3",
+        "--input",
+        input.to_str().unwrap(),
+        "--horizons",
+        "1,banana",
+        "--origins",
+        "3",
     ]);
     assert_eq!(run_backtest(&args).unwrap_err().exit_code(), exit::USAGE);
 
     std::fs::write(&input, "timestamp,value\n2024-01-01T00:00:00Z,5\n2024-01-01T00:01:00Z,6\n2024-01-01T00:02:00Z,8\n2024-01-01T00:03:00Z,7\n").unwrap();
-    let args: BacktestArgs =
-        parse(&["--input", input.to_str().unwrap(), "--horizons", "12", "--origins", "3"]);
+    let args: BacktestArgs = parse(&[
+        "--input",
+        input.to_str().unwrap(),
+        "--horizons",
+        "12",
+        "--origins",
+        "3",
+    ]);
     let err = run_backtest(&args).unwrap_err();
     assert_eq!(err.exit_code(), exit::INPUT);
-    assert!(err.to_string().contains("too short for a backtest"), "{err}");
+    assert!(
+        err.to_string().contains("too short for a backtest"),
+        "{err}"
+    );
 }

@@ -36,7 +36,11 @@ fn daily(n: usize, period: usize, seed: u64) -> Vec<f64> {
 fn seasonal_naive_is_exact_on_a_periodic_series() {
     let pattern = [3.0, 7.0, 1.0, 9.0, 4.0];
     let y: Vec<f64> = (0..23).map(|t| pattern[t % 5]).collect();
-    let f = SeasonalNaive { period: 5 }.fit(&y).unwrap().predict(12).unwrap();
+    let f = SeasonalNaive { period: 5 }
+        .fit(&y)
+        .unwrap()
+        .predict(12)
+        .unwrap();
     let expected: Vec<f64> = (23..35).map(|t| pattern[t % 5]).collect();
     assert_eq!(f.point, expected);
 }
@@ -54,8 +58,17 @@ fn theta_as_ses_recovers_the_smoothing_parameter_of_a_local_level_process() {
             v
         })
         .collect();
-    let fitted = Theta { period: 1, theta: 1.0 }.fit(&y).unwrap();
-    assert!((fitted.alpha() - 0.3).abs() < 0.05, "alpha {}", fitted.alpha());
+    let fitted = Theta {
+        period: 1,
+        theta: 1.0,
+    }
+    .fit(&y)
+    .unwrap();
+    assert!(
+        (fitted.alpha() - 0.3).abs() < 0.05,
+        "alpha {}",
+        fitted.alpha()
+    );
     // SES forecasts are flat at the final level.
     let f = fitted.predict(3).unwrap();
     assert!((f.point[0] - f.point[2]).abs() < 1e-9);
@@ -67,22 +80,33 @@ fn theta_extrapolates_half_the_linear_trend_and_restores_the_season() {
     let period = 24;
     let y: Vec<f64> = (0..24 * 20)
         .map(|t| {
-            let s = 1.0 + 0.3 * (2.0 * std::f64::consts::PI * (t % period) as f64 / period as f64).sin();
+            let s = 1.0
+                + 0.3 * (2.0 * std::f64::consts::PI * (t % period) as f64 / period as f64).sin();
             (200.0 + 0.5 * t as f64) * s
         })
         .collect();
     let fitted = Theta { period, theta: 2.0 }.fit(&y).unwrap();
     assert!(fitted.seasonal());
-    assert!((fitted.slope() - 0.5).abs() < 0.05, "slope {}", fitted.slope());
+    assert!(
+        (fitted.slope() - 0.5).abs() < 0.05,
+        "slope {}",
+        fitted.slope()
+    );
     let f = fitted.predict(period).unwrap();
     let truth: Vec<f64> = (y.len()..y.len() + period)
         .map(|t| {
-            let s = 1.0 + 0.3 * (2.0 * std::f64::consts::PI * (t % period) as f64 / period as f64).sin();
+            let s = 1.0
+                + 0.3 * (2.0 * std::f64::consts::PI * (t % period) as f64 / period as f64).sin();
             (200.0 + 0.5 * t as f64) * s
         })
         .collect();
-    let mape: f64 =
-        f.point.iter().zip(&truth).map(|(a, b)| ((a - b) / b).abs()).sum::<f64>() / period as f64;
+    let mape: f64 = f
+        .point
+        .iter()
+        .zip(&truth)
+        .map(|(a, b)| ((a - b) / b).abs())
+        .sum::<f64>()
+        / period as f64;
     assert!(mape < 0.03, "MAPE {mape}");
 }
 
@@ -107,7 +131,12 @@ fn ets_on_seasonally_adjusted_data_tracks_trend_and_season() {
     };
     let y: Vec<f64> = (0..24 * 15).map(|t| truth(t) + e[t]).collect();
     let f = Ets { period }.fit(&y).unwrap().predict(period).unwrap();
-    let mae = f.point.iter().enumerate().map(|(h, v)| (v - truth(y.len() + h)).abs()).sum::<f64>()
+    let mae = f
+        .point
+        .iter()
+        .enumerate()
+        .map(|(h, v)| (v - truth(y.len() + h)).abs())
+        .sum::<f64>()
         / period as f64;
     assert!(mae < 1.5, "MAE {mae}");
 }
@@ -122,9 +151,20 @@ fn mstl_handles_two_seasons() {
     };
     let e = noise(84 * 8, 0.3, 11);
     let y: Vec<f64> = (0..84 * 8).map(|t| truth(t) + e[t]).collect();
-    let f = Mstl { periods: vec![p1, p2] }.fit(&y).unwrap().predict(p2).unwrap();
-    let mae =
-        f.point.iter().enumerate().map(|(h, v)| (v - truth(y.len() + h)).abs()).sum::<f64>() / p2 as f64;
+    let f = Mstl {
+        periods: vec![p1, p2],
+    }
+    .fit(&y)
+    .unwrap()
+    .predict(p2)
+    .unwrap();
+    let mae = f
+        .point
+        .iter()
+        .enumerate()
+        .map(|(h, v)| (v - truth(y.len() + h)).abs())
+        .sum::<f64>()
+        / p2 as f64;
     assert!(mae < 1.0, "MAE {mae}");
 }
 
@@ -158,7 +198,11 @@ fn exogenous_linear_regression_recovers_coefficients() {
     let x1: Vec<f64> = (0..100).map(|t| (t as f64 * 0.37).sin() * 10.0).collect();
     let x2: Vec<f64> = (0..100).map(|t| (t % 7) as f64).collect();
     let y: Vec<f64> = (0..100).map(|t| 2.0 + 3.0 * x1[t] - x2[t]).collect();
-    let spec = ExogRegression { period: 1, fourier: 0, estimator: Estimator::Linear };
+    let spec = ExogRegression {
+        period: 1,
+        fourier: 0,
+        estimator: Estimator::Linear,
+    };
     let fitted = spec.fit(&y, &[x1.clone(), x2.clone()]).unwrap();
     let (b0, b) = fitted.coefficients().unwrap();
     assert!((b0 - 2.0).abs() < 1e-6 && (b[0] - 3.0).abs() < 1e-6 && (b[1] + 1.0).abs() < 1e-6);
@@ -177,7 +221,11 @@ fn random_forest_learns_a_saturating_relation() {
     let spec = ExogRegression {
         period: 1,
         fourier: 0,
-        estimator: Estimator::RandomForest { trees: 20, max_depth: 8, seed: 1 },
+        estimator: Estimator::RandomForest {
+            trees: 20,
+            max_depth: 8,
+            seed: 1,
+        },
     };
     let fitted = spec.fit(&y, &[x]).unwrap();
     let p = fitted.predict(&[vec![10.0, 90.0]], 0).unwrap();
@@ -224,8 +272,16 @@ fn intervals_cover_near_nominal_on_white_noise() {
     };
     let rep = backtest::run(&y, &cfg).unwrap();
     let s12 = rep.scores.iter().find(|s| s.horizon == 12).unwrap();
-    assert!((0.65..=0.95).contains(&s12.coverage80), "80%: {}", s12.coverage80);
-    assert!((0.85..=1.0).contains(&s12.coverage95), "95%: {}", s12.coverage95);
+    assert!(
+        (0.65..=0.95).contains(&s12.coverage80),
+        "80%: {}",
+        s12.coverage80
+    );
+    assert!(
+        (0.85..=1.0).contains(&s12.coverage95),
+        "95%: {}",
+        s12.coverage95
+    );
     // The mean wins over naive on white noise.
     assert!(rep.last_choice.unwrap().contains("mean"));
 }
@@ -235,14 +291,22 @@ fn calibration_widens_with_the_horizon_and_matches_gaussian_errors() {
     // Gaussian errors whose spread grows slowly with the step (sd = 1 + 0.05 s).
     let e = noise(40_000, 1.0, 4);
     let errors: Vec<Vec<f64>> = (0..20)
-        .map(|s| e[s * 2000..(s + 1) * 2000].iter().map(|v| v * (1.0 + 0.05 * s as f64)).collect())
+        .map(|s| {
+            e[s * 2000..(s + 1) * 2000]
+                .iter()
+                .map(|v| v * (1.0 + 0.05 * s as f64))
+                .collect()
+        })
         .collect();
     let c = Calibration::from_errors(&errors, 0.0);
     assert!(c.sigma.windows(2).all(|w| w[1] >= w[0]));
     for step in [1usize, 10, 20] {
         let sd = 1.0 + 0.05 * (step - 1) as f64;
         let (lo, hi) = c.bounds(step, 0.0, 0.95);
-        assert!((hi / sd - 1.96).abs() < 0.2 && (lo / sd + 1.96).abs() < 0.2, "step {step}: {lo} {hi}");
+        assert!(
+            (hi / sd - 1.96).abs() < 0.2 && (lo / sd + 1.96).abs() < 0.2,
+            "step {step}: {lo} {hi}"
+        );
     }
 }
 
@@ -251,22 +315,45 @@ fn too_short_and_non_finite_inputs_are_precise_errors() {
     let seas = Seasonality::default();
     let err = select(&[1.0, 2.0], &seas, 5, &SelectConfig::default()).unwrap_err();
     assert_eq!(err, SelectError::TooShort { got: 2, needed: 3 });
-    assert_eq!(err.to_string(), "series has 2 points; at least 3 are needed to forecast");
+    assert_eq!(
+        err.to_string(),
+        "series has 2 points; at least 3 are needed to forecast"
+    );
     let err = ModelSpec::Naive.fit(&[1.0, f64::NAN, 3.0]).err().unwrap();
-    assert!(matches!(err, ModelError::NonFinite { index: 1, .. }), "{err}");
+    assert!(
+        matches!(err, ModelError::NonFinite { index: 1, .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("index 1"), "{err}");
-    let err = ModelSpec::SeasonalNaive { period: 24 }.fit(&[1.0; 10]).err().unwrap();
-    assert_eq!(err.to_string(), "seasonal_naive needs at least 24 points, got 10");
+    let err = ModelSpec::SeasonalNaive { period: 24 }
+        .fit(&[1.0; 10])
+        .err()
+        .unwrap();
+    assert_eq!(
+        err.to_string(),
+        "seasonal_naive needs at least 24 points, got 10"
+    );
 }
 
 #[test]
 fn very_short_series_still_forecast_with_intervals() {
-    let m = FittedAuto::select_and_fit(&[5.0, 6.0, 7.0], &Seasonality::default(), 4, &SelectConfig::default())
-        .unwrap();
+    let m = FittedAuto::select_and_fit(
+        &[5.0, 6.0, 7.0],
+        &Seasonality::default(),
+        4,
+        &SelectConfig::default(),
+    )
+    .unwrap();
     let mut f = Default::default();
     m.predict_into(4, Some(0.8), &mut f).unwrap();
     assert_eq!(f.point.len(), 4);
-    assert!(f.lower.iter().zip(&f.point).zip(&f.upper).all(|((l, p), u)| l <= p && p <= u));
+    assert!(
+        f.lower
+            .iter()
+            .zip(&f.point)
+            .zip(&f.upper)
+            .all(|((l, p), u)| l <= p && p <= u)
+    );
 }
 
 #[test]
@@ -275,13 +362,27 @@ fn selection_prefers_seasonal_models_on_seasonal_data_and_round_trips_through_an
     let seas = seasonality::detect(&y, 300);
     let m = FittedAuto::select_and_fit(&y, &seas, 288, &SelectConfig::default()).unwrap();
     let sel = m.selection().clone();
-    let naive = sel.specs.iter().position(|s| *s == ModelSpec::Naive).unwrap();
+    let naive = sel
+        .specs
+        .iter()
+        .position(|s| *s == ModelSpec::Naive)
+        .unwrap();
     let long_band = sel.bands.last().unwrap();
-    assert!(!long_band.members.contains(&naive) || long_band.members.len() > 1, "{}", sel.describe());
+    assert!(
+        !long_band.members.contains(&naive) || long_band.members.len() > 1,
+        "{}",
+        sel.describe()
+    );
     let mut f = Default::default();
     m.predict_into(288, Some(0.95), &mut f).unwrap();
     let truth = daily(288 * 7, 288, 21);
-    let mae = f.point.iter().zip(&truth[288 * 6..]).map(|(a, b)| (a - b).abs()).sum::<f64>() / 288.0;
+    let mae = f
+        .point
+        .iter()
+        .zip(&truth[288 * 6..])
+        .map(|(a, b)| (a - b).abs())
+        .sum::<f64>()
+        / 288.0;
     assert!(mae < 2.0, "MAE {mae} with {}", sel.describe());
 
     let dir = tempfile::tempdir().unwrap();
@@ -312,9 +413,14 @@ fn selection_prefers_seasonal_models_on_seasonal_data_and_round_trips_through_an
     refit.predict_into(288, Some(0.95), &mut g).unwrap();
     assert_eq!(f.point, g.point);
 
-    let text = std::fs::read_to_string(&path).unwrap().replace("\"format_version\": 1", "\"format_version\": 99");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("\"format_version\": 1", "\"format_version\": 99");
     let err = Artifact::from_json(&path, &text).unwrap_err();
-    assert!(matches!(err, ArtifactError::Version { found: 99, .. }), "{err}");
+    assert!(
+        matches!(err, ArtifactError::Version { found: 99, .. }),
+        "{err}"
+    );
     let err = Artifact::from_json(&path, "{\"format\": \"other\"}").unwrap_err();
     assert!(err.to_string().contains("not an aya model file"), "{err}");
     let err = Artifact::from_json(&path, "{\n  \"format\": ").unwrap_err();
@@ -323,11 +429,17 @@ fn selection_prefers_seasonal_models_on_seasonal_data_and_round_trips_through_an
 
 #[test]
 fn online_forecaster_aggregates_to_the_grid_and_forecasts_the_season() {
-    let cfg = OnlineConfig { step_s: 60.0, season: Some(60), detect_season: false, ..OnlineConfig::default() };
+    let cfg = OnlineConfig {
+        step_s: 60.0,
+        season: Some(60),
+        detect_season: false,
+        ..OnlineConfig::default()
+    };
     let mut f = OnlineForecaster::new(cfg);
     let mut out = DemandForecast::default();
     assert!(!f.forecast_into(0.0, 10, &mut out), "no history yet");
-    let truth = |k: usize| 100.0 + 40.0 * (2.0 * std::f64::consts::PI * (k % 60) as f64 / 60.0).sin();
+    let truth =
+        |k: usize| 100.0 + 40.0 * (2.0 * std::f64::consts::PI * (k % 60) as f64 / 60.0).sin();
     // Two observations per minute (at :30 and :60) average into one bucket.
     for k in 1..=600usize {
         let v = truth(k);
@@ -340,7 +452,11 @@ fn online_forecaster_aggregates_to_the_grid_and_forecasts_the_season() {
     assert_eq!(out.mean.len(), 30);
     assert_eq!(out.step, 60.0);
     for (h, v) in out.mean.iter().enumerate() {
-        assert!((v - truth(601 + h)).abs() < 3.0, "h={h}: {v} vs {}", truth(601 + h));
+        assert!(
+            (v - truth(601 + h)).abs() < 3.0,
+            "h={h}: {v} vs {}",
+            truth(601 + h)
+        );
     }
     assert!(out.lower.iter().zip(&out.upper).all(|(l, u)| l <= u));
     // Deterministic: a second forecaster fed the same data says the same.

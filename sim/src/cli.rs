@@ -84,11 +84,20 @@ fn run_scenario_file(path: &std::path::Path, args: &SimArgs) -> CliResult {
         _ => Failure::input(anyhow::Error::new(e)),
     })?;
     let res = run_scenario(&sc).map_err(|e| match e {
-        RunError::Sim(SimError::Workload(WorkloadError::Io { .. })) => Failure::runtime(anyhow::Error::new(e)),
+        RunError::Sim(SimError::Workload(WorkloadError::Io { .. })) => {
+            Failure::runtime(anyhow::Error::new(e))
+        }
         _ => Failure::input(anyhow::Error::new(e)),
     })?;
-    let out = args.output.clone().unwrap_or_else(|| PathBuf::from("out").join(&sc.name));
-    write_all(&res, &out).map_err(|e| Failure::runtime(anyhow::Error::new(e).context(format!("writing results to {}", out.display()))))?;
+    let out = args
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("out").join(&sc.name));
+    write_all(&res, &out).map_err(|e| {
+        Failure::runtime(
+            anyhow::Error::new(e).context(format!("writing results to {}", out.display())),
+        )
+    })?;
     if args.json {
         let summary: Vec<_> = res
             .policies
@@ -96,7 +105,11 @@ fn run_scenario_file(path: &std::path::Path, args: &SimArgs) -> CliResult {
             .map(|p| serde_json::json!({ "policy": p.label, "summary": p.summary }))
             .collect();
         let v = serde_json::json!({ "scenario": res.name, "seeds": res.seeds, "policies": summary, "output": out });
-        println!("{}", serde_json::to_string_pretty(&v).map_err(|e| Failure::runtime(anyhow::Error::new(e)))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v)
+                .map_err(|e| Failure::runtime(anyhow::Error::new(e)))?
+        );
     } else {
         println!("scenario {} ({} seed(s))", res.name, res.seeds.len());
         for p in &res.policies {
@@ -163,13 +176,19 @@ pub struct TextbookResult {
 /// Run the one-line textbook experiment described by `args`.
 pub fn textbook(args: &SimArgs) -> Result<TextbookResult, Failure> {
     let usage = |m: String| Failure::usage(anyhow::anyhow!(m));
-    let servers = args.servers.ok_or_else(|| usage("the one-line form needs --servers <n> (or give a scenario file)".into()))?;
-    let rho = args.utilization.ok_or_else(|| usage("the one-line form needs --utilization <rho>".into()))?;
+    let servers = args.servers.ok_or_else(|| {
+        usage("the one-line form needs --servers <n> (or give a scenario file)".into())
+    })?;
+    let rho = args
+        .utilization
+        .ok_or_else(|| usage("the one-line form needs --utilization <rho>".into()))?;
     if servers == 0 {
         return Err(usage("--servers must be >= 1".into()));
     }
     if !(rho.is_finite() && rho > 0.0 && rho < 1.0) {
-        return Err(usage(format!("--utilization must be in (0, 1) for a stable queue, got {rho}")));
+        return Err(usage(format!(
+            "--utilization must be in (0, 1) for a stable queue, got {rho}"
+        )));
     }
     if args.requests < 10 {
         return Err(usage("--requests must be >= 10".into()));
@@ -178,25 +197,32 @@ pub fn textbook(args: &SimArgs) -> Result<TextbookResult, Failure> {
     let dispatch = if args.algorithm.trim() == "central" {
         Dispatch::Central
     } else {
-        let a: LbAlgorithm = args
-            .algorithm
-            .parse()
-            .map_err(|e: aya_policy::UnknownAlgorithm| usage(format!("--algorithm: {e}, central")))?;
+        let a: LbAlgorithm =
+            args.algorithm
+                .parse()
+                .map_err(|e: aya_policy::UnknownAlgorithm| {
+                    usage(format!("--algorithm: {e}, central"))
+                })?;
         Dispatch::Balancer(a)
     };
     let model = Model::textbook(servers, rho, service.clone(), dispatch, args.requests);
-    let r = simulate(&model, args.seed, None).map_err(|e| Failure::runtime(anyhow::Error::new(e)))?;
+    let r =
+        simulate(&model, args.seed, None).map_err(|e| Failure::runtime(anyhow::Error::new(e)))?;
     let m = r.metrics;
     let unit = service.mean();
     let exp = matches!(service, ServiceDist::Exponential { .. });
     let (theory_mean, theory_p99) = match (exp, dispatch) {
         (true, Dispatch::Central) => {
             let lambda = rho * servers as f64;
-            (Some(theory::mmc_mean(servers, lambda, 1.0)), Some(theory::mmc_quantile(servers, lambda, 1.0, 0.99)))
+            (
+                Some(theory::mmc_mean(servers, lambda, 1.0)),
+                Some(theory::mmc_quantile(servers, lambda, 1.0, 0.99)),
+            )
         }
-        (true, Dispatch::Balancer(LbAlgorithm::Random)) => {
-            (Some(theory::mm1_mean(rho, 1.0)), Some(theory::mm1_quantile(rho, 1.0, 0.99)))
-        }
+        (true, Dispatch::Balancer(LbAlgorithm::Random)) => (
+            Some(theory::mm1_mean(rho, 1.0)),
+            Some(theory::mm1_quantile(rho, 1.0, 0.99)),
+        ),
         _ => (None, None),
     };
     Ok(TextbookResult {
@@ -225,7 +251,11 @@ pub fn textbook(args: &SimArgs) -> Result<TextbookResult, Failure> {
 fn run_textbook(args: &SimArgs) -> CliResult {
     let r = textbook(args)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&r).map_err(|e| Failure::runtime(anyhow::Error::new(e)))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&r)
+                .map_err(|e| Failure::runtime(anyhow::Error::new(e)))?
+        );
     } else {
         println!(
             "{} servers, rho={}, service={}, algorithm={}, seed={}",

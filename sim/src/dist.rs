@@ -141,9 +141,9 @@ impl ServiceDist {
             "det" | "deterministic" | "D" => Ok(ServiceDist::Deterministic { mean: 1.0 }),
             _ => {
                 if let Some(cv) = s.strip_prefix("lognormal:") {
-                    let cv: f64 = cv
-                        .parse()
-                        .map_err(|_| format!("--service {s:?}: the cv after `lognormal:` is not a number"))?;
+                    let cv: f64 = cv.parse().map_err(|_| {
+                        format!("--service {s:?}: the cv after `lognormal:` is not a number")
+                    })?;
                     let d = ServiceDist::Lognormal { mean: 1.0, cv };
                     d.validate().map_err(|e| format!("--service {s:?}: {e}"))?;
                     Ok(d)

@@ -33,7 +33,13 @@ const HIST_MAX_US: u64 = 10_000_000_000;
 #[inline]
 fn us(seconds: f64) -> u64 {
     let v = seconds * 1e6 + 0.5;
-    if v < 1.0 { 1 } else if v >= HIST_MAX_US as f64 { HIST_MAX_US } else { v as u64 }
+    if v < 1.0 {
+        1
+    } else if v >= HIST_MAX_US as f64 {
+        HIST_MAX_US
+    } else {
+        v as u64
+    }
 }
 
 // Constant, valid bounds: construction cannot fail.
@@ -45,7 +51,11 @@ fn hist2() -> Histogram<u32> {
 }
 
 fn q_s<T: hdrhistogram::Counter>(h: &Histogram<T>, q: f64) -> f64 {
-    if h.is_empty() { 0.0 } else { h.value_at_quantile(q) as f64 / 1e6 }
+    if h.is_empty() {
+        0.0
+    } else {
+        h.value_at_quantile(q) as f64 / 1e6
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -162,7 +172,9 @@ struct Backend {
 
 impl Backend {
     fn new(m: BackendModel, now: f64, life: Life) -> Backend {
-        let hash = mix64(m.name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, c| (h ^ c as u64).wrapping_mul(0x100_0000_01b3)));
+        let hash = mix64(m.name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, c| {
+            (h ^ c as u64).wrapping_mul(0x100_0000_01b3)
+        }));
         let c = m.concurrency.max(1);
         Backend {
             hash,
@@ -174,7 +186,14 @@ impl Backend {
             ejected: false,
             epoch: 0,
             queue: VecDeque::new(),
-            slots: vec![None; if m.discipline == Discipline::Fcfs { c as usize } else { 0 }],
+            slots: vec![
+                None;
+                if m.discipline == Discipline::Fcfs {
+                    c as usize
+                } else {
+                    0
+                }
+            ],
             free: (0..c).rev().collect(),
             busy: 0,
             ps: BinaryHeap::new(),
@@ -224,7 +243,11 @@ impl Backend {
     #[inline]
     fn ps_rate(&self) -> f64 {
         let n = self.ps.len() as f64;
-        if n == 0.0 { 0.0 } else { self.speed() * n.min(self.m.concurrency.max(1) as f64) / n }
+        if n == 0.0 {
+            0.0
+        } else {
+            self.speed() * n.min(self.m.concurrency.max(1) as f64) / n
+        }
     }
 
     #[inline]
@@ -434,11 +457,21 @@ pub struct Sim<'a> {
 
 impl<'a> Sim<'a> {
     /// Prepare a replication of `model` with `seed`, driven by `control` (if any).
-    pub fn new(model: &'a Model, seed: u64, control: Option<BoxedLoop>) -> Result<Sim<'a>, SimError> {
+    pub fn new(
+        model: &'a Model,
+        seed: u64,
+        control: Option<BoxedLoop>,
+    ) -> Result<Sim<'a>, SimError> {
         if model.backends.is_empty() {
             return Err(SimError::Model("no backends".into()));
         }
-        let src = ArrivalSource::new(&model.arrivals, &model.service, &model.keys, seed, &model.base_dir)?;
+        let src = ArrivalSource::new(
+            &model.arrivals,
+            &model.service,
+            &model.keys,
+            seed,
+            &model.base_dir,
+        )?;
         let (algo, central) = match model.dispatch {
             Dispatch::Balancer(a) => (a, false),
             Dispatch::Central => (LbAlgorithm::Random, true),
@@ -470,14 +503,17 @@ impl<'a> Sim<'a> {
             tel_arrivals: 0,
             names: HashMap::new(),
             template_counter: 0,
-            scoring: model.warmup <= 0.0,
+            scoring: model.warmup <= 0.0 && model.warmup_requests == 0,
             in_system: 0,
             sys_int: 0.0,
             sys_last: 0.0,
             alive_int: 0.0,
             alive_last: 0.0,
             score_start: 0.0,
-            m: RunMetrics { seed, ..RunMetrics::default() },
+            m: RunMetrics {
+                seed,
+                ..RunMetrics::default()
+            },
             lat_sum: 0.0,
             hist: hist3(),
             slo_hist: hist2(),
@@ -509,10 +545,13 @@ impl<'a> Sim<'a> {
         if model.telemetry_interval > 0.0 && model.control_interval.is_some() {
             s.schedule(model.telemetry_interval, Ev::Telemetry);
         }
-        if let Some(ci) = model.control_interval {
-            if s.control.is_some() && ci > 0.0 {
-                s.schedule(ci, Ev::Control);
-            }
+        if let Some(ci) = model.control_interval
+            && s.control.is_some()
+            && ci > 0.0
+        {
+            // First tick at t = 0: the controller publishes its initial decision
+            // (e.g. the algorithm) before traffic starts, with no observations yet.
+            s.schedule(0.0, Ev::Control);
         }
         if let Some(w) = model.series_window {
             s.schedule(w, Ev::Series);
@@ -543,18 +582,22 @@ impl<'a> Sim<'a> {
     #[inline]
     fn schedule(&mut self, t: f64, ev: Ev) {
         self.seq += 1;
-        self.heap.push(Entry { t, seq: self.seq, ev });
+        self.heap.push(Entry {
+            t,
+            seq: self.seq,
+            ev,
+        });
     }
 
     fn pull(&mut self) -> Result<Option<Arrival>, SimError> {
         if self.arrivals_done {
             return Ok(None);
         }
-        if let Some(max) = self.model.max_requests {
-            if self.next_id >= max {
-                self.arrivals_done = true;
-                return Ok(None);
-            }
+        if let Some(max) = self.model.max_requests
+            && self.next_id >= max
+        {
+            self.arrivals_done = true;
+            return Ok(None);
         }
         let a = self.src.next_arrival()?;
         match a {
@@ -582,7 +625,8 @@ impl<'a> Sim<'a> {
             }
         }
         let hosts = std::mem::take(&mut self.routable);
-        self.lb.rebuild(&hosts, &self.weight, &self.hashes, &self.outstanding);
+        self.lb
+            .rebuild(&hosts, &self.weight, &self.hashes, &self.outstanding);
         self.routable = hosts;
     }
 
@@ -626,7 +670,12 @@ impl<'a> Sim<'a> {
     /// Run to the end and score.
     pub fn run(mut self) -> Result<RunResult, SimError> {
         let wall = std::time::Instant::now();
-        let hard_end = self.model.duration.map(|d| d + self.model.drain_limit).unwrap_or(f64::INFINITY);
+        let mut drain_set = false;
+        let mut hard_end = self
+            .model
+            .duration
+            .map(|d| d + self.model.drain_limit)
+            .unwrap_or(f64::INFINITY);
         let mut events: u64 = 0;
         loop {
             let t_heap = self.heap.peek().map(|e| e.t).unwrap_or(f64::INFINITY);
@@ -634,6 +683,11 @@ impl<'a> Sim<'a> {
             let t_dl = self.front_deadline();
             if self.arrivals_done && self.in_system == 0 && !self.has_booting() {
                 break;
+            }
+            if self.arrivals_done && !drain_set {
+                // A trace without `duration` ends at its last arrival: drain from there.
+                drain_set = true;
+                hard_end = hard_end.min(self.now + self.model.drain_limit);
             }
             let t = t_heap.min(t_arr).min(t_dl);
             if !t.is_finite() || t > hard_end {
@@ -654,7 +708,10 @@ impl<'a> Sim<'a> {
             }
         }
         if self.model.duration.is_some() && !self.now.is_nan() {
-            self.now = self.now.max(self.model.duration.unwrap_or(0.0)).min(hard_end);
+            self.now = self
+                .now
+                .max(self.model.duration.unwrap_or(0.0))
+                .min(hard_end);
         }
         self.finish(events, wall.elapsed().as_secs_f64())
     }
@@ -678,6 +735,7 @@ impl<'a> Sim<'a> {
 
     fn expire_front(&mut self) {
         if let Some(p) = self.deadlines.pop_front() {
+            let id = self.dl_base;
             self.dl_base += 1;
             let b = p.backend as usize;
             if let Some(o) = self.outstanding.get_mut(b) {
@@ -686,7 +744,7 @@ impl<'a> Sim<'a> {
             let rtt = self.model.timeout.unwrap_or(0.0);
             self.lb.observe_rtt(p.backend, rtt, self.now);
             // The request's arrival time is deadline - timeout.
-            self.outcome(p.deadline - rtt, Outcome::Late);
+            self.outcome(id, p.deadline - rtt, Outcome::Late);
         }
     }
 
@@ -709,15 +767,21 @@ impl<'a> Sim<'a> {
         }
     }
 
+    /// Whether request `id` arriving at `arrival` is scored (after both warm-ups).
     #[inline]
-    fn outcome(&mut self, arrival: f64, o: Outcome) {
+    fn scored(&self, id: u64, arrival: f64) -> bool {
+        self.scoring && arrival >= self.model.warmup && id >= self.model.warmup_requests
+    }
+
+    #[inline]
+    fn outcome(&mut self, id: u64, arrival: f64, o: Outcome) {
         let ok = o == Outcome::Success;
         if ok {
             self.ser_ok += 1;
         } else {
             self.ser_bad += 1;
         }
-        if !self.scoring || arrival < self.model.warmup {
+        if !self.scored(id, arrival) {
             return;
         }
         if ok {
@@ -741,10 +805,14 @@ impl<'a> Sim<'a> {
         }
         self.tel_arrivals += 1;
         self.ser_arr += 1;
-        if self.scoring && a.time >= self.model.warmup {
+        if self.scored(id, a.time) {
             self.m.arrived += 1;
         }
-        let job = Job { id, arrival: a.time, size: a.size };
+        let job = Job {
+            id,
+            arrival: a.time,
+            size: a.size,
+        };
         if self.central {
             self.push_deadline(a.time, u32::MAX);
             self.account_sys();
@@ -753,7 +821,10 @@ impl<'a> Sim<'a> {
             let mut idle = None;
             for &h in &self.routable {
                 let b = &self.bs[h as usize];
-                if !b.failed && b.busy < b.m.concurrency.max(1) && b.m.discipline == Discipline::Fcfs {
+                if !b.failed
+                    && b.busy < b.m.concurrency.max(1)
+                    && b.m.discipline == Discipline::Fcfs
+                {
                     idle = Some(h);
                     break;
                 }
@@ -769,30 +840,41 @@ impl<'a> Sim<'a> {
             }
             return;
         }
-        let Some(h) = self.lb.pick(a.key, self.now, &self.outstanding, &mut self.routing) else {
+        let Some(h) = self
+            .lb
+            .pick(a.key, self.now, &self.outstanding, &mut self.routing)
+        else {
             self.push_deadline_done();
-            self.outcome(a.time, Outcome::Drop);
+            self.outcome(id, a.time, Outcome::Drop);
             return;
         };
         let hu = h as usize;
         if self.bs[hu].failed {
             self.push_deadline_done();
-            self.outcome(a.time, Outcome::Error);
+            self.outcome(id, a.time, Outcome::Error);
             self.bs[hu].tel_err += 1;
             return;
         }
-        let limit = self.bs[hu].m.queue_limit.map(|l| l as u64).unwrap_or(u64::MAX);
+        let limit = self.bs[hu]
+            .m
+            .queue_limit
+            .map(|l| l as u64)
+            .unwrap_or(u64::MAX);
         let waiting = match self.bs[hu].m.discipline {
             Discipline::Fcfs => self.bs[hu].queue.len() as u64,
-            Discipline::Ps => (self.bs[hu].ps.len() as u64).saturating_sub(self.bs[hu].m.concurrency as u64),
+            Discipline::Ps => {
+                (self.bs[hu].ps.len() as u64).saturating_sub(self.bs[hu].m.concurrency as u64)
+            }
         };
         let full = match self.bs[hu].m.discipline {
-            Discipline::Fcfs => self.bs[hu].busy >= self.bs[hu].m.concurrency.max(1) && waiting >= limit,
+            Discipline::Fcfs => {
+                self.bs[hu].busy >= self.bs[hu].m.concurrency.max(1) && waiting >= limit
+            }
             Discipline::Ps => waiting >= limit,
         };
         if full {
             self.push_deadline_done();
-            self.outcome(a.time, Outcome::Drop);
+            self.outcome(id, a.time, Outcome::Drop);
             return;
         }
         self.push_deadline(a.time, h);
@@ -827,13 +909,21 @@ impl<'a> Sim<'a> {
     #[inline]
     fn push_deadline(&mut self, arrival: f64, backend: u32) {
         if let Some(t) = self.model.timeout {
-            self.deadlines.push_back(Pending { deadline: arrival + t, backend, done: false });
+            self.deadlines.push_back(Pending {
+                deadline: arrival + t,
+                backend,
+                done: false,
+            });
         }
     }
     #[inline]
     fn push_deadline_done(&mut self) {
         if self.model.timeout.is_some() {
-            self.deadlines.push_back(Pending { deadline: 0.0, backend: 0, done: true });
+            self.deadlines.push_back(Pending {
+                deadline: 0.0,
+                backend: 0,
+                done: true,
+            });
         }
     }
 
@@ -874,7 +964,13 @@ impl<'a> Sim<'a> {
                 if self.bs[bu].epoch != epoch {
                     return;
                 }
-                let Some(job) = self.bs[bu].slots.get_mut(slot as usize).and_then(|s| s.take()) else { return };
+                let Some(job) = self.bs[bu]
+                    .slots
+                    .get_mut(slot as usize)
+                    .and_then(|s| s.take())
+                else {
+                    return;
+                };
                 let be = &mut self.bs[bu];
                 be.account(self.now);
                 be.busy -= 1;
@@ -965,19 +1061,19 @@ impl<'a> Sim<'a> {
                 }
             };
             // Expired while queued: the server discards it if configured to.
-            if let (true, Some(t)) = (self.bs[h as usize].m.drop_expired, self.model.timeout) {
-                if self.now - job.arrival > t {
-                    let be = &mut self.bs[h as usize];
-                    be.account(self.now);
-                    be.in_system -= 1;
-                    self.account_sys();
-                    self.in_system -= 1;
-                    if self.settle(job.id) {
-                        self.outstanding[h as usize] = self.outstanding[h as usize].saturating_sub(1);
-                        self.outcome(job.arrival, Outcome::Late);
-                    }
-                    continue;
+            if let (true, Some(t)) = (self.bs[h as usize].m.drop_expired, self.model.timeout)
+                && self.now - job.arrival > t
+            {
+                let be = &mut self.bs[h as usize];
+                be.account(self.now);
+                be.in_system -= 1;
+                self.account_sys();
+                self.in_system -= 1;
+                if self.settle(job.id) {
+                    self.outstanding[h as usize] = self.outstanding[h as usize].saturating_sub(1);
+                    self.outcome(job.id, job.arrival, Outcome::Late);
                 }
+                continue;
             }
             self.start_fcfs(h, job);
             return;
@@ -1003,14 +1099,14 @@ impl<'a> Sim<'a> {
         be.tel_hist.saturating_record(v as u32 as u64);
         self.ser_done += 1;
         self.ser_hist.saturating_record(v);
-        if self.scoring && job.arrival >= self.model.warmup {
+        if self.scored(job.id, job.arrival) {
             self.m.completed += 1;
             self.lat_sum += rt;
             self.hist.saturating_record(v);
             self.slo_hist.saturating_record(v);
         }
         if on_time {
-            self.outcome(job.arrival, Outcome::Success);
+            self.outcome(job.id, job.arrival, Outcome::Success);
         }
         if self.bs[hu].life == Life::Draining && self.bs[hu].in_system == 0 {
             self.account_alive();
@@ -1040,11 +1136,14 @@ impl<'a> Sim<'a> {
             self.in_system -= 1;
             if self.settle(j.id) {
                 self.outstanding[hu] = self.outstanding[hu].saturating_sub(1);
-                self.outcome(j.arrival, Outcome::Error);
+                self.outcome(j.id, j.arrival, Outcome::Error);
             }
         }
         let epoch = self.bs[hu].epoch;
-        self.schedule(now + self.model.health_check_delay, Ev::HealthDown { b: h, epoch });
+        self.schedule(
+            now + self.model.health_check_delay,
+            Ev::HealthDown { b: h, epoch },
+        );
         if self.bs[hu].life == Life::Draining {
             self.account_alive();
             self.bs[hu].life = Life::Removed;
@@ -1063,13 +1162,17 @@ impl<'a> Sim<'a> {
     }
 
     fn fault(&mut self, f: u32, start: bool) {
-        let Some(fault) = self.model.faults.get(f as usize).cloned() else { return };
+        let Some(fault) = self.model.faults.get(f as usize).cloned() else {
+            return;
+        };
         let h = fault.backend as u32;
         if fault.backend >= self.bs.len() {
             return;
         }
         match fault.kind {
-            FaultKind::Slowdown { factor } => self.set_speed_factor(h, if start { factor } else { 1.0 }),
+            FaultKind::Slowdown { factor } => {
+                self.set_speed_factor(h, if start { factor } else { 1.0 })
+            }
             FaultKind::Latency { latency } => {
                 self.bs[h as usize].fixed_latency = if start { Some(latency) } else { None };
             }
@@ -1090,7 +1193,10 @@ impl<'a> Sim<'a> {
                     be.last_change = self.now;
                     be.ps_last = self.now;
                     let epoch = be.epoch;
-                    self.schedule(self.now + self.model.health_check_delay, Ev::HealthUp { b: h, epoch });
+                    self.schedule(
+                        self.now + self.model.health_check_delay,
+                        Ev::HealthUp { b: h, epoch },
+                    );
                 }
             }
         }
@@ -1098,12 +1204,20 @@ impl<'a> Sim<'a> {
 
     fn degrade_step(&mut self, f: u32, step: u32) {
         const STEPS: u32 = 20;
-        let Some(fault) = self.model.faults.get(f as usize).cloned() else { return };
-        let FaultKind::Degrade { factor } = fault.kind else { return };
+        let Some(fault) = self.model.faults.get(f as usize).cloned() else {
+            return;
+        };
+        let FaultKind::Degrade { factor } = fault.kind else {
+            return;
+        };
         let frac = (step as f64 / STEPS as f64).min(1.0);
         self.set_speed_factor(fault.backend as u32, 1.0 + (factor - 1.0) * frac);
         if step < STEPS {
-            let dt = if fault.duration.is_finite() { fault.duration / STEPS as f64 } else { 0.0 };
+            let dt = if fault.duration.is_finite() {
+                fault.duration / STEPS as f64
+            } else {
+                0.0
+            };
             self.schedule(self.now + dt, Ev::DegradeStep { f, step: step + 1 });
         }
     }
@@ -1124,7 +1238,12 @@ impl<'a> Sim<'a> {
             let c = be.m.concurrency.max(1) as f64;
             let mut q = [0.0; 3];
             if !be.tel_hist.is_empty() {
-                for (i, v) in be.tel_hist.value_at_quantiles([0.5, 0.9, 0.99]).enumerate().take(3) {
+                for (i, v) in be
+                    .tel_hist
+                    .value_at_quantiles([0.5, 0.9, 0.99])
+                    .enumerate()
+                    .take(3)
+                {
                     q[i] = v as f64 / 1e6;
                 }
             }
@@ -1136,7 +1255,11 @@ impl<'a> Sim<'a> {
                 latency_p50: q[0],
                 latency_p90: q[1],
                 latency_p99: q[2],
-                error_rate: if done + err > 0.0 { err / (done + err) } else { 0.0 },
+                error_rate: if done + err > 0.0 {
+                    err / (done + err)
+                } else {
+                    0.0
+                },
                 cpu_utilization: Some(((be.busy_int - be.tel_busy0) / (c * iv)).clamp(0.0, 1.0)),
                 memory_utilization: None,
                 observed_at: now,
@@ -1149,7 +1272,8 @@ impl<'a> Sim<'a> {
         }
         let demand = self.tel_arrivals as f64 / iv;
         self.tel_arrivals = 0;
-        self.tel_queue.push_back((now + self.model.telemetry_delay, obs, demand));
+        self.tel_queue
+            .push_back((now + self.model.telemetry_delay, obs, demand));
         if !(self.arrivals_done && self.in_system == 0) {
             self.schedule(now + iv, Ev::Telemetry);
         }
@@ -1168,10 +1292,24 @@ impl<'a> Sim<'a> {
             Some(s) => (s.min, s.max, s.boot_delay),
             None => (ready + booting, ready + booting, 0.0),
         };
-        let replicas = ReplicaState { current: ready + booting, ready, min, max, boot_time: boot };
+        let replicas = ReplicaState {
+            current: ready + booting,
+            ready,
+            min,
+            max,
+            boot_time: boot,
+        };
         let interval = self.model.control_interval.unwrap_or(10.0);
-        let Some(ctl) = self.control.as_mut() else { return };
-        let d = ctl.tick(now, interval, &self.latest_obs, self.latest_demand, replicas);
+        let Some(ctl) = self.control.as_mut() else {
+            return;
+        };
+        let d = ctl.tick(
+            now,
+            interval,
+            &self.latest_obs,
+            self.latest_demand,
+            replicas,
+        );
         self.apply(d);
         if !(self.arrivals_done && self.in_system == 0) {
             self.schedule(now + interval, Ev::Control);
@@ -1195,7 +1333,10 @@ impl<'a> Sim<'a> {
             }
         }
         for (i, be) in self.bs.iter_mut().enumerate() {
-            let ej = d.ejected.iter().any(|n| self.names.get(n) == Some(&(i as u32)));
+            let ej = d
+                .ejected
+                .iter()
+                .any(|n| self.names.get(n) == Some(&(i as u32)));
             if be.ejected != ej {
                 be.ejected = ej;
                 changed = true;
@@ -1204,7 +1345,10 @@ impl<'a> Sim<'a> {
         if let Some(sc) = self.model.scaling.clone() {
             let (ready, booting, _) = self.alive_count();
             let current = ready + booting;
-            let desired = d.scaling.desired_replicas.clamp(sc.min.max(1), sc.max.max(1));
+            let desired = d
+                .scaling
+                .desired_replicas
+                .clamp(sc.min.max(1), sc.max.max(1));
             if desired != current {
                 self.account_alive();
                 self.m.scaling_actions += 1;
@@ -1227,8 +1371,11 @@ impl<'a> Sim<'a> {
                             }
                             if self.bs[i].life == life {
                                 to_remove -= 1;
-                                self.bs[i].life =
-                                    if self.bs[i].in_system == 0 { Life::Removed } else { Life::Draining };
+                                self.bs[i].life = if self.bs[i].in_system == 0 {
+                                    Life::Removed
+                                } else {
+                                    Life::Draining
+                                };
                             }
                         }
                     }
@@ -1238,7 +1385,10 @@ impl<'a> Sim<'a> {
         if changed {
             self.rebuild_routing();
         }
-        let differs = self.last_decision.as_ref().is_none_or(|l| d.differs_from(l));
+        let differs = self
+            .last_decision
+            .as_ref()
+            .is_none_or(|l| d.differs_from(l));
         if differs && self.decisions.len() < 1000 {
             self.decisions.push(d.clone());
         }
@@ -1246,7 +1396,9 @@ impl<'a> Sim<'a> {
     }
 
     fn series_tick(&mut self) {
-        let Some(w) = self.model.series_window else { return };
+        let Some(w) = self.model.series_window else {
+            return;
+        };
         let now = self.now;
         let dt = (now - self.ser_start).max(1e-12);
         let mut loads = Vec::new();
@@ -1258,7 +1410,12 @@ impl<'a> Sim<'a> {
             let infl = (be.inflight_int - be.ser_infl0) / dt;
             let rate = be.ser_done as f64 / dt;
             if be.life != Life::Removed || rate > 0.0 || u > 0.0 {
-                loads.push(BackendLoad { backend: be.m.name.clone(), utilization: u, rate, in_flight: infl });
+                loads.push(BackendLoad {
+                    backend: be.m.name.clone(),
+                    utilization: u,
+                    rate,
+                    in_flight: infl,
+                });
             }
             if be.life == Life::Ready && !be.failed {
                 utils.push(u);
@@ -1280,7 +1437,11 @@ impl<'a> Sim<'a> {
             t: self.ser_start,
             demand_rps: self.ser_arr as f64 / dt,
             throughput_rps: self.ser_done as f64 / dt,
-            success_rate: if outcomes > 0 { self.ser_ok as f64 / outcomes as f64 } else { 1.0 },
+            success_rate: if outcomes > 0 {
+                self.ser_ok as f64 / outcomes as f64
+            } else {
+                1.0
+            },
             p50: q_s(&self.ser_hist, 0.5),
             p99: q_s(&self.ser_hist, 0.99),
             ready,
@@ -1329,14 +1490,29 @@ impl<'a> Sim<'a> {
             self.series_tick();
         }
         let mut m = std::mem::take(&mut self.m);
-        m.timed_out += unfinished.min(m.arrived.saturating_sub(m.succeeded + m.errors + m.dropped + m.timed_out));
-        m.success_rate = if m.arrived > 0 { m.succeeded as f64 / m.arrived as f64 } else { 0.0 };
-        m.mean = if m.completed > 0 { self.lat_sum / m.completed as f64 } else { 0.0 };
+        m.timed_out += unfinished.min(
+            m.arrived
+                .saturating_sub(m.succeeded + m.errors + m.dropped + m.timed_out),
+        );
+        m.success_rate = if m.arrived > 0 {
+            m.succeeded as f64 / m.arrived as f64
+        } else {
+            0.0
+        };
+        m.mean = if m.completed > 0 {
+            self.lat_sum / m.completed as f64
+        } else {
+            0.0
+        };
         m.p50 = q_s(&self.hist, 0.5);
         m.p90 = q_s(&self.hist, 0.9);
         m.p99 = q_s(&self.hist, 0.99);
         m.p999 = q_s(&self.hist, 0.999);
-        m.max = if self.hist.is_empty() { 0.0 } else { self.hist.max() as f64 / 1e6 };
+        m.max = if self.hist.is_empty() {
+            0.0
+        } else {
+            self.hist.max() as f64 / 1e6
+        };
         m.slo_violation_minutes = m.slo_violation_windows as f64 * self.model.slo.window / 60.0;
         if self.imb_n > 0 {
             m.imbalance_max_mean = self.imb_sum / self.imb_n as f64;
@@ -1352,8 +1528,16 @@ impl<'a> Sim<'a> {
         }
         m.events = events;
         m.wall_seconds = wall;
-        m.events_per_second = if wall > 0.0 { events as f64 / wall } else { 0.0 };
-        Ok(RunResult { metrics: m, series: self.series, decisions: self.decisions })
+        m.events_per_second = if wall > 0.0 {
+            events as f64 / wall
+        } else {
+            0.0
+        };
+        Ok(RunResult {
+            metrics: m,
+            series: self.series,
+            decisions: self.decisions,
+        })
     }
 }
 
@@ -1373,6 +1557,10 @@ pub fn imbalance(u: &[f64]) -> (f64, f64, f64) {
 }
 
 /// Run one replication of `model` with `seed` and an optional control loop.
-pub fn simulate(model: &Model, seed: u64, control: Option<BoxedLoop>) -> Result<RunResult, SimError> {
+pub fn simulate(
+    model: &Model,
+    seed: u64,
+    control: Option<BoxedLoop>,
+) -> Result<RunResult, SimError> {
     Sim::new(model, seed, control)?.run()
 }

@@ -100,20 +100,30 @@ impl LbParams {
             return Err("`choice_count` must be >= 1".into());
         }
         if !(self.active_request_bias.is_finite() && self.active_request_bias >= 0.0) {
-            return Err(format!("`active_request_bias` must be >= 0, got {}", self.active_request_bias));
+            return Err(format!(
+                "`active_request_bias` must be >= 0, got {}",
+                self.active_request_bias
+            ));
         }
         if self.ring_min_size < 1 || self.ring_max_size < self.ring_min_size {
             return Err("`ring_min_size` must be >= 1 and <= `ring_max_size`".into());
         }
         let m = self.maglev_table_size as u64;
-        if m < 3 || (2..).take_while(|d| d * d <= m).any(|d| m % d == 0) {
+        if m < 3
+            || (2..)
+                .take_while(|d| d * d <= m)
+                .any(|d| m.is_multiple_of(d))
+        {
             return Err(format!("`maglev_table_size` must be a prime >= 3, got {m}"));
         }
         if !(self.ewma_decay.is_finite() && self.ewma_decay > 0.0) {
             return Err(format!("`ewma_decay` must be > 0, got {}", self.ewma_decay));
         }
         if !(self.ewma_default_rtt.is_finite() && self.ewma_default_rtt >= 0.0) {
-            return Err(format!("`ewma_default_rtt` must be >= 0, got {}", self.ewma_default_rtt));
+            return Err(format!(
+                "`ewma_default_rtt` must be >= 0, got {}",
+                self.ewma_default_rtt
+            ));
         }
         Ok(())
     }
@@ -140,7 +150,9 @@ impl PartialOrd for EdfEntry {
 impl Ord for EdfEntry {
     // Reversed: BinaryHeap is a max-heap, we want the earliest deadline.
     fn cmp(&self, o: &Self) -> Ordering {
-        o.deadline.total_cmp(&self.deadline).then(o.order.cmp(&self.order))
+        o.deadline
+            .total_cmp(&self.deadline)
+            .then(o.order.cmp(&self.order))
     }
 }
 
@@ -160,9 +172,17 @@ impl Edf {
     }
     #[inline]
     fn add(&mut self, weight: f64, pos: u32) {
-        let w = if weight > 0.0 && weight.is_finite() { weight } else { 1e-12 };
+        let w = if weight > 0.0 && weight.is_finite() {
+            weight
+        } else {
+            1e-12
+        };
         self.order += 1;
-        self.heap.push(EdfEntry { deadline: self.now + 1.0 / w, order: self.order, pos });
+        self.heap.push(EdfEntry {
+            deadline: self.now + 1.0 / w,
+            order: self.order,
+            pos,
+        });
     }
     #[inline]
     fn pop(&mut self) -> Option<u32> {
@@ -229,17 +249,33 @@ impl Balancer {
 
     /// Rebuild for a new set of routable hosts. `weight[b]` and `name_hash[b]`
     /// are indexed by backend index; `outstanding[b]` seeds the least-request EDF.
-    pub fn rebuild(&mut self, hosts: &[u32], weight: &[f64], name_hash: &[u64], outstanding: &[u32]) {
+    pub fn rebuild(
+        &mut self,
+        hosts: &[u32],
+        weight: &[f64],
+        name_hash: &[u64],
+        outstanding: &[u32],
+    ) {
         self.hosts.clear();
         self.hosts.extend_from_slice(hosts);
         self.weights.clear();
-        self.weights.extend(hosts.iter().map(|&h| weight.get(h as usize).copied().unwrap_or(1.0).max(1e-9)));
+        self.weights.extend(
+            hosts
+                .iter()
+                .map(|&h| weight.get(h as usize).copied().unwrap_or(1.0).max(1e-9)),
+        );
         self.equal_weights = self.weights.windows(2).all(|w| w[0] == w[1]);
-        if let Some(max) = hosts.iter().max() {
-            if self.ewma.len() <= *max as usize {
-                let d = self.params.ewma_default_rtt;
-                self.ewma.resize(*max as usize + 1, Ewma { estimate: d, updated: 0.0 });
-            }
+        if let Some(max) = hosts.iter().max()
+            && self.ewma.len() <= *max as usize
+        {
+            let d = self.params.ewma_default_rtt;
+            self.ewma.resize(
+                *max as usize + 1,
+                Ewma {
+                    estimate: d,
+                    updated: 0.0,
+                },
+            );
         }
         if self.rr >= self.hosts.len() {
             self.rr = 0;
@@ -259,7 +295,10 @@ impl Balancer {
             }
             LbAlgorithm::LeastRequest if !self.equal_weights => {
                 for i in 0..self.hosts.len() {
-                    let a = outstanding.get(self.hosts[i] as usize).copied().unwrap_or(0);
+                    let a = outstanding
+                        .get(self.hosts[i] as usize)
+                        .copied()
+                        .unwrap_or(0);
                     let w = self.lr_weight(i, a);
                     self.edf.add(w, i as u32);
                 }
@@ -360,7 +399,13 @@ impl Balancer {
     /// Pick a backend for a request with `key` at `now`. `outstanding[b]` is
     /// the number of requests this data plane has in flight to backend `b`.
     #[inline]
-    pub fn pick(&mut self, key: u64, now: f64, outstanding: &[u32], rng: &mut SmallRng) -> Option<u32> {
+    pub fn pick(
+        &mut self,
+        key: u64,
+        now: f64,
+        outstanding: &[u32],
+        rng: &mut SmallRng,
+    ) -> Option<u32> {
         let n = self.hosts.len();
         if n == 0 {
             return None;
@@ -414,7 +459,11 @@ impl Balancer {
                 let mut best = start;
                 let mut best_a = u32::MAX;
                 for i in 0..n {
-                    let p = if start + i >= n { start + i - n } else { start + i };
+                    let p = if start + i >= n {
+                        start + i - n
+                    } else {
+                        start + i
+                    };
                     let a = act(self.hosts[p]);
                     if a < best_a {
                         best = p;
@@ -444,7 +493,10 @@ impl Balancer {
             }
             LbAlgorithm::Maglev => {
                 let m = self.maglev.len().max(1) as u64;
-                self.maglev.get((mix64(key) % m) as usize).map(|p| *p as usize).unwrap_or(0)
+                self.maglev
+                    .get((mix64(key) % m) as usize)
+                    .map(|p| *p as usize)
+                    .unwrap_or(0)
             }
             LbAlgorithm::SourceIpHash => (mix64(key) % n as u64) as usize,
         };
@@ -455,7 +507,9 @@ impl Balancer {
     #[inline]
     fn ewma_cost(&mut self, b: u32, pending: u32, now: f64) -> f64 {
         let decay = self.params.ewma_decay;
-        let Some(e) = self.ewma.get_mut(b as usize) else { return 0.0 };
+        let Some(e) = self.ewma.get_mut(b as usize) else {
+            return 0.0;
+        };
         let el = (now - e.updated).max(0.0);
         e.estimate *= (-el / decay).exp();
         e.updated = now;
@@ -469,7 +523,9 @@ impl Balancer {
             return;
         }
         let decay = self.params.ewma_decay;
-        let Some(e) = self.ewma.get_mut(b as usize) else { return };
+        let Some(e) = self.ewma.get_mut(b as usize) else {
+            return;
+        };
         if rtt > e.estimate {
             e.estimate = rtt;
         } else {
@@ -520,10 +576,17 @@ mod tests {
 
     #[test]
     fn weighted_hashes_follow_weights() {
-        for algo in [LbAlgorithm::WeightedRandom, LbAlgorithm::RingHash, LbAlgorithm::Maglev] {
+        for algo in [
+            LbAlgorithm::WeightedRandom,
+            LbAlgorithm::RingHash,
+            LbAlgorithm::Maglev,
+        ] {
             let c = counts(algo, &[1.0, 1.0, 2.0], 40_000);
             let share = c[2] as f64 / 40_000.0;
-            assert!((share - 0.5).abs() < 0.03, "{algo}: share of the weight-2 host {share}");
+            assert!(
+                (share - 0.5).abs() < 0.03,
+                "{algo}: share of the weight-2 host {share}"
+            );
         }
     }
 
@@ -571,7 +634,10 @@ mod tests {
 
     #[test]
     fn bad_maglev_size_is_rejected() {
-        let p = LbParams { maglev_table_size: 65536, ..LbParams::default() };
+        let p = LbParams {
+            maglev_table_size: 65536,
+            ..LbParams::default()
+        };
         assert!(p.validate().unwrap_err().contains("prime"));
     }
 }

@@ -80,14 +80,20 @@ pub const TARGETS: &[Target] = &[
         scenario: "identical_servers",
         metric: "mean",
         policy: "aya",
-        check: Check::NotWorse { reference: "p2c", tol: 0.02 },
+        check: Check::NotWorse {
+            reference: "p2c",
+            tol: 0.02,
+        },
         text: "Aya within 2% of P2C's mean (not worse by more)",
     },
     Target {
         scenario: "identical_servers",
         metric: "p99",
         policy: "aya",
-        check: Check::NotWorse { reference: "p2c", tol: 0.05 },
+        check: Check::NotWorse {
+            reference: "p2c",
+            tol: 0.05,
+        },
         text: "Aya within 5% of P2C's p99 (not worse by more)",
     },
     Target {
@@ -101,35 +107,50 @@ pub const TARGETS: &[Target] = &[
         scenario: "mixed_capacity_degrading",
         metric: "p99",
         policy: "aya",
-        check: Check::RatioAtMost { reference: "p2c", ratio: 0.7 },
+        check: Check::RatioAtMost {
+            reference: "p2c",
+            ratio: 0.7,
+        },
         text: "Aya's p99 >= 30% below P2C",
     },
     Target {
         scenario: "mixed_capacity_degrading",
         metric: "p999",
         policy: "aya",
-        check: Check::RatioAtMost { reference: "p2c", ratio: 0.5 },
+        check: Check::RatioAtMost {
+            reference: "p2c",
+            ratio: 0.5,
+        },
         text: "Aya's p99.9 >= 2x lower than P2C",
     },
     Target {
         scenario: "worldcup_autoscaling",
         metric: "slo_violation_minutes",
         policy: "aya",
-        check: Check::RatioAtMost { reference: "hpa", ratio: 0.5 },
+        check: Check::RatioAtMost {
+            reference: "hpa",
+            ratio: 0.5,
+        },
         text: ">= 50% fewer SLO-violation minutes than HPA",
     },
     Target {
         scenario: "worldcup_autoscaling",
         metric: "replica_hours",
         policy: "aya",
-        check: Check::RelWithin { reference: "hpa", tol: 0.02 },
+        check: Check::RelWithin {
+            reference: "hpa",
+            tol: 0.02,
+        },
         text: "at equal replica-hours (+-2%)",
     },
     Target {
         scenario: "worldcup_autoscaling",
         metric: "scaling_actions",
         policy: "aya",
-        check: Check::RatioAtMost { reference: "hpa", ratio: 1.0 },
+        check: Check::RatioAtMost {
+            reference: "hpa",
+            ratio: 1.0,
+        },
         text: "no more scaling actions than HPA",
     },
 ];
@@ -199,7 +220,12 @@ pub struct League {
 }
 
 fn estimate(r: &ScenarioResult, policy: &str, metric: &str) -> Option<Estimate> {
-    r.policies.iter().find(|p| p.label == policy)?.summary.get(metric).copied()
+    r.policies
+        .iter()
+        .find(|p| p.label == policy)?
+        .summary
+        .get(metric)
+        .copied()
 }
 
 /// Evaluate the targets that apply to `r`.
@@ -213,28 +239,57 @@ pub fn evaluate(r: &ScenarioResult) -> Vec<TargetResult> {
                 Check::NotWorse { reference, tol } => {
                     let rv = estimate(r, reference, t.metric)?;
                     let rel = (value.mean - rv.mean) / rv.mean.abs().max(1e-12);
-                    (rel <= tol, Some(rv), format!("{:+.2}% vs {reference}", 100.0 * rel))
+                    (
+                        rel <= tol,
+                        Some(rv),
+                        format!("{:+.2}% vs {reference}", 100.0 * rel),
+                    )
                 }
                 Check::RelWithin { reference, tol } => {
                     let rv = estimate(r, reference, t.metric)?;
                     let rel = (value.mean - rv.mean) / rv.mean.abs().max(1e-12);
-                    (rel.abs() <= tol, Some(rv), format!("{:+.2}% vs {reference}", 100.0 * rel))
+                    (
+                        rel.abs() <= tol,
+                        Some(rv),
+                        format!("{:+.2}% vs {reference}", 100.0 * rel),
+                    )
                 }
                 Check::RatioAtMost { reference, ratio } => {
                     let rv = estimate(r, reference, t.metric)?;
-                    let q = if rv.mean.abs() > 0.0 { value.mean / rv.mean } else if value.mean > 0.0 { f64::INFINITY } else { 0.0 };
-                    (q <= ratio, Some(rv), format!("ratio {q:.3} vs {reference} (need <= {ratio})"))
+                    let q = if rv.mean.abs() > 0.0 {
+                        value.mean / rv.mean
+                    } else if value.mean > 0.0 {
+                        f64::INFINITY
+                    } else {
+                        0.0
+                    };
+                    (
+                        q <= ratio,
+                        Some(rv),
+                        format!("ratio {q:.3} vs {reference} (need <= {ratio})"),
+                    )
                 }
-                Check::AtLeast { value: v } => (value.mean >= v, None, format!("{:.5} (need >= {v})", value.mean)),
+                Check::AtLeast { value: v } => (
+                    value.mean >= v,
+                    None,
+                    format!("{:.5} (need >= {v})", value.mean),
+                ),
             };
-            Some(TargetResult { target: *t, value, reference, met, measured })
+            Some(TargetResult {
+                target: *t,
+                value,
+                reference,
+                met,
+                measured,
+            })
         })
         .collect()
 }
 
 fn set_param(sc: &mut Scenario, policy: &str, param: &str, value: f64) {
     for p in sc.policies.iter_mut().filter(|p| p.label() == policy) {
-        p.params.insert(param.to_string(), toml::Value::Float(value));
+        p.params
+            .insert(param.to_string(), toml::Value::Float(value));
     }
 }
 
@@ -244,7 +299,12 @@ fn calibrate(sc: &Scenario, cal: &Calibration) -> anyhow::Result<(ScenarioResult
     ref_only.policies.retain(|p| p.label() == cal.reference);
     let reference = run_scenario(&ref_only)?;
     let goal = estimate(&reference, cal.reference, cal.metric)
-        .with_context(|| format!("calibration: reference `{}` missing in {}", cal.reference, sc.name))?
+        .with_context(|| {
+            format!(
+                "calibration: reference `{}` missing in {}",
+                cal.reference, sc.name
+            )
+        })?
         .mean;
     let (mut lo, mut hi) = cal.range;
     let mut best: Option<(f64, f64)> = None;
@@ -254,9 +314,17 @@ fn calibrate(sc: &Scenario, cal: &Calibration) -> anyhow::Result<(ScenarioResult
         one.policies.retain(|p| p.label() == cal.policy);
         set_param(&mut one, cal.policy, cal.param, x);
         let r = run_scenario(&one)?;
-        let got = estimate(&r, cal.policy, cal.metric).map(|e| e.mean).unwrap_or(f64::NAN);
+        let got = estimate(&r, cal.policy, cal.metric)
+            .map(|e| e.mean)
+            .unwrap_or(f64::NAN);
         let rel = (got - goal) / goal.abs().max(1e-12);
-        eprintln!("calibrate {}: {}={x:.4} -> {}={got:.3} (goal {goal:.3}, {:+.2}%)", sc.name, cal.param, cal.metric, 100.0 * rel);
+        eprintln!(
+            "calibrate {}: {}={x:.4} -> {}={got:.3} (goal {goal:.3}, {:+.2}%)",
+            sc.name,
+            cal.param,
+            cal.metric,
+            100.0 * rel
+        );
         if best.is_none_or(|(_, b)| rel.abs() < b) {
             best = Some((x, rel.abs()));
         }
@@ -300,32 +368,62 @@ pub fn markdown(league: &League, command: &str) -> String {
         "Reproduce: `{command}`. Means over {} seeds ({}) with 95% confidence half-widths (Student t); \
          every policy sees the same arrivals and service draws per seed.\n",
         league.seeds.len(),
-        league.seeds.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
+        league
+            .seeds
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     for r in &league.scenarios {
         let _ = writeln!(s, "## {}\n\n{}\n", r.name, r.description.trim());
-        let autoscaling = r.policies.iter().any(|p| p.summary.get("scaling_actions").is_some_and(|e| e.mean > 0.0));
+        let autoscaling = r.policies.iter().any(|p| {
+            p.summary
+                .get("scaling_actions")
+                .is_some_and(|e| e.mean > 0.0)
+        });
         let cols: Vec<_> = TABLE_METRICS
             .iter()
             .filter(|(m, ..)| autoscaling || !matches!(*m, "replica_hours" | "scaling_actions"))
             .collect();
-        let _ = writeln!(s, "| policy | {} |", cols.iter().map(|c| c.1).collect::<Vec<_>>().join(" | "));
+        let _ = writeln!(
+            s,
+            "| policy | {} |",
+            cols.iter().map(|c| c.1).collect::<Vec<_>>().join(" | ")
+        );
         let _ = writeln!(s, "|---|{}", "---|".repeat(cols.len()));
         for p in &r.policies {
             let cells: Vec<String> = cols
                 .iter()
-                .map(|(m, _, prec, k)| p.summary.get(*m).map_or("n/a".into(), |e| scaled(e, *k, *prec)))
+                .map(|(m, _, prec, k)| {
+                    p.summary
+                        .get(*m)
+                        .map_or("n/a".into(), |e| scaled(e, *k, *prec))
+                })
                 .collect();
             let _ = writeln!(s, "| {} | {} |", p.label, cells.join(" | "));
         }
         for (_, pol, param, v) in league.calibrated.iter().filter(|c| c.0 == r.name) {
-            let _ = writeln!(s, "\nCalibrated for equal replica-hours: `{pol}.{param} = {v:.4}` (searched by `aya league`).");
+            let _ = writeln!(
+                s,
+                "\nCalibrated for equal replica-hours: `{pol}.{param} = {v:.4}` (searched by `aya league`)."
+            );
         }
-        let ts: Vec<_> = league.targets.iter().filter(|t| t.target.scenario == r.name).collect();
+        let ts: Vec<_> = league
+            .targets
+            .iter()
+            .filter(|t| t.target.scenario == r.name)
+            .collect();
         if !ts.is_empty() {
             let _ = writeln!(s, "\n| target | measured | met |\n|---|---|---|");
             for t in ts {
-                let _ = writeln!(s, "| {} | {} | {} |", t.target.text, t.measured, if t.met { "yes" } else { "**NO**" });
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} |",
+                    t.target.text,
+                    t.measured,
+                    if t.met { "yes" } else { "**NO**" }
+                );
             }
         }
         let _ = writeln!(s);
@@ -352,21 +450,39 @@ pub fn run(args: &LeagueArgs) -> CliResult {
     }
     let files = scenario_files(&args.scenarios).map_err(Failure::input)?;
     if files.is_empty() {
-        return Err(Failure::input(anyhow::anyhow!("no *.toml scenario in {}", args.scenarios.display())));
+        return Err(Failure::input(anyhow::anyhow!(
+            "no *.toml scenario in {}",
+            args.scenarios.display()
+        )));
     }
     let seeds: Vec<u64> = (1..=args.seeds as u64).collect();
-    let mut league = League { seeds: seeds.clone(), scenarios: Vec::new(), calibrated: Vec::new(), targets: Vec::new() };
+    let mut league = League {
+        seeds: seeds.clone(),
+        scenarios: Vec::new(),
+        calibrated: Vec::new(),
+        targets: Vec::new(),
+    };
     for f in files {
         let mut sc = Scenario::load(&f).map_err(Failure::input)?;
-        if !args.only.is_empty() && !args.only.iter().any(|o| *o == sc.name) {
+        if !args.only.is_empty() && !args.only.contains(&sc.name) {
             continue;
         }
         sc.seeds = seeds.clone();
-        eprintln!("league: {} ({} policies x {} seeds)", sc.name, sc.policies.len(), seeds.len());
+        eprintln!(
+            "league: {} ({} policies x {} seeds)",
+            sc.name,
+            sc.policies.len(),
+            seeds.len()
+        );
         let result = match CALIBRATIONS.iter().find(|c| c.scenario == sc.name) {
             Some(cal) => {
                 let (r, v) = calibrate(&sc, cal).map_err(Failure::runtime)?;
-                league.calibrated.push((sc.name.clone(), cal.policy.to_string(), cal.param.to_string(), v));
+                league.calibrated.push((
+                    sc.name.clone(),
+                    cal.policy.to_string(),
+                    cal.param.to_string(),
+                    v,
+                ));
                 r
             }
             None => run_scenario(&sc).map_err(Failure::runtime)?,
@@ -383,12 +499,20 @@ pub fn run(args: &LeagueArgs) -> CliResult {
     }
     let md = markdown(&league, &command);
     let md_path = args.output.join("league.md");
-    std::fs::write(&md_path, &md).with_context(|| format!("writing {}", md_path.display())).map_err(Failure::runtime)?;
+    std::fs::write(&md_path, &md)
+        .with_context(|| format!("writing {}", md_path.display()))
+        .map_err(Failure::runtime)?;
     let json_path = args.output.join("league.json");
     let json = serde_json::to_string_pretty(&league).map_err(Failure::runtime)?;
-    std::fs::write(&json_path, json).with_context(|| format!("writing {}", json_path.display())).map_err(Failure::runtime)?;
+    std::fs::write(&json_path, json)
+        .with_context(|| format!("writing {}", json_path.display()))
+        .map_err(Failure::runtime)?;
     print!("{md}");
-    eprintln!("league: wrote {} and {}", md_path.display(), json_path.display());
+    eprintln!(
+        "league: wrote {} and {}",
+        md_path.display(),
+        json_path.display()
+    );
     Ok(())
 }
 
@@ -411,24 +535,55 @@ mod tests {
                 });
             }
             if let Some(p) = policies.iter_mut().find(|p| p.label == *label) {
-                p.summary.insert(metric.to_string(), Estimate { mean: *v, ci95: 0.0, sd: 0.0, n: 5 });
+                p.summary.insert(
+                    metric.to_string(),
+                    Estimate {
+                        mean: *v,
+                        ci95: 0.0,
+                        sd: 0.0,
+                        n: 5,
+                    },
+                );
             }
         }
-        ScenarioResult { name: name.into(), description: String::new(), seeds: vec![1], policies, comparisons: Vec::new() }
+        ScenarioResult {
+            name: name.into(),
+            description: String::new(),
+            seeds: vec![1],
+            policies,
+            comparisons: Vec::new(),
+        }
     }
 
     #[test]
     fn targets_are_checked_against_the_reference() {
         let r = result(
             "identical_servers",
-            &[("aya", "mean", 0.0101), ("p2c", "mean", 0.0100), ("aya", "p99", 0.060), ("p2c", "p99", 0.050)],
+            &[
+                ("aya", "mean", 0.0101),
+                ("p2c", "mean", 0.0100),
+                ("aya", "p99", 0.060),
+                ("p2c", "p99", 0.050),
+            ],
         );
         let t = evaluate(&r);
         assert_eq!(t.len(), 2);
         assert!(t[0].met, "{:?}", t[0]);
-        let better = result("identical_servers", &[("aya", "mean", 0.009), ("p2c", "mean", 0.010)]);
-        assert!(evaluate(&better)[0].met, "10% better is within the one-sided target");
-        let wc = result("worldcup_autoscaling", &[("aya", "replica_hours", 0.95), ("hpa", "replica_hours", 1.0)]);
+        let better = result(
+            "identical_servers",
+            &[("aya", "mean", 0.009), ("p2c", "mean", 0.010)],
+        );
+        assert!(
+            evaluate(&better)[0].met,
+            "10% better is within the one-sided target"
+        );
+        let wc = result(
+            "worldcup_autoscaling",
+            &[
+                ("aya", "replica_hours", 0.95),
+                ("hpa", "replica_hours", 1.0),
+            ],
+        );
         assert!(!evaluate(&wc)[0].met, "replica-hours are checked both ways");
         assert!(!t[1].met, "20% worse p99 must fail: {:?}", t[1]);
     }
@@ -437,15 +592,36 @@ mod tests {
     fn at_least_and_ratio_checks() {
         let r = result("one_slow_replica", &[("aya", "success_rate", 0.9985)]);
         assert!(!evaluate(&r)[0].met);
-        let r = result("mixed_capacity_degrading", &[("aya", "p99", 0.06), ("p2c", "p99", 0.1), ("aya", "p999", 0.05), ("p2c", "p999", 0.2)]);
+        let r = result(
+            "mixed_capacity_degrading",
+            &[
+                ("aya", "p99", 0.06),
+                ("p2c", "p99", 0.1),
+                ("aya", "p999", 0.05),
+                ("p2c", "p999", 0.2),
+            ],
+        );
         let t = evaluate(&r);
         assert!(t[0].met && t[1].met, "{t:?}");
     }
 
     #[test]
     fn markdown_marks_missed_targets() {
-        let r = result("identical_servers", &[("aya", "mean", 0.02), ("p2c", "mean", 0.01), ("aya", "p99", 0.05), ("p2c", "p99", 0.05)]);
-        let league = League { seeds: vec![1, 2], targets: evaluate(&r), scenarios: vec![r], calibrated: Vec::new() };
+        let r = result(
+            "identical_servers",
+            &[
+                ("aya", "mean", 0.02),
+                ("p2c", "mean", 0.01),
+                ("aya", "p99", 0.05),
+                ("p2c", "p99", 0.05),
+            ],
+        );
+        let league = League {
+            seeds: vec![1, 2],
+            targets: evaluate(&r),
+            scenarios: vec![r],
+            calibrated: Vec::new(),
+        };
         let md = markdown(&league, "aya league");
         assert!(md.contains("**NO**"), "{md}");
         assert!(md.contains("Targets met: 1 of 2"), "{md}");

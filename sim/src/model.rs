@@ -120,7 +120,11 @@ fn d_slo_window() -> f64 {
 
 impl Default for Slo {
     fn default() -> Self {
-        Slo { window: 60.0, p99: None, success: None }
+        Slo {
+            window: 60.0,
+            p99: None,
+            success: None,
+        }
     }
 }
 
@@ -176,7 +180,13 @@ pub struct Model {
 impl Model {
     /// A textbook model: `servers` identical unbounded FCFS c=1 backends with
     /// mean service 1, Poisson arrivals at `rho × servers`, `requests` requests.
-    pub fn textbook(servers: u32, rho: f64, service: ServiceDist, dispatch: Dispatch, requests: u64) -> Model {
+    pub fn textbook(
+        servers: u32,
+        rho: f64,
+        service: ServiceDist,
+        dispatch: Dispatch,
+        requests: u64,
+    ) -> Model {
         let backends = (0..servers)
             .map(|i| BackendModel {
                 name: format!("b{i}"),
@@ -188,7 +198,9 @@ impl Model {
             })
             .collect();
         Model {
-            arrivals: ArrivalSpec::Poisson { rate: rho * servers as f64 / service.mean() },
+            arrivals: ArrivalSpec::Poisson {
+                rate: rho * servers as f64 / service.mean(),
+            },
             service,
             keys: KeySpec::default(),
             base_dir: PathBuf::from("."),

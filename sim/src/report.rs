@@ -8,15 +8,28 @@ use std::path::Path;
 
 use crate::run::{METRICS, ScenarioResult};
 
-const COLORS: [&str; 10] =
-    ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
+const COLORS: [&str; 10] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf",
+];
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn file_safe(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Write `result.json`, `series_<policy>.csv`, `backends_<policy>.csv` and `report.html` into `dir`.
@@ -33,11 +46,23 @@ pub fn write_all(res: &ScenarioResult, dir: &Path) -> std::io::Result<()> {
             let _ = writeln!(
                 s,
                 "{},{:.3},{:.3},{:.6},{:.6},{:.6},{},{},{:.4},{:.4}",
-                w.t, w.demand_rps, w.throughput_rps, w.success_rate, w.p50, w.p99, w.ready, w.alive,
-                w.imbalance_max_mean, w.imbalance_cv
+                w.t,
+                w.demand_rps,
+                w.throughput_rps,
+                w.success_rate,
+                w.p50,
+                w.p99,
+                w.ready,
+                w.alive,
+                w.imbalance_max_mean,
+                w.imbalance_cv
             );
             for l in &w.backends {
-                let _ = writeln!(b, "{},{},{:.4},{:.3},{:.3}", w.t, l.backend, l.utilization, l.rate, l.in_flight);
+                let _ = writeln!(
+                    b,
+                    "{},{},{:.4},{:.3},{:.3}",
+                    w.t, l.backend, l.utilization, l.rate, l.in_flight
+                );
             }
         }
         std::fs::write(dir.join(format!("series_{}.csv", file_safe(&p.label))), s)?;
@@ -54,7 +79,15 @@ fn nice_step(range: f64) -> f64 {
     let raw = range / 5.0;
     let mag = 10f64.powf(raw.log10().floor());
     let n = raw / mag;
-    let f = if n < 1.5 { 1.0 } else if n < 3.5 { 2.0 } else if n < 7.5 { 5.0 } else { 10.0 };
+    let f = if n < 1.5 {
+        1.0
+    } else if n < 3.5 {
+        2.0
+    } else if n < 7.5 {
+        5.0
+    } else {
+        10.0
+    };
     f * mag
 }
 
@@ -73,7 +106,10 @@ fn fmt_tick(v: f64) -> String {
 /// A line chart as an SVG string. Each series: (name, points).
 pub fn line_chart(title: &str, xl: &str, yl: &str, series: &[(String, Vec<(f64, f64)>)]) -> String {
     let (w, h, ml, mr, mt, mb) = (760.0, 300.0, 70.0, 170.0, 30.0, 40.0);
-    let pts = series.iter().flat_map(|s| s.1.iter()).filter(|p| p.0.is_finite() && p.1.is_finite());
+    let pts = series
+        .iter()
+        .flat_map(|s| s.1.iter())
+        .filter(|p| p.0.is_finite() && p.1.is_finite());
     let (mut x0, mut x1, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, 0.0f64);
     for p in pts {
         x0 = x0.min(p.0);
@@ -85,9 +121,19 @@ pub fn line_chart(title: &str, xl: &str, yl: &str, series: &[(String, Vec<(f64, 
         out,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="11">"#
     );
-    let _ = write!(out, r#"<text x="{}" y="18" font-size="13" font-weight="bold">{}</text>"#, ml, esc(title));
+    let _ = write!(
+        out,
+        r#"<text x="{}" y="18" font-size="13" font-weight="bold">{}</text>"#,
+        ml,
+        esc(title)
+    );
     if !x0.is_finite() || x1 <= x0 {
-        let _ = write!(out, r#"<text x="{}" y="{}">no data</text></svg>"#, ml + 10.0, h / 2.0);
+        let _ = write!(
+            out,
+            r#"<text x="{}" y="{}">no data</text></svg>"#,
+            ml + 10.0,
+            h / 2.0
+        );
         return out;
     }
     if y1 <= 0.0 {
@@ -99,7 +145,10 @@ pub fn line_chart(title: &str, xl: &str, yl: &str, series: &[(String, Vec<(f64, 
     let ph = h - mt - mb;
     let sx = |x: f64| ml + (x - x0) / (x1 - x0) * pw;
     let sy = |y: f64| mt + ph - (y / y1) * ph;
-    let _ = write!(out, r##"<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>"##);
+    let _ = write!(
+        out,
+        r##"<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>"##
+    );
     let mut y = 0.0;
     while y <= y1 + ys * 0.01 {
         let py = sy(y);
@@ -125,7 +174,13 @@ pub fn line_chart(title: &str, xl: &str, yl: &str, series: &[(String, Vec<(f64, 
         );
         x += xs;
     }
-    let _ = write!(out, r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#, ml + pw / 2.0, h - 5.0, esc(xl));
+    let _ = write!(
+        out,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+        ml + pw / 2.0,
+        h - 5.0,
+        esc(xl)
+    );
     let _ = write!(
         out,
         r#"<text transform="translate(14,{:.1}) rotate(-90)" text-anchor="middle">{}</text>"#,
@@ -135,10 +190,23 @@ pub fn line_chart(title: &str, xl: &str, yl: &str, series: &[(String, Vec<(f64, 
     for (i, (name, ps)) in series.iter().enumerate() {
         let c = COLORS[i % COLORS.len()];
         let mut d = String::new();
-        for (j, p) in ps.iter().filter(|p| p.0.is_finite() && p.1.is_finite()).enumerate() {
-            let _ = write!(d, "{}{:.1},{:.1} ", if j == 0 { "M" } else { "L" }, sx(p.0), sy(p.1.min(y1)));
+        for (j, p) in ps
+            .iter()
+            .filter(|p| p.0.is_finite() && p.1.is_finite())
+            .enumerate()
+        {
+            let _ = write!(
+                d,
+                "{}{:.1},{:.1} ",
+                if j == 0 { "M" } else { "L" },
+                sx(p.0),
+                sy(p.1.min(y1))
+            );
         }
-        let _ = write!(out, r#"<path d="{d}" fill="none" stroke="{c}" stroke-width="1.5"/>"#);
+        let _ = write!(
+            out,
+            r#"<path d="{d}" fill="none" stroke="{c}" stroke-width="1.5"/>"#
+        );
         let ly = mt + 10.0 + i as f64 * 15.0;
         if i < 16 {
             let _ = write!(
@@ -167,7 +235,12 @@ pub fn html(res: &ScenarioResult) -> String {
          td:first-child,th:first-child{{text-align:left}}</style></head><body>",
         esc(&res.name)
     );
-    let _ = write!(h, "<h1>{}</h1><p>{}</p>", esc(&res.name), esc(&res.description));
+    let _ = write!(
+        h,
+        "<h1>{}</h1><p>{}</p>",
+        esc(&res.name),
+        esc(&res.description)
+    );
     let _ = write!(
         h,
         "<p>{} replication(s), seeds {:?}. Values are mean ± 95% CI half-width (Student t) over seeds; latencies in seconds.</p>",
@@ -183,7 +256,13 @@ pub fn html(res: &ScenarioResult) -> String {
         let _ = write!(h, "<tr><td>{m}</td>");
         for p in &res.policies {
             let e = p.summary.get(*m).copied().unwrap_or_default();
-            let prec = if e.mean.abs() >= 100.0 { 1 } else if e.mean.abs() >= 1.0 { 3 } else { 5 };
+            let prec = if e.mean.abs() >= 100.0 {
+                1
+            } else if e.mean.abs() >= 1.0 {
+                3
+            } else {
+                5
+            };
             let _ = write!(h, "<td>{}</td>", e.fmt(prec));
         }
         h.push_str("</tr>");
@@ -214,20 +293,46 @@ pub fn html(res: &ScenarioResult) -> String {
     h.push_str("<h2>Latency over time (first seed)</h2>");
     let mut lat = Vec::new();
     for p in &res.policies {
-        lat.push((format!("{} p99", p.label), p.series.iter().map(|w| (w.t, w.p99)).collect()));
-        lat.push((format!("{} p50", p.label), p.series.iter().map(|w| (w.t, w.p50)).collect()));
+        lat.push((
+            format!("{} p99", p.label),
+            p.series.iter().map(|w| (w.t, w.p99)).collect(),
+        ));
+        lat.push((
+            format!("{} p50", p.label),
+            p.series.iter().map(|w| (w.t, w.p50)).collect(),
+        ));
     }
-    h.push_str(&line_chart("Latency per window", "time (s)", "seconds", &lat));
+    h.push_str(&line_chart(
+        "Latency per window",
+        "time (s)",
+        "seconds",
+        &lat,
+    ));
     h.push_str("<h2>Replicas vs demand (first seed)</h2>");
-    let dem: Vec<(String, Vec<(f64, f64)>)> =
-        vec![("demand".into(), res.policies.first().map(|p| p.series.iter().map(|w| (w.t, w.demand_rps)).collect()).unwrap_or_default())];
+    let dem: Vec<(String, Vec<(f64, f64)>)> = vec![(
+        "demand".into(),
+        res.policies
+            .first()
+            .map(|p| p.series.iter().map(|w| (w.t, w.demand_rps)).collect())
+            .unwrap_or_default(),
+    )];
     h.push_str(&line_chart("Demand", "time (s)", "requests/s", &dem));
     let reps: Vec<(String, Vec<(f64, f64)>)> = res
         .policies
         .iter()
-        .map(|p| (format!("{} replicas", p.label), p.series.iter().map(|w| (w.t, w.alive as f64)).collect()))
+        .map(|p| {
+            (
+                format!("{} replicas", p.label),
+                p.series.iter().map(|w| (w.t, w.alive as f64)).collect(),
+            )
+        })
         .collect();
-    h.push_str(&line_chart("Replicas (booting + ready + draining)", "time (s)", "replicas", &reps));
+    h.push_str(&line_chart(
+        "Replicas (booting + ready + draining)",
+        "time (s)",
+        "replicas",
+        &reps,
+    ));
     h.push_str("<h2>Per-backend load (first seed)</h2>");
     for p in &res.policies {
         let mut names: Vec<String> = Vec::new();
@@ -245,14 +350,29 @@ pub fn html(res: &ScenarioResult) -> String {
                 let pts = p
                     .series
                     .iter()
-                    .filter_map(|w| w.backends.iter().find(|l| &l.backend == n).map(|l| (w.t, l.utilization)))
+                    .filter_map(|w| {
+                        w.backends
+                            .iter()
+                            .find(|l| &l.backend == n)
+                            .map(|l| (w.t, l.utilization))
+                    })
                     .collect();
                 (n.clone(), pts)
             })
             .collect();
-        h.push_str(&line_chart(&format!("{}: utilisation per backend (first 16)", p.label), "time (s)", "busy fraction", &ser));
+        h.push_str(&line_chart(
+            &format!("{}: utilisation per backend (first 16)", p.label),
+            "time (s)",
+            "busy fraction",
+            &ser,
+        ));
         if !p.decisions.is_empty() {
-            let _ = write!(h, "<details><summary>{}: {} decisions that changed something</summary><ul>", esc(&p.label), p.decisions.len());
+            let _ = write!(
+                h,
+                "<details><summary>{}: {} decisions that changed something</summary><ul>",
+                esc(&p.label),
+                p.decisions.len()
+            );
             for d in p.decisions.iter().take(50) {
                 let _ = write!(
                     h,

@@ -28,8 +28,11 @@ pub enum RunError {
     Sim(#[from] SimError),
 }
 
+/// Reads one metric from a replication's results.
+pub type MetricFn = fn(&RunMetrics) -> f64;
+
 /// The metrics summarised across replications, with how to read them.
-pub const METRICS: &[(&str, fn(&RunMetrics) -> f64)] = &[
+pub const METRICS: &[(&str, MetricFn)] = &[
     ("success_rate", |m| m.success_rate),
     ("mean", |m| m.mean),
     ("p50", |m| m.p50),
@@ -90,7 +93,11 @@ pub struct ScenarioResult {
 }
 
 /// Build the control loop for one replication.
-pub fn control_loop(sc: &Scenario, spec: &PolicySpec, seed: u64) -> Result<BoxedLoop, ScenarioError> {
+pub fn control_loop(
+    sc: &Scenario,
+    spec: &PolicySpec,
+    seed: u64,
+) -> Result<BoxedLoop, ScenarioError> {
     let ctx = PolicyContext {
         seed: stream_seed(seed, Stream::Policy),
         algorithm: sc.algorithm,
@@ -98,7 +105,11 @@ pub fn control_loop(sc: &Scenario, spec: &PolicySpec, seed: u64) -> Result<Boxed
     };
     let policy = make_policy(spec, &ctx)?;
     let forecaster = make_forecaster(sc.forecaster.as_ref(), &ctx)?;
-    Ok(ControlLoop::new(policy, forecaster, sc.model.forecast_horizon))
+    Ok(ControlLoop::new(
+        policy,
+        forecaster,
+        sc.model.forecast_horizon,
+    ))
 }
 
 /// One replication of `spec` on `sc` with `seed`.
@@ -111,16 +122,24 @@ pub fn run_one(sc: &Scenario, spec: &PolicySpec, seed: u64) -> Result<RunResult,
 pub fn summarize(runs: &[RunMetrics]) -> BTreeMap<String, Estimate> {
     METRICS
         .iter()
-        .map(|(n, f)| (n.to_string(), Estimate::of(&runs.iter().map(f).collect::<Vec<_>>())))
+        .map(|(n, f)| {
+            (
+                n.to_string(),
+                Estimate::of(&runs.iter().map(f).collect::<Vec<_>>()),
+            )
+        })
         .collect()
 }
 
 /// Run every policy of `sc` on every seed (in parallel) and summarise.
 pub fn run_scenario(sc: &Scenario) -> Result<ScenarioResult, RunError> {
-    let jobs: Vec<(usize, usize)> =
-        (0..sc.policies.len()).flat_map(|p| (0..sc.seeds.len()).map(move |s| (p, s))).collect();
-    let results: Vec<Result<RunResult, RunError>> =
-        jobs.par_iter().map(|&(p, s)| run_one(sc, &sc.policies[p], sc.seeds[s])).collect();
+    let jobs: Vec<(usize, usize)> = (0..sc.policies.len())
+        .flat_map(|p| (0..sc.seeds.len()).map(move |s| (p, s)))
+        .collect();
+    let results: Vec<Result<RunResult, RunError>> = jobs
+        .par_iter()
+        .map(|&(p, s)| run_one(sc, &sc.policies[p], sc.seeds[s]))
+        .collect();
     let mut per_policy: Vec<Vec<RunResult>> = (0..sc.policies.len()).map(|_| Vec::new()).collect();
     for (r, &(p, _)) in results.into_iter().zip(&jobs) {
         per_policy[p].push(r?);
@@ -148,7 +167,11 @@ pub fn run_scenario(sc: &Scenario) -> Result<ScenarioResult, RunError> {
                     (n.to_string(), paired(&a, &b))
                 })
                 .collect();
-            comparisons.push(Comparison { reference: reference.label.clone(), policy: other.label.clone(), metrics });
+            comparisons.push(Comparison {
+                reference: reference.label.clone(),
+                policy: other.label.clone(),
+                metrics,
+            });
         }
     }
     Ok(ScenarioResult {

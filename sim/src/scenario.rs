@@ -74,7 +74,11 @@ pub struct PolicySpec {
 impl PolicySpec {
     /// A spec with no parameters.
     pub fn named(name: &str) -> PolicySpec {
-        PolicySpec { name: name.to_string(), label: None, params: toml::Table::new() }
+        PolicySpec {
+            name: name.to_string(),
+            label: None,
+            params: toml::Table::new(),
+        }
     }
     /// Label used in results.
     pub fn label(&self) -> &str {
@@ -139,18 +143,43 @@ impl RawDataPlane {
         let algorithm = match t.remove("algorithm") {
             None => d_algo(),
             Some(toml::Value::String(s)) => s,
-            Some(v) => return Err(invalid(p, "data_plane.algorithm", format!("must be a string, got {v}"))),
+            Some(v) => {
+                return Err(invalid(
+                    p,
+                    "data_plane.algorithm",
+                    format!("must be a string, got {v}"),
+                ));
+            }
         };
         let health_check_delay = match t.remove("health_check_delay") {
             None => d_hc(),
             Some(toml::Value::Float(f)) => f,
             Some(toml::Value::Integer(i)) => i as f64,
-            Some(v) => return Err(invalid(p, "data_plane.health_check_delay", format!("must be a number, got {v}"))),
+            Some(v) => {
+                return Err(invalid(
+                    p,
+                    "data_plane.health_check_delay",
+                    format!("must be a number, got {v}"),
+                ));
+            }
         };
-        let params: LbParams = toml::Value::Table(t).try_into().map_err(|e: toml::de::Error| {
-            invalid(p, "data_plane", format!("{} (also allowed: algorithm, health_check_delay)", e.message()))
-        })?;
-        Ok(RawDataPlane { algorithm, health_check_delay, params })
+        let params: LbParams = toml::Value::Table(t)
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                invalid(
+                    p,
+                    "data_plane",
+                    format!(
+                        "{} (also allowed: algorithm, health_check_delay)",
+                        e.message()
+                    ),
+                )
+            })?;
+        Ok(RawDataPlane {
+            algorithm,
+            health_check_delay,
+            params,
+        })
     }
 }
 
@@ -285,54 +314,89 @@ pub struct Scenario {
 }
 
 fn invalid(path: &Path, field: impl Into<String>, message: impl Into<String>) -> ScenarioError {
-    ScenarioError::Invalid { path: path.to_path_buf(), field: field.into(), message: message.into() }
+    ScenarioError::Invalid {
+        path: path.to_path_buf(),
+        field: field.into(),
+        message: message.into(),
+    }
 }
 
 fn check_pos(path: &Path, field: &str, v: f64) -> Result<(), ScenarioError> {
     if v.is_finite() && v > 0.0 {
         Ok(())
     } else {
-        Err(invalid(path, field, format!("must be a finite number > 0, got {v}")))
+        Err(invalid(
+            path,
+            field,
+            format!("must be a finite number > 0, got {v}"),
+        ))
     }
 }
 
 impl Scenario {
     /// Read and validate a scenario file.
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ScenarioError::Io { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Scenario::parse(&text, path)
     }
 
     /// Parse and validate scenario text; `path` names it in errors and
     /// resolves relative workload paths.
     pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
-        let raw: RawScenario = toml::from_str(text)
-            .map_err(|e| ScenarioError::Parse { path: path.to_path_buf(), message: e.to_string().trim_end().to_string() })?;
+        let raw: RawScenario = toml::from_str(text).map_err(|e| ScenarioError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
         let p = path;
         if let Some(d) = raw.duration {
             check_pos(p, "duration", d)?;
         }
-        if raw.duration.is_none() && raw.max_requests.is_none() {
-            if !matches!(raw.workload, ArrivalSpec::RateSeries { .. } | ArrivalSpec::Trace { .. }) {
-                return Err(invalid(p, "duration", "a synthetic workload needs `duration` (seconds) or `max_requests`"));
-            }
+        if raw.duration.is_none()
+            && raw.max_requests.is_none()
+            && !matches!(
+                raw.workload,
+                ArrivalSpec::RateSeries { .. } | ArrivalSpec::Trace { .. }
+            )
+        {
+            return Err(invalid(
+                p,
+                "duration",
+                "a synthetic workload needs `duration` (seconds) or `max_requests`",
+            ));
         }
         if !(raw.warmup.is_finite() && raw.warmup >= 0.0) {
-            return Err(invalid(p, "warmup", format!("must be >= 0 seconds, got {}", raw.warmup)));
+            return Err(invalid(
+                p,
+                "warmup",
+                format!("must be >= 0 seconds, got {}", raw.warmup),
+            ));
         }
-        if let (Some(d), w) = (raw.duration, raw.warmup) {
-            if w >= d {
-                return Err(invalid(p, "warmup", format!("warm-up ({w} s) must be shorter than `duration` ({d} s)")));
-            }
+        if let (Some(d), w) = (raw.duration, raw.warmup)
+            && w >= d
+        {
+            return Err(invalid(
+                p,
+                "warmup",
+                format!("warm-up ({w} s) must be shorter than `duration` ({d} s)"),
+            ));
         }
         if let Some(t) = raw.timeout {
             check_pos(p, "timeout", t)?;
         }
-        raw.workload.validate().map_err(|m| invalid(p, "workload", m))?;
-        let service = raw.service.clone().unwrap_or(ServiceDist::Exponential { mean: 0.01 });
+        raw.workload
+            .validate()
+            .map_err(|m| invalid(p, "workload", m))?;
+        let service = raw
+            .service
+            .clone()
+            .unwrap_or(ServiceDist::Exponential { mean: 0.01 });
         service.validate().map_err(|m| invalid(p, "service", m))?;
-        if raw.service.is_none() && !matches!(raw.workload, ArrivalSpec::Trace { cost: Some(_), .. }) {
+        if raw.service.is_none()
+            && !matches!(raw.workload, ArrivalSpec::Trace { cost: Some(_), .. })
+        {
             return Err(invalid(
                 p,
                 "service",
@@ -349,7 +413,11 @@ impl Scenario {
         }
 
         if raw.backends.is_empty() {
-            return Err(invalid(p, "backends", "at least one `[[backends]]` group is required"));
+            return Err(invalid(
+                p,
+                "backends",
+                "at least one `[[backends]]` group is required",
+            ));
         }
         let mut backends = Vec::new();
         for (gi, g) in raw.backends.iter().enumerate() {
@@ -381,22 +449,38 @@ impl Scenario {
             let mut seen = std::collections::HashSet::new();
             for b in &backends {
                 if !seen.insert(b.name.clone()) {
-                    return Err(invalid(p, "backends", format!("duplicate backend name {:?}; give each group a distinct `name`", b.name)));
+                    return Err(invalid(
+                        p,
+                        "backends",
+                        format!(
+                            "duplicate backend name {:?}; give each group a distinct `name`",
+                            b.name
+                        ),
+                    ));
                 }
             }
         }
 
         let dp = RawDataPlane::from_table(raw.data_plane.clone().unwrap_or_default(), p)?;
-        dp.params.validate().map_err(|m| invalid(p, "data_plane", m))?;
+        dp.params
+            .validate()
+            .map_err(|m| invalid(p, "data_plane", m))?;
         if !(dp.health_check_delay.is_finite() && dp.health_check_delay >= 0.0) {
-            return Err(invalid(p, "data_plane.health_check_delay", "must be >= 0 seconds"));
+            return Err(invalid(
+                p,
+                "data_plane.health_check_delay",
+                "must be >= 0 seconds",
+            ));
         }
         let (dispatch, algorithm) = if dp.algorithm.trim() == "central" {
             (Dispatch::Central, None)
         } else {
-            let a: LbAlgorithm = dp.algorithm.parse().map_err(|e: aya_policy::UnknownAlgorithm| {
-                invalid(p, "data_plane.algorithm", format!("{e}, central"))
-            })?;
+            let a: LbAlgorithm =
+                dp.algorithm
+                    .parse()
+                    .map_err(|e: aya_policy::UnknownAlgorithm| {
+                        invalid(p, "data_plane.algorithm", format!("{e}, central"))
+                    })?;
             (Dispatch::Balancer(a), Some(a))
         };
 
@@ -404,22 +488,32 @@ impl Scenario {
         for (i, f) in raw.faults.iter().enumerate() {
             let fld = |x: &str| format!("faults[{i}].{x}");
             let idx = match &f.backend {
-                toml::Value::String(s) => backends.iter().position(|b| &b.name == s).ok_or_else(|| {
-                    invalid(
-                        p,
-                        fld("backend"),
-                        format!(
-                            "no backend named {s:?}; names are {}",
-                            backends.iter().map(|b| b.name.as_str()).take(20).collect::<Vec<_>>().join(", ")
-                        ),
-                    )
-                })?,
+                toml::Value::String(s) => {
+                    backends.iter().position(|b| &b.name == s).ok_or_else(|| {
+                        invalid(
+                            p,
+                            fld("backend"),
+                            format!(
+                                "no backend named {s:?}; names are {}",
+                                backends
+                                    .iter()
+                                    .map(|b| b.name.as_str())
+                                    .take(20)
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        )
+                    })?
+                }
                 toml::Value::Integer(n) if *n >= 0 && (*n as usize) < backends.len() => *n as usize,
                 v => {
                     return Err(invalid(
                         p,
                         fld("backend"),
-                        format!("{v} is not a backend name or an index in 0..{}", backends.len()),
+                        format!(
+                            "{v} is not a backend name or an index in 0..{}",
+                            backends.len()
+                        ),
                     ));
                 }
             };
@@ -428,30 +522,53 @@ impl Scenario {
             }
             let duration = f.duration.unwrap_or(f64::INFINITY);
             if duration.is_nan() || duration <= 0.0 {
-                return Err(invalid(p, fld("duration"), "must be > 0 seconds (omit for `until the end`)"));
+                return Err(invalid(
+                    p,
+                    fld("duration"),
+                    "must be > 0 seconds (omit for `until the end`)",
+                ));
             }
             let need = |v: Option<f64>, name: &str| -> Result<f64, ScenarioError> {
-                let v = v.ok_or_else(|| invalid(p, fld(name), format!("required for kind = {:?}", f.kind)))?;
+                let v = v.ok_or_else(|| {
+                    invalid(p, fld(name), format!("required for kind = {:?}", f.kind))
+                })?;
                 check_pos(p, &fld(name), v)?;
                 Ok(v)
             };
             let kind = match f.kind.as_str() {
-                "slowdown" => FaultKind::Slowdown { factor: need(f.factor, "factor")? },
-                "degrade" => FaultKind::Degrade { factor: need(f.factor, "factor")? },
-                "latency" => FaultKind::Latency { latency: need(f.latency, "latency")? },
+                "slowdown" => FaultKind::Slowdown {
+                    factor: need(f.factor, "factor")?,
+                },
+                "degrade" => FaultKind::Degrade {
+                    factor: need(f.factor, "factor")?,
+                },
+                "latency" => FaultKind::Latency {
+                    latency: need(f.latency, "latency")?,
+                },
                 "failure" => FaultKind::Failure,
                 other => {
                     return Err(invalid(
                         p,
                         fld("kind"),
-                        format!("unknown fault kind {other:?}; allowed: slowdown, degrade, latency, failure"),
+                        format!(
+                            "unknown fault kind {other:?}; allowed: slowdown, degrade, latency, failure"
+                        ),
                     ));
                 }
             };
             if matches!(kind, FaultKind::Degrade { .. }) && !duration.is_finite() {
-                return Err(invalid(p, fld("duration"), "a `degrade` fault needs the ramp `duration`"));
+                return Err(invalid(
+                    p,
+                    fld("duration"),
+                    "a `degrade` fault needs the ramp `duration`",
+                ));
             }
-            faults.push(Fault { backend: idx, kind, start: f.start, duration });
+            faults.push(Fault {
+                backend: idx,
+                kind,
+                start: f.start,
+                duration,
+            });
         }
 
         let ctl = raw.control.clone().unwrap_or(RawControl {
@@ -463,24 +580,47 @@ impl Scenario {
         check_pos(p, "control.interval", ctl.interval)?;
         check_pos(p, "control.telemetry_interval", ctl.telemetry_interval)?;
         if !(ctl.telemetry_delay.is_finite() && ctl.telemetry_delay >= 0.0) {
-            return Err(invalid(p, "control.telemetry_delay", "must be >= 0 seconds"));
+            return Err(invalid(
+                p,
+                "control.telemetry_delay",
+                "must be >= 0 seconds",
+            ));
         }
 
         let scaling = match &raw.autoscaling {
             Some(s) => {
                 if s.min == 0 || s.min > s.max {
-                    return Err(invalid(p, "autoscaling", format!("need 1 <= min <= max, got min={} max={}", s.min, s.max)));
+                    return Err(invalid(
+                        p,
+                        "autoscaling",
+                        format!("need 1 <= min <= max, got min={} max={}", s.min, s.max),
+                    ));
                 }
                 if !(s.boot_delay.is_finite() && s.boot_delay >= 0.0) {
                     return Err(invalid(p, "autoscaling.boot_delay", "must be >= 0 seconds"));
                 }
                 let n = backends.len() as u32;
                 if n < s.min || n > s.max {
-                    return Err(invalid(p, "autoscaling", format!("the initial {n} backends are outside [min={}, max={}]", s.min, s.max)));
+                    return Err(invalid(
+                        p,
+                        "autoscaling",
+                        format!(
+                            "the initial {n} backends are outside [min={}, max={}]",
+                            s.min, s.max
+                        ),
+                    ));
                 }
-                let mut template = backends.last().cloned().ok_or_else(|| invalid(p, "backends", "empty"))?;
+                let mut template = backends
+                    .last()
+                    .cloned()
+                    .ok_or_else(|| invalid(p, "backends", "empty"))?;
                 template.name = "scaled".into();
-                Some(Scaling { min: s.min, max: s.max, boot_delay: s.boot_delay, template })
+                Some(Scaling {
+                    min: s.min,
+                    max: s.max,
+                    boot_delay: s.boot_delay,
+                    template,
+                })
             }
             None => None,
         };
@@ -490,10 +630,14 @@ impl Scenario {
         if let Some(x) = slo.p99 {
             check_pos(p, "slo.p99", x)?;
         }
-        if let Some(y) = slo.success {
-            if !(0.0..=1.0).contains(&y) {
-                return Err(invalid(p, "slo.success", format!("must be in [0, 1], got {y}")));
-            }
+        if let Some(y) = slo.success
+            && !(0.0..=1.0).contains(&y)
+        {
+            return Err(invalid(
+                p,
+                "slo.success",
+                format!("must be in [0, 1], got {y}"),
+            ));
         }
         if let Some(w) = raw.output.window {
             check_pos(p, "output.window", w)?;
@@ -501,7 +645,13 @@ impl Scenario {
 
         let seeds = match (&raw.seeds, raw.replications) {
             (Some(s), None) if !s.is_empty() => s.clone(),
-            (Some(_), Some(_)) => return Err(invalid(p, "seeds", "give either `seeds = [...]` or `replications = N`, not both")),
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    p,
+                    "seeds",
+                    "give either `seeds = [...]` or `replications = N`, not both",
+                ));
+            }
             (Some(_), None) => return Err(invalid(p, "seeds", "must not be empty")),
             (None, Some(0)) => return Err(invalid(p, "replications", "must be >= 1")),
             (None, n) => {
@@ -513,7 +663,9 @@ impl Scenario {
         let policies = match raw.policy.clone() {
             None => vec![PolicySpec::named("static")],
             Some(OneOrMany::One(s)) => vec![s],
-            Some(OneOrMany::Many(v)) if v.is_empty() => return Err(invalid(p, "policy", "must not be empty")),
+            Some(OneOrMany::Many(v)) if v.is_empty() => {
+                return Err(invalid(p, "policy", "must not be empty"));
+            }
             Some(OneOrMany::Many(v)) => v,
         };
         for (i, spec) in policies.iter().enumerate() {
@@ -525,17 +677,24 @@ impl Scenario {
                 });
             }
         }
-        if let Some(f) = &raw.forecaster {
-            if !crate::policy::forecaster_names().contains(&f.name.as_str()) {
-                return Err(invalid(
-                    p,
-                    "forecaster.name",
-                    format!("unknown forecaster {:?}; allowed: {}", f.name, crate::policy::forecaster_names().join(", ")),
-                ));
-            }
+        if let Some(f) = &raw.forecaster
+            && !crate::policy::forecaster_names().contains(&f.name.as_str())
+        {
+            return Err(invalid(
+                p,
+                "forecaster.name",
+                format!(
+                    "unknown forecaster {:?}; allowed: {}",
+                    f.name,
+                    crate::policy::forecaster_names().join(", ")
+                ),
+            ));
         }
 
-        let base_dir = p.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        let base_dir = p
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
         let duration = raw.duration;
         let model = Model {
             arrivals: raw.workload.clone(),
@@ -559,12 +718,15 @@ impl Scenario {
             scaling,
             slo,
             series_window: Some(raw.output.window.unwrap_or(10.0)),
-            drain_limit: raw.drain_limit.unwrap_or(raw.timeout.map(|t| t * 2.0).unwrap_or(60.0)),
+            drain_limit: raw
+                .drain_limit
+                .unwrap_or(raw.timeout.map(|t| t * 2.0).unwrap_or(60.0)),
         };
-        let name = raw
-            .name
-            .clone()
-            .unwrap_or_else(|| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "scenario".into()));
+        let name = raw.name.clone().unwrap_or_else(|| {
+            p.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "scenario".into())
+        });
         Ok(Scenario {
             path: p.to_path_buf(),
             name,

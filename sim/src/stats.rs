@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 /// Two-sided 97.5% quantile of Student's t with `df` degrees of freedom.
 pub fn t975(df: usize) -> f64 {
     const T: [f64; 30] = [
-        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-        2.045, 2.042,
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042,
     ];
     match df {
         0 => f64::INFINITY,
@@ -19,7 +19,8 @@ pub fn t975(df: usize) -> f64 {
         _ => {
             let z = 1.959964f64;
             let d = df as f64;
-            z + (z.powi(3) + z) / (4.0 * d) + (5.0 * z.powi(5) + 16.0 * z.powi(3) + 3.0 * z) / (96.0 * d * d)
+            z + (z.powi(3) + z) / (4.0 * d)
+                + (5.0 * z.powi(5) + 16.0 * z.powi(3) + 3.0 * z) / (96.0 * d * d)
         }
     }
 }
@@ -46,11 +47,21 @@ impl Estimate {
         }
         let mean = xs.iter().sum::<f64>() / n as f64;
         if n == 1 {
-            return Estimate { mean, ci95: 0.0, sd: 0.0, n };
+            return Estimate {
+                mean,
+                ci95: 0.0,
+                sd: 0.0,
+                n,
+            };
         }
         let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
         let sd = var.sqrt();
-        Estimate { mean, ci95: t975(n - 1) * sd / (n as f64).sqrt(), sd, n }
+        Estimate {
+            mean,
+            ci95: t975(n - 1) * sd / (n as f64).sqrt(),
+            sd,
+            n,
+        }
     }
 
     /// `mean ± ci` formatted with `prec` decimals.

@@ -2,10 +2,11 @@
 //!
 //! * M/M/1: sojourn time is exponential with rate μ − λ, so
 //!   `W = 1/(μ−λ)` and the q-quantile is `−ln(1−q)/(μ−λ)`.
-//! * M/M/c (Erlang C): the wait is 0 with probability `1 − C` and otherwise
-//!   exponential with rate `cμ − λ`; the sojourn adds an independent Exp(μ)
-//!   service, so `P(T > t) = (1−C)e^{−μt} + C·(cμ−λ)/(cμ−λ−μ)·(e^{−μt} − e^{−(cμ−λ)t})·…`
-//!   (derived in [`mmc_sojourn_tail`]); quantiles are found by bisection.
+//! * M/M/c (Erlang C): an arrival waits with probability C (Erlang C) and
+//!   the wait is then Exp(θ), θ = cμ − λ; the sojourn adds an independent
+//!   Exp(μ) service, so the sojourn tail is a mixture of an exponential and a
+//!   hypoexponential (derived in [`mmc_sojourn_tail`]); quantiles are found
+//!   by bisection on that tail.
 
 /// Erlang C: probability that an arrival waits in M/M/c with offered load
 /// `a = λ/μ` (requires a < c).

@@ -71,7 +71,10 @@ fn default_clients() -> u64 {
 
 impl Default for KeySpec {
     fn default() -> Self {
-        KeySpec { clients: default_clients(), zipf: 0.0 }
+        KeySpec {
+            clients: default_clients(),
+            zipf: 0.0,
+        }
     }
 }
 
@@ -178,7 +181,9 @@ impl ArrivalSpec {
             }
         };
         match self {
-            ArrivalSpec::Poisson { rate } | ArrivalSpec::Deterministic { rate } => pos("rate", *rate),
+            ArrivalSpec::Poisson { rate } | ArrivalSpec::Deterministic { rate } => {
+                pos("rate", *rate)
+            }
             ArrivalSpec::Mmpp { rates, durations } => {
                 if rates.is_empty() || rates.len() != durations.len() {
                     return Err(format!(
@@ -194,7 +199,11 @@ impl ArrivalSpec {
                 }
                 durations.iter().try_for_each(|d| pos("durations[]", *d))
             }
-            ArrivalSpec::Sinusoid { mean, amplitude, period } => {
+            ArrivalSpec::Sinusoid {
+                mean,
+                amplitude,
+                period,
+            } => {
                 pos("mean", *mean)?;
                 pos("period", *period)?;
                 if !(0.0..=1.0).contains(amplitude) {
@@ -202,11 +211,17 @@ impl ArrivalSpec {
                 }
                 Ok(())
             }
-            ArrivalSpec::RateSeries { compression, multiplier, .. } => {
+            ArrivalSpec::RateSeries {
+                compression,
+                multiplier,
+                ..
+            } => {
                 pos("compression", *compression)?;
                 pos("multiplier", *multiplier)
             }
-            ArrivalSpec::Trace { compression, cost, .. } => {
+            ArrivalSpec::Trace {
+                compression, cost, ..
+            } => {
                 pos("compression", *compression)?;
                 if let Some(c) = cost {
                     for (n, v) in [
@@ -219,7 +234,10 @@ impl ArrivalSpec {
                         }
                     }
                     if c.base + c.per_context_token + c.per_generated_token <= 0.0 {
-                        return Err("`cost` gives every request zero work; set `base` or a per-token cost".into());
+                        return Err(
+                            "`cost` gives every request zero work; set `base` or a per-token cost"
+                                .into(),
+                        );
                     }
                 }
                 Ok(())
@@ -258,7 +276,11 @@ pub fn resolve_path(p: &Path, base_dir: &Path) -> PathBuf {
         }
         return dir.join(rest);
     }
-    if p.is_absolute() { p.to_path_buf() } else { base_dir.join(p) }
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base_dir.join(p)
+    }
 }
 
 /// Parse a timestamp cell to unix seconds (via the forecaster's data layer).
@@ -278,8 +300,16 @@ struct Lines {
 
 impl Lines {
     fn open(path: &Path) -> Result<Lines, WorkloadError> {
-        let f = File::open(path).map_err(|source| WorkloadError::Io { path: path.to_path_buf(), source })?;
-        Ok(Lines { path: path.to_path_buf(), reader: BufReader::with_capacity(1 << 16, f), buf: String::new(), line: 0 })
+        let f = File::open(path).map_err(|source| WorkloadError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(Lines {
+            path: path.to_path_buf(),
+            reader: BufReader::with_capacity(1 << 16, f),
+            buf: String::new(),
+            line: 0,
+        })
     }
 
     /// Advance to the next non-empty line; false at end of file.
@@ -289,7 +319,10 @@ impl Lines {
             let n = self
                 .reader
                 .read_line(&mut self.buf)
-                .map_err(|source| WorkloadError::Io { path: self.path.clone(), source })?;
+                .map_err(|source| WorkloadError::Io {
+                    path: self.path.clone(),
+                    source,
+                })?;
             if n == 0 {
                 return Ok(false);
             }
@@ -306,16 +339,34 @@ impl Lines {
     }
 
     fn err(&self, msg: impl Into<String>) -> WorkloadError {
-        WorkloadError::Parse { path: self.path.clone(), line: self.line, msg: msg.into() }
+        WorkloadError::Parse {
+            path: self.path.clone(),
+            line: self.line,
+            msg: msg.into(),
+        }
     }
 }
 
 /// The state of a running arrival process.
 enum Process {
-    Poisson { rate: f64 },
-    Deterministic { gap: f64, n: u64 },
-    Mmpp { rates: Vec<f64>, durations: Vec<f64>, state: usize, state_end: f64 },
-    Sinusoid { mean: f64, amplitude: f64, omega: f64 },
+    Poisson {
+        rate: f64,
+    },
+    Deterministic {
+        gap: f64,
+        n: u64,
+    },
+    Mmpp {
+        rates: Vec<f64>,
+        durations: Vec<f64>,
+        state: usize,
+        state_end: f64,
+    },
+    Sinusoid {
+        mean: f64,
+        amplitude: f64,
+        omega: f64,
+    },
     RateSeries(Box<RateSeriesState>),
     Trace(Box<TraceState>),
 }
@@ -364,25 +415,40 @@ impl ArrivalSource {
         seed: u64,
         base_dir: &Path,
     ) -> Result<ArrivalSource, WorkloadError> {
-        let sampler = service
-            .sampler()
-            .map_err(|msg| WorkloadError::Parse { path: PathBuf::from("<service>"), line: 0, msg })?;
+        let sampler = service.sampler().map_err(|msg| WorkloadError::Parse {
+            path: PathBuf::from("<service>"),
+            line: 0,
+            msg,
+        })?;
         let resolve = |p: &Path| resolve_path(p, base_dir);
         let process = match spec {
             ArrivalSpec::Poisson { rate } => Process::Poisson { rate: *rate },
-            ArrivalSpec::Deterministic { rate } => Process::Deterministic { gap: 1.0 / rate, n: 0 },
+            ArrivalSpec::Deterministic { rate } => Process::Deterministic {
+                gap: 1.0 / rate,
+                n: 0,
+            },
             ArrivalSpec::Mmpp { rates, durations } => Process::Mmpp {
                 rates: rates.clone(),
                 durations: durations.clone(),
                 state: 0,
                 state_end: f64::NAN,
             },
-            ArrivalSpec::Sinusoid { mean, amplitude, period } => Process::Sinusoid {
+            ArrivalSpec::Sinusoid {
+                mean,
+                amplitude,
+                period,
+            } => Process::Sinusoid {
                 mean: *mean,
                 amplitude: *amplitude,
                 omega: 2.0 * std::f64::consts::PI / period,
             },
-            ArrivalSpec::RateSeries { path, compression, multiplier, value, start } => {
+            ArrivalSpec::RateSeries {
+                path,
+                compression,
+                multiplier,
+                value,
+                start,
+            } => {
                 let start = match start {
                     Some(s) => Some(parse_ts(s).map_err(|msg| WorkloadError::Parse {
                         path: PathBuf::from("<scenario>"),
@@ -407,7 +473,11 @@ impl ArrivalSource {
                 st.next_row = st.read_row()?;
                 Process::RateSeries(Box::new(st))
             }
-            ArrivalSpec::Trace { path, compression, cost } => {
+            ArrivalSpec::Trace {
+                path,
+                compression,
+                cost,
+            } => {
                 let mut lines = Lines::open(&resolve(path))?;
                 // Header.
                 if lines.advance()? {
@@ -418,15 +488,24 @@ impl ArrivalSource {
                         )));
                     }
                 }
-                Process::Trace(Box::new(TraceState { lines, compression: *compression, origin: None, cost: *cost }))
+                Process::Trace(Box::new(TraceState {
+                    lines,
+                    compression: *compression,
+                    origin: None,
+                    cost: *cost,
+                }))
             }
         };
         let zipf = if keys.zipf > 0.0 {
-            Some(Zipf::new(keys.clients.max(1) as f64, keys.zipf).map_err(|e| WorkloadError::Parse {
-                path: PathBuf::from("<scenario>"),
-                line: 0,
-                msg: format!("workload.keys: {e}"),
-            })?)
+            Some(
+                Zipf::new(keys.clients.max(1) as f64, keys.zipf).map_err(|e| {
+                    WorkloadError::Parse {
+                        path: PathBuf::from("<scenario>"),
+                        line: 0,
+                        msg: format!("workload.keys: {e}"),
+                    }
+                })?,
+            )
         } else {
             None
         };
@@ -459,14 +538,23 @@ impl ArrivalSource {
                 *n += 1;
                 *n as f64 * *gap
             }
-            Process::Mmpp { rates, durations, state, state_end } => {
+            Process::Mmpp {
+                rates,
+                durations,
+                state,
+                state_end,
+            } => {
                 if state_end.is_nan() {
                     *state_end = durations[0] * exp1(&mut self.arrivals);
                 }
                 let mut t = self.t;
                 loop {
                     let r = rates[*state];
-                    let cand = if r > 0.0 { t + exp1(&mut self.arrivals) / r } else { f64::INFINITY };
+                    let cand = if r > 0.0 {
+                        t + exp1(&mut self.arrivals) / r
+                    } else {
+                        f64::INFINITY
+                    };
                     if cand <= *state_end {
                         break cand;
                     }
@@ -475,7 +563,11 @@ impl ArrivalSource {
                     *state_end = t + durations[*state] * exp1(&mut self.arrivals);
                 }
             }
-            Process::Sinusoid { mean, amplitude, omega } => {
+            Process::Sinusoid {
+                mean,
+                amplitude,
+                omega,
+            } => {
                 let max = *mean * (1.0 + *amplitude);
                 let mut t = self.t;
                 loop {
@@ -520,14 +612,21 @@ impl ArrivalSource {
                             .parse::<f64>()
                             .ok()
                             .filter(|x| x.is_finite() && *x >= 0.0)
-                            .ok_or_else(|| st.lines.err(format!("{name}: {v:?} is not a non-negative number")))
+                            .ok_or_else(|| {
+                                st.lines
+                                    .err(format!("{name}: {v:?} is not a non-negative number"))
+                            })
                     };
                     let ctx = parse(ctx, "ContextTokens")?;
                     let gen_ = parse(gen_, "GeneratedTokens")?;
                     let size = c.base + c.per_context_token * ctx + c.per_generated_token * gen_;
                     self.t = time;
                     let key = self.key();
-                    return Ok(Some(Arrival { time, size: size.max(1e-9), key }));
+                    return Ok(Some(Arrival {
+                        time,
+                        size: size.max(1e-9),
+                        key,
+                    }));
                 }
                 time
             }
@@ -542,13 +641,17 @@ impl ArrivalSource {
 impl RateSeriesState {
     fn skip_header(&mut self) -> Result<(), WorkloadError> {
         if !self.lines.advance()? {
-            return Err(self.lines.err("empty file: expected the header `timestamp,value`"));
+            return Err(self
+                .lines
+                .err("empty file: expected the header `timestamp,value`"));
         }
         let h = self.lines.text();
         if h.to_ascii_lowercase().starts_with("timestamp") {
             Ok(())
         } else {
-            Err(self.lines.err(format!("expected the header `timestamp,value`, found {h:?}")))
+            Err(self.lines.err(format!(
+                "expected the header `timestamp,value`, found {h:?}"
+            )))
         }
     }
 
@@ -568,11 +671,12 @@ impl RateSeriesState {
                 .parse::<f64>()
                 .ok()
                 .filter(|x| x.is_finite() && *x >= 0.0)
-                .ok_or_else(|| self.lines.err(format!("value: {v:?} is not a non-negative number")))?;
-            if let Some(s) = self.start {
-                if unix < s {
-                    continue;
-                }
+                .ok_or_else(|| {
+                    self.lines
+                        .err(format!("value: {v:?} is not a non-negative number"))
+                })?;
+            if self.start.is_some_and(|s| unix < s) {
+                continue;
             }
             return Ok(Some((unix, val)));
         }
@@ -580,7 +684,9 @@ impl RateSeriesState {
 
     /// Move to the next segment; false at end of series.
     fn advance(&mut self) -> Result<bool, WorkloadError> {
-        let Some((ts, val)) = self.next_row else { return Ok(false) };
+        let Some((ts, val)) = self.next_row else {
+            return Ok(false);
+        };
         self.next_row = self.read_row()?;
         let step = match self.next_row {
             Some((nts, _)) if nts > ts => nts - ts,
@@ -600,5 +706,85 @@ impl RateSeriesState {
         self.rate = rate_per_series_sec * self.scale;
         self.seg_end = (ts + step - origin) / self.compression;
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(spec: ArrivalSpec, horizon: f64) -> (u64, f64) {
+        let mut src = ArrivalSource::new(
+            &spec,
+            &ServiceDist::Exponential { mean: 1.0 },
+            &KeySpec::default(),
+            7,
+            Path::new("."),
+        )
+        .expect("source");
+        let (mut n, mut size) = (0u64, 0.0);
+        let mut last = 0.0;
+        while let Some(a) = src.next_arrival().expect("synthetic") {
+            assert!(a.time >= last, "arrivals are time-ordered");
+            last = a.time;
+            if a.time > horizon {
+                break;
+            }
+            n += 1;
+            size += a.size;
+        }
+        (n, size / n.max(1) as f64)
+    }
+
+    #[test]
+    fn synthetic_processes_have_their_mean_rate() {
+        let specs = [
+            ArrivalSpec::Poisson { rate: 50.0 },
+            ArrivalSpec::Deterministic { rate: 50.0 },
+            ArrivalSpec::Mmpp {
+                rates: vec![20.0, 80.0],
+                durations: vec![5.0, 5.0],
+            },
+            ArrivalSpec::Sinusoid {
+                mean: 50.0,
+                amplitude: 0.8,
+                period: 100.0,
+            },
+        ];
+        for s in specs {
+            let (n, mean_size) = count(s.clone(), 2000.0);
+            let rate = n as f64 / 2000.0;
+            let want = s.mean_rate().expect("synthetic");
+            assert!(
+                (rate - want).abs() / want < 0.05,
+                "{s:?}: rate {rate} vs {want}"
+            );
+            assert!(
+                (mean_size - 1.0).abs() < 0.05,
+                "{s:?}: mean size {mean_size}"
+            );
+        }
+    }
+
+    #[test]
+    fn sizes_do_not_depend_on_the_arrival_process() {
+        // Common random numbers: the size stream is separate from the arrival stream.
+        let sizes = |spec: ArrivalSpec| {
+            let mut src = ArrivalSource::new(
+                &spec,
+                &ServiceDist::Lognormal { mean: 1.0, cv: 2.0 },
+                &KeySpec::default(),
+                3,
+                Path::new("."),
+            )
+            .expect("source");
+            (0..100)
+                .map(|_| src.next_arrival().expect("ok").expect("some").size)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            sizes(ArrivalSpec::Poisson { rate: 1.0 }),
+            sizes(ArrivalSpec::Deterministic { rate: 9.0 })
+        );
     }
 }

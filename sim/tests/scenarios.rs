@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use aya_policy::{
-    AlgorithmChoice, BackendWeight, ControlLoop, Decision, DemandForecaster, Explanation, LbAlgorithm, Policy,
-    ScalingSignal, TickInput,
+    AlgorithmChoice, BackendWeight, ControlLoop, Decision, DemandForecaster, Explanation,
+    LbAlgorithm, Policy, ScalingSignal, TickInput,
 };
 use aya_sim::engine::simulate;
 use aya_sim::run::{run_one, run_scenario};
@@ -16,7 +16,8 @@ fn root() -> PathBuf {
 }
 
 fn example(name: &str) -> Scenario {
-    Scenario::load(&root().join("scenarios/examples").join(name)).expect("example scenario is valid")
+    Scenario::load(&root().join("scenarios/examples").join(name))
+        .expect("example scenario is valid")
 }
 
 fn parse(text: &str) -> Result<Scenario, ScenarioError> {
@@ -55,12 +56,21 @@ fn slow_replica_example_reproduces_known_levels() {
     sc.seeds = vec![1, 2];
     let res = run_scenario(&sc).expect("runs");
     let success = |label: &str| {
-        res.policies.iter().find(|p| p.label == label).expect("policy present").summary["success_rate"].mean
+        res.policies
+            .iter()
+            .find(|p| p.label == label)
+            .expect("policy present")
+            .summary["success_rate"]
+            .mean
     };
     // 1/11 of the traffic for half the run goes into a 2 s replica: ≈ 95.5% at best.
     let rr = success("round_robin");
     assert!((0.93..0.965).contains(&rr), "round robin success {rr}");
-    assert!(success("peak_ewma") >= 0.999, "peak-EWMA success {}", success("peak_ewma"));
+    assert!(
+        success("peak_ewma") >= 0.999,
+        "peak-EWMA success {}",
+        success("peak_ewma")
+    );
     // Paired comparison against the first policy is present and significant.
     let c = &res.comparisons[1];
     assert_eq!(c.policy, "peak_ewma");
@@ -72,7 +82,10 @@ fn runs_are_reproducible_and_share_arrivals() {
     let sc = example("identical.toml");
     let a = run_one(&sc, &sc.policies[0], 11).expect("runs").metrics;
     let b = run_one(&sc, &sc.policies[0], 11).expect("runs").metrics;
-    assert_eq!((a.arrived, a.completed, a.mean, a.p99), (b.arrived, b.completed, b.mean, b.p99));
+    assert_eq!(
+        (a.arrived, a.completed, a.mean, a.p99),
+        (b.arrived, b.completed, b.mean, b.p99)
+    );
     // Another algorithm, same seed: same arrivals (common random numbers), different latencies.
     let c = run_one(&sc, &sc.policies[1], 11).expect("runs").metrics;
     assert_eq!(a.arrived, c.arrived);
@@ -120,16 +133,27 @@ concurrency = 64
     let sc = parse(text).expect("valid");
     let r = run_one(&sc, &sc.policies[0], 3).expect("runs").metrics;
     // Sum of the 60 per-minute counts from the file.
-    let csv = std::fs::read_to_string(aya_sim::workload::resolve_path(Path::new("datasets:worldcup98/worldcup98_requests_per_minute.csv"), Path::new(".")))
-        .expect("dataset present");
+    let csv = std::fs::read_to_string(aya_sim::workload::resolve_path(
+        Path::new("datasets:worldcup98/worldcup98_requests_per_minute.csv"),
+        Path::new("."),
+    ))
+    .expect("dataset present");
     let expected: f64 = csv
         .lines()
         .filter(|l| l.starts_with("1998-05-01T00:"))
-        .map(|l| l.split(',').nth(1).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
+        .map(|l| {
+            l.split(',')
+                .nth(1)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        })
         .sum();
     let got = r.arrived as f64;
     assert!(expected > 1000.0);
-    assert!((got - expected).abs() < 5.0 * expected.sqrt(), "arrivals {got} vs counts {expected}");
+    assert!(
+        (got - expected).abs() < 5.0 * expected.sqrt(),
+        "arrivals {got} vs counts {expected}"
+    );
 }
 
 #[test]
@@ -149,7 +173,10 @@ health_check_delay = 1.0
     );
     let sc = parse(&text).expect("valid");
     let r = run_one(&sc, &sc.policies[0], 1).expect("runs").metrics;
-    assert!(r.errors > 0, "a failed backend fails requests until health checks notice");
+    assert!(
+        r.errors > 0,
+        "a failed backend fails requests until health checks notice"
+    );
     // Health checks notice after 1 s: at most ~1 s of 1/4 of 100 req/s plus in-flight ones.
     assert!(r.errors < 60, "errors {}", r.errors);
 
@@ -167,7 +194,11 @@ queue_limit = 5
 "#;
     let sc = parse(over).expect("valid");
     let r = run_one(&sc, &sc.policies[0], 1).expect("runs").metrics;
-    assert!(r.dropped > 100, "an overloaded backend with a queue limit drops ({})", r.dropped);
+    assert!(
+        r.dropped > 100,
+        "an overloaded backend with a queue limit drops ({})",
+        r.dropped
+    );
     assert_eq!(r.arrived, r.succeeded + r.dropped + r.timed_out + r.errors);
 }
 
@@ -184,14 +215,24 @@ impl Policy for Fixed {
     fn decide(&mut self, input: &TickInput<'_>) -> Decision {
         Decision {
             at: input.now,
-            weights: self.weights.iter().map(|(b, w)| BackendWeight { backend: b.clone(), weight: *w }).collect(),
+            weights: self
+                .weights
+                .iter()
+                .map(|(b, w)| BackendWeight {
+                    backend: b.clone(),
+                    weight: *w,
+                })
+                .collect(),
             ejected: vec![],
             scaling: ScalingSignal {
                 desired_replicas: self.replicas,
                 current_replicas: input.replicas.current,
                 rule: "fixed".into(),
             },
-            algorithm: AlgorithmChoice { algorithm: LbAlgorithm::WeightedRoundRobin, rule: "fixed".into() },
+            algorithm: AlgorithmChoice {
+                algorithm: LbAlgorithm::WeightedRoundRobin,
+                rule: "fixed".into(),
+            },
             explanation: Explanation::default(),
         }
     }
@@ -219,17 +260,34 @@ max = 4
 boot_delay = 30.0
 "#;
     let sc = parse(text).expect("valid");
-    let policy: Box<dyn Policy> = Box::new(Fixed { weights: vec![("b0".into(), 3), ("b1".into(), 1)], replicas: 4 });
+    let policy: Box<dyn Policy> = Box::new(Fixed {
+        weights: vec![("b0".into(), 3), ("b1".into(), 1)],
+        replicas: 4,
+    });
     let ctl = ControlLoop::new(policy, None::<Box<dyn DemandForecaster>>, 4);
     let r = simulate(&sc.model, 1, Some(ctl)).expect("runs");
     assert_eq!(r.metrics.scaling_actions, 1);
     assert_eq!(r.metrics.algorithm_switches, 1);
     // 2 replicas for 200 s, 2 more from t=10 s (booting 30 s, counted).
     let expected_hours = (2.0 * 200.0 + 2.0 * 190.0) / 3600.0;
-    assert!((r.metrics.replica_hours - expected_hours).abs() < 0.01, "{}", r.metrics.replica_hours);
+    assert!(
+        (r.metrics.replica_hours - expected_hours).abs() < 0.01,
+        "{}",
+        r.metrics.replica_hours
+    );
     // Weighted round robin 3:1 before the new replicas are ready.
-    let w = r.series.iter().find(|w| w.t >= 10.0 && w.t < 30.0).expect("window");
-    let rate = |n: &str| w.backends.iter().find(|b| b.backend == n).map(|b| b.rate).unwrap_or(0.0);
+    let w = r
+        .series
+        .iter()
+        .find(|w| w.t >= 10.0 && w.t < 30.0)
+        .expect("window");
+    let rate = |n: &str| {
+        w.backends
+            .iter()
+            .find(|b| b.backend == n)
+            .map(|b| b.rate)
+            .unwrap_or(0.0)
+    };
     let share = rate("b0") / (rate("b0") + rate("b1"));
     assert!((share - 0.75).abs() < 0.05, "share of b0 {share}");
     // After boot, four replicas are ready.
@@ -239,25 +297,78 @@ boot_delay = 30.0
 #[test]
 fn invalid_scenarios_say_what_where_and_what_is_allowed() {
     let cases: Vec<(String, Vec<&str>)> = vec![
-        (BASE.replace("rate = 100.0", "rate = -1.0"), vec!["workload", "rate", "> 0"]),
-        (format!("{BASE}[data_plane]\nalgorithm = \"fastest\"\n"), vec!["data_plane.algorithm", "fastest", "round_robin", "maglev", "central"]),
-        (format!("{BASE}[data_plane]\nmaglev_table_size = 1000\n"), vec!["data_plane", "prime"]),
-        (format!("{BASE}[data_plane]\nchoices = 3\n"), vec!["data_plane", "choices", "choice_count"]),
-        (BASE.replace("[service]\nkind = \"exponential\"\nmean = 0.01\n", ""), vec!["service", "missing", "exponential"]),
-        (BASE.replace("kind = \"exponential\"", "kind = \"pareto\""), vec!["line", "pareto", "lognormal"]),
-        (format!("{BASE}[[faults]]\nbackend = \"web-9\"\nkind = \"failure\"\nstart = 1.0\n"), vec!["faults[0].backend", "web-9", "b0"]),
-        (format!("{BASE}[[faults]]\nbackend = 0\nkind = \"explode\"\nstart = 1.0\n"), vec!["faults[0].kind", "explode", "slowdown"]),
-        (format!("{BASE}[[faults]]\nbackend = 0\nkind = \"slowdown\"\nstart = 1.0\n"), vec!["faults[0].factor", "required"]),
-        (format!("{BASE}[policy]\nname = \"oracle\"\n"), vec!["policy.name", "oracle", "static"]),
-        (format!("{BASE}warmup_time = 3\n"), vec!["unknown field", "warmup_time"]),
-        (format!("warmup = 30.0\n{BASE}"), vec!["warmup", "shorter than `duration`"]),
-        (format!("{BASE}[autoscaling]\nmin = 5\nmax = 2\n"), vec!["autoscaling", "min <= max"]),
-        (format!("{BASE}[slo]\nsuccess = 1.5\n"), vec!["slo.success", "[0, 1]"]),
+        (
+            BASE.replace("rate = 100.0", "rate = -1.0"),
+            vec!["workload", "rate", "> 0"],
+        ),
+        (
+            format!("{BASE}[data_plane]\nalgorithm = \"fastest\"\n"),
+            vec![
+                "data_plane.algorithm",
+                "fastest",
+                "round_robin",
+                "maglev",
+                "central",
+            ],
+        ),
+        (
+            format!("{BASE}[data_plane]\nmaglev_table_size = 1000\n"),
+            vec!["data_plane", "prime"],
+        ),
+        (
+            format!("{BASE}[data_plane]\nchoices = 3\n"),
+            vec!["data_plane", "choices", "choice_count"],
+        ),
+        (
+            BASE.replace("[service]\nkind = \"exponential\"\nmean = 0.01\n", ""),
+            vec!["service", "missing", "exponential"],
+        ),
+        (
+            BASE.replace("kind = \"exponential\"", "kind = \"pareto\""),
+            vec!["line", "pareto", "lognormal"],
+        ),
+        (
+            format!("{BASE}[[faults]]\nbackend = \"web-9\"\nkind = \"failure\"\nstart = 1.0\n"),
+            vec!["faults[0].backend", "web-9", "b0"],
+        ),
+        (
+            format!("{BASE}[[faults]]\nbackend = 0\nkind = \"explode\"\nstart = 1.0\n"),
+            vec!["faults[0].kind", "explode", "slowdown"],
+        ),
+        (
+            format!("{BASE}[[faults]]\nbackend = 0\nkind = \"slowdown\"\nstart = 1.0\n"),
+            vec!["faults[0].factor", "required"],
+        ),
+        (
+            format!("{BASE}[policy]\nname = \"oracle\"\n"),
+            vec!["policy.name", "oracle", "static"],
+        ),
+        (
+            format!("{BASE}warmup_time = 3\n"),
+            vec!["unknown field", "warmup_time"],
+        ),
+        (
+            format!("warmup = 30.0\n{BASE}"),
+            vec!["warmup", "shorter than `duration`"],
+        ),
+        (
+            format!("{BASE}[autoscaling]\nmin = 5\nmax = 2\n"),
+            vec!["autoscaling", "min <= max"],
+        ),
+        (
+            format!("{BASE}[slo]\nsuccess = 1.5\n"),
+            vec!["slo.success", "[0, 1]"],
+        ),
         ("duration = 1.0\n[workload\n".to_string(), vec!["line 2"]),
-        (BASE.replace("count = 4", "count = 0"), vec!["backends[0].count", ">= 1"]),
+        (
+            BASE.replace("count = 4", "count = 0"),
+            vec!["backends[0].count", ">= 1"],
+        ),
     ];
     for (text, needles) in cases {
-        let err = parse(&text).expect_err("invalid scenario must be rejected").to_string();
+        let err = parse(&text)
+            .expect_err("invalid scenario must be rejected")
+            .to_string();
         assert!(err.contains("test.toml"), "error names the file: {err}");
         for n in needles {
             assert!(err.contains(n), "error {err:?} should mention {n:?}");
@@ -269,13 +380,19 @@ fn invalid_scenarios_say_what_where_and_what_is_allowed() {
 fn bad_workload_file_names_file_and_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let csv = dir.path().join("rates.csv");
-    std::fs::write(&csv, "timestamp,value\n2024-01-01T00:00:00Z,10\n2024-01-01T00:01:00Z,abc\n").expect("write");
+    std::fs::write(
+        &csv,
+        "timestamp,value\n2024-01-01T00:00:00Z,10\n2024-01-01T00:01:00Z,abc\n",
+    )
+    .expect("write");
     let text = format!(
         "duration = 100.0\n[workload]\nkind = \"rate_series\"\npath = {:?}\n[service]\nkind = \"deterministic\"\nmean = 0.001\n[[backends]]\ncount = 1\n",
         csv.display().to_string()
     );
     let sc = parse(&text).expect("valid");
-    let err = run_one(&sc, &sc.policies[0], 1).expect_err("bad value").to_string();
+    let err = run_one(&sc, &sc.policies[0], 1)
+        .expect_err("bad value")
+        .to_string();
     assert!(err.contains("rates.csv:3") && err.contains("abc"), "{err}");
 }
 

@@ -20,10 +20,25 @@ use aya_sim::theory;
 use rayon::prelude::*;
 
 /// Independent replications (in parallel: the test budget is wall time).
-fn runs(servers: u32, rho: f64, dispatch: Dispatch, requests: u64, seeds: std::ops::Range<u64>) -> Vec<RunMetrics> {
-    let m = Model::textbook(servers, rho, ServiceDist::Exponential { mean: 1.0 }, dispatch, requests);
+fn runs(
+    servers: u32,
+    rho: f64,
+    dispatch: Dispatch,
+    requests: u64,
+    seeds: std::ops::Range<u64>,
+) -> Vec<RunMetrics> {
+    let m = Model::textbook(
+        servers,
+        rho,
+        ServiceDist::Exponential { mean: 1.0 },
+        dispatch,
+        requests,
+    );
     let seeds: Vec<u64> = seeds.collect();
-    seeds.par_iter().map(|s| simulate(&m, *s, None).expect("simulation runs").metrics).collect()
+    seeds
+        .par_iter()
+        .map(|s| simulate(&m, *s, None).expect("simulation runs").metrics)
+        .collect()
 }
 
 fn avg(rs: &[RunMetrics], f: impl Fn(&RunMetrics) -> f64) -> f64 {
@@ -35,23 +50,57 @@ fn check(label: &str, rs: &[RunMetrics], mean: f64, p99: f64) {
     let q = avg(rs, |r| r.p99);
     let em = (m - mean).abs() / mean;
     let eq = (q - p99).abs() / p99;
-    eprintln!("{label}: mean {m:.4} vs {mean:.4} ({:.3}%), p99 {q:.4} vs {p99:.4} ({:.3}%)", em * 100.0, eq * 100.0);
-    assert!(em < 0.01, "{label}: mean {m} differs from theory {mean} by {:.2}%", em * 100.0);
-    assert!(eq < 0.02, "{label}: p99 {q} differs from theory {p99} by {:.2}%", eq * 100.0);
+    eprintln!(
+        "{label}: mean {m:.4} vs {mean:.4} ({:.3}%), p99 {q:.4} vs {p99:.4} ({:.3}%)",
+        em * 100.0,
+        eq * 100.0
+    );
+    assert!(
+        em < 0.01,
+        "{label}: mean {m} differs from theory {mean} by {:.2}%",
+        em * 100.0
+    );
+    assert!(
+        eq < 0.02,
+        "{label}: p99 {q} differs from theory {p99} by {:.2}%",
+        eq * 100.0
+    );
 }
 
 #[test]
 fn random_dispatch_matches_mm1_at_rho_05() {
-    let rs = runs(16, 0.5, Dispatch::Balancer(LbAlgorithm::Random), 500_000, 1..5);
-    check("M/M/1 rho=0.5", &rs, theory::mm1_mean(0.5, 1.0), theory::mm1_quantile(0.5, 1.0, 0.99));
+    let rs = runs(
+        16,
+        0.5,
+        Dispatch::Balancer(LbAlgorithm::Random),
+        500_000,
+        1..5,
+    );
+    check(
+        "M/M/1 rho=0.5",
+        &rs,
+        theory::mm1_mean(0.5, 1.0),
+        theory::mm1_quantile(0.5, 1.0, 0.99),
+    );
 }
 
 #[test]
 fn random_dispatch_matches_mm1_at_rho_09() {
     // ρ = 0.9 is where M/M/1 estimates are noisiest (relative sd of the mean
     // ≈ 0.7% per 8M requests): 36M requests give sd ≈ 0.33%, a 3σ margin.
-    let rs = runs(16, 0.9, Dispatch::Balancer(LbAlgorithm::Random), 3_000_000, 1..13);
-    check("M/M/1 rho=0.9", &rs, theory::mm1_mean(0.9, 1.0), theory::mm1_quantile(0.9, 1.0, 0.99));
+    let rs = runs(
+        16,
+        0.9,
+        Dispatch::Balancer(LbAlgorithm::Random),
+        3_000_000,
+        1..13,
+    );
+    check(
+        "M/M/1 rho=0.9",
+        &rs,
+        theory::mm1_mean(0.9, 1.0),
+        theory::mm1_quantile(0.9, 1.0, 0.99),
+    );
 }
 
 #[test]
@@ -80,6 +129,10 @@ fn littles_law_holds() {
         let lw = r.little_lambda * r.mean;
         let err = (r.little_l - lw).abs() / lw;
         eprintln!("{label}: L {:.4} vs lambda*W {:.4}", r.little_l, lw);
-        assert!(err < 0.01, "{label}: Little's law off by {:.2}%", err * 100.0);
+        assert!(
+            err < 0.01,
+            "{label}: Little's law off by {:.2}%",
+            err * 100.0
+        );
     }
 }

@@ -10,12 +10,24 @@ use aya_tests::workspace_root;
 fn design_card_layout_exists() {
     let root = workspace_root();
     for dir in [
-        "proto", "controller", "controller/policy", "forecaster", "sim", "datasets", "notebooks",
+        "proto",
+        "controller",
+        "controller/policy",
+        "forecaster",
+        "sim",
+        "datasets",
+        "notebooks",
         "tests",
     ] {
         assert!(root.join(dir).is_dir(), "missing directory {dir}/");
     }
-    for file in ["Cargo.toml", "README.md", "rust-toolchain.toml", "rustfmt.toml", ".ci/run"] {
+    for file in [
+        "Cargo.toml",
+        "README.md",
+        "rust-toolchain.toml",
+        "rustfmt.toml",
+        ".ci/run",
+    ] {
         assert!(root.join(file).is_file(), "missing file {file}");
     }
 }
@@ -72,7 +84,9 @@ fn is_enum_value(line: &str) -> bool {
     let name = parts.next().unwrap_or("").trim();
     let rest = parts.next().unwrap_or("").trim();
     !name.is_empty()
-        && name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
         && rest.ends_with(';')
 }
 
@@ -98,7 +112,8 @@ fn every_proto_declaration_is_documented() {
 
 #[test]
 fn the_checker_catches_an_undocumented_field() {
-    let text = "// A message.\nmessage M {\n  // Documented.\n  string a = 1;\n  string b = 2;\n}\n";
+    let text =
+        "// A message.\nmessage M {\n  // Documented.\n  string a = 1;\n  string b = 2;\n}\n";
     let missing = undocumented(text);
     assert_eq!(missing, vec![(5, "string b = 2;".to_string())]);
 }

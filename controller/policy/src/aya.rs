@@ -34,7 +34,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::capacity::{CapacityEstimate, CapacityModel, median};
+use crate::capacity::{CapacityEstimate, CapacityModel, median, positive};
 use crate::config::{ValidAyaConfig, WeightObjective};
 use crate::types::{
     AlgorithmChoice, BackendObservation, BackendWeight, Decision, DemandForecast, Explanation,
@@ -180,12 +180,21 @@ impl AyaPolicy {
                 c.forecast_error_fallback
             ));
         }
-        Some(ForecastView { next, peak_upper, trusted })
+        Some(ForecastView {
+            next,
+            peak_upper,
+            trusted,
+        })
     }
 
     /// Decide ejections among healthy backends. Returns the set of ejected
     /// names and whether outliers were left in the pool for lack of budget.
-    fn eject(&mut self, input: &TickInput<'_>, healthy: &[&BackendObservation], ex: &mut Explanation) -> (Vec<String>, bool) {
+    fn eject(
+        &mut self,
+        input: &TickInput<'_>,
+        healthy: &[&BackendObservation],
+        ex: &mut Explanation,
+    ) -> (Vec<String>, bool) {
         let c = self.cfg.get().clone();
         let now = input.now;
         let interval = input.interval.max(1e-9);
@@ -193,7 +202,8 @@ impl AyaPolicy {
         for (name, e) in self.ejections.iter_mut() {
             if e.released_at.is_none() && now >= e.until {
                 e.released_at = Some(now);
-                ex.rules.push(format!("reinstate {name}: ejection time over"));
+                ex.rules
+                    .push(format!("reinstate {name}: ejection time over"));
             }
         }
         let active_ejected: Vec<String> = self
@@ -226,7 +236,10 @@ impl AyaPolicy {
                 outliers.push((
                     f64::INFINITY,
                     b.backend.clone(),
-                    format!("error_rate {:.3} >= {:.3}", b.error_rate, c.eject_error_rate),
+                    format!(
+                        "error_rate {:.3} >= {:.3}",
+                        b.error_rate, c.eject_error_rate
+                    ),
                 ));
                 continue;
             }
@@ -234,11 +247,17 @@ impl AyaPolicy {
                 && with_traffic.len() >= MIN_POOL_FOR_LATENCY_EJECTION
             {
                 let l = lat(b);
-                if l.is_finite() && l > c.eject_latency_factor * m && l - m > c.eject_latency_min_excess {
+                if l.is_finite()
+                    && l > c.eject_latency_factor * m
+                    && l - m > c.eject_latency_min_excess
+                {
                     outliers.push((
                         l / m.max(1e-9),
                         b.backend.clone(),
-                        format!("latency {:.3}s > {:.1} x median {:.3}s", l, c.eject_latency_factor, m),
+                        format!(
+                            "latency {:.3}s > {:.1} x median {:.3}s",
+                            l, c.eject_latency_factor, m
+                        ),
                     ));
                 }
             }
@@ -247,7 +266,9 @@ impl AyaPolicy {
 
         let pool = healthy.len();
         let budget = if pool >= 2 {
-            ((c.max_ejection_fraction * pool as f64).floor() as usize).max(1).min(pool - 1)
+            ((c.max_ejection_fraction * pool as f64).floor() as usize)
+                .max(1)
+                .min(pool - 1)
         } else {
             0
         };
@@ -255,11 +276,16 @@ impl AyaPolicy {
         let mut left_over = false;
         for (_, name, why) in outliers {
             if ejected.len() >= budget {
-                ex.rules.push(format!("ejection_budget_exhausted: {name} ({why}) stays"));
+                ex.rules
+                    .push(format!("ejection_budget_exhausted: {name} ({why}) stays"));
                 left_over = true;
                 continue;
             }
-            let e = self.ejections.entry(name.clone()).or_insert(Ejection { until: now, count: 0, released_at: Some(now) });
+            let e = self.ejections.entry(name.clone()).or_insert(Ejection {
+                until: now,
+                count: 0,
+                released_at: Some(now),
+            });
             // Forgive past ejections after a clean spell as long as the last one.
             if let Some(r) = e.released_at
                 && now - r > c.base_ejection_time * e.count.max(1) as f64
@@ -269,7 +295,10 @@ impl AyaPolicy {
             e.count = e.count.saturating_add(1);
             e.until = now + c.base_ejection_time * e.count as f64;
             e.released_at = None;
-            ex.rules.push(format!("eject {name}: {why}; for {:.0}s", c.base_ejection_time * e.count as f64));
+            ex.rules.push(format!(
+                "eject {name}: {why}; for {:.0}s",
+                c.base_ejection_time * e.count as f64
+            ));
             ejected.push(name);
         }
         ejected.sort();
@@ -293,12 +322,17 @@ impl AyaPolicy {
             ex.rules.push("hold_weights: stale telemetry".into());
             let out = names
                 .iter()
-                .map(|n| BackendWeight { backend: n.to_string(), weight: to_published(self.weights[*n]) })
+                .map(|n| BackendWeight {
+                    backend: n.to_string(),
+                    weight: to_published(self.weights[*n]),
+                })
                 .collect();
             return (out, None);
         }
-        let ests: Vec<Option<CapacityEstimate>> =
-            names.iter().map(|n| self.estimate(n, input.now, input.interval)).collect();
+        let ests: Vec<Option<CapacityEstimate>> = names
+            .iter()
+            .map(|n| self.estimate(n, input.now, input.interval))
+            .collect();
         for (n, e) in names.iter().zip(&ests) {
             if let Some(e) = e {
                 ex.inputs.push(format!(
@@ -309,19 +343,26 @@ impl AyaPolicy {
                     if e.degrading { " DEGRADING" } else { "" }
                 ));
                 if e.degrading {
-                    ex.rules.push(format!("degrading {n}: cost per request rising x{:.2}", e.cost_factor));
+                    ex.rules.push(format!(
+                        "degrading {n}: cost per request rising x{:.2}",
+                        e.cost_factor
+                    ));
                 }
             }
         }
         let abs_count = ests.iter().flatten().filter(|e| e.absolute).count();
         let rel_count = ests.iter().flatten().filter(|e| !e.absolute).count();
         let use_absolute = abs_count >= rel_count;
-        let usable: Vec<Option<CapacityEstimate>> =
-            ests.iter().map(|e| e.filter(|e| e.absolute == use_absolute && e.capacity_rps > 0.0)).collect();
+        let usable: Vec<Option<CapacityEstimate>> = ests
+            .iter()
+            .map(|e| e.filter(|e| e.absolute == use_absolute && e.capacity_rps > 0.0))
+            .collect();
         let known: Vec<f64> = usable.iter().flatten().map(|e| e.capacity_rps).collect();
 
         let spread = if known.len() >= 2 {
-            let (lo, hi) = known.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+            let (lo, hi) = known.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &x| {
+                (lo.min(x), hi.max(x))
+            });
             Some(hi / lo.max(1e-12))
         } else {
             None
@@ -331,12 +372,19 @@ impl AyaPolicy {
                 ex.rules.push("weights_equal: no capacity model yet".into());
                 names.iter().map(|n| (n.to_string(), 1.0)).collect()
             }
-            (Some(_), Some(s)) if s <= c.capacity_spread && !usable.iter().any(|e| e.is_some_and(|e| e.degrading)) => {
-                ex.rules.push(format!("weights_equal: homogeneous pool (capacity spread {s:.2} <= {:.2})", c.capacity_spread));
+            (Some(_), Some(s))
+                if s <= c.capacity_spread
+                    && !usable.iter().any(|e| e.is_some_and(|e| e.degrading)) =>
+            {
+                ex.rules.push(format!(
+                    "weights_equal: homogeneous pool (capacity spread {s:.2} <= {:.2})",
+                    c.capacity_spread
+                ));
                 names.iter().map(|n| (n.to_string(), 1.0)).collect()
             }
             (Some(med), _) => {
-                let all_cpu = use_absolute && usable.iter().all(|e| e.is_some_and(|e| e.cpu.is_some()));
+                let all_cpu =
+                    use_absolute && usable.iter().all(|e| e.is_some_and(|e| e.cpu.is_some()));
                 if all_cpu && load > 0.0 {
                     // Equalise predicted utilisation at the forecast load.
                     let lines: Vec<(f64, f64)> = usable
@@ -351,26 +399,47 @@ impl AyaPolicy {
                         "weights_equalise_utilisation: load={load:.1}rps -> predicted utilisation {u:.3} (target {:.2})",
                         c.target_utilization
                     ));
-                    let mut xs: Vec<f64> = lines.iter().map(|(a, b)| ((u - a) / b).max(0.0)).collect();
+                    let mut xs: Vec<f64> =
+                        lines.iter().map(|(a, b)| ((u - a) / b).max(0.0)).collect();
                     if c.objective == WeightObjective::Latency {
-                        let mus: Vec<f64> = lines.iter().map(|(a, b)| ((1.0 - a) / b).max(0.0)).collect();
+                        let mus: Vec<f64> = lines
+                            .iter()
+                            .map(|(a, b)| ((1.0 - a) / b).max(0.0))
+                            .collect();
                         if let Some(split) = latency_split(&mus, load) {
                             ex.rules.push("weights_minimise_latency: square-root assignment over full capacities".into());
                             xs = split;
                         }
                     }
                     if xs.iter().sum::<f64>() > 0.0 {
-                        names.iter().zip(xs).map(|(n, x)| (n.to_string(), x)).collect()
+                        names
+                            .iter()
+                            .zip(xs)
+                            .map(|(n, x)| (n.to_string(), x))
+                            .collect()
                     } else {
-                        names.iter().zip(&usable).map(|(n, e)| (n.to_string(), e.map_or(med, |e| e.capacity_rps))).collect()
+                        names
+                            .iter()
+                            .zip(&usable)
+                            .map(|(n, e)| (n.to_string(), e.map_or(med, |e| e.capacity_rps)))
+                            .collect()
                     }
                 } else {
                     ex.rules.push("weights_proportional_to_capacity".into());
-                    names.iter().zip(&usable).map(|(n, e)| (n.to_string(), e.map_or(med, |e| e.capacity_rps))).collect()
+                    names
+                        .iter()
+                        .zip(&usable)
+                        .map(|(n, e)| (n.to_string(), e.map_or(med, |e| e.capacity_rps)))
+                        .collect()
                 }
             }
         };
-        let mut new = smooth_bounded(&targets, &self.weights, c.weight_smoothing, c.max_weight_step);
+        let mut new = smooth_bounded(
+            &targets,
+            &self.weights,
+            c.weight_smoothing,
+            c.max_weight_step,
+        );
         let mean = new.iter().map(|(_, w)| w).sum::<f64>() / new.len() as f64;
         if !(WEIGHT_MEAN_BAND.0..=WEIGHT_MEAN_BAND.1).contains(&mean) && mean > 0.0 {
             let k = WEIGHT_SCALE / mean;
@@ -380,11 +449,21 @@ impl AyaPolicy {
             ex.rules.push("weights_rescaled".into());
         }
         self.weights = new.iter().cloned().collect();
-        let out = new.iter().map(|(n, w)| BackendWeight { backend: n.clone(), weight: to_published(*w) }).collect();
+        let out = new
+            .iter()
+            .map(|(n, w)| BackendWeight {
+                backend: n.clone(),
+                weight: to_published(*w),
+            })
+            .collect();
         (out, spread)
     }
 
-    fn per_replica_capacity(&self, input: &TickInput<'_>, healthy: &[&BackendObservation]) -> Option<f64> {
+    fn per_replica_capacity(
+        &self,
+        input: &TickInput<'_>,
+        healthy: &[&BackendObservation],
+    ) -> Option<f64> {
         let caps: Vec<f64> = healthy
             .iter()
             .filter_map(|b| self.estimate(&b.backend, input.now, input.interval))
@@ -395,8 +474,16 @@ impl AyaPolicy {
             return Some(m);
         }
         // No model yet: infer from this window, assuming utilisation ∝ rate.
-        let cpus: Vec<f64> = healthy.iter().filter_map(|b| b.cpu_utilization).filter(|c| c.is_finite()).collect();
-        let rate: f64 = healthy.iter().map(|b| b.request_rate).filter(|r| r.is_finite()).sum();
+        let cpus: Vec<f64> = healthy
+            .iter()
+            .filter_map(|b| b.cpu_utilization)
+            .filter(|c| c.is_finite())
+            .collect();
+        let rate: f64 = healthy
+            .iter()
+            .map(|b| b.request_rate)
+            .filter(|r| r.is_finite())
+            .sum();
         let mean_cpu = cpus.iter().sum::<f64>() / cpus.len().max(1) as f64;
         (cpus.len() == healthy.len() && !healthy.is_empty() && mean_cpu > 0.01 && rate > 0.0)
             .then(|| rate / healthy.len() as f64 * self.cfg.get().target_utilization / mean_cpu)
@@ -414,7 +501,11 @@ impl AyaPolicy {
         let r = input.replicas;
         let (lo, hi) = (r.min, r.max.max(r.min));
         let current = r.current;
-        let hold = |rule: String| ScalingSignal { desired_replicas: current.clamp(lo, hi), current_replicas: current, rule };
+        let hold = |rule: String| ScalingSignal {
+            desired_replicas: current.clamp(lo, hi),
+            current_replicas: current,
+            rule,
+        };
         if stale {
             return hold("hold_stale_telemetry".into());
         }
@@ -422,11 +513,15 @@ impl AyaPolicy {
             return hold("hold_no_capacity_estimate".into());
         };
         let demand = input.demand_rps.max(0.0);
-        let need = |rps: f64, per: f64| (rps / per).ceil().max(0.0).min(u32::MAX as f64 / 2.0) as u32;
+        let need =
+            |rps: f64, per: f64| (rps / per).ceil().max(0.0).min(u32::MAX as f64 / 2.0) as u32;
         let need_obs = need(demand, cap);
         let trusted = fc.filter(|f| f.trusted);
         let need_fc = trusted.map(|f| need(f.peak_upper, cap));
-        ex.inputs.push(format!("replica_capacity={cap:.1}rps at target {:.2}", c.target_utilization));
+        ex.inputs.push(format!(
+            "replica_capacity={cap:.1}rps at target {:.2}",
+            c.target_utilization
+        ));
         let up_target = need_obs.max(need_fc.unwrap_or(0));
         let since = |t: Option<Time>| t.map_or(f64::INFINITY, |t| input.now - t);
 
@@ -434,11 +529,22 @@ impl AyaPolicy {
             if since(self.last_scale_up) < c.scale_up_cooldown {
                 (current, "hold_scale_up_cooldown".to_string())
             } else if need_fc.is_some_and(|n| n >= need_obs) {
-                (up_target, format!("scale_up_forecast: upper bound over boot+interval needs {up_target}"))
+                (
+                    up_target,
+                    format!("scale_up_forecast: upper bound over boot+interval needs {up_target}"),
+                )
             } else if trusted.is_some() {
-                (up_target, format!("scale_up_observed: demand {demand:.1}rps needs {up_target}"))
+                (
+                    up_target,
+                    format!("scale_up_observed: demand {demand:.1}rps needs {up_target}"),
+                )
             } else {
-                (up_target, format!("scale_up_reactive: demand {demand:.1}rps needs {up_target} (no trusted forecast)"))
+                (
+                    up_target,
+                    format!(
+                        "scale_up_reactive: demand {demand:.1}rps needs {up_target} (no trusted forecast)"
+                    ),
+                )
             }
         } else {
             let shrunk = cap * (1.0 - c.scale_in_hysteresis);
@@ -456,8 +562,18 @@ impl AyaPolicy {
                         (current, "hold_scale_in_cooldown".to_string())
                     } else {
                         let to = n.max(current.saturating_sub(c.max_scale_in_step));
-                        let why = if trusted.is_some() { "forecast and observation agree" } else { "observation (no forecast)" };
-                        (to, format!("scale_in: {why}; {n} replicas fit with {:.0}% margin", 100.0 * c.scale_in_hysteresis))
+                        let why = if trusted.is_some() {
+                            "forecast and observation agree"
+                        } else {
+                            "observation (no forecast)"
+                        };
+                        (
+                            to,
+                            format!(
+                                "scale_in: {why}; {n} replicas fit with {:.0}% margin",
+                                100.0 * c.scale_in_hysteresis
+                            ),
+                        )
                     }
                 }
                 Some(_) => (current, "hold_within_band".to_string()),
@@ -471,7 +587,11 @@ impl AyaPolicy {
                 self.last_scale_up = Some(input.now);
             }
         }
-        ScalingSignal { desired_replicas: desired, current_replicas: current, rule }
+        ScalingSignal {
+            desired_replicas: desired,
+            current_replicas: current,
+            rule,
+        }
     }
 
     fn choose_algorithm(
@@ -491,7 +611,10 @@ impl AyaPolicy {
         let (want, why) = if c.affinity {
             (LbAlgorithm::RingHash, "affinity requested".to_string())
         } else if outliers_left {
-            (LbAlgorithm::PeakEwma, "latency outliers beyond the ejection budget".to_string())
+            (
+                LbAlgorithm::PeakEwma,
+                "latency outliers beyond the ejection budget".to_string(),
+            )
         } else {
             match (spread, variability) {
                 (_, None) => (LbAlgorithm::LeastRequest, "insufficient data".to_string()),
@@ -499,16 +622,27 @@ impl AyaPolicy {
                     if v > c.variable_service_ratio {
                         (
                             LbAlgorithm::LeastRequest,
-                            format!("unequal capacity (spread {s:.2}) and variable service (p99/p50 {v:.1}): weighted least request"),
+                            format!(
+                                "unequal capacity (spread {s:.2}) and variable service (p99/p50 {v:.1}): weighted least request"
+                            ),
                         )
                     } else {
-                        (LbAlgorithm::WeightedRoundRobin, format!("unequal capacity (spread {s:.2}), steady service (p99/p50 {v:.1})"))
+                        (
+                            LbAlgorithm::WeightedRoundRobin,
+                            format!(
+                                "unequal capacity (spread {s:.2}), steady service (p99/p50 {v:.1})"
+                            ),
+                        )
                     }
                 }
-                (_, Some(v)) if v > c.variable_service_ratio => {
-                    (LbAlgorithm::LeastRequest, format!("homogeneous pool, variable service (p99/p50 {v:.1})"))
-                }
-                (_, Some(v)) => (LbAlgorithm::RoundRobin, format!("homogeneous pool, steady service (p99/p50 {v:.1})")),
+                (_, Some(v)) if v > c.variable_service_ratio => (
+                    LbAlgorithm::LeastRequest,
+                    format!("homogeneous pool, variable service (p99/p50 {v:.1})"),
+                ),
+                (_, Some(v)) => (
+                    LbAlgorithm::RoundRobin,
+                    format!("homogeneous pool, steady service (p99/p50 {v:.1})"),
+                ),
             }
         };
         match self.algorithm {
@@ -534,13 +668,19 @@ impl AyaPolicy {
                     self.candidate = None;
                 } else {
                     self.candidate = Some((want, n));
-                    ex.rules.push(format!("algorithm candidate {want} ({n}/{}): {why}", c.algorithm_switch_ticks));
+                    ex.rules.push(format!(
+                        "algorithm candidate {want} ({n}/{}): {why}",
+                        c.algorithm_switch_ticks
+                    ));
                 }
             }
         }
         let algorithm = self.algorithm.unwrap_or(LbAlgorithm::LeastRequest);
         ex.rules.push(format!("algorithm: {}", self.algorithm_rule));
-        AlgorithmChoice { algorithm, rule: self.algorithm_rule.clone() }
+        AlgorithmChoice {
+            algorithm,
+            rule: self.algorithm_rule.clone(),
+        }
     }
 }
 
@@ -555,15 +695,29 @@ const LATENCY_SPLIT_MIN_SLACK: f64 = 0.05;
 /// the load with [`LATENCY_SPLIT_MIN_SLACK`] to spare.
 pub fn latency_split(mus: &[f64], load: f64) -> Option<Vec<f64>> {
     let total: f64 = mus.iter().sum();
-    if !(load > 0.0) || !(total > 0.0) || load > total * (1.0 - LATENCY_SPLIT_MIN_SLACK) {
+    if !positive(load) || !positive(total) || load > total * (1.0 - LATENCY_SPLIT_MIN_SLACK) {
         return None;
     }
     let mut used: Vec<bool> = mus.iter().map(|m| *m > 0.0).collect();
     for _ in 0..mus.len() {
-        let s_mu: f64 = mus.iter().zip(&used).filter(|(_, u)| **u).map(|(m, _)| m).sum();
-        let s_sqrt: f64 = mus.iter().zip(&used).filter(|(_, u)| **u).map(|(m, _)| m.sqrt()).sum();
+        let s_mu: f64 = mus
+            .iter()
+            .zip(&used)
+            .filter(|(_, u)| **u)
+            .map(|(m, _)| m)
+            .sum();
+        let s_sqrt: f64 = mus
+            .iter()
+            .zip(&used)
+            .filter(|(_, u)| **u)
+            .map(|(m, _)| m.sqrt())
+            .sum();
         let k = (s_mu - load) / s_sqrt;
-        let xs: Vec<f64> = mus.iter().zip(&used).map(|(m, u)| if *u { m - m.sqrt() * k } else { 0.0 }).collect();
+        let xs: Vec<f64> = mus
+            .iter()
+            .zip(&used)
+            .map(|(m, u)| if *u { m - m.sqrt() * k } else { 0.0 })
+            .collect();
         if let Some(i) = xs.iter().zip(&used).position(|(x, u)| *u && *x < 0.0) {
             used[i] = false;
             continue;
@@ -581,7 +735,7 @@ fn value_at(f: &DemandForecast, t: Time) -> Option<f64> {
 }
 
 fn interpolate(v: &[f64], issued_at: Time, step: f64, t: Time) -> Option<f64> {
-    if v.is_empty() || !(step > 0.0) || v.iter().any(|x| !x.is_finite()) {
+    if v.is_empty() || !positive(step) || v.iter().any(|x| !x.is_finite()) {
         return None;
     }
     let pos = (t - issued_at) / step - 1.0;
@@ -600,7 +754,11 @@ fn interpolate(v: &[f64], issued_at: Time, step: f64, t: Time) -> Option<f64> {
 /// the interpolated value at its end). Falls back to the mean when the
 /// forecast has no interval.
 fn peak_upper(f: &DemandForecast, now: Time, horizon: f64) -> Option<f64> {
-    let series = if f.upper.len() == f.mean.len() && !f.upper.is_empty() { &f.upper } else { &f.mean };
+    let series = if f.upper.len() == f.mean.len() && !f.upper.is_empty() {
+        &f.upper
+    } else {
+        &f.mean
+    };
     let end = now + horizon;
     let mut peak = interpolate(series, f.issued_at, f.step, end)?;
     for (k, v) in series.iter().enumerate() {
@@ -622,10 +780,18 @@ impl Policy for AyaPolicy {
 
     fn decide(&mut self, input: &TickInput<'_>) -> Decision {
         let mut ex = Explanation::default();
-        let interval = if input.interval.is_finite() && input.interval > 0.0 { input.interval } else { 1.0 };
+        let interval = if input.interval.is_finite() && input.interval > 0.0 {
+            input.interval
+        } else {
+            1.0
+        };
         let input = TickInput { interval, ..*input };
-        let healthy: Vec<&BackendObservation> = input.backends.iter().filter(|b| b.healthy).collect();
-        ex.inputs.push(format!("now={:.1} interval={:.1}s demand_rps={:.1}", input.now, interval, input.demand_rps));
+        let healthy: Vec<&BackendObservation> =
+            input.backends.iter().filter(|b| b.healthy).collect();
+        ex.inputs.push(format!(
+            "now={:.1} interval={:.1}s demand_rps={:.1}",
+            input.now, interval, input.demand_rps
+        ));
         ex.inputs.push(format!(
             "backends healthy={}/{} replicas current={} ready={} min={} max={} boot_time={:.0}s",
             healthy.len(),
@@ -637,13 +803,25 @@ impl Policy for AyaPolicy {
             input.replicas.boot_time
         ));
 
-        let newest = input.backends.iter().map(|b| b.observed_at).filter(|t| t.is_finite()).fold(f64::NEG_INFINITY, f64::max);
-        let stale = !input.backends.is_empty() && input.now - newest > self.cfg.get().stale_intervals * interval;
+        let newest = input
+            .backends
+            .iter()
+            .map(|b| b.observed_at)
+            .filter(|t| t.is_finite())
+            .fold(f64::NEG_INFINITY, f64::max);
+        let stale = !input.backends.is_empty()
+            && input.now - newest > self.cfg.get().stale_intervals * interval;
         if stale {
-            ex.rules.push(format!("fallback_reactive: stale telemetry (newest {:.1}s old)", input.now - newest));
+            ex.rules.push(format!(
+                "fallback_reactive: stale telemetry (newest {:.1}s old)",
+                input.now - newest
+            ));
         } else {
             for b in &healthy {
-                self.models.entry(b.backend.clone()).or_insert_with(|| CapacityModel::new(self.cfg.get().capacity_window)).observe(b);
+                self.models
+                    .entry(b.backend.clone())
+                    .or_insert_with(|| CapacityModel::new(self.cfg.get().capacity_window))
+                    .observe(b);
             }
         }
         // Forget state of backends that left the cluster.
@@ -656,27 +834,44 @@ impl Policy for AyaPolicy {
             Some(f) if f.trusted => f.next,
             _ => {
                 if fc.is_none() {
-                    ex.rules.push("no forecast -> weights at observed demand".into());
+                    ex.rules
+                        .push("no forecast -> weights at observed demand".into());
                 }
                 input.demand_rps
             }
         };
 
-        let (ejected, outliers_left) = if stale { (Vec::new(), false) } else { self.eject(&input, &healthy, &mut ex) };
-        let mut active: Vec<&BackendObservation> = healthy.iter().copied().filter(|b| !ejected.contains(&b.backend)).collect();
+        let (ejected, outliers_left) = if stale {
+            (Vec::new(), false)
+        } else {
+            self.eject(&input, &healthy, &mut ex)
+        };
+        let mut active: Vec<&BackendObservation> = healthy
+            .iter()
+            .copied()
+            .filter(|b| !ejected.contains(&b.backend))
+            .collect();
         if input.backends.is_empty() {
             ex.rules.push("no observations yet".into());
         } else if active.is_empty() {
             // Panic mode (as Envoy's panic threshold): with nothing healthy,
             // spreading over everything beats sending nowhere.
-            ex.rules.push("panic: no healthy backend, weighting all".into());
+            ex.rules
+                .push("panic: no healthy backend, weighting all".into());
             active = input.backends.iter().collect();
         }
         let (weights, spread) = self.compute_weights(&input, &active, load, stale, &mut ex);
         let scaling = self.scale(&input, &healthy, fc, stale, &mut ex);
         ex.rules.push(format!("scaling: {}", scaling.rule));
         let algorithm = self.choose_algorithm(&active, spread, outliers_left, &mut ex);
-        Decision { at: input.now, weights, ejected, scaling, algorithm, explanation: ex }
+        Decision {
+            at: input.now,
+            weights,
+            ejected,
+            scaling,
+            algorithm,
+            explanation: ex,
+        }
     }
 }
 

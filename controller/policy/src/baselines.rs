@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use crate::capacity::positive;
 use crate::types::{
     AlgorithmChoice, BackendObservation, BackendWeight, Decision, Explanation, LbAlgorithm, Policy,
     ScalingSignal, TickInput, Time,
@@ -42,7 +43,11 @@ fn inputs_summary(input: &TickInput<'_>) -> Vec<String> {
 /// when none is healthy (panic mode).
 fn serving<'a>(input: &TickInput<'a>) -> Vec<&'a BackendObservation> {
     let healthy: Vec<&BackendObservation> = input.backends.iter().filter(|b| b.healthy).collect();
-    if healthy.is_empty() { input.backends.iter().collect() } else { healthy }
+    if healthy.is_empty() {
+        input.backends.iter().collect()
+    } else {
+        healthy
+    }
 }
 
 /// Equal weights and a fixed algorithm (round robin unless told otherwise).
@@ -55,7 +60,10 @@ pub struct StaticPolicy {
 impl StaticPolicy {
     /// A static policy named `name` publishing `algorithm`.
     pub fn new(name: impl Into<String>, algorithm: LbAlgorithm) -> Self {
-        StaticPolicy { name: name.into(), algorithm }
+        StaticPolicy {
+            name: name.into(),
+            algorithm,
+        }
     }
 }
 
@@ -71,7 +79,10 @@ impl Policy for StaticPolicy {
             weights: equal_weights(serving.iter().map(|b| b.backend.as_str())),
             ejected: Vec::new(),
             scaling: hold_scaling(input, "static"),
-            algorithm: AlgorithmChoice { algorithm: self.algorithm, rule: "static".into() },
+            algorithm: AlgorithmChoice {
+                algorithm: self.algorithm,
+                rule: "static".into(),
+            },
             explanation: Explanation {
                 inputs: inputs_summary(input),
                 forecast: None,
@@ -99,7 +110,11 @@ pub struct A58Config {
 
 impl Default for A58Config {
     fn default() -> Self {
-        A58Config { blackout_period: 10.0, weight_expiration_period: 180.0, error_utilization_penalty: 1.0 }
+        A58Config {
+            blackout_period: 10.0,
+            weight_expiration_period: 180.0,
+            error_utilization_penalty: 1.0,
+        }
     }
 }
 
@@ -125,15 +140,22 @@ pub struct A58Policy {
 impl A58Policy {
     /// A58 with `cfg`.
     pub fn new(cfg: A58Config) -> Self {
-        A58Policy { cfg, state: BTreeMap::new() }
+        A58Policy {
+            cfg,
+            state: BTreeMap::new(),
+        }
     }
 
     /// The A58 weight of one load report; 0 when it cannot be computed.
     pub fn report_weight(qps: f64, utilization: f64, eps: f64, penalty: f64) -> f64 {
-        if !(qps > 0.0) || !(utilization > 0.0) || !qps.is_finite() || !utilization.is_finite() {
+        if !positive(qps) || !positive(utilization) {
             return 0.0;
         }
-        let penalty_term = if eps.is_finite() && eps > 0.0 { eps / qps * penalty } else { 0.0 };
+        let penalty_term = if eps.is_finite() && eps > 0.0 {
+            eps / qps * penalty
+        } else {
+            0.0
+        };
         let w = qps / (utilization + penalty_term);
         if w.is_finite() { w } else { 0.0 }
     }
@@ -151,8 +173,17 @@ impl Policy for A58Policy {
         for b in &serving {
             let util = b.cpu_utilization.unwrap_or(0.0);
             let eps = b.error_rate.max(0.0) * b.request_rate.max(0.0);
-            let w = Self::report_weight(b.request_rate, util, eps, self.cfg.error_utilization_penalty);
-            let s = self.state.entry(b.backend.clone()).or_insert(A58State { non_empty_since: now, last_update: now, weight: 0.0 });
+            let w = Self::report_weight(
+                b.request_rate,
+                util,
+                eps,
+                self.cfg.error_utilization_penalty,
+            );
+            let s = self.state.entry(b.backend.clone()).or_insert(A58State {
+                non_empty_since: now,
+                last_update: now,
+                weight: 0.0,
+            });
             if w > 0.0 {
                 // A58: a report after expiry restarts the blackout.
                 if s.weight <= 0.0 || now - s.last_update >= self.cfg.weight_expiration_period {
@@ -176,11 +207,17 @@ impl Policy for A58Policy {
             .collect();
         let known: Vec<f64> = usable.iter().flatten().copied().collect();
         let weights = if known.len() < 2 {
-            rules.push(format!("fewer than two weights ({}) -> equal (round robin)", known.len()));
+            rules.push(format!(
+                "fewer than two weights ({}) -> equal (round robin)",
+                known.len()
+            ));
             equal_weights(serving.iter().map(|b| b.backend.as_str()))
         } else {
             let mean = known.iter().sum::<f64>() / known.len() as f64;
-            rules.push(format!("{} weights, missing -> mean {mean:.2}", known.len()));
+            rules.push(format!(
+                "{} weights, missing -> mean {mean:.2}",
+                known.len()
+            ));
             serving
                 .iter()
                 .zip(&usable)
@@ -199,7 +236,11 @@ impl Policy for A58Policy {
                 algorithm: LbAlgorithm::WeightedRoundRobin,
                 rule: "a58: weighted round robin".into(),
             },
-            explanation: Explanation { inputs: inputs_summary(input), forecast: None, rules },
+            explanation: Explanation {
+                inputs: inputs_summary(input),
+                forecast: None,
+                rules,
+            },
         }
     }
 }
@@ -249,7 +290,10 @@ pub struct HpaPolicy {
 impl HpaPolicy {
     /// HPA with `cfg`.
     pub fn new(cfg: HpaConfig) -> Self {
-        HpaPolicy { cfg, recommendations: VecDeque::new() }
+        HpaPolicy {
+            cfg,
+            recommendations: VecDeque::new(),
+        }
     }
 
     /// The raw recommendation (before stabilisation) and the rule that made it.
@@ -274,10 +318,16 @@ impl HpaPolicy {
             // Missing (booting) pods count as 0 % when scaling up.
             let ratio2 = sum / r.current.max(1) as f64 / self.cfg.target_utilization;
             if ratio2 <= 1.0 + self.cfg.tolerance {
-                return (r.current, format!("ratio {ratio:.3}, {ratio2:.3} with booting pods at 0%: hold"));
+                return (
+                    r.current,
+                    format!("ratio {ratio:.3}, {ratio2:.3} with booting pods at 0%: hold"),
+                );
             }
             let n = (ratio2 * r.current as f64).ceil() as u32;
-            return (n, format!("ratio {ratio2:.3} with booting pods at 0% -> {n}"));
+            return (
+                n,
+                format!("ratio {ratio2:.3} with booting pods at 0% -> {n}"),
+            );
         }
         let n = (ratio * ready.len() as f64).ceil().max(0.0) as u32;
         (n, format!("ratio {ratio:.3} -> {n}"))
@@ -303,12 +353,25 @@ impl Policy for HpaPolicy {
             }
         }
         let (desired, rule) = if rec > r.current {
-            let limit = (r.current.saturating_mul(2)).max(r.current.saturating_add(HPA_SCALE_UP_PODS));
+            let limit =
+                (r.current.saturating_mul(2)).max(r.current.saturating_add(HPA_SCALE_UP_PODS));
             (rec.min(limit), format!("scale_up: {why}"))
         } else {
-            let stabilised = self.recommendations.iter().map(|&(_, n)| n).max().unwrap_or(rec).min(r.current);
+            let stabilised = self
+                .recommendations
+                .iter()
+                .map(|&(_, n)| n)
+                .max()
+                .unwrap_or(rec)
+                .min(r.current);
             if stabilised < r.current {
-                (stabilised, format!("scale_down (max over {:.0}s window): {why}", self.cfg.scale_down_stabilization))
+                (
+                    stabilised,
+                    format!(
+                        "scale_down (max over {:.0}s window): {why}",
+                        self.cfg.scale_down_stabilization
+                    ),
+                )
             } else if rec < r.current {
                 (r.current, format!("hold_stabilization: {why}"))
             } else {
@@ -320,9 +383,20 @@ impl Policy for HpaPolicy {
             at: input.now,
             weights: equal_weights(serving.iter().map(|b| b.backend.as_str())),
             ejected: Vec::new(),
-            scaling: ScalingSignal { desired_replicas: desired.clamp(lo, hi), current_replicas: r.current, rule: rule.clone() },
-            algorithm: AlgorithmChoice { algorithm: self.cfg.algorithm, rule: "hpa: fixed algorithm".into() },
-            explanation: Explanation { inputs: inputs_summary(input), forecast: None, rules: vec![rule] },
+            scaling: ScalingSignal {
+                desired_replicas: desired.clamp(lo, hi),
+                current_replicas: r.current,
+                rule: rule.clone(),
+            },
+            algorithm: AlgorithmChoice {
+                algorithm: self.cfg.algorithm,
+                rule: "hpa: fixed algorithm".into(),
+            },
+            explanation: Explanation {
+                inputs: inputs_summary(input),
+                forecast: None,
+                rules: vec![rule],
+            },
         }
     }
 }
@@ -349,11 +423,24 @@ mod tests {
     }
 
     fn replicas(current: u32) -> ReplicaState {
-        ReplicaState { current, ready: current, min: 1, max: 100, boot_time: 60.0 }
+        ReplicaState {
+            current,
+            ready: current,
+            min: 1,
+            max: 100,
+            boot_time: 60.0,
+        }
     }
 
     fn tick<'a>(now: f64, backends: &'a [BackendObservation], r: ReplicaState) -> TickInput<'a> {
-        TickInput { now, interval: 15.0, backends, demand_rps: 100.0, forecast: None, replicas: r }
+        TickInput {
+            now,
+            interval: 15.0,
+            backends,
+            demand_rps: 100.0,
+            forecast: None,
+            replicas: r,
+        }
     }
 
     #[test]
@@ -371,7 +458,11 @@ mod tests {
         let d = p.decide(&tick(0.0, &obs, replicas(2)));
         assert_eq!(d.weights[0].weight, d.weights[1].weight, "blackout: equal");
         let d = p.decide(&tick(10.0, &obs, replicas(2)));
-        assert!(d.weights[1].weight > 8 * d.weights[0].weight, "{:?}", d.weights);
+        assert!(
+            d.weights[1].weight > 8 * d.weights[0].weight,
+            "{:?}",
+            d.weights
+        );
         // No more reports (zero qps) for 3 minutes: weights expire.
         let quiet = [b("a", 0.0, 0.0), b("b", 0.0, 0.0)];
         let d = p.decide(&tick(200.0, &quiet, replicas(2)));
@@ -380,7 +471,10 @@ mod tests {
 
     #[test]
     fn a58_missing_weight_takes_the_mean() {
-        let mut p = A58Policy::new(A58Config { blackout_period: 0.0, ..A58Config::default() });
+        let mut p = A58Policy::new(A58Config {
+            blackout_period: 0.0,
+            ..A58Config::default()
+        });
         let obs = [b("a", 100.0, 0.5), b("b", 100.0, 0.25), b("c", 0.0, 0.0)];
         let d = p.decide(&tick(0.0, &obs, replicas(3)));
         assert_eq!(d.weights[2].weight, 100, "{:?}", d.weights);
@@ -405,17 +499,29 @@ mod tests {
         p.decide(&tick(0.0, &busy, replicas(6)));
         for t in (15..=300).step_by(15) {
             let d = p.decide(&tick(t as f64, &idle, replicas(6)));
-            assert_eq!(d.scaling.desired_replicas, 6, "t={t}: the 6 at t=0 is still in the window");
+            assert_eq!(
+                d.scaling.desired_replicas, 6,
+                "t={t}: the 6 at t=0 is still in the window"
+            );
         }
         let d = p.decide(&tick(315.0, &idle, replicas(6)));
-        assert_eq!(d.scaling.desired_replicas, 2, "ceil(6 × 0.2/0.7) = 2 once the window has passed");
+        assert_eq!(
+            d.scaling.desired_replicas, 2,
+            "ceil(6 × 0.2/0.7) = 2 once the window has passed"
+        );
     }
 
     #[test]
     fn hpa_counts_booting_pods_at_zero_when_scaling_up() {
         let mut p = HpaPolicy::new(HpaConfig::default());
         let obs: Vec<_> = (0..4).map(|i| b(&format!("r{i}"), 100.0, 0.9)).collect();
-        let r = ReplicaState { current: 6, ready: 4, min: 1, max: 100, boot_time: 60.0 };
+        let r = ReplicaState {
+            current: 6,
+            ready: 4,
+            min: 1,
+            max: 100,
+            boot_time: 60.0,
+        };
         let d = p.decide(&tick(0.0, &obs, r));
         // 3.6 / 6 / 0.7 = 0.857: direction flips, hold.
         assert_eq!(d.scaling.desired_replicas, 6);

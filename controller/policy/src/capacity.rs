@@ -51,7 +51,7 @@ pub fn fit_line(xs: &[f64], ys: &[f64]) -> Option<LineFit> {
     let mean = xs.iter().sum::<f64>() / n as f64;
     let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
     // Relative spread below 1 % carries no slope information, only noise.
-    if !(var.sqrt() > 0.01 * mean.abs().max(1e-9)) {
+    if var.is_nan() || var.sqrt() <= 0.01 * mean.abs().max(1e-9) {
         return None;
     }
     let records = Array2::from_shape_vec((n, 1), xs.to_vec()).ok()?;
@@ -109,7 +109,10 @@ const COST_FACTOR_RANGE: (f64, f64) = (0.25, 4.0);
 impl CapacityModel {
     /// An empty model keeping `window` points.
     pub fn new(window: usize) -> Self {
-        CapacityModel { samples: VecDeque::with_capacity(window), window: window.max(2) }
+        CapacityModel {
+            samples: VecDeque::with_capacity(window),
+            window: window.max(2),
+        }
     }
 
     /// Number of points held.
@@ -126,7 +129,9 @@ impl CapacityModel {
     /// non-finite figures, or repeated (same `observed_at`) are skipped:
     /// they carry no information about cost.
     pub fn observe(&mut self, obs: &BackendObservation) {
-        let finite = obs.request_rate.is_finite() && obs.latency_p50.is_finite() && obs.observed_at.is_finite();
+        let finite = obs.request_rate.is_finite()
+            && obs.latency_p50.is_finite()
+            && obs.observed_at.is_finite();
         if !finite || obs.request_rate <= MIN_RATE_FOR_COST {
             return;
         }
@@ -199,7 +204,14 @@ impl CapacityModel {
                     && recent_cost > window_cost * (1.0 + 0.5 * degrade_threshold);
                 // Only extrapolate a significant rise that the recent pooled
                 // cost confirms; otherwise use what was seen.
-                (if rising { ahead.max(recent_cost) } else { recent_cost }, rising)
+                (
+                    if rising {
+                        ahead.max(recent_cost)
+                    } else {
+                        recent_cost
+                    },
+                    rising,
+                )
             }
             _ => (recent_cost, false),
         };
@@ -207,9 +219,14 @@ impl CapacityModel {
 
         if with_cpu {
             let cpus: Vec<f64> = self.samples.iter().filter_map(|s| s.cpu).collect();
-            let through_origin = LineFit { intercept: 0.0, slope: window_cost };
+            let through_origin = LineFit {
+                intercept: 0.0,
+                slope: window_cost,
+            };
             let mean_rate = rates.iter().sum::<f64>() / rates.len() as f64;
-            let rate_cv = (rates.iter().map(|r| (r - mean_rate).powi(2)).sum::<f64>() / rates.len() as f64).sqrt()
+            let rate_cv = (rates.iter().map(|r| (r - mean_rate).powi(2)).sum::<f64>()
+                / rates.len() as f64)
+                .sqrt()
                 / mean_rate.max(1e-12);
             let base = if rate_cv >= MIN_RATE_CV_FOR_REGRESSION {
                 fit_line(&rates, &cpus)
@@ -218,12 +235,22 @@ impl CapacityModel {
             } else {
                 through_origin
             };
-            let cpu = LineFit { intercept: base.intercept, slope: base.slope * cost_factor };
-            if !(cpu.slope > 0.0) {
+            let cpu = LineFit {
+                intercept: base.intercept,
+                slope: base.slope * cost_factor,
+            };
+            if !positive(cpu.slope) {
                 return None;
             }
             let capacity_rps = ((target - cpu.intercept) / cpu.slope).max(0.0);
-            Some(CapacityEstimate { capacity_rps, absolute: true, cpu: Some(cpu), latency, cost_factor, degrading })
+            Some(CapacityEstimate {
+                capacity_rps,
+                absolute: true,
+                cpu: Some(cpu),
+                latency,
+                cost_factor,
+                degrading,
+            })
         } else {
             let cost = window_cost * cost_factor;
             Some(CapacityEstimate {
@@ -261,10 +288,25 @@ fn trend_fit(xs: &[f64], ys: &[f64]) -> Option<(LineFit, f64)> {
     }
     let mx = xs.iter().sum::<f64>() / n as f64;
     let sxx: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum();
-    let ssr: f64 = xs.iter().zip(ys).map(|(x, y)| (y - f.predict(*x)).powi(2)).sum();
+    let ssr: f64 = xs
+        .iter()
+        .zip(ys)
+        .map(|(x, y)| (y - f.predict(*x)).powi(2))
+        .sum();
     let se = (ssr / (n - 2) as f64 / sxx).sqrt();
-    let t = if se > 0.0 { f.slope / se } else if f.slope > 0.0 { f64::INFINITY } else { 0.0 };
+    let t = if se > 0.0 {
+        f.slope / se
+    } else if f.slope > 0.0 {
+        f64::INFINITY
+    } else {
+        0.0
+    };
     Some((f, t))
+}
+
+/// True for a finite number above zero (false for NaN).
+pub fn positive(x: f64) -> bool {
+    x.is_finite() && x > 0.0
 }
 
 /// Median of finite values; `None` for an empty slice.
@@ -275,7 +317,11 @@ pub fn median(xs: &[f64]) -> Option<f64> {
     }
     v.sort_by(f64::total_cmp);
     let m = v.len() / 2;
-    Some(if v.len() % 2 == 1 { v[m] } else { 0.5 * (v[m - 1] + v[m]) })
+    Some(if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        0.5 * (v[m - 1] + v[m])
+    })
 }
 
 #[cfg(test)]
@@ -303,7 +349,10 @@ mod tests {
         let xs = [1.0, 2.0, 3.0, 4.0];
         let ys: Vec<f64> = xs.iter().map(|x| 0.1 + 0.02 * x).collect();
         let f = fit_line(&xs, &ys).unwrap();
-        assert!((f.intercept - 0.1).abs() < 1e-9 && (f.slope - 0.02).abs() < 1e-9, "{f:?}");
+        assert!(
+            (f.intercept - 0.1).abs() < 1e-9 && (f.slope - 0.02).abs() < 1e-9,
+            "{f:?}"
+        );
     }
 
     #[test]
@@ -315,7 +364,10 @@ mod tests {
     fn capacity_from_cpu_regression() {
         let mut m = CapacityModel::new(20);
         // cpu = 0.05 + 0.005·rate → capacity at 0.7 = 130 rps.
-        for (i, rate) in [40.0, 60.0, 80.0, 100.0, 50.0, 90.0].into_iter().enumerate() {
+        for (i, rate) in [40.0, 60.0, 80.0, 100.0, 50.0, 90.0]
+            .into_iter()
+            .enumerate()
+        {
             m.observe(&obs(i as f64, rate, Some(0.05 + 0.005 * rate), 0.01));
         }
         let e = m.estimate(0.7, 6.0, 3.0, 3, 4, 0.1).unwrap();
@@ -338,7 +390,10 @@ mod tests {
         }
         let worse = m.estimate(0.7, 26.0, 3.0, 3, 6, 0.1).unwrap();
         assert!(worse.degrading, "{worse:?}");
-        assert!(worse.capacity_rps < steady.capacity_rps * 0.8, "{worse:?} vs {steady:?}");
+        assert!(
+            worse.capacity_rps < steady.capacity_rps * 0.8,
+            "{worse:?} vs {steady:?}"
+        );
     }
 
     #[test]

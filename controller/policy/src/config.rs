@@ -87,12 +87,16 @@ pub struct AyaConfig {
     /// Relative hysteresis band for scaling in: the smaller fleet must stay
     /// below `target × (1 - this)` by both forecast and observation.
     pub scale_in_hysteresis: f64,
-    /// Seconds after any scaling action before a scale-in may happen.
+    /// Seconds after any scaling action before a scale-in may happen (300 s,
+    /// as Kubernetes' scale-down stabilisation window: capacity removed too
+    /// early comes back only a boot time later).
     pub scale_in_cooldown: f64,
-    /// Seconds after a scale-up before another scale-up (0 = act every tick
-    /// when the forecast says so; boot delay is already accounted for).
+    /// Seconds after a scale-up before another scale-up (60 s: the replicas
+    /// ordered last time must show up in `current` before more are ordered;
+    /// the look-ahead already sized that order for the ramp).
     pub scale_up_cooldown: f64,
-    /// Most replicas removed in one scale-in.
+    /// Most replicas removed in one scale-in (10: one action to the size both
+    /// forecast and observation agree on, rather than many small ones).
     pub max_scale_in_step: u32,
     /// Seconds beyond `boot_time + interval` that the scaling rule looks at
     /// in the forecast. Covering a little more than one boot lets one
@@ -132,10 +136,10 @@ impl Default for AyaConfig {
             forecast_error_fallback: 0.35,
             forecast_error_window: 10,
             scale_in_hysteresis: 0.10,
-            scale_in_cooldown: 120.0,
-            scale_up_cooldown: 0.0,
-            max_scale_in_step: 2,
-            scale_lookahead: 60.0,
+            scale_in_cooldown: 300.0,
+            scale_up_cooldown: 60.0,
+            max_scale_in_step: 10,
+            scale_lookahead: 180.0,
             affinity: false,
             capacity_spread: 1.3,
             variable_service_ratio: 2.0,
@@ -155,8 +159,21 @@ impl ValidAyaConfig {
     }
 }
 
-fn check(ok: bool, field: &'static str, value: impl ToString, rule: &'static str) -> Result<(), ConfigError> {
-    if ok { Ok(()) } else { Err(ConfigError { field, value: value.to_string(), rule }) }
+fn check(
+    ok: bool,
+    field: &'static str,
+    value: impl ToString,
+    rule: &'static str,
+) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError {
+            field,
+            value: value.to_string(),
+            rule,
+        })
+    }
 }
 
 fn open_unit(x: f64) -> bool {
@@ -175,15 +192,30 @@ impl AyaConfig {
     /// Check every field once. The error names the field and its rule.
     pub fn validate(self) -> Result<ValidAyaConfig, ConfigError> {
         let c = &self;
-        check(open_unit(c.target_utilization), "target_utilization", c.target_utilization, "must be in (0, 1)")?;
+        check(
+            open_unit(c.target_utilization),
+            "target_utilization",
+            c.target_utilization,
+            "must be in (0, 1)",
+        )?;
         check(
             c.weight_smoothing.is_finite() && c.weight_smoothing > 0.0 && c.weight_smoothing <= 1.0,
             "weight_smoothing",
             c.weight_smoothing,
             "must be in (0, 1]",
         )?;
-        check(positive(c.max_weight_step), "max_weight_step", c.max_weight_step, "must be > 0")?;
-        check(c.capacity_window >= 2, "capacity_window", c.capacity_window, "must be >= 2")?;
+        check(
+            positive(c.max_weight_step),
+            "max_weight_step",
+            c.max_weight_step,
+            "must be > 0",
+        )?;
+        check(
+            c.capacity_window >= 2,
+            "capacity_window",
+            c.capacity_window,
+            "must be >= 2",
+        )?;
         check(
             c.capacity_min_points >= 1 && c.capacity_min_points <= c.capacity_window,
             "capacity_min_points",
@@ -196,7 +228,12 @@ impl AyaConfig {
             c.trend_points,
             "must be in [3, capacity_window]",
         )?;
-        check(positive(c.degrade_threshold), "degrade_threshold", c.degrade_threshold, "must be > 0")?;
+        check(
+            positive(c.degrade_threshold),
+            "degrade_threshold",
+            c.degrade_threshold,
+            "must be > 0",
+        )?;
         check(
             c.eject_error_rate.is_finite() && c.eject_error_rate > 0.0 && c.eject_error_rate <= 1.0,
             "eject_error_rate",
@@ -221,25 +258,60 @@ impl AyaConfig {
             c.max_ejection_fraction,
             "must be in [0, 1]",
         )?;
-        check(positive(c.base_ejection_time), "base_ejection_time", c.base_ejection_time, "must be > 0")?;
-        check(positive(c.stale_intervals), "stale_intervals", c.stale_intervals, "must be > 0")?;
+        check(
+            positive(c.base_ejection_time),
+            "base_ejection_time",
+            c.base_ejection_time,
+            "must be > 0",
+        )?;
+        check(
+            positive(c.stale_intervals),
+            "stale_intervals",
+            c.stale_intervals,
+            "must be > 0",
+        )?;
         check(
             positive(c.forecast_error_fallback),
             "forecast_error_fallback",
             c.forecast_error_fallback,
             "must be > 0",
         )?;
-        check(c.forecast_error_window >= 1, "forecast_error_window", c.forecast_error_window, "must be >= 1")?;
+        check(
+            c.forecast_error_window >= 1,
+            "forecast_error_window",
+            c.forecast_error_window,
+            "must be >= 1",
+        )?;
         check(
             c.scale_in_hysteresis.is_finite() && (0.0..1.0).contains(&c.scale_in_hysteresis),
             "scale_in_hysteresis",
             c.scale_in_hysteresis,
             "must be in [0, 1)",
         )?;
-        check(non_negative(c.scale_in_cooldown), "scale_in_cooldown", c.scale_in_cooldown, "must be >= 0")?;
-        check(non_negative(c.scale_up_cooldown), "scale_up_cooldown", c.scale_up_cooldown, "must be >= 0")?;
-        check(non_negative(c.scale_lookahead), "scale_lookahead", c.scale_lookahead, "must be >= 0")?;
-        check(c.max_scale_in_step >= 1, "max_scale_in_step", c.max_scale_in_step, "must be >= 1")?;
+        check(
+            non_negative(c.scale_in_cooldown),
+            "scale_in_cooldown",
+            c.scale_in_cooldown,
+            "must be >= 0",
+        )?;
+        check(
+            non_negative(c.scale_up_cooldown),
+            "scale_up_cooldown",
+            c.scale_up_cooldown,
+            "must be >= 0",
+        )?;
+        check(
+            non_negative(c.scale_lookahead),
+            "scale_lookahead",
+            c.scale_lookahead,
+            "must be >= 0",
+        )?;
+        check(
+            c.max_scale_in_step >= 1,
+            "max_scale_in_step",
+            c.max_scale_in_step,
+            "must be >= 1",
+        )?;
         check(
             c.capacity_spread.is_finite() && c.capacity_spread >= 1.0,
             "capacity_spread",
@@ -273,14 +345,24 @@ mod tests {
 
     #[test]
     fn bad_target_names_the_field() {
-        let err = AyaConfig { target_utilization: 1.5, ..AyaConfig::default() }.validate().unwrap_err();
+        let err = AyaConfig {
+            target_utilization: 1.5,
+            ..AyaConfig::default()
+        }
+        .validate()
+        .unwrap_err();
         assert_eq!(err.field, "target_utilization");
         assert!(err.to_string().contains("(0, 1)"), "{err}");
     }
 
     #[test]
     fn nan_is_rejected() {
-        let err = AyaConfig { weight_smoothing: f64::NAN, ..AyaConfig::default() }.validate().unwrap_err();
+        let err = AyaConfig {
+            weight_smoothing: f64::NAN,
+            ..AyaConfig::default()
+        }
+        .validate()
+        .unwrap_err();
         assert_eq!(err.field, "weight_smoothing");
     }
 

@@ -24,7 +24,12 @@ impl<P: Policy, F: DemandForecaster> ControlLoop<P, F> {
     /// A loop that forecasts `horizon` steps ahead with `forecaster` (if any)
     /// and decides with `policy`.
     pub fn new(policy: P, forecaster: Option<F>, horizon: usize) -> Self {
-        ControlLoop { policy, forecaster, horizon, forecast: DemandForecast::default() }
+        ControlLoop {
+            policy,
+            forecaster,
+            horizon,
+            forecast: DemandForecast::default(),
+        }
     }
 
     /// The policy (e.g. to read its name).

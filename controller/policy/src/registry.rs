@@ -15,13 +15,31 @@ use crate::types::{LbAlgorithm, Policy, UnknownAlgorithm};
 
 /// Every policy name [`by_name`] accepts, with a one-line description.
 pub const POLICIES: [(&str, &str); 7] = [
-    ("aya", "Aya: predictive weights, ejection, forecast-driven scaling, algorithm selection"),
-    ("static", "equal weights, fixed algorithm (param `algorithm`, default round_robin)"),
+    (
+        "aya",
+        "Aya: predictive weights, ejection, forecast-driven scaling, algorithm selection",
+    ),
+    (
+        "static",
+        "equal weights, fixed algorithm (param `algorithm`, default round_robin)",
+    ),
     ("round_robin", "equal weights, round robin"),
-    ("a58", "gRPC A58 weighted round robin weights from load reports"),
-    ("peak_ewma", "equal weights, Linkerd peak-EWMA P2C in the data plane"),
-    ("p2c", "equal weights, Envoy least request (power of two choices)"),
-    ("hpa", "Kubernetes HPA reactive autoscaling (10% tolerance, 300 s scale-down window)"),
+    (
+        "a58",
+        "gRPC A58 weighted round robin weights from load reports",
+    ),
+    (
+        "peak_ewma",
+        "equal weights, Linkerd peak-EWMA P2C in the data plane",
+    ),
+    (
+        "p2c",
+        "equal weights, Envoy least request (power of two choices)",
+    ),
+    (
+        "hpa",
+        "Kubernetes HPA reactive autoscaling (10% tolerance, 300 s scale-down window)",
+    ),
 ];
 
 /// Why a policy could not be built.
@@ -65,18 +83,26 @@ pub enum PolicyError {
 /// replications in parallel).
 pub type BoxedPolicy = Box<dyn Policy + Send>;
 
-fn parse<T: DeserializeOwned + Default>(policy: &str, params: &Map<String, Value>) -> Result<T, PolicyError> {
+fn parse<T: DeserializeOwned + Default>(
+    policy: &str,
+    params: &Map<String, Value>,
+) -> Result<T, PolicyError> {
     if params.is_empty() {
         return Ok(T::default());
     }
-    serde_json::from_value(Value::Object(params.clone()))
-        .map_err(|e| PolicyError::Params { policy: policy.to_string(), message: e.to_string() })
+    serde_json::from_value(Value::Object(params.clone())).map_err(|e| PolicyError::Params {
+        policy: policy.to_string(),
+        message: e.to_string(),
+    })
 }
 
 fn no_params(policy: &str, params: &Map<String, Value>) -> Result<(), PolicyError> {
     match params.keys().next() {
         None => Ok(()),
-        Some(k) => Err(PolicyError::Params { policy: policy.to_string(), message: format!("takes no parameters, got `{k}`") }),
+        Some(k) => Err(PolicyError::Params {
+            policy: policy.to_string(),
+            message: format!("takes no parameters, got `{k}`"),
+        }),
     }
 }
 
@@ -84,13 +110,20 @@ fn no_params(policy: &str, params: &Map<String, Value>) -> Result<(), PolicyErro
 ///
 /// `seed` is accepted so that every policy is constructed the same way; the
 /// current policies are fully deterministic and draw no random numbers.
-pub fn by_name(name: &str, params: &Map<String, Value>, seed: u64) -> Result<BoxedPolicy, PolicyError> {
+pub fn by_name(
+    name: &str,
+    params: &Map<String, Value>,
+    seed: u64,
+) -> Result<BoxedPolicy, PolicyError> {
     let _ = seed;
     let norm = name.trim().to_ascii_lowercase().replace('-', "_");
     match norm.as_str() {
         "aya" => {
             let cfg: AyaConfig = parse("aya", params)?;
-            let valid = cfg.validate().map_err(|source| PolicyError::Invalid { policy: "aya".into(), source })?;
+            let valid = cfg.validate().map_err(|source| PolicyError::Invalid {
+                policy: "aya".into(),
+                source,
+            })?;
             Ok(Box::new(AyaPolicy::new(valid)))
         }
         "static" => {
@@ -98,12 +131,17 @@ pub fn by_name(name: &str, params: &Map<String, Value>, seed: u64) -> Result<Box
             for (k, v) in params {
                 match (k.as_str(), v) {
                     ("algorithm", Value::String(s)) => {
-                        algorithm = s.parse().map_err(|source| PolicyError::Algorithm { policy: "static".into(), source })?;
+                        algorithm = s.parse().map_err(|source| PolicyError::Algorithm {
+                            policy: "static".into(),
+                            source,
+                        })?;
                     }
                     _ => {
                         return Err(PolicyError::Params {
                             policy: "static".into(),
-                            message: format!("unknown or mistyped parameter `{k}` (allowed: algorithm = \"<name>\")"),
+                            message: format!(
+                                "unknown or mistyped parameter `{k}` (allowed: algorithm = \"<name>\")"
+                            ),
                         });
                     }
                 }
@@ -112,15 +150,24 @@ pub fn by_name(name: &str, params: &Map<String, Value>, seed: u64) -> Result<Box
         }
         "round_robin" | "rr" => {
             no_params(&norm, params)?;
-            Ok(Box::new(StaticPolicy::new("round_robin", LbAlgorithm::RoundRobin)))
+            Ok(Box::new(StaticPolicy::new(
+                "round_robin",
+                LbAlgorithm::RoundRobin,
+            )))
         }
         "peak_ewma" | "ewma" => {
             no_params(&norm, params)?;
-            Ok(Box::new(StaticPolicy::new("peak_ewma", LbAlgorithm::PeakEwma)))
+            Ok(Box::new(StaticPolicy::new(
+                "peak_ewma",
+                LbAlgorithm::PeakEwma,
+            )))
         }
         "p2c" | "least_request" => {
             no_params(&norm, params)?;
-            Ok(Box::new(StaticPolicy::new("p2c", LbAlgorithm::LeastRequest)))
+            Ok(Box::new(StaticPolicy::new(
+                "p2c",
+                LbAlgorithm::LeastRequest,
+            )))
         }
         "a58" | "wrr" => Ok(Box::new(A58Policy::new(parse::<A58Config>("a58", params)?))),
         "hpa" => {
@@ -138,7 +185,11 @@ pub fn by_name(name: &str, params: &Map<String, Value>, seed: u64) -> Result<Box
             if !(cfg.tolerance >= 0.0 && cfg.tolerance < 1.0) {
                 return Err(PolicyError::Invalid {
                     policy: "hpa".into(),
-                    source: ConfigError { field: "tolerance", value: cfg.tolerance.to_string(), rule: "must be in [0, 1)" },
+                    source: ConfigError {
+                        field: "tolerance",
+                        value: cfg.tolerance.to_string(),
+                        rule: "must be in [0, 1)",
+                    },
                 });
             }
             if !(cfg.scale_down_stabilization >= 0.0 && cfg.scale_down_stabilization.is_finite()) {
@@ -187,17 +238,28 @@ mod tests {
 
     #[test]
     fn misspelt_parameter_is_named() {
-        let err = by_name("aya", &params(r#"{"target_utilisation": 0.6}"#), 1).err().unwrap();
+        let err = by_name("aya", &params(r#"{"target_utilisation": 0.6}"#), 1)
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("target_utilisation"), "{err}");
-        let err = by_name("hpa", &params(r#"{"target_utilization": 2.0}"#), 1).err().unwrap();
+        let err = by_name("hpa", &params(r#"{"target_utilization": 2.0}"#), 1)
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("target_utilization"), "{err}");
-        let err = by_name("static", &params(r#"{"algorithm": "fastest"}"#), 1).err().unwrap();
+        let err = by_name("static", &params(r#"{"algorithm": "fastest"}"#), 1)
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("fastest"), "{err}");
     }
 
     #[test]
     fn parameters_are_applied() {
-        let p = by_name("hpa", &params(r#"{"target_utilization": 0.5, "algorithm": "round_robin"}"#), 1).unwrap();
+        let p = by_name(
+            "hpa",
+            &params(r#"{"target_utilization": 0.5, "algorithm": "round_robin"}"#),
+            1,
+        )
+        .unwrap();
         assert_eq!(p.name(), "hpa");
     }
 }

@@ -30,7 +30,10 @@ pub fn to_published(w: f64) -> u32 {
 pub fn equal_weights<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<BackendWeight> {
     names
         .into_iter()
-        .map(|b| BackendWeight { backend: b.to_string(), weight: WEIGHT_SCALE as u32 })
+        .map(|b| BackendWeight {
+            backend: b.to_string(),
+            weight: WEIGHT_SCALE as u32,
+        })
         .collect()
 }
 
@@ -49,19 +52,33 @@ pub fn smooth_bounded(
     alpha: f64,
     max_step: f64,
 ) -> Vec<(String, f64)> {
-    let kept: Vec<f64> = targets.iter().filter_map(|(b, _)| previous.get(b).copied()).collect();
+    let kept: Vec<f64> = targets
+        .iter()
+        .filter_map(|(b, _)| previous.get(b).copied())
+        .collect();
     // Targets are rescaled so that, over the backends that stay, they sum to
     // what those backends had: a pure re-split, so the bound is meaningful.
     let kept_prev_sum: f64 = kept.iter().sum();
-    let kept_target_sum: f64 =
-        targets.iter().filter(|(b, _)| previous.contains_key(b)).map(|(_, t)| t.max(0.0)).sum();
+    let kept_target_sum: f64 = targets
+        .iter()
+        .filter(|(b, _)| previous.contains_key(b))
+        .map(|(_, t)| t.max(0.0))
+        .sum();
     let target_sum: f64 = targets.iter().map(|(_, t)| t.max(0.0)).sum();
     let scale = if kept.is_empty() || kept_target_sum <= 0.0 {
-        if target_sum > 0.0 { WEIGHT_SCALE * targets.len() as f64 / target_sum } else { 1.0 }
+        if target_sum > 0.0 {
+            WEIGHT_SCALE * targets.len() as f64 / target_sum
+        } else {
+            1.0
+        }
     } else {
         kept_prev_sum / kept_target_sum
     };
-    let mean_prev = if kept.is_empty() { WEIGHT_SCALE } else { kept_prev_sum / kept.len() as f64 };
+    let mean_prev = if kept.is_empty() {
+        WEIGHT_SCALE
+    } else {
+        kept_prev_sum / kept.len() as f64
+    };
     let floor = WEIGHT_FLOOR as f64;
     targets
         .iter()
@@ -70,7 +87,9 @@ pub fn smooth_bounded(
             let w = match previous.get(b) {
                 Some(&p) if p.is_finite() && p >= floor => {
                     let moved = alpha * target + (1.0 - alpha) * p;
-                    moved.clamp(p / (1.0 + max_step), p * (1.0 + max_step)).max(floor)
+                    moved
+                        .clamp(p / (1.0 + max_step), p * (1.0 + max_step))
+                        .max(floor)
                 }
                 _ => {
                     if kept.is_empty() {
@@ -99,7 +118,8 @@ mod tests {
 
     #[test]
     fn step_is_bounded_and_moves_towards_target() {
-        let prev: BTreeMap<String, f64> = [("a".to_string(), 100.0), ("b".to_string(), 100.0)].into();
+        let prev: BTreeMap<String, f64> =
+            [("a".to_string(), 100.0), ("b".to_string(), 100.0)].into();
         let out = smooth_bounded(&[("a".into(), 1.0), ("b".into(), 9.0)], &prev, 1.0, 0.5);
         assert_eq!(out[0].1, 100.0 / 1.5);
         assert_eq!(out[1].1, 150.0);
@@ -107,7 +127,12 @@ mod tests {
 
     #[test]
     fn first_tick_takes_targets_on_the_weight_scale() {
-        let out = smooth_bounded(&[("a".into(), 1.0), ("b".into(), 3.0)], &BTreeMap::new(), 0.5, 1.0);
+        let out = smooth_bounded(
+            &[("a".into(), 1.0), ("b".into(), 3.0)],
+            &BTreeMap::new(),
+            0.5,
+            1.0,
+        );
         assert_eq!(out[0].1, 50.0);
         assert_eq!(out[1].1, 150.0);
     }

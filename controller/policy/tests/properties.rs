@@ -23,39 +23,50 @@ fn tick_strategy(n: usize) -> impl Strategy<Value = Tick> {
     (
         0.0..5000.0f64,
         prop::collection::vec(
-            (0.0..500.0f64, 0.0..1.2f64, 0.0..3.0f64, 0.0..200.0f64, 0.0..1.0f64, prop::bool::weighted(0.9)),
+            (
+                0.0..500.0f64,
+                0.0..1.2f64,
+                0.0..3.0f64,
+                0.0..200.0f64,
+                0.0..1.0f64,
+                prop::bool::weighted(0.9),
+            ),
             n,
         ),
         0.0..3.0f64,
         0u32..40,
         prop::bool::weighted(0.1),
     )
-        .prop_map(|(demand, per_backend, forecast_scale, current, stale)| Tick {
-            demand,
-            per_backend,
-            forecast_scale,
-            current,
-            stale,
-        })
+        .prop_map(
+            |(demand, per_backend, forecast_scale, current, stale)| Tick {
+                demand,
+                per_backend,
+                forecast_scale,
+                current,
+                stale,
+            },
+        )
 }
 
 fn observations(k: usize, tick: &Tick, now: f64) -> Vec<BackendObservation> {
     tick.per_backend
         .iter()
         .enumerate()
-        .map(|(i, &(rate, cpu, p50, in_flight, err, healthy))| BackendObservation {
-            backend: format!("b{i}"),
-            healthy,
-            request_rate: rate,
-            in_flight,
-            latency_p50: p50,
-            latency_p90: p50 * 1.5,
-            latency_p99: p50 * (2.0 + (k % 5) as f64),
-            error_rate: err * err * err,
-            cpu_utilization: Some(cpu),
-            memory_utilization: None,
-            observed_at: if tick.stale { now - 100.0 } else { now },
-        })
+        .map(
+            |(i, &(rate, cpu, p50, in_flight, err, healthy))| BackendObservation {
+                backend: format!("b{i}"),
+                healthy,
+                request_rate: rate,
+                in_flight,
+                latency_p50: p50,
+                latency_p90: p50 * 1.5,
+                latency_p99: p50 * (2.0 + (k % 5) as f64),
+                error_rate: err * err * err,
+                cpu_utilization: Some(cpu),
+                memory_utilization: None,
+                observed_at: if tick.stale { now - 100.0 } else { now },
+            },
+        )
         .collect()
 }
 
@@ -64,7 +75,9 @@ fn run(policy: &mut dyn Policy, ticks: &[Tick], min: u32, max: u32) -> Vec<Decis
     for (k, t) in ticks.iter().enumerate() {
         let now = 10.0 * k as f64;
         let backends = observations(k, t, now);
-        let mean: Vec<f64> = (0..12).map(|j| t.demand * t.forecast_scale * (1.0 + 0.1 * j as f64)).collect();
+        let mean: Vec<f64> = (0..12)
+            .map(|j| t.demand * t.forecast_scale * (1.0 + 0.1 * j as f64))
+            .collect();
         let f = DemandForecast {
             issued_at: now,
             step: 10.0,
@@ -79,17 +92,36 @@ fn run(policy: &mut dyn Policy, ticks: &[Tick], min: u32, max: u32) -> Vec<Decis
             backends: &backends,
             demand_rps: t.demand,
             forecast: (k % 3 != 0).then_some(&f),
-            replicas: ReplicaState { current: t.current, ready: t.current, min, max, boot_time: 60.0 },
+            replicas: ReplicaState {
+                current: t.current,
+                ready: t.current,
+                min,
+                max,
+                boot_time: 60.0,
+            },
         };
         out.push(policy.decide(&input));
     }
     out
 }
 
-const NAMES: [&str; 7] = ["aya", "static", "round_robin", "a58", "peak_ewma", "p2c", "hpa"];
+const NAMES: [&str; 7] = [
+    "aya",
+    "static",
+    "round_robin",
+    "a58",
+    "peak_ewma",
+    "p2c",
+    "hpa",
+];
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 48,
+        // Failures print their minimal input; no regression files are written.
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn weights_are_at_least_one_and_replicas_within_bounds(

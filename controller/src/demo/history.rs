@@ -73,7 +73,11 @@ impl History {
 
     /// Unix ms of the first test step.
     pub fn test_start_ms(&self) -> i64 {
-        self.data.timestamps.get(self.test_start).copied().unwrap_or_default()
+        self.data
+            .timestamps
+            .get(self.test_start)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Write the whole history (`traffic.csv`, `backends.csv`, `synth.json`)
@@ -82,7 +86,9 @@ impl History {
     /// Returns the workload path.
     pub fn write(&self, dir: &Path) -> Result<PathBuf, DemoError> {
         let hist = dir.join("history");
-        self.data.write(&hist).map_err(|e| DemoError::History(e.to_string()))?;
+        self.data
+            .write(&hist)
+            .map_err(|e| DemoError::History(e.to_string()))?;
         let workload = dir.join("test_traffic.csv");
         aya_forecaster::data::write_series_csv(
             &workload,
@@ -99,7 +105,10 @@ pub fn aggregate(values: &[f64], per: usize) -> Vec<f64> {
     if per <= 1 {
         return values.to_vec();
     }
-    values.chunks_exact(per).map(|c| c.iter().sum::<f64>() / per as f64).collect()
+    values
+        .chunks_exact(per)
+        .map(|c| c.iter().sum::<f64>() / per as f64)
+        .collect()
 }
 
 #[cfg(test)]
@@ -118,8 +127,14 @@ mod tests {
         let a = History::build(3, &plan).unwrap();
         let b = History::build(3, &plan).unwrap();
         assert_eq!(a.data.traffic, b.data.traffic);
-        assert_eq!(a.test_start_ms() % 86_400_000, i64::from(plan.test_start_hour) * 3_600_000);
-        assert_eq!(a.test_demand.len(), plan.test_hours as usize * 3600 / plan.demand_step_secs as usize);
+        assert_eq!(
+            a.test_start_ms() % 86_400_000,
+            i64::from(plan.test_start_hour) * 3_600_000
+        );
+        assert_eq!(
+            a.test_demand.len(),
+            plan.test_hours as usize * 3600 / plan.demand_step_secs as usize
+        );
         let c = History::build(4, &plan).unwrap();
         assert_ne!(a.data.traffic, c.data.traffic);
     }

@@ -90,8 +90,19 @@ impl LiveSummary {
             self.snapshots.len()
         );
         if let Some(last) = self.snapshots.last() {
-            let w: Vec<String> = last.weights.iter().map(|(b, w)| format!("{b}={w}")).collect();
-            let _ = write!(s, "; last v{}: weights {} algorithm {} replicas {}", last.version, w.join(" "), last.algorithm, last.desired_replicas);
+            let w: Vec<String> = last
+                .weights
+                .iter()
+                .map(|(b, w)| format!("{b}={w}"))
+                .collect();
+            let _ = write!(
+                s,
+                "; last v{}: weights {} algorithm {} replicas {}",
+                last.version,
+                w.join(" "),
+                last.algorithm,
+                last.desired_replicas
+            );
         }
         s
     }
@@ -112,7 +123,14 @@ impl LiveSummary {
             if self.reject_reasons.is_empty() {
                 String::new()
             } else {
-                format!(" ({})", self.reject_reasons.iter().map(|(r, n)| format!("{r}: {n}")).collect::<Vec<_>>().join(", "))
+                format!(
+                    " ({})",
+                    self.reject_reasons
+                        .iter()
+                        .map(|(r, n)| format!("{r}: {n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             },
             self.snapshots.len(),
             self.wall_seconds
@@ -122,7 +140,11 @@ impl LiveSummary {
         let n = self.snapshots.len();
         for (i, s) in self.snapshots.iter().enumerate() {
             if n > 12 && i == 6 {
-                let _ = write!(h, "<tr><td colspan=\"6\" class=\"l\">… {} more …</td></tr>", n - 12);
+                let _ = write!(
+                    h,
+                    "<tr><td colspan=\"6\" class=\"l\">… {} more …</td></tr>",
+                    n - 12
+                );
             }
             if n > 12 && (6..n - 6).contains(&i) {
                 continue;
@@ -136,7 +158,11 @@ impl LiveSummary {
                 w.join(" "),
                 s.algorithm,
                 s.desired_replicas,
-                s.rules.join("; ").replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+                s.rules
+                    .join("; ")
+                    .replace('&', "&amp;")
+                    .replace('<', "&lt;")
+                    .replace('>', "&gt;")
             );
         }
         h.push_str("</table>");
@@ -153,7 +179,14 @@ fn convert(metric: &str, value: f64, rps: f64) -> Option<(&'static str, f64)> {
         "latency_p50" => ("latency_p50_seconds", value),
         "latency_p99" => ("latency_p99_seconds", value),
         "in_flight" => ("in_flight", value),
-        "errors" => ("error_rate", if rps > 0.0 { (value / rps).clamp(0.0, 1.0) } else { 0.0 }),
+        "errors" => (
+            "error_rate",
+            if rps > 0.0 {
+                (value / rps).clamp(0.0, 1.0)
+            } else {
+                0.0
+            },
+        ),
         _ => return None,
     })
 }
@@ -172,7 +205,13 @@ fn replay_range(history: &History, plan: &Plan) -> std::ops::Range<usize> {
 
 /// Run the live stage. `data_dir` is the controller's store (created fresh);
 /// `step_wall` is the wall time per replayed minute.
-pub fn run(history: &History, plan: &Plan, data_dir: &Path, step_wall: Duration, bar: &Bar) -> Result<LiveSummary, DemoError> {
+pub fn run(
+    history: &History,
+    plan: &Plan,
+    data_dir: &Path,
+    step_wall: Duration,
+    bar: &Bar,
+) -> Result<LiveSummary, DemoError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -181,10 +220,19 @@ pub fn run(history: &History, plan: &Plan, data_dir: &Path, step_wall: Duration,
     rt.block_on(run_async(history, plan, data_dir, step_wall, bar))
 }
 
-async fn run_async(history: &History, plan: &Plan, data_dir: &Path, step_wall: Duration, bar: &Bar) -> Result<LiveSummary, DemoError> {
+async fn run_async(
+    history: &History,
+    plan: &Plan,
+    data_dir: &Path,
+    step_wall: Duration,
+    bar: &Bar,
+) -> Result<LiveSummary, DemoError> {
     let started = Instant::now();
     if data_dir.exists() {
-        std::fs::remove_dir_all(data_dir).map_err(|source| DemoError::Io { path: data_dir.to_path_buf(), source })?;
+        std::fs::remove_dir_all(data_dir).map_err(|source| DemoError::Io {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
     }
     let live = |m: String| DemoError::Live(m);
     let backends: Vec<BackendConfig> = history
@@ -192,7 +240,11 @@ async fn run_async(history: &History, plan: &Plan, data_dir: &Path, step_wall: D
         .backends
         .iter()
         .enumerate()
-        .map(|(i, b)| BackendConfig { name: b.name.clone(), address: format!("127.0.0.1:{}", 18081 + i), weight_hint: 1 })
+        .map(|(i, b)| BackendConfig {
+            name: b.name.clone(),
+            address: format!("127.0.0.1:{}", 18081 + i),
+            weight_hint: 1,
+        })
         .collect();
     let config = Config {
         data_dir: data_dir.to_path_buf(),
@@ -211,12 +263,21 @@ async fn run_async(history: &History, plan: &Plan, data_dir: &Path, step_wall: D
         }],
         ..Config::default()
     };
-    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| live(format!("cannot bind 127.0.0.1:0: {e}")))?;
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| live(format!("cannot bind 127.0.0.1:0: {e}")))?;
     let addr = listener.local_addr().map_err(|e| live(e.to_string()))?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(Listeners { grpc: listener, metrics: None }, config, async move {
-        let _ = stop_rx.await;
-    }));
+    let server = tokio::spawn(serve(
+        Listeners {
+            grpc: listener,
+            metrics: None,
+        },
+        config,
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
     let outcome = drive(history, plan, &format!("http://{addr}"), step_wall, bar).await;
     let _ = stop_tx.send(());
     let served = server.await;
@@ -231,7 +292,10 @@ async fn run_async(history: &History, plan: &Plan, data_dir: &Path, step_wall: D
     Ok(summary)
 }
 
-async fn connect<T>(url: &str, make: impl Fn(tonic::transport::Channel) -> T) -> Result<T, DemoError> {
+async fn connect<T>(
+    url: &str,
+    make: impl Fn(tonic::transport::Channel) -> T,
+) -> Result<T, DemoError> {
     let mut last = String::new();
     for _ in 0..50 {
         match tonic::transport::Endpoint::from_shared(url.to_string()) {
@@ -243,15 +307,26 @@ async fn connect<T>(url: &str, make: impl Fn(tonic::transport::Channel) -> T) ->
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Err(DemoError::Live(format!("cannot connect to the controller at {url}: {last}")))
+    Err(DemoError::Live(format!(
+        "cannot connect to the controller at {url}: {last}"
+    )))
 }
 
-async fn drive(history: &History, plan: &Plan, url: &str, step_wall: Duration, bar: &Bar) -> Result<LiveSummary, DemoError> {
+async fn drive(
+    history: &History,
+    plan: &Plan,
+    url: &str,
+    step_wall: Duration,
+    bar: &Bar,
+) -> Result<LiveSummary, DemoError> {
     let live = |m: String| DemoError::Live(m);
     // The data plane: watch the cluster and record every snapshot.
     let mut decisions = connect(url, DecisionServiceClient::new).await?;
     let mut watch = decisions
-        .watch(WatchRequest { cluster: CLUSTER.into(), last_version: 0 })
+        .watch(WatchRequest {
+            cluster: CLUSTER.into(),
+            last_version: 0,
+        })
         .await
         .map_err(|s| live(format!("Watch({CLUSTER}) failed: {}", s.message())))?
         .into_inner();
@@ -262,13 +337,23 @@ async fn drive(history: &History, plan: &Plan, url: &str, step_wall: Duration, b
         while let Some(item) = watch.next().await {
             let Ok(snap) = item else { break };
             let d = snap.decision.unwrap_or_default();
-            let alg = aya_proto::v1::LbAlgorithm::try_from(d.algorithm.as_ref().map_or(0, |a| a.algorithm))
-                .map(|a| a.as_str_name().trim_start_matches("LB_ALGORITHM_").to_ascii_lowercase())
-                .unwrap_or_else(|_| "unknown".into());
+            let alg = aya_proto::v1::LbAlgorithm::try_from(
+                d.algorithm.as_ref().map_or(0, |a| a.algorithm),
+            )
+            .map(|a| {
+                a.as_str_name()
+                    .trim_start_matches("LB_ALGORITHM_")
+                    .to_ascii_lowercase()
+            })
+            .unwrap_or_else(|_| "unknown".into());
             let snapshot = SeenSnapshot {
                 version: snap.version,
                 after_ms: watch_opened.elapsed().as_millis() as u64,
-                weights: d.weights.iter().map(|w| (w.backend.clone(), w.weight)).collect(),
+                weights: d
+                    .weights
+                    .iter()
+                    .map(|w| (w.backend.clone(), w.weight))
+                    .collect(),
                 algorithm: alg,
                 desired_replicas: d.scaling.as_ref().map_or(0, |s| s.desired_replicas),
                 rules: d.explanation.map(|e| e.rules).unwrap_or_default(),
@@ -295,7 +380,9 @@ async fn drive(history: &History, plan: &Plan, url: &str, step_wall: Duration, b
             ok += u64::from(ack.accepted);
             bad += u64::from(ack.rejected);
             for r in ack.results.iter().filter(|r| !r.accepted) {
-                let name = aya_proto::v1::RejectReason::try_from(r.reason).map(|x| x.as_str_name().to_string()).unwrap_or_default();
+                let name = aya_proto::v1::RejectReason::try_from(r.reason)
+                    .map(|x| x.as_str_name().to_string())
+                    .unwrap_or_default();
                 *reasons.entry(name).or_default() += 1;
             }
         }
@@ -313,8 +400,12 @@ async fn drive(history: &History, plan: &Plan, url: &str, step_wall: Duration, b
         for b in &history.data.backends {
             let rps = b.rps.get(i).copied().unwrap_or(0.0);
             for m in aya_forecaster::synth::METRICS {
-                let Some(v) = b.metric(m).and_then(|s| s.get(i)).copied() else { continue };
-                let Some((name, value)) = convert(m, v, rps) else { continue };
+                let Some(v) = b.metric(m).and_then(|s| s.get(i)).copied() else {
+                    continue;
+                };
+                let Some((name, value)) = convert(m, v, rps) else {
+                    continue;
+                };
                 samples.push(Sample {
                     cluster: CLUSTER.into(),
                     backend: b.name.clone(),
@@ -327,7 +418,14 @@ async fn drive(history: &History, plan: &Plan, url: &str, step_wall: Duration, b
             }
         }
         sent += samples.len() as u64;
-        if tx.send(IngestBatch { sequence: seq as u64 + 1, samples }).await.is_err() {
+        if tx
+            .send(IngestBatch {
+                sequence: seq as u64 + 1,
+                samples,
+            })
+            .await
+            .is_err()
+        {
             break;
         }
         bar.inc(&format!("minute {}/{minutes}", seq + 1));

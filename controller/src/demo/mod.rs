@@ -89,9 +89,18 @@ pub struct DemoConfig {
 impl DemoConfig {
     /// Defaults for `plan`: all cores, the plan's wall time per streamed minute.
     pub fn new(seed: u64, plan: Plan, output: PathBuf) -> DemoConfig {
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         let live_step = Duration::from_millis(plan.stream_step_ms);
-        DemoConfig { seed, plan, output, progress: true, threads, live_step }
+        DemoConfig {
+            seed,
+            plan,
+            output,
+            progress: true,
+            threads,
+            live_step,
+        }
     }
 }
 
@@ -111,7 +120,10 @@ pub struct DemoOutcome {
 }
 
 fn write(path: &Path, text: &str) -> Result<(), DemoError> {
-    std::fs::write(path, text).map_err(|source| DemoError::Io { path: path.to_path_buf(), source })
+    std::fs::write(path, text).map_err(|source| DemoError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 const STAGES: usize = 6;
@@ -119,7 +131,10 @@ const STAGES: usize = 6;
 /// Run the demo.
 pub fn run(cfg: &DemoConfig) -> Result<DemoOutcome, DemoError> {
     let out = &cfg.output;
-    std::fs::create_dir_all(out).map_err(|source| DemoError::Io { path: out.clone(), source })?;
+    std::fs::create_dir_all(out).map_err(|source| DemoError::Io {
+        path: out.clone(),
+        source,
+    })?;
     let p = Progress::new(cfg.progress);
     let plan = &cfg.plan;
     let mut timings: Vec<(String, f64)> = Vec::new();
@@ -130,7 +145,14 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoOutcome, DemoError> {
     };
 
     // 1. History.
-    p.stage(1, STAGES, &format!("generating {} days of synthetic traffic and backend metrics (seed {})", plan.history_days, cfg.seed));
+    p.stage(
+        1,
+        STAGES,
+        &format!(
+            "generating {} days of synthetic traffic and backend metrics (seed {})",
+            plan.history_days, cfg.seed
+        ),
+    );
     let history = History::build(cfg.seed, plan)?;
     let workload = history.write(out)?;
     p.note(&format!(
@@ -138,7 +160,13 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoOutcome, DemoError> {
         history.data.traffic.len(),
         plan.interval_secs,
         history.data.backends.len(),
-        history.data.backends.iter().map(|b| format!("{}x", b.capacity)).collect::<Vec<_>>().join(" "),
+        history
+            .data
+            .backends
+            .iter()
+            .map(|b| format!("{}x", b.capacity))
+            .collect::<Vec<_>>()
+            .join(" "),
         history.data.bursts.len(),
         plan.test_start_hour,
         plan.test_start_hour + plan.test_hours
@@ -146,7 +174,14 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoOutcome, DemoError> {
     lap("history", &mut timings);
 
     // 2. Forecasting.
-    p.stage(2, STAGES, &format!("training and selecting forecast models on {} points of demand", history.train_demand.len()));
+    p.stage(
+        2,
+        STAGES,
+        &format!(
+            "training and selecting forecast models on {} points of demand",
+            history.train_demand.len()
+        ),
+    );
     let bar = p.bar(1, "models");
     let trained = train::train(&history, plan, &bar)?;
     bar.finish();
@@ -154,20 +189,37 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoOutcome, DemoError> {
     lap("forecasting", &mut timings);
 
     // 3. Live controller over gRPC.
-    p.stage(3, STAGES, "starting the controller on 127.0.0.1:0; streaming metrics over gRPC; watching weights");
+    p.stage(
+        3,
+        STAGES,
+        "starting the controller on 127.0.0.1:0; streaming metrics over gRPC; watching weights",
+    );
     let bar = p.bar(live_minutes(plan), "stream");
-    let live = live::run(&history, plan, &out.join("controller-data"), cfg.live_step, &bar)?;
+    let live = live::run(
+        &history,
+        plan,
+        &out.join("controller-data"),
+        cfg.live_step,
+        &bar,
+    )?;
     bar.finish();
     p.note(&live.text());
     lap("live controller", &mut timings);
 
     // 4-5. Replay.
-    let seeds: Vec<u64> = (0..u64::from(plan.replications)).map(|i| cfg.seed.wrapping_add(i)).collect();
+    let seeds: Vec<u64> = (0..u64::from(plan.replications))
+        .map(|i| cfg.seed.wrapping_add(i))
+        .collect();
     let step = plan.virtual_secs(f64::from(history.demand_step_secs));
     let selection = trained.selection.clone();
     let train_demand = history.train_demand.clone();
     let factory = move || -> Option<Box<dyn DemandForecaster>> {
-        Some(Box::new(SelectionForecaster::new(selection.clone(), &train_demand, step, 12)))
+        Some(Box::new(SelectionForecaster::new(
+            selection.clone(),
+            &train_demand,
+            step,
+            12,
+        )))
     };
     let mut results: Vec<(String, ScenarioResult)> = Vec::new();
     for (i, kind) in Kind::ALL.into_iter().enumerate() {
@@ -188,7 +240,10 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoOutcome, DemoError> {
         let res = replay::run(&sc, &factory, cfg.threads, &|label| bar.inc(label))?;
         bar.finish();
         let dir = replay::report_dir(out, kind);
-        aya_sim::report::write_all(&res, &dir).map_err(|source| DemoError::Io { path: dir.clone(), source })?;
+        aya_sim::report::write_all(&res, &dir).map_err(|source| DemoError::Io {
+            path: dir.clone(),
+            source,
+        })?;
         lap(&format!("simulation {}", kind.key()), &mut timings);
         results.push((kind.key().to_string(), res));
     }
@@ -199,13 +254,22 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoOutcome, DemoError> {
         seed: cfg.seed,
         plan: plan.name.to_string(),
         forecast: trained.board.clone(),
-        tables: results.iter().map(|(k, r)| Table::from_result(k, r)).collect(),
+        tables: results
+            .iter()
+            .map(|(k, r)| Table::from_result(k, r))
+            .collect(),
     };
     let text = scoreboard.render();
     write(&out.join("scoreboard.txt"), &text)?;
-    let json = serde_json::to_string_pretty(&scoreboard).map_err(|e| DemoError::Io { path: out.join("scoreboard.json"), source: std::io::Error::other(e) })?;
+    let json = serde_json::to_string_pretty(&scoreboard).map_err(|e| DemoError::Io {
+        path: out.join("scoreboard.json"),
+        source: std::io::Error::other(e),
+    })?;
     write(&out.join("scoreboard.json"), &(json + "\n"))?;
-    let live_json = serde_json::to_string_pretty(&live).map_err(|e| DemoError::Io { path: out.join("live.json"), source: std::io::Error::other(e) })?;
+    let live_json = serde_json::to_string_pretty(&live).map_err(|e| DemoError::Io {
+        path: out.join("live.json"),
+        source: std::io::Error::other(e),
+    })?;
     write(&out.join("live.json"), &(live_json + "\n"))?;
     lap("scoring", &mut timings);
     let report_path = out.join("report.html");
@@ -237,7 +301,13 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoOutcome, DemoError> {
     .iter()
     .map(PathBuf::from)
     .collect();
-    Ok(DemoOutcome { scoreboard, live, report: report_path, files, timings })
+    Ok(DemoOutcome {
+        scoreboard,
+        live,
+        report: report_path,
+        files,
+        timings,
+    })
 }
 
 fn live_minutes(plan: &Plan) -> u64 {

@@ -20,13 +20,20 @@ pub struct Progress {
 impl Progress {
     /// `enabled = false` prints nothing at all.
     pub fn new(enabled: bool) -> Progress {
-        Progress { enabled, interactive: enabled && std::io::stderr().is_terminal(), started: Instant::now() }
+        Progress {
+            enabled,
+            interactive: enabled && std::io::stderr().is_terminal(),
+            started: Instant::now(),
+        }
     }
 
     /// Announce a stage (`[2/6] training ...`).
     pub fn stage(&self, n: usize, total: usize, what: &str) {
         if self.enabled {
-            eprintln!("[{n}/{total}] {what}  (t+{:.1} s)", self.started.elapsed().as_secs_f64());
+            eprintln!(
+                "[{n}/{total}] {what}  (t+{:.1} s)",
+                self.started.elapsed().as_secs_f64()
+            );
         }
     }
 
@@ -41,9 +48,11 @@ impl Progress {
     pub fn bar(&self, len: u64, label: &str) -> Bar {
         let pb = if self.interactive {
             let pb = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-            let style = ProgressStyle::with_template("      {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
-                .map(|s| s.progress_chars("=> "))
-                .unwrap_or_else(|_| ProgressStyle::default_bar());
+            let style = ProgressStyle::with_template(
+                "      {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})",
+            )
+            .map(|s| s.progress_chars("=> "))
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
             pb.set_style(style);
             pb.set_prefix(label.to_string());
             pb.enable_steady_tick(Duration::from_millis(200));

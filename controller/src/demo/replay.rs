@@ -80,13 +80,27 @@ fn service_mean(history: &History) -> f64 {
 }
 
 /// The scenario file text for `kind`.
-pub fn scenario_toml(kind: Kind, plan: &Plan, history: &History, workload: &Path, seeds: &[u64]) -> String {
+pub fn scenario_toml(
+    kind: Kind,
+    plan: &Plan,
+    history: &History,
+    workload: &Path,
+    seeds: &[u64],
+) -> String {
     let v = |series_secs: f64| plan.virtual_secs(series_secs);
     let duration = plan.test_virtual_secs();
     let workers = history.data.config.workers_per_unit;
     let mut t = String::new();
-    let _ = writeln!(t, "# Written by `aya demo` (plan `{}`). Run it alone with `aya sim <this file>`.", plan.name);
-    let _ = writeln!(t, "# Time is compressed {}x: {} s of the series per virtual second.", plan.compression, plan.compression);
+    let _ = writeln!(
+        t,
+        "# Written by `aya demo` (plan `{}`). Run it alone with `aya sim <this file>`.",
+        plan.name
+    );
+    let _ = writeln!(
+        t,
+        "# Time is compressed {}x: {} s of the series per virtual second.",
+        plan.compression, plan.compression
+    );
     let _ = writeln!(t, "name = \"demo-{}\"", kind.key());
     let desc = match kind {
         Kind::Balancing => format!(
@@ -108,7 +122,10 @@ pub fn scenario_toml(kind: Kind, plan: &Plan, history: &History, workload: &Path
     let _ = writeln!(t);
     let _ = writeln!(t, "[workload]");
     let _ = writeln!(t, "kind = \"rate_series\"");
-    let wl = workload.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let wl = workload
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let _ = writeln!(t, "path = \"{wl}\"");
     let _ = writeln!(t, "value = \"rate\"");
     let _ = writeln!(t, "compression = {}", plan.compression);
@@ -134,7 +151,11 @@ pub fn scenario_toml(kind: Kind, plan: &Plan, history: &History, workload: &Path
             // into a test period that does not contain 13:00) it slows to 0.3x
             // over up to two hours of series time and stays slow.
             let into = 13.0 - f64::from(plan.test_start_hour);
-            let start_h = if into >= 0.0 && into < f64::from(plan.test_hours) { into } else { f64::from(plan.test_hours) * 0.4 };
+            let start_h = if into >= 0.0 && into < f64::from(plan.test_hours) {
+                into
+            } else {
+                f64::from(plan.test_hours) * 0.4
+            };
             let _ = writeln!(t, "[[faults]]");
             let _ = writeln!(t, "backend = \"b3\"");
             let _ = writeln!(t, "kind = \"degrade\"");
@@ -197,19 +218,37 @@ pub fn scenario_toml(kind: Kind, plan: &Plan, history: &History, workload: &Path
 
 /// Write the scenario file for `kind` into `dir` and load it back through the
 /// simulator's own parser (so the file on disk is exactly what ran).
-pub fn write_scenario(kind: Kind, plan: &Plan, history: &History, workload: &Path, seeds: &[u64], dir: &Path) -> Result<Scenario, DemoError> {
+pub fn write_scenario(
+    kind: Kind,
+    plan: &Plan,
+    history: &History,
+    workload: &Path,
+    seeds: &[u64],
+    dir: &Path,
+) -> Result<Scenario, DemoError> {
     let path = dir.join(format!("scenario_{}.toml", kind.key()));
     let text = scenario_toml(kind, plan, history, workload, seeds);
-    std::fs::write(&path, text).map_err(|source| DemoError::Io { path: path.clone(), source })?;
+    std::fs::write(&path, text).map_err(|source| DemoError::Io {
+        path: path.clone(),
+        source,
+    })?;
     Scenario::load(&path).map_err(|e| DemoError::Replay(e.to_string()))
 }
 
 /// Run every policy of `sc` on every seed, on up to `threads` threads; Aya's
 /// replications get a forecaster from `aya_forecaster`. `on_done` is called
 /// after each replication (progress).
-pub fn run(sc: &Scenario, aya_forecaster: ForecasterFactory<'_>, threads: usize, on_done: &(dyn Fn(&str) + Sync)) -> Result<ScenarioResult, DemoError> {
-    let jobs: Vec<(usize, usize)> = (0..sc.policies.len()).flat_map(|p| (0..sc.seeds.len()).map(move |s| (p, s))).collect();
-    let slots: Mutex<Vec<Option<Result<RunResult, String>>>> = Mutex::new((0..jobs.len()).map(|_| None).collect());
+pub fn run(
+    sc: &Scenario,
+    aya_forecaster: ForecasterFactory<'_>,
+    threads: usize,
+    on_done: &(dyn Fn(&str) + Sync),
+) -> Result<ScenarioResult, DemoError> {
+    let jobs: Vec<(usize, usize)> = (0..sc.policies.len())
+        .flat_map(|p| (0..sc.seeds.len()).map(move |s| (p, s)))
+        .collect();
+    let slots: Mutex<Vec<Option<Result<RunResult, String>>>> =
+        Mutex::new((0..jobs.len()).map(|_| None).collect());
     let next = AtomicUsize::new(0);
     let threads = threads.clamp(1, jobs.len().max(1));
     std::thread::scope(|scope| {
@@ -228,16 +267,27 @@ pub fn run(sc: &Scenario, aya_forecaster: ForecasterFactory<'_>, threads: usize,
             });
         }
     });
-    let slots = slots.into_inner().map_err(|_| DemoError::Replay("a simulation thread panicked".into()))?;
+    let slots = slots
+        .into_inner()
+        .map_err(|_| DemoError::Replay("a simulation thread panicked".into()))?;
     let mut per_policy: Vec<Vec<RunResult>> = (0..sc.policies.len()).map(|_| Vec::new()).collect();
     for (slot, &(p, s)) in slots.into_iter().zip(&jobs) {
-        let r = slot.ok_or_else(|| DemoError::Replay(format!("replication {} / seed {} did not finish", sc.policies[p].label(), sc.seeds[s])))?;
+        let r = slot.ok_or_else(|| {
+            DemoError::Replay(format!(
+                "replication {} / seed {} did not finish",
+                sc.policies[p].label(),
+                sc.seeds[s]
+            ))
+        })?;
         per_policy[p].push(r.map_err(DemoError::Replay)?);
     }
     let mut policies = Vec::new();
     for (spec, rr) in sc.policies.iter().zip(per_policy) {
         let runs: Vec<RunMetrics> = rr.iter().map(|r| r.metrics.clone()).collect();
-        let first = rr.into_iter().next().ok_or_else(|| DemoError::Replay("no replication ran".into()))?;
+        let first = rr
+            .into_iter()
+            .next()
+            .ok_or_else(|| DemoError::Replay("no replication ran".into()))?;
         policies.push(PolicyRuns {
             label: spec.label().to_string(),
             summary: summarize(&runs),
@@ -257,18 +307,41 @@ pub fn run(sc: &Scenario, aya_forecaster: ForecasterFactory<'_>, threads: usize,
                     (n.to_string(), paired(&a, &b))
                 })
                 .collect();
-            comparisons.push(Comparison { reference: reference.label.clone(), policy: other.label.clone(), metrics });
+            comparisons.push(Comparison {
+                reference: reference.label.clone(),
+                policy: other.label.clone(),
+                metrics,
+            });
         }
     }
-    Ok(ScenarioResult { name: sc.name.clone(), description: sc.description.clone(), seeds: sc.seeds.clone(), policies, comparisons })
+    Ok(ScenarioResult {
+        name: sc.name.clone(),
+        description: sc.description.clone(),
+        seeds: sc.seeds.clone(),
+        policies,
+        comparisons,
+    })
 }
 
-fn run_one(sc: &Scenario, p: usize, s: usize, aya_forecaster: ForecasterFactory<'_>) -> Result<RunResult, String> {
+fn run_one(
+    sc: &Scenario,
+    p: usize,
+    s: usize,
+    aya_forecaster: ForecasterFactory<'_>,
+) -> Result<RunResult, String> {
     let spec = &sc.policies[p];
     let seed = sc.seeds[s];
-    let ctx = PolicyContext { seed: stream_seed(seed, Stream::Policy), algorithm: sc.algorithm, path: sc.path.clone() };
+    let ctx = PolicyContext {
+        seed: stream_seed(seed, Stream::Policy),
+        algorithm: sc.algorithm,
+        path: sc.path.clone(),
+    };
     let policy = make_policy(spec, &ctx).map_err(|e| e.to_string())?;
-    let forecaster = if spec.name == "aya" { aya_forecaster() } else { make_forecaster(sc.forecaster.as_ref(), &ctx).map_err(|e| e.to_string())? };
+    let forecaster = if spec.name == "aya" {
+        aya_forecaster()
+    } else {
+        make_forecaster(sc.forecaster.as_ref(), &ctx).map_err(|e| e.to_string())?
+    };
     let ctl = ControlLoop::new(policy, forecaster, sc.model.forecast_horizon);
     simulate(&sc.model, seed, Some(ctl)).map_err(|e| format!("{} seed {seed}: {e}", spec.label()))
 }

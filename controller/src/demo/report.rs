@@ -16,7 +16,10 @@ use super::scoreboard::Scoreboard;
 use super::train::Trained;
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// Everything the report shows.
@@ -82,8 +85,17 @@ pub fn html(r: &ReportInput<'_>) -> String {
         .min(4 * r.history.test_demand.len())
         .min(r.history.train_demand.len());
     let train_tail = &r.history.train_demand[r.history.train_demand.len() - ctx_n..];
-    let ctx: Vec<(f64, f64)> = train_tail.iter().enumerate().map(|(i, v)| ((i as f64 - ctx_n as f64) * step_h, *v)).collect();
-    let at = |v: &[f64]| -> Vec<(f64, f64)> { v.iter().enumerate().map(|(i, y)| (i as f64 * step_h, *y)).collect() };
+    let ctx: Vec<(f64, f64)> = train_tail
+        .iter()
+        .enumerate()
+        .map(|(i, v)| ((i as f64 - ctx_n as f64) * step_h, *v))
+        .collect();
+    let at = |v: &[f64]| -> Vec<(f64, f64)> {
+        v.iter()
+            .enumerate()
+            .map(|(i, y)| (i as f64 * step_h, *y))
+            .collect()
+    };
     let t = r.trained;
     let series = vec![
         ("training data".to_string(), ctx),
@@ -94,7 +106,12 @@ pub fn html(r: &ReportInput<'_>) -> String {
         ("95% lower".to_string(), at(&t.band95.0)),
         ("95% upper".to_string(), at(&t.band95.1)),
     ];
-    h.push_str(&line_chart("Demand (requests/s): forecast from the end of training", "hours from the start of the test period", "requests/s", &series));
+    h.push_str(&line_chart(
+        "Demand (requests/s): forecast from the end of training",
+        "hours from the start of the test period",
+        "requests/s",
+        &series,
+    ));
     let _ = write!(
         h,
         "<p>Selected per horizon band: <code>{}</code>. Detected seasonal periods (steps of {} s): {:?}.</p>",
@@ -104,7 +121,13 @@ pub fn html(r: &ReportInput<'_>) -> String {
     );
     h.push_str("<table><tr><th>model</th><th>MASE</th><th>sMAPE %</th></tr>");
     for row in &t.board.rows {
-        let _ = write!(h, "<tr><td>{}</td><td>{:.3}</td><td>{:.2}</td></tr>", esc(&row.model), row.mase, row.smape);
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{:.3}</td><td>{:.2}</td></tr>",
+            esc(&row.model),
+            row.mase,
+            row.smape
+        );
     }
     h.push_str("</table><p>MASE: mean absolute error on the held-out period divided by the in-sample error of the seasonal-naive forecast (one-day season); below 1 beats it.</p>");
 
@@ -120,34 +143,81 @@ pub fn html(r: &ReportInput<'_>) -> String {
 
     // Scenarios.
     for (key, res) in r.scenarios {
-        let _ = write!(h, "<h2>Simulation: {}</h2><p>{}</p>", esc(key), esc(&res.description));
+        let _ = write!(
+            h,
+            "<h2>Simulation: {}</h2><p>{}</p>",
+            esc(key),
+            esc(&res.description)
+        );
         let _ = write!(
             h,
             "<p>Full simulator report with per-backend load and paired comparisons: <a href=\"sim_{0}/report.html\">sim_{0}/report.html</a>; \
              scenario file: <code>scenario_{0}.toml</code>.</p>",
             esc(key)
         );
-        let lat: Vec<(String, Vec<(f64, f64)>)> =
-            res.policies.iter().map(|p| (format!("{} p99", p.label), p.series.iter().map(|w| (w.t, w.p99)).collect())).collect();
-        h.push_str(&line_chart("p99 latency per window (first seed)", "virtual time (s)", "seconds", &lat));
+        let lat: Vec<(String, Vec<(f64, f64)>)> = res
+            .policies
+            .iter()
+            .map(|p| {
+                (
+                    format!("{} p99", p.label),
+                    p.series.iter().map(|w| (w.t, w.p99)).collect(),
+                )
+            })
+            .collect();
+        h.push_str(&line_chart(
+            "p99 latency per window (first seed)",
+            "virtual time (s)",
+            "seconds",
+            &lat,
+        ));
         let ok: Vec<(String, Vec<(f64, f64)>)> = res
             .policies
             .iter()
-            .map(|p| (p.label.clone(), p.series.iter().map(|w| (w.t, w.success_rate * 100.0)).collect()))
+            .map(|p| {
+                (
+                    p.label.clone(),
+                    p.series
+                        .iter()
+                        .map(|w| (w.t, w.success_rate * 100.0))
+                        .collect(),
+                )
+            })
             .collect();
-        h.push_str(&line_chart("Success rate per window, % (first seed)", "virtual time (s)", "%", &ok));
+        h.push_str(&line_chart(
+            "Success rate per window, % (first seed)",
+            "virtual time (s)",
+            "%",
+            &ok,
+        ));
         let mut dem: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
         if let Some(p) = res.policies.first() {
-            dem.push(("demand (req/s ÷ 10)".into(), p.series.iter().map(|w| (w.t, w.demand_rps / 10.0)).collect()));
+            dem.push((
+                "demand (req/s ÷ 10)".into(),
+                p.series
+                    .iter()
+                    .map(|w| (w.t, w.demand_rps / 10.0))
+                    .collect(),
+            ));
         }
         for p in &res.policies {
-            dem.push((format!("{} replicas", p.label), p.series.iter().map(|w| (w.t, f64::from(w.alive))).collect()));
+            dem.push((
+                format!("{} replicas", p.label),
+                p.series.iter().map(|w| (w.t, f64::from(w.alive))).collect(),
+            ));
         }
-        h.push_str(&line_chart("Replicas against demand (first seed)", "virtual time (s)", "replicas | req/s ÷ 10", &dem));
+        h.push_str(&line_chart(
+            "Replicas against demand (first seed)",
+            "virtual time (s)",
+            "replicas | req/s ÷ 10",
+            &dem,
+        ));
     }
 
     if !r.timings.is_empty() {
-        h.push_str("<h2>Run time on this machine</h2><table><tr><th>stage</th><th>seconds</th></tr>");
+        h.push_str(
+            "<h2>Run time on this machine</h2><table><tr><th>stage</th><th>seconds</th></tr>",
+        );
         for (name, s) in r.timings {
             let _ = write!(h, "<tr><td>{}</td><td>{:.1}</td></tr>", esc(name), s);
         }

@@ -51,7 +51,8 @@ pub struct Table {
 impl Table {
     /// The table of a simulated scenario.
     pub fn from_result(key: &str, res: &ScenarioResult) -> Table {
-        let get = |p: &aya_sim::run::PolicyRuns, m: &str| p.summary.get(m).copied().unwrap_or_default();
+        let get =
+            |p: &aya_sim::run::PolicyRuns, m: &str| p.summary.get(m).copied().unwrap_or_default();
         Table {
             key: key.to_string(),
             description: res.description.clone(),
@@ -134,7 +135,11 @@ impl Scoreboard {
     /// The text printed by `aya demo` (and saved as `scoreboard.txt`).
     pub fn render(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "AYA DEMO SCOREBOARD  (seed {}, plan {})", self.seed, self.plan);
+        let _ = writeln!(
+            s,
+            "AYA DEMO SCOREBOARD  (seed {}, plan {})",
+            self.seed, self.plan
+        );
         let _ = writeln!(s);
         let f = &self.forecast;
         let _ = writeln!(
@@ -156,11 +161,23 @@ impl Scoreboard {
         for t in &self.tables {
             let _ = writeln!(s);
             let _ = writeln!(s, "Simulation `{}`: {}", t.key, t.description);
-            let _ = writeln!(s, "  seeds {:?}; mean ± 95% CI; latency in ms; minutes and hours are virtual time", t.seeds);
+            let _ = writeln!(
+                s,
+                "  seeds {:?}; mean ± 95% CI; latency in ms; minutes and hours are virtual time",
+                t.seeds
+            );
             let _ = writeln!(
                 s,
                 "  {:<12} {:>15} {:>17} {:>19} {:>17} {:>14} {:>14} {:>12} {:>13}",
-                "policy", "p50", "p99", "p99.9", "success %", "SLO-viol. min", "replica-h", "scalings", "max/mean load"
+                "policy",
+                "p50",
+                "p99",
+                "p99.9",
+                "success %",
+                "SLO-viol. min",
+                "replica-h",
+                "scalings",
+                "max/mean load"
             );
             for r in &t.rows {
                 let _ = writeln!(
@@ -187,7 +204,12 @@ mod tests {
     use super::*;
 
     fn est(mean: f64) -> Estimate {
-        Estimate { mean, ci95: mean / 10.0, sd: 0.0, n: 3 }
+        Estimate {
+            mean,
+            ci95: mean / 10.0,
+            sd: 0.0,
+            n: 3,
+        }
     }
 
     #[test]
@@ -202,7 +224,11 @@ mod tests {
                 horizon: 12,
                 coverage_80: 0.75,
                 coverage_95: 0.9,
-                rows: vec![ForecastRow { model: "theta".into(), mase: 0.5, smape: 3.0 }],
+                rows: vec![ForecastRow {
+                    model: "theta".into(),
+                    mase: 0.5,
+                    smape: 3.0,
+                }],
             },
             tables: vec![Table {
                 key: "balancing".into(),

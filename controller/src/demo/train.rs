@@ -78,21 +78,42 @@ pub fn train(history: &History, plan: &Plan, steps: &dyn Steps) -> Result<Traine
         steps.step(&format!("fitting {name}"));
         // A candidate that cannot fit this series is left out of the table,
         // as selection leaves it out of the choice.
-        let Ok(fitted) = spec.fit(train) else { continue };
+        let Ok(fitted) = spec.fit(train) else {
+            continue;
+        };
         let Ok(fc) = fitted.predict(h) else { continue };
-        rows.push(ForecastRow { model: name, mase: mase(test, &fc.point, scale), smape: smape(test, &fc.point) });
+        rows.push(ForecastRow {
+            model: name,
+            mase: mase(test, &fc.point, scale),
+            smape: smape(test, &fc.point),
+        });
     }
     steps.step("selecting by rolling-origin backtest");
-    let cfg = SelectConfig { origins: plan.origins, max_train: MAX_TRAIN, ..SelectConfig::default() };
+    let cfg = SelectConfig {
+        origins: plan.origins,
+        max_train: MAX_TRAIN,
+        ..SelectConfig::default()
+    };
     let selection = select(y, &seas, h, &cfg).map_err(|e| DemoError::Train(e.to_string()))?;
     steps.step("fitting the selection");
-    let fitted = FittedAuto::fit(y, selection.clone()).map_err(|e| DemoError::Train(e.to_string()))?;
+    let fitted =
+        FittedAuto::fit(y, selection.clone()).map_err(|e| DemoError::Train(e.to_string()))?;
     let mut fc = Forecast::default();
-    fitted.predict_into(h, Some(0.8), &mut fc).map_err(|e| DemoError::Train(e.to_string()))?;
+    fitted
+        .predict_into(h, Some(0.8), &mut fc)
+        .map_err(|e| DemoError::Train(e.to_string()))?;
     let band80 = (fc.lower.clone(), fc.upper.clone());
     let band95 = fitted.bounds(&fc.point, 0.95);
-    rows.push(ForecastRow { model: "aya (selected)".into(), mase: mase(test, &fc.point, scale), smape: smape(test, &fc.point) });
-    rows.sort_by(|a, b| a.mase.total_cmp(&b.mase).then_with(|| a.model.cmp(&b.model)));
+    rows.push(ForecastRow {
+        model: "aya (selected)".into(),
+        mase: mase(test, &fc.point, scale),
+        smape: smape(test, &fc.point),
+    });
+    rows.sort_by(|a, b| {
+        a.mase
+            .total_cmp(&b.mase)
+            .then_with(|| a.model.cmp(&b.model))
+    });
     let board = ForecastBoard {
         selected: selection.describe(),
         train_points: y.len(),
@@ -102,7 +123,14 @@ pub fn train(history: &History, plan: &Plan, steps: &dyn Steps) -> Result<Traine
         coverage_95: coverage(test, &band95.0, &band95.1),
         rows,
     };
-    Ok(Trained { selection, seasonality: seas, point: fc.point, band80, band95, board })
+    Ok(Trained {
+        selection,
+        seasonality: seas,
+        point: fc.point,
+        band80,
+        band95,
+        board,
+    })
 }
 
 /// The trained selection as the decision engine's [`DemandForecaster`], for
@@ -133,7 +161,12 @@ pub struct SelectionForecaster {
 impl SelectionForecaster {
     /// Start from `history` (demand per step, oldest first) with `selection`;
     /// one step lasts `step` virtual seconds.
-    pub fn new(selection: Selection, history: &[f64], step: f64, refit_every: usize) -> SelectionForecaster {
+    pub fn new(
+        selection: Selection,
+        history: &[f64],
+        step: f64,
+        refit_every: usize,
+    ) -> SelectionForecaster {
         let history = tail(history, MAX_TRAIN).to_vec();
         let fitted = FittedAuto::fit(&history, selection.clone()).ok();
         SelectionForecaster {
@@ -159,7 +192,8 @@ impl DemandForecaster for SelectionForecaster {
         }
         let start = *self.bucket_start.get_or_insert(t);
         if t - start >= self.step && self.bucket_n > 0 {
-            self.history.push(self.bucket_sum / f64::from(self.bucket_n));
+            self.history
+                .push(self.bucket_sum / f64::from(self.bucket_n));
             if self.history.len() > 2 * MAX_TRAIN {
                 self.history.drain(..self.history.len() - MAX_TRAIN);
             }
@@ -167,11 +201,11 @@ impl DemandForecaster for SelectionForecaster {
             self.bucket_start = Some(start + self.step * ((t - start) / self.step).floor());
             self.bucket_sum = 0.0;
             self.bucket_n = 0;
-            if self.since_fit >= self.refit_every {
-                if let Ok(f) = FittedAuto::fit(&self.history, self.selection.clone()) {
-                    self.fitted = Some(f);
-                    self.since_fit = 0;
-                }
+            if self.since_fit >= self.refit_every
+                && let Ok(f) = FittedAuto::fit(&self.history, self.selection.clone())
+            {
+                self.fitted = Some(f);
+                self.since_fit = 0;
             }
         }
         self.bucket_sum += demand_rps;
@@ -180,17 +214,25 @@ impl DemandForecaster for SelectionForecaster {
 
     fn forecast_into(&mut self, now: Time, horizon: usize, out: &mut DemandForecast) -> bool {
         out.clear();
-        let Some(fitted) = &self.fitted else { return false };
+        let Some(fitted) = &self.fitted else {
+            return false;
+        };
         let skip = self.since_fit;
-        if fitted.predict_into(skip + horizon, Some(self.level), &mut self.scratch).is_err() {
+        if fitted
+            .predict_into(skip + horizon, Some(self.level), &mut self.scratch)
+            .is_err()
+        {
             return false;
         }
         out.issued_at = now;
         out.step = self.step;
         out.level = self.level;
-        out.mean.extend_from_slice(&self.scratch.point[skip.min(self.scratch.point.len())..]);
-        out.lower.extend_from_slice(&self.scratch.lower[skip.min(self.scratch.lower.len())..]);
-        out.upper.extend_from_slice(&self.scratch.upper[skip.min(self.scratch.upper.len())..]);
+        out.mean
+            .extend_from_slice(&self.scratch.point[skip.min(self.scratch.point.len())..]);
+        out.lower
+            .extend_from_slice(&self.scratch.lower[skip.min(self.scratch.lower.len())..]);
+        out.upper
+            .extend_from_slice(&self.scratch.upper[skip.min(self.scratch.upper.len())..]);
         !out.mean.is_empty()
     }
 
@@ -204,13 +246,24 @@ mod tests {
     use super::*;
 
     fn daily(n: usize) -> Vec<f64> {
-        (0..n).map(|i| 100.0 + 50.0 * (i as f64 * std::f64::consts::TAU / 288.0).sin()).collect()
+        (0..n)
+            .map(|i| 100.0 + 50.0 * (i as f64 * std::f64::consts::TAU / 288.0).sin())
+            .collect()
     }
 
     #[test]
     fn selection_forecaster_forecasts_from_the_next_bucket() {
         let y = daily(288 * 3);
-        let sel = select(&y, &seasonality::detect(&y, 300), 12, &SelectConfig { origins: 2, ..SelectConfig::default() }).unwrap();
+        let sel = select(
+            &y,
+            &seasonality::detect(&y, 300),
+            12,
+            &SelectConfig {
+                origins: 2,
+                ..SelectConfig::default()
+            },
+        )
+        .unwrap();
         let mut f = SelectionForecaster::new(sel, &y, 10.0, 1000);
         let mut out = DemandForecast::default();
         assert!(f.forecast_into(0.0, 12, &mut out));
@@ -230,7 +283,16 @@ mod tests {
     #[test]
     fn bad_observations_are_ignored() {
         let y = daily(288 * 2);
-        let sel = select(&y, &seasonality::detect(&y, 300), 12, &SelectConfig { origins: 2, ..SelectConfig::default() }).unwrap();
+        let sel = select(
+            &y,
+            &seasonality::detect(&y, 300),
+            12,
+            &SelectConfig {
+                origins: 2,
+                ..SelectConfig::default()
+            },
+        )
+        .unwrap();
         let mut f = SelectionForecaster::new(sel, &y, 10.0, 1);
         f.observe(0.0, f64::NAN);
         f.observe(1.0, -5.0);

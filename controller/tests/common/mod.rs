@@ -34,7 +34,11 @@ impl Running {
     }
 
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await.unwrap()
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
     }
 }
 
@@ -77,21 +81,41 @@ pub async fn start(config: Config) -> Running {
     let addr = grpc.local_addr().unwrap();
     let metrics_addr = metrics.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve(Listeners { grpc, metrics: Some(metrics) }, config, async move {
-        let _ = rx.await;
-    }));
+    let task = tokio::spawn(serve(
+        Listeners {
+            grpc,
+            metrics: Some(metrics),
+        },
+        config,
+        async move {
+            let _ = rx.await;
+        },
+    ));
     // Wait until the gRPC port answers.
     for _ in 0..200 {
-        if Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.is_ok() {
+        if Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .is_ok()
+        {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    Running { addr, metrics_addr, stop: Some(tx), task: Some(task) }
+    Running {
+        addr,
+        metrics_addr,
+        stop: Some(tx),
+        task: Some(task),
+    }
 }
 
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 pub fn sample(backend: &str, metric: &str, ts: i64, value: f64) -> pb::Sample {
@@ -108,9 +132,14 @@ pub fn sample(backend: &str, metric: &str, ts: i64, value: f64) -> pb::Sample {
 
 /// Send batches on one Ingest stream and collect every ack.
 pub async fn ingest(ch: Channel, batches: Vec<pb::IngestBatch>) -> Vec<pb::IngestAck> {
-    let mut client = pb::metrics_service_client::MetricsServiceClient::new(ch).max_decoding_message_size(64 << 20);
+    let mut client = pb::metrics_service_client::MetricsServiceClient::new(ch)
+        .max_decoding_message_size(64 << 20);
     let n = batches.len();
-    let mut acks = client.ingest(tokio_stream::iter(batches)).await.unwrap().into_inner();
+    let mut acks = client
+        .ingest(tokio_stream::iter(batches))
+        .await
+        .unwrap()
+        .into_inner();
     let mut out = Vec::new();
     while out.len() < n {
         match acks.message().await.unwrap() {

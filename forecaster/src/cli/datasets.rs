@@ -13,10 +13,8 @@ use anyhow::{Context, anyhow};
 
 use super::{CheckArgs, DatasetsArgs, DatasetsCommand, FetchArgs, SynthArgs};
 use crate::cli_support::{CliResult, Failure};
-use crate::data::{
-    DataError, LoadOptions, Series, datasets_dir, format_interval, format_rfc3339, load_csv,
-    load_csv_all,
-};
+use crate::data::catalog::{check_file, convert_worldcup98, csv_files};
+use crate::data::{DataError, datasets_dir, format_interval, format_rfc3339};
 use crate::synth::{self, SynthConfig};
 
 /// Run `aya datasets ...`.
@@ -97,49 +95,26 @@ fn run_fetch(a: &FetchArgs) -> CliResult {
         .arg(&a.output)
         .status()
         .with_context(|| format!("cannot run {}", script.display()))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(Failure::runtime(anyhow!(
+    if !status.success() {
+        return Err(Failure::runtime(anyhow!(
             "{} failed ({status})",
             script.display()
-        )))
+        )));
     }
-}
-
-/// All `*.csv` files under `dir`, sorted.
-fn csv_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()?;
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            csv_files(&p, out)?;
-        } else if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
-            out.push(p);
-        }
+    let raw = a.output.join("worldcup98/invocation_count.csv");
+    if raw.is_file() {
+        let dst = a
+            .output
+            .join("worldcup98/worldcup98_requests_per_minute.csv");
+        let s = convert_worldcup98(&raw, &dst).map_err(data_failure)?;
+        println!(
+            "converted    worldcup98/worldcup98_requests_per_minute.csv: {} minutes, {} requests",
+            s.len(),
+            s.values.iter().sum::<f64>()
+        );
+        std::fs::remove_file(&raw).with_context(|| format!("cannot remove {}", raw.display()))?;
     }
     Ok(())
-}
-
-/// Load every series of a file the way `check` does: the default options, the first
-/// numeric column when the value column is ambiguous (e.g. the Azure trace), and every
-/// series of a long-form file.
-pub fn check_file(path: &Path) -> Result<Vec<Series>, DataError> {
-    let opts = LoadOptions::default();
-    match load_csv(path, &opts) {
-        Ok(s) => Ok(vec![s]),
-        Err(DataError::AmbiguousValueColumn { candidates, .. }) if !candidates.is_empty() => {
-            let opts = LoadOptions {
-                value_column: candidates.first().cloned(),
-                ..opts
-            };
-            load_csv(path, &opts).map(|s| vec![s])
-        }
-        Err(DataError::AmbiguousSeries { .. }) => load_csv_all(path, &opts),
-        Err(e) => Err(e),
-    }
 }
 
 fn run_check(a: &CheckArgs) -> CliResult {

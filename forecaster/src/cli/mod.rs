@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-
 /// How to read a CSV: shared by every subcommand that takes `--input`.
 #[derive(Debug, Clone, Args)]
 pub struct CsvArgs {
@@ -37,6 +36,10 @@ pub struct CsvArgs {
     /// Keep rows with equal timestamps (event traces with one row per request).
     #[arg(long)]
     pub keep_duplicates: bool,
+    /// How --resample combines each bucket: `mean` (default; empty buckets interpolated),
+    /// `sum` or `count` (empty buckets 0; every row kept, e.g. requests per bucket of a trace).
+    #[arg(long, value_enum, requires = "resample")]
+    pub aggregate: Option<crate::data::Aggregate>,
 }
 
 /// `aya train`: fit and select a model for one series and save it as a versioned artifact.

@@ -29,7 +29,11 @@ struct Prepared {
 
 fn prepare(csv: &CsvArgs) -> Result<Prepared, Failure> {
     let series = data::load_from_args(csv).map_err(|e| {
-        if e.is_usage() { Failure::usage(e) } else { Failure::input(e) }
+        if e.is_usage() {
+            Failure::usage(e)
+        } else {
+            Failure::input(e)
+        }
     })?;
     let series = backtest::regularise(&csv.input, series).map_err(Failure::input)?;
     if series.values.len() < MIN_POINTS {
@@ -81,8 +85,16 @@ pub fn run_train(args: &TrainArgs) -> CliResult {
         created_by: format!("{} {}", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")),
         training: TrainingWindow {
             series: s.name.clone(),
-            start: s.timestamps.first().map(|&t| format_rfc3339(t)).unwrap_or_default(),
-            end: s.timestamps.last().map(|&t| format_rfc3339(t)).unwrap_or_default(),
+            start: s
+                .timestamps
+                .first()
+                .map(|&t| format_rfc3339(t))
+                .unwrap_or_default(),
+            end: s
+                .timestamps
+                .last()
+                .map(|&t| format_rfc3339(t))
+                .unwrap_or_default(),
             points: y.len(),
             interval_ms: s.interval_ms,
         },
@@ -143,7 +155,8 @@ pub fn run_forecast(args: &ForecastArgs) -> CliResult {
                     data::format_interval(p.series.interval_ms)
                 )));
             }
-            FittedAuto::fit(y, artifact.selection).map_err(|e| select_failure(&args.csv.input, e))?
+            FittedAuto::fit(y, artifact.selection)
+                .map_err(|e| select_failure(&args.csv.input, e))?
         }
         None => FittedAuto::select_and_fit(y, &p.seas, args.horizon, &SelectConfig::default())
             .map_err(|e| select_failure(&args.csv.input, e))?,
@@ -202,7 +215,9 @@ fn parse_horizons(raw: &[String], seas: &Seasonality) -> Result<Vec<usize>, Fail
         }
     }
     if hs.is_empty() {
-        return Err(Failure::usage(anyhow!("--horizons: give at least one horizon, e.g. 1,12,season")));
+        return Err(Failure::usage(anyhow!(
+            "--horizons: give at least one horizon, e.g. 1,12,season"
+        )));
     }
     Ok(hs)
 }
@@ -220,7 +235,10 @@ pub fn run_backtest(args: &BacktestArgs) -> CliResult {
         let first_origin = (y.len() as f64 * 0.8) as usize;
         for spec in default_candidates(&p.seas, first_origin) {
             if !matches!(spec, ModelSpec::Mean { .. }) {
-                methods.push(Method::Single { spec, intervals: true });
+                methods.push(Method::Single {
+                    spec,
+                    intervals: true,
+                });
             }
         }
     }
@@ -256,7 +274,16 @@ pub fn run_backtest(args: &BacktestArgs) -> CliResult {
         let text = serde_json::to_string_pretty(&doc).map_err(|e| Failure::runtime(anyhow!(e)))?;
         println!("{text}");
     } else {
-        print!("{}", format_table(&p, scale_season, &report.origins, &report.scores, &report.last_choice));
+        print!(
+            "{}",
+            format_table(
+                &p,
+                scale_season,
+                &report.origins,
+                &report.scores,
+                &report.last_choice
+            )
+        );
     }
     Ok(())
 }
@@ -304,10 +331,25 @@ fn write_forecasts(
     let file =
         std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut w = std::io::BufWriter::new(file);
-    writeln!(w, "model,origin,origin_timestamp,step,timestamp,actual,yhat,lower80,upper80,lower95,upper95")?;
+    writeln!(
+        w,
+        "model,origin,origin_timestamp,step,timestamp,actual,yhat,lower80,upper80,lower95,upper95"
+    )?;
     for r in records {
-        let ts = |i: usize| series.timestamps.get(i).map(|&t| format_rfc3339(t)).unwrap_or_default();
-        let num = |v: f64| if v.is_finite() { v.to_string() } else { String::new() };
+        let ts = |i: usize| {
+            series
+                .timestamps
+                .get(i)
+                .map(|&t| format_rfc3339(t))
+                .unwrap_or_default()
+        };
+        let num = |v: f64| {
+            if v.is_finite() {
+                v.to_string()
+            } else {
+                String::new()
+            }
+        };
         writeln!(
             w,
             "{},{},{},{},{},{},{},{},{},{},{}",
@@ -324,6 +366,7 @@ fn write_forecasts(
             num(r.upper95)
         )?;
     }
-    w.flush().with_context(|| format!("writing {}", path.display()))?;
+    w.flush()
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

@@ -29,7 +29,7 @@ use polars::prelude::{CsvReadOptions, DataFrame, SerReader};
 
 use super::error::DataError;
 use super::quality::{self, Row};
-use super::resample::resample;
+use super::resample::resample_with;
 use super::timestamp::parse_timestamp;
 use super::{LoadOptions, Series};
 
@@ -494,7 +494,7 @@ fn load_impl(
         };
         series.report.filtered_out = layout.lines.len() - series.report.rows;
         if let Some(r) = opts.resample_ms {
-            series = resample(path, series, r)?;
+            series = resample_with(path, series, r, opts.aggregate)?;
         }
         out.push(series);
     }

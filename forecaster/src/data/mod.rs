@@ -19,6 +19,7 @@
 //! polars (CSV feature only) does the CSV tokenising; validation is ours so that it
 //! can point at lines. See [`csv`] for how columns are chosen.
 
+pub mod catalog;
 pub mod csv;
 pub mod error;
 pub mod quality;
@@ -33,7 +34,7 @@ pub use self::error::DataError;
 pub use self::quality::{
     Gap, QualityReport, ResampleReport, RowIssue, detect_interval, format_interval,
 };
-pub use self::resample::resample;
+pub use self::resample::{Aggregate, fill_gaps, resample, resample_with};
 pub use self::timestamp::{TimestampError, format_rfc3339, parse_timestamp};
 pub use self::write::{write_series, write_series_csv};
 
@@ -118,7 +119,7 @@ impl Series {
             report: cleaned.report,
         };
         match opts.resample_ms {
-            Some(r) => resample(&path, series, r),
+            Some(r) => resample_with(&path, series, r, opts.aggregate),
             None => Ok(series),
         }
     }
@@ -202,6 +203,8 @@ pub struct LoadOptions {
     pub filters: Vec<(String, String)>,
     /// Resample to this interval (ms): bucket means, linear interpolation across gaps.
     pub resample_ms: Option<i64>,
+    /// How resampling combines a bucket (mean, sum or count).
+    pub aggregate: Aggregate,
     /// Accept negative values (signed data such as deltas). Default: rejected.
     pub allow_negative: bool,
     /// Rows sharing a timestamp.
@@ -230,6 +233,13 @@ impl LoadOptions {
             })?),
             None => None,
         };
+        if args.aggregate.is_some() && resample_ms.is_none() {
+            return Err(DataError::BadOption(
+                "--aggregate needs --resample SECONDS (it says how each bucket is combined)"
+                    .to_string(),
+            ));
+        }
+        let aggregate = args.aggregate.unwrap_or_default();
         if args.strict && args.keep_duplicates {
             return Err(DataError::BadOption(
                 "--strict and --keep-duplicates contradict each other".to_string(),
@@ -241,9 +251,11 @@ impl LoadOptions {
             filters,
             resample_ms,
             allow_negative: args.allow_negative,
+            aggregate,
+            // Summing or counting events must see every event, including simultaneous ones.
             duplicates: if args.strict {
                 Duplicates::Reject
-            } else if args.keep_duplicates {
+            } else if args.keep_duplicates || aggregate != Aggregate::Mean {
                 Duplicates::KeepAll
             } else {
                 Duplicates::KeepLast

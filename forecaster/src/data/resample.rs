@@ -19,6 +19,30 @@ pub const MAX_RESAMPLED_POINTS: u64 = 20_000_000;
 /// Resample `series` to `interval_ms` (bucket means, linear interpolation across empty
 /// buckets). `path` is only used in messages.
 pub fn resample(path: &Path, series: Series, interval_ms: i64) -> Result<Series, DataError> {
+    resample_with(path, series, interval_ms, Aggregate::Mean)
+}
+
+/// How samples falling in one resampling bucket are combined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Aggregate {
+    /// Mean of the bucket; empty buckets are linearly interpolated (gauges, rates). Default.
+    #[default]
+    Mean,
+    /// Sum of the bucket; empty buckets are 0 (per-interval counts re-bucketed).
+    Sum,
+    /// Number of rows in the bucket; empty buckets are 0 (event traces -> events per
+    /// bucket; load them with [`super::Duplicates::KeepAll`] so that simultaneous events
+    /// all count).
+    Count,
+}
+
+/// [`resample`] with a choice of aggregation.
+pub fn resample_with(
+    path: &Path,
+    series: Series,
+    interval_ms: i64,
+    aggregate: Aggregate,
+) -> Result<Series, DataError> {
     if interval_ms <= 0 {
         return Err(DataError::BadOption(format!(
             "resample interval must be positive, got {interval_ms} ms"
@@ -52,24 +76,38 @@ pub fn resample(path: &Path, series: Series, interval_ms: i64) -> Result<Series,
     let mut values = vec![0.0f64; n];
     let mut interpolated = 0usize;
     let mut merged = 0usize;
-    let mut prev: Option<usize> = None;
-    for k in 0..n {
-        if count[k] == 0 {
-            continue;
-        }
-        if count[k] > 1 {
-            merged += 1;
-        }
-        values[k] = sum[k] / f64::from(count[k]);
-        if let Some(p) = prev {
-            let (vp, vk) = (values[p], values[k]);
-            let span = (k - p) as f64;
-            for (j, slot) in values.iter_mut().enumerate().take(k).skip(p + 1) {
-                *slot = vp + (vk - vp) * ((j - p) as f64 / span);
-                interpolated += 1;
+    match aggregate {
+        Aggregate::Sum | Aggregate::Count => {
+            for ((v, c), s) in values.iter_mut().zip(&count).zip(&sum) {
+                merged += usize::from(*c > 1);
+                *v = if aggregate == Aggregate::Count {
+                    f64::from(*c)
+                } else {
+                    *s
+                };
             }
         }
-        prev = Some(k);
+        Aggregate::Mean => {
+            let mut prev: Option<usize> = None;
+            for k in 0..n {
+                if count[k] == 0 {
+                    continue;
+                }
+                if count[k] > 1 {
+                    merged += 1;
+                }
+                values[k] = sum[k] / f64::from(count[k]);
+                if let Some(p) = prev {
+                    let (vp, vk) = (values[p], values[k]);
+                    let span = (k - p) as f64;
+                    for (j, slot) in values.iter_mut().enumerate().take(k).skip(p + 1) {
+                        *slot = vp + (vk - vp) * ((j - p) as f64 / span);
+                        interpolated += 1;
+                    }
+                }
+                prev = Some(k);
+            }
+        }
     }
     let timestamps = (0..n as i64).map(|k| (b0 + k) * interval_ms).collect();
     let mut report = series.report;
@@ -88,9 +126,58 @@ pub fn resample(path: &Path, series: Series, interval_ms: i64) -> Result<Series,
     })
 }
 
+/// Insert the samples missing from a regular series (the gaps of its report), with
+/// `value`. For counts, a missing step usually means "nothing happened" (e.g. a minute
+/// without requests in a log aggregation), so `fill_gaps(s, 0.0)` is the right repair
+/// there, while [`resample`] interpolates. Steps off the grid are left as they are.
+pub fn fill_gaps(series: Series, value: f64) -> Series {
+    let step = series.interval_ms;
+    if step <= 0 || series.report.gaps.is_empty() {
+        return series;
+    }
+    let extra: usize = series.report.gaps.iter().map(|g| g.missing).sum();
+    let mut timestamps = Vec::with_capacity(series.len() + extra);
+    let mut values = Vec::with_capacity(series.len() + extra);
+    let mut prev: Option<i64> = None;
+    for (t, v) in series.timestamps.iter().zip(&series.values) {
+        if let Some(p) = prev {
+            let mut next = p + step;
+            while next < *t && (t - next) % step == 0 {
+                timestamps.push(next);
+                values.push(value);
+                next += step;
+            }
+        }
+        timestamps.push(*t);
+        values.push(*v);
+        prev = Some(*t);
+    }
+    Series {
+        timestamps,
+        values,
+        ..series
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fill_gaps_inserts_constant_steps() {
+        let s = Series::from_parts(
+            "x",
+            vec![0, 60_000, 240_000, 300_000, 330_000],
+            vec![1.0, 2.0, 3.0, 4.0, 5.0],
+        )
+        .expect("valid");
+        let f = fill_gaps(s, 0.0);
+        assert_eq!(
+            f.timestamps,
+            vec![0, 60_000, 120_000, 180_000, 240_000, 300_000, 330_000]
+        );
+        assert_eq!(f.values, vec![1.0, 2.0, 0.0, 0.0, 3.0, 4.0, 5.0]);
+    }
 
     #[test]
     fn means_and_interpolation() {
@@ -103,6 +190,17 @@ mod tests {
         assert_eq!(r.interval_ms, 60_000);
         let rep = r.report.resampled.expect("report");
         assert_eq!((rep.points, rep.interpolated, rep.merged), (3, 1, 1));
+    }
+
+    #[test]
+    fn sum_and_count_fill_with_zero() {
+        let s =
+            Series::from_parts("x", vec![0, 30_000, 150_000], vec![1.0, 3.0, 10.0]).expect("valid");
+        let sum = resample_with(Path::new("x"), s.clone(), 60_000, Aggregate::Sum).expect("sum");
+        assert_eq!(sum.values, vec![4.0, 0.0, 10.0]);
+        let count = resample_with(Path::new("x"), s, 60_000, Aggregate::Count).expect("count");
+        assert_eq!(count.values, vec![2.0, 0.0, 1.0]);
+        assert_eq!(count.report.resampled.map(|r| r.interpolated), Some(0));
     }
 
     #[test]

@@ -37,7 +37,11 @@ impl FittedEts {
     /// The ETS model type chosen by AICc, e.g. `ETS(A,Ad,N)`.
     pub fn model_type(&self) -> String {
         let m = self.model.model();
-        format!("{}{}", m.model_type(), if m.damped() { " damped" } else { "" })
+        format!(
+            "{}{}",
+            m.model_type(),
+            if m.damped() { " damped" } else { "" }
+        )
     }
 }
 
@@ -60,10 +64,20 @@ impl Fit for Ets {
         // multiplicative variants rarely win on monitoring data and double the search.
         let x = &x[x.len().saturating_sub(ETS_MAX_POINTS)..];
         let model = AutoETS::new(1, "AZN")
-            .map_err(|e| ModelError::Fit { model: "ets".into(), message: e.to_string() })?
+            .map_err(|e| ModelError::Fit {
+                model: "ets".into(),
+                message: e.to_string(),
+            })?
             .fit(x)
-            .map_err(|e| ModelError::Fit { model: "ets".into(), message: e.to_string() })?;
-        Ok(FittedEts { season, n: y.len(), model })
+            .map_err(|e| ModelError::Fit {
+                model: "ets".into(),
+                message: e.to_string(),
+            })?;
+        Ok(FittedEts {
+            season,
+            n: y.len(),
+            model,
+        })
     }
 }
 
@@ -73,11 +87,19 @@ impl Predict for FittedEts {
         let f = self
             .model
             .predict(horizon, None)
-            .map_err(|e| ModelError::Fit { model: "ets".into(), message: e.to_string() })?;
-        out.point.extend(f.point.iter().enumerate().map(|(i, &x)| match &self.season {
-            Some(s) => s.restore(self.n + i, x),
-            None => x,
-        }));
+            .map_err(|e| ModelError::Fit {
+                model: "ets".into(),
+                message: e.to_string(),
+            })?;
+        out.point.extend(
+            f.point
+                .iter()
+                .enumerate()
+                .map(|(i, &x)| match &self.season {
+                    Some(s) => s.restore(self.n + i, x),
+                    None => x,
+                }),
+        );
         Ok(())
     }
     fn params(&self) -> serde_json::Value {

@@ -135,13 +135,20 @@ pub type BoxedFitted = Box<dyn Predict + Send + Sync>;
 /// Check that every value is finite (models are fitted on regular, gap-filled series).
 pub fn check_finite(y: &[f64]) -> Result<(), ModelError> {
     match y.iter().position(|v| !v.is_finite()) {
-        Some(index) => Err(ModelError::NonFinite { index, value: y[index] }),
+        Some(index) => Err(ModelError::NonFinite {
+            index,
+            value: y[index],
+        }),
         None => Ok(()),
     }
 }
 
 pub(crate) fn too_short(model: &str, needed: usize, got: usize) -> ModelError {
-    ModelError::TooShort { model: model.to_string(), needed, got }
+    ModelError::TooShort {
+        model: model.to_string(),
+        needed,
+        got,
+    }
 }
 
 /// Every model Aya can fit, as serialisable data (what artifacts record).
@@ -215,10 +222,14 @@ impl ModelSpec {
             ModelSpec::Ets { .. } => "ets".into(),
             ModelSpec::Mstl { .. } => "mstl_ets".into(),
             ModelSpec::Theta { .. } => "theta".into(),
-            ModelSpec::LagRegression { estimator: Estimator::Linear, .. } => "lag_linear".into(),
-            ModelSpec::LagRegression { estimator: Estimator::RandomForest { .. }, .. } => {
-                "lag_forest".into()
-            }
+            ModelSpec::LagRegression {
+                estimator: Estimator::Linear,
+                ..
+            } => "lag_linear".into(),
+            ModelSpec::LagRegression {
+                estimator: Estimator::RandomForest { .. },
+                ..
+            } => "lag_forest".into(),
         }
     }
 
@@ -258,15 +269,34 @@ impl ModelSpec {
             ModelSpec::SeasonalNaive { period } => {
                 Box::new(SeasonalNaive { period: *period }.fit(y)?)
             }
-            ModelSpec::SeasonalWindowAverage { period, seasons } => {
-                Box::new(SeasonalWindowAverage { period: *period, seasons: *seasons }.fit(y)?)
-            }
+            ModelSpec::SeasonalWindowAverage { period, seasons } => Box::new(
+                SeasonalWindowAverage {
+                    period: *period,
+                    seasons: *seasons,
+                }
+                .fit(y)?,
+            ),
             ModelSpec::Ets { period } => Box::new(Ets { period: *period }.fit(y)?),
-            ModelSpec::Mstl { periods } => Box::new(Mstl { periods: periods.clone() }.fit(y)?),
-            ModelSpec::Theta { period, theta } => {
-                Box::new(Theta { period: *period, theta: *theta }.fit(y)?)
-            }
-            ModelSpec::LagRegression { lags, period, fourier, estimator, max_rows } => Box::new(
+            ModelSpec::Mstl { periods } => Box::new(
+                Mstl {
+                    periods: periods.clone(),
+                }
+                .fit(y)?,
+            ),
+            ModelSpec::Theta { period, theta } => Box::new(
+                Theta {
+                    period: *period,
+                    theta: *theta,
+                }
+                .fit(y)?,
+            ),
+            ModelSpec::LagRegression {
+                lags,
+                period,
+                fourier,
+                estimator,
+                max_rows,
+            } => Box::new(
                 LagRegression {
                     lags: lags.clone(),
                     period: *period,

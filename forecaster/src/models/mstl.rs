@@ -24,12 +24,17 @@ pub struct FittedMstl {
 
 impl std::fmt::Debug for FittedMstl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FittedMstl").field("periods", &self.periods).finish_non_exhaustive()
+        f.debug_struct("FittedMstl")
+            .field("periods", &self.periods)
+            .finish_non_exhaustive()
     }
 }
 
 fn err(e: impl std::fmt::Display) -> ModelError {
-    ModelError::Fit { model: "mstl_ets".into(), message: e.to_string() }
+    ModelError::Fit {
+        model: "mstl_ets".into(),
+        message: e.to_string(),
+    }
 }
 
 impl Fit for Mstl {

@@ -25,9 +25,15 @@ impl Fit for Mean {
         if y.is_empty() {
             return Err(too_short("mean", 1, 0));
         }
-        let start = if self.window == 0 { 0 } else { y.len().saturating_sub(self.window) };
+        let start = if self.window == 0 {
+            0
+        } else {
+            y.len().saturating_sub(self.window)
+        };
         let tail = &y[start..];
-        Ok(FittedMean { mean: tail.iter().sum::<f64>() / tail.len() as f64 })
+        Ok(FittedMean {
+            mean: tail.iter().sum::<f64>() / tail.len() as f64,
+        })
     }
 }
 
@@ -91,14 +97,18 @@ impl Fit for Drift {
             return Err(too_short("drift", 2, y.len()));
         }
         let slope = (y[y.len() - 1] - y[0]) / (y.len() - 1) as f64;
-        Ok(FittedDrift { last: y[y.len() - 1], slope })
+        Ok(FittedDrift {
+            last: y[y.len() - 1],
+            slope,
+        })
     }
 }
 
 impl Predict for FittedDrift {
     fn predict_into(&self, horizon: usize, out: &mut Forecast) -> Result<(), ModelError> {
         out.clear();
-        out.point.extend((1..=horizon).map(|h| self.last + self.slope * h as f64));
+        out.point
+            .extend((1..=horizon).map(|h| self.last + self.slope * h as f64));
         Ok(())
     }
     fn params(&self) -> serde_json::Value {
@@ -126,7 +136,9 @@ impl Fit for SeasonalNaive {
         if y.len() < p {
             return Err(too_short("seasonal_naive", p, y.len()));
         }
-        Ok(FittedSeasonalNaive { last_season: y[y.len() - p..].to_vec() })
+        Ok(FittedSeasonalNaive {
+            last_season: y[y.len() - p..].to_vec(),
+        })
     }
 }
 
@@ -134,7 +146,8 @@ impl Predict for FittedSeasonalNaive {
     fn predict_into(&self, horizon: usize, out: &mut Forecast) -> Result<(), ModelError> {
         out.clear();
         let p = self.last_season.len();
-        out.point.extend((0..horizon).map(|h| self.last_season[h % p]));
+        out.point
+            .extend((0..horizon).map(|h| self.last_season[h % p]));
         Ok(())
     }
     fn params(&self) -> serde_json::Value {
@@ -163,6 +176,8 @@ impl Fit for SeasonalWindowAverage {
         let profile = (0..p)
             .map(|j| (1..=k).map(|s| y[n - s * p + j]).sum::<f64>() / k as f64)
             .collect();
-        Ok(FittedSeasonalNaive { last_season: profile })
+        Ok(FittedSeasonalNaive {
+            last_season: profile,
+        })
     }
 }

@@ -54,10 +54,12 @@ impl FittedEstimator {
                 let x = Array2::from_shape_vec((rows.len(), width), flat)
                     .map_err(|e| ModelError::Invalid(e.to_string()))?;
                 let ds = Dataset::new(x, Array1::from_vec(target.to_vec()));
-                let fitted = LinearRegression::new().fit(&ds).map_err(|e| ModelError::Fit {
-                    model: "linear regression".into(),
-                    message: e.to_string(),
-                })?;
+                let fitted = LinearRegression::new()
+                    .fit(&ds)
+                    .map_err(|e| ModelError::Fit {
+                        model: "linear regression".into(),
+                        message: e.to_string(),
+                    })?;
                 let coef = fitted.params().to_vec();
                 let intercept = fitted.intercept();
                 if !intercept.is_finite() || coef.iter().any(|c| !c.is_finite()) {
@@ -68,7 +70,11 @@ impl FittedEstimator {
                 }
                 Ok(FittedEstimator::Linear { coef, intercept })
             }
-            Estimator::RandomForest { trees, max_depth, seed } => {
+            Estimator::RandomForest {
+                trees,
+                max_depth,
+                seed,
+            } => {
                 let x = DenseMatrix::from_2d_vec(&rows.to_vec()).map_err(|e| ModelError::Fit {
                     model: "random forest".into(),
                     message: e.to_string(),
@@ -78,9 +84,13 @@ impl FittedEstimator {
                     .with_max_depth(*max_depth)
                     .with_min_samples_leaf(3)
                     .with_seed(*seed);
-                let forest = RandomForestRegressor::fit(&x, &target.to_vec(), params).map_err(
-                    |e| ModelError::Fit { model: "random forest".into(), message: e.to_string() },
-                )?;
+                let forest =
+                    RandomForestRegressor::fit(&x, &target.to_vec(), params).map_err(|e| {
+                        ModelError::Fit {
+                            model: "random forest".into(),
+                            message: e.to_string(),
+                        }
+                    })?;
                 Ok(FittedEstimator::Forest(Box::new(forest)))
             }
         }
@@ -92,11 +102,14 @@ impl FittedEstimator {
                 Ok(intercept + coef.iter().zip(row).map(|(c, x)| c * x).sum::<f64>())
             }
             FittedEstimator::Forest(f) => {
-                let x = DenseMatrix::from_2d_vec(&vec![row.to_vec()]).map_err(|e| {
-                    ModelError::Invalid(format!("random forest input: {e}"))
-                })?;
-                let y = f.predict(&x).map_err(|e| ModelError::Invalid(e.to_string()))?;
-                y.first().copied().ok_or_else(|| ModelError::Invalid("empty prediction".into()))
+                let x = DenseMatrix::from_2d_vec(&vec![row.to_vec()])
+                    .map_err(|e| ModelError::Invalid(format!("random forest input: {e}")))?;
+                let y = f
+                    .predict(&x)
+                    .map_err(|e| ModelError::Invalid(e.to_string()))?;
+                y.first()
+                    .copied()
+                    .ok_or_else(|| ModelError::Invalid("empty prediction".into()))
             }
         }
     }
@@ -148,7 +161,9 @@ pub struct FittedLagRegression {
 
 impl std::fmt::Debug for FittedLagRegression {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FittedLagRegression").field("lags", &self.spec.lags).finish_non_exhaustive()
+        f.debug_struct("FittedLagRegression")
+            .field("lags", &self.spec.lags)
+            .finish_non_exhaustive()
     }
 }
 
@@ -255,7 +270,9 @@ pub struct FittedExogRegression {
 
 impl std::fmt::Debug for FittedExogRegression {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FittedExogRegression").field("columns", &self.columns).finish_non_exhaustive()
+        f.debug_struct("FittedExogRegression")
+            .field("columns", &self.columns)
+            .finish_non_exhaustive()
     }
 }
 
@@ -264,7 +281,9 @@ impl ExogRegression {
     pub fn fit(&self, y: &[f64], exog: &[Vec<f64>]) -> Result<FittedExogRegression, ModelError> {
         check_finite(y)?;
         if exog.is_empty() {
-            return Err(ModelError::Invalid("exogenous regression needs at least one column".into()));
+            return Err(ModelError::Invalid(
+                "exogenous regression needs at least one column".into(),
+            ));
         }
         for (j, col) in exog.iter().enumerate() {
             if col.len() != y.len() {
@@ -282,7 +301,11 @@ impl ExogRegression {
         }
         let rows: Vec<Vec<f64>> = (0..y.len()).map(|t| self.row(exog, t, t)).collect();
         let estimator = FittedEstimator::fit(&self.estimator, &rows, y)?;
-        Ok(FittedExogRegression { spec: self.clone(), columns: exog.len(), estimator })
+        Ok(FittedExogRegression {
+            spec: self.clone(),
+            columns: exog.len(),
+            estimator,
+        })
     }
 
     fn row(&self, exog: &[Vec<f64>], i: usize, t: usize) -> Vec<f64> {
@@ -305,9 +328,13 @@ impl FittedExogRegression {
         }
         let len = exog.first().map_or(0, Vec::len);
         if exog.iter().any(|c| c.len() != len) {
-            return Err(ModelError::Invalid("exogenous columns differ in length".into()));
+            return Err(ModelError::Invalid(
+                "exogenous columns differ in length".into(),
+            ));
         }
-        (0..len).map(|i| self.estimator.predict_row(&self.spec.row(exog, i, t0 + i))).collect()
+        (0..len)
+            .map(|i| self.estimator.predict_row(&self.spec.row(exog, i, t0 + i)))
+            .collect()
     }
 
     /// Intercept and coefficients (exogenous columns first), linear estimator only.

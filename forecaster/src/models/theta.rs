@@ -115,8 +115,11 @@ impl Fit for Theta {
         if y.len() < 4 {
             return Err(too_short("theta", 4, y.len()));
         }
-        if !(self.theta >= 1.0) {
-            return Err(ModelError::Invalid(format!("theta must be >= 1, got {}", self.theta)));
+        if self.theta.is_nan() || self.theta < 1.0 {
+            return Err(ModelError::Invalid(format!(
+                "theta must be >= 1, got {}",
+                self.theta
+            )));
         }
         let season = if self.period > 1 && significant_season(y, self.period) {
             SeasonalIndices::estimate(y, self.period)
@@ -130,7 +133,14 @@ impl Fit for Theta {
         let alpha = optimise_alpha(&x);
         let (_, level) = ses(&x, alpha);
         let slope = ols_slope(&x);
-        Ok(FittedTheta { season, n: y.len(), alpha, level, slope, theta: self.theta })
+        Ok(FittedTheta {
+            season,
+            n: y.len(),
+            alpha,
+            level,
+            slope,
+            theta: self.theta,
+        })
     }
 }
 

@@ -25,21 +25,52 @@ fn engine() -> AyaPolicy {
 }
 
 fn replicas(current: u32) -> ReplicaState {
-    ReplicaState { current, ready: current, min: 1, max: 50, boot_time: 60.0 }
+    ReplicaState {
+        current,
+        ready: current,
+        min: 1,
+        max: 50,
+        boot_time: 60.0,
+    }
 }
 
-fn input<'a>(now: f64, backends: &'a [BackendObservation], demand: f64, forecast: Option<&'a DemandForecast>, r: ReplicaState) -> TickInput<'a> {
-    TickInput { now, interval: 10.0, backends, demand_rps: demand, forecast, replicas: r }
+fn input<'a>(
+    now: f64,
+    backends: &'a [BackendObservation],
+    demand: f64,
+    forecast: Option<&'a DemandForecast>,
+    r: ReplicaState,
+) -> TickInput<'a> {
+    TickInput {
+        now,
+        interval: 10.0,
+        backends,
+        demand_rps: demand,
+        forecast,
+        replicas: r,
+    }
 }
 
 fn weight(d: &Decision, name: &str) -> u32 {
-    d.weights.iter().find(|w| w.backend == name).map(|w| w.weight).unwrap_or(0)
+    d.weights
+        .iter()
+        .find(|w| w.backend == name)
+        .map(|w| w.weight)
+        .unwrap_or(0)
 }
 
 /// Flat forecast at `level` rps, stepping to `after` from `ramp_at` on.
 fn forecast(now: f64, level: f64, after: f64, ramp_at: f64) -> DemandForecast {
     let step = 10.0;
-    let mean: Vec<f64> = (1..=30).map(|k| if now + k as f64 * step >= ramp_at { after } else { level }).collect();
+    let mean: Vec<f64> = (1..=30)
+        .map(|k| {
+            if now + k as f64 * step >= ramp_at {
+                after
+            } else {
+                level
+            }
+        })
+        .collect();
     DemandForecast {
         issued_at: now,
         step,
@@ -71,33 +102,53 @@ fn degrading_backend_loses_weight_before_it_saturates() {
         let d_cpu = d_cost * rate;
         let dec = p.decide(&input(t, &backends, rate * 4.0, None, replicas(4)));
         if k == 14 {
-            assert_eq!(weight(&dec, "d"), weight(&dec, "a"), "steady pool: equal weights");
+            assert_eq!(
+                weight(&dec, "d"),
+                weight(&dec, "a"),
+                "steady pool: equal weights"
+            );
         }
         if k >= 15 && weight(&dec, "d") < weight(&dec, "a") * 9 / 10 && last.is_none() {
             last = Some((k, d_cpu));
         }
     }
     let (k, cpu) = last.expect("d never lost weight");
-    assert!(cpu < 0.6, "down-weighted at tick {k} while its CPU was still {cpu:.2}");
+    assert!(
+        cpu < 0.6,
+        "down-weighted at tick {k} while its CPU was still {cpu:.2}"
+    );
 }
 
 #[test]
 fn unequal_capacities_get_weights_that_equalise_utilisation() {
-    let cfg = AyaConfig { objective: crate::config::WeightObjective::Utilization, ..AyaConfig::default() };
+    let cfg = AyaConfig {
+        objective: crate::config::WeightObjective::Utilization,
+        ..AyaConfig::default()
+    };
     let mut p = AyaPolicy::new(cfg.validate().unwrap());
     let mut dec = None;
     for k in 0..20 {
         let t = k as f64 * 10.0;
         let rate = 100.0 + 5.0 * (k % 3) as f64;
         // b is twice as fast: half the CPU per request.
-        let backends = [obs("a", t, rate, 0.004 * rate, 0.02, 0.12), obs("b", t, rate, 0.002 * rate, 0.01, 0.06)];
+        let backends = [
+            obs("a", t, rate, 0.004 * rate, 0.02, 0.12),
+            obs("b", t, rate, 0.002 * rate, 0.01, 0.06),
+        ];
         dec = Some(p.decide(&input(t, &backends, 2.0 * rate, None, replicas(2))));
     }
     let dec = dec.unwrap();
     let ratio = weight(&dec, "b") as f64 / weight(&dec, "a") as f64;
     // This test runs the utilisation objective (see its config below).
     assert!((ratio - 2.0).abs() < 0.15, "weights {:?}", dec.weights);
-    assert!(dec.explanation.rules.iter().any(|r| r.starts_with("weights_equalise_utilisation")), "{:?}", dec.explanation);
+    assert!(
+        dec.explanation
+            .rules
+            .iter()
+            .any(|r| r.starts_with("weights_equalise_utilisation")),
+        "{:?}",
+        dec.explanation
+    );
 }
 
 #[test]
@@ -109,7 +160,10 @@ fn scale_up_happens_one_boot_time_ahead_of_a_forecast_ramp() {
     for k in 0..40 {
         let t = k as f64 * 10.0;
         let rate = 100.0 + 4.0 * (k % 3) as f64;
-        let backends = [obs("a", t, rate, 0.005 * rate, 0.01, 0.06), obs("b", t, rate, 0.005 * rate, 0.01, 0.06)];
+        let backends = [
+            obs("a", t, rate, 0.005 * rate, 0.01, 0.06),
+            obs("b", t, rate, 0.005 * rate, 0.01, 0.06),
+        ];
         let f = forecast(t, 2.0 * rate, 800.0, ramp_at);
         let d = p.decide(&input(t, &backends, 2.0 * rate, Some(&f), replicas(2)));
         if d.scaling.desired_replicas > 2 && first_up.is_none() {
@@ -130,12 +184,28 @@ fn scale_up_happens_one_boot_time_ahead_of_a_forecast_ramp() {
 fn scale_in_needs_forecast_and_observation_to_agree() {
     // The demand jumps below are deliberate surprises; keep the forecast
     // trusted so that this test isolates the agreement rule.
-    let cfg = AyaConfig { scale_in_cooldown: 0.0, forecast_error_fallback: 100.0, ..AyaConfig::default() };
+    let cfg = AyaConfig {
+        scale_in_cooldown: 0.0,
+        forecast_error_fallback: 100.0,
+        max_scale_in_step: 2,
+        ..AyaConfig::default()
+    };
     let mut p = AyaPolicy::new(cfg.validate().unwrap());
     let r = replicas(6);
     let mut run = |t: f64, demand: f64, fc: f64| {
         let per = demand / 6.0;
-        let backends: Vec<_> = (0..6).map(|i| obs(&format!("r{i}"), t, per + (t / 10.0) % 3.0, 0.005 * (per + (t / 10.0) % 3.0), 0.01, 0.06)).collect();
+        let backends: Vec<_> = (0..6)
+            .map(|i| {
+                obs(
+                    &format!("r{i}"),
+                    t,
+                    per + (t / 10.0) % 3.0,
+                    0.005 * (per + (t / 10.0) % 3.0),
+                    0.01,
+                    0.06,
+                )
+            })
+            .collect();
         let f = forecast(t, fc, fc, f64::INFINITY);
         p.decide(&input(t, &backends, demand, Some(&f), r))
     };
@@ -157,16 +227,34 @@ fn scale_in_needs_forecast_and_observation_to_agree() {
 
 #[test]
 fn scale_in_waits_for_the_cooldown() {
-    let cfg = AyaConfig { forecast_error_fallback: 100.0, ..AyaConfig::default() };
+    let cfg = AyaConfig {
+        forecast_error_fallback: 100.0,
+        ..AyaConfig::default()
+    };
     let mut p = AyaPolicy::new(cfg.validate().unwrap());
-    let backends: Vec<_> = (0..4).map(|i| obs(&format!("r{i}"), 0.0, 10.0, 0.05, 0.01, 0.06)).collect();
+    let backends: Vec<_> = (0..4)
+        .map(|i| obs(&format!("r{i}"), 0.0, 10.0, 0.05, 0.01, 0.06))
+        .collect();
     let f = forecast(0.0, 40.0, 40.0, f64::INFINITY);
     // A scale-up at t=0 (observation needs more than 4 at 700 rps).
-    let hot: Vec<_> = (0..4).map(|i| obs(&format!("r{i}"), 0.0, 175.0, 0.875, 0.01, 0.06)).collect();
+    let hot: Vec<_> = (0..4)
+        .map(|i| obs(&format!("r{i}"), 0.0, 175.0, 0.875, 0.01, 0.06))
+        .collect();
     let fh = forecast(0.0, 700.0, 700.0, f64::INFINITY);
     let d = p.decide(&input(0.0, &hot, 700.0, Some(&fh), replicas(4)));
-    assert!(d.scaling.desired_replicas > 4, "{} {:?}", d.scaling.rule, d.explanation);
-    let quiet: Vec<_> = backends.iter().map(|b| BackendObservation { observed_at: 10.0, ..b.clone() }).collect();
+    assert!(
+        d.scaling.desired_replicas > 4,
+        "{} {:?}",
+        d.scaling.rule,
+        d.explanation
+    );
+    let quiet: Vec<_> = backends
+        .iter()
+        .map(|b| BackendObservation {
+            observed_at: 10.0,
+            ..b.clone()
+        })
+        .collect();
     let d = p.decide(&input(10.0, &quiet, 40.0, Some(&f), replicas(6)));
     assert_eq!(d.scaling.desired_replicas, 6, "{}", d.scaling.rule);
     assert_eq!(d.scaling.rule, "hold_scale_in_cooldown");
@@ -175,9 +263,17 @@ fn scale_in_waits_for_the_cooldown() {
 #[test]
 fn replicas_stay_within_bounds() {
     let mut p = engine();
-    let backends: Vec<_> = (0..2).map(|i| obs(&format!("r{i}"), 0.0, 500.0, 1.0, 0.5, 2.0)).collect();
+    let backends: Vec<_> = (0..2)
+        .map(|i| obs(&format!("r{i}"), 0.0, 500.0, 1.0, 0.5, 2.0))
+        .collect();
     let f = forecast(0.0, 1e6, 1e6, 0.0);
-    let r = ReplicaState { current: 2, ready: 2, min: 2, max: 5, boot_time: 30.0 };
+    let r = ReplicaState {
+        current: 2,
+        ready: 2,
+        min: 2,
+        max: 5,
+        boot_time: 30.0,
+    };
     let d = p.decide(&input(0.0, &backends, 1e6, Some(&f), r));
     assert_eq!(d.scaling.desired_replicas, 5);
 }
@@ -185,7 +281,9 @@ fn replicas_stay_within_bounds() {
 #[test]
 fn stuck_backend_is_ejected_by_littles_law_before_slow_responses_complete() {
     let mut p = engine();
-    let mut backends: Vec<_> = (0..11).map(|i| obs(&format!("b{i:02}"), 0.0, 90.0, 0.45, 0.01, 0.05)).collect();
+    let mut backends: Vec<_> = (0..11)
+        .map(|i| obs(&format!("b{i:02}"), 0.0, 90.0, 0.45, 0.01, 0.05))
+        .collect();
     // b05 answers nothing yet but holds 40 requests.
     backends[5].request_rate = 1.0;
     backends[5].in_flight = 40.0;
@@ -193,12 +291,23 @@ fn stuck_backend_is_ejected_by_littles_law_before_slow_responses_complete() {
     assert_eq!(d.ejected, vec!["b05".to_string()]);
     assert!(d.weights.iter().all(|w| w.backend != "b05"));
     assert_eq!(d.weights.len(), 10);
-    assert!(d.explanation.rules.iter().any(|r| r.starts_with("eject b05")), "{:?}", d.explanation.rules);
+    assert!(
+        d.explanation
+            .rules
+            .iter()
+            .any(|r| r.starts_with("eject b05")),
+        "{:?}",
+        d.explanation.rules
+    );
     // Still ejected on the next tick, reinstated after the ejection time.
-    let later: Vec<_> = (0..11).map(|i| obs(&format!("b{i:02}"), 10.0, 100.0, 0.5, 0.01, 0.05)).collect();
+    let later: Vec<_> = (0..11)
+        .map(|i| obs(&format!("b{i:02}"), 10.0, 100.0, 0.5, 0.01, 0.05))
+        .collect();
     let d = p.decide(&input(10.0, &later, 1000.0, None, replicas(11)));
     assert_eq!(d.ejected, vec!["b05".to_string()]);
-    let much_later: Vec<_> = (0..11).map(|i| obs(&format!("b{i:02}"), 40.0, 100.0, 0.5, 0.01, 0.05)).collect();
+    let much_later: Vec<_> = (0..11)
+        .map(|i| obs(&format!("b{i:02}"), 40.0, 100.0, 0.5, 0.01, 0.05))
+        .collect();
     let d = p.decide(&input(40.0, &much_later, 1000.0, None, replicas(11)));
     assert!(d.ejected.is_empty(), "{:?}", d.ejected);
     assert_eq!(d.weights.len(), 11);
@@ -207,13 +316,20 @@ fn stuck_backend_is_ejected_by_littles_law_before_slow_responses_complete() {
 #[test]
 fn error_outlier_is_ejected_but_a_pool_wide_outage_is_not() {
     let mut p = engine();
-    let mut backends: Vec<_> = (0..5).map(|i| obs(&format!("b{i}"), 0.0, 100.0, 0.5, 0.01, 0.05)).collect();
+    let mut backends: Vec<_> = (0..5)
+        .map(|i| obs(&format!("b{i}"), 0.0, 100.0, 0.5, 0.01, 0.05))
+        .collect();
     backends[2].error_rate = 0.5;
     let d = p.decide(&input(0.0, &backends, 500.0, None, replicas(5)));
     assert_eq!(d.ejected, vec!["b2".to_string()]);
 
     let mut q = engine();
-    let all_bad: Vec<_> = (0..5).map(|i| BackendObservation { error_rate: 0.6, ..obs(&format!("b{i}"), 0.0, 100.0, 0.5, 0.01, 0.05) }).collect();
+    let all_bad: Vec<_> = (0..5)
+        .map(|i| BackendObservation {
+            error_rate: 0.6,
+            ..obs(&format!("b{i}"), 0.0, 100.0, 0.5, 0.01, 0.05)
+        })
+        .collect();
     let d = q.decide(&input(0.0, &all_bad, 500.0, None, replicas(5)));
     assert!(d.ejected.is_empty());
 }
@@ -221,14 +337,21 @@ fn error_outlier_is_ejected_but_a_pool_wide_outage_is_not() {
 #[test]
 fn outliers_beyond_the_ejection_budget_switch_to_peak_ewma() {
     let mut p = engine();
-    let mut backends: Vec<_> = (0..11).map(|i| obs(&format!("b{i:02}"), 0.0, 90.0, 0.45, 0.01, 0.05)).collect();
+    let mut backends: Vec<_> = (0..11)
+        .map(|i| obs(&format!("b{i:02}"), 0.0, 90.0, 0.45, 0.01, 0.05))
+        .collect();
     for i in [3, 7] {
         backends[i].latency_p50 = 2.0;
         backends[i].latency_p99 = 2.0;
     }
     let d = p.decide(&input(0.0, &backends, 1000.0, None, replicas(11)));
     assert_eq!(d.ejected.len(), 1, "10% of 11 → one ejection");
-    assert_eq!(d.algorithm.algorithm, LbAlgorithm::PeakEwma, "{}", d.algorithm.rule);
+    assert_eq!(
+        d.algorithm.algorithm,
+        LbAlgorithm::PeakEwma,
+        "{}",
+        d.algorithm.rule
+    );
 }
 
 #[test]
@@ -242,20 +365,50 @@ fn algorithm_follows_pool_shape() {
             let backends: Vec<_> = speeds
                 .iter()
                 .enumerate()
-                .map(|(i, s)| obs(&format!("b{i}"), t, rate, 0.004 * rate / s, p50 / s, p99 / s))
+                .map(|(i, s)| {
+                    obs(
+                        &format!("b{i}"),
+                        t,
+                        rate,
+                        0.004 * rate / s,
+                        p50 / s,
+                        p99 / s,
+                    )
+                })
                 .collect();
-            d = Some(p.decide(&input(t, &backends, rate * speeds.len() as f64, None, replicas(speeds.len() as u32))));
+            d = Some(p.decide(&input(
+                t,
+                &backends,
+                rate * speeds.len() as f64,
+                None,
+                replicas(speeds.len() as u32),
+            )));
         }
         d.unwrap().algorithm
     };
     let equal = [1.0, 1.0, 1.0, 1.0];
     let mixed = [1.0, 2.0, 4.0, 4.0];
     // Exponential service: p99/p50 = ln 100 / ln 2 ≈ 6.6.
-    assert_eq!(pick(0.01, 0.066, &equal, AyaConfig::default()).algorithm, LbAlgorithm::LeastRequest);
-    assert_eq!(pick(0.01, 0.011, &equal, AyaConfig::default()).algorithm, LbAlgorithm::RoundRobin);
-    assert_eq!(pick(0.01, 0.011, &mixed, AyaConfig::default()).algorithm, LbAlgorithm::WeightedRoundRobin);
-    assert_eq!(pick(0.01, 0.066, &mixed, AyaConfig::default()).algorithm, LbAlgorithm::LeastRequest);
-    let affinity = AyaConfig { affinity: true, ..AyaConfig::default() };
+    assert_eq!(
+        pick(0.01, 0.066, &equal, AyaConfig::default()).algorithm,
+        LbAlgorithm::LeastRequest
+    );
+    assert_eq!(
+        pick(0.01, 0.011, &equal, AyaConfig::default()).algorithm,
+        LbAlgorithm::RoundRobin
+    );
+    assert_eq!(
+        pick(0.01, 0.011, &mixed, AyaConfig::default()).algorithm,
+        LbAlgorithm::WeightedRoundRobin
+    );
+    assert_eq!(
+        pick(0.01, 0.066, &mixed, AyaConfig::default()).algorithm,
+        LbAlgorithm::LeastRequest
+    );
+    let affinity = AyaConfig {
+        affinity: true,
+        ..AyaConfig::default()
+    };
     let choice = pick(0.01, 0.066, &equal, affinity);
     assert_eq!(choice.algorithm, LbAlgorithm::RingHash);
     assert!(choice.rule.contains("affinity"), "{}", choice.rule);
@@ -264,14 +417,22 @@ fn algorithm_follows_pool_shape() {
 #[test]
 fn algorithm_switch_needs_persistence() {
     let mut p = engine();
-    let steady: Vec<_> = (0..4).map(|i| obs(&format!("b{i}"), 0.0, 100.0, 0.4, 0.01, 0.011)).collect();
+    let steady: Vec<_> = (0..4)
+        .map(|i| obs(&format!("b{i}"), 0.0, 100.0, 0.4, 0.01, 0.011))
+        .collect();
     let d = p.decide(&input(0.0, &steady, 400.0, None, replicas(4)));
     assert_eq!(d.algorithm.algorithm, LbAlgorithm::RoundRobin);
     for k in 1..=3 {
         let t = k as f64 * 10.0;
-        let variable: Vec<_> = (0..4).map(|i| obs(&format!("b{i}"), t, 100.0, 0.4, 0.01, 0.066)).collect();
+        let variable: Vec<_> = (0..4)
+            .map(|i| obs(&format!("b{i}"), t, 100.0, 0.4, 0.01, 0.066))
+            .collect();
         let d = p.decide(&input(t, &variable, 400.0, None, replicas(4)));
-        let expected = if k < 3 { LbAlgorithm::RoundRobin } else { LbAlgorithm::LeastRequest };
+        let expected = if k < 3 {
+            LbAlgorithm::RoundRobin
+        } else {
+            LbAlgorithm::LeastRequest
+        };
         assert_eq!(d.algorithm.algorithm, expected, "tick {k}");
     }
 }
@@ -279,12 +440,22 @@ fn algorithm_switch_needs_persistence() {
 #[test]
 fn stale_telemetry_holds_weights_and_replicas() {
     let mut p = engine();
-    let backends = [obs("a", 0.0, 100.0, 0.4, 0.01, 0.05), obs("b", 0.0, 100.0, 0.4, 0.01, 0.05)];
+    let backends = [
+        obs("a", 0.0, 100.0, 0.4, 0.01, 0.05),
+        obs("b", 0.0, 100.0, 0.4, 0.01, 0.05),
+    ];
     let d0 = p.decide(&input(0.0, &backends, 200.0, None, replicas(2)));
     let d = p.decide(&input(100.0, &backends, 5000.0, None, replicas(2)));
     assert_eq!(d.weights, d0.weights);
     assert_eq!(d.scaling.desired_replicas, 2);
-    assert!(d.explanation.rules.iter().any(|r| r.contains("stale telemetry")), "{:?}", d.explanation.rules);
+    assert!(
+        d.explanation
+            .rules
+            .iter()
+            .any(|r| r.contains("stale telemetry")),
+        "{:?}",
+        d.explanation.rules
+    );
 }
 
 #[test]
@@ -293,13 +464,24 @@ fn bad_forecasts_trigger_the_reactive_fallback() {
     let mut saw = false;
     for k in 0..8 {
         let t = k as f64 * 10.0;
-        let backends = [obs("a", t, 100.0, 0.4, 0.01, 0.05), obs("b", t, 100.0, 0.4, 0.01, 0.05)];
+        let backends = [
+            obs("a", t, 100.0, 0.4, 0.01, 0.05),
+            obs("b", t, 100.0, 0.4, 0.01, 0.05),
+        ];
         // Forecast says 1000 rps; 200 arrives, every time.
         let f = forecast(t, 1000.0, 1000.0, f64::INFINITY);
         let d = p.decide(&input(t, &backends, 200.0, Some(&f), replicas(2)));
         if k >= 1 {
-            saw |= d.explanation.rules.iter().any(|r| r.starts_with("fallback_reactive: forecast error"));
-            assert!(d.scaling.desired_replicas <= 2, "scaled on an untrusted forecast: {}", d.scaling.rule);
+            saw |= d
+                .explanation
+                .rules
+                .iter()
+                .any(|r| r.starts_with("fallback_reactive: forecast error"));
+            assert!(
+                d.scaling.desired_replicas <= 2,
+                "scaled on an untrusted forecast: {}",
+                d.scaling.rule
+            );
         }
     }
     assert!(saw);
@@ -312,18 +494,44 @@ fn every_decision_is_explained() {
     let backends = [obs("a", 0.0, 100.0, 0.4, 0.01, 0.05)];
     let f = forecast(0.0, 100.0, 100.0, f64::INFINITY);
     let d = p.decide(&input(0.0, &backends, 100.0, Some(&f), replicas(1)));
-    assert!(d.explanation.inputs.iter().any(|s| s.contains("demand_rps=100.0")));
-    assert!(d.explanation.forecast.as_deref().is_some_and(|s| s.contains("next=100.0")));
-    assert!(d.explanation.rules.iter().any(|r| r.starts_with("scaling:")));
-    assert!(d.explanation.rules.iter().any(|r| r.starts_with("algorithm:")));
+    assert!(
+        d.explanation
+            .inputs
+            .iter()
+            .any(|s| s.contains("demand_rps=100.0"))
+    );
+    assert!(
+        d.explanation
+            .forecast
+            .as_deref()
+            .is_some_and(|s| s.contains("next=100.0"))
+    );
+    assert!(
+        d.explanation
+            .rules
+            .iter()
+            .any(|r| r.starts_with("scaling:"))
+    );
+    assert!(
+        d.explanation
+            .rules
+            .iter()
+            .any(|r| r.starts_with("algorithm:"))
+    );
 }
 
 #[test]
 fn no_healthy_backend_means_panic_mode_not_an_empty_set() {
     let mut p = engine();
     let backends = [
-        BackendObservation { healthy: false, ..obs("a", 0.0, 0.0, 0.0, 0.0, 0.0) },
-        BackendObservation { healthy: false, ..obs("b", 0.0, 0.0, 0.0, 0.0, 0.0) },
+        BackendObservation {
+            healthy: false,
+            ..obs("a", 0.0, 0.0, 0.0, 0.0, 0.0)
+        },
+        BackendObservation {
+            healthy: false,
+            ..obs("b", 0.0, 0.0, 0.0, 0.0, 0.0)
+        },
     ];
     let d = p.decide(&input(0.0, &backends, 0.0, None, replicas(2)));
     assert_eq!(d.weights.len(), 2);
@@ -332,13 +540,23 @@ fn no_healthy_backend_means_panic_mode_not_an_empty_set() {
 
 #[test]
 fn forecast_interpolation() {
-    let f = DemandForecast { issued_at: 0.0, step: 10.0, mean: vec![10.0, 20.0, 30.0], lower: vec![], upper: vec![], level: 0.9 };
+    let f = DemandForecast {
+        issued_at: 0.0,
+        step: 10.0,
+        mean: vec![10.0, 20.0, 30.0],
+        lower: vec![],
+        upper: vec![],
+        level: 0.9,
+    };
     assert_eq!(value_at(&f, 5.0), Some(10.0));
     assert_eq!(value_at(&f, 15.0), Some(15.0));
     assert_eq!(value_at(&f, 100.0), Some(30.0));
     // No interval: the mean stands in for the upper bound.
     assert_eq!(peak_upper(&f, 0.0, 20.0), Some(20.0));
-    let bad = DemandForecast { mean: vec![f64::NAN], ..f };
+    let bad = DemandForecast {
+        mean: vec![f64::NAN],
+        ..f
+    };
     assert_eq!(value_at(&bad, 5.0), None);
 }
 
@@ -349,13 +567,27 @@ fn latency_objective_loads_fast_backends_more_than_proportionally() {
     for k in 0..20 {
         let t = k as f64 * 10.0;
         let rate = 100.0 + 5.0 * (k % 3) as f64;
-        let backends = [obs("a", t, rate, 0.004 * rate, 0.02, 0.12), obs("b", t, rate, 0.001 * rate, 0.005, 0.03)];
+        let backends = [
+            obs("a", t, rate, 0.004 * rate, 0.02, 0.12),
+            obs("b", t, rate, 0.001 * rate, 0.005, 0.03),
+        ];
         dec = Some(p.decide(&input(t, &backends, 2.0 * rate, None, replicas(2))));
     }
     let dec = dec.unwrap();
     let ratio = weight(&dec, "b") as f64 / weight(&dec, "a") as f64;
-    assert!(ratio > 4.0, "capacity ratio is 4, latency-optimal split is steeper: {:?}", dec.weights);
-    assert!(dec.explanation.rules.iter().any(|r| r.starts_with("weights_minimise_latency")), "{:?}", dec.explanation);
+    assert!(
+        ratio > 4.0,
+        "capacity ratio is 4, latency-optimal split is steeper: {:?}",
+        dec.weights
+    );
+    assert!(
+        dec.explanation
+            .rules
+            .iter()
+            .any(|r| r.starts_with("weights_minimise_latency")),
+        "{:?}",
+        dec.explanation
+    );
 }
 
 #[test]
