@@ -126,7 +126,10 @@ pub async fn serve_controller(
             all.clone(),
             ctl.xds_stats().clone(),
         ))
-        .add_service(crate::keda::keda_service(all));
+        .add_service(crate::keda::keda_service_with_forecast(
+            all,
+            forecast_peak(ctl.clone()),
+        ));
 
     let metrics_task = listeners.metrics.map(|l| {
         let app = crate::metrics::router(
@@ -206,4 +209,19 @@ async fn retention_loop(ctl: Controller, mut stop: watch::Receiver<bool>) {
             Err(e) => tracing::error!(error = %e, "retention panicked"),
         }
     }
+}
+
+/// KEDA's `forecast_rps` metric: the peak of the cluster's latest demand
+/// forecast over its horizon (`None` before the first forecast).
+fn forecast_peak(ctl: Controller) -> crate::keda::ForecastSource {
+    std::sync::Arc::new(move |cluster: &str| {
+        let (record, _) = ctl.forecast(cluster).ok().flatten()?;
+        record
+            .last
+            .mean
+            .iter()
+            .copied()
+            .filter(|v| v.is_finite())
+            .reduce(f64::max)
+    })
 }

@@ -5,14 +5,14 @@
 
 #![forbid(unsafe_code)]
 
+pub mod artifact;
+pub mod backtest;
 pub mod cli;
 pub mod cli_support;
 pub mod data;
-pub mod synth;
-pub mod models;
-pub mod seasonality;
-pub mod backtest;
 pub mod intervals;
-pub mod select;
-pub mod artifact;
+pub mod models;
 pub mod online;
+pub mod seasonality;
+pub mod select;
+pub mod synth;
