@@ -144,10 +144,22 @@ pub fn run_scenario(sc: &Scenario) -> Result<ScenarioResult, RunError> {
     for (r, &(p, _)) in results.into_iter().zip(&jobs) {
         per_policy[p].push(r?);
     }
+    Ok(assemble(sc, per_policy))
+}
+
+/// Build a scenario's result from its replications, grouped per policy in
+/// the scenario's policy order (each group in seed order): per-policy
+/// summaries, the first seed's time series and decisions, and paired
+/// comparisons against the first policy. Policies without any replication
+/// are left out. Shared by [`run_scenario`] and drivers that schedule the
+/// replications themselves (e.g. `aya demo`).
+pub fn assemble(sc: &Scenario, per_policy: Vec<Vec<RunResult>>) -> ScenarioResult {
     let mut policies = Vec::new();
-    for (spec, mut rr) in sc.policies.iter().zip(per_policy) {
+    for (spec, rr) in sc.policies.iter().zip(per_policy) {
         let runs: Vec<RunMetrics> = rr.iter().map(|r| r.metrics.clone()).collect();
-        let first = rr.swap_remove(0);
+        let Some(first) = rr.into_iter().next() else {
+            continue;
+        };
         policies.push(PolicyRuns {
             label: spec.label().to_string(),
             summary: summarize(&runs),
@@ -174,11 +186,11 @@ pub fn run_scenario(sc: &Scenario) -> Result<ScenarioResult, RunError> {
             });
         }
     }
-    Ok(ScenarioResult {
+    ScenarioResult {
         name: sc.name.clone(),
         description: sc.description.clone(),
         seeds: sc.seeds.clone(),
         policies,
         comparisons,
-    })
+    }
 }

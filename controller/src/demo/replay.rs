@@ -24,11 +24,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use aya_policy::{ControlLoop, DemandForecaster};
 use aya_sim::dist::{Stream, stream_seed};
-use aya_sim::engine::{RunMetrics, RunResult, simulate};
+use aya_sim::engine::{RunResult, simulate};
 use aya_sim::policy::{PolicyContext, make_forecaster, make_policy};
-use aya_sim::run::{Comparison, METRICS, PolicyRuns, ScenarioResult, summarize};
+use aya_sim::run::ScenarioResult;
 use aya_sim::scenario::Scenario;
-use aya_sim::stats::paired;
 
 use super::DemoError;
 use super::history::History;
@@ -281,46 +280,10 @@ pub fn run(
         })?;
         per_policy[p].push(r.map_err(DemoError::Replay)?);
     }
-    let mut policies = Vec::new();
-    for (spec, rr) in sc.policies.iter().zip(per_policy) {
-        let runs: Vec<RunMetrics> = rr.iter().map(|r| r.metrics.clone()).collect();
-        let first = rr
-            .into_iter()
-            .next()
-            .ok_or_else(|| DemoError::Replay("no replication ran".into()))?;
-        policies.push(PolicyRuns {
-            label: spec.label().to_string(),
-            summary: summarize(&runs),
-            runs,
-            series: first.series,
-            decisions: first.decisions,
-        });
+    if per_policy.iter().any(Vec::is_empty) {
+        return Err(DemoError::Replay("no replication ran".into()));
     }
-    let mut comparisons = Vec::new();
-    if let Some(reference) = policies.first() {
-        for other in policies.iter().skip(1) {
-            let metrics = METRICS
-                .iter()
-                .map(|(n, f)| {
-                    let a: Vec<f64> = reference.runs.iter().map(f).collect();
-                    let b: Vec<f64> = other.runs.iter().map(f).collect();
-                    (n.to_string(), paired(&a, &b))
-                })
-                .collect();
-            comparisons.push(Comparison {
-                reference: reference.label.clone(),
-                policy: other.label.clone(),
-                metrics,
-            });
-        }
-    }
-    Ok(ScenarioResult {
-        name: sc.name.clone(),
-        description: sc.description.clone(),
-        seeds: sc.seeds.clone(),
-        policies,
-        comparisons,
-    })
+    Ok(aya_sim::run::assemble(sc, per_policy))
 }
 
 fn run_one(
