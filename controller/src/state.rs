@@ -459,19 +459,7 @@ impl Controller {
         let mut out = Vec::with_capacity(cfg.backends.len());
         let mut demand = 0.0;
         for b in &cfg.backends {
-            let mut o = BackendObservation {
-                backend: b.name.clone(),
-                healthy: true,
-                request_rate: 0.0,
-                in_flight: 0.0,
-                latency_p50: 0.0,
-                latency_p90: 0.0,
-                latency_p99: 0.0,
-                error_rate: 0.0,
-                cpu_utilization: None,
-                memory_utilization: None,
-                observed_at: now,
-            };
+            let mut o = BackendObservation::unobserved(b.name.clone(), now);
             let mut newest = i64::MIN;
             for s in ingest.backend_series(&cfg.name, &b.name) {
                 if s.last_ms == i64::MIN

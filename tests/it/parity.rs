@@ -170,19 +170,7 @@ fn sim_inputs(now: f64, k: Option<usize>) -> (Vec<BackendObservation>, f64, Repl
                     observed_at: now,
                 }
             }
-            None => BackendObservation {
-                backend: (*name).into(),
-                healthy: true,
-                request_rate: 0.0,
-                in_flight: 0.0,
-                latency_p50: 0.0,
-                latency_p90: 0.0,
-                latency_p99: 0.0,
-                error_rate: 0.0,
-                cpu_utilization: None,
-                memory_utilization: None,
-                observed_at: now,
-            },
+            None => BackendObservation::unobserved(*name, now),
         })
         .collect();
     let demand = obs.iter().map(|o| o.request_rate).sum();

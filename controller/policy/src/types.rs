@@ -139,6 +139,27 @@ pub struct BackendObservation {
     pub observed_at: Time,
 }
 
+impl BackendObservation {
+    /// A backend with no telemetry yet at `now`: healthy, idle, every figure
+    /// zero and no utilisation reported. Drivers start from this and fill in
+    /// what their metrics provide.
+    pub fn unobserved(backend: impl Into<String>, now: Time) -> Self {
+        BackendObservation {
+            backend: backend.into(),
+            healthy: true,
+            request_rate: 0.0,
+            in_flight: 0.0,
+            latency_p50: 0.0,
+            latency_p90: 0.0,
+            latency_p99: 0.0,
+            error_rate: 0.0,
+            cpu_utilization: None,
+            memory_utilization: None,
+            observed_at: now,
+        }
+    }
+}
+
 /// A service-level demand forecast (requests per second) on a regular grid
 /// starting one `step` after `issued_at`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
