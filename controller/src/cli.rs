@@ -26,6 +26,9 @@ pub struct ServeArgs {
     /// Seconds of metric history to keep.
     #[arg(long, env = "AYA_RETENTION_SECONDS")]
     pub retention_seconds: Option<f64>,
+    /// Seconds between guarded background retrains of the demand models (0 disables).
+    #[arg(long, env = "AYA_RETRAIN_INTERVAL_SECONDS")]
+    pub retrain_interval_seconds: Option<f64>,
     /// Policy for clusters that do not name one (`configured`, `aya`, `static`, `a58`, `hpa`, ...).
     #[arg(long, env = "AYA_DEFAULT_POLICY")]
     pub default_policy: Option<String>,
@@ -86,6 +89,9 @@ pub fn serve_config(args: &ServeArgs) -> Result<crate::config::Config, Failure> 
     }
     if let Some(v) = args.retention_seconds {
         cfg.retention_seconds = v;
+    }
+    if let Some(v) = args.retrain_interval_seconds {
+        cfg.retrain_interval_seconds = v;
     }
     if let Some(v) = &args.default_policy {
         cfg.default_policy = v.clone();

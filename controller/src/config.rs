@@ -87,6 +87,13 @@ pub struct Config {
     pub forecast_horizon: usize,
     /// Grid step of the demand forecaster, seconds (0 disables forecasting).
     pub forecast_step_seconds: f64,
+    /// Seconds between guarded background retrains of each cluster's demand
+    /// model from its stored history (0 disables them; the forecaster then
+    /// reselects inline on its own schedule, like the simulator's).
+    pub retrain_interval_seconds: f64,
+    /// Holdout origins on which a retrain's candidate and the current model
+    /// are both backtested.
+    pub retrain_holdout_origins: usize,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides it.
@@ -112,6 +119,8 @@ impl Default for Config {
             default_policy: "aya".into(),
             forecast_horizon: 12,
             forecast_step_seconds: 60.0,
+            retrain_interval_seconds: 3600.0,
+            retrain_holdout_origins: 4,
             log_format: LogFormat::Text,
             log_filter: "info".into(),
             clusters: Vec::new(),
@@ -311,6 +320,18 @@ impl Config {
                 "must be a finite number ≥ 0",
             ));
         }
+        if !(self.retrain_interval_seconds.is_finite() && self.retrain_interval_seconds >= 0.0) {
+            return Err(invalid(
+                "retrain_interval_seconds",
+                format!(
+                    "must be a finite number ≥ 0 (0 disables retraining), got {}",
+                    self.retrain_interval_seconds
+                ),
+            ));
+        }
+        if self.retrain_holdout_origins == 0 || self.retrain_holdout_origins > 100 {
+            return Err(invalid("retrain_holdout_origins", "must be in 1..=100"));
+        }
         if self.forecast_horizon == 0 || self.forecast_horizon > 10_000 {
             return Err(invalid("forecast_horizon", "must be in 1..=10000"));
         }
@@ -371,6 +392,11 @@ address = "[::1]:8080"
     fn bad_values_name_their_field() {
         let cases = [
             ("tick_interval_seconds = -1.0", "tick_interval_seconds"),
+            (
+                "retrain_interval_seconds = -5.0",
+                "retrain_interval_seconds",
+            ),
+            ("retrain_holdout_origins = 0", "retrain_holdout_origins"),
             ("[[clusters]]\nname = \"\"", "clusters[0].name"),
             (
                 "[[clusters]]\nname = \"w\"\n[[clusters.backends]]\nname = \"a\"\naddress = \"nope\"",

@@ -3,10 +3,13 @@
 //! it (one-step-ahead absolute error, exported on `/metrics`).
 //!
 //! The forecaster is shared (`Arc<Mutex<..>>`) so rebuilding a cluster's
-//! control loop after an admin change keeps its learnt history.
+//! control loop after an admin change keeps its learnt history, and so the
+//! background retrain (`crate::state::Controller::retrain_cluster`) can read
+//! its selection and install a better one between ticks.
 
 use std::sync::{Arc, Mutex};
 
+use aya_forecaster::online::{OnlineConfig, OnlineForecaster};
 use aya_policy::{DemandForecast, DemandForecaster, Time};
 
 /// The latest forecast and its running error.
@@ -34,7 +37,7 @@ impl ForecastRecord {
 }
 
 /// A forecaster shared between rebuilds of a control loop.
-pub type SharedForecaster = Arc<Mutex<Box<dyn DemandForecaster + Send>>>;
+pub type SharedForecaster = Arc<Mutex<OnlineForecaster>>;
 
 /// Forwards to the shared forecaster and records what it forecasts.
 pub struct Recording {
@@ -83,19 +86,22 @@ impl DemandForecaster for Recording {
     }
 }
 
-/// The forecaster a new cluster starts with: the forecaster crate's
-/// [`OnlineForecaster`](aya_forecaster::online::OnlineForecaster) on a grid
-/// of `step` seconds (model selection re-runs on its own schedule, inline in
-/// the tick). `step == 0` disables forecasting: the policies then use their
-/// reactive rules only.
-pub fn build(step: f64) -> Option<Box<dyn DemandForecaster + Send>> {
-    use aya_forecaster::online::{OnlineConfig, OnlineForecaster};
-    if step.is_finite() && step > 0.0 {
-        Some(Box::new(OnlineForecaster::new(OnlineConfig {
-            step_s: step,
-            ..OnlineConfig::default()
-        })))
-    } else {
-        None
-    }
+/// The forecaster configuration of the service: the forecaster crate's
+/// [`OnlineForecaster`] on a grid of `step` seconds. With
+/// `background_retrain`, periodic model selection leaves the tick and is done
+/// by the guarded background retrain; without, it re-runs inline on the
+/// forecaster's own schedule (exactly the simulator's `online` forecaster).
+/// `None` when `step == 0` (forecasting disabled: the policies then use their
+/// reactive rules only).
+pub fn online_config(step: f64, background_retrain: bool) -> Option<OnlineConfig> {
+    (step.is_finite() && step > 0.0).then(|| OnlineConfig {
+        step_s: step,
+        inline_reselect: !background_retrain,
+        ..OnlineConfig::default()
+    })
+}
+
+/// The forecaster a new cluster starts with (see [`online_config`]).
+pub fn build(step: f64, background_retrain: bool) -> Option<OnlineForecaster> {
+    online_config(step, background_retrain).map(OnlineForecaster::new)
 }

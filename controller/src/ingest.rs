@@ -8,8 +8,18 @@
 //! the accepted ones as one segment in one fsynced transaction, and only then
 //! answers each batch. A failed commit turns every accepted sample of the group
 //! into a `STORAGE_ERROR` rejection and rolls the series state back.
+//!
+//! The writer is the one serial stage of ingest, so its per-sample path is
+//! kept lean: the series of a sample is found with one keyed hash of its
+//! identity (not one lookup per level), the cluster of the previous sample is
+//! reused when it is the same, a backend is checked against the position it
+//! had when its series was last seen before falling back to a binary search,
+//! the series touched by a group are tracked with a stamp instead of a map,
+//! the segment buffer is reused between groups, and the decoded batches are
+//! freed on a helper thread rather than on the writer.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, RwLock};
 
 use aya_proto::v1::{MetricKind, RejectReason, Sample, SampleResult};
@@ -38,6 +48,24 @@ pub struct SeriesState {
     pub last_value: f64,
     /// Per-second rate implied by the last two points (counters and deltas).
     pub rate: Option<f64>,
+    /// Last writer group that touched the series (see [`IngestState::begin_group`]).
+    group: u64,
+    /// Position of the series' backend in its cluster's sorted backend list
+    /// when last validated (a hint; checked before use).
+    backend_pos: u32,
+}
+
+impl SeriesState {
+    fn new(key: SeriesKey, last_ms: i64) -> SeriesState {
+        SeriesState {
+            key,
+            last_ms,
+            last_value: f64::NAN,
+            rate: None,
+            group: 0,
+            backend_pos: u32::MAX,
+        }
+    }
 }
 
 impl SeriesState {
@@ -62,17 +90,42 @@ impl SeriesState {
     }
 }
 
-type LabelSets = Vec<(BTreeMap<String, String>, i32, u32)>;
+/// Hasher of the series index, whose keys are already keyed hashes.
+#[derive(Debug, Default, Clone, Copy)]
+struct PreHashed(u64);
+
+impl std::hash::Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+type PreHashedBuild = std::hash::BuildHasherDefault<PreHashed>;
 
 /// Series index and state shared by the writer (which mutates it) and the
 /// control loop (which reads it at each tick).
 #[derive(Debug, Default)]
 pub struct IngestState {
-    /// cluster → backend → metric → (labels, kind, series id).
-    index: HashMap<String, HashMap<String, HashMap<String, LabelSets>>>,
+    /// Keyed hash of (cluster, backend, metric, kind, labels) → series ids
+    /// (the identity is compared on lookup, so collisions are harmless).
+    index: HashMap<u64, Vec<u32>, PreHashedBuild>,
+    /// Random key of the index hash (collisions cannot be planned by clients).
+    hasher: std::collections::hash_map::RandomState,
+    /// cluster → backend → series ids (for the control loop and queries).
+    by_backend: HashMap<String, HashMap<String, Vec<u32>>>,
     /// Series state by id.
     pub series: Vec<SeriesState>,
     next_segment: u64,
+    /// Writer groups begun (stamps `SeriesState::group`).
+    groups: u64,
 }
 
 impl IngestState {
@@ -87,49 +140,96 @@ impl IngestState {
         for s in sorted {
             // Ids are dense from 0; a gap (impossible unless the file was edited) is padded.
             while st.series.len() < s.id as usize {
-                st.series.push(SeriesState {
-                    key: SeriesKey {
+                st.series.push(SeriesState::new(
+                    SeriesKey {
                         cluster: String::new(),
                         backend: String::new(),
                         metric: String::new(),
                         kind: 0,
                         labels: BTreeMap::new(),
                     },
-                    last_ms: i64::MAX,
-                    last_value: f64::NAN,
-                    rate: None,
-                });
+                    i64::MAX,
+                ));
             }
             st.insert_index(&s.key, s.id);
-            st.series.push(SeriesState {
-                key: s.key,
-                last_ms: s.last_ms,
-                last_value: f64::NAN,
-                rate: None,
-            });
+            st.series.push(SeriesState::new(s.key, s.last_ms));
         }
         st
     }
 
+    fn key_hash(
+        &self,
+        cluster: &str,
+        backend: &str,
+        metric: &str,
+        kind: i32,
+        labels: &BTreeMap<String, String>,
+    ) -> u64 {
+        self.hasher
+            .hash_one((cluster, backend, metric, kind, labels))
+    }
+
     fn insert_index(&mut self, key: &SeriesKey, id: u32) {
-        self.index
+        let h = self.key_hash(
+            &key.cluster,
+            &key.backend,
+            &key.metric,
+            key.kind,
+            &key.labels,
+        );
+        self.index.entry(h).or_default().push(id);
+        self.by_backend
             .entry(key.cluster.clone())
             .or_default()
             .entry(key.backend.clone())
             .or_default()
-            .entry(key.metric.clone())
-            .or_default()
-            .push((key.labels.clone(), key.kind, id));
+            .push(id);
     }
 
-    fn lookup(&self, s: &Sample, kind: i32) -> Option<u32> {
-        self.index
-            .get(&s.cluster)?
-            .get(&s.backend)?
-            .get(&s.metric)?
-            .iter()
-            .find(|(l, k, _)| *k == kind && *l == s.labels)
-            .map(|(_, _, id)| *id)
+    /// Remove series ids `from..` from the indexes (rollback of a failed group).
+    fn unindex_from(&mut self, from: usize) {
+        for id in from..self.series.len() {
+            let key = &self.series[id].key;
+            let h = self.key_hash(
+                &key.cluster,
+                &key.backend,
+                &key.metric,
+                key.kind,
+                &key.labels,
+            );
+            if let Some(v) = self.index.get_mut(&h) {
+                v.retain(|&i| (i as usize) < from);
+                if v.is_empty() {
+                    self.index.remove(&h);
+                }
+            }
+            if let Some(v) = self
+                .by_backend
+                .get_mut(&key.cluster)
+                .and_then(|c| c.get_mut(&key.backend))
+            {
+                v.retain(|&i| (i as usize) < from);
+            }
+        }
+    }
+
+    fn lookup(&self, h: u64, s: &Sample, kind: i32) -> Option<u32> {
+        self.index.get(&h)?.iter().copied().find(|&id| {
+            self.series.get(id as usize).is_some_and(|st| {
+                let k = &st.key;
+                k.kind == kind
+                    && k.metric == s.metric
+                    && k.backend == s.backend
+                    && k.cluster == s.cluster
+                    && k.labels == s.labels
+            })
+        })
+    }
+
+    /// Start a writer group: returns its stamp.
+    fn begin_group(&mut self) -> u64 {
+        self.groups += 1;
+        self.groups
     }
 
     /// Replay a stored point (at start) into the series state.
@@ -149,25 +249,22 @@ impl IngestState {
         cluster: &str,
         backend: &str,
     ) -> impl Iterator<Item = &SeriesState> + '_ {
-        self.index
+        self.by_backend
             .get(cluster)
             .and_then(|c| c.get(backend))
             .into_iter()
-            .flat_map(|m| m.values())
             .flat_map(|v| v.iter())
-            .filter_map(|(_, _, id)| self.series.get(*id as usize))
+            .filter_map(|id| self.series.get(*id as usize))
     }
 
     /// Series of a cluster (for history queries).
     pub fn cluster_series(&self, cluster: &str) -> Vec<(u32, SeriesKey)> {
         let mut out = Vec::new();
-        if let Some(c) = self.index.get(cluster) {
-            for m in c.values() {
-                for v in m.values() {
-                    for (_, _, id) in v {
-                        if let Some(s) = self.series.get(*id as usize) {
-                            out.push((*id, s.key.clone()));
-                        }
+        if let Some(c) = self.by_backend.get(cluster) {
+            for v in c.values() {
+                for id in v {
+                    if let Some(s) = self.series.get(*id as usize) {
+                        out.push((*id, s.key.clone()));
                     }
                 }
             }
@@ -178,7 +275,22 @@ impl IngestState {
     /// Forget the series of a deleted cluster from the lookup index (their
     /// stored history stays until retention removes it).
     pub fn forget_cluster(&mut self, cluster: &str) {
-        self.index.remove(cluster);
+        let Some(c) = self.by_backend.remove(cluster) else {
+            return;
+        };
+        for id in c.into_values().flatten() {
+            let Some(st) = self.series.get(id as usize) else {
+                continue;
+            };
+            let k = &st.key;
+            let h = self.key_hash(&k.cluster, &k.backend, &k.metric, k.kind, &k.labels);
+            if let Some(v) = self.index.get_mut(&h) {
+                v.retain(|&i| i != id);
+                if v.is_empty() {
+                    self.index.remove(&h);
+                }
+            }
+        }
     }
 }
 
@@ -218,34 +330,50 @@ fn valid_metric(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b':' | b'.'))
 }
 
-/// Check what can be checked without series state. `Ok(kind)` when it passes.
-fn check_static(
-    s: &Sample,
-    registry: &BTreeMap<String, ClusterConfig>,
-    now_ms: i64,
-    limits: &Limits,
-) -> Result<i32, SampleResult> {
-    let Some(cluster) = registry.get(&s.cluster) else {
-        return Err(reject(
-            RejectReason::UnknownCluster,
-            format!("cluster {:?} is not configured", s.cluster),
-        ));
-    };
-    // Backends are kept sorted by name (`ClusterConfig::normalise`).
+fn unknown_cluster(s: &Sample) -> SampleResult {
+    reject(
+        RejectReason::UnknownCluster,
+        format!("cluster {:?} is not configured", s.cluster),
+    )
+}
+
+/// Position of the sample's backend in `cluster` (backends are kept sorted
+/// by name, `ClusterConfig::normalise`); `hint` is tried first.
+fn backend_position(cluster: &ClusterConfig, s: &Sample, hint: u32) -> Result<u32, SampleResult> {
     if cluster
         .backends
-        .binary_search_by(|b| b.name.as_str().cmp(&s.backend))
-        .is_err()
+        .get(hint as usize)
+        .is_some_and(|b| b.name == s.backend)
     {
-        return Err(reject(
-            RejectReason::UnknownBackend,
-            format!(
-                "backend {:?} is not configured in cluster {:?}",
-                s.backend, s.cluster
-            ),
-        ));
+        return Ok(hint);
     }
-    if !valid_metric(&s.metric) {
+    cluster
+        .backends
+        .binary_search_by(|b| b.name.as_str().cmp(&s.backend))
+        .map(|p| p as u32)
+        .map_err(|_| {
+            reject(
+                RejectReason::UnknownBackend,
+                format!(
+                    "backend {:?} is not configured in cluster {:?}",
+                    s.backend, s.cluster
+                ),
+            )
+        })
+}
+
+/// The metric kind a sample is stored under (unknown kinds are gauges).
+fn kind_of(s: &Sample) -> i32 {
+    match MetricKind::try_from(s.kind) {
+        Ok(MetricKind::Unspecified) | Ok(MetricKind::Gauge) | Err(_) => MetricKind::Gauge as i32,
+        Ok(k) => k as i32,
+    }
+}
+
+/// Check the metric name and labels (the identity of a new series; an
+/// existing series passed these checks when it was created).
+fn check_identity(s: &Sample, metric_ok: bool) -> Result<(), SampleResult> {
+    if !metric_ok {
         return Err(reject(
             RejectReason::InvalidMetricName,
             format!(
@@ -275,17 +403,17 @@ fn check_static(
             format!("label {:?}: {what}, at most {MAX_LABEL_BYTES}", truncate(k)),
         ));
     }
+    Ok(())
+}
+
+/// Check the value and timestamp of a sample of `kind`.
+fn check_value(s: &Sample, kind: i32, now_ms: i64, limits: &Limits) -> Result<(), SampleResult> {
     if !s.value.is_finite() {
         return Err(reject(
             RejectReason::NotFinite,
             format!("value {} is not finite", s.value),
         ));
     }
-    let kind = match MetricKind::try_from(s.kind) {
-        Ok(MetricKind::Unspecified) | Ok(MetricKind::Gauge) => MetricKind::Gauge as i32,
-        Ok(k) => k as i32,
-        Err(_) => MetricKind::Gauge as i32,
-    };
     if kind != MetricKind::Gauge as i32 && s.value < 0.0 {
         return Err(reject(
             RejectReason::NegativeCounter,
@@ -321,7 +449,7 @@ fn check_static(
             ),
         ));
     }
-    Ok(kind)
+    Ok(())
 }
 
 fn truncate(s: &str) -> String {
@@ -353,6 +481,14 @@ pub fn now_ms() -> i64 {
 impl Writer {
     /// Run until every sender is dropped. Call on a dedicated thread.
     pub fn run(self, mut rx: mpsc::Receiver<Job>) {
+        // Freeing a decoded batch (three strings per sample) costs as much as
+        // validating it; a helper thread does it off the serial path.
+        let (drop_tx, drop_rx) = std::sync::mpsc::channel::<Vec<Vec<Sample>>>();
+        let dropper = std::thread::Builder::new()
+            .name("aya-ingest-free".into())
+            .spawn(move || while drop_rx.recv().is_ok() {})
+            .ok();
+        let mut seg = SegmentWrite::default();
         while let Some(first) = rx.blocking_recv() {
             let mut n = first.samples.len();
             let mut jobs = vec![first];
@@ -365,19 +501,41 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.process(jobs);
+            let done = self.process_into(jobs, &mut seg);
+            if dropper.is_some() {
+                let _ = drop_tx.send(done);
+            }
+        }
+        drop(drop_tx);
+        if let Some(d) = dropper {
+            let _ = d.join();
         }
     }
 
     /// Validate, commit and answer a group of batches.
     pub fn process(&self, jobs: Vec<Job>) {
-        let now = now_ms();
-        let mut results: Vec<Vec<SampleResult>> = Vec::with_capacity(jobs.len());
         let mut seg = SegmentWrite::default();
-        // Rollback information: series state before the group touched it.
-        let mut saved: HashMap<u32, SeriesState> = HashMap::new();
+        drop(self.process_into(jobs, &mut seg));
+    }
+
+    /// [`process`](Self::process) with a reusable segment buffer; returns
+    /// the answered jobs (their samples) for the caller to free.
+    fn process_into(&self, jobs: Vec<Job>, seg: &mut SegmentWrite) -> Vec<Vec<Sample>> {
+        let now = now_ms();
+        let total: usize = jobs.iter().map(|j| j.samples.len()).sum();
+        let mut results: Vec<Vec<SampleResult>> = Vec::with_capacity(jobs.len());
+        seg.packed.clear();
+        seg.packed.reserve(total * crate::store::SAMPLE_BYTES);
+        seg.new_series.clear();
+        seg.last.clear();
+        seg.max_ms = i64::MIN;
+        // Rollback information: series state before the group touched it,
+        // and every series the group touched (once each).
+        let mut saved: Vec<(u32, SeriesState)> = Vec::new();
+        let mut touched: Vec<u32> = Vec::new();
         let registry = self.registry.read().unwrap_or_else(|p| p.into_inner());
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let stamp = state.begin_group();
         let series_before = state.series.len();
         for job in &jobs {
             let mut out = Vec::with_capacity(job.samples.len());
@@ -391,15 +549,53 @@ impl Writer {
                 results.push(out);
                 continue;
             }
+            let mut last_cluster: Option<(&str, &ClusterConfig)> = None;
+            let mut last_metric_ok: Option<&str> = None;
             for s in &job.samples {
-                let kind = match check_static(s, &registry, now, &self.limits) {
-                    Ok(k) => k,
+                let cluster = match last_cluster {
+                    Some((name, c)) if name == s.cluster => c,
+                    _ => match registry.get(&s.cluster) {
+                        Some(c) => {
+                            last_cluster = Some((s.cluster.as_str(), c));
+                            c
+                        }
+                        None => {
+                            out.push(unknown_cluster(s));
+                            continue;
+                        }
+                    },
+                };
+                let kind = kind_of(s);
+                let h = state.key_hash(&s.cluster, &s.backend, &s.metric, kind, &s.labels);
+                let found = state.lookup(h, s, kind);
+                let hint = found
+                    .and_then(|id| state.series.get(id as usize))
+                    .map_or(u32::MAX, |st| st.backend_pos);
+                let pos = match backend_position(cluster, s, hint) {
+                    Ok(p) => p,
                     Err(r) => {
                         out.push(r);
                         continue;
                     }
                 };
-                let id = match state.lookup(s, kind) {
+                if found.is_none() {
+                    let metric_ok = last_metric_ok == Some(s.metric.as_str()) || {
+                        let ok = valid_metric(&s.metric);
+                        if ok {
+                            last_metric_ok = Some(s.metric.as_str());
+                        }
+                        ok
+                    };
+                    if let Err(r) = check_identity(s, metric_ok) {
+                        out.push(r);
+                        continue;
+                    }
+                }
+                if let Err(r) = check_value(s, kind, now, &self.limits) {
+                    out.push(r);
+                    continue;
+                }
+                let id = match found {
                     Some(id) => id,
                     None => {
                         let id = state.series.len() as u32;
@@ -412,12 +608,7 @@ impl Writer {
                         };
                         state.insert_index(&key, id);
                         seg.new_series.push((id, key.clone()));
-                        state.series.push(SeriesState {
-                            key,
-                            last_ms: i64::MIN,
-                            last_value: f64::NAN,
-                            rate: None,
-                        });
+                        state.series.push(SeriesState::new(key, i64::MIN));
                         id
                     }
                 };
@@ -428,6 +619,7 @@ impl Writer {
                     ));
                     continue;
                 };
+                ser.backend_pos = pos;
                 if s.timestamp_ms <= ser.last_ms {
                     out.push(reject(
                         RejectReason::OutOfOrder,
@@ -438,8 +630,12 @@ impl Writer {
                     ));
                     continue;
                 }
-                if (id as usize) < series_before {
-                    saved.entry(id).or_insert_with(|| ser.clone());
+                if ser.group != stamp {
+                    if (id as usize) < series_before {
+                        saved.push((id, ser.clone()));
+                    }
+                    ser.group = stamp;
+                    touched.push(id);
                 }
                 ser.apply(s.timestamp_ms, s.value);
                 seg.push(id, s.timestamp_ms, s.value);
@@ -452,14 +648,13 @@ impl Writer {
             results.push(out);
         }
         if !seg.is_empty() {
-            let mut touched: HashMap<u32, i64> = HashMap::new();
-            for (id, ts, _) in crate::store::unpack(&seg.packed) {
-                touched.insert(id, ts);
-            }
-            seg.last = touched.into_iter().collect();
+            seg.last = touched
+                .iter()
+                .filter_map(|&id| state.series.get(id as usize).map(|s| (id, s.last_ms)))
+                .collect();
             let segment = state.next_segment;
             let started = std::time::Instant::now();
-            match self.store.write_segment(segment, &seg) {
+            match self.store.write_segment(segment, seg) {
                 Ok(()) => {
                     state.next_segment += 1;
                     self.metrics
@@ -472,18 +667,8 @@ impl Writer {
                             *s = old;
                         }
                     }
-                    let new: Vec<SeriesKey> =
-                        state.series.drain(series_before..).map(|s| s.key).collect();
-                    for key in new {
-                        if let Some(v) = state
-                            .index
-                            .get_mut(&key.cluster)
-                            .and_then(|c| c.get_mut(&key.backend))
-                            .and_then(|m| m.get_mut(&key.metric))
-                        {
-                            v.retain(|(_, _, id)| (*id as usize) < series_before);
-                        }
-                    }
+                    state.unindex_from(series_before);
+                    state.series.truncate(series_before);
                     let msg = format!("store write failed: {e}");
                     for r in results.iter_mut().flatten().filter(|r| r.accepted) {
                         *r = reject(RejectReason::StorageError, msg.clone());
@@ -493,12 +678,169 @@ impl Writer {
         }
         drop(state);
         drop(registry);
-        for (job, res) in jobs.into_iter().zip(results) {
+        let mut answered = Vec::with_capacity(jobs.len());
+        for (Job { samples, reply }, res) in jobs.into_iter().zip(results) {
+            let mut accepted = 0u64;
             for r in &res {
-                self.metrics.count_sample(r.accepted, r.reason);
+                if r.accepted {
+                    accepted += 1;
+                } else {
+                    self.metrics.count_sample(false, r.reason);
+                }
             }
+            self.metrics.count_accepted(accepted);
             // The stream may have gone away; its results are simply dropped.
-            let _ = job.reply.send(res);
+            let _ = reply.send(res);
+            answered.push(samples);
         }
+        answered
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BackendConfig;
+
+    fn cluster(backends: &[&str]) -> ClusterConfig {
+        ClusterConfig {
+            name: "c".into(),
+            policy: String::new(),
+            policy_params: Default::default(),
+            algorithm: aya_policy::LbAlgorithm::WeightedRoundRobin,
+            min_replicas: 1,
+            max_replicas: 3,
+            boot_time_seconds: 1.0,
+            backends: backends
+                .iter()
+                .map(|b| BackendConfig {
+                    name: b.to_string(),
+                    address: "127.0.0.1:80".into(),
+                    weight_hint: 1,
+                })
+                .collect(),
+        }
+    }
+
+    fn sample(backend: &str, metric: &str, ts: i64, value: f64) -> Sample {
+        Sample {
+            cluster: "c".into(),
+            backend: backend.into(),
+            metric: metric.into(),
+            timestamp_ms: ts,
+            value,
+            kind: MetricKind::Gauge as i32,
+            labels: Default::default(),
+        }
+    }
+
+    fn run(w: &Writer, batches: Vec<Vec<Sample>>) -> Vec<Vec<i32>> {
+        let mut rxs = Vec::new();
+        let jobs = batches
+            .into_iter()
+            .map(|samples| {
+                let (reply, rx) = oneshot::channel();
+                rxs.push(rx);
+                Job { samples, reply }
+            })
+            .collect();
+        w.process(jobs);
+        rxs.into_iter()
+            .map(|mut rx| {
+                rx.try_recv()
+                    .unwrap()
+                    .iter()
+                    .map(|r| if r.accepted { 0 } else { r.reason })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_writer_validates_with_its_caches_and_the_index_follows_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut reg = BTreeMap::new();
+        reg.insert("c".to_string(), cluster(&["a", "b"]));
+        let registry = Arc::new(RwLock::new(reg));
+        let state = Arc::new(Mutex::new(IngestState::default()));
+        let w = Writer {
+            store: store.clone(),
+            state: state.clone(),
+            registry: registry.clone(),
+            metrics: Arc::new(Metrics::default()),
+            limits: Limits {
+                max_batch_samples: 100,
+                max_future_ms: 60_000,
+                retention_ms: i64::MAX / 4,
+            },
+        };
+        let t = now_ms();
+        let mut other = sample("a", "m", t, 1.0);
+        other.cluster = "zz".into();
+        let r = run(
+            &w,
+            vec![
+                vec![
+                    sample("a", "m", t, 1.0),
+                    sample("b", "m", t, 2.0),
+                    sample("a", "m", t, 3.0), // same series, same timestamp
+                    sample("x", "m", t, 1.0),
+                    sample("a", "bad metric", t, 1.0),
+                    other,
+                ],
+                // A second batch of the same group sees the first one's state.
+                vec![sample("a", "m", t + 1, 4.0), sample("b", "m", t - 1, 5.0)],
+            ],
+        );
+        let (ooo, unk_b, bad_m, unk_c) = (
+            RejectReason::OutOfOrder as i32,
+            RejectReason::UnknownBackend as i32,
+            RejectReason::InvalidMetricName as i32,
+            RejectReason::UnknownCluster as i32,
+        );
+        assert_eq!(r, vec![vec![0, 0, ooo, unk_b, bad_m, unk_c], vec![0, ooo]]);
+        {
+            let st = state.lock().unwrap();
+            assert_eq!(st.series.len(), 2);
+            let a: Vec<f64> = st.backend_series("c", "a").map(|s| s.last_value).collect();
+            assert_eq!(a, vec![4.0]);
+            assert_eq!(st.cluster_series("c").len(), 2);
+        }
+        // Removing backend `b` makes its existing series' samples unknown
+        // (the remembered position is only a hint).
+        registry
+            .write()
+            .unwrap()
+            .insert("c".into(), cluster(&["a", "c"]));
+        let r = run(
+            &w,
+            vec![vec![
+                sample("b", "m", t + 5, 1.0),
+                sample("a", "m", t + 5, 1.0),
+            ]],
+        );
+        assert_eq!(r, vec![vec![unk_b, 0]]);
+        // A restart rebuilds the same index from the store.
+        let restored = store.restore().unwrap();
+        let st2 = IngestState::restore(restored.series, restored.next_segment);
+        assert_eq!(st2.cluster_series("c").len(), 2);
+        let s = sample("a", "m", 0, 0.0);
+        let h = st2.key_hash("c", "a", "m", MetricKind::Gauge as i32, &s.labels);
+        assert_eq!(st2.lookup(h, &s, MetricKind::Gauge as i32), Some(0));
+        // Forgetting the cluster empties both indexes; rolling back new ids too.
+        let mut st = state.lock().unwrap();
+        let h = st.key_hash("c", "a", "m", MetricKind::Gauge as i32, &s.labels);
+        st.forget_cluster("c");
+        assert!(st.lookup(h, &s, MetricKind::Gauge as i32).is_none());
+        assert!(st.cluster_series("c").is_empty());
+        drop(st);
+        let mut st3 = IngestState::restore(store.restore().unwrap().series, 0);
+        st3.unindex_from(1);
+        let h = st3.key_hash("c", "a", "m", MetricKind::Gauge as i32, &s.labels);
+        assert!(st3.lookup(h, &s, MetricKind::Gauge as i32).is_some());
+        let sb = sample("b", "m", 0, 0.0);
+        let hb = st3.key_hash("c", "b", "m", MetricKind::Gauge as i32, &sb.labels);
+        assert!(st3.lookup(hb, &sb, MetricKind::Gauge as i32).is_none());
     }
 }

@@ -11,6 +11,10 @@
 //! versioned snapshot when the decision changed ([`publish`]). Data planes
 //! follow the snapshots over aya.v1 `Watch`, Envoy xDS ([`xds`]) or KEDA
 //! ([`keda`]). [`server`] wires it together; [`metrics`] exports counters.
+//! The demand each tick observes is stored too, and a background task
+//! retrains every cluster's demand model from it on a schedule, installing a
+//! candidate only when it backtests no worse than the model in use
+//! ([`state::Controller::retrain_cluster`], `aya_forecaster::retrain`).
 
 #![forbid(unsafe_code)]
 

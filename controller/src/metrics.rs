@@ -30,6 +30,48 @@ pub struct Metrics {
     retention_deleted: AtomicU64,
     stored: AtomicU64,
     forecast_mae: Mutex<Vec<(String, f64, u64)>>,
+    retrains: Mutex<std::collections::BTreeMap<String, RetrainStats>>,
+}
+
+/// Outcome of one background retrain of a cluster's demand model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetrainOutcome {
+    /// The candidate backtested no worse and replaced the current model.
+    Accepted,
+    /// The candidate backtested worse (or could not be scored); the current model stays.
+    Rejected,
+    /// The retrain could not run to a verdict (storage error, selection error, model changed meanwhile).
+    Failed,
+    /// Not enough stored history yet for the holdout.
+    Skipped,
+}
+
+impl RetrainOutcome {
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetrainOutcome::Accepted => "accepted",
+            RetrainOutcome::Rejected => "rejected",
+            RetrainOutcome::Failed => "failed",
+            RetrainOutcome::Skipped => "skipped",
+        }
+    }
+    const ALL: [RetrainOutcome; 4] = [
+        RetrainOutcome::Accepted,
+        RetrainOutcome::Rejected,
+        RetrainOutcome::Failed,
+        RetrainOutcome::Skipped,
+    ];
+}
+
+/// Retrain counters and last scores of one cluster.
+#[derive(Debug, Clone, Default)]
+struct RetrainStats {
+    counts: [u64; 4],
+    candidate_mase: f64,
+    current_mase: f64,
+    scored: bool,
+    last_seconds: f64,
 }
 
 impl Metrics {
@@ -41,6 +83,10 @@ impl Metrics {
             let i = (reason.max(0) as usize).min(REASONS - 1);
             self.rejected[i].fetch_add(1, Ordering::Relaxed);
         }
+    }
+    /// Count `n` accepted samples.
+    pub fn count_accepted(&self, n: u64) {
+        self.accepted.fetch_add(n, Ordering::Relaxed);
     }
     /// Record a committed segment.
     pub fn observe_commit(&self, seconds: f64, samples: u64) {
@@ -79,6 +125,47 @@ impl Metrics {
     pub fn set_forecast_error(&self, errors: Vec<(String, f64, u64)>) {
         *self.forecast_mae.lock().unwrap_or_else(|p| p.into_inner()) = errors;
     }
+    /// Record one retrain of `cluster`: its outcome, the holdout MASE of the
+    /// candidate and of the current model (NaN when not scored) and its duration.
+    pub fn observe_retrain(
+        &self,
+        cluster: &str,
+        outcome: RetrainOutcome,
+        candidate_mase: f64,
+        current_mase: f64,
+        seconds: f64,
+    ) {
+        let mut m = self.retrains.lock().unwrap_or_else(|p| p.into_inner());
+        let st = m.entry(cluster.to_string()).or_default();
+        if let Some(i) = RetrainOutcome::ALL.iter().position(|o| *o == outcome) {
+            st.counts[i] += 1;
+        }
+        if candidate_mase.is_finite() || current_mase.is_finite() {
+            st.candidate_mase = candidate_mase;
+            st.current_mase = current_mase;
+            st.scored = true;
+        }
+        st.last_seconds = seconds;
+    }
+
+    /// Retrains of `cluster` with `outcome` so far.
+    pub fn retrains(&self, cluster: &str, outcome: RetrainOutcome) -> u64 {
+        let m = self.retrains.lock().unwrap_or_else(|p| p.into_inner());
+        let i = RetrainOutcome::ALL
+            .iter()
+            .position(|o| *o == outcome)
+            .unwrap_or(0);
+        m.get(cluster).map_or(0, |s| s.counts[i])
+    }
+
+    /// Forget a deleted cluster's retrain series.
+    pub fn forget_cluster(&self, cluster: &str) {
+        self.retrains
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(cluster);
+    }
+
     /// Samples accepted so far.
     pub fn accepted(&self) -> u64 {
         self.accepted.load(Ordering::Relaxed)
@@ -93,6 +180,10 @@ impl Metrics {
     /// Segments committed.
     pub fn batches(&self) -> u64 {
         self.batches.load(Ordering::Relaxed)
+    }
+    /// Seconds spent committing ingest transactions (fsync included).
+    pub fn commit_seconds(&self) -> f64 {
+        self.commit_seconds_sum_micros.load(Ordering::Relaxed) as f64 / 1e6
     }
     /// Samples in the store.
     pub fn stored(&self) -> u64 {
@@ -238,8 +329,68 @@ impl Metrics {
                 );
             }
         }
+        self.render_retrains(&mut o);
         xds.write_prometheus(&mut o);
         o
+    }
+
+    fn render_retrains(&self, o: &mut String) {
+        let m = self.retrains.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(
+            o,
+            "# HELP aya_retrains_total Background retrains of a cluster's demand model, by outcome."
+        );
+        let _ = writeln!(o, "# TYPE aya_retrains_total counter");
+        for (cluster, st) in m.iter() {
+            for (i, outcome) in RetrainOutcome::ALL.iter().enumerate() {
+                let _ = writeln!(
+                    o,
+                    "aya_retrains_total{{cluster=\"{}\",outcome=\"{}\"}} {}",
+                    escape(cluster),
+                    outcome.as_str(),
+                    st.counts[i]
+                );
+            }
+        }
+        let _ = writeln!(
+            o,
+            "# HELP aya_retrain_candidate_mase Holdout MASE of the last retrain's candidate model."
+        );
+        let _ = writeln!(o, "# TYPE aya_retrain_candidate_mase gauge");
+        for (cluster, st) in m.iter().filter(|(_, s)| s.scored) {
+            let _ = writeln!(
+                o,
+                "aya_retrain_candidate_mase{{cluster=\"{}\"}} {}",
+                escape(cluster),
+                st.candidate_mase
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP aya_retrain_current_mase Holdout MASE of the model in use at the last retrain (NaN when there was none)."
+        );
+        let _ = writeln!(o, "# TYPE aya_retrain_current_mase gauge");
+        for (cluster, st) in m.iter().filter(|(_, s)| s.scored) {
+            let _ = writeln!(
+                o,
+                "aya_retrain_current_mase{{cluster=\"{}\"}} {}",
+                escape(cluster),
+                st.current_mase
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP aya_retrain_last_duration_seconds Duration of the last retrain of the cluster."
+        );
+        let _ = writeln!(o, "# TYPE aya_retrain_last_duration_seconds gauge");
+        for (cluster, st) in m.iter() {
+            let _ = writeln!(
+                o,
+                "aya_retrain_last_duration_seconds{{cluster=\"{}\"}} {}",
+                escape(cluster),
+                st.last_seconds
+            );
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The service: one tonic server (aya.v1, Envoy ADS, KEDA external scaler,
 //! grpc.health.v1) on the gRPC listener, Prometheus `/metrics` on a separate
-//! HTTP listener, and the background tasks (control ticks, retention).
+//! HTTP listener, and the background tasks (control ticks, retention, guarded
+//! model retrains).
 //!
 //! The listeners and the shutdown signal are arguments, so tests run the
 //! whole service in-process on `127.0.0.1:0` and stop it by resolving the
@@ -24,6 +25,15 @@ use crate::state::{Controller, ControllerError, now_secs};
 /// Largest gRPC message accepted on the ingest stream (a batch of 100 000
 /// samples with labels fits comfortably).
 pub const MAX_INGEST_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// HTTP/2 receive window per stream. The default 64 KiB makes a client
+/// wait for a window update every 64 KiB of a 400 KiB ingest batch; a
+/// larger window lets a whole batch arrive at once. Backpressure is
+/// unchanged: when the writer's queue is full the stream stops being read
+/// and the window (bounded by this size) fills.
+pub const STREAM_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
+/// HTTP/2 receive window per connection (shared by its streams).
+pub const CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
 
 /// Errors that stop the service.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +113,7 @@ pub async fn serve_controller(
 
     let ticker = tokio::spawn(tick_loop(ctl.clone(), stop_rx.clone()));
     let retention = tokio::spawn(retention_loop(ctl.clone(), stop_rx.clone()));
+    let retrain = tokio::spawn(retrain_loop(ctl.clone(), stop_rx.clone()));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<MetricsServiceServer<AyaApi>>().await;
@@ -113,6 +124,8 @@ pub async fn serve_controller(
     let api = AyaApi::new(ctl.clone());
     let all = ctl.publisher().subscribe_all();
     let router = tonic::transport::Server::builder()
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .add_service(health_service)
         .add_service(
             MetricsServiceServer::new(api.clone())
@@ -164,6 +177,7 @@ pub async fn serve_controller(
         .await;
     ticker.await?;
     retention.await?;
+    retrain.await?;
     if let Some(t) = metrics_task {
         t.await?.map_err(ServeError::Http)?;
     }
@@ -207,6 +221,30 @@ async fn retention_loop(ctl: Controller, mut stop: watch::Receiver<bool>) {
             Ok(Ok(n)) => tracing::info!(deleted = n, "retention deleted old samples"),
             Ok(Err(e)) => tracing::error!(error = %e, "retention failed"),
             Err(e) => tracing::error!(error = %e, "retention panicked"),
+        }
+    }
+}
+
+/// Every `retrain_interval_seconds` (first one interval after start), retrain
+/// each cluster's demand model on a blocking thread: the CPU work never runs
+/// on the async workers and never holds the lock the tick needs.
+async fn retrain_loop(ctl: Controller, mut stop: watch::Receiver<bool>) {
+    let secs = ctl.config().retrain_interval_seconds;
+    if !(secs > 0.0 && ctl.config().forecast_step_seconds > 0.0) {
+        return;
+    }
+    let period = Duration::from_secs_f64(secs);
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let c = ctl.clone();
+        let now = now_secs();
+        if let Err(e) = tokio::task::spawn_blocking(move || c.retrain_all(now)).await {
+            tracing::error!(error = %e, "retrain panicked");
         }
     }
 }

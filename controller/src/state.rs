@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use crate::config::{ClusterConfig, Config, ConfigError};
 use crate::forecasting::{ForecastRecord, Recording, SharedForecaster};
 use crate::ingest::{IngestState, Job, Limits, Writer, now_ms};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RetrainOutcome};
 use crate::policies::{self, PolicyContext};
 use crate::publish::{ClusterSnapshot, Endpoint, Publisher};
 use crate::store::{Store, StoreError};
@@ -98,6 +98,42 @@ struct Inner {
     xds_stats: Arc<XdsStats>,
     closing: tokio::sync::watch::Sender<bool>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Demand observed by ticks, not yet appended to the store.
+    pending_demand: Mutex<Vec<(String, i64, f64)>>,
+}
+
+impl Inner {
+    /// Append the demand observed since the last flush to the store.
+    fn flush_demand(&self) {
+        let points = std::mem::take(&mut *lock(&self.pending_demand));
+        if let Err(e) = self.store.append_demand(&points) {
+            tracing::warn!(error = %e, points = points.len(), "storing observed demand failed; the retrain history misses these ticks");
+        }
+    }
+}
+
+/// What one background retrain of a cluster did (see [`Controller::retrain_cluster`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetrainReport {
+    /// Cluster.
+    pub cluster: String,
+    /// Outcome.
+    pub outcome: RetrainOutcome,
+    /// Holdout MASE of the candidate (NaN when not scored).
+    pub candidate_mase: f64,
+    /// Holdout MASE of the model in use (NaN when there was none or not scored).
+    pub current_mase: f64,
+    /// The candidate's choice per horizon band (empty when none was made).
+    pub candidate: String,
+    /// Demand points on the forecaster's grid the retrain learnt from.
+    pub points: usize,
+    /// Why, in words.
+    pub message: String,
+}
+
+/// Key of a cluster's demand model in the store's model table.
+pub fn model_key(cluster: &str) -> String {
+    format!("demand/{cluster}")
 }
 
 impl std::fmt::Debug for Controller {
@@ -196,7 +232,7 @@ impl Controller {
         let mut runtimes = BTreeMap::new();
         for (name, o) in overrides {
             if let Some(cfg) = lock_read(&registry).get(&name).cloned() {
-                let mut rt = new_runtime(&config, &cfg)?;
+                let mut rt = new_runtime(&config, &store, &cfg)?;
                 rt.override_ = Some(o);
                 runtimes.insert(name, rt);
             }
@@ -214,6 +250,7 @@ impl Controller {
                 xds_stats: Arc::new(XdsStats::new()),
                 closing: tokio::sync::watch::channel(false).0,
                 writer: Mutex::new(Some(writer)),
+                pending_demand: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -243,6 +280,10 @@ impl Controller {
         }
         match Arc::try_unwrap(self.inner) {
             Ok(inner) => {
+                inner.flush_demand();
+                if let Err(e) = inner.store.sync() {
+                    tracing::warn!(error = %e, "final store sync failed");
+                }
                 let writer = lock(&inner.writer).take();
                 // Dropping the sender ends the writer loop; joining it
                 // releases its handle on the database.
@@ -338,6 +379,10 @@ impl Controller {
             lock(&self.inner.runtimes).remove(name);
             lock(&self.inner.ingest).forget_cluster(name);
             self.inner.publisher.remove(name);
+            lock(&self.inner.pending_demand).retain(|(c, _, _)| c != name);
+            self.inner.store.retain_demand(name, i64::MAX)?;
+            self.inner.store.delete_model(&model_key(name))?;
+            self.inner.metrics.forget_cluster(name);
         }
         Ok(existed)
     }
@@ -412,7 +457,7 @@ impl Controller {
             let rt = match rts.entry(cluster.to_string()) {
                 std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::btree_map::Entry::Vacant(e) => {
-                    e.insert(new_runtime(&self.inner.config, &cfg)?)
+                    e.insert(new_runtime(&self.inner.config, &self.inner.store, &cfg)?)
                 }
             };
             rt.override_ = Some(o);
@@ -504,6 +549,7 @@ impl Controller {
                 first_err.get_or_insert(e);
             }
         }
+        self.inner.flush_demand();
         let errors = lock(&self.inner.runtimes)
             .iter()
             .map(|(n, rt)| {
@@ -533,7 +579,7 @@ impl Controller {
         let rt = match rts.entry(name.to_string()) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => {
-                e.insert(new_runtime(&self.inner.config, &cfg)?)
+                e.insert(new_runtime(&self.inner.config, &self.inner.store, &cfg)?)
             }
         };
         let key = runtime_key(&self.inner.config, &cfg);
@@ -577,6 +623,14 @@ impl Controller {
                 },
             }
         } else {
+            if rt.forecaster.is_some() {
+                // What the forecaster observes is the history a retrain learns from.
+                lock(&self.inner.pending_demand).push((
+                    name.to_string(),
+                    (now * 1000.0) as i64,
+                    demand,
+                ));
+            }
             rt.control.tick(
                 now,
                 self.inner.config.tick_interval_seconds,
@@ -662,8 +716,247 @@ impl Controller {
         let cutoff = now_ms() - (self.inner.config.retention_seconds * 1000.0) as i64;
         let n = self.inner.store.retain(cutoff)?;
         self.inner.metrics.retention_deleted(n);
+        let names: Vec<String> = lock_read(&self.inner.registry).keys().cloned().collect();
+        for name in names {
+            self.inner.store.retain_demand(&name, cutoff)?;
+        }
         Ok(n)
     }
+
+    /// The model selection a cluster's forecaster currently uses (`None`
+    /// before its first forecast or with forecasting disabled).
+    pub fn model(&self, cluster: &str) -> Option<aya_forecaster::select::Selection> {
+        let f = lock(&self.inner.runtimes)
+            .get(cluster)
+            .and_then(|rt| rt.forecaster.clone())?;
+        lock(&f).selection().cloned()
+    }
+
+    /// Retrain every cluster's demand model in turn (see
+    /// [`retrain_cluster`](Self::retrain_cluster)); stops early when the
+    /// service begins shutting down. CPU-heavy: call off the async workers.
+    pub fn retrain_all(&self, now: f64) -> Vec<RetrainReport> {
+        let names: Vec<String> = lock_read(&self.inner.registry).keys().cloned().collect();
+        let closing = self.closing();
+        let mut out = Vec::new();
+        for name in names {
+            if *closing.borrow() {
+                break;
+            }
+            match self.retrain_cluster(&name, now) {
+                Ok(r) => out.push(r),
+                Err(e) => tracing::warn!(cluster = %name, error = %e, "retrain skipped"),
+            }
+        }
+        out
+    }
+
+    /// Guarded retrain of one cluster's demand model at `now` (seconds):
+    /// select a candidate from the stored demand history, backtest it and
+    /// the current model on the same holdout origins, and install and
+    /// persist the candidate only if it scores no worse
+    /// ([`aya_forecaster::retrain`]). The forecaster is locked only to read
+    /// its selection and to install the new one, never during the
+    /// computation, so ticks carry on meanwhile. CPU-heavy: call off the
+    /// async workers.
+    pub fn retrain_cluster(&self, name: &str, now: f64) -> Result<RetrainReport, ControllerError> {
+        self.retrain_cluster_with(name, now, None)
+    }
+
+    /// [`retrain_cluster`](Self::retrain_cluster) with a given candidate
+    /// instead of a fresh selection: the candidate goes through the same
+    /// guard (the tests use it to show that a worse model is rejected).
+    pub fn retrain_cluster_with(
+        &self,
+        name: &str,
+        now: f64,
+        candidate: Option<aya_forecaster::select::Selection>,
+    ) -> Result<RetrainReport, ControllerError> {
+        if self.cluster(name).is_none() {
+            return Err(ControllerError::UnknownCluster(name.into()));
+        }
+        let started = std::time::Instant::now();
+        let report = self.run_retrain(name, now, candidate);
+        let seconds = started.elapsed().as_secs_f64();
+        self.inner.metrics.observe_retrain(
+            name,
+            report.outcome,
+            report.candidate_mase,
+            report.current_mase,
+            seconds,
+        );
+        match report.outcome {
+            RetrainOutcome::Failed => tracing::warn!(
+                cluster = %name, outcome = report.outcome.as_str(), candidate_mase = report.candidate_mase,
+                current_mase = report.current_mase, points = report.points, seconds, message = %report.message, "retrain"
+            ),
+            RetrainOutcome::Skipped => tracing::debug!(
+                cluster = %name, outcome = report.outcome.as_str(), points = report.points, message = %report.message, "retrain"
+            ),
+            _ => tracing::info!(
+                cluster = %name, outcome = report.outcome.as_str(), candidate_mase = report.candidate_mase,
+                current_mase = report.current_mase, candidate = %report.candidate, points = report.points, seconds,
+                message = %report.message, "retrain"
+            ),
+        }
+        Ok(report)
+    }
+
+    fn run_retrain(
+        &self,
+        name: &str,
+        now: f64,
+        injected: Option<aya_forecaster::select::Selection>,
+    ) -> RetrainReport {
+        use aya_forecaster::online::OnlineForecaster;
+        use aya_forecaster::retrain::{RetrainConfig, RetrainError, evaluate_candidate};
+        let mut report = RetrainReport {
+            cluster: name.to_string(),
+            outcome: RetrainOutcome::Skipped,
+            candidate_mase: f64::NAN,
+            current_mase: f64::NAN,
+            candidate: String::new(),
+            points: 0,
+            message: String::new(),
+        };
+        let fail = |mut r: RetrainReport, m: String| {
+            r.outcome = RetrainOutcome::Failed;
+            r.message = m;
+            r
+        };
+        self.inner.flush_demand();
+        let forecaster = lock(&self.inner.runtimes)
+            .get(name)
+            .and_then(|rt| rt.forecaster.clone());
+        let Some(forecaster) = forecaster else {
+            report.message =
+                "the cluster has no forecaster (not ticked yet, or forecasting disabled)".into();
+            return report;
+        };
+        let (ocfg, current, generation) = {
+            let f = lock(&forecaster);
+            (f.config().clone(), f.selection().cloned(), f.generation())
+        };
+        // The stored demand on the forecaster's grid, bucketed exactly as the
+        // live forecaster buckets it.
+        let window_ms = (ocfg.max_history as f64 * ocfg.step_s * 1000.0) as i64;
+        let points = match self
+            .inner
+            .store
+            .demand(name, (now * 1000.0) as i64 - window_ms)
+        {
+            Ok(p) => p,
+            Err(e) => return fail(report, format!("reading the stored demand: {e}")),
+        };
+        let mut grid = OnlineForecaster::new(ocfg.clone());
+        for &(ts, v) in &points {
+            aya_policy::DemandForecaster::observe(&mut grid, ts as f64 / 1000.0, v);
+        }
+        let hist = grid.history();
+        let y = &hist[hist.len().saturating_sub(ocfg.max_history)..];
+        report.points = y.len();
+        let rcfg = RetrainConfig {
+            horizon: self.inner.config.forecast_horizon,
+            origins: self.inner.config.retrain_holdout_origins,
+            select: ocfg.select.clone(),
+        };
+        let evaluation = match injected {
+            Some(c) => evaluate_candidate(y, c, current.as_ref(), &rcfg),
+            None => grid.evaluate_retrain(current.as_ref(), &rcfg),
+        };
+        let ev = match evaluation {
+            Ok(ev) => ev,
+            Err(e @ RetrainError::TooShort { .. }) => {
+                report.message = e.to_string();
+                return report;
+            }
+            Err(e) => return fail(report, e.to_string()),
+        };
+        report.candidate_mase = ev.candidate_score.mase;
+        report.current_mase = ev.current_score.as_ref().map_or(f64::NAN, |s| s.mase);
+        report.candidate = ev.candidate.describe();
+        let summary = format!(
+            "{:?}: candidate MASE {:.4} vs current {:.4} on {} holdout origins of {} steps",
+            ev.verdict,
+            report.candidate_mase,
+            report.current_mase,
+            ev.origins.len(),
+            ev.horizon
+        );
+        if !ev.verdict.accepted() {
+            report.outcome = RetrainOutcome::Rejected;
+            report.message = format!("{summary}; the current model stays");
+            return report;
+        }
+        let superseded = "the forecaster's model changed while the retrain ran; retrying next time";
+        // Persist first, then install: a restart never comes back with a
+        // model older than the one that ran.
+        let artifact = match demand_artifact(name, &points, y, &ocfg, &ev) {
+            Ok(a) => a,
+            Err(m) => return fail(report, m),
+        };
+        if lock(&forecaster).generation() != generation {
+            return fail(report, superseded.into());
+        }
+        let json = match serde_json::to_vec(&artifact) {
+            Ok(j) => j,
+            Err(e) => return fail(report, format!("encoding the model artifact: {e}")),
+        };
+        if let Err(e) = self.inner.store.put_model(&model_key(name), &json) {
+            return fail(report, format!("storing the model artifact: {e}"));
+        }
+        {
+            let mut f = lock(&forecaster);
+            if f.generation() != generation {
+                drop(f);
+                return fail(report, superseded.into());
+            }
+            f.install(ev.candidate);
+        }
+        report.outcome = RetrainOutcome::Accepted;
+        report.message = format!("{summary}; installed and stored");
+        report
+    }
+}
+
+/// The artifact stored for an accepted retrain: the forecaster crate's model
+/// format, with the holdout scores of the candidate and of the model it replaced.
+fn demand_artifact(
+    cluster: &str,
+    points: &[(i64, f64)],
+    y: &[f64],
+    ocfg: &aya_forecaster::online::OnlineConfig,
+    ev: &aya_forecaster::retrain::Evaluation,
+) -> Result<aya_forecaster::artifact::Artifact, String> {
+    use aya_forecaster::artifact::{Artifact, FORMAT, FORMAT_VERSION, TrainingWindow};
+    let fitted = aya_forecaster::select::FittedAuto::fit(y, ev.candidate.clone())
+        .map_err(|e| format!("fitting the candidate on the whole history: {e}"))?;
+    let rfc = |ms: i64| {
+        chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default()
+    };
+    let mut backtest = vec![ev.candidate_score.score.clone()];
+    if let Some(c) = &ev.current_score {
+        backtest.push(c.score.clone());
+    }
+    Ok(Artifact {
+        format: FORMAT.into(),
+        format_version: FORMAT_VERSION,
+        created_by: format!("aya-controller {}", env!("CARGO_PKG_VERSION")),
+        training: TrainingWindow {
+            series: format!("{cluster}/demand"),
+            start: rfc(points.first().map_or(0, |p| p.0)),
+            end: rfc(points.last().map_or(0, |p| p.0)),
+            points: y.len(),
+            interval_ms: (ocfg.step_s * 1000.0) as i64,
+        },
+        horizon: ev.horizon,
+        chosen: ev.candidate.describe(),
+        selection: ev.candidate.clone(),
+        parameters: fitted.params(),
+        backtest: Some(backtest),
+    })
 }
 
 fn lock_read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -729,15 +1022,61 @@ fn runtime_key(config: &Config, cfg: &ClusterConfig) -> RuntimeKey {
     (policy, cfg.policy_params.clone(), hints, cfg.algorithm)
 }
 
-fn new_runtime(config: &Config, cfg: &ClusterConfig) -> Result<ClusterRuntime, ControllerError> {
-    let forecaster =
-        crate::forecasting::build(config.forecast_step_seconds).map(|f| Arc::new(Mutex::new(f)));
+fn new_runtime(
+    config: &Config,
+    store: &Store,
+    cfg: &ClusterConfig,
+) -> Result<ClusterRuntime, ControllerError> {
+    let forecaster = crate::forecasting::build(
+        config.forecast_step_seconds,
+        config.retrain_interval_seconds > 0.0,
+    )
+    .map(|mut f| {
+        restore_forecaster(store, &cfg.name, &mut f);
+        Arc::new(Mutex::new(f))
+    });
     new_runtime_with(
         config,
         cfg,
         forecaster,
         Arc::new(Mutex::new(ForecastRecord::default())),
     )
+}
+
+/// Give a new forecaster the cluster's stored demand history (the window it
+/// keeps) and the model the last accepted retrain stored. Problems are logged,
+/// not fatal: the forecaster then starts from what it has.
+fn restore_forecaster(
+    store: &Store,
+    cluster: &str,
+    f: &mut aya_forecaster::online::OnlineForecaster,
+) {
+    let cfg = f.config().clone();
+    let window_ms = (cfg.max_history as f64 * cfg.step_s * 1000.0) as i64;
+    match store.demand(cluster, now_ms() - window_ms) {
+        Ok(points) => {
+            for (ts, v) in points {
+                aya_policy::DemandForecaster::observe(f, ts as f64 / 1000.0, v);
+            }
+        }
+        Err(e) => tracing::warn!(cluster, error = %e, "cannot read the stored demand history"),
+    }
+    let key = model_key(cluster);
+    match store.get_model(&key) {
+        Ok(Some(bytes)) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let path = std::path::PathBuf::from(format!("store:models/{key}"));
+            match aya_forecaster::artifact::Artifact::from_json(&path, &text) {
+                Ok(a) => {
+                    tracing::info!(cluster, model = %a.chosen, "restored the stored demand model");
+                    f.install(a.selection);
+                }
+                Err(e) => tracing::warn!(cluster, error = %e, "ignoring the stored demand model"),
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(cluster, error = %e, "cannot read the stored demand model"),
+    }
 }
 
 fn new_runtime_with(

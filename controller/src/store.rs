@@ -11,6 +11,12 @@
 //! segments whose newest sample is older than the cutoff (a range delete on the
 //! key prefix). Every write transaction commits with `Durability::Immediate`:
 //! when `commit` returns, the data is on disk.
+//!
+//! One exception: the per-cluster demand the control loop observed at each
+//! tick (the history the background retrain learns from) is derived data and
+//! is appended with `Durability::None`; it becomes durable with the next
+//! immediate commit (every ingest commit, published snapshot, model), so a
+//! crash loses at most the demand of the last few ticks, never a sample.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -57,6 +63,7 @@ const SNAPSHOTS: TableDefinition<'_, &str, &str> = TableDefinition::new("snapsho
 const OVERRIDES: TableDefinition<'_, &str, &str> = TableDefinition::new("overrides");
 const MODELS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("models");
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+const DEMAND: TableDefinition<'_, (&str, i64), f64> = TableDefinition::new("demand");
 
 /// Bytes per packed sample in a segment.
 pub const SAMPLE_BYTES: usize = 20;
@@ -193,6 +200,7 @@ impl Store {
             db_err!(tx.open_table(OVERRIDES))?;
             db_err!(tx.open_table(MODELS))?;
             db_err!(tx.open_table(META))?;
+            db_err!(tx.open_table(DEMAND))?;
         }
         db_err!(tx.commit())?;
         Ok(store)
@@ -358,6 +366,77 @@ impl Store {
         let t = db_err!(tx.open_table(MODELS))?;
         Ok(db_err!(t.get(name))?.map(|g| g.value().to_vec()))
     }
+
+    /// Delete a model artifact. Returns whether it existed.
+    pub fn delete_model(&self, name: &str) -> Result<bool, StoreError> {
+        let mut tx = db_err!(self.db.begin_write())?;
+        db_err!(tx.set_durability(Durability::Immediate))?;
+        let existed = {
+            let mut t = db_err!(tx.open_table(MODELS))?;
+            db_err!(t.remove(name))?.is_some()
+        };
+        db_err!(tx.commit())?;
+        Ok(existed)
+    }
+
+    /// Append observed demand points `(cluster, timestamp ms, requests/s)`
+    /// (not fsynced: see the module docs). A point at an existing
+    /// `(cluster, timestamp)` replaces it.
+    pub fn append_demand(&self, points: &[(String, i64, f64)]) -> Result<(), StoreError> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        let mut tx = db_err!(self.db.begin_write())?;
+        db_err!(tx.set_durability(Durability::None))?;
+        {
+            let mut t = db_err!(tx.open_table(DEMAND))?;
+            for (cluster, ts, v) in points {
+                db_err!(t.insert((cluster.as_str(), *ts), *v))?;
+            }
+        }
+        db_err!(tx.commit())?;
+        Ok(())
+    }
+
+    /// Make every earlier commit durable (an empty fsynced commit; used at
+    /// shutdown for the demand appended without fsync).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        let mut tx = db_err!(self.db.begin_write())?;
+        db_err!(tx.set_durability(Durability::Immediate))?;
+        db_err!(tx.commit())?;
+        Ok(())
+    }
+
+    /// Demand points of `cluster` at or after `from_ms`, oldest first.
+    pub fn demand(&self, cluster: &str, from_ms: i64) -> Result<Vec<(i64, f64)>, StoreError> {
+        let tx = db_err!(self.db.begin_read())?;
+        let t = db_err!(tx.open_table(DEMAND))?;
+        let mut out = Vec::new();
+        for row in db_err!(t.range((cluster, from_ms)..=(cluster, i64::MAX)))? {
+            let (k, v) = db_err!(row)?;
+            out.push((k.value().1, v.value()));
+        }
+        Ok(out)
+    }
+
+    /// Delete the demand of `cluster` older than `cutoff_ms` (every point
+    /// with `i64::MAX`). Returns the number of points deleted.
+    pub fn retain_demand(&self, cluster: &str, cutoff_ms: i64) -> Result<u64, StoreError> {
+        let mut tx = db_err!(self.db.begin_write())?;
+        db_err!(tx.set_durability(Durability::Immediate))?;
+        let mut removed = 0u64;
+        {
+            let mut t = db_err!(tx.open_table(DEMAND))?;
+            db_err!(
+                t.retain_in((cluster, i64::MIN)..(cluster, cutoff_ms), |_, _| {
+                    removed += 1;
+                    false
+                })
+            )?;
+        }
+        db_err!(tx.commit())?;
+        Ok(removed)
+    }
 }
 
 #[cfg(test)]
@@ -407,5 +486,37 @@ mod tests {
         s.scan(0, |id, ts, v| seen.push((id, ts, v))).unwrap();
         assert_eq!(seen, vec![(7, 9_000, 3.5)]);
         assert_eq!(s.restore().unwrap().samples, 1);
+    }
+
+    #[test]
+    fn demand_and_models_survive_reopen_and_are_deleted_per_cluster() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            let pts: Vec<(String, i64, f64)> =
+                [("a", 1_000, 1.0), ("b", 1_500, 9.0), ("a", 2_000, 2.0)]
+                    .iter()
+                    .map(|(c, t, v)| (c.to_string(), *t, *v))
+                    .collect();
+            s.append_demand(&pts).unwrap();
+            s.put_model("demand/a", b"model").unwrap();
+            s.sync().unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.demand("a", 0).unwrap(), vec![(1_000, 1.0), (2_000, 2.0)]);
+        assert_eq!(s.demand("a", 1_001).unwrap(), vec![(2_000, 2.0)]);
+        assert_eq!(s.demand("b", 0).unwrap(), vec![(1_500, 9.0)]);
+        assert_eq!(s.retain_demand("a", 1_500).unwrap(), 1);
+        assert_eq!(s.demand("a", 0).unwrap(), vec![(2_000, 2.0)]);
+        assert_eq!(s.retain_demand("b", i64::MAX).unwrap(), 1);
+        assert!(s.demand("b", 0).unwrap().is_empty());
+        assert_eq!(
+            s.demand("a", 0).unwrap().len(),
+            1,
+            "other clusters untouched"
+        );
+        assert!(s.delete_model("demand/a").unwrap());
+        assert!(!s.delete_model("demand/a").unwrap());
+        assert!(s.get_model("demand/a").unwrap().is_none());
     }
 }

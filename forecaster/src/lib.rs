@@ -13,6 +13,7 @@ pub mod data;
 pub mod intervals;
 pub mod models;
 pub mod online;
+pub mod retrain;
 pub mod seasonality;
 pub mod select;
 pub mod synth;

@@ -11,11 +11,20 @@
 //! takes microseconds to a few milliseconds. Everything runs inline on the
 //! caller's thread and depends only on the observations: the same inputs give
 //! the same forecasts, which the simulator's reproducibility relies on.
+//!
+//! The controller can take periodic reselection out of the tick
+//! (`inline_reselect = false`): it then retrains in the background and
+//! [`install`](OnlineForecaster::install)s a new selection only when it
+//! backtests no worse ([`crate::retrain`]). The forecaster still selects
+//! inline while it has no selection, or while its selection was validated on
+//! fewer steps than the horizon asks for (a short, growing history), so that
+//! it forecasts from the first buckets on.
 
 use aya_policy::{DemandForecast, DemandForecaster, Time};
 use serde::{Deserialize, Serialize};
 
 use crate::models::Forecast;
+use crate::retrain::{Evaluation, RetrainConfig, RetrainError, evaluate, holdout};
 use crate::seasonality::{self, Seasonality};
 use crate::select::{FittedAuto, MIN_POINTS, SelectConfig, Selection, select};
 
@@ -36,6 +45,23 @@ pub struct OnlineConfig {
     pub season: Option<usize>,
     /// Selection settings (few origins: it runs inside the control loop).
     pub select: SelectConfig,
+    /// Re-run selection every `reselect_every` buckets inside the tick
+    /// (`false`: only a background retrain changes an adequate selection).
+    #[serde(default = "inline_reselect_default")]
+    pub inline_reselect: bool,
+    /// Holdout origins of the guarded reselection: a periodic reselection
+    /// replaces the current models only when the candidate backtests no
+    /// worse on this many recent origins ([`crate::retrain`]).
+    #[serde(default = "retrain_origins_default")]
+    pub retrain_origins: usize,
+}
+
+fn retrain_origins_default() -> usize {
+    4
+}
+
+fn inline_reselect_default() -> bool {
+    true
 }
 
 impl Default for OnlineConfig {
@@ -53,6 +79,8 @@ impl Default for OnlineConfig {
                 ensemble: 2,
                 candidates: None,
             },
+            inline_reselect: true,
+            retrain_origins: retrain_origins_default(),
         }
     }
 }
@@ -71,6 +99,8 @@ pub struct OnlineForecaster {
     /// Buckets closed since the last refit.
     since_fit: usize,
     selection: Option<Selection>,
+    /// Incremented whenever `selection` changes (inline or installed).
+    generation: u64,
     fitted: Option<FittedAuto>,
     scratch: Forecast,
 }
@@ -94,9 +124,44 @@ impl OnlineForecaster {
             since_select: 0,
             since_fit: 0,
             selection: None,
+            generation: 0,
             fitted: None,
             scratch: Forecast::default(),
         }
+    }
+
+    /// Replace the selection (e.g. one a guarded background retrain
+    /// accepted). The chosen models are refitted on the current history at
+    /// the next forecast.
+    pub fn install(&mut self, selection: Selection) {
+        self.selection = Some(selection);
+        self.generation += 1;
+        self.since_select = 0;
+        self.fitted = None;
+    }
+
+    /// The guarded retrain of [`crate::retrain`] on this forecaster's
+    /// history (the latest `max_history` buckets): holdout origins at the
+    /// end, the candidate selected (with this forecaster's seasonality) on
+    /// the data before them, and `current` scored on the same origins. The
+    /// controller's background retrain and the inline periodic reselection
+    /// both call this, so the simulator scores the same rule.
+    pub fn evaluate_retrain(
+        &self,
+        current: Option<&Selection>,
+        cfg: &RetrainConfig,
+    ) -> Result<Evaluation, RetrainError> {
+        let y = &self.history[self.history.len().saturating_sub(self.cfg.max_history)..];
+        let origins = holdout(y.len(), cfg)?;
+        let first = origins.first().copied().unwrap_or(y.len());
+        let seas = self.seasonality(&y[..first]);
+        evaluate(y, &seas, current, cfg)
+    }
+
+    /// Counts selection changes: a retrain that read generation `g` installs
+    /// its candidate only if the forecaster is still at `g`.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The configuration.
@@ -146,7 +211,9 @@ impl OnlineForecaster {
         }
     }
 
-    fn seasonality(&self, y: &[f64]) -> Seasonality {
+    /// The seasonality selection uses for history `y`: the configured season,
+    /// else (with `detect_season`) the periods detected at this step.
+    pub fn seasonality(&self, y: &[f64]) -> Seasonality {
         if let Some(p) = self.cfg.season.filter(|&p| p > 1) {
             let periods = if y.len() >= 2 * p {
                 vec![p]
@@ -171,27 +238,47 @@ impl OnlineForecaster {
         if y.len() < MIN_POINTS {
             return false;
         }
-        let reselect = self.selection.is_none()
-            || self.since_select >= self.cfg.reselect_every
+        // Without an adequate selection, select outright; a periodic
+        // reselection is guarded: the candidate replaces the current models
+        // only when it backtests no worse on recent holdout origins.
+        let must = self.selection.is_none()
             || self
                 .selection
                 .as_ref()
                 .is_some_and(|s| s.validation_horizon < horizon.min(12));
-        if reselect {
+        let periodic =
+            !must && self.cfg.inline_reselect && self.since_select >= self.cfg.reselect_every;
+        if must {
             let seas = self.seasonality(y);
             match select(y, &seas, horizon.max(12), &self.cfg.select) {
                 Ok(s) => {
                     self.selection = Some(s);
+                    self.generation += 1;
                     self.since_select = 0;
                     self.fitted = None;
                 }
                 Err(_) => return false,
+            }
+        } else if periodic {
+            self.since_select = 0;
+            let rcfg = RetrainConfig {
+                horizon,
+                origins: self.cfg.retrain_origins,
+                select: self.cfg.select.clone(),
+            };
+            // Too short a history for the holdout, or a failed selection:
+            // the current models stay.
+            if let Ok(ev) = self.evaluate_retrain(self.selection.as_ref(), &rcfg)
+                && ev.verdict.accepted()
+            {
+                self.install(ev.candidate);
             }
         }
         if self.fitted.is_none() || self.since_fit > 0 {
             let Some(sel) = self.selection.clone() else {
                 return false;
             };
+            let y = &self.history[start..];
             match FittedAuto::fit(y, sel) {
                 Ok(f) => {
                     self.fitted = Some(f);
@@ -268,5 +355,62 @@ impl DemandForecaster for OnlineForecaster {
 
     fn step(&self) -> f64 {
         self.cfg.step_s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(f: &mut OnlineForecaster, from: usize, to: usize) {
+        let mut out = DemandForecast::default();
+        for k in from..to {
+            let t = (k + 1) as f64 * 60.0;
+            f.observe(t, 100.0 + (k % 7) as f64 * 3.0 + k as f64 * 0.5);
+            f.forecast_into(t, 6, &mut out);
+        }
+    }
+
+    fn config(inline_reselect: bool) -> OnlineConfig {
+        OnlineConfig {
+            reselect_every: 1,
+            detect_season: false,
+            inline_reselect,
+            ..OnlineConfig::default()
+        }
+    }
+
+    #[test]
+    fn without_inline_reselect_only_install_changes_an_adequate_selection() {
+        let mut f = OnlineForecaster::new(config(false));
+        feed(&mut f, 0, 60);
+        let g = f.generation();
+        let before = f.selection().cloned();
+        assert!(before.is_some() && g > 0);
+        feed(&mut f, 60, 80);
+        assert_eq!(f.generation(), g, "no inline reselection");
+        let describe =
+            |s: Option<&Selection>| s.map(|s| (s.describe(), s.validation_origins.clone()));
+        assert_eq!(describe(f.selection()), describe(before.as_ref()));
+
+        let mut other = before.clone().unwrap();
+        other.bands.truncate(1);
+        f.install(other.clone());
+        assert_eq!(f.generation(), g + 1);
+        assert_eq!(f.selection().map(|s| s.bands.len()), Some(1));
+        assert_eq!(describe(f.selection()), describe(Some(&other)));
+        let mut out = DemandForecast::default();
+        assert!(
+            f.forecast_into(81.0 * 60.0, 6, &mut out),
+            "refits the installed selection"
+        );
+        assert_eq!(out.mean.len(), 6);
+
+        // The default (the simulator's) reselects inline on schedule.
+        let mut g2 = OnlineForecaster::new(config(true));
+        feed(&mut g2, 0, 60);
+        let before = g2.generation();
+        feed(&mut g2, 60, 80);
+        assert!(g2.generation() > before);
     }
 }

@@ -4,12 +4,35 @@
 //! No model wins everywhere on monitoring data (the forecaster issue's
 //! reference table), and the best model for the next step is often not the
 //! best for tomorrow. So selection is done per *horizon band* (step 1, steps
-//! 2–12, steps 13 to one season): every candidate is refitted at a few
-//! origins at the end of the training data, its scaled errors are scored per
-//! band, and each band gets the single model or equal-weight mean of the top
-//! 2–3 models with the lowest validation error. The same validation errors
-//! calibrate the prediction intervals ([`crate::intervals`]), so selection
-//! costs one pass of refits and yields both. Everything is deterministic.
+//! 2–12, steps 13 to one season). What makes it safe is how the evidence is
+//! gathered and weighed:
+//!
+//! * **Many origins, spread out.** Every candidate is refitted at
+//!   [`SelectConfig::origins`] validation origins spread evenly over the last
+//!   [`SPAN_SEASONS`] seasons of the training data (at most the last two
+//!   thirds), not bunched at its end: a few origins at the very end
+//!   over-fit whatever happened last.
+//! * **Relative to the baselines.** Naive and seasonal naive are always
+//!   candidates. Each band has a *baseline*: naive for the first 12 steps
+//!   (and everywhere on non-seasonal series), seasonal naive beyond on
+//!   seasonal series; the other one takes over only on the same convincing
+//!   evidence as any challenger, and beyond 12 steps, when neither is
+//!   convincingly better, the baseline is their mean. Every other model or
+//!   ensemble is scored by its error relative to the baseline, origin by
+//!   origin.
+//! * **Shrink when the evidence is weak.** A model (or ensemble) replaces
+//!   the baseline only when it is better by at least [`MARGIN`] overall
+//!   *and* consistently: the mean of its per-origin log error ratios must be
+//!   at least [`EVIDENCE_T`] standard errors below zero. Otherwise the band
+//!   keeps the baseline; the mean of the best model and the baseline is
+//!   tried as the intermediate step. Ensembles (the equal-weight mean of the
+//!   top 2–3) face the same test and must also beat the best single choice.
+//!
+//! Only data before each validation origin is used to fit and scale, so a
+//! backtest of the selection never sees its test region. The same validation
+//! errors calibrate the prediction intervals ([`crate::intervals`], per step
+//! ahead), so selection costs one pass of refits and yields both.
+//! Everything is deterministic.
 
 use serde::{Deserialize, Serialize};
 
@@ -24,7 +47,8 @@ pub const MIN_POINTS: usize = 3;
 /// How selection runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SelectConfig {
-    /// Validation origins at the end of the training data.
+    /// Validation origins, spread over the end of the training data (see
+    /// the module docs).
     pub origins: usize,
     /// Models are fitted on at most this many trailing points (bounds time and
     /// lets the models follow level shifts).
@@ -35,10 +59,24 @@ pub struct SelectConfig {
     pub candidates: Option<Vec<ModelSpec>>,
 }
 
+/// Validation origins are spread over at most this many seasons before the
+/// end of the training data (a fortnight of daily seasons).
+pub const SPAN_SEASONS: usize = 14;
+/// ... and over at least this many validation horizons.
+pub const SPAN_HORIZONS: usize = 8;
+/// A challenger must beat the band's baseline by at least this fraction of
+/// the baseline's validation error.
+pub const MARGIN: f64 = 0.03;
+/// ... and its mean per-origin log error ratio must be this many standard
+/// errors below zero (with at least three origins).
+pub const EVIDENCE_T: f64 = 1.0;
+/// Default number of validation origins.
+pub const DEFAULT_ORIGINS: usize = 10;
+
 impl Default for SelectConfig {
     fn default() -> Self {
         SelectConfig {
-            origins: 5,
+            origins: DEFAULT_ORIGINS,
             max_train: 4032,
             ensemble: 3,
             candidates: None,
@@ -66,17 +104,23 @@ pub enum SelectError {
 pub fn default_candidates(seas: &Seasonality, n: usize) -> Vec<ModelSpec> {
     let p = seas.primary().unwrap_or(1);
     let mut v = vec![ModelSpec::Naive, ModelSpec::Mean { window: 0 }];
-    if p > 1 && n >= 2 * p {
-        v.push(ModelSpec::SeasonalNaive { period: p });
+    // Seasonal naive is always a baseline: at the detected season, else at
+    // one day when the series holds two.
+    let snaive = if p > 1 {
+        Some(p)
+    } else {
+        seas.day.filter(|&d| d > 1)
+    };
+    if let Some(q) = snaive.filter(|&q| n >= 2 * q) {
+        v.push(ModelSpec::SeasonalNaive { period: q });
     }
+    // Theta with θ = 1 (plain SES) is left out: on the seasonally adjusted
+    // series it forecasts almost exactly like θ = 2 and ETS(A,N,N), and
+    // every candidate costs a refit per validation origin.
     if n >= 10 {
         v.push(ModelSpec::Theta {
             period: p,
             theta: 2.0,
-        });
-        v.push(ModelSpec::Theta {
-            period: p,
-            theta: 1.0,
         });
         v.push(ModelSpec::Ets { period: p });
     }
@@ -118,6 +162,10 @@ pub struct CandidateScore {
     pub band_scores: Vec<f64>,
     /// Why the model was excluded, if it was.
     pub error: Option<String>,
+    /// Validation error relative to the band's baseline (ratio of mean
+    /// scaled errors; 1 = as good as the better of naive and seasonal naive).
+    #[serde(default, deserialize_with = "crate::backtest::nan_serde::vec")]
+    pub band_ratios: Vec<f64>,
 }
 
 /// The choice for one horizon band.
@@ -132,6 +180,22 @@ pub struct Band {
     /// Their validation score (mean absolute error scaled by in-sample seasonal naive).
     #[serde(deserialize_with = "crate::backtest::nan_serde::f64")]
     pub score: f64,
+    /// Index into [`Selection::specs`] of the band's baseline (naive or
+    /// seasonal naive, see the module docs; when the baseline is their mean,
+    /// seasonal naive), when one was available.
+    #[serde(default)]
+    pub baseline: Option<usize>,
+    /// `score` relative to the baseline's (NaN without a baseline).
+    #[serde(default = "nan", deserialize_with = "crate::backtest::nan_serde::f64")]
+    pub ratio: f64,
+    /// The evidence against the baseline in standard errors of the mean
+    /// per-origin log error ratio (0 when the baseline itself was kept).
+    #[serde(default, deserialize_with = "crate::backtest::nan_serde::f64")]
+    pub evidence: f64,
+}
+
+fn nan() -> f64 {
+    f64::NAN
 }
 
 /// Outcome of selection: what to fit, how to combine it, how wide the intervals are.
@@ -203,6 +267,84 @@ fn band_edges(h: usize) -> Vec<(usize, usize)> {
     v
 }
 
+/// Validation origins (numbers of training points, ascending) for a series of
+/// `n` points, validation horizon `h` and season `p`: `k` evenly spread over
+/// the last [`SPAN_SEASONS`] seasons (at least [`SPAN_HORIZONS`] horizons),
+/// never leaving less than a third of the series (and 2 points) to train on.
+pub fn validation_origins(n: usize, h: usize, p: usize, k: usize) -> Vec<usize> {
+    let h = h.max(1);
+    if n <= h {
+        return Vec::new();
+    }
+    let last = n - h;
+    let min_train = (n / 3).max(2).min(last);
+    let span = (SPAN_SEASONS * p.max(1)).max(SPAN_HORIZONS * h);
+    let first = last.saturating_sub(span).max(min_train);
+    let k = k.max(1);
+    if k == 1 || first >= last {
+        return vec![last];
+    }
+    let mut v: Vec<usize> = (0..k)
+        .map(|i| first + ((last - first) as f64 * i as f64 / (k - 1) as f64).round() as usize)
+        .collect();
+    v.dedup();
+    v
+}
+
+/// How a challenger compares with a baseline over validation origins.
+#[derive(Debug, Clone, Copy)]
+struct Evidence {
+    /// Ratio of mean scaled errors (challenger / baseline).
+    ratio: f64,
+    /// Mean per-origin log error ratio in standard errors below zero
+    /// (positive = challenger better).
+    t: f64,
+}
+
+impl Evidence {
+    fn of(x: &[f64], base: &[f64]) -> Evidence {
+        let k = x.len().min(base.len());
+        let sx: f64 = x[..k].iter().sum();
+        let sb: f64 = base[..k].iter().sum();
+        let ratio = if sb > 0.0 {
+            sx / sb
+        } else if sx > 0.0 {
+            f64::INFINITY
+        } else {
+            1.0
+        };
+        // A small floor keeps near-perfect origins from dominating the logs.
+        let eps = 1e-3 * sb / k.max(1) as f64 + 1e-12;
+        let d: Vec<f64> = (0..k)
+            .map(|o| ((x[o] + eps) / (base[o] + eps)).ln())
+            .collect();
+        let mean = d.iter().sum::<f64>() / k.max(1) as f64;
+        let t = if k >= 3 {
+            let var = d.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (k - 1) as f64;
+            let se = (var / k as f64).sqrt();
+            if se > 0.0 {
+                -mean / se
+            } else if mean < 0.0 {
+                f64::INFINITY
+            } else {
+                0.0
+            }
+        } else {
+            // Too few origins for a spread: the sign of the mean is all there is.
+            if mean < 0.0 { EVIDENCE_T } else { 0.0 }
+        };
+        // Finite (artifacts are JSON, which has no infinity).
+        Evidence {
+            ratio,
+            t: t.clamp(-1e6, 1e6),
+        }
+    }
+
+    fn convincing(&self) -> bool {
+        self.ratio.is_finite() && self.ratio <= 1.0 - MARGIN && self.t >= EVIDENCE_T
+    }
+}
+
 /// Select models for forecasting up to `horizon` steps after the end of `y`.
 pub fn select(
     y: &[f64],
@@ -218,27 +360,24 @@ pub fn select(
         });
     }
     check_finite(y)?;
+    // Candidates are fitted on at most `max_train` points: only offer what
+    // fits in that window (e.g. MSTL needs two weekly cycles).
+    let fit_len = if cfg.max_train > 0 {
+        n.min(cfg.max_train)
+    } else {
+        n
+    };
     let specs = cfg
         .candidates
         .clone()
-        .unwrap_or_else(|| default_candidates(seas, n));
+        .unwrap_or_else(|| default_candidates(seas, fit_len));
     let p = seas.season();
     let h_sel = horizon.max(1).min(p.max(12)).min((n / 3).max(1));
-    let stride = (h_sel / 2).max(3);
-    let min_train = (n / 3).max(2);
-    let mut origins = Vec::new();
-    for j in 0..cfg.origins.max(1) {
-        let Some(o) = (n - h_sel).checked_sub(j * stride) else {
-            break;
-        };
-        if o < min_train {
-            break;
-        }
-        origins.push(o);
-    }
+    let mut origins = validation_origins(n, h_sel, p, cfg.origins);
     if origins.is_empty() {
-        origins.push(n - h_sel);
+        origins.push(n.saturating_sub(h_sel).max(1));
     }
+    let k = origins.len();
     let scales: Vec<f64> = origins.iter().map(|&o| mase_scale(&y[..o], p)).collect();
 
     // errors[c][o][s] = actual - forecast.
@@ -246,18 +385,20 @@ pub fn select(
     let mut failures: Vec<Option<String>> = Vec::with_capacity(specs.len());
     let mut buf = Forecast::with_capacity(h_sel);
     for spec in &specs {
-        let mut per_origin = Vec::with_capacity(origins.len());
+        let mut per_origin = Vec::with_capacity(k);
         let mut failure = None;
         for &o in &origins {
             let res = spec
                 .fit(tail(&y[..o], cfg.max_train))
                 .and_then(|m| m.predict_into(h_sel, &mut buf));
             match res {
-                Ok(()) if buf.point.iter().all(|v| v.is_finite()) => per_origin.push(
-                    (0..h_sel)
-                        .map(|s| y[o + s] - buf.point[s])
-                        .collect::<Vec<f64>>(),
-                ),
+                Ok(()) if buf.point.len() >= h_sel && buf.point.iter().all(|v| v.is_finite()) => {
+                    per_origin.push(
+                        (0..h_sel)
+                            .map(|s| y[o + s] - buf.point[s])
+                            .collect::<Vec<f64>>(),
+                    )
+                }
                 Ok(()) => {
                     failure = Some(format!("non-finite forecast at origin {o}"));
                     break;
@@ -277,27 +418,6 @@ pub fn select(
     }
 
     let edges = band_edges(h_sel);
-    // Score of a combination (members' errors averaged) over steps [a, b].
-    let score = |members: &[usize], a: usize, b: usize| -> f64 {
-        let mut total = 0.0;
-        let mut count = 0usize;
-        for (oi, scale) in scales.iter().enumerate() {
-            for s in (a - 1)..b {
-                let e: f64 = members
-                    .iter()
-                    .map(|&c| errors[c].as_ref().map_or(f64::NAN, |x| x[oi][s]))
-                    .sum::<f64>()
-                    / members.len() as f64;
-                total += e.abs() / scale;
-                count += 1;
-            }
-        }
-        if count == 0 {
-            f64::NAN
-        } else {
-            total / count as f64
-        }
-    };
     // The one-step band is scored on steps 1..=3 (three times the errors for
     // the noisiest decision).
     let scored_range = |a: usize, b: usize| {
@@ -307,47 +427,190 @@ pub fn select(
             (a, b)
         }
     };
+    // Per-origin mean scaled absolute error of a combination (members'
+    // forecasts averaged) over steps [a, b]; None if a member failed.
+    let per_origin = |members: &[usize], a: usize, b: usize| -> Option<Vec<f64>> {
+        let errs: Vec<&Vec<Vec<f64>>> = members
+            .iter()
+            .map(|&c| errors.get(c).and_then(Option::as_ref))
+            .collect::<Option<Vec<_>>>()?;
+        Some(
+            scales
+                .iter()
+                .enumerate()
+                .map(|(oi, scale)| {
+                    let mut total = 0.0;
+                    for s in (a - 1)..b {
+                        let e = errs.iter().map(|x| x[oi][s]).sum::<f64>() / errs.len() as f64;
+                        total += e.abs();
+                    }
+                    total / (b + 1 - a) as f64 / scale
+                })
+                .collect(),
+        )
+    };
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
 
     let ok: Vec<usize> = (0..specs.len()).filter(|&c| errors[c].is_some()).collect();
+    let baseline_ids: Vec<usize> = ok
+        .iter()
+        .copied()
+        .filter(|&c| matches!(specs[c], ModelSpec::Naive | ModelSpec::SeasonalNaive { .. }))
+        .collect();
+    // Per band: per-origin scores of every candidate.
+    let band_origin_scores: Vec<Vec<Option<Vec<f64>>>> = edges
+        .iter()
+        .map(|&(a, b)| {
+            let (a, b) = scored_range(a, b);
+            (0..specs.len()).map(|c| per_origin(&[c], a, b)).collect()
+        })
+        .collect();
+    // The baseline of a band is a prior, not a race: naive for the first
+    // steps (and for every band when no season was detected), seasonal naive
+    // further ahead on seasonal series. The other one takes over only with
+    // convincing evidence (the same test as any challenger): a seasonal
+    // naive that won a few noisy origins at step 1 can be many times worse
+    // than naive on a series whose season is weak. Beyond step 12 on a
+    // seasonal series, when neither is convincingly better than the other,
+    // the baseline is their mean (it is never worse than the worse of the
+    // two, and usually close to the better).
+    let naive_id = baseline_ids
+        .iter()
+        .copied()
+        .find(|&c| specs[c] == ModelSpec::Naive);
+    let snaive_id = baseline_ids
+        .iter()
+        .copied()
+        .find(|&c| matches!(specs[c], ModelSpec::SeasonalNaive { .. }));
+    let seasonal = seas.primary().is_some_and(|q| q > 1);
+    let baselines: Vec<Option<Vec<usize>>> = band_origin_scores
+        .iter()
+        .zip(&edges)
+        .map(|(sc, &(a, _))| {
+            let long = seasonal && a > 12;
+            let (prior, other) = if long {
+                (snaive_id, naive_id)
+            } else {
+                (naive_id, snaive_id)
+            };
+            match (prior, other) {
+                (Some(pr), Some(ot)) => match (&sc[pr], &sc[ot]) {
+                    (Some(xp), Some(xo)) if Evidence::of(xo, xp).convincing() => Some(vec![ot]),
+                    (Some(xp), Some(xo)) if long && !Evidence::of(xp, xo).convincing() => {
+                        Some(vec![pr, ot])
+                    }
+                    (Some(_), _) => Some(vec![pr]),
+                    (None, _) => Some(vec![ot]),
+                },
+                (pr, ot) => pr.or(ot).map(|i| vec![i]),
+            }
+        })
+        .collect();
+    // Per band: per-origin scores of the baseline.
+    let base_scores: Vec<Option<Vec<f64>>> = baselines
+        .iter()
+        .zip(&edges)
+        .map(|(base, &(a, b))| {
+            let (a, b) = scored_range(a, b);
+            base.as_ref().and_then(|m| per_origin(m, a, b))
+        })
+        .collect();
+
     let mut scores = Vec::with_capacity(specs.len());
     for (c, spec) in specs.iter().enumerate() {
-        let band_scores = edges
+        let band_scores = band_origin_scores
             .iter()
-            .map(|&(a, b)| {
-                let (a, b) = scored_range(a, b);
-                if errors[c].is_some() {
-                    score(&[c], a, b)
-                } else {
-                    f64::NAN
-                }
+            .map(|sc| sc[c].as_deref().map_or(f64::NAN, mean))
+            .collect();
+        let band_ratios = band_origin_scores
+            .iter()
+            .zip(&base_scores)
+            .map(|(sc, bs)| match (&sc[c], bs) {
+                (Some(x), Some(bs)) => Evidence::of(x, bs).ratio,
+                _ => f64::NAN,
             })
             .collect();
         scores.push(CandidateScore {
             model: spec.name(),
             band_scores,
             error: failures[c].clone(),
+            band_ratios,
         });
     }
 
     let mut bands = Vec::with_capacity(edges.len());
     for (bi, &(a, b)) in edges.iter().enumerate() {
+        let (sa, sb) = scored_range(a, b);
         let mut ranked: Vec<usize> = ok.clone();
         ranked.sort_by(|&x, &z| scores[x].band_scores[bi].total_cmp(&scores[z].band_scores[bi]));
-        let (sa, sb) = scored_range(a, b);
-        let mut best: Option<(Vec<usize>, f64)> = None;
-        for k in 1..=cfg.ensemble.max(1).min(ranked.len()) {
-            let members: Vec<usize> = ranked[..k].to_vec();
-            let sc = score(&members, sa, sb);
-            if best.as_ref().is_none_or(|(_, b)| sc < *b) {
-                best = Some((members, sc));
-            }
+        // Combinations to consider: the top-k means, and (shrinkage) the
+        // best challenger averaged with the baseline.
+        let mut combos: Vec<Vec<usize>> = (1..=cfg.ensemble.max(1).min(ranked.len()))
+            .map(|kk| ranked[..kk].to_vec())
+            .collect();
+        let base = baselines[bi].as_ref();
+        let bs = base_scores[bi].as_ref();
+        if let Some(bm) = base
+            && cfg.ensemble >= 2
+            && let Some(&best) = ranked.iter().find(|c| !bm.contains(c))
+        {
+            let mut m = vec![best];
+            m.extend_from_slice(bm);
+            combos.push(m);
         }
-        if let Some((members, sc)) = best {
+        let same = |x: &[usize], y: &[usize]| {
+            let (mut x, mut y) = (x.to_vec(), y.to_vec());
+            x.sort_unstable();
+            y.sort_unstable();
+            x == y
+        };
+        let scored: Vec<(Vec<usize>, f64, Option<Evidence>)> = combos
+            .into_iter()
+            .filter_map(|m| {
+                let x = per_origin(&m, sa, sb)?;
+                let ev = bs.map(|bs| Evidence::of(&x, bs));
+                Some((m, mean(&x), ev))
+            })
+            .collect();
+        let choice = match (base, bs) {
+            (Some(bm), Some(bsc)) => {
+                // The best convincing challenger; ensembles must also beat
+                // the best convincing single model.
+                let best_single = scored
+                    .iter()
+                    .filter(|(m, _, ev)| m.len() == 1 && ev.is_some_and(|e| e.convincing()))
+                    .min_by(|x, z| x.1.total_cmp(&z.1))
+                    .map(|x| x.1);
+                scored
+                    .iter()
+                    .filter(|(m, sc, ev)| {
+                        !same(m, bm)
+                            && ev.is_some_and(|e| e.convincing())
+                            && (m.len() == 1 || best_single.is_none_or(|bs| *sc < bs))
+                    })
+                    .min_by(|x, z| x.1.total_cmp(&z.1))
+                    .map(|(m, sc, ev)| (m.clone(), *sc, ev.map_or(0.0, |e| e.t)))
+                    .or_else(|| Some((bm.clone(), mean(bsc), 0.0)))
+            }
+            // No baseline among the candidates (an explicit list): the
+            // lowest validation error.
+            _ => scored
+                .iter()
+                .min_by(|x, z| x.1.total_cmp(&z.1))
+                .map(|(m, sc, _)| (m.clone(), *sc, 0.0)),
+        };
+        if let Some((members, sc, t)) = choice {
+            let ratio = bs.map_or(f64::NAN, |bs| sc / mean(bs).max(1e-300));
+            // Reported figures are rounded (they round-trip through JSON exactly).
+            let round = |v: f64| (v * 1e4).round() / 1e4;
             bands.push(Band {
                 from: a,
                 to: b,
                 members,
                 score: sc,
+                baseline: base.and_then(|m| m.first().copied()),
+                ratio: round(ratio),
+                evidence: round(t),
             });
         }
     }
@@ -366,34 +629,49 @@ pub fn select(
             to: h_sel,
             members: vec![idx],
             score: f64::NAN,
+            baseline: None,
+            ratio: f64::NAN,
+            evidence: 0.0,
         });
     }
 
-    // Calibrate intervals on the chosen combination's raw errors per step.
-    let mut step_errors: Vec<Vec<f64>> = vec![Vec::with_capacity(origins.len()); h_sel];
-    for (s, errs) in step_errors.iter_mut().enumerate() {
+    // Calibrate intervals on the chosen combination's errors per step.
+    let mut step_errors: Vec<Vec<f64>> = vec![Vec::with_capacity(k); h_sel];
+    let mut step_scales: Vec<Vec<f64>> = vec![Vec::with_capacity(k); h_sel];
+    for (s, (errs, scs)) in step_errors.iter_mut().zip(&mut step_scales).enumerate() {
         let band = bands
             .iter()
             .find(|b| s + 1 >= b.from && s < b.to)
             .or(bands.last());
         let Some(band) = band else { continue };
-        for oi in 0..origins.len() {
+        for (oi, &scale) in scales.iter().enumerate() {
             let e = band
                 .members
                 .iter()
                 .filter_map(|&c| errors.get(c).and_then(|x| x.as_ref()).map(|x| x[oi][s]))
                 .collect::<Vec<f64>>();
-            if e.len() == band.members.len() {
+            if !e.is_empty() && e.len() == band.members.len() {
                 errs.push(e.iter().sum::<f64>() / e.len() as f64);
+                scs.push(scale);
             }
         }
     }
-    if step_errors.iter().all(Vec::is_empty) {
+    let mean_abs = y.iter().map(|v| v.abs()).sum::<f64>() / n as f64;
+    let floor = 1e-6 * (1.0 + mean_abs);
+    let calibration = if step_errors.iter().all(Vec::is_empty) {
         // Naive fallback without validation: in-sample one-step changes.
         step_errors[0] = y.windows(2).map(|w| w[1] - w[0]).collect();
-    }
-    let mean_abs = y.iter().map(|v| v.abs()).sum::<f64>() / n as f64;
-    let calibration = Calibration::from_errors(&step_errors, 1e-6 * (1.0 + mean_abs));
+        Calibration::from_errors(&step_errors, floor)
+    } else {
+        // Rows of equal length per step: errors scaled by their origin's scale.
+        let scaled_rows: Vec<Vec<f64>> = step_errors
+            .iter()
+            .zip(&step_scales)
+            .map(|(e, sc)| e.iter().zip(sc).map(|(e, sc)| e / sc).collect())
+            .collect();
+        let ones = vec![1.0; k];
+        Calibration::from_scaled_errors(&scaled_rows, &ones, mase_scale(y, p), floor)
+    };
 
     Ok(Selection {
         seasonality: seas.clone(),

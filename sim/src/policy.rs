@@ -7,8 +7,8 @@
 //! fixed algorithm). To add a policy, add a row to [`POLICIES`].
 
 use aya_policy::{
-    AlgorithmChoice, BackendWeight, Decision, DemandForecast, DemandForecaster, Explanation,
-    LbAlgorithm, Policy, ScalingSignal, TickInput, Time,
+    AlgorithmChoice, AlgorithmScorer, BackendWeight, Decision, DemandForecast, DemandForecaster,
+    Explanation, LbAlgorithm, Policy, PoolSnapshot, ScalingSignal, TickInput, Time,
 };
 
 use crate::scenario::{ForecasterSpec, PolicySpec, ScenarioError};
@@ -40,7 +40,9 @@ pub const POLICIES: &[(&str, PolicyFactory)] = &[
 ];
 
 /// Build a policy of `aya-policy` by name; its parameters (a TOML table)
-/// are handed over as JSON, and its errors name the offending key.
+/// are handed over as JSON, and its errors name the offending key. Aya with
+/// `score_algorithms = true` gets a [`SimScorer`] (seeded from the
+/// replication seed), so it can predict an algorithm switch before making it.
 fn make_engine_policy(
     spec: &PolicySpec,
     ctx: &PolicyContext,
@@ -49,6 +51,24 @@ fn make_engine_policy(
         Ok(serde_json::Value::Object(m)) => m,
         _ => return Err(param_err(ctx, "*", "parameters must be a table")),
     };
+    if spec.name == "aya"
+        && params
+            .get("score_algorithms")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false)
+    {
+        let invalid = |message: String| ScenarioError::Invalid {
+            path: ctx.path.clone(),
+            field: "policy.params".into(),
+            message,
+        };
+        let cfg: aya_policy::AyaConfig =
+            serde_json::from_value(serde_json::Value::Object(params.clone()))
+                .map_err(|e| invalid(format!("aya: {e}")))?;
+        let valid = cfg.validate().map_err(|e| invalid(format!("aya: {e}")))?;
+        let scorer = std::sync::Arc::new(SimScorer::new(ctx.seed));
+        return Ok(Box::new(aya_policy::AyaPolicy::with_scorer(valid, scorer)));
+    }
     aya_policy::by_name(&spec.name, &params, ctx.seed)
         .map(|p| -> Box<dyn Policy> { p })
         .map_err(|e| ScenarioError::Invalid {
@@ -169,6 +189,138 @@ impl Policy for StaticPolicy {
                 forecast: None,
                 rules: vec!["static: equal weights, fixed replicas, fixed algorithm".into()],
             },
+        }
+    }
+}
+
+/// Scores a candidate algorithm by simulating the engine's [`PoolSnapshot`]
+/// for its horizon: every backend a single FCFS server whose speed is its
+/// estimated capacity, Poisson arrivals at the snapshot's load, service times
+/// exponential (or constant when they are steady), the snapshot's weights
+/// published at t = 0, a 20 % warm-up. Deterministic: one fixed seed, the
+/// same for every candidate (common random numbers), so two candidates differ
+/// only by the algorithm. Backends with several workers are modelled as one
+/// faster server, which overstates queueing for every candidate alike: the
+/// ranking, not the absolute figure, is what the engine uses.
+#[derive(Debug, Clone)]
+pub struct SimScorer {
+    seed: u64,
+}
+
+/// Most requests one scoring run simulates (bounds its cost at high load).
+const SCORER_MAX_REQUESTS: f64 = 200_000.0;
+
+impl SimScorer {
+    /// A scorer drawing its arrivals and service times from `seed`.
+    pub fn new(seed: u64) -> SimScorer {
+        SimScorer { seed }
+    }
+
+    fn model(&self, algorithm: LbAlgorithm, pool: &PoolSnapshot) -> Option<crate::model::Model> {
+        use crate::dist::ServiceDist;
+        use crate::model::{BackendModel, Discipline, Dispatch, Model};
+        let caps: Vec<f64> = pool.backends.iter().map(|b| b.capacity_rps).collect();
+        if caps.is_empty()
+            || caps.iter().any(|c| !(c.is_finite() && *c > 0.0))
+            || !(pool.load_rps.is_finite() && pool.load_rps > 0.0)
+            || !(pool.horizon.is_finite() && pool.horizon > 0.0)
+        {
+            return None;
+        }
+        let mut sorted = caps.clone();
+        sorted.sort_by(f64::total_cmp);
+        let reference = sorted[sorted.len() / 2];
+        let mean = 1.0 / reference;
+        let horizon = pool
+            .horizon
+            .min(SCORER_MAX_REQUESTS / pool.load_rps)
+            .max(1.0);
+        let mut m = Model::textbook(
+            1,
+            0.5,
+            if pool.variable_service {
+                ServiceDist::Exponential { mean }
+            } else {
+                ServiceDist::Deterministic { mean }
+            },
+            Dispatch::Balancer(algorithm),
+            0,
+        );
+        m.arrivals = crate::workload::ArrivalSpec::Poisson {
+            rate: pool.load_rps,
+        };
+        m.max_requests = None;
+        m.warmup_requests = 0;
+        m.duration = Some(horizon);
+        m.warmup = 0.2 * horizon;
+        m.drain_limit = horizon;
+        m.backends = pool
+            .backends
+            .iter()
+            .map(|b| BackendModel {
+                name: b.backend.clone(),
+                speed: b.capacity_rps / reference,
+                concurrency: 1,
+                discipline: Discipline::Fcfs,
+                queue_limit: None,
+                drop_expired: false,
+            })
+            .collect();
+        m.control_interval = Some(horizon);
+        Some(m)
+    }
+}
+
+impl AlgorithmScorer for SimScorer {
+    fn score(&self, algorithm: LbAlgorithm, pool: &PoolSnapshot) -> Option<f64> {
+        let model = self.model(algorithm, pool)?;
+        let publish = FixedDecision {
+            weights: pool
+                .backends
+                .iter()
+                .map(|b| BackendWeight {
+                    backend: b.backend.clone(),
+                    weight: b.weight.max(1),
+                })
+                .collect(),
+            algorithm,
+        };
+        let control: crate::engine::BoxedLoop =
+            aya_policy::ControlLoop::new(Box::new(publish), None, 0);
+        let run = crate::engine::simulate(&model, self.seed, Some(control)).ok()?;
+        let p99 = run.metrics.p99;
+        (p99.is_finite() && run.metrics.completed > 0).then_some(p99)
+    }
+}
+
+/// Publishes the same weights and algorithm at every tick (the scorer's
+/// stand-in for the engine during a scoring run).
+#[derive(Debug, Clone)]
+struct FixedDecision {
+    weights: Vec<BackendWeight>,
+    algorithm: LbAlgorithm,
+}
+
+impl Policy for FixedDecision {
+    fn name(&self) -> &str {
+        "fixed"
+    }
+
+    fn decide(&mut self, input: &TickInput<'_>) -> Decision {
+        Decision {
+            at: input.now,
+            weights: self.weights.clone(),
+            ejected: Vec::new(),
+            scaling: ScalingSignal {
+                desired_replicas: input.replicas.current,
+                current_replicas: input.replicas.current,
+                rule: "fixed".into(),
+            },
+            algorithm: AlgorithmChoice {
+                algorithm: self.algorithm,
+                rule: "scoring".into(),
+            },
+            explanation: Explanation::default(),
         }
     }
 }
@@ -320,5 +472,74 @@ impl DemandForecaster for NaiveForecaster {
 
     fn step(&self) -> f64 {
         self.step
+    }
+}
+
+#[cfg(test)]
+mod scorer_tests {
+    use super::*;
+    use aya_policy::PoolBackend;
+
+    fn pool(variable_service: bool) -> PoolSnapshot {
+        // 1x / 2x / 4x capacities, weights from the tail split at 500 rps.
+        let caps = [100.0, 200.0, 400.0];
+        let weights = [1, 60, 240];
+        PoolSnapshot {
+            backends: caps
+                .iter()
+                .zip(weights)
+                .enumerate()
+                .map(|(i, (c, w))| PoolBackend {
+                    backend: format!("b{i}"),
+                    capacity_rps: *c,
+                    weight: w,
+                })
+                .collect(),
+            load_rps: 500.0,
+            horizon: 20.0,
+            variable_service,
+        }
+    }
+
+    #[test]
+    fn scorer_is_deterministic_and_prefers_least_request_for_variable_service() {
+        let s = SimScorer::new(7);
+        let p = pool(true);
+        let lr = s.score(LbAlgorithm::LeastRequest, &p).unwrap();
+        let wrr = s.score(LbAlgorithm::WeightedRoundRobin, &p).unwrap();
+        assert_eq!(Some(lr), s.score(LbAlgorithm::LeastRequest, &p));
+        // The slow server's queue makes the static split's tail far worse.
+        assert!(lr < wrr, "least request {lr} vs wrr {wrr}");
+        // Plain round robin ignores the weights: the 1x server is overloaded.
+        let rr = s.score(LbAlgorithm::RoundRobin, &p).unwrap();
+        assert!(rr > 2.0 * lr, "round robin {rr} vs least request {lr}");
+    }
+
+    #[test]
+    fn scorer_refuses_nonsense() {
+        let s = SimScorer::new(1);
+        let mut p = pool(false);
+        p.load_rps = f64::NAN;
+        assert_eq!(s.score(LbAlgorithm::LeastRequest, &p), None);
+        let mut p = pool(false);
+        p.backends.clear();
+        assert_eq!(s.score(LbAlgorithm::LeastRequest, &p), None);
+    }
+
+    #[test]
+    fn aya_with_score_algorithms_builds_with_a_scorer_and_checks_its_params() {
+        let ctx = PolicyContext {
+            seed: 1,
+            algorithm: None,
+            path: "x.toml".into(),
+        };
+        let mut spec = PolicySpec::named("aya");
+        spec.params
+            .insert("score_algorithms".into(), toml::Value::Boolean(true));
+        assert!(make_policy(&spec, &ctx).is_ok());
+        spec.params
+            .insert("score_min_gain".into(), toml::Value::Float(2.0));
+        let err = make_policy(&spec, &ctx).err().unwrap().to_string();
+        assert!(err.contains("score_min_gain"), "{err}");
     }
 }

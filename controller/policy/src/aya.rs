@@ -14,28 +14,41 @@
 //! 4. **Outlier ejection** on error rate or latency (p50, or in-flight/rate
 //!    by Little's law, which sees a stuck backend before any slow response
 //!    completes), within an Envoy-style ejection budget and time.
-//! 5. **Weights** that equalise predicted utilisation at the forecast load:
-//!    with `u_i = a_i + b_i·x_i` and `Σx_i = L`, the common utilisation is
-//!    `u = (L + Σ a_i/b_i) / Σ 1/b_i` and `x_i = (u - a_i)/b_i`. A
-//!    homogeneous pool gets equal weights (so least request stays unbiased).
-//!    Then smoothing, a bounded step and a floor ([`crate::weights`]).
-//! 6. **Scaling** from the upper forecast bound over the next
-//!    `boot_time + interval` seconds at the target utilisation; scale-in only
-//!    when forecast and observation both fit the smaller fleet with a
-//!    hysteresis margin, after a cool-down.
+//! 5. **Weights** for the forecast load `L` over backends of full capacity
+//!    `μ_i`: by default (`objective = tail`) every backend that gets traffic
+//!    keeps the same spare capacity `μ_i − x_i` ([`tail_split`]); or the
+//!    mean-latency square-root rule ([`latency_split`]); or equal predicted
+//!    utilisation (`u = (L + Σ a_i/b_i) / Σ 1/b_i`, `x_i = (u - a_i)/b_i`).
+//!    A share correction steers the traffic the data plane actually sends
+//!    towards the planned split. A homogeneous pool gets equal weights (so
+//!    least request stays unbiased). Then smoothing, a bounded step and a
+//!    floor ([`crate::weights`]).
+//! 6. **Scaling** from the largest of observed demand, the upper forecast
+//!    bound over the next `boot_time + interval` seconds and a significant
+//!    short-term demand trend projected a little beyond that, at the target
+//!    utilisation plus a headroom on scale-up; scale-in only when forecast
+//!    and observation both fit the smaller fleet with a hysteresis margin,
+//!    no rise is under way, after a cool-down, and never below what a
+//!    scale-up would order.
 //! 7. **Algorithm selection** (ring hash on affinity; peak-EWMA when latency
 //!    outliers exceed the ejection budget; least request when service times
 //!    vary; weighted round robin when capacities differ and service times are
 //!    steady; round robin otherwise), switched only after it wins
-//!    `algorithm_switch_ticks` ticks in a row.
+//!    `algorithm_switch_ticks` ticks in a row and, when enabled and the
+//!    driver provides a scorer ([`crate::scoring`]), only when the switch is
+//!    predicted to help.
 //!
 //! The engine is deterministic: it uses no randomness and iterates per-backend
 //! state in name order.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
-use crate::capacity::{CapacityEstimate, CapacityModel, median, positive};
+use crate::capacity::{
+    CapacityEstimate, CapacityModel, MIN_TREND_POINTS, median, positive, trend_fit,
+};
 use crate::config::{ValidAyaConfig, WeightObjective};
+use crate::scoring::{AlgorithmScorer, PoolBackend, PoolSnapshot};
 use crate::types::{
     AlgorithmChoice, BackendObservation, BackendWeight, Decision, DemandForecast, Explanation,
     LbAlgorithm, Policy, ScalingSignal, TickInput, Time,
@@ -56,6 +69,13 @@ const MIN_POOL_FOR_LATENCY_EJECTION: usize = 3;
 /// rate: when everyone fails, it is an outage, and ejecting does not help.
 const ERROR_OUTLIER_OVER_MEDIAN: f64 = 2.0;
 
+/// Shares below this (planned or observed) are too small to correct on:
+/// one window's count of a few requests is mostly noise.
+const MIN_SHARE_FOR_CORRECTION: f64 = 0.005;
+
+/// Bounds of the share-correction multiplier.
+const SHARE_CORRECTION_RANGE: (f64, f64) = (0.25, 4.0);
+
 /// Internal weights are rescaled when their mean leaves this band, so that
 /// integer rounding keeps its resolution over long runs.
 const WEIGHT_MEAN_BAND: (f64, f64) = (10.0, 10_000.0);
@@ -75,6 +95,8 @@ pub struct AyaPolicy {
     cfg: ValidAyaConfig,
     models: BTreeMap<String, CapacityModel>,
     weights: BTreeMap<String, f64>,
+    /// Per-backend multiplier that maps the planned split to weights.
+    share_correction: BTreeMap<String, f64>,
     ejections: BTreeMap<String, Ejection>,
     forecast_errors: VecDeque<f64>,
     pending_prediction: Option<(Time, f64)>,
@@ -83,6 +105,45 @@ pub struct AyaPolicy {
     algorithm: Option<LbAlgorithm>,
     algorithm_rule: String,
     candidate: Option<(LbAlgorithm, u32)>,
+    /// Observed demand per tick, for the short-term trend (oldest first).
+    demand_history: VecDeque<(Time, f64)>,
+    /// Predicts algorithms' p99 before a switch (see [`crate::scoring`]).
+    scorer: Option<ScorerHandle>,
+    /// Last scoring verdict, reused for `score_horizon` seconds.
+    score_verdict: Option<ScoreVerdict>,
+}
+
+/// The injected scorer, shared (it is stateless) so the engine stays `Clone`.
+#[derive(Clone)]
+struct ScorerHandle(Arc<dyn AlgorithmScorer>);
+
+impl std::fmt::Debug for ScorerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AlgorithmScorer")
+    }
+}
+
+/// Outcome of scoring `proposed` against `current` at `at`.
+#[derive(Debug, Clone, PartialEq)]
+struct ScoreVerdict {
+    current: LbAlgorithm,
+    proposed: LbAlgorithm,
+    at: Time,
+    /// Whether the proposal may go ahead.
+    switch: bool,
+    /// What was predicted, for the explanation.
+    note: String,
+}
+
+/// A significant short-term rise of demand, projected ahead.
+#[derive(Debug, Clone, Copy)]
+struct DemandTrend {
+    /// Requests per second gained per second.
+    slope: f64,
+    /// The line's value at the end of the projection horizon.
+    projected: f64,
+    /// That horizon, seconds from now.
+    horizon: f64,
 }
 
 /// What the forecast says for this tick, and whether it is trusted.
@@ -90,6 +151,8 @@ pub struct AyaPolicy {
 struct ForecastView {
     next: f64,
     peak_upper: f64,
+    /// Largest upper bound over the scale-in horizon.
+    peak_upper_in: f64,
     trusted: bool,
 }
 
@@ -101,6 +164,7 @@ impl AyaPolicy {
             cfg,
             models: BTreeMap::new(),
             weights: BTreeMap::new(),
+            share_correction: BTreeMap::new(),
             ejections: BTreeMap::new(),
             forecast_errors: VecDeque::new(),
             pending_prediction: None,
@@ -109,7 +173,174 @@ impl AyaPolicy {
             algorithm: None,
             algorithm_rule: String::new(),
             candidate: None,
+            demand_history: VecDeque::new(),
+            scorer: None,
+            score_verdict: None,
         }
+    }
+
+    /// An engine that asks `scorer` to predict the outcome of an algorithm
+    /// switch before making it (when `score_algorithms` is set).
+    pub fn with_scorer(cfg: ValidAyaConfig, scorer: Arc<dyn AlgorithmScorer>) -> Self {
+        AyaPolicy {
+            scorer: Some(ScorerHandle(scorer)),
+            ..AyaPolicy::new(cfg)
+        }
+    }
+
+    /// The pool as a scorer should model it: each active backend's full
+    /// capacity (from its CPU model) and the weight about to be published.
+    /// `None` unless every backend has an absolute capacity estimate.
+    fn snapshot(
+        &self,
+        input: &TickInput<'_>,
+        weights: &[BackendWeight],
+        load: f64,
+        variable_service: bool,
+    ) -> Option<PoolSnapshot> {
+        let mut backends = Vec::with_capacity(weights.len());
+        for w in weights {
+            let e = self.estimate(&w.backend, input.now, input.interval)?;
+            let line = e.cpu.filter(|_| e.absolute)?;
+            let mu = (1.0 - line.intercept) / line.slope;
+            if !positive(mu) {
+                return None;
+            }
+            backends.push(PoolBackend {
+                backend: w.backend.clone(),
+                capacity_rps: mu,
+                weight: w.weight,
+            });
+        }
+        (!backends.is_empty() && positive(load)).then(|| PoolSnapshot {
+            backends,
+            load_rps: load,
+            horizon: self.cfg.get().score_horizon,
+            variable_service,
+        })
+    }
+
+    /// Whether the proposed switch may go ahead, by prediction. `None` when
+    /// scoring is off or cannot be done (the rules decide alone).
+    fn scored_switch(
+        &mut self,
+        current: LbAlgorithm,
+        proposed: LbAlgorithm,
+        now: Time,
+        pool: Option<&PoolSnapshot>,
+        ex: &mut Explanation,
+    ) -> Option<bool> {
+        let c = self.cfg.get();
+        if !c.score_algorithms {
+            return None;
+        }
+        if let Some(v) = &self.score_verdict
+            && v.current == current
+            && v.proposed == proposed
+            && now - v.at < c.score_horizon
+        {
+            ex.rules
+                .push(format!("algorithm_scored (cached): {}", v.note));
+            return Some(v.switch);
+        }
+        let Some(scorer) = &self.scorer else {
+            ex.rules
+                .push("algorithm_scoring: no scorer in this driver, rules decide".into());
+            return None;
+        };
+        let Some(pool) = pool else {
+            ex.rules
+                .push("algorithm_scoring: no absolute capacity model yet, rules decide".into());
+            return None;
+        };
+        let (Some(cur), Some(new)) = (
+            scorer.0.score(current, pool).filter(|x| x.is_finite()),
+            scorer.0.score(proposed, pool).filter(|x| x.is_finite()),
+        ) else {
+            ex.rules
+                .push("algorithm_scoring: scorer could not tell, rules decide".into());
+            return None;
+        };
+        let switch = new < cur * (1.0 - c.score_min_gain);
+        let note = format!(
+            "predicted p99 {current} {:.1}ms vs {proposed} {:.1}ms over {:.0}s at {:.1}rps -> {}",
+            1e3 * cur,
+            1e3 * new,
+            pool.horizon,
+            pool.load_rps,
+            if switch { "switch" } else { "keep" }
+        );
+        ex.rules.push(format!("algorithm_scored: {note}"));
+        self.score_verdict = Some(ScoreVerdict {
+            current,
+            proposed,
+            at: now,
+            switch,
+            note,
+        });
+        Some(switch)
+    }
+
+    /// Record this tick's demand and fit the short-term trend over the last
+    /// `trend_window` seconds. `Some` only for a rise whose slope is at least
+    /// `trend_min_t` standard errors above zero (from four points on: three
+    /// points on a line give an infinite t statistic).
+    fn demand_trend(&mut self, input: &TickInput<'_>, ex: &mut Explanation) -> Option<DemandTrend> {
+        let c = self.cfg.get();
+        let window = c.trend_window;
+        if window <= 0.0 {
+            self.demand_history.clear();
+            return None;
+        }
+        if input.demand_rps.is_finite() && input.demand_rps >= 0.0 && input.now.is_finite() {
+            if self
+                .demand_history
+                .back()
+                .is_some_and(|(t, _)| *t >= input.now)
+            {
+                // Time went backwards or repeated: start over rather than fit nonsense.
+                self.demand_history.clear();
+            }
+            self.demand_history.push_back((input.now, input.demand_rps));
+        }
+        while self
+            .demand_history
+            .front()
+            .is_some_and(|(t, _)| input.now - t > window + 1e-9)
+        {
+            self.demand_history.pop_front();
+        }
+        if self.demand_history.len() < MIN_TREND_POINTS {
+            return None;
+        }
+        let ts: Vec<f64> = self
+            .demand_history
+            .iter()
+            .map(|(t, _)| t - input.now)
+            .collect();
+        let ds: Vec<f64> = self.demand_history.iter().map(|(_, d)| *d).collect();
+        let (line, t_stat) = trend_fit(&ts, &ds)?;
+        if !(line.slope > 0.0 && t_stat >= c.trend_min_t) {
+            return None;
+        }
+        let horizon = input.replicas.boot_time.max(0.0) + input.interval + c.trend_lookahead;
+        let projected = line.predict(horizon);
+        if !projected.is_finite() {
+            return None;
+        }
+        ex.rules.push(format!(
+            "demand_trend: rising {:.2} rps/s (t={:.1}) over {:.0}s -> {:.1} rps in {:.0}s",
+            line.slope,
+            t_stat.min(999.0),
+            window,
+            projected,
+            horizon
+        ));
+        Some(DemandTrend {
+            slope: line.slope,
+            projected,
+            horizon,
+        })
     }
 
     /// The configuration in use.
@@ -158,7 +389,11 @@ impl AyaPolicy {
             return None;
         };
         let horizon = input.replicas.boot_time.max(0.0) + input.interval + c.scale_lookahead;
-        let peak_upper = peak_upper(f, input.now, horizon).unwrap_or(next).max(next);
+        let peak_upper_up = peak_upper(f, input.now, horizon).unwrap_or(next).max(next);
+        let horizon_in = input.replicas.boot_time.max(0.0) + input.interval + c.scale_in_lookahead;
+        let peak_upper_in = peak_upper(f, input.now, horizon_in)
+            .unwrap_or(next)
+            .max(next);
         self.pending_prediction = Some((input.now + input.interval, next));
         let mape = self.recent_forecast_error();
         let trusted = mape.is_none_or(|e| e <= c.forecast_error_fallback);
@@ -168,7 +403,7 @@ impl AyaPolicy {
             f.step,
             next,
             horizon,
-            peak_upper,
+            peak_upper_up,
             f.level,
             mape.map_or("n/a".to_string(), |e| format!("{e:.3}")),
             trusted
@@ -182,7 +417,8 @@ impl AyaPolicy {
         }
         Some(ForecastView {
             next,
-            peak_upper,
+            peak_upper: peak_upper_up,
+            peak_upper_in,
             trusted,
         })
     }
@@ -401,17 +637,27 @@ impl AyaPolicy {
                     ));
                     let mut xs: Vec<f64> =
                         lines.iter().map(|(a, b)| ((u - a) / b).max(0.0)).collect();
-                    if c.objective == WeightObjective::Latency {
-                        let mus: Vec<f64> = lines
-                            .iter()
-                            .map(|(a, b)| ((1.0 - a) / b).max(0.0))
-                            .collect();
-                        if let Some(split) = latency_split(&mus, load) {
-                            ex.rules.push("weights_minimise_latency: square-root assignment over full capacities".into());
-                            xs = split;
+                    let mus: Vec<f64> = lines
+                        .iter()
+                        .map(|(a, b)| ((1.0 - a) / b).max(0.0))
+                        .collect();
+                    match c.objective {
+                        WeightObjective::Latency => {
+                            if let Some(split) = latency_split(&mus, load) {
+                                ex.rules.push("weights_minimise_latency: square-root assignment over full capacities".into());
+                                xs = split;
+                            }
                         }
+                        WeightObjective::Tail => {
+                            if let Some(split) = tail_split(&mus, load) {
+                                ex.rules.push("weights_minimise_tail: equal spare capacity over full capacities".into());
+                                xs = split;
+                            }
+                        }
+                        WeightObjective::Utilization => {}
                     }
                     if xs.iter().sum::<f64>() > 0.0 {
+                        let xs = self.correct_shares(active, xs, ex);
                         names
                             .iter()
                             .zip(xs)
@@ -459,6 +705,69 @@ impl AyaPolicy {
         (out, spread)
     }
 
+    /// Close the loop from planned split to observed traffic. A weighted
+    /// least-request data plane does not send traffic in proportion to the
+    /// weights: busy fast backends shed picks to idle slow ones. Each
+    /// backend's multiplier moves by `(planned share / observed share)^gain`
+    /// per tick (clamped to [1/4, 4]), so the traffic that arrives follows
+    /// the split the objective chose. `gain = 0` publishes the split as is.
+    fn correct_shares(
+        &mut self,
+        active: &[&BackendObservation],
+        xs: Vec<f64>,
+        ex: &mut Explanation,
+    ) -> Vec<f64> {
+        let gain = self.cfg.get().share_correction;
+        let present: Vec<&str> = active.iter().map(|b| b.backend.as_str()).collect();
+        self.share_correction
+            .retain(|k, _| present.contains(&k.as_str()));
+        if gain <= 0.0 || xs.len() != active.len() {
+            self.share_correction.clear();
+            return xs;
+        }
+        let sum_x: f64 = xs.iter().sum();
+        let sum_r: f64 = active
+            .iter()
+            .map(|b| b.request_rate)
+            .filter(|r| r.is_finite() && *r > 0.0)
+            .sum();
+        let mut out = Vec::with_capacity(xs.len());
+        for (b, x) in active.iter().zip(xs) {
+            let k = self
+                .share_correction
+                .entry(b.backend.clone())
+                .or_insert(1.0);
+            let planned = x / sum_x;
+            let observed = if b.request_rate.is_finite() && sum_r > 0.0 {
+                b.request_rate.max(0.0) / sum_r
+            } else {
+                0.0
+            };
+            if planned >= MIN_SHARE_FOR_CORRECTION && observed >= MIN_SHARE_FOR_CORRECTION {
+                let next = *k * (planned / observed).powf(gain);
+                if next.is_finite() {
+                    *k = next.clamp(SHARE_CORRECTION_RANGE.0, SHARE_CORRECTION_RANGE.1);
+                }
+            }
+            out.push(x * *k);
+        }
+        if self
+            .share_correction
+            .values()
+            .any(|k| (k - 1.0).abs() > 0.05)
+        {
+            ex.rules.push(format!(
+                "weights_share_correction: {}",
+                self.share_correction
+                    .iter()
+                    .map(|(n, k)| format!("{n}x{k:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ));
+        }
+        out
+    }
+
     fn per_replica_capacity(
         &self,
         input: &TickInput<'_>,
@@ -494,6 +803,7 @@ impl AyaPolicy {
         input: &TickInput<'_>,
         healthy: &[&BackendObservation],
         fc: Option<ForecastView>,
+        trend: Option<DemandTrend>,
         stale: bool,
         ex: &mut Explanation,
     ) -> ScalingSignal {
@@ -522,12 +832,34 @@ impl AyaPolicy {
             "replica_capacity={cap:.1}rps at target {:.2}",
             c.target_utilization
         ));
-        let up_target = need_obs.max(need_fc.unwrap_or(0));
+        let need_trend = trend.map(|t| need(t.projected, cap));
+        let base_need = need_obs
+            .max(need_fc.unwrap_or(0))
+            .max(need_trend.unwrap_or(0));
+        let up_target = if base_need > current {
+            // Order a little beyond the need: fewer, larger steps up a ramp.
+            let extra = (base_need as f64 * c.scale_up_headroom)
+                .ceil()
+                .min(u32::MAX as f64 / 4.0);
+            base_need.saturating_add(extra as u32)
+        } else {
+            base_need
+        };
         let since = |t: Option<Time>| t.map_or(f64::INFINITY, |t| input.now - t);
 
         let (desired, rule) = if up_target > current {
             if since(self.last_scale_up) < c.scale_up_cooldown {
                 (current, "hold_scale_up_cooldown".to_string())
+            } else if let Some(t) = trend
+                .filter(|_| need_trend.is_some_and(|n| n >= need_obs && n >= need_fc.unwrap_or(0)))
+            {
+                (
+                    up_target,
+                    format!(
+                        "scale_up_trend: demand rising {:.2} rps/s, {:.1}rps in {:.0}s needs {up_target}",
+                        t.slope, t.projected, t.horizon
+                    ),
+                )
             } else if need_fc.is_some_and(|n| n >= need_obs) {
                 (
                     up_target,
@@ -548,16 +880,21 @@ impl AyaPolicy {
             }
         } else {
             let shrunk = cap * (1.0 - c.scale_in_hysteresis);
-            let fits_obs = need(demand, shrunk);
+            // A significant rise blocks scale-in: capacity removed now would
+            // be missing a boot time later.
+            let fits_obs = need(demand, shrunk).max(trend.map_or(0, |t| need(t.projected, shrunk)));
             let fits = match (fc, trusted) {
-                (Some(_), Some(f)) => Some(fits_obs.max(need(f.peak_upper, shrunk))),
+                (Some(_), Some(f)) => Some(fits_obs.max(need(f.peak_upper_in, shrunk))),
                 // A forecast exists but is not trusted: no scale-in on it,
                 // and none on observation alone either while it disagrees.
                 (Some(_), None) => None,
                 (None, _) => Some(fits_obs),
             };
             match fits {
-                Some(n) if n < current => {
+                // Never below what the scale-up rule asks for right now
+                // (its look-ahead is longer): no scale-in undone next tick.
+                Some(n) if n.max(base_need) < current => {
+                    let n = n.max(base_need);
                     if since(self.last_scale_action) < c.scale_in_cooldown {
                         (current, "hold_scale_in_cooldown".to_string())
                     } else {
@@ -596,7 +933,9 @@ impl AyaPolicy {
 
     fn choose_algorithm(
         &mut self,
+        input: &TickInput<'_>,
         active: &[&BackendObservation],
+        published: (&[BackendWeight], f64),
         spread: Option<f64>,
         outliers_left: bool,
         ex: &mut Explanation,
@@ -662,7 +1001,23 @@ impl AyaPolicy {
                 };
                 // Outliers and affinity act at once; the rest need persistence.
                 let urgent = matches!(want, LbAlgorithm::PeakEwma | LbAlgorithm::RingHash);
-                if urgent || n >= c.algorithm_switch_ticks {
+                // A rule wants a switch: when a scorer can predict it, the
+                // proposal must also win by prediction (not for urgent ones).
+                let vetoed = !urgent && {
+                    let variable = variability.is_some_and(|v| v > c.variable_service_ratio);
+                    let pool = if c.score_algorithms && self.scorer.is_some() {
+                        self.snapshot(input, published.0, published.1, variable)
+                    } else {
+                        None
+                    };
+                    self.scored_switch(cur, want, input.now, pool.as_ref(), ex) == Some(false)
+                };
+                if vetoed {
+                    self.candidate = None;
+                    ex.rules.push(format!(
+                        "algorithm: keep {cur}; {want} proposed ({why}) but not predicted better"
+                    ));
+                } else if urgent || n >= c.algorithm_switch_ticks {
                     self.algorithm = Some(want);
                     self.algorithm_rule = format!("{why} -> {want} (switched from {cur})");
                     self.candidate = None;
@@ -692,7 +1047,7 @@ const LATENCY_SPLIT_MIN_SLACK: f64 = 0.05;
 /// Latency-optimal static split of `load` over servers of capacities `mus`
 /// (M/M/1 each): `x_i = μ_i − √μ_i · (Σμ − L)/Σ√μ` over the servers that get
 /// a positive share (the rest get none). `None` when the pool cannot carry
-/// the load with [`LATENCY_SPLIT_MIN_SLACK`] to spare.
+/// the load with 5 % to spare (`LATENCY_SPLIT_MIN_SLACK`).
 pub fn latency_split(mus: &[f64], load: f64) -> Option<Vec<f64>> {
     let total: f64 = mus.iter().sum();
     if !positive(load) || !positive(total) || load > total * (1.0 - LATENCY_SPLIT_MIN_SLACK) {
@@ -719,6 +1074,54 @@ pub fn latency_split(mus: &[f64], load: f64) -> Option<Vec<f64>> {
             .map(|(m, u)| if *u { m - m.sqrt() * k } else { 0.0 })
             .collect();
         if let Some(i) = xs.iter().zip(&used).position(|(x, u)| *u && *x < 0.0) {
+            used[i] = false;
+            continue;
+        }
+        return Some(xs);
+    }
+    None
+}
+
+/// Tail-optimal static split of `load` over servers of capacities `mus`
+/// (M/M/1 each): every server that gets traffic keeps the same spare
+/// capacity, `x_i = μ_i − c` with `c = (Σμ − L)/n` over the servers used
+/// (water-filling: a server whose share would be negative gets none and `c`
+/// is recomputed). The sojourn time at server i is exponential with rate
+/// `μ_i − x_i = c`, so every used server has the same tail, the largest
+/// common decay rate possible. `None` when the pool cannot carry the load
+/// with 5 % to spare (`LATENCY_SPLIT_MIN_SLACK`).
+pub fn tail_split(mus: &[f64], load: f64) -> Option<Vec<f64>> {
+    let total: f64 = mus.iter().sum();
+    if !positive(load) || !positive(total) || load > total * (1.0 - LATENCY_SPLIT_MIN_SLACK) {
+        return None;
+    }
+    let mut used: Vec<bool> = mus.iter().map(|m| *m > 0.0).collect();
+    for _ in 0..mus.len() {
+        let n = used.iter().filter(|u| **u).count();
+        if n == 0 {
+            return None;
+        }
+        let s_mu: f64 = mus
+            .iter()
+            .zip(&used)
+            .filter(|(_, u)| **u)
+            .map(|(m, _)| m)
+            .sum();
+        let spare = (s_mu - load) / n as f64;
+        let xs: Vec<f64> = mus
+            .iter()
+            .zip(&used)
+            .map(|(m, u)| if *u { m - spare } else { 0.0 })
+            .collect();
+        // Drop the slowest server with a negative share and redistribute.
+        if let Some(i) = xs
+            .iter()
+            .zip(&used)
+            .enumerate()
+            .filter(|(_, (x, u))| **u && **x < 0.0)
+            .min_by(|a, b| mus[a.0].total_cmp(&mus[b.0]))
+            .map(|(i, _)| i)
+        {
             used[i] = false;
             continue;
         }
@@ -861,9 +1264,17 @@ impl Policy for AyaPolicy {
             active = input.backends.iter().collect();
         }
         let (weights, spread) = self.compute_weights(&input, &active, load, stale, &mut ex);
-        let scaling = self.scale(&input, &healthy, fc, stale, &mut ex);
+        let trend = self.demand_trend(&input, &mut ex);
+        let scaling = self.scale(&input, &healthy, fc, trend, stale, &mut ex);
         ex.rules.push(format!("scaling: {}", scaling.rule));
-        let algorithm = self.choose_algorithm(&active, spread, outliers_left, &mut ex);
+        let algorithm = self.choose_algorithm(
+            &input,
+            &active,
+            (&weights, load),
+            spread,
+            outliers_left,
+            &mut ex,
+        );
         Decision {
             at: input.now,
             weights,

@@ -228,9 +228,15 @@ impl CapacityModel {
                 / rates.len() as f64)
                 .sqrt()
                 / mean_rate.max(1e-12);
-            let base = if rate_cv >= MIN_RATE_CV_FOR_REGRESSION {
+            let base = if rate_cv >= MIN_RATE_CV_FOR_REGRESSION
+                && rates.len() >= MIN_POINTS_FOR_REGRESSION
+            {
                 fit_line(&rates, &cpus)
-                    .filter(|f| f.slope > 0.0 && f.intercept >= 0.0 && f.intercept < 0.5 * target)
+                    .filter(|f| {
+                        f.slope >= MIN_SLOPE_OVER_POOLED_COST * window_cost
+                            && f.intercept >= 0.0
+                            && f.intercept < 0.5 * target
+                    })
                     .unwrap_or(through_origin)
             } else {
                 through_origin
@@ -266,7 +272,7 @@ impl CapacityModel {
 }
 
 /// Fewest points for a cost trend.
-const MIN_TREND_POINTS: usize = 4;
+pub(crate) const MIN_TREND_POINTS: usize = 4;
 
 /// A cost trend counts only when its slope is this many standard errors
 /// above zero (about the 1 % one-sided level for a handful of points):
@@ -279,8 +285,19 @@ const TREND_MIN_T: f64 = 3.0;
 /// and the pooled cost (a line through the origin) is the better estimate.
 const MIN_RATE_CV_FOR_REGRESSION: f64 = 0.10;
 
+/// The load → CPU regression needs at least this many windows: with fewer,
+/// a few noisy points can put most of the CPU into the intercept and make a
+/// backend look several times larger than it is.
+const MIN_POINTS_FOR_REGRESSION: usize = 10;
+
+/// A fitted CPU slope below this fraction of the pooled cost per request
+/// means the intercept (idle CPU) explains more than half of the CPU at the
+/// observed load: for a serving process that is noise, not overhead, and the
+/// pooled cost (a line through the origin) is used instead.
+const MIN_SLOPE_OVER_POOLED_COST: f64 = 0.5;
+
 /// Least-squares line with the t statistic of its slope.
-fn trend_fit(xs: &[f64], ys: &[f64]) -> Option<(LineFit, f64)> {
+pub(crate) fn trend_fit(xs: &[f64], ys: &[f64]) -> Option<(LineFit, f64)> {
     let f = fit_line(xs, ys)?;
     let n = xs.len();
     if n < 3 {
@@ -364,6 +381,44 @@ mod tests {
     fn capacity_from_cpu_regression() {
         let mut m = CapacityModel::new(20);
         // cpu = 0.05 + 0.005·rate → capacity at 0.7 = 130 rps.
+        let rates = [40.0, 60.0, 80.0, 100.0, 50.0, 90.0];
+        for i in 0..12 {
+            let rate = rates[i % rates.len()];
+            m.observe(&obs(i as f64, rate, Some(0.05 + 0.005 * rate), 0.01));
+        }
+        let e = m.estimate(0.7, 12.0, 3.0, 3, 4, 0.1).unwrap();
+        assert!(e.absolute);
+        let line = e.cpu.unwrap();
+        assert!((line.intercept - 0.05).abs() < 1e-6, "{e:?}");
+        // The slope carries the recent-cost factor (the last windows' mix of
+        // rates): within a few per cent of the true 0.005.
+        assert!((line.slope / e.cost_factor - 0.005).abs() < 1e-9, "{e:?}");
+        assert!((e.capacity_rps - 130.0).abs() < 5.0, "{e:?}");
+    }
+
+    #[test]
+    fn a_regression_that_puts_most_cpu_in_the_intercept_is_not_trusted() {
+        // Twelve windows whose CPU hardly moves with the rate: the fit would
+        // say "idle CPU 0.3, 0.0005 per request" and a capacity of 800 rps.
+        // The pooled cost (a line through the origin) is used instead.
+        let mut m = CapacityModel::new(20);
+        let rates = [40.0, 60.0, 80.0, 100.0, 50.0, 90.0];
+        for i in 0..12 {
+            let rate = rates[i % rates.len()];
+            m.observe(&obs(i as f64, rate, Some(0.3 + 0.0005 * rate), 0.01));
+        }
+        let e = m.estimate(0.7, 12.0, 3.0, 3, 4, 0.1).unwrap();
+        let line = e.cpu.unwrap();
+        assert_eq!(line.intercept, 0.0, "{e:?}");
+        // Pooled cost: (0.3 + 0.0005·70)/70 per request at the mean rate 70.
+        let pooled = (0.3 + 0.0005 * 70.0) / 70.0;
+        assert!((line.slope / e.cost_factor - pooled).abs() < 1e-9, "{e:?}");
+        assert!(e.capacity_rps < 200.0, "{e:?}");
+    }
+
+    #[test]
+    fn few_windows_use_the_pooled_cost() {
+        let mut m = CapacityModel::new(20);
         for (i, rate) in [40.0, 60.0, 80.0, 100.0, 50.0, 90.0]
             .into_iter()
             .enumerate()
@@ -371,8 +426,7 @@ mod tests {
             m.observe(&obs(i as f64, rate, Some(0.05 + 0.005 * rate), 0.01));
         }
         let e = m.estimate(0.7, 6.0, 3.0, 3, 4, 0.1).unwrap();
-        assert!(e.absolute);
-        assert!((e.capacity_rps - 130.0).abs() < 15.0, "{e:?}");
+        assert_eq!(e.cpu.unwrap().intercept, 0.0, "{e:?}");
     }
 
     #[test]

@@ -27,10 +27,16 @@ pub struct ConfigError {
 pub enum WeightObjective {
     /// Minimise predicted mean latency (M/M/1 per backend: the square-root
     /// assignment of Bell and Stidham), which keeps slow backends lightly loaded.
-    #[default]
     Latency,
     /// Equalise predicted utilisation at the forecast load.
     Utilization,
+    /// Minimise extreme latency quantiles (p99.9): equalise each backend's
+    /// predicted spare capacity `μ_i − x_i`. With M/M/1 backends the sojourn
+    /// time of backend i is exponential with rate `μ_i − x_i`, so the tail of
+    /// the mixture is ruled by the smallest spare capacity; making them all
+    /// equal maximises it. Slow backends get a small share (or none).
+    #[default]
+    Tail,
 }
 
 /// Tunables of [`crate::AyaPolicy`]. Defaults are the values the league table
@@ -41,8 +47,14 @@ pub struct AyaConfig {
     /// Utilisation (CPU busy fraction) a replica should run at. 0.7 leaves the
     /// headroom that keeps M/M/c-like queues short (waiting grows as 1/(1-ρ)).
     pub target_utilization: f64,
-    /// What weights optimise when capacities differ (`latency` or `utilization`).
+    /// What weights optimise when capacities differ (`tail`, `latency` or `utilization`).
     pub objective: WeightObjective,
+    /// Gain of the share correction (0 disables it): each tick a backend's
+    /// weight multiplier moves by `(planned share / observed share)^gain`, so
+    /// that the traffic a weighted least-request data plane actually sends
+    /// follows the split the objective chose (it does not send in proportion
+    /// to weights: busy fast backends shed picks to idle slow ones).
+    pub share_correction: f64,
     /// Smoothing of weights: new = α·target + (1-α)·previous. 0.5 halves the
     /// distance each tick: fast enough to follow a degrading backend in a few
     /// ticks, slow enough not to chase one noisy window.
@@ -87,9 +99,10 @@ pub struct AyaConfig {
     /// Relative hysteresis band for scaling in: the smaller fleet must stay
     /// below `target × (1 - this)` by both forecast and observation.
     pub scale_in_hysteresis: f64,
-    /// Seconds after any scaling action before a scale-in may happen (300 s,
-    /// as Kubernetes' scale-down stabilisation window: capacity removed too
-    /// early comes back only a boot time later).
+    /// Seconds after any scaling action before a scale-in may happen (240 s,
+    /// a little under Kubernetes' 300 s scale-down stabilisation window:
+    /// capacity removed too early comes back only a boot time later, but a
+    /// fleet held at its peak size long after the peak is pure cost).
     pub scale_in_cooldown: f64,
     /// Seconds after a scale-up before another scale-up (60 s: the replicas
     /// ordered last time must show up in `current` before more are ordered;
@@ -98,11 +111,40 @@ pub struct AyaConfig {
     /// Most replicas removed in one scale-in (10: one action to the size both
     /// forecast and observation agree on, rather than many small ones).
     pub max_scale_in_step: u32,
-    /// Seconds beyond `boot_time + interval` that the scaling rule looks at
-    /// in the forecast. Covering a little more than one boot lets one
-    /// scale-up buy the whole ramp instead of one replica per tick, and
-    /// keeps a scale-in from being undone a boot later (fewer actions).
+    /// Seconds beyond `boot_time + interval` that the scale-up rule looks at
+    /// in the forecast's upper bound (default 0: exactly the issue's "upper
+    /// quantile over the next boot time plus control interval"). A longer
+    /// look buys more of a ramp per action but holds capacity for a peak
+    /// that a random-walk interval merely allows; `scale_up_headroom` and
+    /// the demand trend make the steps large enough instead.
     pub scale_lookahead: f64,
+    /// Extra capacity ordered on a scale-up, as a fraction of the replicas
+    /// needed (rounded up). A ramp then takes a few larger steps instead of
+    /// one replica per cool-down: fewer scaling actions, and each order
+    /// stays ahead of the ramp a little longer.
+    pub scale_up_headroom: f64,
+    /// Seconds beyond `boot_time + interval` that the scale-in rule checks
+    /// the forecast's upper bound over. Shorter than `scale_lookahead`:
+    /// a replica removed now can be back one boot time later, so a scale-in
+    /// only has to be safe for that long; a longer look keeps the fleet
+    /// sized for the whole past peak while demand falls.
+    pub scale_in_lookahead: f64,
+    /// Seconds of observed demand the short-term trend is fitted over
+    /// (0 disables it). A forecaster fitted on minutes of history, or a
+    /// random walk, sees a ramp only after it happened; a least-squares line
+    /// over the last few ticks sees it while it happens. When its slope is
+    /// significantly positive (`trend_min_t` standard errors), the line
+    /// projected over `boot_time + interval + trend_lookahead` also sizes
+    /// scale-ups, and blocks scale-ins.
+    pub trend_window: f64,
+    /// t statistic the demand slope needs before the trend acts (2 ≈ the
+    /// 5 % one-sided level for a handful of points): Poisson noise alone
+    /// must not order replicas.
+    pub trend_min_t: f64,
+    /// Seconds beyond `boot_time + interval` that the demand trend is
+    /// projected. Ordering for a little more than one boot makes one
+    /// scale-up cover more of a ramp (fewer, larger actions).
+    pub trend_lookahead: f64,
     /// Requests pinned to backends by key: choose ring hash.
     pub affinity: bool,
     /// Ratio of largest to smallest estimated capacity above which the pool is
@@ -111,6 +153,18 @@ pub struct AyaConfig {
     /// p99/p50 latency ratio above which service times count as variable
     /// (exponential service gives ≈6.6, deterministic ≈1).
     pub variable_service_ratio: f64,
+    /// Ask the driver's [`crate::AlgorithmScorer`] (when it has one) to
+    /// predict the current and the proposed algorithm's p99 before a rule
+    /// switches algorithms, and switch only when the proposal wins by
+    /// `score_min_gain`. Off by default: it costs a short simulation per
+    /// proposed switch, and the service has no scorer.
+    pub score_algorithms: bool,
+    /// Relative p99 improvement a proposed algorithm must be predicted to
+    /// bring before it replaces the current one (0.1 = 10 %).
+    pub score_min_gain: f64,
+    /// Seconds of traffic each scoring simulates; also how long a verdict
+    /// is reused for the same (current, proposed) pair.
+    pub score_horizon: f64,
     /// Consecutive ticks a new algorithm must win before it is published
     /// (avoids flapping data planes between lb policies).
     pub algorithm_switch_ticks: u32,
@@ -120,7 +174,8 @@ impl Default for AyaConfig {
     fn default() -> Self {
         AyaConfig {
             target_utilization: 0.7,
-            objective: WeightObjective::Latency,
+            objective: WeightObjective::Tail,
+            share_correction: 0.25,
             weight_smoothing: 0.5,
             max_weight_step: 1.0,
             capacity_window: 60,
@@ -136,14 +191,22 @@ impl Default for AyaConfig {
             forecast_error_fallback: 0.35,
             forecast_error_window: 10,
             scale_in_hysteresis: 0.10,
-            scale_in_cooldown: 300.0,
+            scale_in_cooldown: 240.0,
             scale_up_cooldown: 60.0,
             max_scale_in_step: 10,
-            scale_lookahead: 180.0,
+            scale_lookahead: 0.0,
+            scale_up_headroom: 0.1,
+            scale_in_lookahead: 0.0,
+            trend_window: 60.0,
+            trend_min_t: 2.0,
+            trend_lookahead: 90.0,
             affinity: false,
             capacity_spread: 1.3,
             variable_service_ratio: 2.0,
             algorithm_switch_ticks: 3,
+            score_algorithms: false,
+            score_min_gain: 0.1,
+            score_horizon: 60.0,
         }
     }
 }
@@ -203,6 +266,12 @@ impl AyaConfig {
             "weight_smoothing",
             c.weight_smoothing,
             "must be in (0, 1]",
+        )?;
+        check(
+            non_negative(c.share_correction) && c.share_correction <= 1.0,
+            "share_correction",
+            c.share_correction,
+            "must be in [0, 1]",
         )?;
         check(
             positive(c.max_weight_step),
@@ -323,6 +392,48 @@ impl AyaConfig {
             "variable_service_ratio",
             c.variable_service_ratio,
             "must be >= 1",
+        )?;
+        check(
+            non_negative(c.scale_up_headroom) && c.scale_up_headroom <= 1.0,
+            "scale_up_headroom",
+            c.scale_up_headroom,
+            "must be in [0, 1]",
+        )?;
+        check(
+            non_negative(c.scale_in_lookahead),
+            "scale_in_lookahead",
+            c.scale_in_lookahead,
+            "must be >= 0",
+        )?;
+        check(
+            non_negative(c.trend_window),
+            "trend_window",
+            c.trend_window,
+            "must be >= 0",
+        )?;
+        check(
+            non_negative(c.trend_min_t),
+            "trend_min_t",
+            c.trend_min_t,
+            "must be >= 0",
+        )?;
+        check(
+            non_negative(c.trend_lookahead),
+            "trend_lookahead",
+            c.trend_lookahead,
+            "must be >= 0",
+        )?;
+        check(
+            non_negative(c.score_min_gain) && c.score_min_gain < 1.0,
+            "score_min_gain",
+            c.score_min_gain,
+            "must be in [0, 1)",
+        )?;
+        check(
+            positive(c.score_horizon),
+            "score_horizon",
+            c.score_horizon,
+            "must be > 0",
         )?;
         check(
             c.algorithm_switch_ticks >= 1,

@@ -19,6 +19,7 @@ pub mod capacity;
 pub mod config;
 pub mod control;
 pub mod registry;
+pub mod scoring;
 pub mod types;
 pub mod weights;
 
@@ -27,5 +28,6 @@ pub use baselines::{A58Config, A58Policy, HpaConfig, HpaPolicy, StaticPolicy};
 pub use config::{AyaConfig, ConfigError, ValidAyaConfig, WeightObjective};
 pub use control::ControlLoop;
 pub use registry::{BoxedPolicy, POLICIES, PolicyError, by_name};
+pub use scoring::{AlgorithmScorer, PoolBackend, PoolSnapshot};
 
 pub use types::*;

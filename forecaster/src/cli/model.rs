@@ -116,6 +116,26 @@ pub fn run_train(args: &TrainArgs) -> CliResult {
         p.seas.periods,
         artifact.chosen
     );
+    let sel = model.selection();
+    for band in &sel.bands {
+        let names = |ids: &[usize]| {
+            ids.iter()
+                .filter_map(|&i| sel.specs.get(i).map(|s| s.name()))
+                .collect::<Vec<_>>()
+                .join("+")
+        };
+        let baseline = band.baseline.map_or("-".to_string(), |b| names(&[b]));
+        let _ = writeln!(
+            msg,
+            "  steps {}-{}: {} (validation error {:.3} x baseline {}, evidence {:.1} s.e.)",
+            band.from,
+            band.to,
+            names(&band.members),
+            band.ratio,
+            baseline,
+            band.evidence
+        );
+    }
     if let Some(scores) = &artifact.backtest {
         for sc in scores {
             let _ = writeln!(

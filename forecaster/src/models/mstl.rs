@@ -1,8 +1,8 @@
 //! MSTL (multiple seasonal-trend decomposition by Loess, Bandara et al. 2021)
-//! from augurs, with an AutoETS model for the deseasonalised trend: handles
-//! several seasons at once (e.g. daily and weekly request patterns).
+//! from augurs, with the bounded ETS search of [`super::ets`] for the
+//! deseasonalised trend: handles several seasons at once (e.g. daily and
+//! weekly request patterns).
 
-use augurs::ets::AutoETS;
 use augurs::mstl::{FittedMSTLModel, MSTLModel};
 use augurs::{Fit as _, Predict as _};
 use serde_json::json;
@@ -48,13 +48,14 @@ impl Fit for Mstl {
             let needed = 2 * self.periods.iter().copied().max().unwrap_or(2) + 1;
             return Err(too_short("mstl_ets", needed, y.len()));
         }
-        // Decompose at most four cycles of the longest season (at least
-        // 1,500 points): bounds the cost of the ETS trend fit.
+        // Decompose at most two cycles of the longest season (at least
+        // 1,500 points): the decomposition's cost is linear in the length.
         let longest = periods.iter().copied().max().unwrap_or(1);
-        let keep = (4 * longest + 1).max(1500);
+        let keep = (2 * longest + 1).max(1500);
         let y = &y[y.len().saturating_sub(keep)..];
-        let trend = AutoETS::new(1, "AZN").map_err(err)?.into_trend_model();
-        let model = MSTLModel::new(periods.clone(), trend).fit(y).map_err(err)?;
+        let model = MSTLModel::new(periods.clone(), super::ets::EtsTrend)
+            .fit(y)
+            .map_err(err)?;
         Ok(FittedMstl { periods, model })
     }
 }
@@ -67,6 +68,6 @@ impl Predict for FittedMstl {
         Ok(())
     }
     fn params(&self) -> serde_json::Value {
-        json!({ "periods": self.periods, "trend": "AutoETS(A,Z,N)" })
+        json!({ "periods": self.periods, "trend": "ETS(A,N,N) or ETS(A,Ad,N) by AICc" })
     }
 }

@@ -123,6 +123,8 @@ fn degrading_backend_loses_weight_before_it_saturates() {
 fn unequal_capacities_get_weights_that_equalise_utilisation() {
     let cfg = AyaConfig {
         objective: crate::config::WeightObjective::Utilization,
+        // The observed rates below are fixed; this test checks the split itself.
+        share_correction: 0.0,
         ..AyaConfig::default()
     };
     let mut p = AyaPolicy::new(cfg.validate().unwrap());
@@ -175,8 +177,8 @@ fn scale_up_happens_one_boot_time_ahead_of_a_forecast_ramp() {
     // tick whose look-ahead window reaches it).
     let lead = 60.0 + 10.0 + AyaConfig::default().scale_lookahead;
     assert_eq!(t, ramp_at - (lead / 10.0).floor() * 10.0, "scaled at {t}");
-    // 800 × 1.1 upper / 140 = 6.3 → 7.
-    assert_eq!(n, 7);
+    // 800 × 1.1 upper / 140 = 6.3 → 7, plus scale_up_headroom: ceil(0.1 × 7) = 1.
+    assert_eq!(n, 8);
     assert!(rule.starts_with("scale_up_forecast"), "{rule}");
 }
 
@@ -562,7 +564,12 @@ fn forecast_interpolation() {
 
 #[test]
 fn latency_objective_loads_fast_backends_more_than_proportionally() {
-    let mut p = engine();
+    let cfg = AyaConfig {
+        objective: crate::config::WeightObjective::Latency,
+        share_correction: 0.0,
+        ..AyaConfig::default()
+    };
+    let mut p = AyaPolicy::new(cfg.validate().unwrap());
     let mut dec = None;
     for k in 0..20 {
         let t = k as f64 * 10.0;
@@ -601,4 +608,356 @@ fn latency_split_matches_the_square_root_rule() {
     assert_eq!(xs[0], 0.0);
     assert!((xs[1] - 50.0).abs() < 1e-9);
     assert!(latency_split(&[100.0, 100.0], 199.0).is_none());
+}
+
+#[test]
+fn tail_split_equalises_spare_capacity() {
+    // μ = 100, 200, 400; L = 400: spare (700 − 400)/3 = 100 each, so the
+    // slowest server gets nothing and the split is redone over the other two:
+    // spare (600 − 400)/2 = 100 → 100, 300.
+    let xs = tail_split(&[100.0, 200.0, 400.0], 400.0).unwrap();
+    assert_eq!(xs[0], 0.0);
+    assert!((xs[1] - 100.0).abs() < 1e-9, "{xs:?}");
+    assert!((xs[2] - 300.0).abs() < 1e-9, "{xs:?}");
+    // At higher load everyone works, with equal spare capacity.
+    let xs = tail_split(&[100.0, 200.0, 400.0], 550.0).unwrap();
+    let spare: Vec<f64> = [100.0, 200.0, 400.0]
+        .iter()
+        .zip(&xs)
+        .map(|(m, x)| m - x)
+        .collect();
+    assert!(spare.iter().all(|s| (s - 50.0).abs() < 1e-9), "{spare:?}");
+    assert!((xs.iter().sum::<f64>() - 550.0).abs() < 1e-9);
+    // No split without 5 % spare capacity, nor for nonsense input.
+    assert!(tail_split(&[100.0, 100.0], 199.0).is_none());
+    assert!(tail_split(&[100.0], f64::NAN).is_none());
+}
+
+#[test]
+fn tail_objective_is_the_default_and_starves_slow_backends_more_than_latency() {
+    let run = |objective| {
+        let cfg = AyaConfig {
+            objective,
+            // Fixed observed rates: compare the splits themselves.
+            share_correction: 0.0,
+            ..AyaConfig::default()
+        };
+        let mut p = AyaPolicy::new(cfg.validate().unwrap());
+        let mut dec = None;
+        for k in 0..20 {
+            let t = k as f64 * 10.0;
+            let rate = 100.0 + 5.0 * (k % 3) as f64;
+            let backends = [
+                obs("a", t, rate, 0.004 * rate, 0.02, 0.12),
+                obs("b", t, rate, 0.001 * rate, 0.005, 0.03),
+            ];
+            // Weights are split at the observed demand: 1000 rps over
+            // capacities 250 and 1000 rps, where both objectives use both.
+            dec = Some(p.decide(&input(t, &backends, 1000.0, None, replicas(2))));
+        }
+        let dec = dec.unwrap();
+        (
+            weight(&dec, "b") as f64 / weight(&dec, "a") as f64,
+            dec.explanation,
+        )
+    };
+    assert_eq!(
+        AyaConfig::default().objective,
+        crate::config::WeightObjective::Tail
+    );
+    let (tail, ex) = run(crate::config::WeightObjective::Tail);
+    let (latency, _) = run(crate::config::WeightObjective::Latency);
+    assert!(tail > latency, "tail {tail} vs latency {latency}");
+    assert!(
+        ex.rules
+            .iter()
+            .any(|r| r.starts_with("weights_minimise_tail")),
+        "{ex:?}"
+    );
+}
+
+/// Ticks of a pool of `n` replicas at 0.005 CPU per request/s (140 rps
+/// each at the default 0.7 target) carrying `demand`, no forecast.
+fn pool_tick(p: &mut AyaPolicy, t: f64, n: u32, demand: f64) -> Decision {
+    let per = demand / n as f64;
+    let backends: Vec<_> = (0..n)
+        .map(|i| obs(&format!("r{i}"), t, per, 0.005 * per, 0.01, 0.06))
+        .collect();
+    p.decide(&input(t, &backends, demand, None, replicas(n)))
+}
+
+#[test]
+fn a_significant_demand_rise_orders_capacity_for_the_projected_load() {
+    let mut p = engine();
+    // Flat at 300 rps, with a little noise: no trend, no scaling.
+    for k in 0..10 {
+        let d = pool_tick(&mut p, k as f64 * 10.0, 3, 300.0 + [0.0, 3.0, -2.0][k % 3]);
+        assert_eq!(d.scaling.desired_replicas, 3, "{:?}", d.explanation);
+        assert!(
+            !d.explanation
+                .rules
+                .iter()
+                .any(|r| r.starts_with("demand_trend")),
+            "{:?}",
+            d.explanation
+        );
+    }
+    // Rising 2 rps/s: still within 3 × 140 rps now, but the line projected
+    // over boot (60 s) + interval (10 s) + trend_lookahead (90 s) is not.
+    let mut up = None;
+    for k in 10..15 {
+        let t = k as f64 * 10.0;
+        let d = pool_tick(&mut p, t, 3, 300.0 + 20.0 * (k - 9) as f64);
+        if d.scaling.desired_replicas > 3 {
+            up = Some((t, d));
+            break;
+        }
+    }
+    let (t, d) = up.expect("a steady rise never scaled up");
+    let demand_now = 300.0 + 20.0 * (t / 10.0 - 9.0);
+    assert!(demand_now <= 3.0 * 140.0, "only trend can explain it");
+    assert!(
+        d.scaling.rule.starts_with("scale_up_trend"),
+        "{}",
+        d.scaling.rule
+    );
+    // More than the observation needs, at most what the true line
+    // (2 rps/s over 160 s) needs plus the 10 % headroom.
+    let got = d.scaling.desired_replicas as f64;
+    assert!(got > (demand_now / 140.0).ceil(), "{:?}", d.explanation);
+    let need = ((demand_now + 2.0 * 160.0) / 140.0).ceil();
+    assert!(got <= need + (0.1 * need).ceil(), "{:?}", d.explanation);
+}
+
+#[test]
+fn trend_can_be_switched_off() {
+    let cfg = AyaConfig {
+        trend_window: 0.0,
+        ..AyaConfig::default()
+    };
+    let mut p = AyaPolicy::new(cfg.validate().unwrap());
+    for k in 0..16 {
+        let d = pool_tick(&mut p, k as f64 * 10.0, 3, 200.0 + 20.0 * k as f64);
+        assert!(
+            !d.explanation.rules.iter().any(|r| r.contains("trend")),
+            "{:?}",
+            d.explanation
+        );
+    }
+}
+
+#[test]
+fn scale_in_never_goes_below_what_scale_up_would_order() {
+    // Scale-in looks at the forecast over boot + interval, scale-up over a
+    // longer horizon here; a peak only the longer look sees must stop the
+    // scale-in at the scale-up level, not let it flap down and back up.
+    let cfg = AyaConfig {
+        scale_in_cooldown: 0.0,
+        forecast_error_fallback: 100.0,
+        scale_lookahead: 200.0,
+        trend_window: 0.0,
+        ..AyaConfig::default()
+    };
+    let mut p = AyaPolicy::new(cfg.validate().unwrap());
+    let n = 8;
+    let run = |p: &mut AyaPolicy, t: f64, demand: f64, f: &DemandForecast| {
+        let per = demand / n as f64;
+        let backends: Vec<_> = (0..n)
+            .map(|i| {
+                let rate = per + (t / 10.0) % 3.0;
+                obs(&format!("r{i}"), t, rate, 0.005 * rate, 0.01, 0.06)
+            })
+            .collect();
+        p.decide(&input(t, &backends, demand, Some(f), replicas(n)))
+    };
+    for k in 0..5 {
+        let t = k as f64 * 10.0;
+        run(
+            &mut p,
+            t,
+            1000.0,
+            &forecast(t, 1000.0, 1000.0, f64::INFINITY),
+        );
+    }
+    // Demand falls to 150 rps; the forecast is low for the next 150 s but
+    // back at 500 rps 200 s out.
+    let t = 50.0;
+    let d = run(&mut p, t, 150.0, &forecast(t, 150.0, 500.0, t + 200.0));
+    // Scale-up level: 500 × 1.1 (upper) / 140 → 4.
+    assert_eq!(d.scaling.desired_replicas, 4, "{:?}", d.explanation);
+    assert!(d.scaling.rule.starts_with("scale_in"), "{}", d.scaling.rule);
+}
+
+#[test]
+fn share_correction_steers_observed_traffic_towards_the_plan() {
+    // Two backends, capacities 250 and 1000 rps; the tail split at 1000 rps
+    // plans 125 / 875. The data plane sends 300 / 700 instead (a slow
+    // backend picks up overflow): the slow one's weight must fall relative
+    // to what the uncorrected engine publishes.
+    let run = |gain: f64| {
+        let cfg = AyaConfig {
+            share_correction: gain,
+            ..AyaConfig::default()
+        };
+        let mut p = AyaPolicy::new(cfg.validate().unwrap());
+        let mut dec = None;
+        for k in 0..20 {
+            let t = k as f64 * 10.0;
+            let jitter = 5.0 * (k % 3) as f64;
+            let (ra, rb) = (300.0 + jitter, 700.0 - jitter);
+            let backends = [
+                obs("a", t, ra, 0.004 * ra, 0.02, 0.12),
+                obs("b", t, rb, 0.001 * rb, 0.005, 0.03),
+            ];
+            dec = Some(p.decide(&input(t, &backends, 1000.0, None, replicas(2))));
+        }
+        dec.unwrap()
+    };
+    let plain = run(0.0);
+    let corrected = run(0.25);
+    let ratio = |d: &Decision| weight(d, "b") as f64 / weight(d, "a") as f64;
+    assert!(
+        ratio(&corrected) > ratio(&plain) * 1.5,
+        "{:?} vs {:?}",
+        corrected.weights,
+        plain.weights
+    );
+    assert!(
+        corrected
+            .explanation
+            .rules
+            .iter()
+            .any(|r| r.starts_with("weights_share_correction")),
+        "{:?}",
+        corrected.explanation
+    );
+    // The multiplier is bounded: at most 4 either way.
+    assert!(ratio(&corrected) <= ratio(&plain) * 16.0 + 1.0);
+}
+
+#[test]
+fn share_correction_leaves_a_homogeneous_pool_alone() {
+    let mut p = engine();
+    for k in 0..20 {
+        let t = k as f64 * 10.0;
+        let backends = [
+            obs("a", t, 300.0, 0.3, 0.01, 0.06),
+            obs("b", t, 100.0, 0.1, 0.01, 0.06),
+        ];
+        let d = p.decide(&input(t, &backends, 400.0, None, replicas(2)));
+        assert_eq!(weight(&d, "a"), weight(&d, "b"), "{:?}", d.explanation);
+    }
+}
+
+/// A scorer with fixed predictions per algorithm, counting its calls.
+struct FakeScorer {
+    lr: f64,
+    wrr: f64,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl crate::scoring::AlgorithmScorer for FakeScorer {
+    fn score(&self, algorithm: LbAlgorithm, pool: &crate::scoring::PoolSnapshot) -> Option<f64> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        assert!(!pool.backends.is_empty() && pool.load_rps > 0.0);
+        assert!(
+            pool.backends
+                .iter()
+                .all(|b| b.capacity_rps > 0.0 && b.weight >= 1)
+        );
+        match algorithm {
+            LbAlgorithm::LeastRequest => Some(self.lr),
+            LbAlgorithm::WeightedRoundRobin => Some(self.wrr),
+            _ => None,
+        }
+    }
+}
+
+/// Variable service on a homogeneous pool (least request), then steady
+/// service on unequal capacities: the rules propose weighted round robin.
+/// Returns the algorithm published at the end and every rule seen.
+fn run_switch(p: &mut AyaPolicy) -> (LbAlgorithm, Vec<String>) {
+    let mut rules = Vec::new();
+    let mut last = None;
+    for k in 0..30 {
+        let t = k as f64 * 10.0;
+        let rate = 100.0 + 5.0 * (k % 3) as f64;
+        let (cost_b, p99_ratio) = if k < 10 { (0.004, 6.0) } else { (0.001, 1.2) };
+        let backends = [
+            obs("a", t, rate, 0.004 * rate, 0.02, 0.02 * p99_ratio),
+            obs("b", t, rate, cost_b * rate, 0.02, 0.02 * p99_ratio),
+        ];
+        let d = p.decide(&input(t, &backends, 2.0 * rate, None, replicas(2)));
+        rules.extend(d.explanation.rules.iter().cloned());
+        last = Some(d.algorithm.algorithm);
+    }
+    (last.unwrap(), rules)
+}
+
+fn scoring_cfg() -> crate::config::ValidAyaConfig {
+    AyaConfig {
+        score_algorithms: true,
+        ..AyaConfig::default()
+    }
+    .validate()
+    .unwrap()
+}
+
+#[test]
+fn without_scoring_the_rules_switch_to_weighted_round_robin() {
+    let (algo, rules) = run_switch(&mut engine());
+    assert_eq!(algo, LbAlgorithm::WeightedRoundRobin);
+    assert!(!rules.iter().any(|r| r.contains("scor")), "{rules:?}");
+}
+
+#[test]
+fn a_switch_predicted_worse_is_vetoed() {
+    let scorer = std::sync::Arc::new(FakeScorer {
+        lr: 0.030,
+        wrr: 0.200,
+        calls: Default::default(),
+    });
+    let mut p = AyaPolicy::with_scorer(scoring_cfg(), scorer.clone());
+    let (algo, rules) = run_switch(&mut p);
+    assert_eq!(algo, LbAlgorithm::LeastRequest, "{rules:?}");
+    assert!(
+        rules
+            .iter()
+            .any(|r| r.starts_with("algorithm_scored:") && r.ends_with("keep")),
+        "{rules:?}"
+    );
+    // Verdicts are reused for score_horizon (60 s): at most one scoring
+    // (two calls) per started minute of the 200 s of proposals, not two
+    // calls per tick (40).
+    let calls = scorer.calls.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((2..=10).contains(&calls), "{calls} calls");
+}
+
+#[test]
+fn a_switch_predicted_better_goes_ahead() {
+    let scorer = std::sync::Arc::new(FakeScorer {
+        lr: 0.200,
+        wrr: 0.030,
+        calls: Default::default(),
+    });
+    let mut p = AyaPolicy::with_scorer(scoring_cfg(), scorer);
+    let (algo, rules) = run_switch(&mut p);
+    assert_eq!(algo, LbAlgorithm::WeightedRoundRobin, "{rules:?}");
+    assert!(
+        rules
+            .iter()
+            .any(|r| r.starts_with("algorithm_scored:") && r.ends_with("switch")),
+        "{rules:?}"
+    );
+}
+
+#[test]
+fn scoring_without_a_scorer_leaves_the_rules_in_charge() {
+    let mut p = AyaPolicy::new(scoring_cfg());
+    let (algo, rules) = run_switch(&mut p);
+    assert_eq!(algo, LbAlgorithm::WeightedRoundRobin);
+    assert!(
+        rules.iter().any(|r| r.contains("no scorer in this driver")),
+        "{rules:?}"
+    );
 }

@@ -1,0 +1,291 @@
+//! Guarded background retrain of the demand model, in-process on
+//! 127.0.0.1:0: a scheduled retrain learns from the stored demand history,
+//! installs and persists its model, a restart restores it, and a candidate
+//! that backtests worse is rejected (the model in use and the stored
+//! artifact stay as they were).
+
+mod common;
+
+use std::time::Duration;
+
+use aya_controller::config::Config;
+use aya_controller::metrics::RetrainOutcome;
+use aya_controller::server::{Listeners, serve_controller};
+use aya_controller::state::{Controller, model_key, now_secs};
+use aya_controller::store::Store;
+use aya_forecaster::artifact::Artifact;
+use aya_forecaster::models::ModelSpec;
+use aya_forecaster::seasonality::Seasonality;
+use aya_forecaster::select::{SelectConfig, select};
+use common::now_ms;
+
+const STEP_MS: i64 = 60_000;
+const POINTS: usize = 150;
+
+/// Demand of bucket `k`: a rising level with a 12-step cycle (deterministic).
+fn demand(k: usize) -> f64 {
+    let x = k as f64;
+    200.0 + 1.5 * x + 30.0 * (std::f64::consts::TAU * x / 12.0).sin()
+}
+
+/// Store `POINTS` one-minute demand points ending two minutes ago, as the
+/// control loop stores them, in a fresh data directory.
+fn seed_history(dir: &std::path::Path) -> Vec<(i64, f64)> {
+    let last_bucket = now_ms() / STEP_MS - 2;
+    let first = last_bucket - POINTS as i64 + 1;
+    let points: Vec<(String, i64, f64)> = (0..POINTS)
+        .map(|k| ("web".to_string(), (first + k as i64) * STEP_MS, demand(k)))
+        .collect();
+    let store = Store::open(dir).unwrap();
+    store.append_demand(&points).unwrap();
+    store.sync().unwrap();
+    points.into_iter().map(|(_, t, v)| (t, v)).collect()
+}
+
+fn config(dir: &std::path::Path, retrain_interval_seconds: f64) -> Config {
+    Config {
+        retrain_interval_seconds,
+        ..common::config(dir)
+    }
+}
+
+struct Service {
+    ctl: Controller,
+    metrics_addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), aya_controller::server::ServeError>>,
+}
+
+async fn start(config: Config) -> Service {
+    let ctl = tokio::task::spawn_blocking(move || Controller::open(config))
+        .await
+        .unwrap()
+        .unwrap();
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_addr = metrics.local_addr().unwrap();
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(serve_controller(
+        ctl.clone(),
+        Listeners {
+            grpc,
+            metrics: Some(metrics),
+        },
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    // Wait for the initial control tick (it builds the cluster's forecaster).
+    for _ in 0..1200 {
+        if ctl.metrics().ticks() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ctl.metrics().ticks() > 0, "no initial tick");
+    Service {
+        ctl,
+        metrics_addr,
+        stop,
+        task,
+    }
+}
+
+impl Service {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().unwrap();
+        let ctl = self.ctl;
+        let closed = tokio::task::spawn_blocking(move || ctl.close(Duration::from_secs(10)))
+            .await
+            .unwrap();
+        assert!(closed, "the controller released its store");
+    }
+
+    async fn prometheus(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(self.metrics_addr)
+            .await
+            .unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).await.unwrap();
+        assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+        body
+    }
+}
+
+/// The value of the Prometheus sample `name` in `body`.
+fn sample_value(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn stored_artifact(ctl: &Controller) -> (Vec<u8>, Artifact) {
+    let bytes = ctl
+        .store()
+        .get_model(&model_key("web"))
+        .unwrap()
+        .expect("an accepted retrain stores its model");
+    let a = Artifact::from_json(
+        std::path::Path::new("store"),
+        std::str::from_utf8(&bytes).unwrap(),
+    )
+    .unwrap();
+    (bytes, a)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_retrain_installs_and_persists_a_model_a_restart_restores_it_and_a_worse_one_is_rejected()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let seeded = seed_history(dir.path());
+
+    // 1. A scheduled retrain (every 0.3 s) learns from the stored history.
+    let svc = start(config(dir.path(), 0.3)).await;
+    let mut waited = 0;
+    while svc.ctl.metrics().retrains("web", RetrainOutcome::Accepted) == 0 {
+        assert!(
+            waited < 1200,
+            "no accepted retrain within 60 s (rejected {}, failed {}, skipped {})",
+            svc.ctl.metrics().retrains("web", RetrainOutcome::Rejected),
+            svc.ctl.metrics().retrains("web", RetrainOutcome::Failed),
+            svc.ctl.metrics().retrains("web", RetrainOutcome::Skipped),
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += 1;
+    }
+    let body = svc.prometheus().await;
+    let accepted = sample_value(
+        &body,
+        "aya_retrains_total{cluster=\"web\",outcome=\"accepted\"}",
+    )
+    .unwrap_or(0.0);
+    assert!(accepted >= 1.0, "{body}");
+    let cand = sample_value(&body, "aya_retrain_candidate_mase{cluster=\"web\"}");
+    assert!(cand.is_some_and(f64::is_finite), "{body}");
+    assert!(
+        body.contains("aya_retrain_current_mase{cluster=\"web\"}"),
+        "{body}"
+    );
+
+    // The stored artifact is the model in use, with both holdout scores.
+    let (_, artifact) = stored_artifact(&svc.ctl);
+    let in_use = svc.ctl.model("web").expect("a model is in use");
+    assert_eq!(artifact.chosen, in_use.describe());
+    assert_eq!(
+        artifact.selection.validation_origins,
+        in_use.validation_origins
+    );
+    assert_eq!(artifact.training.series, "web/demand");
+    assert_eq!(artifact.training.interval_ms, STEP_MS);
+    assert!(
+        artifact.training.points >= POINTS,
+        "{:?}",
+        artifact.training
+    );
+    let scores = artifact.backtest.clone().expect("holdout scores");
+    assert!(
+        scores
+            .iter()
+            .any(|s| s.model == "candidate" && s.mase.is_finite())
+    );
+    // Selected on the data before the holdout: not on the whole history.
+    let first_holdout = artifact.training.points - 12 - 3 * 6;
+    assert!(
+        in_use
+            .validation_origins
+            .iter()
+            .all(|&o| o + in_use.validation_horizon <= first_holdout),
+        "{:?}",
+        in_use.validation_origins
+    );
+    svc.stop().await;
+
+    // 2. A restart restores the stored model (no scheduled retrain now).
+    let svc = start(config(dir.path(), 3600.0)).await;
+    let restored = svc.ctl.model("web").expect("the model is restored");
+    assert_eq!(restored.describe(), artifact.chosen);
+    assert_eq!(
+        restored.validation_origins,
+        artifact.selection.validation_origins
+    );
+    // The control loop keeps appending the demand it observes.
+    let stored = svc.ctl.store().demand("web", 0).unwrap();
+    assert!(stored.len() > seeded.len(), "{} points", stored.len());
+    assert_eq!(&stored[..seeded.len()], &seeded[..]);
+
+    // 3. A candidate that backtests worse is rejected: the global mean of a
+    // rising series.
+    let values: Vec<f64> = seeded.iter().map(|p| p.1).collect();
+    let worse = select(
+        &values[..100],
+        &Seasonality::default(),
+        12,
+        &SelectConfig {
+            candidates: Some(vec![ModelSpec::Mean { window: 0 }]),
+            ensemble: 1,
+            ..SelectConfig::default()
+        },
+    )
+    .unwrap();
+    let (bytes_before, _) = stored_artifact(&svc.ctl);
+    let c = svc.ctl.clone();
+    let report =
+        tokio::task::spawn_blocking(move || c.retrain_cluster_with("web", now_secs(), Some(worse)))
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(report.outcome, RetrainOutcome::Rejected, "{report:?}");
+    assert!(report.candidate_mase > report.current_mase, "{report:?}");
+    let after = svc.ctl.model("web").unwrap();
+    assert_eq!(after.describe(), restored.describe());
+    assert_eq!(after.validation_origins, restored.validation_origins);
+    assert_eq!(
+        stored_artifact(&svc.ctl).0,
+        bytes_before,
+        "stored model unchanged"
+    );
+    let body = svc.prometheus().await;
+    assert_eq!(
+        sample_value(
+            &body,
+            "aya_retrains_total{cluster=\"web\",outcome=\"rejected\"}"
+        ),
+        Some(1.0),
+        "{body}"
+    );
+    let cand = sample_value(&body, "aya_retrain_candidate_mase{cluster=\"web\"}").unwrap();
+    let cur = sample_value(&body, "aya_retrain_current_mase{cluster=\"web\"}").unwrap();
+    assert!(cand > cur, "{body}");
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_little_history_is_skipped_and_an_unknown_cluster_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = start(config(dir.path(), 3600.0)).await;
+    let c = svc.ctl.clone();
+    let (report, unknown) = tokio::task::spawn_blocking(move || {
+        (
+            c.retrain_cluster("web", now_secs()),
+            c.retrain_cluster("nope", now_secs()),
+        )
+    })
+    .await
+    .unwrap();
+    let report = report.unwrap();
+    assert_eq!(report.outcome, RetrainOutcome::Skipped, "{report:?}");
+    assert!(report.message.contains("needs at least"), "{report:?}");
+    assert!(unknown.is_err());
+    assert!(
+        svc.ctl
+            .store()
+            .get_model(&model_key("web"))
+            .unwrap()
+            .is_none()
+    );
+    svc.stop().await;
+}
