@@ -16,4 +16,5 @@ pub mod online;
 pub mod retrain;
 pub mod seasonality;
 pub mod select;
+pub mod shift;
 pub mod synth;

@@ -345,6 +345,20 @@ impl Evidence {
     }
 }
 
+/// Whether `spec` is fitted on the series with bursts winsorised
+/// ([`crate::shift`]): every model with a seasonal or autoregressive
+/// structure; the baselines see the data as it is.
+fn uses_cleaned(spec: &ModelSpec) -> bool {
+    !matches!(
+        spec,
+        ModelSpec::Naive
+            | ModelSpec::Mean { .. }
+            | ModelSpec::Drift
+            | ModelSpec::SeasonalNaive { .. }
+            | ModelSpec::SeasonalWindowAverage { .. }
+    )
+}
+
 /// Select models for forecasting up to `horizon` steps after the end of `y`.
 pub fn select(
     y: &[f64],
@@ -379,6 +393,11 @@ pub fn select(
     }
     let k = origins.len();
     let scales: Vec<f64> = origins.iter().map(|&o| mase_scale(&y[..o], p)).collect();
+    // Structured models are fitted on the series with bursts winsorised
+    // (causal filter: slicing it at an origin sees nothing after it).
+    let start = origins[0].saturating_sub(fit_len + p);
+    let cleaned = crate::shift::clean_outliers(&y[start..], p);
+    let mut robust = Vec::new();
 
     // errors[c][o][s] = actual - forecast.
     let mut errors: Vec<Option<Vec<Vec<f64>>>> = Vec::with_capacity(specs.len());
@@ -388,8 +407,14 @@ pub fn select(
         let mut per_origin = Vec::with_capacity(k);
         let mut failure = None;
         for &o in &origins {
+            let raw = tail(&y[..o], cfg.max_train);
+            let train = if uses_cleaned(spec) {
+                crate::shift::with_recent_raw(tail(&cleaned[..o - start], cfg.max_train), raw, &mut robust)
+            } else {
+                raw
+            };
             let res = spec
-                .fit(tail(&y[..o], cfg.max_train))
+                .fit(train)
                 .and_then(|m| m.predict_into(h_sel, &mut buf));
             match res {
                 Ok(()) if buf.point.len() >= h_sel && buf.point.iter().all(|v| v.is_finite()) => {
@@ -538,6 +563,17 @@ pub fn select(
         });
     }
 
+    if std::env::var_os("AYA_SELECT_DEBUG").is_some() {
+        eprintln!("n={n} origins={origins:?}");
+        for (bi, sc) in band_origin_scores.iter().enumerate() {
+            for (c, x) in sc.iter().enumerate() {
+                if let Some(x) = x {
+                    let v: Vec<String> = x.iter().map(|v| format!("{v:.3}")).collect();
+                    eprintln!("  band{bi} {:20} {}", specs[c].name(), v.join(" "));
+                }
+            }
+        }
+    }
     let mut bands = Vec::with_capacity(edges.len());
     for (bi, &(a, b)) in edges.iter().enumerate() {
         let (sa, sb) = scored_range(a, b);
@@ -714,6 +750,17 @@ impl FittedAuto {
         }
         check_finite(y)?;
         let train = tail(y, selection.max_train);
+        let window = selection.seasonality.season();
+        // The filter needs one window before the training tail to warm up.
+        let warm = if selection.max_train > 0 {
+            tail(y, selection.max_train.saturating_add(window))
+        } else {
+            y
+        };
+        let cleaned_full = crate::shift::clean_outliers(warm, window);
+        let mut robust = Vec::new();
+        let cleaned =
+            crate::shift::with_recent_raw(tail(&cleaned_full, selection.max_train), train, &mut robust);
         let mut fitted: Vec<Option<BoxedFitted>> =
             (0..selection.specs.len()).map(|_| None).collect();
         let mut needed: Vec<usize> = selection
@@ -725,7 +772,8 @@ impl FittedAuto {
         needed.dedup();
         for i in needed {
             if let Some(spec) = selection.specs.get(i) {
-                fitted[i] = spec.fit(train).ok();
+                let input = if uses_cleaned(spec) { cleaned } else { train };
+                fitted[i] = spec.fit(input).ok();
             }
         }
         let mut naive_idx = None;
