@@ -359,9 +359,12 @@ async fn bench_stalled_watchers() {
     let warm = rss_kib();
     publish(200, 2200).await.expect("join");
     let after = rss_kib();
+    publish(2200, 4200).await.expect("join");
+    let later = rss_kib();
     println!(
-        "stalled watchers: 1000 gRPC Watch streams not reading; RSS after 200 versions {warm} KiB, after 2200 versions {after} KiB (growth {} KiB)",
-        after as i64 - warm as i64
+        "stalled watchers: 1000 gRPC Watch streams not reading; RSS after 200 versions {warm} KiB, after 2200 {after} KiB, after 4200 {later} KiB (growth {} KiB, then {} KiB)",
+        after as i64 - warm as i64,
+        later as i64 - after as i64
     );
     drop(held);
     let _ = stop.send(());

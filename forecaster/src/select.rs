@@ -28,6 +28,17 @@
 //!   tried as the intermediate step. Ensembles (the equal-weight mean of the
 //!   top 2–3) face the same test and must also beat the best single choice.
 //!
+//! * **Incidents are not learnt as pattern.** Models with a seasonal or
+//!   autoregressive structure (theta, ETS, MSTL, lag regression) are fitted
+//!   on the series with short bursts winsorised by a causal Hampel filter
+//!   over the previous season ([`crate::shift`]); the baselines see the data
+//!   as it is. A burst the day before (an outage, a football match) is then
+//!   not repeated a season later. When the filter clipped the last
+//!   [`crate::shift::KEEP_RAW`] values (a burst or a new level still in
+//!   progress), a second fit on the data with those values restored
+//!   forecasts the first `KEEP_RAW` steps, so short horizons follow the
+//!   current state.
+//!
 //! Only data before each validation origin is used to fit and scale, so a
 //! backtest of the selection never sees its test region. The same validation
 //! errors calibrate the prediction intervals ([`crate::intervals`], per step
@@ -359,6 +370,34 @@ fn uses_cleaned(spec: &ModelSpec) -> bool {
     )
 }
 
+/// Fit a structured model on the cleaned series `clean` and forecast `h`
+/// steps into `out`; when the filter clipped the end of the data (a burst
+/// or a new level in progress), the first [`crate::shift::KEEP_RAW`] steps
+/// come from a second fit that sees the recent values as they are.
+fn predict_robust(
+    spec: &ModelSpec,
+    clean: &[f64],
+    raw: &[f64],
+    h: usize,
+    out: &mut Forecast,
+    tmp: &mut Forecast,
+    scratch: &mut Vec<f64>,
+) -> Result<(), ModelError> {
+    spec.fit(clean)?.predict_into(h, out)?;
+    if crate::shift::recent_clipped(clean, raw) {
+        let recent = crate::shift::with_recent_raw(clean, raw, scratch);
+        // If that second fit fails, the cleaned forecast serves every step
+        // (as in `FittedAuto::fit`).
+        if let Ok(m) = spec.fit(recent)
+            && m.predict_into(h.min(crate::shift::KEEP_RAW), tmp).is_ok()
+        {
+            let k = tmp.point.len().min(out.point.len());
+            out.point[..k].copy_from_slice(&tmp.point[..k]);
+        }
+    }
+    Ok(())
+}
+
 /// Select models for forecasting up to `horizon` steps after the end of `y`.
 pub fn select(
     y: &[f64],
@@ -398,6 +437,7 @@ pub fn select(
     let start = origins[0].saturating_sub(fit_len + p);
     let cleaned = crate::shift::clean_outliers(&y[start..], p);
     let mut robust = Vec::new();
+    let mut recent_buf = Forecast::with_capacity(h_sel);
 
     // errors[c][o][s] = actual - forecast.
     let mut errors: Vec<Option<Vec<Vec<f64>>>> = Vec::with_capacity(specs.len());
@@ -408,14 +448,20 @@ pub fn select(
         let mut failure = None;
         for &o in &origins {
             let raw = tail(&y[..o], cfg.max_train);
-            let train = if uses_cleaned(spec) {
-                crate::shift::with_recent_raw(tail(&cleaned[..o - start], cfg.max_train), raw, &mut robust)
+            let res = if uses_cleaned(spec) {
+                let clean = tail(&cleaned[..o - start], cfg.max_train);
+                predict_robust(
+                    spec,
+                    clean,
+                    raw,
+                    h_sel,
+                    &mut buf,
+                    &mut recent_buf,
+                    &mut robust,
+                )
             } else {
-                raw
+                spec.fit(raw).and_then(|m| m.predict_into(h_sel, &mut buf))
             };
-            let res = spec
-                .fit(train)
-                .and_then(|m| m.predict_into(h_sel, &mut buf));
             match res {
                 Ok(()) if buf.point.len() >= h_sel && buf.point.iter().all(|v| v.is_finite()) => {
                     per_origin.push(
@@ -563,17 +609,6 @@ pub fn select(
         });
     }
 
-    if std::env::var_os("AYA_SELECT_DEBUG").is_some() {
-        eprintln!("n={n} origins={origins:?}");
-        for (bi, sc) in band_origin_scores.iter().enumerate() {
-            for (c, x) in sc.iter().enumerate() {
-                if let Some(x) = x {
-                    let v: Vec<String> = x.iter().map(|v| format!("{v:.3}")).collect();
-                    eprintln!("  band{bi} {:20} {}", specs[c].name(), v.join(" "));
-                }
-            }
-        }
-    }
     let mut bands = Vec::with_capacity(edges.len());
     for (bi, &(a, b)) in edges.iter().enumerate() {
         let (sa, sb) = scored_range(a, b);
@@ -726,6 +761,10 @@ pub fn select(
 pub struct FittedAuto {
     selection: Selection,
     fitted: Vec<Option<BoxedFitted>>,
+    /// Per spec, a second fit that saw the recent values unclipped (only
+    /// when the outlier filter clipped the end of the data): it forecasts
+    /// the first [`crate::shift::KEEP_RAW`] steps.
+    recent: Vec<Option<BoxedFitted>>,
     scratch: std::cell::RefCell<(Forecast, Vec<Vec<f64>>)>,
 }
 
@@ -758,10 +797,13 @@ impl FittedAuto {
             y
         };
         let cleaned_full = crate::shift::clean_outliers(warm, window);
+        let cleaned = tail(&cleaned_full, selection.max_train);
         let mut robust = Vec::new();
-        let cleaned =
-            crate::shift::with_recent_raw(tail(&cleaned_full, selection.max_train), train, &mut robust);
+        let clipped = crate::shift::recent_clipped(cleaned, train);
+        let recent_input = crate::shift::with_recent_raw(cleaned, train, &mut robust);
         let mut fitted: Vec<Option<BoxedFitted>> =
+            (0..selection.specs.len()).map(|_| None).collect();
+        let mut recent: Vec<Option<BoxedFitted>> =
             (0..selection.specs.len()).map(|_| None).collect();
         let mut needed: Vec<usize> = selection
             .bands
@@ -772,8 +814,14 @@ impl FittedAuto {
         needed.dedup();
         for i in needed {
             if let Some(spec) = selection.specs.get(i) {
-                let input = if uses_cleaned(spec) { cleaned } else { train };
-                fitted[i] = spec.fit(input).ok();
+                if uses_cleaned(spec) {
+                    fitted[i] = spec.fit(cleaned).ok();
+                    if clipped && fitted[i].is_some() {
+                        recent[i] = spec.fit(recent_input).ok();
+                    }
+                } else {
+                    fitted[i] = spec.fit(train).ok();
+                }
             }
         }
         let mut naive_idx = None;
@@ -789,6 +837,7 @@ impl FittedAuto {
                             None => {
                                 selection.specs.push(ModelSpec::Naive);
                                 fitted.push(None);
+                                recent.push(None);
                                 selection.specs.len() - 1
                             }
                         };
@@ -804,6 +853,7 @@ impl FittedAuto {
         Ok(FittedAuto {
             selection,
             fitted,
+            recent,
             scratch: std::cell::RefCell::new((Forecast::default(), Vec::new())),
         })
     }
@@ -852,6 +902,11 @@ impl FittedAuto {
             if let Some(f) = f {
                 f.predict_into(horizon, buf)?;
                 member_points[i].extend_from_slice(&buf.point);
+                if let Some(r) = self.recent.get(i).and_then(Option::as_ref) {
+                    r.predict_into(horizon.min(crate::shift::KEEP_RAW), buf)?;
+                    let k = buf.point.len().min(member_points[i].len());
+                    member_points[i][..k].copy_from_slice(&buf.point[..k]);
+                }
             }
         }
         for s in 1..=horizon {

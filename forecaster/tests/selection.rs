@@ -117,6 +117,56 @@ fn a_clear_seasonal_signal_is_taken_with_its_evidence_recorded() {
 }
 
 #[test]
+fn an_incident_on_the_last_day_is_not_repeated_a_day_later() {
+    // Hourly data with a clear daily season; a three-hour incident at ten
+    // times the level yesterday evening (ended well before the end of the
+    // data). Theta on the seasonally adjusted series would learn it into
+    // the seasonal indices and repeat part of it; fitted on the cleaned
+    // series it forecasts the ordinary evening.
+    let e = noise(24 * 20, 1.0, 11);
+    let clean: Vec<f64> = (0..24 * 20)
+        .map(|t| {
+            let ph = std::f64::consts::TAU * (t % 24) as f64 / 24.0;
+            200.0 + 40.0 * ph.sin() + e[t]
+        })
+        .collect();
+    let mut y = clean.clone();
+    let at = 24 * 19 + 2;
+    for v in &mut y[at..at + 3] {
+        *v *= 10.0;
+    }
+    let seas = Seasonality {
+        periods: vec![24],
+        day: Some(24),
+    };
+    let cfg = SelectConfig {
+        candidates: Some(vec![ModelSpec::Theta {
+            period: 24,
+            theta: 2.0,
+        }]),
+        ..SelectConfig::default()
+    };
+    let forecast = |y: &[f64]| {
+        let m = FittedAuto::select_and_fit(y, &seas, 24, &cfg).unwrap();
+        let mut out = aya_forecaster::models::Forecast::default();
+        m.predict_into(24, None, &mut out).unwrap();
+        out.point
+    };
+    let (with_incident, without) = (forecast(&y), forecast(&clean));
+    // Steps 3..=5 are the incident's hours of the next day.
+    for s in 2..5 {
+        let rel = (with_incident[s] - without[s]).abs() / without[s];
+        assert!(
+            rel < 0.05,
+            "step {}: {} with the incident vs {} without",
+            s + 1,
+            with_incident[s],
+            without[s]
+        );
+    }
+}
+
+#[test]
 fn conformal_quantile_uses_the_finite_sample_rank() {
     let v: Vec<f64> = (1..=19).map(f64::from).collect();
     // ⌈20 × 0.8⌉ = 16th smallest.
