@@ -164,4 +164,4 @@ mod datasets;
 mod model;
 
 pub use datasets::run_datasets;
-pub use model::{run_backtest, run_forecast, run_train};
+pub use model::{BacktestOutput, backtest, run_backtest, run_forecast, run_train};

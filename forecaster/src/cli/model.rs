@@ -14,7 +14,7 @@ use anyhow::{Context, anyhow};
 
 use super::{BacktestArgs, CsvArgs, ForecastArgs, TrainArgs};
 use crate::artifact::{Artifact, FORMAT, FORMAT_VERSION, TrainingWindow};
-use crate::backtest::{self, BacktestConfig, BacktestError, Method, Score};
+use crate::backtest::{self, BacktestConfig, BacktestError, Method};
 use crate::cli_support::{CliResult, Failure};
 use crate::data::{self, Series, format_rfc3339};
 use crate::models::{Forecast, ModelSpec};
@@ -68,6 +68,10 @@ pub fn run_train(args: &TrainArgs) -> CliResult {
     } else {
         let mut hs = vec![1, 12.min(horizon), horizon];
         hs.dedup();
+        // A series shorter than the training horizon (e.g. an hour of a per-request
+        // trace at one minute, trained for one day) is still backtested at the
+        // horizons it can hold, rather than not at all.
+        hs.retain(|&h| y.len() > h + 2 * MIN_POINTS);
         let bc = BacktestConfig {
             horizons: hs,
             origins: 5,
@@ -76,7 +80,16 @@ pub fn run_train(args: &TrainArgs) -> CliResult {
             scale_season: p.seas.day.unwrap_or_else(|| p.seas.season()),
             methods: vec![Method::Auto(cfg.clone())],
         };
-        backtest::run(y, &bc).ok().map(|r| r.scores)
+        match backtest::run(y, &bc) {
+            Ok(r) => Some(r.scores),
+            Err(e) => {
+                eprintln!(
+                    "note: {}: no backtest recorded in the model: {e}",
+                    args.csv.input.display()
+                );
+                None
+            }
+        }
     };
     let s = &p.series;
     let artifact = Artifact {
@@ -242,8 +255,53 @@ fn parse_horizons(raw: &[String], seas: &Seasonality) -> Result<Vec<usize>, Fail
     Ok(hs)
 }
 
-/// Run `aya backtest`.
-pub fn run_backtest(args: &BacktestArgs) -> CliResult {
+/// What `aya backtest` computed for one series, before it is printed: the series
+/// on its grid, its seasonality and the backtest report. [`run_backtest`] prints
+/// [`BacktestOutput::render`]; tests and embedding code can inspect the scores.
+#[derive(Debug, Clone)]
+pub struct BacktestOutput {
+    /// The series name (file stem, plus the column or filters that picked it).
+    pub series: String,
+    /// Points of the series on its regular grid.
+    pub points: usize,
+    /// Grid interval, milliseconds.
+    pub interval_ms: i64,
+    /// Detected seasonality.
+    pub seasonality: Seasonality,
+    /// Seasonal lag that scales MASE (one day, else the detected season).
+    pub mase_season: usize,
+    /// Origins, scores per method and horizon, and every scored step.
+    pub report: backtest::BacktestReport,
+}
+
+impl BacktestOutput {
+    /// The text `aya backtest` prints: a table (one row per method and horizon) or,
+    /// with `json`, a JSON document with the same scores.
+    pub fn render(&self, json: bool) -> Result<String, Failure> {
+        if json {
+            let doc = serde_json::json!({
+                "series": self.series,
+                "points": self.points,
+                "interval_ms": self.interval_ms,
+                "seasonality": self.seasonality,
+                "mase_season": self.mase_season,
+                "origins": self.report.origins,
+                "last_choice": self.report.last_choice,
+                "scores": self.report.scores,
+            });
+            let mut text =
+                serde_json::to_string_pretty(&doc).map_err(|e| Failure::runtime(anyhow!(e)))?;
+            text.push('\n');
+            Ok(text)
+        } else {
+            Ok(format_table(self))
+        }
+    }
+}
+
+/// Load the series of `aya backtest`, run the rolling-origin backtest and write
+/// `--forecasts-out` when asked; everything [`run_backtest`] does but printing.
+pub fn backtest(args: &BacktestArgs) -> Result<BacktestOutput, Failure> {
     if args.origins == 0 {
         return Err(Failure::usage(anyhow!("--origins must be at least 1")));
     }
@@ -280,52 +338,36 @@ pub fn run_backtest(args: &BacktestArgs) -> CliResult {
     if let Some(path) = &args.forecasts_out {
         write_forecasts(path, &p.series, &report.records).map_err(Failure::runtime)?;
     }
-    if args.json {
-        let doc = serde_json::json!({
-            "series": p.series.name,
-            "points": y.len(),
-            "interval_ms": p.series.interval_ms,
-            "seasonality": p.seas,
-            "mase_season": scale_season,
-            "origins": report.origins,
-            "last_choice": report.last_choice,
-            "scores": report.scores,
-        });
-        let text = serde_json::to_string_pretty(&doc).map_err(|e| Failure::runtime(anyhow!(e)))?;
-        println!("{text}");
-    } else {
-        print!(
-            "{}",
-            format_table(
-                &p,
-                scale_season,
-                &report.origins,
-                &report.scores,
-                &report.last_choice
-            )
-        );
-    }
+    Ok(BacktestOutput {
+        points: y.len(),
+        series: p.series.name,
+        interval_ms: p.series.interval_ms,
+        seasonality: p.seas,
+        mase_season: scale_season,
+        report,
+    })
+}
+
+/// Run `aya backtest`: [`backtest`], then print the table (or JSON with `--json`).
+pub fn run_backtest(args: &BacktestArgs) -> CliResult {
+    let out = backtest(args)?;
+    print!("{}", out.render(args.json)?);
     Ok(())
 }
 
-fn format_table(
-    p: &Prepared,
-    scale_season: usize,
-    origins: &[usize],
-    scores: &[Score],
-    choice: &Option<String>,
-) -> String {
+fn format_table(out: &BacktestOutput) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{}: {} points at {}, seasons {:?}, {} origins over the last 20%, MASE scaled by seasonal naive (lag {scale_season})",
-        p.series.name,
-        p.series.values.len(),
-        data::format_interval(p.series.interval_ms),
-        p.seas.periods,
-        origins.len()
+        "{}: {} points at {}, seasons {:?}, {} origins over the last 20%, MASE scaled by seasonal naive (lag {})",
+        out.series,
+        out.points,
+        data::format_interval(out.interval_ms),
+        out.seasonality.periods,
+        out.report.origins.len(),
+        out.mase_season
     );
-    if let Some(c) = choice {
+    if let Some(c) = &out.report.last_choice {
         let _ = writeln!(s, "aya_auto chose (last origin): {c}");
     }
     let _ = writeln!(
@@ -333,7 +375,7 @@ fn format_table(
         "{:<26} {:>7} {:>8} {:>9} {:>7} {:>7} {:>10}",
         "model", "horizon", "MASE", "sMAPE%", "cov80", "cov95", "ms/origin"
     );
-    for sc in scores {
+    for sc in &out.report.scores {
         let _ = writeln!(
             s,
             "{:<26} {:>7} {:>8.3} {:>9.2} {:>7.2} {:>7.2} {:>10.1}",
