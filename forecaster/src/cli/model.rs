@@ -227,15 +227,26 @@ pub fn run_forecast(args: &ForecastArgs) -> CliResult {
     Ok(())
 }
 
-fn parse_horizons(raw: &[String], seas: &Seasonality) -> Result<Vec<usize>, Failure> {
+/// Parse `--horizons` for a series of `n` points. `season` (or `day`) is relative to
+/// the series: on a series too short to backtest one season (e.g. an hour of a
+/// per-request trace per minute, where a day is 1,440 steps) it is left out with a
+/// note, as long as another horizon remains; numeric horizons are kept as asked
+/// (the backtest then says when the series is too short for them).
+fn parse_horizons(raw: &[String], seas: &Seasonality, n: usize) -> Result<Vec<usize>, Failure> {
     let mut hs = Vec::new();
+    let mut skipped = None;
     for h in raw {
         let h = h.trim();
         if h.is_empty() {
             continue;
         }
         let v = if h.eq_ignore_ascii_case("season") || h.eq_ignore_ascii_case("day") {
-            seas.day.unwrap_or_else(|| seas.season())
+            let v = seas.day.unwrap_or_else(|| seas.season());
+            if n <= v + 2 * MIN_POINTS {
+                skipped = Some(v);
+                continue;
+            }
+            v
         } else {
             h.parse::<usize>().ok().filter(|&v| v > 0).ok_or_else(|| {
                 Failure::usage(anyhow!(
@@ -247,10 +258,18 @@ fn parse_horizons(raw: &[String], seas: &Seasonality) -> Result<Vec<usize>, Fail
             hs.push(v);
         }
     }
-    if hs.is_empty() {
-        return Err(Failure::usage(anyhow!(
-            "--horizons: give at least one horizon, e.g. 1,12,season"
-        )));
+    match (hs.is_empty(), skipped) {
+        (true, Some(v)) => hs.push(v),
+        (true, None) => {
+            return Err(Failure::usage(anyhow!(
+                "--horizons: give at least one horizon, e.g. 1,12,season"
+            )));
+        }
+        (false, Some(v)) => eprintln!(
+            "note: horizon `season` ({v} steps) left out: the series has {n} points, \
+             too few to backtest it"
+        ),
+        (false, None) => {}
     }
     Ok(hs)
 }
@@ -307,7 +326,7 @@ pub fn backtest(args: &BacktestArgs) -> Result<BacktestOutput, Failure> {
     }
     let p = prepare(&args.csv)?;
     let y = &p.series.values;
-    let horizons = parse_horizons(&args.horizons, &p.seas)?;
+    let horizons = parse_horizons(&args.horizons, &p.seas, y.len())?;
     let mut methods = vec![Method::Auto(SelectConfig::default())];
     if !args.auto_only {
         let first_origin = (y.len() as f64 * 0.8) as usize;
