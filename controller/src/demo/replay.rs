@@ -202,8 +202,15 @@ pub fn scenario_toml(
         // Time constants of the scaling policies are series durations too.
         match *p {
             "aya" => {
+                // Every duration of Aya's scaling rules, so that the
+                // compressed replay sees the same rules as a real-time one.
+                let d = aya_policy::AyaConfig::default();
                 let _ = writeln!(t, "[policy.params]");
                 let _ = writeln!(t, "scale_in_cooldown = {}", v(600.0));
+                let _ = writeln!(t, "scale_up_cooldown = {}", v(d.scale_up_cooldown));
+                let _ = writeln!(t, "scale_lookahead = {}", v(d.scale_lookahead));
+                let _ = writeln!(t, "trend_window = {}", v(d.trend_window));
+                let _ = writeln!(t, "trend_lookahead = {}", v(d.trend_lookahead));
             }
             "hpa" => {
                 let _ = writeln!(t, "[policy.params]");
