@@ -169,14 +169,18 @@ impl IngestState {
             .hash_one((cluster, backend, metric, kind, labels))
     }
 
-    fn insert_index(&mut self, key: &SeriesKey, id: u32) {
-        let h = self.key_hash(
+    fn series_hash(&self, key: &SeriesKey) -> u64 {
+        self.key_hash(
             &key.cluster,
             &key.backend,
             &key.metric,
             key.kind,
             &key.labels,
-        );
+        )
+    }
+
+    fn insert_index(&mut self, key: &SeriesKey, id: u32) {
+        let h = self.series_hash(key);
         self.index.entry(h).or_default().push(id);
         self.by_backend
             .entry(key.cluster.clone())
@@ -190,13 +194,7 @@ impl IngestState {
     fn unindex_from(&mut self, from: usize) {
         for id in from..self.series.len() {
             let key = &self.series[id].key;
-            let h = self.key_hash(
-                &key.cluster,
-                &key.backend,
-                &key.metric,
-                key.kind,
-                &key.labels,
-            );
+            let h = self.series_hash(key);
             if let Some(v) = self.index.get_mut(&h) {
                 v.retain(|&i| (i as usize) < from);
                 if v.is_empty() {
@@ -282,8 +280,7 @@ impl IngestState {
             let Some(st) = self.series.get(id as usize) else {
                 continue;
             };
-            let k = &st.key;
-            let h = self.key_hash(&k.cluster, &k.backend, &k.metric, k.kind, &k.labels);
+            let h = self.series_hash(&st.key);
             if let Some(v) = self.index.get_mut(&h) {
                 v.retain(|&i| i != id);
                 if v.is_empty() {

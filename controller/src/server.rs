@@ -186,65 +186,69 @@ pub async fn serve_controller(
     Ok(())
 }
 
-async fn tick_loop(ctl: Controller, mut stop: watch::Receiver<bool>) {
+async fn tick_loop(ctl: Controller, stop: watch::Receiver<bool>) {
+    // The initial tick already ran: the first one here is a period away.
     let period = Duration::from_secs_f64(ctl.config().tick_interval_seconds);
-    let mut interval = tokio::time::interval(period);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    interval.tick().await; // the initial tick already ran
-    loop {
-        tokio::select! {
-            _ = interval.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
+    periodically(period, period, stop, "control tick", move || {
+        if let Err(e) = ctl.tick_all(now_secs()) {
+            tracing::error!(error = %e, "control tick failed");
         }
-        let c = ctl.clone();
-        let now = now_secs();
-        match tokio::task::spawn_blocking(move || c.tick_all(now)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "control tick failed"),
-            Err(e) => tracing::error!(error = %e, "control tick panicked"),
-        }
-    }
+    })
+    .await;
 }
 
-async fn retention_loop(ctl: Controller, mut stop: watch::Receiver<bool>) {
+async fn retention_loop(ctl: Controller, stop: watch::Receiver<bool>) {
     let period = Duration::from_secs_f64(ctl.config().retention_check_seconds);
-    let mut interval = tokio::time::interval(period);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = interval.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-        let c = ctl.clone();
-        match tokio::task::spawn_blocking(move || c.apply_retention()).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::info!(deleted = n, "retention deleted old samples"),
-            Ok(Err(e)) => tracing::error!(error = %e, "retention failed"),
-            Err(e) => tracing::error!(error = %e, "retention panicked"),
-        }
-    }
+    periodically(
+        Duration::ZERO,
+        period,
+        stop,
+        "retention",
+        move || match ctl.apply_retention() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "retention deleted old samples"),
+            Err(e) => tracing::error!(error = %e, "retention failed"),
+        },
+    )
+    .await;
 }
 
 /// Every `retrain_interval_seconds` (first one interval after start), retrain
 /// each cluster's demand model on a blocking thread: the CPU work never runs
 /// on the async workers and never holds the lock the tick needs.
-async fn retrain_loop(ctl: Controller, mut stop: watch::Receiver<bool>) {
+async fn retrain_loop(ctl: Controller, stop: watch::Receiver<bool>) {
     let secs = ctl.config().retrain_interval_seconds;
     if !(secs > 0.0 && ctl.config().forecast_step_seconds > 0.0) {
         return;
     }
     let period = Duration::from_secs_f64(secs);
-    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    periodically(period, period, stop, "retrain", move || {
+        ctl.retrain_all(now_secs());
+    })
+    .await;
+}
+
+/// Run `job` on a blocking thread `first` from now and then every `period`
+/// (a late run delays the next rather than bunching them), until `stop`
+/// turns true. A panicking job is logged as `what` and the loop goes on.
+async fn periodically<F>(
+    first: Duration,
+    period: Duration,
+    mut stop: watch::Receiver<bool>,
+    what: &'static str,
+    job: F,
+) where
+    F: Fn() + Clone + Send + 'static,
+{
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + first, period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = interval.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let c = ctl.clone();
-        let now = now_secs();
-        if let Err(e) = tokio::task::spawn_blocking(move || c.retrain_all(now)).await {
-            tracing::error!(error = %e, "retrain panicked");
+        if let Err(e) = tokio::task::spawn_blocking(job.clone()).await {
+            tracing::error!(error = %e, "{what} panicked");
         }
     }
 }

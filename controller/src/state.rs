@@ -928,35 +928,28 @@ fn demand_artifact(
     ocfg: &aya_forecaster::online::OnlineConfig,
     ev: &aya_forecaster::retrain::Evaluation,
 ) -> Result<aya_forecaster::artifact::Artifact, String> {
-    use aya_forecaster::artifact::{Artifact, FORMAT, FORMAT_VERSION, TrainingWindow};
+    use aya_forecaster::artifact::{Artifact, TrainingWindow};
     let fitted = aya_forecaster::select::FittedAuto::fit(y, ev.candidate.clone())
         .map_err(|e| format!("fitting the candidate on the whole history: {e}"))?;
-    let rfc = |ms: i64| {
-        chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
-            .map(|t| t.to_rfc3339())
-            .unwrap_or_default()
-    };
+    // The same timestamp form `aya train` writes.
+    let rfc = aya_forecaster::data::timestamp::format_rfc3339;
     let mut backtest = vec![ev.candidate_score.score.clone()];
     if let Some(c) = &ev.current_score {
         backtest.push(c.score.clone());
     }
-    Ok(Artifact {
-        format: FORMAT.into(),
-        format_version: FORMAT_VERSION,
-        created_by: format!("aya-controller {}", env!("CARGO_PKG_VERSION")),
-        training: TrainingWindow {
+    Ok(Artifact::new(
+        format!("aya-controller {}", env!("CARGO_PKG_VERSION")),
+        TrainingWindow {
             series: format!("{cluster}/demand"),
             start: rfc(points.first().map_or(0, |p| p.0)),
             end: rfc(points.last().map_or(0, |p| p.0)),
             points: y.len(),
             interval_ms: (ocfg.step_s * 1000.0) as i64,
         },
-        horizon: ev.horizon,
-        chosen: ev.candidate.describe(),
-        selection: ev.candidate.clone(),
-        parameters: fitted.params(),
-        backtest: Some(backtest),
-    })
+        ev.horizon,
+        &fitted,
+        Some(backtest),
+    ))
 }
 
 fn lock_read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::backtest::Score;
-use crate::select::Selection;
+use crate::select::{FittedAuto, Selection};
 
 /// Value of the `format` field.
 pub const FORMAT: &str = "aya-forecaster-model";
@@ -100,6 +100,29 @@ pub enum ArtifactError {
 }
 
 impl Artifact {
+    /// An artifact of the current format for `model`, trained over
+    /// `training` for `horizon` steps: the choice, the selection and the
+    /// parameters come from the fitted model itself.
+    pub fn new(
+        created_by: String,
+        training: TrainingWindow,
+        horizon: usize,
+        model: &FittedAuto,
+        backtest: Option<Vec<Score>>,
+    ) -> Artifact {
+        Artifact {
+            format: FORMAT.to_string(),
+            format_version: FORMAT_VERSION,
+            created_by,
+            training,
+            horizon,
+            chosen: model.selection().describe(),
+            selection: model.selection().clone(),
+            parameters: model.params(),
+            backtest,
+        }
+    }
+
     /// Write as pretty JSON.
     pub fn save(&self, path: &Path) -> Result<(), ArtifactError> {
         let text = serde_json::to_string_pretty(self).map_err(|e| ArtifactError::Json {

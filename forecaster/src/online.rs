@@ -251,12 +251,7 @@ impl OnlineForecaster {
         if must {
             let seas = self.seasonality(y);
             match select(y, &seas, horizon.max(12), &self.cfg.select) {
-                Ok(s) => {
-                    self.selection = Some(s);
-                    self.generation += 1;
-                    self.since_select = 0;
-                    self.fitted = None;
-                }
+                Ok(s) => self.install(s),
                 Err(_) => return false,
             }
         } else if periodic {

@@ -388,13 +388,25 @@ fn predict_robust(
         let recent = crate::shift::with_recent_raw(clean, raw, scratch);
         // If that second fit fails, the cleaned forecast serves every step
         // (as in `FittedAuto::fit`).
-        if let Ok(m) = spec.fit(recent)
-            && m.predict_into(h.min(crate::shift::KEEP_RAW), tmp).is_ok()
-        {
-            let k = tmp.point.len().min(out.point.len());
-            out.point[..k].copy_from_slice(&tmp.point[..k]);
+        if let Ok(m) = spec.fit(recent) {
+            let _ = overlay_recent(&m, h, &mut out.point, tmp);
         }
     }
+    Ok(())
+}
+
+/// Overwrite the first [`crate::shift::KEEP_RAW`] of `points` (a forecast of
+/// `h` steps from the cleaned fit) with the forecast of `recent`, the fit
+/// that saw the recent values unclipped. On error `points` is unchanged.
+fn overlay_recent(
+    recent: &BoxedFitted,
+    h: usize,
+    points: &mut [f64],
+    tmp: &mut Forecast,
+) -> Result<(), ModelError> {
+    recent.predict_into(h.min(crate::shift::KEEP_RAW), tmp)?;
+    let k = tmp.point.len().min(points.len());
+    points[..k].copy_from_slice(&tmp.point[..k]);
     Ok(())
 }
 
@@ -903,9 +915,7 @@ impl FittedAuto {
                 f.predict_into(horizon, buf)?;
                 member_points[i].extend_from_slice(&buf.point);
                 if let Some(r) = self.recent.get(i).and_then(Option::as_ref) {
-                    r.predict_into(horizon.min(crate::shift::KEEP_RAW), buf)?;
-                    let k = buf.point.len().min(member_points[i].len());
-                    member_points[i][..k].copy_from_slice(&buf.point[..k]);
+                    overlay_recent(r, horizon, &mut member_points[i], buf)?;
                 }
             }
         }

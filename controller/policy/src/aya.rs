@@ -1049,79 +1049,47 @@ const LATENCY_SPLIT_MIN_SLACK: f64 = 0.05;
 /// a positive share (the rest get none). `None` when the pool cannot carry
 /// the load with 5 % to spare (`LATENCY_SPLIT_MIN_SLACK`).
 pub fn latency_split(mus: &[f64], load: f64) -> Option<Vec<f64>> {
-    let total: f64 = mus.iter().sum();
-    if !positive(load) || !positive(total) || load > total * (1.0 - LATENCY_SPLIT_MIN_SLACK) {
-        return None;
-    }
-    let mut used: Vec<bool> = mus.iter().map(|m| *m > 0.0).collect();
-    for _ in 0..mus.len() {
-        let s_mu: f64 = mus
-            .iter()
-            .zip(&used)
-            .filter(|(_, u)| **u)
-            .map(|(m, _)| m)
-            .sum();
-        let s_sqrt: f64 = mus
-            .iter()
-            .zip(&used)
-            .filter(|(_, u)| **u)
-            .map(|(m, _)| m.sqrt())
-            .sum();
-        let k = (s_mu - load) / s_sqrt;
-        let xs: Vec<f64> = mus
-            .iter()
-            .zip(&used)
-            .map(|(m, u)| if *u { m - m.sqrt() * k } else { 0.0 })
-            .collect();
-        if let Some(i) = xs.iter().zip(&used).position(|(x, u)| *u && *x < 0.0) {
-            used[i] = false;
-            continue;
-        }
-        return Some(xs);
-    }
-    None
+    water_fill(mus, load, f64::sqrt)
 }
 
 /// Tail-optimal static split of `load` over servers of capacities `mus`
 /// (M/M/1 each): every server that gets traffic keeps the same spare
-/// capacity, `x_i = μ_i − c` with `c = (Σμ − L)/n` over the servers used
-/// (water-filling: a server whose share would be negative gets none and `c`
-/// is recomputed). The sojourn time at server i is exponential with rate
-/// `μ_i − x_i = c`, so every used server has the same tail, the largest
-/// common decay rate possible. `None` when the pool cannot carry the load
-/// with 5 % to spare (`LATENCY_SPLIT_MIN_SLACK`).
+/// capacity, `x_i = μ_i − c` with `c = (Σμ − L)/n` over the servers used.
+/// The sojourn time at server i is exponential with rate `μ_i − x_i = c`, so
+/// every used server has the same tail, the largest common decay rate
+/// possible. `None` when the pool cannot carry the load with 5 % to spare
+/// (`LATENCY_SPLIT_MIN_SLACK`).
 pub fn tail_split(mus: &[f64], load: f64) -> Option<Vec<f64>> {
+    water_fill(mus, load, |_| 1.0)
+}
+
+/// Water-filling behind [`latency_split`] and [`tail_split`]: over the
+/// servers used, `x_i = μ_i − g(μ_i) · k` with `k = (Σμ − L)/Σg(μ)`, so the
+/// shares sum to the load. A server whose share would be negative gets none
+/// and `k` is recomputed; `k` only grows as servers are dropped, so a dropped
+/// server never comes back and the order of dropping does not matter.
+fn water_fill(mus: &[f64], load: f64, g: impl Fn(f64) -> f64) -> Option<Vec<f64>> {
     let total: f64 = mus.iter().sum();
     if !positive(load) || !positive(total) || load > total * (1.0 - LATENCY_SPLIT_MIN_SLACK) {
         return None;
     }
     let mut used: Vec<bool> = mus.iter().map(|m| *m > 0.0).collect();
     for _ in 0..mus.len() {
-        let n = used.iter().filter(|u| **u).count();
-        if n == 0 {
-            return None;
-        }
-        let s_mu: f64 = mus
+        let (s_mu, s_g) = mus
             .iter()
             .zip(&used)
             .filter(|(_, u)| **u)
-            .map(|(m, _)| m)
-            .sum();
-        let spare = (s_mu - load) / n as f64;
+            .fold((0.0, 0.0), |(sm, sg), (m, _)| (sm + m, sg + g(*m)));
+        if !positive(s_g) {
+            return None;
+        }
+        let k = (s_mu - load) / s_g;
         let xs: Vec<f64> = mus
             .iter()
             .zip(&used)
-            .map(|(m, u)| if *u { m - spare } else { 0.0 })
+            .map(|(m, u)| if *u { m - g(*m) * k } else { 0.0 })
             .collect();
-        // Drop the slowest server with a negative share and redistribute.
-        if let Some(i) = xs
-            .iter()
-            .zip(&used)
-            .enumerate()
-            .filter(|(_, (x, u))| **u && **x < 0.0)
-            .min_by(|a, b| mus[a.0].total_cmp(&mus[b.0]))
-            .map(|(i, _)| i)
-        {
+        if let Some(i) = xs.iter().zip(&used).position(|(x, u)| *u && *x < 0.0) {
             used[i] = false;
             continue;
         }

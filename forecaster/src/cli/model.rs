@@ -13,7 +13,7 @@ use std::path::Path;
 use anyhow::{Context, anyhow};
 
 use super::{BacktestArgs, CsvArgs, ForecastArgs, TrainArgs};
-use crate::artifact::{Artifact, FORMAT, FORMAT_VERSION, TrainingWindow};
+use crate::artifact::{Artifact, TrainingWindow};
 use crate::backtest::{self, BacktestConfig, BacktestError, Method};
 use crate::cli_support::{CliResult, Failure};
 use crate::data::{self, Series, format_rfc3339};
@@ -92,11 +92,9 @@ pub fn run_train(args: &TrainArgs) -> CliResult {
         }
     };
     let s = &p.series;
-    let artifact = Artifact {
-        format: FORMAT.to_string(),
-        format_version: FORMAT_VERSION,
-        created_by: format!("{} {}", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")),
-        training: TrainingWindow {
+    let artifact = Artifact::new(
+        format!("{} {}", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")),
+        TrainingWindow {
             series: s.name.clone(),
             start: s
                 .timestamps
@@ -112,11 +110,9 @@ pub fn run_train(args: &TrainArgs) -> CliResult {
             interval_ms: s.interval_ms,
         },
         horizon,
-        chosen: model.selection().describe(),
-        selection: model.selection().clone(),
-        parameters: model.params(),
+        &model,
         backtest,
-    };
+    );
     artifact
         .save(&args.output)
         .with_context(|| format!("writing the model to {}", args.output.display()))
