@@ -244,6 +244,230 @@ const REGULAR: &[(&str, usize, i64, usize, &str, &str)] = &[
         "2015-04-22 23:47:53",
     ),
     (
+        "nab/artificialNoAnomaly/art_daily_no_noise.csv",
+        4032,
+        300,
+        0,
+        "2014-04-01 00:00:00",
+        "2014-04-14 23:55:00",
+    ),
+    (
+        "nab/artificialNoAnomaly/art_daily_perfect_square_wave.csv",
+        4032,
+        300,
+        0,
+        "2014-04-01 00:00:00",
+        "2014-04-14 23:55:00",
+    ),
+    (
+        "nab/artificialNoAnomaly/art_daily_small_noise.csv",
+        4032,
+        300,
+        0,
+        "2014-04-01 00:00:00",
+        "2014-04-14 23:55:00",
+    ),
+    (
+        "nab/artificialNoAnomaly/art_flatline.csv",
+        4032,
+        300,
+        0,
+        "2014-04-01 00:00:00",
+        "2014-04-14 23:55:00",
+    ),
+    (
+        "nab/artificialNoAnomaly/art_noisy.csv",
+        4032,
+        300,
+        0,
+        "2014-04-01 00:00:00",
+        "2014-04-14 23:55:00",
+    ),
+    (
+        "nab/artificialWithAnomaly/art_daily_flatmiddle.csv",
+        4032,
+        300,
+        0,
+        "2014-04-01 00:00:00",
+        "2014-04-14 23:55:00",
+    ),
+    (
+        "nab/artificialWithAnomaly/art_daily_jumpsdown.csv",
+        4032,
+        300,
+        0,
+        "2014-04-01 00:00:00",
+        "2014-04-14 23:55:00",
+    ),
+    (
+        "nab/artificialWithAnomaly/art_daily_jumpsup.csv",
+        4032,
+        300,
+        0,
+        "2014-04-01 00:00:00",
+        "2014-04-14 23:55:00",
+    ),
+    (
+        "nab/artificialWithAnomaly/art_daily_nojump.csv",
+        4032,
+        300,
+        0,
+        "2014-04-01 00:00:00",
+        "2014-04-14 23:55:00",
+    ),
+    (
+        "nab/artificialWithAnomaly/art_increase_spike_density.csv",
+        4032,
+        300,
+        0,
+        "2014-04-01 00:00:00",
+        "2014-04-14 23:55:00",
+    ),
+    (
+        "nab/artificialWithAnomaly/art_load_balancer_spikes.csv",
+        4032,
+        300,
+        0,
+        "2014-04-01 00:00:00",
+        "2014-04-14 23:55:00",
+    ),
+    (
+        "nab/realAdExchange/exchange-2_cpc_results.csv",
+        1624,
+        3600,
+        6,
+        "2011-07-01 00:00:01",
+        "2011-09-07 15:00:01",
+    ),
+    (
+        "nab/realAdExchange/exchange-2_cpm_results.csv",
+        1624,
+        3600,
+        6,
+        "2011-07-01 00:00:01",
+        "2011-09-07 15:00:01",
+    ),
+    (
+        "nab/realAdExchange/exchange-3_cpc_results.csv",
+        1538,
+        3600,
+        64,
+        "2011-07-01 00:15:01",
+        "2011-09-07 14:15:01",
+    ),
+    (
+        "nab/realAdExchange/exchange-3_cpm_results.csv",
+        1538,
+        3600,
+        64,
+        "2011-07-01 00:15:01",
+        "2011-09-07 14:15:01",
+    ),
+    (
+        "nab/realAdExchange/exchange-4_cpc_results.csv",
+        1643,
+        3600,
+        4,
+        "2011-07-01 00:15:01",
+        "2011-09-07 14:15:01",
+    ),
+    (
+        "nab/realAdExchange/exchange-4_cpm_results.csv",
+        1643,
+        3600,
+        4,
+        "2011-07-01 00:15:01",
+        "2011-09-07 14:15:01",
+    ),
+    (
+        "nab/realKnownCause/ambient_temperature_system_failure.csv",
+        7267,
+        3600,
+        10,
+        "2013-07-04 00:00:00",
+        "2014-05-28 15:00:00",
+    ),
+    (
+        "nab/realKnownCause/machine_temperature_system_failure.csv",
+        22695,
+        300,
+        1,
+        "2013-12-02 21:15:00",
+        "2014-02-19 15:25:00",
+    ),
+    (
+        "nab/realKnownCause/rogue_agent_key_hold.csv",
+        1882,
+        300,
+        91,
+        "2014-07-06 20:10:00",
+        "2014-07-25 08:55:00",
+    ),
+    (
+        "nab/realKnownCause/rogue_agent_key_updown.csv",
+        5315,
+        300,
+        10,
+        "2014-07-06 20:10:00",
+        "2014-07-25 08:55:00",
+    ),
+    (
+        "nab/realTraffic/TravelTime_387.csv",
+        2500,
+        600,
+        909,
+        "2015-07-10 14:24:00",
+        "2015-09-17 17:10:00",
+    ),
+    (
+        "nab/realTraffic/TravelTime_451.csv",
+        2162,
+        600,
+        1372,
+        "2015-07-28 11:56:00",
+        "2015-09-17 17:09:00",
+    ),
+    (
+        "nab/realTraffic/occupancy_6005.csv",
+        2380,
+        300,
+        625,
+        "2015-09-01 13:45:00",
+        "2015-09-17 16:24:00",
+    ),
+    (
+        "nab/realTraffic/occupancy_t4013.csv",
+        2500,
+        300,
+        590,
+        "2015-09-01 11:30:00",
+        "2015-09-17 16:24:00",
+    ),
+    (
+        "nab/realTraffic/speed_6005.csv",
+        2500,
+        300,
+        677,
+        "2015-08-31 18:22:00",
+        "2015-09-17 16:24:00",
+    ),
+    (
+        "nab/realTraffic/speed_7578.csv",
+        1127,
+        300,
+        391,
+        "2015-09-08 11:39:00",
+        "2015-09-17 14:05:00",
+    ),
+    (
+        "nab/realTraffic/speed_t4013.csv",
+        2495,
+        300,
+        591,
+        "2015-09-01 11:25:00",
+        "2015-09-17 16:19:00",
+    ),
+    (
         "worldcup98/worldcup98_requests_per_minute.csv",
         125_310,
         60,
@@ -253,15 +477,70 @@ const REGULAR: &[(&str, usize, i64, usize, &str, &str)] = &[
     ),
 ];
 
-/// Files with repeated timestamps (found by inspecting the data, not stated in the README):
-/// 12 rows stamped `2014-03-09 03:00:00`, the night US daylight saving time started, so
-/// the exporter wrote local time. Loading keeps the last of them (11 duplicates) and then
-/// sees an 11-sample gap where the hour was squeezed.
-const DST_DUPLICATES: &[&str] = &[
-    "nab/realAWSCloudwatch/ec2_disk_write_bytes_1ef3de.csv",
-    "nab/realAWSCloudwatch/ec2_network_in_5abac7.csv",
-    "nab/realKnownCause/ec2_request_latency_system_failure.csv",
+/// Files with repeated timestamps (found by inspecting the data, not stated in the READMEs):
+/// (path, duplicates, out-of-order rows, first repeated timestamp). Loading sorts the rows,
+/// keeps the last of each repeated timestamp and counts the rest as duplicates.
+/// - Three AWS exports have 12 rows stamped `2014-03-09 03:00:00`, the night US daylight
+///   saving time started, so the exporter wrote local time: 11 duplicates, then an
+///   11-sample gap where the hour was squeezed.
+/// - Two ad-exchange series repeat `2011-08-24 12:00:01`, two freeway sensors
+///   `2015-09-10 05:33:00`: one duplicate each.
+/// - `machine_temperature_system_failure` repeats the hour 02:00–02:55 of 2014-01-07: the
+///   file steps back once (the README's one irregular step) and then replays 12 rows.
+const DUPLICATES: &[(&str, usize, usize, &str)] = &[
+    (
+        "nab/realAWSCloudwatch/ec2_disk_write_bytes_1ef3de.csv",
+        11,
+        0,
+        "2014-03-09T03:00:00Z",
+    ),
+    (
+        "nab/realAWSCloudwatch/ec2_network_in_5abac7.csv",
+        11,
+        0,
+        "2014-03-09T03:00:00Z",
+    ),
+    (
+        "nab/realKnownCause/ec2_request_latency_system_failure.csv",
+        11,
+        0,
+        "2014-03-09T03:00:00Z",
+    ),
+    (
+        "nab/realAdExchange/exchange-2_cpc_results.csv",
+        1,
+        0,
+        "2011-08-24T12:00:01Z",
+    ),
+    (
+        "nab/realAdExchange/exchange-2_cpm_results.csv",
+        1,
+        0,
+        "2011-08-24T12:00:01Z",
+    ),
+    (
+        "nab/realTraffic/occupancy_t4013.csv",
+        1,
+        0,
+        "2015-09-10T05:33:00Z",
+    ),
+    (
+        "nab/realTraffic/speed_t4013.csv",
+        1,
+        0,
+        "2015-09-10T05:33:00Z",
+    ),
+    (
+        "nab/realKnownCause/machine_temperature_system_failure.csv",
+        12,
+        1,
+        "2014-01-07T02:00:00Z",
+    ),
 ];
+
+/// Signed series: NAB's artificial "flat middle" series dips below zero, so it loads with
+/// `allow_negative` (`--allow-negative` on the command line).
+const SIGNED: &[&str] = &["nab/artificialWithAnomaly/art_daily_flatmiddle.csv"];
 
 /// (path, rows, first arrival, last arrival (both to 10 ms, as in the README),
 /// ContextTokens min/median/max, GeneratedTokens min/median/max) from the Azure README.
@@ -332,7 +611,11 @@ fn every_shared_csv_matches_its_readme() {
             REGULAR.iter().find(|r| r.0 == rel)
         {
             seen += 1;
-            let s = match load_csv(f, &LoadOptions::default()) {
+            let opts = LoadOptions {
+                allow_negative: SIGNED.contains(&rel.as_str()),
+                ..LoadOptions::default()
+            };
+            let s = match load_csv(f, &opts) {
                 Ok(s) => s,
                 Err(e) => {
                     problems.push(format!("{rel}: {e}"));
@@ -340,11 +623,10 @@ fn every_shared_csv_matches_its_readme() {
                 }
             };
             let r = &s.report;
-            let dups = if DST_DUPLICATES.contains(&rel.as_str()) {
-                11
-            } else {
-                0
-            };
+            let (dups, out_of_order, first_dup) = DUPLICATES
+                .iter()
+                .find(|d| d.0 == rel)
+                .map_or((0, 0, ""), |d| (d.1, d.2, d.3));
             let got = (
                 r.rows,
                 s.len(),
@@ -356,21 +638,25 @@ fn every_shared_csv_matches_its_readme() {
                 s.timestamps[0],
                 s.timestamps[s.len() - 1],
             );
+            // The README counts steps in file order; a backward step is one irregular step
+            // there, while the loader sorts first and sees each replayed row as a duplicate.
             let want = (
                 rows,
                 rows - dups,
                 interval_s * 1000,
                 true,
-                irregular,
+                irregular - out_of_order + if out_of_order > 0 { dups } else { 0 },
                 dups,
-                0,
+                out_of_order,
                 ms(first),
                 ms(last),
             );
             if dups > 0 {
                 let ex = r.duplicate_examples.first().map(|d| format_rfc3339(d.ts));
-                if ex.as_deref() != Some("2014-03-09T03:00:00Z") || r.missing_points < 11 {
-                    problems.push(format!("{rel}: expected the DST duplicates, got {r}"));
+                if ex.as_deref() != Some(first_dup) || (dups == 11 && r.missing_points < 11) {
+                    problems.push(format!(
+                        "{rel}: expected the duplicates at {first_dup}, got {r}"
+                    ));
                 }
             }
             if got != want {
@@ -700,7 +986,7 @@ fn fetch_script_downloads_verifies_and_caches_offline() {
     let stderr = String::from_utf8_lossy(&first.stderr).into_owned();
     assert!(first.status.success(), "fetch.sh failed: {stderr}");
     let urls = std::fs::read_to_string(&log).expect("log");
-    assert_eq!(urls.lines().count(), 34, "{urls}");
+    assert_eq!(urls.lines().count(), 62, "{urls}");
     for (rel, ..) in REGULAR.iter().filter(|r| r.0.starts_with("nab/")) {
         assert_eq!(
             std::fs::read(out.join(rel)).expect("fetched"),
@@ -715,7 +1001,7 @@ fn fetch_script_downloads_verifies_and_caches_offline() {
     let second = run(false);
     assert!(second.status.success());
     let stdout = String::from_utf8_lossy(&second.stdout).into_owned();
-    assert_eq!(stdout.matches("ok (cached)").count(), 30, "{stdout}");
+    assert_eq!(stdout.matches("ok (cached)").count(), 58, "{stdout}");
     // A corrupted download is rejected and the script fails.
     std::fs::remove_file(out.join(AZURE[0].0)).expect("remove");
     let third = run(true);

@@ -9,7 +9,8 @@
 //! aya backtest --input F [FORM] --horizons 1,12 --origins 2
 //! ```
 //!
-//! `FORM` is empty for the regular NAB and WorldCup98 series. The Azure LLM traces
+//! `FORM` is empty for the regular NAB and WorldCup98 series (`--allow-negative` for the
+//! one signed NAB series). The Azure LLM traces
 //! have one row per request; they are forecast as requests per minute
 //! (`--column ContextTokens --keep-duplicates --resample 60 --aggregate count`)
 //! and as context tokens per minute (`--aggregate sum`).
@@ -96,8 +97,55 @@ const REGULAR: &[(&str, i64)] = &[
     ("nab/realTweets/Twitter_volume_KO.csv", 300),
     ("nab/realTweets/Twitter_volume_PFE.csv", 300),
     ("nab/realTweets/Twitter_volume_UPS.csv", 300),
+    ("nab/artificialNoAnomaly/art_daily_no_noise.csv", 300),
+    (
+        "nab/artificialNoAnomaly/art_daily_perfect_square_wave.csv",
+        300,
+    ),
+    ("nab/artificialNoAnomaly/art_daily_small_noise.csv", 300),
+    ("nab/artificialNoAnomaly/art_flatline.csv", 300),
+    ("nab/artificialNoAnomaly/art_noisy.csv", 300),
+    ("nab/artificialWithAnomaly/art_daily_flatmiddle.csv", 300),
+    ("nab/artificialWithAnomaly/art_daily_jumpsdown.csv", 300),
+    ("nab/artificialWithAnomaly/art_daily_jumpsup.csv", 300),
+    ("nab/artificialWithAnomaly/art_daily_nojump.csv", 300),
+    (
+        "nab/artificialWithAnomaly/art_increase_spike_density.csv",
+        300,
+    ),
+    (
+        "nab/artificialWithAnomaly/art_load_balancer_spikes.csv",
+        300,
+    ),
+    ("nab/realAdExchange/exchange-2_cpc_results.csv", 3600),
+    ("nab/realAdExchange/exchange-2_cpm_results.csv", 3600),
+    ("nab/realAdExchange/exchange-3_cpc_results.csv", 3600),
+    ("nab/realAdExchange/exchange-3_cpm_results.csv", 3600),
+    ("nab/realAdExchange/exchange-4_cpc_results.csv", 3600),
+    ("nab/realAdExchange/exchange-4_cpm_results.csv", 3600),
+    (
+        "nab/realKnownCause/ambient_temperature_system_failure.csv",
+        3600,
+    ),
+    (
+        "nab/realKnownCause/machine_temperature_system_failure.csv",
+        300,
+    ),
+    ("nab/realKnownCause/rogue_agent_key_hold.csv", 300),
+    ("nab/realKnownCause/rogue_agent_key_updown.csv", 300),
+    ("nab/realTraffic/TravelTime_387.csv", 600),
+    ("nab/realTraffic/TravelTime_451.csv", 600),
+    ("nab/realTraffic/occupancy_6005.csv", 300),
+    ("nab/realTraffic/occupancy_t4013.csv", 300),
+    ("nab/realTraffic/speed_6005.csv", 300),
+    ("nab/realTraffic/speed_7578.csv", 300),
+    ("nab/realTraffic/speed_t4013.csv", 300),
     ("worldcup98/worldcup98_requests_per_minute.csv", 60),
 ];
+
+/// Signed series (NAB's artificial "flat middle" dips below zero): run with
+/// `--allow-negative`, and their forecasts may be negative.
+const SIGNED: &[&str] = &["nab/artificialWithAnomaly/art_daily_flatmiddle.csv"];
 
 /// Per-request traces: one row per request, aggregated per minute.
 const TRACES: &[&str] = &[
@@ -134,6 +182,8 @@ struct Job {
     path: PathBuf,
     form: Vec<&'static str>,
     interval_ms: i64,
+    /// Signed data: forecasts may go below zero.
+    signed: bool,
     /// Pass `--no-backtest` to `train` (the regular series, see the module docs).
     skip_train_backtest: bool,
 }
@@ -276,7 +326,7 @@ fn run_one(job: &Job, dir: &Path) -> Result<(usize, [f64; 3]), String> {
             number(lower, "lower", i)?,
             number(upper, "upper", i)?,
         );
-        if !(0.0 <= lo && lo <= y && y <= hi) {
+        if !((job.signed || 0.0 <= lo) && lo <= y && y <= hi) {
             return Err(format!(
                 "forecast row {i}: want 0 <= lower <= yhat <= upper, got {lo} {y} {hi}"
             ));
@@ -338,7 +388,7 @@ fn run_one(job: &Job, dir: &Path) -> Result<(usize, [f64; 3]), String> {
     if json["scores"].as_array().map(Vec::len) != Some(bt.report.scores.len()) {
         return Err("backtest --json: scores missing".to_string());
     }
-    if !job.form.is_empty() {
+    if !job.skip_train_backtest {
         // An hour of per-minute data cannot be backtested one day (1,440 steps) ahead:
         // the default `--horizons 1,12,season` leaves `season` out instead of failing.
         let args: BacktestArgs = parse(&argv(job, &["--origins", "2", "--auto-only"]))?;
@@ -372,10 +422,16 @@ fn train_forecast_and_backtest_work_on_every_shared_dataset() {
             .to_string_lossy()
             .replace('\\', "/");
         if let Some(&(_, interval_s)) = REGULAR.iter().find(|r| r.0 == rel) {
+            let signed = SIGNED.contains(&rel.as_str());
             jobs.push(Job {
                 rel: rel.clone(),
                 path: f.clone(),
-                form: Vec::new(),
+                form: if signed {
+                    vec!["--allow-negative"]
+                } else {
+                    Vec::new()
+                },
+                signed,
                 interval_ms: interval_s * 1000,
                 skip_train_backtest: true,
             });
@@ -385,6 +441,7 @@ fn train_forecast_and_backtest_work_on_every_shared_dataset() {
                     rel: format!("{rel} (--aggregate {})", form[form.len() - 1]),
                     path: f.clone(),
                     form: form.to_vec(),
+                    signed: false,
                     interval_ms: 60_000,
                     skip_train_backtest: false,
                 });
