@@ -477,7 +477,11 @@ impl fmt::Display for RepairReport {
             writeln!(f, "  redb: {r}")?;
         }
         for t in &self.tables {
-            write!(f, "  {:<12} {:>10} kept {:>6} dropped", t.table, t.ok, t.bad)?;
+            write!(
+                f,
+                "  {:<12} {:>10} kept {:>6} dropped",
+                t.table, t.ok, t.bad
+            )?;
             if let Some(u) = &t.unreadable {
                 write!(f, "  (unreadable past this point: {u})")?;
             }
@@ -711,7 +715,10 @@ fn open_unchecked(file: &Path) -> Result<Database, String> {
     match catch_unwind(AssertUnwindSafe(|| redb::Builder::new().open(file))) {
         Ok(Ok(db)) => Ok(db),
         Ok(Err(e)) => Err(format!("redb refuses the file: {e}")),
-        Err(p) => Err(format!("redb panicked opening the file: {}", panic_text(&*p))),
+        Err(p) => Err(format!(
+            "redb panicked opening the file: {}",
+            panic_text(&*p)
+        )),
     }
 }
 
@@ -774,21 +781,21 @@ fn walk_all(
         };
         let mut kept: Records = Vec::new();
         let collect = keep.is_some();
-        let r = visit_named(tx, table, limit, &mut |k, r| {
-            match r.and_then(|p| check_payload(table, k, p).map(|_| p)) {
-                Ok(p) => {
-                    rep.ok += 1;
-                    if table == "segments" {
-                        samples += (p.len() / SAMPLE_BYTES) as u64;
-                    }
-                    if collect {
-                        kept.push((k.to_vec(), p.to_vec()));
-                    }
+        let r = visit_named(tx, table, limit, &mut |k, r| match r
+            .and_then(|p| check_payload(table, k, p).map(|_| p))
+        {
+            Ok(p) => {
+                rep.ok += 1;
+                if table == "segments" {
+                    samples += (p.len() / SAMPLE_BYTES) as u64;
                 }
-                Err(e) => {
-                    rep.bad += 1;
-                    problems.push(format!("table {table}, key {}: {e}", key_text(table, k)));
+                if collect {
+                    kept.push((k.to_vec(), p.to_vec()));
                 }
+            }
+            Err(e) => {
+                rep.bad += 1;
+                problems.push(format!("table {table}, key {}: {e}", key_text(table, k)));
             }
         });
         if let Err(e) = r {
@@ -849,10 +856,7 @@ impl TempCopy {
             .filter(|p| !p.as_os_str().is_empty())
             .map(Path::to_path_buf)
             .unwrap_or_else(std::env::temp_dir);
-        let tmp = dir.join(format!(
-            ".aya-store-{}-{nanos}.tmp",
-            std::process::id()
-        ));
+        let tmp = dir.join(format!(".aya-store-{}-{nanos}.tmp", std::process::id()));
         std::fs::copy(src, &tmp).map_err(|source| StoreError::Io {
             path: src.to_path_buf(),
             what: format!("cannot copy to {}", tmp.display()),
@@ -886,7 +890,10 @@ fn create_new(file: &Path) -> Result<Database, StoreError> {
     {
         let mut t = db_err!(tx.open_table(FORMAT))?;
         let v = FORMAT_VERSION.to_le_bytes();
-        db_err!(t.insert(&b"version"[..], seal("aya_format", b"version", &v).as_slice()))?;
+        db_err!(t.insert(
+            &b"version"[..],
+            seal("aya_format", b"version", &v).as_slice()
+        ))?;
     }
     db_err!(tx.commit())?;
     Ok(db)
@@ -1138,9 +1145,10 @@ impl Store {
             cross_check(&tx, limit, samples, &mut report.problems);
         }));
         if let Err(p) = inspected {
-            report
-                .problems
-                .push(format!("redb panicked reading the file: {}", panic_text(&*p)));
+            report.problems.push(format!(
+                "redb panicked reading the file: {}",
+                panic_text(&*p)
+            ));
         }
         Ok(report)
     }
@@ -1217,9 +1225,10 @@ impl Store {
                 match read {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => report.problems.push(e),
-                    Err(p) => report
-                        .problems
-                        .push(format!("redb panicked reading the source: {}", panic_text(&*p))),
+                    Err(p) => report.problems.push(format!(
+                        "redb panicked reading the source: {}",
+                        panic_text(&*p)
+                    )),
                 }
                 // Samples of damaged segments, per series, when their bytes still parse.
                 let lost_by_series = damaged_segment_samples(&db, limit);
@@ -1252,13 +1261,13 @@ impl Store {
             let tx = db_err!(self.db.begin_read())?;
             for table in TABLES {
                 let mut records: Records = Vec::new();
-                let r = visit_named(&tx, table, u64::MAX, &mut |k, r| {
-                    match r.and_then(|p| check_payload(table, k, p).map(|_| p)) {
-                        Ok(p) => records.push((k.to_vec(), p.to_vec())),
-                        Err(e) => {
-                            if failure.is_none() {
-                                failure = Some(self.integrity(table, k, e));
-                            }
+                let r = visit_named(&tx, table, u64::MAX, &mut |k, r| match r
+                    .and_then(|p| check_payload(table, k, p).map(|_| p))
+                {
+                    Ok(p) => records.push((k.to_vec(), p.to_vec())),
+                    Err(e) => {
+                        if failure.is_none() {
+                            failure = Some(self.integrity(table, k, e));
                         }
                     }
                 });
@@ -1298,8 +1307,8 @@ impl Store {
             let (id, stored) = db_err!(row)?;
             let id = id.value();
             let kb = id.to_le_bytes();
-            let payload =
-                unseal("series", &kb, stored.value()).map_err(|m| self.integrity("series", &kb, m))?;
+            let payload = unseal("series", &kb, stored.value())
+                .map_err(|m| self.integrity("series", &kb, m))?;
             let key: SeriesKey = serde_json::from_slice(payload)
                 .map_err(|e| self.integrity("series", &kb, e.to_string()))?;
             let last_ms = match db_err!(last.get(id))? {
@@ -1361,11 +1370,10 @@ impl Store {
             db_err!(seg.insert(key, seal("segments", &kb, &w.packed).as_slice()))?;
             let mut series = db_err!(tx.open_table(SERIES))?;
             for (id, key) in &w.new_series {
-                let json =
-                    serde_json::to_vec(key).map_err(|e| StoreError::Corrupt {
-                        table: "series",
-                        message: e.to_string(),
-                    })?;
+                let json = serde_json::to_vec(key).map_err(|e| StoreError::Corrupt {
+                    table: "series",
+                    message: e.to_string(),
+                })?;
                 let sealed = seal("series", &id.to_le_bytes(), &json);
                 db_err!(series.insert(*id, sealed.as_slice()))?;
             }
@@ -1393,8 +1401,8 @@ impl Store {
         for row in db_err!(seg.range((from_ms, 0u64)..))? {
             let (k, v) = db_err!(row)?;
             let kb = key_bytes::<(i64, u64)>(&k.value());
-            let payload =
-                unseal("segments", &kb, v.value()).map_err(|m| self.integrity("segments", &kb, m))?;
+            let payload = unseal("segments", &kb, v.value())
+                .map_err(|m| self.integrity("segments", &kb, m))?;
             if payload.len() % SAMPLE_BYTES != 0 {
                 return Err(self.integrity(
                     "segments",
@@ -1666,7 +1674,9 @@ fn finish_repair(
         .unwrap_or(&[])
         .iter()
         .filter_map(|(k, p)| {
-            let id = <[u8; 4]>::try_from(k.as_slice()).ok().map(u32::from_le_bytes)?;
+            let id = <[u8; 4]>::try_from(k.as_slice())
+                .ok()
+                .map(u32::from_le_bytes)?;
             Some((id, i64_payload(p).ok()?))
         })
         .collect();
@@ -1826,8 +1836,7 @@ mod v1 {
         add(
             "segments",
             rows(tx, SEGMENTS, limit, &|k, v| {
-                (v.len() % SAMPLE_BYTES == 0)
-                    .then(|| (key_bytes::<(i64, u64)>(k), v.to_vec()))
+                (v.len() % SAMPLE_BYTES == 0).then(|| (key_bytes::<(i64, u64)>(k), v.to_vec()))
             }),
         );
         add(

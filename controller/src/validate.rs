@@ -68,7 +68,7 @@ pub const SECONDS_BOUNDS: [SecondsBound; 7] = [
     },
     SecondsBound {
         field: "retrain_interval_seconds",
-        min: 1.0,
+        min: 0.1,
         max: 30.0 * DAY,
         zero_disables: true,
     },
@@ -177,7 +177,9 @@ pub fn metric_kind(kind: i32) -> Result<(), (RejectReason, String)> {
         Ok(_) => Ok(()),
         Err(_) => Err((
             RejectReason::InvalidMetricName,
-            format!("kind: {kind} is not a MetricKind (0 unspecified, 1 gauge, 2 counter, 3 delta)"),
+            format!(
+                "kind: {kind} is not a MetricKind (0 unspecified, 1 gauge, 2 counter, 3 delta)"
+            ),
         )),
     }
 }
@@ -232,7 +234,14 @@ mod tests {
         for b in &SECONDS_BOUNDS {
             assert!(seconds(b, b.min).is_ok(), "{}", b.field);
             assert!(seconds(b, b.max).is_ok(), "{}", b.field);
-            for bad in [b.min / 2.0, b.max * 2.0, f64::NAN, f64::INFINITY, -1.0, 1e300] {
+            for bad in [
+                b.min / 2.0,
+                b.max * 2.0,
+                f64::NAN,
+                f64::INFINITY,
+                -1.0,
+                1e300,
+            ] {
                 assert!(seconds(b, bad).is_err(), "{} = {bad}", b.field);
             }
             assert_eq!(seconds(b, 0.0).is_ok(), b.zero_disables, "{}", b.field);
@@ -245,7 +254,15 @@ mod tests {
         assert_eq!(host_port("a.b:1", false).unwrap(), ("a.b".into(), 1));
         assert!(host_port("127.0.0.1:0", true).is_ok());
         for bad in [
-            "::1:80", "[::1:80", "[nothost]:80", "::1]:80", ":80", "a:0", "a:x", "a", "a b:1",
+            "::1:80",
+            "[::1:80",
+            "[nothost]:80",
+            "::1]:80",
+            ":80",
+            "a:0",
+            "a:x",
+            "a",
+            "a b:1",
         ] {
             assert!(host_port(bad, false).is_err(), "{bad}");
         }

@@ -16,9 +16,7 @@ fn quiet_redb_panics() {
     ONCE.call_once(|| {
         let default = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            let in_redb = info
-                .location()
-                .is_some_and(|l| l.file().contains("redb"));
+            let in_redb = info.location().is_some_and(|l| l.file().contains("redb"));
             if !in_redb {
                 default(info);
             }
@@ -207,7 +205,10 @@ fn random_byte_flips_are_detected_or_provably_harmless() {
         );
     }
     // 200 flips across the file always hit live pages.
-    assert_eq!(figures[0].2, figures[0].1 as i32, "200 flips detected every time");
+    assert_eq!(
+        figures[0].2, figures[0].1 as i32,
+        "200 flips detected every time"
+    );
 }
 
 /// Flip every copy of one sample's value bytes: that segment is damaged.
@@ -290,7 +291,10 @@ fn zero_length_missing_truncated_and_garbage_stores_are_errors_not_panics() {
     // Zero length: an error unless init, which starts an empty store.
     std::fs::write(&file, b"").unwrap();
     let err = Store::open(&dir).unwrap_err().to_string();
-    assert!(err.contains(STORE_FILE) && err.contains("0 bytes") && err.contains("--init"), "{err}");
+    assert!(
+        err.contains(STORE_FILE) && err.contains("0 bytes") && err.contains("--init"),
+        "{err}"
+    );
     assert!(!Store::check(&file).unwrap().is_ok());
     {
         let s = Store::open_with(&dir, OpenMode::Init).unwrap();
@@ -300,7 +304,10 @@ fn zero_length_missing_truncated_and_garbage_stores_are_errors_not_panics() {
     // Missing where the directory exists: an error unless init.
     std::fs::remove_file(&file).unwrap();
     let err = Store::open(&dir).unwrap_err().to_string();
-    assert!(err.contains("does not exist") && err.contains("--init"), "{err}");
+    assert!(
+        err.contains("does not exist") && err.contains("--init"),
+        "{err}"
+    );
     assert!(Store::check(&file).is_err());
     // A directory that does not exist yet is a first start.
     let fresh = base.path().join("new/data");
@@ -426,7 +433,11 @@ fn backup_while_writing_is_a_consistent_verified_snapshot() {
             for seg in SEGMENTS..SEGMENTS + 40 {
                 let mut w = SegmentWrite::default();
                 for i in 0..200 {
-                    w.push((i % SERIES as usize) as u32, 10_000_000 + (seg as i64) * 1000 + i as i64, 1.0);
+                    w.push(
+                        (i % SERIES as usize) as u32,
+                        10_000_000 + (seg as i64) * 1000 + i as i64,
+                        1.0,
+                    );
                 }
                 s.write_segment(seg, &w).unwrap();
             }
@@ -482,7 +493,10 @@ fn a_format_1_store_is_refused_with_a_clear_error_and_repair_migrates_it() {
                 .insert((6_000, 0), w.packed.as_slice())
                 .unwrap();
             let json = serde_json::to_string(&key(0)).unwrap();
-            tx.open_table(SER).unwrap().insert(0, json.as_str()).unwrap();
+            tx.open_table(SER)
+                .unwrap()
+                .insert(0, json.as_str())
+                .unwrap();
             tx.open_table(LAST).unwrap().insert(0, 6_000).unwrap();
             let mut m = tx.open_table(META).unwrap();
             m.insert("samples", 2).unwrap();
@@ -491,7 +505,10 @@ fn a_format_1_store_is_refused_with_a_clear_error_and_repair_migrates_it() {
                 .unwrap()
                 .insert("web", r#"{"name":"web"}"#)
                 .unwrap();
-            tx.open_table(DEM).unwrap().insert(("web", 60_000), 9.0).unwrap();
+            tx.open_table(DEM)
+                .unwrap()
+                .insert(("web", 60_000), 9.0)
+                .unwrap();
         }
         tx.commit().unwrap();
     }

@@ -45,15 +45,30 @@ fn out_of_range_config_values_are_refused_naming_the_field() {
         }
     }
     // 9,400 ticks per second, and every other too-small interval.
-    cases.push(("tick_interval_seconds = 1e-9".into(), "tick_interval_seconds"));
-    cases.push(("retention_check_seconds = 0.001".into(), "retention_check_seconds"));
-    cases.push(("retrain_interval_seconds = 0.01".into(), "retrain_interval_seconds"));
-    cases.push(("forecast_step_seconds = 0.5".into(), "forecast_step_seconds"));
+    cases.push((
+        "tick_interval_seconds = 1e-9".into(),
+        "tick_interval_seconds",
+    ));
+    cases.push((
+        "retention_check_seconds = 0.001".into(),
+        "retention_check_seconds",
+    ));
+    cases.push((
+        "retrain_interval_seconds = 0.01".into(),
+        "retrain_interval_seconds",
+    ));
+    cases.push((
+        "forecast_step_seconds = 0.5".into(),
+        "forecast_step_seconds",
+    ));
     cases.push(("retention_seconds = 1.0".into(), "retention_seconds"));
     cases.push(("max_batch_samples = 0".into(), "max_batch_samples"));
     cases.push(("max_batch_samples = 100000000".into(), "max_batch_samples"));
     cases.push(("ingest_queue_batches = 0".into(), "ingest_queue_batches"));
-    cases.push(("ingest_queue_batches = 1000000".into(), "ingest_queue_batches"));
+    cases.push((
+        "ingest_queue_batches = 1000000".into(),
+        "ingest_queue_batches",
+    ));
     cases.push(("log_filter = \"aya=notalevel\"".into(), "log_filter"));
     cases.push(("log_filter = \"[[[\"".into(), "log_filter"));
     cases.push(("listen = \"::1:50051\"".into(), "listen"));
@@ -64,9 +79,18 @@ fn out_of_range_config_values_are_refused_naming_the_field() {
         format!("{CLUSTER}[[clusters.backends]]\nname = \"a\"\naddress = \"1.2.3.4:80\"\nweight_hint = 0\n"),
         "weight_hint",
     ));
-    cases.push((format!("{CLUSTER}max_replicas = 0\n{BACKEND_A}"), "max_replicas"));
-    cases.push((format!("{CLUSTER}max_replicas = 1000000\n{BACKEND_A}"), "clusters[0].max_replicas"));
-    cases.push((format!("{CLUSTER}boot_time_seconds = 1e300\n{BACKEND_A}"), "clusters[0].boot_time_seconds"));
+    cases.push((
+        format!("{CLUSTER}max_replicas = 0\n{BACKEND_A}"),
+        "max_replicas",
+    ));
+    cases.push((
+        format!("{CLUSTER}max_replicas = 1000000\n{BACKEND_A}"),
+        "clusters[0].max_replicas",
+    ));
+    cases.push((
+        format!("{CLUSTER}boot_time_seconds = 1e300\n{BACKEND_A}"),
+        "clusters[0].boot_time_seconds",
+    ));
     cases.push((
         format!("{CLUSTER}[[clusters.backends]]\nname = \"a\"\naddress = \"::1:80\"\n"),
         "clusters[0].backends[0].address",
@@ -76,7 +100,9 @@ fn out_of_range_config_values_are_refused_naming_the_field() {
         "clusters[0].backends[0].address",
     ));
     cases.push((
-        format!("{CLUSTER}{BACKEND_A}[[clusters.backends]]\nname = \"b\"\naddress = \"127.0.0.1:80\"\n"),
+        format!(
+            "{CLUSTER}{BACKEND_A}[[clusters.backends]]\nname = \"b\"\naddress = \"127.0.0.1:80\"\n"
+        ),
         "clusters[0].backends[1].address",
     ));
     for (text, field) in &cases {
@@ -92,7 +118,10 @@ fn out_of_range_config_values_are_refused_naming_the_field() {
     )
     .unwrap();
     ok.validate().unwrap();
-    assert_eq!(ok.clusters[0].max_replicas, 2, "omitted max_replicas defaults");
+    assert_eq!(
+        ok.clusters[0].max_replicas, 2,
+        "omitted max_replicas defaults"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
