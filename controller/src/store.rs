@@ -553,6 +553,16 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// What [`visit`] calls for each record: key bytes, payload or what is wrong.
+type Visitor<'a> = dyn FnMut(&[u8], Result<&[u8], String>) + 'a;
+
+/// Converts a format-1 row into format-2 `(key bytes, payload)`.
+type V1Conv<'a, K, V> = dyn Fn(
+        &<K as redb::Value>::SelfType<'_>,
+        &<V as redb::Value>::SelfType<'_>,
+    ) -> Option<(Vec<u8>, Vec<u8>)>
+    + 'a;
+
 /// Records of one table as read from a file: `(key bytes, verified payload)`.
 type Records = Vec<(Vec<u8>, Vec<u8>)>;
 
@@ -564,7 +574,7 @@ fn visit<K: redb::Key + 'static>(
     tx: &ReadTransaction,
     def: TableDefinition<'_, K, Bytes>,
     limit: u64,
-    f: &mut dyn FnMut(&[u8], Result<&[u8], String>),
+    f: &mut Visitor<'_>,
 ) -> Result<(), String> {
     let name = def.name().to_string();
     let walked = catch_unwind(AssertUnwindSafe(|| -> Result<(), String> {
@@ -593,7 +603,7 @@ fn visit_named(
     tx: &ReadTransaction,
     table: &str,
     limit: u64,
-    f: &mut dyn FnMut(&[u8], Result<&[u8], String>),
+    f: &mut Visitor<'_>,
 ) -> Result<(), String> {
     match table {
         "segments" => visit(tx, SEGMENTS, limit, f),
@@ -651,13 +661,11 @@ fn insert_named(
 /// Check the layout of a verified payload (what decoding it at start needs).
 fn check_payload(table: &str, key: &[u8], payload: &[u8]) -> Result<(), String> {
     match table {
-        "segments" => {
-            if payload.len() % SAMPLE_BYTES != 0 {
-                return Err(format!(
-                    "segment of {} bytes is not a whole number of samples",
-                    payload.len()
-                ));
-            }
+        "segments" if !payload.len().is_multiple_of(SAMPLE_BYTES) => {
+            return Err(format!(
+                "segment of {} bytes is not a whole number of samples",
+                payload.len()
+            ));
         }
         "series" => {
             serde_json::from_slice::<SeriesKey>(payload)
@@ -1352,7 +1360,7 @@ impl Store {
 
     /// Commit one segment durably (fsync before returning). `segment` is its number.
     pub fn write_segment(&self, segment: u64, w: &SegmentWrite) -> Result<(), StoreError> {
-        if w.packed.len() % SAMPLE_BYTES != 0 {
+        if !w.packed.len().is_multiple_of(SAMPLE_BYTES) {
             return Err(StoreError::Corrupt {
                 table: "segments",
                 message: format!(
@@ -1403,7 +1411,7 @@ impl Store {
             let kb = key_bytes::<(i64, u64)>(&k.value());
             let payload = unseal("segments", &kb, v.value())
                 .map_err(|m| self.integrity("segments", &kb, m))?;
-            if payload.len() % SAMPLE_BYTES != 0 {
+            if !payload.len().is_multiple_of(SAMPLE_BYTES) {
                 return Err(self.integrity(
                     "segments",
                     &kb,
@@ -1786,7 +1794,7 @@ mod v1 {
         tx: &ReadTransaction,
         def: TableDefinition<'_, K, V>,
         limit: u64,
-        conv: &dyn Fn(&K::SelfType<'_>, &V::SelfType<'_>) -> Option<(Vec<u8>, Vec<u8>)>,
+        conv: &V1Conv<'_, K, V>,
     ) -> (Records, TableReport) {
         let mut rep = TableReport {
             table: def.name().to_string(),
@@ -1836,7 +1844,9 @@ mod v1 {
         add(
             "segments",
             rows(tx, SEGMENTS, limit, &|k, v| {
-                (v.len() % SAMPLE_BYTES == 0).then(|| (key_bytes::<(i64, u64)>(k), v.to_vec()))
+                v.len()
+                    .is_multiple_of(SAMPLE_BYTES)
+                    .then(|| (key_bytes::<(i64, u64)>(k), v.to_vec()))
             }),
         );
         add(

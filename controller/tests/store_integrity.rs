@@ -184,7 +184,7 @@ fn random_byte_flips_are_detected_or_provably_harmless() {
         for seed in 0..runs {
             let dir = base.path().join(format!("f{flips}-{seed}"));
             copy_dir(&orig, &dir);
-            let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (seed + 1) * 7919 ^ flips as u64);
+            let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((seed + 1) * 7919) ^ flips as u64);
             mutate(&dir.join(STORE_FILE), |b| {
                 for _ in 0..flips {
                     let i = rng.below(len) as usize;
