@@ -57,12 +57,17 @@ fn key(id: u32) -> SeriesKey {
 /// A store with `SEGMENTS` segments, clusters, a model and demand; returns
 /// every stored sample as (id, ts) → value bits.
 fn build(dir: &Path) -> Expected {
+    build_sized(dir, SEGMENTS, PER_SEGMENT)
+}
+
+/// [`build`] with `segments` segments of `per_segment` samples.
+fn build_sized(dir: &Path, segments: u64, per_segment: usize) -> Expected {
     let s = Store::open_with(dir, OpenMode::Init).unwrap();
     let mut expected = Expected::new();
     let mut ts = 1_000_000i64;
-    for seg in 0..SEGMENTS {
+    for seg in 0..segments {
         let mut w = SegmentWrite::default();
-        for i in 0..PER_SEGMENT {
+        for i in 0..per_segment {
             let id = (i as u32) % SERIES;
             ts += 7;
             let v = (seg as f64) * 1e6 + (i as f64) + 0.125;
@@ -171,7 +176,18 @@ fn random_byte_flips_are_detected_or_provably_harmless() {
     quiet_redb_panics();
     let base = tempfile::tempdir().unwrap();
     let orig = base.path().join("orig");
-    let expected = build(&orig);
+    // AYA_STORE_FLIP_SCALE=k multiplies the store's size by k (k = 55 gives
+    // the 40 MB store; the default keeps the test fast).
+    let scale: u64 = std::env::var("AYA_STORE_FLIP_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let expected = build_sized(
+        &orig,
+        SEGMENTS * scale,
+        PER_SEGMENT * 4usize.min(scale as usize),
+    );
     let original = served(&Store::open(&orig).unwrap()).unwrap();
     assert_eq!(original.samples, expected);
     let len = std::fs::metadata(orig.join(STORE_FILE)).unwrap().len();
