@@ -46,6 +46,7 @@ fn config(dir: &std::path::Path, backends: usize) -> Config {
     Config {
         listen: "127.0.0.1:0".into(),
         data_dir: dir.to_path_buf(),
+        init: true,
         tick_interval_seconds: 3600.0,
         default_policy: "configured".into(),
         ingest_queue_batches: 64,

@@ -101,6 +101,12 @@ pub struct Config {
     /// Clusters declared in the file. On start, clusters already in the store
     /// (including admin API changes) are kept as stored; the others are added.
     pub clusters: Vec<ClusterConfig>,
+    /// `aya serve --init`: create a new, empty store where none is (an
+    /// existing data directory without `aya.redb`, or a zero-length one).
+    /// Not a file key: only the command line sets it. Never overwrites a
+    /// non-empty store.
+    #[serde(skip)]
+    pub init: bool,
 }
 
 impl Default for Config {
@@ -124,6 +130,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             log_filter: "info".into(),
             clusters: Vec::new(),
+            init: false,
         }
     }
 }
@@ -146,8 +153,9 @@ pub struct ClusterConfig {
     /// Minimum replicas (default 1).
     #[serde(default = "one")]
     pub min_replicas: u32,
-    /// Maximum replicas (default: the number of backends, at least 1).
-    #[serde(default)]
+    /// Maximum replicas (default: the number of backends, at least 1; an
+    /// explicit 0 in a file is refused).
+    #[serde(default, deserialize_with = "max_replicas_nonzero")]
     pub max_replicas: u32,
     /// Seconds from scale-up to ready.
     #[serde(default = "default_boot")]
@@ -166,12 +174,29 @@ pub struct BackendConfig {
     /// `host:port` data planes connect to.
     pub address: String,
     /// Weight before data arrives (and under the static policy), ≥ 1.
-    #[serde(default = "one")]
+    #[serde(default = "one", deserialize_with = "weight_hint_nonzero")]
     pub weight_hint: u32,
 }
 
 fn one() -> u32 {
     1
+}
+
+fn nonzero<'de, D: serde::Deserializer<'de>>(d: D, what: &str) -> Result<u32, D::Error> {
+    let v = u32::deserialize(d)?;
+    if v == 0 {
+        return Err(serde::de::Error::custom(what));
+    }
+    Ok(v)
+}
+fn max_replicas_nonzero<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    nonzero(
+        d,
+        "max_replicas = 0: must be ≥ 1 (omit it for the default, the number of backends)",
+    )
+}
+fn weight_hint_nonzero<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    nonzero(d, "weight_hint = 0: must be ≥ 1")
 }
 fn default_boot() -> f64 {
     30.0
@@ -187,22 +212,9 @@ impl BackendConfig {
     }
 }
 
-/// Split `host:port` (IPv6 as `[::1]:80`).
+/// Split `host:port` (IPv6 as `[::1]:80`; unbracketed IPv6 is refused; port ≥ 1).
 pub fn split_host_port(address: &str) -> Result<(String, u16), String> {
-    let (host, port) = address
-        .rsplit_once(':')
-        .ok_or_else(|| format!("{address:?} is not host:port"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() {
-        return Err(format!("{address:?} has an empty host"));
-    }
-    let port: u16 = port
-        .parse()
-        .map_err(|_| format!("{address:?} has an invalid port {port:?}"))?;
-    if port == 0 {
-        return Err(format!("{address:?} has port 0"));
-    }
-    Ok((host.to_string(), port))
+    crate::validate::host_port(address, false)
 }
 
 impl ClusterConfig {
@@ -224,6 +236,16 @@ impl ClusterConfig {
         if self.max_replicas == 0 {
             self.max_replicas = (self.backends.len() as u32).max(self.min_replicas);
         }
+        if self.max_replicas > crate::validate::MAX_REPLICAS {
+            return Err(invalid(
+                format!("{field}.max_replicas"),
+                format!(
+                    "{} is above the limit {}",
+                    self.max_replicas,
+                    crate::validate::MAX_REPLICAS
+                ),
+            ));
+        }
         if self.max_replicas < self.min_replicas {
             return Err(invalid(
                 format!("{field}.max_replicas"),
@@ -233,13 +255,20 @@ impl ClusterConfig {
                 ),
             ));
         }
-        if !(self.boot_time_seconds.is_finite() && self.boot_time_seconds >= 0.0) {
+        if !(self.boot_time_seconds.is_finite()
+            && (0.0..=crate::validate::BOOT_TIME_MAX_SECONDS).contains(&self.boot_time_seconds))
+        {
             return Err(invalid(
                 format!("{field}.boot_time_seconds"),
-                "must be a finite number ≥ 0",
+                format!(
+                    "{} is out of range: must be a number of seconds in [0, {}]",
+                    self.boot_time_seconds,
+                    crate::validate::BOOT_TIME_MAX_SECONDS
+                ),
             ));
         }
         let mut seen = BTreeSet::new();
+        let mut addresses = BTreeSet::new();
         for (i, b) in self.backends.iter_mut().enumerate() {
             let bf = format!("{field}.backends[{i}]");
             if !valid_name(&b.name) {
@@ -254,10 +283,20 @@ impl ClusterConfig {
                     format!("duplicate backend {:?}", b.name),
                 ));
             }
-            b.host_port()
+            let (host, port) = b
+                .host_port()
                 .map_err(|m| invalid(format!("{bf}.address"), m))?;
+            if !addresses.insert((host.to_ascii_lowercase(), port)) {
+                return Err(invalid(
+                    format!("{bf}.address"),
+                    format!(
+                        "duplicate backend address {:?} (another backend of the cluster has it)",
+                        b.address
+                    ),
+                ));
+            }
             if b.weight_hint == 0 {
-                b.weight_hint = 1;
+                return Err(invalid(format!("{bf}.weight_hint"), "0: must be ≥ 1"));
             }
         }
         self.backends.sort_by(|a, b| a.name.cmp(&b.name));
@@ -274,6 +313,15 @@ pub fn valid_name(s: &str) -> bool {
 }
 
 impl Config {
+    /// How the store is opened (`init` → [`crate::store::OpenMode::Init`]).
+    pub fn store_open_mode(&self) -> crate::store::OpenMode {
+        if self.init {
+            crate::store::OpenMode::Init
+        } else {
+            crate::store::OpenMode::Existing
+        }
+    }
+
     /// Parse a TOML document (`path` is only used in error messages).
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError::Parse {
@@ -293,41 +341,48 @@ impl Config {
 
     /// Check every value and fill derived defaults.
     pub fn validate(&mut self) -> Result<(), ConfigError> {
-        let positive = |name: &str, v: f64| {
-            if v.is_finite() && v > 0.0 {
-                Ok(())
-            } else {
-                Err(invalid(
-                    name,
-                    format!("must be a finite number > 0, got {v}"),
-                ))
+        use crate::validate;
+        for (field, v) in [
+            ("tick_interval_seconds", self.tick_interval_seconds),
+            ("retention_seconds", self.retention_seconds),
+            ("retention_check_seconds", self.retention_check_seconds),
+            ("max_future_skew_seconds", self.max_future_skew_seconds),
+            ("stale_after_seconds", self.stale_after_seconds),
+            ("forecast_step_seconds", self.forecast_step_seconds),
+            ("retrain_interval_seconds", self.retrain_interval_seconds),
+        ] {
+            if let Some(b) = validate::seconds_bound(field) {
+                validate::seconds(b, v).map_err(|m| invalid(field, m))?;
             }
-        };
-        positive("tick_interval_seconds", self.tick_interval_seconds)?;
-        positive("retention_seconds", self.retention_seconds)?;
-        positive("retention_check_seconds", self.retention_check_seconds)?;
-        positive("max_future_skew_seconds", self.max_future_skew_seconds)?;
-        positive("stale_after_seconds", self.stale_after_seconds)?;
-        if self.max_batch_samples == 0 {
-            return Err(invalid("max_batch_samples", "must be ≥ 1"));
         }
-        if self.ingest_queue_batches == 0 {
-            return Err(invalid("ingest_queue_batches", "must be ≥ 1"));
-        }
-        if !(self.forecast_step_seconds.is_finite() && self.forecast_step_seconds >= 0.0) {
+        if !(1..=validate::MAX_BATCH_SAMPLES).contains(&self.max_batch_samples) {
             return Err(invalid(
-                "forecast_step_seconds",
-                "must be a finite number ≥ 0",
-            ));
-        }
-        if !(self.retrain_interval_seconds.is_finite() && self.retrain_interval_seconds >= 0.0) {
-            return Err(invalid(
-                "retrain_interval_seconds",
+                "max_batch_samples",
                 format!(
-                    "must be a finite number ≥ 0 (0 disables retraining), got {}",
-                    self.retrain_interval_seconds
+                    "{} is out of range: must be in 1..={}",
+                    self.max_batch_samples,
+                    validate::MAX_BATCH_SAMPLES
                 ),
             ));
+        }
+        if !(1..=validate::MAX_INGEST_QUEUE_BATCHES).contains(&self.ingest_queue_batches) {
+            return Err(invalid(
+                "ingest_queue_batches",
+                format!(
+                    "{} is out of range: must be in 1..={}",
+                    self.ingest_queue_batches,
+                    validate::MAX_INGEST_QUEUE_BATCHES
+                ),
+            ));
+        }
+        validate::host_port(&self.listen, true).map_err(|m| invalid("listen", m))?;
+        if !self.metrics_listen.is_empty() {
+            validate::host_port(&self.metrics_listen, true)
+                .map_err(|m| invalid("metrics_listen", m))?;
+        }
+        validate::log_filter(&self.log_filter).map_err(|m| invalid("log_filter", m))?;
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
         }
         if self.retrain_holdout_origins == 0 || self.retrain_holdout_origins > 100 {
             return Err(invalid("retrain_holdout_origins", "must be in 1..=100"));

@@ -385,6 +385,7 @@ fn check_identity(s: &Sample, metric_ok: bool) -> Result<(), SampleResult> {
             format!("{} labels, at most {MAX_LABELS} allowed", s.labels.len()),
         ));
     }
+    crate::validate::labels(&s.labels).map_err(|(r, m)| reject(r, m))?;
     if let Some((k, v)) = s
         .labels
         .iter()
@@ -562,6 +563,10 @@ impl Writer {
                         }
                     },
                 };
+                if let Err((r, m)) = crate::validate::metric_kind(s.kind) {
+                    out.push(reject(r, m));
+                    continue;
+                }
                 let kind = kind_of(s);
                 let h = state.key_hash(&s.cluster, &s.backend, &s.metric, kind, &s.labels);
                 let found = state.lookup(h, s, kind);
@@ -756,7 +761,7 @@ mod tests {
     #[test]
     fn the_writer_validates_with_its_caches_and_the_index_follows_changes() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open_with(dir.path(), crate::store::OpenMode::Init).unwrap();
         let mut reg = BTreeMap::new();
         reg.insert("c".to_string(), cluster(&["a", "b"]));
         let registry = Arc::new(RwLock::new(reg));

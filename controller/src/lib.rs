@@ -32,4 +32,5 @@ pub mod publish;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod validate;
 pub mod xds;

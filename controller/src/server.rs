@@ -67,7 +67,20 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    serve_ready(listeners, config, shutdown, || {}).await
+}
+
+/// [`serve`], calling `ready` once the controller and its store are open and
+/// verified, before any connection is served (`aya serve` prints `listening
+/// on` there, so that the line means the store opened).
+pub async fn serve_ready(
+    listeners: Listeners,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce() + Send,
+) -> Result<(), ServeError> {
     let ctl = tokio::task::spawn_blocking(move || Controller::open(config)).await??;
+    ready();
     let result = serve_controller(ctl.clone(), listeners, shutdown).await;
     let closed = tokio::task::spawn_blocking(move || ctl.close(DRAIN_TIMEOUT)).await?;
     if !closed {

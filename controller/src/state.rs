@@ -167,7 +167,7 @@ impl Controller {
     /// the restored snapshots, and start the ingest writer thread.
     pub fn open(mut config: Config) -> Result<Controller, ControllerError> {
         config.validate()?;
-        let store = Store::open(&config.data_dir)?;
+        let store = Store::open_with(&config.data_dir, config.store_open_mode())?;
         let restored = store.restore()?;
         let metrics = Arc::new(Metrics::default());
         metrics.set_stored(restored.samples);

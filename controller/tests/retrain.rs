@@ -36,7 +36,7 @@ fn seed_history(dir: &std::path::Path) -> Vec<(i64, f64)> {
     let points: Vec<(String, i64, f64)> = (0..POINTS)
         .map(|k| ("web".to_string(), (first + k as i64) * STEP_MS, demand(k)))
         .collect();
-    let store = Store::open(dir).unwrap();
+    let store = Store::open_with(dir, aya_controller::store::OpenMode::Init).unwrap();
     store.append_demand(&points).unwrap();
     store.sync().unwrap();
     points.into_iter().map(|(_, t, v)| (t, v)).collect()

@@ -264,7 +264,10 @@ fn check(snap: &ClusterSnapshot, want: &Decision, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_publishes_exactly_the_simulator_paths_decisions() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let config = service_config(dir.path());
+    let config = Config {
+        init: true,
+        ..service_config(dir.path())
+    };
     let ctl = tokio::task::spawn_blocking(move || Controller::open(config)).await??;
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = grpc.local_addr()?;

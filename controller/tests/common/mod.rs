@@ -58,6 +58,7 @@ pub fn config(dir: &Path) -> Config {
         listen: "127.0.0.1:0".into(),
         metrics_listen: "127.0.0.1:0".into(),
         data_dir: dir.to_path_buf(),
+        init: true,
         // Ticks only happen at start and on admin changes during a test.
         tick_interval_seconds: 3600.0,
         default_policy: "configured".into(),
