@@ -19,8 +19,9 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::api::AyaApi;
+use crate::clock::Clock;
 use crate::config::Config;
-use crate::state::{Controller, ControllerError, now_secs};
+use crate::state::{Controller, ControllerError};
 
 /// Largest gRPC message accepted on the ingest stream (a batch of 100 000
 /// samples with labels fits comfortably).
@@ -67,7 +68,20 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let ctl = tokio::task::spawn_blocking(move || Controller::open(config)).await??;
+    serve_with_clock(listeners, config, Clock::system(), shutdown).await
+}
+
+/// [`serve`] on a given clock (see [`Controller::open_with_clock`]): with a
+/// [`Clock::manual`] the ticks, retention and retrains run when the test
+/// moves the clock past their deadlines.
+pub async fn serve_with_clock(
+    listeners: Listeners,
+    config: Config,
+    clock: Clock,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let ctl =
+        tokio::task::spawn_blocking(move || Controller::open_with_clock(config, clock)).await??;
     let result = serve_controller(ctl.clone(), listeners, shutdown).await;
     let closed = tokio::task::spawn_blocking(move || ctl.close(DRAIN_TIMEOUT)).await?;
     if !closed {
@@ -82,7 +96,8 @@ pub async fn serve(
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serve an opened controller until `shutdown` resolves: in-flight RPCs are
-/// allowed to finish, background tasks stop, then this returns.
+/// allowed to finish, background tasks stop, then this returns. The
+/// background tasks run on the controller's clock ([`Controller::clock`]).
 pub async fn serve_controller(
     ctl: Controller,
     listeners: Listeners,
@@ -105,7 +120,7 @@ pub async fn serve_controller(
     // watcher already gets a snapshot.
     {
         let c = ctl.clone();
-        let now = now_secs();
+        let now = c.clock().now_secs();
         if let Err(e) = tokio::task::spawn_blocking(move || c.tick_all(now)).await? {
             tracing::error!(error = %e, "initial control tick failed");
         }
@@ -135,9 +150,10 @@ pub async fn serve_controller(
         .add_service(DecisionServiceServer::new(api.clone()))
         .add_service(ForecastServiceServer::new(api.clone()))
         .add_service(AdminServiceServer::new(api))
-        .add_service(crate::xds::ads_service(
+        .add_service(crate::xds::ads_service_with_clock(
             all.clone(),
             ctl.xds_stats().clone(),
+            ctl.clock().clone(),
         ))
         .add_service(crate::keda::keda_service_with_forecast(
             all,
@@ -189,8 +205,9 @@ pub async fn serve_controller(
 async fn tick_loop(ctl: Controller, stop: watch::Receiver<bool>) {
     // The initial tick already ran: the first one here is a period away.
     let period = Duration::from_secs_f64(ctl.config().tick_interval_seconds);
-    periodically(period, period, stop, "control tick", move || {
-        if let Err(e) = ctl.tick_all(now_secs()) {
+    let clock = ctl.clock().clone();
+    periodically(&clock, period, period, stop, "control tick", move || {
+        if let Err(e) = ctl.tick_all(ctl.clock().now_secs()) {
             tracing::error!(error = %e, "control tick failed");
         }
     })
@@ -199,7 +216,9 @@ async fn tick_loop(ctl: Controller, stop: watch::Receiver<bool>) {
 
 async fn retention_loop(ctl: Controller, stop: watch::Receiver<bool>) {
     let period = Duration::from_secs_f64(ctl.config().retention_check_seconds);
+    let clock = ctl.clock().clone();
     periodically(
+        &clock,
         Duration::ZERO,
         period,
         stop,
@@ -222,16 +241,19 @@ async fn retrain_loop(ctl: Controller, stop: watch::Receiver<bool>) {
         return;
     }
     let period = Duration::from_secs_f64(secs);
-    periodically(period, period, stop, "retrain", move || {
-        ctl.retrain_all(now_secs());
+    let clock = ctl.clock().clone();
+    periodically(&clock, period, period, stop, "retrain", move || {
+        ctl.retrain_all(ctl.clock().now_secs());
     })
     .await;
 }
 
-/// Run `job` on a blocking thread `first` from now and then every `period`
-/// (a late run delays the next rather than bunching them), until `stop`
-/// turns true. A panicking job is logged as `what` and the loop goes on.
+/// Run `job` on a blocking thread `first` from now on `clock` and then every
+/// `period` (a late run delays the next rather than bunching them: Tokio's
+/// `MissedTickBehavior::Delay`), until `stop` turns true. A panicking job is
+/// logged as `what` and the loop goes on.
 async fn periodically<F>(
+    clock: &Clock,
     first: Duration,
     period: Duration,
     mut stop: watch::Receiver<bool>,
@@ -240,16 +262,26 @@ async fn periodically<F>(
 ) where
     F: Fn() + Clone + Send + 'static,
 {
-    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + first, period);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next = clock.elapsed() + first;
     loop {
         tokio::select! {
-            _ = interval.tick() => {}
+            _ = clock.sleep_until(next) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+        next = next_deadline(next, clock.elapsed(), period);
         if let Err(e) = tokio::task::spawn_blocking(job.clone()).await {
             tracing::error!(error = %e, "{what} panicked");
         }
+    }
+}
+
+/// The deadline after one that fired at `now`: a period later, or a period
+/// after `now` when it fired late (more than Tokio's 5 ms tolerance).
+fn next_deadline(fired: Duration, now: Duration, period: Duration) -> Duration {
+    if now > fired + Duration::from_millis(5) {
+        now + period
+    } else {
+        fired + period
     }
 }
 
@@ -266,4 +298,69 @@ fn forecast_peak(ctl: Controller) -> crate::keda::ForecastSource {
             .filter(|v| v.is_finite())
             .reduce(f64::max)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[test]
+    fn a_late_run_delays_the_next_one() {
+        let (s, p) = (Duration::from_secs, Duration::from_secs(10));
+        assert_eq!(next_deadline(s(10), s(10), p), s(20));
+        assert_eq!(
+            next_deadline(s(10), s(10) + Duration::from_millis(5), p),
+            s(20)
+        );
+        assert_eq!(next_deadline(s(10), s(25), p), s(35));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn periodic_jobs_follow_a_manual_clock() {
+        let clock = Clock::manual(0);
+        let runs = Arc::new(AtomicU32::new(0));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = {
+            let (clock, runs) = (clock.clone(), runs.clone());
+            tokio::spawn(async move {
+                let job = move || {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                };
+                periodically(
+                    &clock,
+                    Duration::from_secs(60),
+                    Duration::from_secs(60),
+                    stop_rx,
+                    "test",
+                    job,
+                )
+                .await;
+            })
+        };
+        let wait_for = |n: u32| {
+            let runs = runs.clone();
+            async move {
+                for _ in 0..500 {
+                    if runs.load(Ordering::SeqCst) >= n {
+                        return;
+                    }
+                    tokio::task::yield_now().await;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                panic!("job did not run {n} times");
+            }
+        };
+        clock.advance(Duration::from_secs(59)).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 0, "not due before a minute");
+        clock.advance(Duration::from_secs(1)).unwrap();
+        wait_for(1).await;
+        clock.advance(Duration::from_secs(60)).unwrap();
+        wait_for(2).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        stop_tx.send_replace(true);
+        task.await.unwrap();
+    }
 }
