@@ -231,8 +231,8 @@ fn system_now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+#[allow(clippy::disallowed_methods)] // reason: this module owns the system clock
 fn tokio_now() -> tokio::time::Instant {
-    #[allow(clippy::disallowed_methods)] // reason: this module owns the system clock
     tokio::time::Instant::now()
 }
 

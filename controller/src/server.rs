@@ -116,6 +116,10 @@ pub async fn serve_controller(
         let _ = rx.wait_for(|s| *s).await;
     };
 
+    // The periodic tasks count their periods from here (on the controller's
+    // clock), so a test that moves a manual clock once the initial tick is
+    // published never races with their start.
+    let started = ctl.clock().elapsed();
     // Publish every cluster before accepting connections, so the first
     // watcher already gets a snapshot.
     {
@@ -126,9 +130,9 @@ pub async fn serve_controller(
         }
     }
 
-    let ticker = tokio::spawn(tick_loop(ctl.clone(), stop_rx.clone()));
-    let retention = tokio::spawn(retention_loop(ctl.clone(), stop_rx.clone()));
-    let retrain = tokio::spawn(retrain_loop(ctl.clone(), stop_rx.clone()));
+    let ticker = tokio::spawn(tick_loop(ctl.clone(), started, stop_rx.clone()));
+    let retention = tokio::spawn(retention_loop(ctl.clone(), started, stop_rx.clone()));
+    let retrain = tokio::spawn(retrain_loop(ctl.clone(), started, stop_rx.clone()));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<MetricsServiceServer<AyaApi>>().await;
@@ -202,24 +206,31 @@ pub async fn serve_controller(
     Ok(())
 }
 
-async fn tick_loop(ctl: Controller, stop: watch::Receiver<bool>) {
+async fn tick_loop(ctl: Controller, started: Duration, stop: watch::Receiver<bool>) {
     // The initial tick already ran: the first one here is a period away.
     let period = Duration::from_secs_f64(ctl.config().tick_interval_seconds);
     let clock = ctl.clock().clone();
-    periodically(&clock, period, period, stop, "control tick", move || {
-        if let Err(e) = ctl.tick_all(ctl.clock().now_secs()) {
-            tracing::error!(error = %e, "control tick failed");
-        }
-    })
+    periodically(
+        &clock,
+        started + period,
+        period,
+        stop,
+        "control tick",
+        move || {
+            if let Err(e) = ctl.tick_all(ctl.clock().now_secs()) {
+                tracing::error!(error = %e, "control tick failed");
+            }
+        },
+    )
     .await;
 }
 
-async fn retention_loop(ctl: Controller, stop: watch::Receiver<bool>) {
+async fn retention_loop(ctl: Controller, started: Duration, stop: watch::Receiver<bool>) {
     let period = Duration::from_secs_f64(ctl.config().retention_check_seconds);
     let clock = ctl.clock().clone();
     periodically(
         &clock,
-        Duration::ZERO,
+        started,
         period,
         stop,
         "retention",
@@ -235,20 +246,28 @@ async fn retention_loop(ctl: Controller, stop: watch::Receiver<bool>) {
 /// Every `retrain_interval_seconds` (first one interval after start), retrain
 /// each cluster's demand model on a blocking thread: the CPU work never runs
 /// on the async workers and never holds the lock the tick needs.
-async fn retrain_loop(ctl: Controller, stop: watch::Receiver<bool>) {
+async fn retrain_loop(ctl: Controller, started: Duration, stop: watch::Receiver<bool>) {
     let secs = ctl.config().retrain_interval_seconds;
     if !(secs > 0.0 && ctl.config().forecast_step_seconds > 0.0) {
         return;
     }
     let period = Duration::from_secs_f64(secs);
     let clock = ctl.clock().clone();
-    periodically(&clock, period, period, stop, "retrain", move || {
-        ctl.retrain_all(ctl.clock().now_secs());
-    })
+    periodically(
+        &clock,
+        started + period,
+        period,
+        stop,
+        "retrain",
+        move || {
+            ctl.retrain_all(ctl.clock().now_secs());
+        },
+    )
     .await;
 }
 
-/// Run `job` on a blocking thread `first` from now on `clock` and then every
+/// Run `job` on a blocking thread when `clock` reaches `first` (on the scale
+/// of [`Clock::elapsed`]) and then every
 /// `period` (a late run delays the next rather than bunching them: Tokio's
 /// `MissedTickBehavior::Delay`), until `stop` turns true. A panicking job is
 /// logged as `what` and the loop goes on.
@@ -262,7 +281,7 @@ async fn periodically<F>(
 ) where
     F: Fn() + Clone + Send + 'static,
 {
-    let mut next = clock.elapsed() + first;
+    let mut next = first;
     loop {
         tokio::select! {
             _ = clock.sleep_until(next) => {}

@@ -376,7 +376,6 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use super::testing::*;
-    use super::*;
 
     #[test]
     fn history_filters_by_backend_and_metric_and_truncates_at_the_limit() {
