@@ -1,5 +1,8 @@
-//! Generates the aya.v1 Rust code from `aya/v1/*.proto` with `protox` (a pure
-//! Rust protobuf compiler) and `tonic-prost-build`: no system `protoc` needed.
+//! Generates the Rust code of `aya/v1/*.proto` (Aya's own API) and of the
+//! vendored `keda/externalscaler.proto` (KEDA's external-scaler API,
+//! Apache-2.0, see the file header) with `protox` (a pure Rust protobuf
+//! compiler) and `tonic-prost-build`: no system `protoc` needed. The output
+//! lands in `OUT_DIR` and is included by `src/lib.rs`.
 
 use std::path::PathBuf;
 
@@ -21,6 +24,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .btree_map(".")
+        .compile_fds(fds)?;
+
+    let keda_root = root.join("keda");
+    let keda_file = keda_root.join("externalscaler.proto");
+    println!("cargo:rerun-if-changed={}", keda_file.display());
+    let fds = protox::compile([&keda_file], [&keda_root])?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
         .compile_fds(fds)?;
     Ok(())
 }

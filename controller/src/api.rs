@@ -357,7 +357,8 @@ impl AdminService for AyaApi {
             .into_inner()
             .cluster
             .ok_or_else(|| Status::invalid_argument("cluster is required"))?;
-        let cfg = convert::cluster_from_wire(&c).map_err(Status::invalid_argument)?;
+        let cfg =
+            convert::cluster_from_wire(&c).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let ctl = self.ctl.clone();
         let out = blocking(move || ctl.upsert_cluster(cfg)).await?;
         Ok(Response::new(convert::cluster_to_wire(&out)))

@@ -126,25 +126,41 @@ pub fn backend_from_wire(b: &pb::Backend) -> BackendConfig {
     }
 }
 
+/// Why a wire cluster is not a valid configuration; each names the field.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WireClusterError {
+    /// `policy_params_json` is JSON but not an object.
+    #[error("cluster.policy_params_json: must be a JSON object")]
+    ParamsNotObject,
+    /// `policy_params_json` is not JSON.
+    #[error("cluster.policy_params_json: {0}")]
+    ParamsJson(String),
+    /// `algorithm` is not a known value.
+    #[error("cluster.algorithm: unknown value {0}")]
+    UnknownAlgorithm(i32),
+    /// `boot_time_seconds` is negative or not finite.
+    #[error("cluster.boot_time_seconds: must be a finite number ≥ 0")]
+    BootTime,
+}
+
 /// Wire cluster → configuration. Errors name the offending field.
-pub fn cluster_from_wire(c: &pb::Cluster) -> Result<ClusterConfig, String> {
+pub fn cluster_from_wire(c: &pb::Cluster) -> Result<ClusterConfig, WireClusterError> {
     let policy_params = if c.policy_params_json.trim().is_empty() {
         serde_json::Map::new()
     } else {
         match serde_json::from_str::<serde_json::Value>(&c.policy_params_json) {
             Ok(serde_json::Value::Object(m)) => m,
-            Ok(_) => return Err("cluster.policy_params_json: must be a JSON object".into()),
-            Err(e) => return Err(format!("cluster.policy_params_json: {e}")),
+            Ok(_) => return Err(WireClusterError::ParamsNotObject),
+            Err(e) => return Err(WireClusterError::ParamsJson(e.to_string())),
         }
     };
     let algorithm = if c.algorithm == 0 {
         LbAlgorithm::WeightedRoundRobin
     } else {
-        algorithm_from_wire(c.algorithm)
-            .ok_or_else(|| format!("cluster.algorithm: unknown value {}", c.algorithm))?
+        algorithm_from_wire(c.algorithm).ok_or(WireClusterError::UnknownAlgorithm(c.algorithm))?
     };
     if !c.boot_time_seconds.is_finite() || c.boot_time_seconds < 0.0 {
-        return Err("cluster.boot_time_seconds: must be a finite number ≥ 0".into());
+        return Err(WireClusterError::BootTime);
     }
     Ok(ClusterConfig {
         name: c.name.clone(),
@@ -173,5 +189,38 @@ mod tests {
         }
         assert_eq!(algorithm_from_wire(0), None);
         assert_eq!(algorithm_from_wire(99), None);
+    }
+
+    #[test]
+    fn a_bad_wire_cluster_names_the_field() {
+        let ok = pb::Cluster {
+            name: "web".into(),
+            ..Default::default()
+        };
+        let cfg = cluster_from_wire(&ok).unwrap();
+        assert_eq!(cfg.algorithm, LbAlgorithm::WeightedRoundRobin);
+        assert_eq!(cfg.boot_time_seconds, 30.0);
+        let with = |f: &dyn Fn(&mut pb::Cluster)| {
+            let mut c = ok.clone();
+            f(&mut c);
+            cluster_from_wire(&c).unwrap_err()
+        };
+        assert_eq!(
+            with(&|c| c.policy_params_json = "[1]".into()),
+            WireClusterError::ParamsNotObject
+        );
+        assert!(
+            with(&|c| c.policy_params_json = "{".into())
+                .to_string()
+                .starts_with("cluster.policy_params_json: ")
+        );
+        assert_eq!(
+            with(&|c| c.algorithm = 99),
+            WireClusterError::UnknownAlgorithm(99)
+        );
+        assert_eq!(
+            with(&|c| c.boot_time_seconds = -1.0),
+            WireClusterError::BootTime
+        );
     }
 }

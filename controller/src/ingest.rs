@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use aya_proto::v1::{MetricKind, RejectReason, Sample, SampleResult};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::clock::Clock;
 use crate::config::ClusterConfig;
 use crate::metrics::Metrics;
 use crate::store::{SegmentWrite, SeriesKey, Store, StoredSeries};
@@ -311,6 +312,17 @@ pub struct Limits {
     pub retention_ms: i64,
 }
 
+impl Limits {
+    /// The limits a configuration sets.
+    pub fn of(config: &crate::config::Config) -> Limits {
+        Limits {
+            max_batch_samples: config.max_batch_samples,
+            max_future_ms: (config.max_future_skew_seconds * 1000.0) as i64,
+            retention_ms: (config.retention_seconds * 1000.0) as i64,
+        }
+    }
+}
+
 fn reject(reason: RejectReason, message: String) -> SampleResult {
     SampleResult {
         accepted: false,
@@ -466,14 +478,9 @@ pub struct Writer {
     pub metrics: Arc<Metrics>,
     /// Limits.
     pub limits: Limits,
-}
-
-/// Milliseconds since the unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    /// The time samples are validated against (future skew, retention) and
+    /// commits are measured on.
+    pub clock: Clock,
 }
 
 impl Writer {
@@ -519,7 +526,7 @@ impl Writer {
     /// [`process`](Self::process) with a reusable segment buffer; returns
     /// the answered jobs (their samples) for the caller to free.
     fn process_into(&self, jobs: Vec<Job>, seg: &mut SegmentWrite) -> Vec<Vec<Sample>> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let total: usize = jobs.iter().map(|j| j.samples.len()).sum();
         let mut results: Vec<Vec<SampleResult>> = Vec::with_capacity(jobs.len());
         seg.packed.clear();
@@ -655,12 +662,12 @@ impl Writer {
                 .filter_map(|&id| state.series.get(id as usize).map(|s| (id, s.last_ms)))
                 .collect();
             let segment = state.next_segment;
-            let started = std::time::Instant::now();
+            let started = self.clock.stopwatch();
             match self.store.write_segment(segment, seg) {
                 Ok(()) => {
                     state.next_segment += 1;
                     self.metrics
-                        .observe_commit(started.elapsed().as_secs_f64(), seg.len() as u64);
+                        .observe_commit(started.seconds(), seg.len() as u64);
                 }
                 Err(e) => {
                     tracing::error!(error = %e, samples = seg.len(), "ingest commit failed; rejecting the group");
@@ -776,8 +783,9 @@ mod tests {
                 max_future_ms: 60_000,
                 retention_ms: i64::MAX / 4,
             },
+            clock: Clock::manual(1_767_225_600_000),
         };
-        let t = now_ms();
+        let t = w.clock.now_ms();
         let mut other = sample("a", "m", t, 1.0);
         other.cluster = "zz".into();
         let r = run(

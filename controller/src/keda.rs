@@ -42,11 +42,8 @@ use tonic::{Request, Response, Status};
 use crate::publish::{ClusterSnapshot, PublishedState};
 
 /// Generated types of the vendored `externalscaler` package (messages,
-/// server and client).
-pub mod pb {
-    #![allow(missing_docs, clippy::all, clippy::pedantic, rust_2018_idioms)]
-    tonic::include_proto!("externalscaler");
-}
+/// server and client), compiled by `aya-proto`.
+pub use aya_proto::keda as pb;
 
 use pb::external_scaler_server::{ExternalScaler, ExternalScalerServer};
 use pb::{

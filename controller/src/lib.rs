@@ -1,27 +1,16 @@
-//! # aya-controller
-//!
-//! The long-running controller service (`aya serve`) and the `aya` binary's
-//! subcommands that need it.
-//!
-//! Data flow: metric samples arrive on the aya.v1 `Ingest` stream
-//! ([`api`]), are validated and durably stored by the single ingest writer
-//! ([`ingest`], [`store`]); every tick the control loop ([`state`]) turns the
-//! latest values into observations, runs the cluster's policy
-//! ([`policies`]) with its forecaster ([`forecasting`]) and publishes a new
-//! versioned snapshot when the decision changed ([`publish`]). Data planes
-//! follow the snapshots over aya.v1 `Watch`, Envoy xDS ([`xds`]) or KEDA
-//! ([`keda`]). [`server`] wires it together; [`metrics`] exports counters.
-//! The demand each tick observes is stored too, and a background task
-//! retrains every cluster's demand model from it on a schedule, installing a
-//! candidate only when it backtests no worse than the model in use
-//! ([`state::Controller::retrain_cluster`], `aya_forecaster::retrain`).
-
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod api;
+// The command line and the demo measure real elapsed time for their progress
+// output; they move to the `aya-cli` crate (issue 14), outside the service.
+#[allow(clippy::disallowed_methods)]
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod convert;
+#[allow(clippy::disallowed_methods)]
 pub mod demo;
 pub mod forecasting;
 pub mod ingest;

@@ -292,10 +292,15 @@ impl Metrics {
         let state = publisher.state();
         let _ = writeln!(
             o,
-            "# HELP aya_published_version Current published version, per cluster and global."
+            "# HELP aya_published_state_version Version of the whole published state (changes with any cluster)."
+        );
+        let _ = writeln!(o, "# TYPE aya_published_state_version gauge");
+        let _ = writeln!(o, "aya_published_state_version {}", state.version);
+        let _ = writeln!(
+            o,
+            "# HELP aya_published_version Current published version, per cluster."
         );
         let _ = writeln!(o, "# TYPE aya_published_version gauge");
-        let _ = writeln!(o, "aya_published_version{{cluster=\"\"}} {}", state.version);
         for (name, snap) in &state.clusters {
             let _ = writeln!(
                 o,

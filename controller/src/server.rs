@@ -19,8 +19,9 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::api::AyaApi;
+use crate::clock::Clock;
 use crate::config::Config;
-use crate::state::{Controller, ControllerError, now_secs};
+use crate::state::{Controller, ControllerError};
 
 /// Largest gRPC message accepted on the ingest stream (a batch of 100 000
 /// samples with labels fits comfortably).
@@ -67,19 +68,33 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    serve_ready(listeners, config, shutdown, || {}).await
+    serve_ready(listeners, config, Clock::system(), shutdown, || {}).await
 }
 
-/// [`serve`], calling `ready` once the controller and its store are open and
-/// verified, before any connection is served (`aya serve` prints `listening
-/// on` there, so that the line means the store opened).
+/// [`serve`] on a given clock (see [`Controller::open_with_clock`]): with a
+/// [`Clock::manual`] the ticks, retention and retrains run when the test
+/// moves the clock past their deadlines.
+pub async fn serve_with_clock(
+    listeners: Listeners,
+    config: Config,
+    clock: Clock,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    serve_ready(listeners, config, clock, shutdown, || {}).await
+}
+
+/// [`serve_with_clock`], calling `ready` once the controller and its store
+/// are open and verified, before any connection is served (`aya serve`
+/// prints `listening on` there, so that the line means the store opened).
 pub async fn serve_ready(
     listeners: Listeners,
     config: Config,
+    clock: Clock,
     shutdown: impl Future<Output = ()> + Send + 'static,
     ready: impl FnOnce() + Send,
 ) -> Result<(), ServeError> {
-    let ctl = tokio::task::spawn_blocking(move || Controller::open(config)).await??;
+    let ctl =
+        tokio::task::spawn_blocking(move || Controller::open_with_clock(config, clock)).await??;
     ready();
     let result = serve_controller(ctl.clone(), listeners, shutdown).await;
     let closed = tokio::task::spawn_blocking(move || ctl.close(DRAIN_TIMEOUT)).await?;
@@ -95,7 +110,8 @@ pub async fn serve_ready(
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serve an opened controller until `shutdown` resolves: in-flight RPCs are
-/// allowed to finish, background tasks stop, then this returns.
+/// allowed to finish, background tasks stop, then this returns. The
+/// background tasks run on the controller's clock ([`Controller::clock`]).
 pub async fn serve_controller(
     ctl: Controller,
     listeners: Listeners,
@@ -114,19 +130,23 @@ pub async fn serve_controller(
         let _ = rx.wait_for(|s| *s).await;
     };
 
+    // The periodic tasks count their periods from here (on the controller's
+    // clock), so a test that moves a manual clock once the initial tick is
+    // published never races with their start.
+    let started = ctl.clock().elapsed();
     // Publish every cluster before accepting connections, so the first
     // watcher already gets a snapshot.
     {
         let c = ctl.clone();
-        let now = now_secs();
+        let now = c.clock().now_secs();
         if let Err(e) = tokio::task::spawn_blocking(move || c.tick_all(now)).await? {
             tracing::error!(error = %e, "initial control tick failed");
         }
     }
 
-    let ticker = tokio::spawn(tick_loop(ctl.clone(), stop_rx.clone()));
-    let retention = tokio::spawn(retention_loop(ctl.clone(), stop_rx.clone()));
-    let retrain = tokio::spawn(retrain_loop(ctl.clone(), stop_rx.clone()));
+    let ticker = tokio::spawn(tick_loop(ctl.clone(), started, stop_rx.clone()));
+    let retention = tokio::spawn(retention_loop(ctl.clone(), started, stop_rx.clone()));
+    let retrain = tokio::spawn(retrain_loop(ctl.clone(), started, stop_rx.clone()));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<MetricsServiceServer<AyaApi>>().await;
@@ -148,9 +168,10 @@ pub async fn serve_controller(
         .add_service(DecisionServiceServer::new(api.clone()))
         .add_service(ForecastServiceServer::new(api.clone()))
         .add_service(AdminServiceServer::new(api))
-        .add_service(crate::xds::ads_service(
+        .add_service(crate::xds::ads_service_with_clock(
             all.clone(),
             ctl.xds_stats().clone(),
+            ctl.clock().clone(),
         ))
         .add_service(crate::keda::keda_service_with_forecast(
             all,
@@ -199,21 +220,31 @@ pub async fn serve_controller(
     Ok(())
 }
 
-async fn tick_loop(ctl: Controller, stop: watch::Receiver<bool>) {
+async fn tick_loop(ctl: Controller, started: Duration, stop: watch::Receiver<bool>) {
     // The initial tick already ran: the first one here is a period away.
     let period = Duration::from_secs_f64(ctl.config().tick_interval_seconds);
-    periodically(period, period, stop, "control tick", move || {
-        if let Err(e) = ctl.tick_all(now_secs()) {
-            tracing::error!(error = %e, "control tick failed");
-        }
-    })
+    let clock = ctl.clock().clone();
+    periodically(
+        &clock,
+        started + period,
+        period,
+        stop,
+        "control tick",
+        move || {
+            if let Err(e) = ctl.tick_all(ctl.clock().now_secs()) {
+                tracing::error!(error = %e, "control tick failed");
+            }
+        },
+    )
     .await;
 }
 
-async fn retention_loop(ctl: Controller, stop: watch::Receiver<bool>) {
+async fn retention_loop(ctl: Controller, started: Duration, stop: watch::Receiver<bool>) {
     let period = Duration::from_secs_f64(ctl.config().retention_check_seconds);
+    let clock = ctl.clock().clone();
     periodically(
-        Duration::ZERO,
+        &clock,
+        started,
         period,
         stop,
         "retention",
@@ -229,22 +260,33 @@ async fn retention_loop(ctl: Controller, stop: watch::Receiver<bool>) {
 /// Every `retrain_interval_seconds` (first one interval after start), retrain
 /// each cluster's demand model on a blocking thread: the CPU work never runs
 /// on the async workers and never holds the lock the tick needs.
-async fn retrain_loop(ctl: Controller, stop: watch::Receiver<bool>) {
+async fn retrain_loop(ctl: Controller, started: Duration, stop: watch::Receiver<bool>) {
     let secs = ctl.config().retrain_interval_seconds;
     if !(secs > 0.0 && ctl.config().forecast_step_seconds > 0.0) {
         return;
     }
     let period = Duration::from_secs_f64(secs);
-    periodically(period, period, stop, "retrain", move || {
-        ctl.retrain_all(now_secs());
-    })
+    let clock = ctl.clock().clone();
+    periodically(
+        &clock,
+        started + period,
+        period,
+        stop,
+        "retrain",
+        move || {
+            ctl.retrain_all(ctl.clock().now_secs());
+        },
+    )
     .await;
 }
 
-/// Run `job` on a blocking thread `first` from now and then every `period`
-/// (a late run delays the next rather than bunching them), until `stop`
-/// turns true. A panicking job is logged as `what` and the loop goes on.
+/// Run `job` on a blocking thread when `clock` reaches `first` (on the scale
+/// of [`Clock::elapsed`]) and then every
+/// `period` (a late run delays the next rather than bunching them: Tokio's
+/// `MissedTickBehavior::Delay`), until `stop` turns true. A panicking job is
+/// logged as `what` and the loop goes on.
 async fn periodically<F>(
+    clock: &Clock,
     first: Duration,
     period: Duration,
     mut stop: watch::Receiver<bool>,
@@ -253,16 +295,26 @@ async fn periodically<F>(
 ) where
     F: Fn() + Clone + Send + 'static,
 {
-    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + first, period);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next = first;
     loop {
         tokio::select! {
-            _ = interval.tick() => {}
+            _ = clock.sleep_until(next) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+        next = next_deadline(next, clock.elapsed(), period);
         if let Err(e) = tokio::task::spawn_blocking(job.clone()).await {
             tracing::error!(error = %e, "{what} panicked");
         }
+    }
+}
+
+/// The deadline after one that fired at `now`: a period later, or a period
+/// after `now` when it fired late (more than Tokio's 5 ms tolerance).
+fn next_deadline(fired: Duration, now: Duration, period: Duration) -> Duration {
+    if now > fired + Duration::from_millis(5) {
+        now + period
+    } else {
+        fired + period
     }
 }
 
@@ -279,4 +331,69 @@ fn forecast_peak(ctl: Controller) -> crate::keda::ForecastSource {
             .filter(|v| v.is_finite())
             .reduce(f64::max)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[test]
+    fn a_late_run_delays_the_next_one() {
+        let (s, p) = (Duration::from_secs, Duration::from_secs(10));
+        assert_eq!(next_deadline(s(10), s(10), p), s(20));
+        assert_eq!(
+            next_deadline(s(10), s(10) + Duration::from_millis(5), p),
+            s(20)
+        );
+        assert_eq!(next_deadline(s(10), s(25), p), s(35));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn periodic_jobs_follow_a_manual_clock() {
+        let clock = Clock::manual(0);
+        let runs = Arc::new(AtomicU32::new(0));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = {
+            let (clock, runs) = (clock.clone(), runs.clone());
+            tokio::spawn(async move {
+                let job = move || {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                };
+                periodically(
+                    &clock,
+                    Duration::from_secs(60),
+                    Duration::from_secs(60),
+                    stop_rx,
+                    "test",
+                    job,
+                )
+                .await;
+            })
+        };
+        let wait_for = |n: u32| {
+            let runs = runs.clone();
+            async move {
+                for _ in 0..500 {
+                    if runs.load(Ordering::SeqCst) >= n {
+                        return;
+                    }
+                    tokio::task::yield_now().await;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                panic!("job did not run {n} times");
+            }
+        };
+        clock.advance(Duration::from_secs(59)).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 0, "not due before a minute");
+        clock.advance(Duration::from_secs(1)).unwrap();
+        wait_for(1).await;
+        clock.advance(Duration::from_secs(60)).unwrap();
+        wait_for(2).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        stop_tx.send_replace(true);
+        task.await.unwrap();
+    }
 }

@@ -651,11 +651,14 @@ async fn health_and_prometheus_metrics_respond() {
         "aya_ingest_samples_rejected_total{reason=\"unknown_backend\"} 1",
         "aya_tick_duration_seconds_count 1",
         "aya_published_version{cluster=\"web\"} 1",
+        "aya_published_state_version ",
         "aya_watchers ",
         "aya_xds_nacks_total 0",
     ] {
         assert!(body.contains(needle), "missing {needle:?} in\n{body}");
     }
+    // Issue 12: no series with an empty cluster beside the real ones.
+    assert!(!body.contains("cluster=\"\""), "{body}");
     srv.stop().await;
 }
 

@@ -2,16 +2,18 @@
 //! 127.0.0.1:0: a scheduled retrain learns from the stored demand history,
 //! installs and persists its model, a restart restores it, and a candidate
 //! that backtests worse is rejected (the model in use and the stored
-//! artifact stay as they were).
+//! artifact stay as they were). The service runs on a manual clock: the
+//! scheduled retrain happens when the test moves the clock past it.
 
 mod common;
 
 use std::time::Duration;
 
+use aya_controller::clock::Clock;
 use aya_controller::config::Config;
 use aya_controller::metrics::RetrainOutcome;
 use aya_controller::server::{Listeners, serve_controller};
-use aya_controller::state::{Controller, model_key, now_secs};
+use aya_controller::state::{Controller, model_key};
 use aya_controller::store::Store;
 use aya_forecaster::artifact::Artifact;
 use aya_forecaster::models::ModelSpec;
@@ -56,8 +58,10 @@ struct Service {
     task: tokio::task::JoinHandle<Result<(), aya_controller::server::ServeError>>,
 }
 
+/// The service on a manual clock standing at the wall time.
 async fn start(config: Config) -> Service {
-    let ctl = tokio::task::spawn_blocking(move || Controller::open(config))
+    let clock = Clock::manual(now_ms());
+    let ctl = tokio::task::spawn_blocking(move || Controller::open_with_clock(config, clock))
         .await
         .unwrap()
         .unwrap();
@@ -143,8 +147,13 @@ async fn scheduled_retrain_installs_and_persists_a_model_a_restart_restores_it_a
     let dir = tempfile::tempdir().unwrap();
     let seeded = seed_history(dir.path());
 
-    // 1. A scheduled retrain (every 0.3 s) learns from the stored history.
-    let svc = start(config(dir.path(), 0.3)).await;
+    // 1. A scheduled retrain (every minute) learns from the stored history.
+    let svc = start(config(dir.path(), 60.0)).await;
+    assert_eq!(
+        svc.ctl.metrics().retrains("web", RetrainOutcome::Skipped),
+        0
+    );
+    svc.ctl.clock().advance(Duration::from_secs(60)).unwrap();
     let mut waited = 0;
     while svc.ctl.metrics().retrains("web", RetrainOutcome::Accepted) == 0 {
         assert!(
@@ -163,7 +172,8 @@ async fn scheduled_retrain_installs_and_persists_a_model_a_restart_restores_it_a
         "aya_retrains_total{cluster=\"web\",outcome=\"accepted\"}",
     )
     .unwrap_or(0.0);
-    assert!(accepted >= 1.0, "{body}");
+    // One clock step past the schedule: exactly one retrain ran.
+    assert_eq!(accepted, 1.0, "{body}");
     let cand = sample_value(&body, "aya_retrain_candidate_mase{cluster=\"web\"}");
     assert!(cand.is_some_and(f64::is_finite), "{body}");
     assert!(
@@ -233,11 +243,12 @@ async fn scheduled_retrain_installs_and_persists_a_model_a_restart_restores_it_a
     .unwrap();
     let (bytes_before, _) = stored_artifact(&svc.ctl);
     let c = svc.ctl.clone();
-    let report =
-        tokio::task::spawn_blocking(move || c.retrain_cluster_with("web", now_secs(), Some(worse)))
-            .await
-            .unwrap()
-            .unwrap();
+    let report = tokio::task::spawn_blocking(move || {
+        c.retrain_cluster_with("web", c.clock().now_secs(), Some(worse))
+    })
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(report.outcome, RetrainOutcome::Rejected, "{report:?}");
     assert!(report.candidate_mase > report.current_mase, "{report:?}");
     let after = svc.ctl.model("web").unwrap();
@@ -270,8 +281,8 @@ async fn too_little_history_is_skipped_and_an_unknown_cluster_is_an_error() {
     let c = svc.ctl.clone();
     let (report, unknown) = tokio::task::spawn_blocking(move || {
         (
-            c.retrain_cluster("web", now_secs()),
-            c.retrain_cluster("nope", now_secs()),
+            c.retrain_cluster("web", c.clock().now_secs()),
+            c.retrain_cluster("nope", c.clock().now_secs()),
         )
     })
     .await

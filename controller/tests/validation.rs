@@ -7,6 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use aya_controller::clock::Clock;
 use aya_controller::config::Config;
 use aya_controller::server::{Listeners, serve_ready};
 use aya_controller::store::STORE_FILE;
@@ -199,6 +200,7 @@ async fn the_service_is_ready_only_after_its_store_opened() {
             metrics: None,
         },
         cfg.clone(),
+        Clock::system(),
         async {},
         move || flag.store(true, std::sync::atomic::Ordering::SeqCst),
     )
@@ -217,6 +219,7 @@ async fn the_service_is_ready_only_after_its_store_opened() {
             metrics: None,
         },
         cfg,
+        Clock::system(),
         async {},
         move || flag.store(true, std::sync::atomic::Ordering::SeqCst),
     )

@@ -395,7 +395,7 @@ async fn drive(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     for (seq, i) in range.enumerate() {
         ticker.tick().await;
-        let ts = crate::ingest::now_ms();
+        let ts = crate::clock::Clock::system().now_ms();
         let mut samples = Vec::new();
         for b in &history.data.backends {
             let rps = b.rps.get(i).copied().unwrap_or(0.0);

@@ -29,7 +29,7 @@
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryService;
 use envoy_types::pb::envoy::service::discovery::v3::{
@@ -43,6 +43,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::resources::{CLUSTER_TYPE, ENDPOINT_TYPE, SERVED_TYPES, render};
 use super::stats::{NackRecord, XdsStats};
+use crate::clock::Clock;
 use crate::publish::PublishedState;
 
 /// What was last sent for one type on one stream.
@@ -50,7 +51,8 @@ use crate::publish::PublishedState;
 struct Sent {
     nonce: String,
     resources: Vec<Any>,
-    at: Instant,
+    /// When, on the stream's clock.
+    at: Duration,
 }
 
 /// One type URL's subscription on one stream.
@@ -68,6 +70,7 @@ struct Subscription {
 #[derive(Debug)]
 pub struct AdsStream {
     stats: Arc<XdsStats>,
+    clock: Clock,
     node: String,
     next_nonce: u64,
     subs: BTreeMap<String, Subscription>,
@@ -78,8 +81,14 @@ pub struct AdsStream {
 impl AdsStream {
     /// A new stream's state; counters go to `stats`.
     pub fn new(stats: Arc<XdsStats>) -> Self {
+        AdsStream::with_clock(stats, Clock::system())
+    }
+
+    /// A new stream's state measuring ACK latencies on `clock`.
+    pub fn with_clock(stats: Arc<XdsStats>, clock: Clock) -> Self {
         AdsStream {
             stats,
+            clock,
             node: String::new(),
             next_nonce: 0,
             subs: BTreeMap::new(),
@@ -115,7 +124,7 @@ impl AdsStream {
         sub.sent = Some(Sent {
             nonce: nonce.clone(),
             resources: resources.clone(),
-            at: Instant::now(),
+            at: self.clock.elapsed(),
         });
         self.stats.add_push();
         tracing::debug!(node = %self.node, type_url, version, nonce, resources = resources.len(), "xds push");
@@ -187,7 +196,8 @@ impl AdsStream {
         let initial = req.response_nonce.is_empty();
         if matches_last {
             let latency = sub.sent.as_ref().map_or(0, |s| {
-                u64::try_from(s.at.elapsed().as_micros()).unwrap_or(u64::MAX)
+                let elapsed = self.clock.elapsed().saturating_sub(s.at);
+                u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX)
             });
             sub.accepted_version = req.version_info.clone();
             self.stats.add_ack(latency);
@@ -229,12 +239,22 @@ impl AdsStream {
 pub struct AdsServer {
     rx: watch::Receiver<Arc<PublishedState>>,
     stats: Arc<XdsStats>,
+    clock: Clock,
 }
 
 impl AdsServer {
     /// Serve the state published on `rx`; counters go to `stats`.
     pub fn new(rx: watch::Receiver<Arc<PublishedState>>, stats: Arc<XdsStats>) -> Self {
-        AdsServer { rx, stats }
+        AdsServer::with_clock(rx, stats, Clock::system())
+    }
+
+    /// [`new`](Self::new) measuring ACK latencies on `clock`.
+    pub fn with_clock(
+        rx: watch::Receiver<Arc<PublishedState>>,
+        stats: Arc<XdsStats>,
+        clock: Clock,
+    ) -> Self {
+        AdsServer { rx, stats, clock }
     }
 }
 
@@ -255,10 +275,11 @@ async fn run_stream(
     mut state_rx: watch::Receiver<Arc<PublishedState>>,
     tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
     stats: Arc<XdsStats>,
+    clock: Clock,
 ) {
     stats.stream_opened();
     let _guard = StreamGuard(stats.clone());
-    let mut stream = AdsStream::new(stats);
+    let mut stream = AdsStream::with_clock(stats, clock);
     loop {
         let responses = tokio::select! {
             msg = inbound.message() => match msg {
@@ -309,6 +330,7 @@ impl AggregatedDiscoveryService for AdsServer {
             self.rx.clone(),
             tx,
             self.stats.clone(),
+            self.clock.clone(),
         ));
         Ok(Response::new(ReceiverStream::new(rx)))
     }

@@ -43,3 +43,12 @@ pub fn ads_service(
 ) -> AggregatedDiscoveryServiceServer<AdsServer> {
     AggregatedDiscoveryServiceServer::new(AdsServer::new(rx, stats))
 }
+
+/// [`ads_service`] measuring ACK latencies on `clock`.
+pub fn ads_service_with_clock(
+    rx: watch::Receiver<Arc<PublishedState>>,
+    stats: Arc<XdsStats>,
+    clock: crate::clock::Clock,
+) -> AggregatedDiscoveryServiceServer<AdsServer> {
+    AggregatedDiscoveryServiceServer::new(AdsServer::with_clock(rx, stats, clock))
+}

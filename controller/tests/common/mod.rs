@@ -112,11 +112,9 @@ pub async fn start(config: Config) -> Running {
     }
 }
 
+/// Wall time of the system clock the in-process services run on.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
+    aya_controller::clock::Clock::system().now_ms()
 }
 
 pub fn sample(backend: &str, metric: &str, ts: i64, value: f64) -> pb::Sample {

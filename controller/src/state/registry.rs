@@ -1,0 +1,288 @@
+//! The cluster registry: clusters and their backends (stored, and
+//! published again at once when they change), and operator overrides.
+
+use std::sync::Arc;
+
+use super::runtime::new_runtime;
+use super::{Controller, ControllerError, Override, lock, lock_read, model_key};
+use crate::config::{BackendConfig, ClusterConfig};
+use crate::policies;
+use crate::publish::ClusterSnapshot;
+
+impl Controller {
+    /// Every cluster's configuration, sorted by name.
+    pub fn clusters(&self) -> Vec<ClusterConfig> {
+        lock_read(&self.inner.registry).values().cloned().collect()
+    }
+
+    /// One cluster's configuration.
+    pub fn cluster(&self, name: &str) -> Option<ClusterConfig> {
+        lock_read(&self.inner.registry).get(name).cloned()
+    }
+
+    /// Create or replace a cluster, store it and publish its new state.
+    pub fn upsert_cluster(&self, mut cfg: ClusterConfig) -> Result<ClusterConfig, ControllerError> {
+        cfg.normalise("cluster")?;
+        if !cfg.policy.is_empty() {
+            policies::check_name(&cfg.policy).map_err(ControllerError::Invalid)?;
+        }
+        let json =
+            serde_json::to_string(&cfg).map_err(|e| ControllerError::Invalid(e.to_string()))?;
+        self.inner.store.put_cluster(&cfg.name, Some(&json))?;
+        self.inner
+            .registry
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(cfg.name.clone(), cfg.clone());
+        self.tick_cluster(&cfg.name, self.inner.clock.now_secs())?;
+        Ok(cfg)
+    }
+
+    /// Delete a cluster; its watchers' streams end. Returns whether it existed.
+    pub fn delete_cluster(&self, name: &str) -> Result<bool, ControllerError> {
+        let existed = self
+            .inner
+            .registry
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
+            .is_some();
+        if existed {
+            self.inner.store.put_cluster(name, None)?;
+            self.inner.store.put_snapshot(name, None)?;
+            self.inner.store.put_override(name, None)?;
+            lock(&self.inner.runtimes).remove(name);
+            lock(&self.inner.ingest).forget_cluster(name);
+            self.inner.publisher.remove(name);
+            lock(&self.inner.pending_demand).retain(|(c, _, _)| c != name);
+            self.inner.store.retain_demand(name, i64::MAX)?;
+            self.inner.store.delete_model(&model_key(name))?;
+            self.inner.metrics.forget_cluster(name);
+        }
+        Ok(existed)
+    }
+
+    /// Add or replace a backend.
+    pub fn upsert_backend(
+        &self,
+        cluster: &str,
+        backend: BackendConfig,
+    ) -> Result<ClusterConfig, ControllerError> {
+        let mut cfg = self.known(cluster)?;
+        cfg.backends.retain(|b| b.name != backend.name);
+        cfg.backends.push(backend);
+        self.upsert_cluster(cfg)
+    }
+
+    /// Remove a backend.
+    pub fn delete_backend(
+        &self,
+        cluster: &str,
+        backend: &str,
+    ) -> Result<ClusterConfig, ControllerError> {
+        let mut cfg = self.known(cluster)?;
+        let before = cfg.backends.len();
+        cfg.backends.retain(|b| b.name != backend);
+        if cfg.backends.len() == before {
+            return Err(ControllerError::UnknownBackend {
+                cluster: cluster.into(),
+                backend: backend.into(),
+            });
+        }
+        self.upsert_cluster(cfg)
+    }
+
+    /// Pin a cluster's decision (see [`Override`]) and publish it at once.
+    pub fn publish_override(
+        &self,
+        cluster: &str,
+        o: Override,
+    ) -> Result<Arc<ClusterSnapshot>, ControllerError> {
+        let cfg = self.known(cluster)?;
+        check_override(&cfg, &o)?;
+        let json = serde_json::to_string(&(cluster, &o))
+            .map_err(|e| ControllerError::Invalid(e.to_string()))?;
+        self.inner.store.put_override(cluster, Some(&json))?;
+        {
+            let mut rts = lock(&self.inner.runtimes);
+            let rt = match rts.entry(cluster.to_string()) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => e.insert(new_runtime(
+                    &self.inner.config,
+                    &self.inner.store,
+                    &cfg,
+                    &self.inner.clock,
+                )?),
+            };
+            rt.override_ = Some(o);
+        }
+        self.tick_cluster(cluster, self.inner.clock.now_secs())?
+            .ok_or_else(|| ControllerError::UnknownCluster(cluster.into()))
+    }
+
+    /// Remove an override. Returns whether one was set.
+    pub fn clear_override(&self, cluster: &str) -> Result<bool, ControllerError> {
+        let had = lock(&self.inner.runtimes)
+            .get_mut(cluster)
+            .and_then(|rt| rt.override_.take())
+            .is_some();
+        if had {
+            self.inner.store.put_override(cluster, None)?;
+            self.tick_cluster(cluster, self.inner.clock.now_secs())?;
+        }
+        Ok(had)
+    }
+
+    /// The configuration of a cluster that must exist.
+    fn known(&self, cluster: &str) -> Result<ClusterConfig, ControllerError> {
+        self.cluster(cluster)
+            .ok_or_else(|| ControllerError::UnknownCluster(cluster.into()))
+    }
+}
+
+/// An override names only backends of the cluster, each with a weight ≥ 1,
+/// and at least one.
+fn check_override(cfg: &ClusterConfig, o: &Override) -> Result<(), ControllerError> {
+    for w in &o.weights {
+        if w.weight == 0 {
+            return Err(ControllerError::Invalid(format!(
+                "weight of backend {:?} is 0; weights must be ≥ 1",
+                w.backend
+            )));
+        }
+        if !cfg.backends.iter().any(|b| b.name == w.backend) {
+            return Err(ControllerError::UnknownBackend {
+                cluster: cfg.name.clone(),
+                backend: w.backend.clone(),
+            });
+        }
+    }
+    if o.weights.is_empty() {
+        return Err(ControllerError::Invalid(
+            "an override needs at least one weight".into(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::*;
+    use aya_policy::BackendWeight;
+
+    fn weights(s: &ClusterSnapshot) -> Vec<(String, u32)> {
+        s.endpoints
+            .iter()
+            .map(|e| (e.backend.clone(), e.weight))
+            .collect()
+    }
+
+    fn pin(backend: &str, weight: u32) -> Override {
+        Override {
+            weights: vec![BackendWeight {
+                backend: backend.into(),
+                weight,
+            }],
+            algorithm: None,
+            desired_replicas: None,
+        }
+    }
+
+    #[test]
+    fn backend_changes_are_stored_and_published_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctl = open(&dir);
+        let d = BackendConfig {
+            name: "d".into(),
+            address: "127.0.0.1:9004".into(),
+            weight_hint: 4,
+        };
+        let cfg = ctl.upsert_backend("web", d).unwrap();
+        assert_eq!(cfg.backends.len(), 4);
+        let snap = ctl.publisher().current("web").unwrap();
+        assert_eq!(snap.version, 1);
+        assert_eq!(
+            weights(&snap),
+            vec![
+                ("a".into(), 1),
+                ("b".into(), 2),
+                ("c".into(), 3),
+                ("d".into(), 4)
+            ]
+        );
+        ctl.delete_backend("web", "a").unwrap();
+        let snap = ctl.publisher().current("web").unwrap();
+        assert_eq!(snap.version, 2);
+        assert_eq!(snap.endpoints.len(), 3);
+        assert!(matches!(
+            ctl.delete_backend("web", "a"),
+            Err(ControllerError::UnknownBackend { .. })
+        ));
+        assert!(matches!(
+            ctl.delete_backend("nope", "a"),
+            Err(ControllerError::UnknownCluster(_))
+        ));
+        assert_eq!(ctl.store().restore().unwrap().clusters.len(), 1);
+    }
+
+    #[test]
+    fn deleting_a_cluster_forgets_it_everywhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctl = open(&dir);
+        ctl.tick_all(ctl.clock().now_secs()).unwrap();
+        assert!(ctl.publisher().current("web").is_some());
+        assert!(ctl.delete_cluster("web").unwrap());
+        assert!(!ctl.delete_cluster("web").unwrap());
+        assert!(ctl.cluster("web").is_none());
+        assert!(ctl.publisher().current("web").is_none());
+        let restored = ctl.store().restore().unwrap();
+        assert!(restored.clusters.is_empty() && restored.snapshots.is_empty());
+    }
+
+    #[test]
+    fn an_unknown_policy_name_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctl = open(&dir);
+        let mut cfg = ctl.cluster("web").unwrap();
+        cfg.policy = "no-such-policy".into();
+        assert!(matches!(
+            ctl.upsert_cluster(cfg),
+            Err(ControllerError::Invalid(m)) if m.contains("no-such-policy")
+        ));
+    }
+
+    #[test]
+    fn overrides_are_validated_published_and_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctl = open(&dir);
+        assert!(matches!(
+            ctl.publish_override("web", pin("b", 0)),
+            Err(ControllerError::Invalid(m)) if m.contains("≥ 1")
+        ));
+        assert!(matches!(
+            ctl.publish_override("web", pin("zz", 1)),
+            Err(ControllerError::UnknownBackend { backend, .. }) if backend == "zz"
+        ));
+        let empty = Override {
+            weights: Vec::new(),
+            ..pin("b", 1)
+        };
+        assert!(matches!(
+            ctl.publish_override("web", empty),
+            Err(ControllerError::Invalid(_))
+        ));
+        let snap = ctl.publish_override("web", pin("b", 7)).unwrap();
+        assert_eq!(weights(&snap), vec![("b".into(), 7)]);
+        assert!(
+            snap.decision
+                .explanation
+                .rules
+                .contains(&"operator_override".to_string())
+        );
+        assert!(ctl.clear_override("web").unwrap());
+        assert!(!ctl.clear_override("web").unwrap());
+        let snap = ctl.publisher().current("web").unwrap();
+        assert_eq!(snap.endpoints.len(), 3);
+    }
+}
