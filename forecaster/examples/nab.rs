@@ -18,6 +18,9 @@ use aya_forecaster::anomaly::nab::{self, Corpus};
 use aya_forecaster::anomaly::{DetectorConfig, detect_series};
 use aya_forecaster::data::datasets_dir;
 
+/// Which files a row of the table keeps.
+type Keep = fn(&str) -> bool;
+
 fn main() -> anyhow::Result<()> {
     let per_file = std::env::args().any(|a| a == "--per-file");
     let root = datasets_dir().join("nab");
@@ -62,7 +65,7 @@ fn main() -> anyhow::Result<()> {
         ("windowed Gaussian (NAB baseline, ported)", &gaussian),
         ("Aya streaming detector", &aya),
     ];
-    let splits: [(&str, fn(&str) -> bool); 3] = [
+    let splits: [(&str, Keep); 3] = [
         ("all 56", |_| true),
         ("tune half", |n| !nab::is_held_out(n)),
         ("held-out half", nab::is_held_out),

@@ -99,9 +99,7 @@ fn threshold_optimisation_picks_the_best_threshold() {
     );
     // Eleven false positives above the window's score make detecting it not worth it
     // under the low-FP profile (1 - 11 * 0.22 < -1), but still worth it under standard.
-    for r in 20..31 {
-        s[r] = 0.9;
-    }
+    s[20..31].fill(0.9);
     let sweep = Sweep::new(&corpus, &[s]).unwrap();
     assert_eq!(sweep.optimise(&PROFILES[1]).threshold, 1.1);
     assert_eq!(sweep.optimise(&PROFILES[0]).threshold, 0.6);
@@ -194,8 +192,9 @@ fn windowed_gaussian_scores_close_to_published() {
     }
 }
 
-/// Allowed gap to the published windowed-Gaussian figures (the corpus differs by two files).
-const GAUSSIAN_TOLERANCE: f64 = 5.0;
+/// Allowed gap to the published windowed-Gaussian figures (the corpus differs by two files;
+/// measured 40.4 / 23.8 / 48.2, the largest gap 2.9 on low FP).
+const GAUSSIAN_TOLERANCE: f64 = 3.5;
 
 /// Aya's detector on the artificial files and a few real ones (fast in debug builds): floors it
 /// genuinely reaches (measured, minus a margin), so a regression fails.
@@ -220,6 +219,8 @@ fn detector_beats_floors_on_a_subset() {
         })
         .collect();
     let result = nab::score(&subset, &scores).unwrap();
+    let measured: Vec<f64> = result.iter().map(|r| r.normalized).collect();
+    eprintln!("subset scores (standard, low FP, low FN): {measured:.2?}");
     for (r, floor) in result.iter().zip(SUBSET_FLOORS) {
         assert!(
             r.normalized >= floor,
@@ -230,5 +231,5 @@ fn detector_beats_floors_on_a_subset() {
     }
 }
 
-/// Standard / low FP / low FN floors on the subset above.
-const SUBSET_FLOORS: [f64; 3] = [0.0, 0.0, 0.0];
+/// Standard / low FP / low FN floors on the subset above (measured 50.3 / 48.5 / 53.5).
+const SUBSET_FLOORS: [f64; 3] = [47.0, 45.0, 50.0];

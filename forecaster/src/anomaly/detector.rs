@@ -48,7 +48,7 @@ impl Default for DetectorConfig {
     fn default() -> Self {
         DetectorConfig {
             warmup: 150,
-            levels: 40.0,
+            levels: 8.0,
             order: 2,
             short_window: 10,
             history: 8640,
