@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod anomaly;
 pub mod artifact;
 pub mod backtest;
 pub mod cli;
