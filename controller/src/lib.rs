@@ -1,7 +1,8 @@
 //! # aya-controller
 //!
-//! The long-running controller service (`aya serve`) and the `aya` binary's
-//! subcommands that need it.
+//! The long-running controller service that `aya serve` runs. A library only:
+//! the `aya` binary (its `serve` flags, and `aya demo`, which drives this
+//! service and the simulator) is in `aya-cli`.
 //!
 //! Data flow: metric samples arrive on the aya.v1 `Ingest` stream
 //! ([`api`]), are validated and durably stored by the single ingest writer
@@ -19,10 +20,8 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
-pub mod cli;
 pub mod config;
 pub mod convert;
-pub mod demo;
 pub mod forecasting;
 pub mod ingest;
 pub mod keda;
