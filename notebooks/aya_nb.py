@@ -59,7 +59,7 @@ def aya_bin() -> Path:
     built = [p for p in (ROOT / "target/release/aya", ROOT / "target/debug/aya") if p.is_file()]
     if not built:
         raise FileNotFoundError(
-            "no aya binary: run `cargo build -p aya-controller` (or set AYA_BIN)"
+            "no aya binary: run `cargo build -p aya-cli` (or set AYA_BIN)"
         )
     return max(built, key=lambda p: p.stat().st_mtime)
 

@@ -41,7 +41,7 @@ mkdir -p "$VENV/etc/jupyter" "$VENV/etc/ipython"
 
 # 2. The binary the notebooks call.
 if [ -z "${AYA_BIN:-}" ]; then
-    cargo build --quiet -p aya-controller --bin aya
+    cargo build --quiet -p aya-cli --bin aya
     export AYA_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/aya"
 fi
 [ -x "$AYA_BIN" ] || { echo "error: AYA_BIN=$AYA_BIN is not an executable" >&2; exit 1; }

@@ -53,7 +53,7 @@ pub const METRICS: [&str; 6] = [
 ];
 
 /// How the traffic is split among backends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Split {
     /// Equal weights (what plain round robin does): small backends overload first.

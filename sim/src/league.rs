@@ -13,16 +13,16 @@
 //! reference (HPA at its default target), then bisects Aya's
 //! `target_utilization` until Aya's replica-hours are within ±2 % of it, and
 //! reports the value it found. Only Aya's own parameter is searched.
+//!
+//! This module is the library half of `aya league`: the targets, the
+//! calibration, the evaluation and the Markdown. Reading the scenario
+//! directory, printing and writing the files is the command's (`aya-cli`).
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
-use aya_forecaster::cli_support::{CliResult, Failure};
 use serde::Serialize;
 
-use crate::cli::LeagueArgs;
-use crate::run::{ScenarioResult, run_scenario};
+use crate::run::{RunError, ScenarioResult, run_scenario};
 use crate::scenario::Scenario;
 use crate::stats::Estimate;
 
@@ -188,6 +188,39 @@ pub const CALIBRATIONS: &[Calibration] = &[Calibration {
     increasing: false,
 }];
 
+/// Why a league scenario could not be scored.
+#[derive(Debug, thiserror::Error)]
+pub enum LeagueError {
+    /// A simulation run failed.
+    #[error(transparent)]
+    Run(#[from] RunError),
+    /// The calibration's reference policy is not in the scenario.
+    #[error("calibration: reference `{reference}` missing in {scenario}")]
+    MissingReference {
+        /// Scenario name.
+        scenario: String,
+        /// The reference policy label the calibration needs.
+        reference: &'static str,
+    },
+}
+
+/// One bisection step of [`calibrate`], for progress reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CalibrationStep<'a> {
+    /// Scenario name.
+    pub scenario: &'a str,
+    /// The calibration being run.
+    pub calibration: &'a Calibration,
+    /// Parameter value tried.
+    pub value: f64,
+    /// The policy's metric at that value (mean over seeds).
+    pub got: f64,
+    /// The reference's metric (the goal).
+    pub goal: f64,
+    /// `(got − goal) / |goal|`.
+    pub rel: f64,
+}
+
 /// Most bisection steps of a calibration.
 const MAX_CALIBRATION_STEPS: usize = 10;
 
@@ -293,17 +326,21 @@ fn set_param(sc: &mut Scenario, policy: &str, param: &str, value: f64) {
     }
 }
 
-/// Bisect `cal.param` so that the policy's metric matches the reference's.
-fn calibrate(sc: &Scenario, cal: &Calibration) -> anyhow::Result<(ScenarioResult, f64)> {
+/// Bisect `cal.param` so that the policy's metric matches the reference's;
+/// returns the full scenario run at the value found, and that value.
+/// `progress` sees every step.
+pub fn calibrate(
+    sc: &Scenario,
+    cal: &Calibration,
+    progress: &mut dyn FnMut(&CalibrationStep<'_>),
+) -> Result<(ScenarioResult, f64), LeagueError> {
     let mut ref_only = sc.clone();
     ref_only.policies.retain(|p| p.label() == cal.reference);
     let reference = run_scenario(&ref_only)?;
     let goal = estimate(&reference, cal.reference, cal.metric)
-        .with_context(|| {
-            format!(
-                "calibration: reference `{}` missing in {}",
-                cal.reference, sc.name
-            )
+        .ok_or_else(|| LeagueError::MissingReference {
+            scenario: sc.name.clone(),
+            reference: cal.reference,
         })?
         .mean;
     let (mut lo, mut hi) = cal.range;
@@ -318,13 +355,14 @@ fn calibrate(sc: &Scenario, cal: &Calibration) -> anyhow::Result<(ScenarioResult
             .map(|e| e.mean)
             .unwrap_or(f64::NAN);
         let rel = (got - goal) / goal.abs().max(1e-12);
-        eprintln!(
-            "calibrate {}: {}={x:.4} -> {}={got:.3} (goal {goal:.3}, {:+.2}%)",
-            sc.name,
-            cal.param,
-            cal.metric,
-            100.0 * rel
-        );
+        progress(&CalibrationStep {
+            scenario: &sc.name,
+            calibration: cal,
+            value: x,
+            got,
+            goal,
+            rel,
+        });
         if best.is_none_or(|(_, b)| rel.abs() < b) {
             best = Some((x, rel.abs()));
         }
@@ -431,89 +469,6 @@ pub fn markdown(league: &League, command: &str) -> String {
     let met = league.targets.iter().filter(|t| t.met).count();
     let _ = writeln!(s, "**Targets met: {met} of {}.**", league.targets.len());
     s
-}
-
-fn scenario_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading league scenarios from {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    files.sort();
-    Ok(files)
-}
-
-/// Run every league scenario for every policy and write the table.
-pub fn run(args: &LeagueArgs) -> CliResult {
-    if args.seeds == 0 {
-        return Err(Failure::usage(anyhow::anyhow!("--seeds must be >= 1")));
-    }
-    let files = scenario_files(&args.scenarios).map_err(Failure::input)?;
-    if files.is_empty() {
-        return Err(Failure::input(anyhow::anyhow!(
-            "no *.toml scenario in {}",
-            args.scenarios.display()
-        )));
-    }
-    let seeds: Vec<u64> = (1..=args.seeds as u64).collect();
-    let mut league = League {
-        seeds: seeds.clone(),
-        scenarios: Vec::new(),
-        calibrated: Vec::new(),
-        targets: Vec::new(),
-    };
-    for f in files {
-        let mut sc = Scenario::load(&f).map_err(Failure::input)?;
-        if !args.only.is_empty() && !args.only.contains(&sc.name) {
-            continue;
-        }
-        sc.seeds = seeds.clone();
-        eprintln!(
-            "league: {} ({} policies x {} seeds)",
-            sc.name,
-            sc.policies.len(),
-            seeds.len()
-        );
-        let result = match CALIBRATIONS.iter().find(|c| c.scenario == sc.name) {
-            Some(cal) => {
-                let (r, v) = calibrate(&sc, cal).map_err(Failure::runtime)?;
-                league.calibrated.push((
-                    sc.name.clone(),
-                    cal.policy.to_string(),
-                    cal.param.to_string(),
-                    v,
-                ));
-                r
-            }
-            None => run_scenario(&sc).map_err(Failure::runtime)?,
-        };
-        league.targets.extend(evaluate(&result));
-        league.scenarios.push(result);
-    }
-    std::fs::create_dir_all(&args.output)
-        .with_context(|| format!("creating {}", args.output.display()))
-        .map_err(Failure::runtime)?;
-    let mut command = format!("aya league --seeds {}", args.seeds);
-    for o in &args.only {
-        let _ = write!(command, " --only {o}");
-    }
-    let md = markdown(&league, &command);
-    let md_path = args.output.join("league.md");
-    std::fs::write(&md_path, &md)
-        .with_context(|| format!("writing {}", md_path.display()))
-        .map_err(Failure::runtime)?;
-    let json_path = args.output.join("league.json");
-    let json = serde_json::to_string_pretty(&league).map_err(Failure::runtime)?;
-    std::fs::write(&json_path, json)
-        .with_context(|| format!("writing {}", json_path.display()))
-        .map_err(Failure::runtime)?;
-    print!("{md}");
-    eprintln!(
-        "league: wrote {} and {}",
-        md_path.display(),
-        json_path.display()
-    );
-    Ok(())
 }
 
 #[cfg(test)]

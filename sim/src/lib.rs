@@ -11,11 +11,12 @@
 //! replication runs), [`engine`] (the event loop and scoring), [`scenario`]
 //! (TOML files and validation), [`policy`] (static policy and the policy
 //! factory), [`stats`] (replications, CIs, paired comparisons), [`theory`]
-//! (queueing formulas used for validation), [`report`] (JSON, CSV, HTML).
+//! (queueing formulas used for validation), [`report`] (JSON, CSV, HTML),
+//! [`league`] (the league table's targets, calibration and Markdown). A
+//! library only: the `aya sim` and `aya league` commands are in `aya-cli`.
 
 #![forbid(unsafe_code)]
 
-pub mod cli;
 pub mod dist;
 pub mod engine;
 pub mod lb;

@@ -9,8 +9,7 @@
 //! every error names the file, the 1-based line and the column, and every repair
 //! is counted in a [`QualityReport`].
 //!
-//! * [`load_csv`] / [`load_from_args`]: read one series; [`load_csv_all`]: every
-//!   series of a long-form file.
+//! * [`load_csv`]: read one series; [`load_csv_all`]: every series of a long-form file.
 //! * [`parse_timestamp`]: the timestamp detector, also used by the simulator to
 //!   stream per-request traces.
 //! * [`write_series_csv`]: the canonical `timestamp,value` writer.
@@ -213,58 +212,6 @@ pub struct LoadOptions {
     pub reject_out_of_order: bool,
 }
 
-impl LoadOptions {
-    /// Options from the CLI flags (`--column`, `--time-column`, `--filter`, `--resample`,
-    /// `--allow-negative`, `--strict`, `--keep-duplicates`).
-    pub fn from_args(args: &crate::cli::CsvArgs) -> Result<LoadOptions, DataError> {
-        let filters = args
-            .filters
-            .iter()
-            .map(|f| parse_filter(f))
-            .collect::<Result<Vec<_>, _>>()?;
-        let resample_ms = match args.resample {
-            Some(s) if s <= 0 => {
-                return Err(DataError::BadOption(format!(
-                    "--resample {s}: the interval must be a positive number of seconds"
-                )));
-            }
-            Some(s) => Some(s.checked_mul(1000).ok_or_else(|| {
-                DataError::BadOption(format!("--resample {s}: interval too large"))
-            })?),
-            None => None,
-        };
-        if args.aggregate.is_some() && resample_ms.is_none() {
-            return Err(DataError::BadOption(
-                "--aggregate needs --resample SECONDS (it says how each bucket is combined)"
-                    .to_string(),
-            ));
-        }
-        let aggregate = args.aggregate.unwrap_or_default();
-        if args.strict && args.keep_duplicates {
-            return Err(DataError::BadOption(
-                "--strict and --keep-duplicates contradict each other".to_string(),
-            ));
-        }
-        Ok(LoadOptions {
-            value_column: args.column.clone(),
-            time_column: args.time_column.clone(),
-            filters,
-            resample_ms,
-            allow_negative: args.allow_negative,
-            aggregate,
-            // Summing or counting events must see every event, including simultaneous ones.
-            duplicates: if args.strict {
-                Duplicates::Reject
-            } else if args.keep_duplicates || aggregate != Aggregate::Mean {
-                Duplicates::KeepAll
-            } else {
-                Duplicates::KeepLast
-            },
-            reject_out_of_order: args.strict,
-        })
-    }
-}
-
 /// Parse `label=value`.
 pub fn parse_filter(f: &str) -> Result<(String, String), DataError> {
     match f.split_once('=') {
@@ -273,11 +220,6 @@ pub fn parse_filter(f: &str) -> Result<(String, String), DataError> {
             "--filter {f:?}: expected LABEL=VALUE, e.g. --filter backend=web-1"
         ))),
     }
-}
-
-/// Load the series described by the CLI's CSV flags.
-pub fn load_from_args(args: &crate::cli::CsvArgs) -> Result<Series, DataError> {
-    load_csv(&args.input, &LoadOptions::from_args(args)?)
 }
 
 /// Where the shared real traces live: `$AYA_DATASETS` if set, else

@@ -23,7 +23,7 @@ pub fn resample(path: &Path, series: Series, interval_ms: i64) -> Result<Series,
 }
 
 /// How samples falling in one resampling bucket are combined.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Aggregate {
     /// Mean of the bucket; empty buckets are linearly interpolated (gauges, rates). Default.
     #[default]

@@ -1,6 +1,6 @@
 //! The one-line textbook form of `aya sim` (what users and cross-crate tests call).
 
-use aya_sim::cli::{SimArgs, textbook};
+use aya_cli::sim::{SimArgs, textbook};
 
 fn args(algorithm: &str, service: &str, utilization: f64) -> SimArgs {
     SimArgs {

@@ -2,18 +2,18 @@
 
 use std::path::PathBuf;
 
-use aya_forecaster::cli_support::{CliResult, Failure};
 use aya_policy::LbAlgorithm;
+use aya_sim::dist::ServiceDist;
+use aya_sim::engine::{SimError, simulate};
+use aya_sim::model::{Dispatch, Model};
+use aya_sim::report::write_all;
+use aya_sim::run::{RunError, run_scenario};
+use aya_sim::scenario::{Scenario, ScenarioError};
+use aya_sim::theory;
+use aya_sim::workload::WorkloadError;
 use clap::Args;
 
-use crate::dist::ServiceDist;
-use crate::engine::{SimError, simulate};
-use crate::model::{Dispatch, Model};
-use crate::report::write_all;
-use crate::run::{RunError, run_scenario};
-use crate::scenario::{Scenario, ScenarioError};
-use crate::theory;
-use crate::workload::WorkloadError;
+use crate::failure::{CliResult, Failure};
 
 /// `aya sim`: replay a scenario file, or run a one-line textbook experiment.
 #[derive(Debug, Clone, Args)]

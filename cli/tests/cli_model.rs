@@ -4,10 +4,10 @@
 
 use std::path::Path;
 
-use aya_forecaster::cli::{
+use aya_cli::failure::exit;
+use aya_cli::forecaster::{
     BacktestArgs, ForecastArgs, TrainArgs, run_backtest, run_forecast, run_train,
 };
-use aya_forecaster::cli_support::exit;
 use aya_forecaster::data::parse_timestamp;
 use clap::{Args, FromArgMatches};
 

@@ -1,8 +1,8 @@
-//! Command-line entry points hosted by the controller crate: `aya serve` and `aya demo`.
+//! Command-line entry points of the controller service: `aya serve` and `aya demo`.
 
 use std::path::PathBuf;
 
-use aya_forecaster::cli_support::{CliResult, Failure};
+use crate::failure::{CliResult, Failure};
 use clap::Args;
 
 /// `aya serve`: run the controller service.
@@ -63,8 +63,8 @@ pub struct DemoArgs {
 
 /// Build the effective configuration: file (or defaults), then flags and
 /// environment variables (clap has already merged those two).
-pub fn serve_config(args: &ServeArgs) -> Result<crate::config::Config, Failure> {
-    use crate::config::{Config, ConfigError, LogFormat};
+pub fn serve_config(args: &ServeArgs) -> Result<aya_controller::config::Config, Failure> {
+    use aya_controller::config::{Config, ConfigError, LogFormat};
     let mut cfg = match &args.config {
         Some(path) => Config::load(path).map_err(|e| match e {
             ConfigError::Read { .. } => Failure::usage(e),
@@ -105,7 +105,7 @@ pub fn serve_config(args: &ServeArgs) -> Result<crate::config::Config, Failure> 
     Ok(cfg)
 }
 
-fn init_tracing(cfg: &crate::config::Config) {
+fn init_tracing(cfg: &aya_controller::config::Config) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&cfg.log_filter))
@@ -114,8 +114,8 @@ fn init_tracing(cfg: &crate::config::Config) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     let _ = match cfg.log_format {
-        crate::config::LogFormat::Json => builder.json().try_init(),
-        crate::config::LogFormat::Text => builder.try_init(),
+        aya_controller::config::LogFormat::Json => builder.json().try_init(),
+        aya_controller::config::LogFormat::Text => builder.try_init(),
     };
 }
 
@@ -150,8 +150,8 @@ pub fn run_serve(args: &ServeArgs) -> CliResult {
         let _ = out.flush();
         drop(out);
         tracing::info!(%addr, data_dir = %cfg.data_dir.display(), clusters = cfg.clusters.len(), "aya serve starting");
-        let listeners = crate::server::Listeners { grpc, metrics };
-        crate::server::serve(listeners, cfg, shutdown_signal())
+        let listeners = aya_controller::server::Listeners { grpc, metrics };
+        aya_controller::server::serve(listeners, cfg, shutdown_signal())
             .await
             .map_err(|e| Failure::runtime(anyhow::Error::new(e)))
     })

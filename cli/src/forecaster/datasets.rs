@@ -1,6 +1,6 @@
 //! `aya datasets synth|fetch|check`.
 //!
-//! * `synth` writes Aya's built-in synthetic data (see [`crate::synth`]);
+//! * `synth` writes Aya's built-in synthetic data (see [`aya_forecaster::synth`]);
 //! * `fetch` runs `datasets/fetch.sh`, which downloads the public traces from their
 //!   original homes with curl (needs internet, so it is not exercised by the tests);
 //! * `check` loads every CSV under a directory with the data layer and prints what it
@@ -11,11 +11,12 @@ use std::process::Command;
 
 use anyhow::{Context, anyhow};
 
+use aya_forecaster::data::catalog::{check_file, convert_worldcup98, csv_files};
+use aya_forecaster::data::{DataError, datasets_dir, format_interval, format_rfc3339};
+use aya_forecaster::synth::{self, SynthConfig};
+
 use super::{CheckArgs, DatasetsArgs, DatasetsCommand, FetchArgs, SynthArgs};
-use crate::cli_support::{CliResult, Failure};
-use crate::data::catalog::{check_file, convert_worldcup98, csv_files};
-use crate::data::{DataError, datasets_dir, format_interval, format_rfc3339};
-use crate::synth::{self, SynthConfig};
+use crate::failure::{CliResult, Failure};
 
 /// Run `aya datasets ...`.
 pub fn run_datasets(args: &DatasetsArgs) -> CliResult {
@@ -43,7 +44,7 @@ fn run_synth(a: &SynthArgs) -> CliResult {
         days: a.days,
         interval_secs: a.interval,
         base_rps: a.base_rps,
-        split: a.split,
+        split: a.split.into(),
         ..SynthConfig::default()
     };
     let data = synth::generate(&cfg).map_err(Failure::usage)?;

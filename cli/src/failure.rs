@@ -1,6 +1,6 @@
 //! How every `aya` subcommand reports failure, so `main` can map it to an exit
-//! code. Lives in the lowest crate that has a command line (the simulator and
-//! the controller depend on this one).
+//! code. Only the binary crate has a command line: the libraries return typed
+//! errors and the subcommands map them to a [`Failure`] of the right kind.
 
 use std::fmt;
 

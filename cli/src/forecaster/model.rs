@@ -2,7 +2,7 @@
 //!
 //! All three read a series through the data layer (every CSV form it accepts),
 //! put it on its regular grid, detect its seasonality and run the automatic
-//! selection of [`crate::select`]. Input problems (unreadable CSV, series too
+//! selection of [`aya_forecaster::select`]. Input problems (unreadable CSV, series too
 //! short, a file that is not a model) exit with code 3 and a message naming
 //! the file; bad flag values exit with code 2.
 
@@ -12,14 +12,17 @@ use std::path::Path;
 
 use anyhow::{Context, anyhow};
 
+use aya_forecaster::artifact::{Artifact, TrainingWindow};
+use aya_forecaster::backtest::{self, BacktestConfig, BacktestError, Method};
+use aya_forecaster::data::{self, Series, format_rfc3339};
+use aya_forecaster::models::{Forecast, ModelSpec};
+use aya_forecaster::seasonality::{self, Seasonality};
+use aya_forecaster::select::{
+    FittedAuto, MIN_POINTS, SelectConfig, SelectError, default_candidates,
+};
+
 use super::{BacktestArgs, CsvArgs, ForecastArgs, TrainArgs};
-use crate::artifact::{Artifact, TrainingWindow};
-use crate::backtest::{self, BacktestConfig, BacktestError, Method};
-use crate::cli_support::{CliResult, Failure};
-use crate::data::{self, Series, format_rfc3339};
-use crate::models::{Forecast, ModelSpec};
-use crate::seasonality::{self, Seasonality};
-use crate::select::{FittedAuto, MIN_POINTS, SelectConfig, SelectError, default_candidates};
+use crate::failure::{CliResult, Failure};
 
 /// A loaded series on its grid, with its seasonality.
 struct Prepared {
@@ -28,7 +31,7 @@ struct Prepared {
 }
 
 fn prepare(csv: &CsvArgs) -> Result<Prepared, Failure> {
-    let series = data::load_from_args(csv).map_err(|e| {
+    let series = csv.load().map_err(|e| {
         if e.is_usage() {
             Failure::usage(e)
         } else {

@@ -1,11 +1,12 @@
 //! `aya`: the one user-facing binary. Each subcommand is a user job; the work
-//! lives in the library crates and this file only dispatches.
+//! lives in the library crates, the subcommands' flags and output in the
+//! `aya_cli` library of this crate, and this file only dispatches.
 
 use std::process::ExitCode;
 
-use aya_forecaster::cli as fc;
-use aya_forecaster::cli_support::{CliResult, Failure};
-use aya_sim::cli as sim;
+use aya_cli::failure::{CliResult, Failure};
+use aya_cli::forecaster as fc;
+use aya_cli::sim;
 use clap::{Parser, Subcommand};
 
 /// Aya: a predictive traffic controller. It learns from a service's traffic and
@@ -24,9 +25,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the whole loop on built-in data: train, control over gRPC, simulate, score, report.
-    Demo(aya_controller::cli::DemoArgs),
+    Demo(aya_cli::controller::DemoArgs),
     /// Run the controller service: metrics in over gRPC, decisions out (aya.v1 watch, Envoy xDS, KEDA).
-    Serve(aya_controller::cli::ServeArgs),
+    Serve(aya_cli::controller::ServeArgs),
     /// Train and select a forecasting model for a series and save it as a versioned artifact.
     Train(fc::TrainArgs),
     /// Forecast the next steps of a series as `timestamp,yhat,lower,upper,level`.
@@ -44,8 +45,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: CliResult = match &cli.command {
-        Command::Demo(a) => aya_controller::cli::run_demo(a),
-        Command::Serve(a) => aya_controller::cli::run_serve(a),
+        Command::Demo(a) => aya_cli::controller::run_demo(a),
+        Command::Serve(a) => aya_cli::controller::run_serve(a),
         Command::Train(a) => fc::run_train(a),
         Command::Forecast(a) => fc::run_forecast(a),
         Command::Backtest(a) => fc::run_backtest(a),

@@ -1,10 +1,13 @@
 //! Command-line entry points of the forecaster: `aya train`, `aya forecast`,
-//! `aya backtest` and `aya datasets`. `main` (in the controller crate) parses
-//! these argument structs with clap and calls the matching `run_*` function.
+//! `aya backtest` and `aya datasets`. `main` parses these argument structs
+//! with clap and calls the matching `run_*` function.
 
 use std::path::PathBuf;
 
-use clap::{Args, Subcommand};
+use aya_forecaster::data::{Aggregate, DataError, Duplicates, LoadOptions, Series};
+use aya_forecaster::data::{load_csv, parse_filter};
+use aya_forecaster::synth::Split;
+use clap::{Args, Subcommand, ValueEnum};
 
 /// How to read a CSV: shared by every subcommand that takes `--input`.
 #[derive(Debug, Clone, Args)]
@@ -39,7 +42,90 @@ pub struct CsvArgs {
     /// How --resample combines each bucket: `mean` (default; empty buckets interpolated),
     /// `sum` or `count` (empty buckets 0; every row kept, e.g. requests per bucket of a trace).
     #[arg(long, value_enum, requires = "resample")]
-    pub aggregate: Option<crate::data::Aggregate>,
+    pub aggregate: Option<AggregateArg>,
+}
+
+impl CsvArgs {
+    /// Options from the CLI flags (`--column`, `--time-column`, `--filter`, `--resample`,
+    /// `--allow-negative`, `--strict`, `--keep-duplicates`).
+    pub fn load_options(&self) -> Result<LoadOptions, DataError> {
+        let filters = self
+            .filters
+            .iter()
+            .map(|f| parse_filter(f))
+            .collect::<Result<Vec<_>, _>>()?;
+        let resample_ms = match self.resample {
+            Some(s) if s <= 0 => {
+                return Err(DataError::BadOption(format!(
+                    "--resample {s}: the interval must be a positive number of seconds"
+                )));
+            }
+            Some(s) => Some(s.checked_mul(1000).ok_or_else(|| {
+                DataError::BadOption(format!("--resample {s}: interval too large"))
+            })?),
+            None => None,
+        };
+        if self.aggregate.is_some() && resample_ms.is_none() {
+            return Err(DataError::BadOption(
+                "--aggregate needs --resample SECONDS (it says how each bucket is combined)"
+                    .to_string(),
+            ));
+        }
+        let aggregate = self.aggregate.map(Aggregate::from).unwrap_or_default();
+        if self.strict && self.keep_duplicates {
+            return Err(DataError::BadOption(
+                "--strict and --keep-duplicates contradict each other".to_string(),
+            ));
+        }
+        Ok(LoadOptions {
+            value_column: self.column.clone(),
+            time_column: self.time_column.clone(),
+            filters,
+            resample_ms,
+            allow_negative: self.allow_negative,
+            aggregate,
+            // Summing or counting events must see every event, including simultaneous ones.
+            duplicates: if self.strict {
+                Duplicates::Reject
+            } else if self.keep_duplicates || aggregate != Aggregate::Mean {
+                Duplicates::KeepAll
+            } else {
+                Duplicates::KeepLast
+            },
+            reject_out_of_order: self.strict,
+        })
+    }
+
+    /// Load the series these flags describe.
+    pub fn load(&self) -> Result<Series, DataError> {
+        load_csv(&self.input, &self.load_options()?)
+    }
+}
+
+/// `--aggregate`: how `--resample` combines a bucket ([`Aggregate`] as a flag value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum AggregateArg {
+    /// Mean of the bucket; empty buckets are linearly interpolated (gauges, rates). Default.
+    #[default]
+    Mean,
+    /// Sum of the bucket; empty buckets are 0 (per-interval counts re-bucketed).
+    Sum,
+    // The doc comment is the flag's help text, kept as the data layer words it.
+    #[allow(rustdoc::broken_intra_doc_links)]
+    /// Number of rows in the bucket; empty buckets are 0 (event traces -> events per
+    /// bucket; load them with [`super::Duplicates::KeepAll`] so that simultaneous events
+    /// all count).
+    Count,
+}
+
+impl From<AggregateArg> for Aggregate {
+    fn from(a: AggregateArg) -> Self {
+        match a {
+            AggregateArg::Mean => Aggregate::Mean,
+            AggregateArg::Sum => Aggregate::Sum,
+            AggregateArg::Count => Aggregate::Count,
+        }
+    }
 }
 
 /// `aya train`: fit and select a model for one series and save it as a versioned artifact.
@@ -141,8 +227,26 @@ pub struct SynthArgs {
     pub base_rps: f64,
     /// How traffic is split among the backends (capacities 1x, 1x, 2x, 4x): `equal`
     /// (round robin; small backends saturate at peaks) or `capacity` (proportional).
-    #[arg(long, value_enum, default_value_t = crate::synth::Split::Equal)]
-    pub split: crate::synth::Split,
+    #[arg(long, value_enum, default_value_t = SplitArg::Equal)]
+    pub split: SplitArg,
+}
+
+/// `--split`: how the synthetic traffic is split among backends ([`Split`] as a flag value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SplitArg {
+    /// Equal weights (what plain round robin does): small backends overload first.
+    Equal,
+    /// Weights proportional to capacity (the static ideal).
+    Capacity,
+}
+
+impl From<SplitArg> for Split {
+    fn from(s: SplitArg) -> Self {
+        match s {
+            SplitArg::Equal => Split::Equal,
+            SplitArg::Capacity => Split::Capacity,
+        }
+    }
 }
 
 /// `aya datasets fetch`.

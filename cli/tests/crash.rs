@@ -2,13 +2,10 @@
 //! process right after an acknowledgement, restart it on the same data
 //! directory and check that every acknowledged sample is there.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
 use aya_proto::v1 as pb;
-use common::{now_ms, sample};
 use pb::metrics_service_client::MetricsServiceClient;
 
 const CONFIG: &str = r#"
@@ -48,6 +45,25 @@ fn spawn(config: &std::path::Path, data: &std::path::Path) -> (Child, String) {
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
     (child, format!("http://{addr}"))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn sample(backend: &str, metric: &str, ts: i64, value: f64) -> pb::Sample {
+    pb::Sample {
+        cluster: "web".into(),
+        backend: backend.into(),
+        metric: metric.into(),
+        timestamp_ms: ts,
+        value,
+        kind: pb::MetricKind::Gauge as i32,
+        labels: Default::default(),
+    }
 }
 
 async fn connect(url: &str) -> tonic::transport::Channel {

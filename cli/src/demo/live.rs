@@ -21,15 +21,14 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use aya_controller::config::{BackendConfig, ClusterConfig, Config};
+use aya_controller::server::{Listeners, serve};
 use aya_proto::v1::decision_service_client::DecisionServiceClient;
 use aya_proto::v1::metrics_service_client::MetricsServiceClient;
 use aya_proto::v1::{IngestBatch, MetricKind, Sample, WatchRequest};
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
-
-use crate::config::{BackendConfig, ClusterConfig, Config};
-use crate::server::{Listeners, serve};
 
 use super::DemoError;
 use super::history::History;
@@ -395,7 +394,7 @@ async fn drive(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     for (seq, i) in range.enumerate() {
         ticker.tick().await;
-        let ts = crate::clock::Clock::system().now_ms();
+        let ts = aya_controller::clock::Clock::system().now_ms();
         let mut samples = Vec::new();
         for b in &history.data.backends {
             let rps = b.rps.get(i).copied().unwrap_or(0.0);

@@ -25,7 +25,7 @@
 //! one at the horizons they can hold.
 //!
 //! The backtest is called through [`backtest`], which is
-//! [`aya_forecaster::cli::run_backtest`] without the final `print!`, so that its
+//! [`aya_cli::forecaster::run_backtest`] without the final `print!`, so that its
 //! scores and the printed text can be checked.
 //!
 //! Checked for every file: the artifact loads and records the input's grid (and,
@@ -46,10 +46,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use aya_forecaster::artifact::Artifact;
-use aya_forecaster::cli::{
+use aya_cli::forecaster::{
     BacktestArgs, ForecastArgs, TrainArgs, backtest, run_forecast, run_train,
 };
+use aya_forecaster::artifact::Artifact;
 use aya_forecaster::data::catalog::csv_files;
 use aya_forecaster::data::{datasets_dir, parse_timestamp};
 use clap::{Args, FromArgMatches};

@@ -1,0 +1,9 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+pub mod controller;
+pub mod demo;
+pub mod failure;
+pub mod forecaster;
+pub mod league;
+pub mod sim;
