@@ -152,6 +152,9 @@ struct NoParams {}
 /// The typed parameters of every policy, one variant per registry entry.
 /// Written as a table (TOML or JSON) whose keys are the fields of the
 /// variant's struct; see [`PolicySpec::parse`].
+// Built once per configuration load, never on a hot path: boxing Aya's
+// parameters would only make them clumsier to write.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum PolicyParams {
     /// `aya`: every field of [`AyaConfig`].
@@ -247,6 +250,7 @@ pub struct BuildContext {
 }
 
 /// Checked parameters, in the form the constructors take.
+#[allow(clippy::large_enum_variant)] // one per configured policy, as `PolicyParams`
 #[derive(Debug, Clone, PartialEq)]
 enum Checked {
     Aya(ValidAyaConfig),
