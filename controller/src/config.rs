@@ -400,6 +400,13 @@ impl Config {
                 crate::policies::check_name(&c.policy)
                     .map_err(|m| invalid(format!("{f}.policy"), m))?;
             }
+            let policy = if c.policy.is_empty() {
+                &self.default_policy
+            } else {
+                &c.policy
+            };
+            crate::policies::check(policy, &c.policy_params)
+                .map_err(|m| invalid(format!("{f}.policy_params"), m))?;
             if !seen.insert(c.name.clone()) {
                 return Err(invalid(
                     format!("{f}.name"),

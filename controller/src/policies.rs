@@ -1,113 +1,145 @@
-//! Policies constructible by name for `aya serve`.
+//! Policies for `aya serve`: the registry of `aya-policy`
+//! ([`aya_policy::POLICIES`]) with what only the service knows.
 //!
 //! The controller is generic over [`aya_policy::Policy`]: every cluster runs a
-//! `Box<dyn Policy + Send>` chosen by the name in its configuration. `configured`
-//! is the controller's own baseline: it publishes the configured weight hints,
-//! the configured algorithm and asks for the current number of backends
-//! (clamped to min/max replicas). It is what a static Envoy configuration
-//! would do: the reference a forecasting policy must beat, and a deterministic
-//! choice for tests and for operators who set weights by hand.
+//! `Box<dyn Policy + Send>` chosen by the name in its configuration and
+//! parameterised by its `policy_params` table, both checked by the registry
+//! when the configuration is loaded or changed ([`check`]). `static` (alias
+//! `configured`) publishes the backends' weight hints and the cluster's
+//! `algorithm` and holds the current number of backends: what a static Envoy
+//! configuration would do, the reference a forecasting policy must beat, and
+//! a deterministic choice for tests and for operators who set weights by hand.
 
-use aya_policy::{
-    AlgorithmChoice, BackendWeight, Decision, Explanation, LbAlgorithm, Policy, ScalingSignal,
-    TickInput,
-};
+use aya_policy::{BuildContext, ControlLoop, DemandForecaster, LbAlgorithm, Policy, PolicySpec};
 use std::collections::BTreeMap;
 
-/// The controller's own policy: configured weight hints and algorithm.
+/// The controller's own policy name, an alias of the registry's `static`.
 pub const CONFIGURED: &str = "configured";
 
-/// Check that `name` is a policy this build can construct: `configured` or
-/// one of [`aya_policy::POLICIES`].
+/// Check that `name` is a policy of the registry (or one of its aliases).
 pub fn check_name(name: &str) -> Result<(), String> {
-    let norm = name.trim().to_ascii_lowercase().replace('-', "_");
-    if norm == CONFIGURED
-        || aya_policy::POLICIES.iter().any(|(n, _)| *n == norm)
-        || matches!(norm.as_str(), "rr" | "ewma")
-    {
-        Ok(())
-    } else {
-        let mut allowed = vec![CONFIGURED];
-        allowed.extend(aya_policy::POLICIES.iter().map(|(n, _)| *n));
-        Err(format!(
-            "unknown policy {name:?}; allowed: {}",
-            allowed.join(", ")
-        ))
-    }
+    aya_policy::lookup(name)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Check that `params` are valid parameters of the policy `name`: unknown
+/// keys, wrong types and out-of-range values are errors naming the key and
+/// the policy. Call it where a configuration is loaded or changed, so that a
+/// bad parameter is refused there instead of failing at every tick.
+pub fn check(
+    name: &str,
+    params: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), String> {
+    spec(name, params).map(|_| ())
+}
+
+fn spec(
+    name: &str,
+    params: &serde_json::Map<String, serde_json::Value>,
+) -> Result<PolicySpec, String> {
+    PolicySpec::parse(name, serde_json::Value::Object(params.clone())).map_err(|e| e.to_string())
 }
 
 /// What a policy needs from a cluster's configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PolicyContext {
-    /// Weight hint per backend name (used by `configured`).
+    /// Weight hint per backend name (published by `static`).
     pub weight_hints: BTreeMap<String, u32>,
-    /// Configured algorithm (used by `configured`).
+    /// Configured algorithm (published by `static` unless its params name one).
     pub algorithm: LbAlgorithm,
-    /// Parameters of an `aya_policy` policy (JSON object).
+    /// Parameters of the policy (the configuration's table).
     pub params: serde_json::Map<String, serde_json::Value>,
 }
 
-/// Build the policy called `name`: `configured` here, every other name
-/// through [`aya_policy::by_name`] (seed 0: the engine's policies are deterministic).
+/// The registry's build context of a cluster (seed 0: the service has no
+/// scorer, and the registry's policies draw no random numbers).
+fn build_context(ctx: PolicyContext) -> BuildContext {
+    BuildContext {
+        seed: 0,
+        algorithm: Some(ctx.algorithm),
+        weight_hints: ctx.weight_hints,
+        scorer: None,
+    }
+}
+
+/// Build the policy called `name` through the registry.
 pub fn build(name: &str, ctx: PolicyContext) -> Result<Box<dyn Policy + Send>, String> {
-    check_name(name)?;
-    if name.trim().eq_ignore_ascii_case(CONFIGURED) {
-        return Ok(Box::new(ConfiguredPolicy { ctx }));
-    }
-    aya_policy::by_name(name, &ctx.params, 0).map_err(|e| e.to_string())
+    let spec = spec(name, &ctx.params)?;
+    Ok(spec.build(&build_context(ctx)))
 }
 
-/// Configured weights and algorithm; replicas follow the backend count.
-#[derive(Debug, Clone)]
-pub struct ConfiguredPolicy {
+/// A cluster's control loop: the policy called `name` with `ctx`,
+/// forecasting `horizon` steps ahead with `forecaster` (if any), built by
+/// [`ControlLoop::for_policy`] as the simulator builds its loops.
+pub fn control_loop<F: DemandForecaster>(
+    name: &str,
     ctx: PolicyContext,
+    forecaster: Option<F>,
+    horizon: usize,
+) -> Result<ControlLoop<Box<dyn Policy + Send>, F>, String> {
+    let spec = spec(name, &ctx.params)?;
+    Ok(ControlLoop::for_policy(
+        &spec,
+        &build_context(ctx),
+        forecaster,
+        horizon,
+    ))
 }
 
-impl Policy for ConfiguredPolicy {
-    fn name(&self) -> &str {
-        "configured"
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aya_policy::{BackendObservation, ReplicaState, TickInput};
+
+    fn params(json: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+        match json {
+            serde_json::Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        }
     }
 
-    fn decide(&mut self, input: &TickInput<'_>) -> Decision {
-        let weights = input
-            .backends
-            .iter()
-            .map(|b| BackendWeight {
-                backend: b.backend.clone(),
-                weight: self
-                    .ctx
-                    .weight_hints
-                    .get(&b.backend)
-                    .copied()
-                    .unwrap_or(1)
-                    .max(1),
-            })
-            .collect();
-        let r = input.replicas;
-        let desired = (input.backends.len() as u32).clamp(r.min.min(r.max), r.max.max(r.min));
-        Decision {
-            at: input.now,
-            weights,
-            ejected: Vec::new(),
-            scaling: ScalingSignal {
-                desired_replicas: desired,
-                current_replicas: r.current,
-                rule: "configured_backend_count".into(),
-            },
-            algorithm: AlgorithmChoice {
-                algorithm: self.ctx.algorithm,
-                rule: "configured".into(),
-            },
-            explanation: Explanation {
-                inputs: vec![
-                    format!("demand_rps={:.3}", input.demand_rps),
-                    format!("backends={}", input.backends.len()),
-                ],
-                forecast: input
-                    .forecast
-                    .and_then(|f| f.mean.first().map(|m| format!("next_step_mean={m:.3}"))),
-                rules: vec!["configured".into()],
-            },
-        }
+    #[test]
+    fn configured_publishes_hints_and_the_cluster_algorithm() {
+        let ctx = PolicyContext {
+            weight_hints: BTreeMap::from([("a".to_string(), 2), ("b".to_string(), 3)]),
+            algorithm: LbAlgorithm::WeightedRoundRobin,
+            params: serde_json::Map::new(),
+        };
+        let mut p = build(CONFIGURED, ctx).unwrap();
+        let backends = [
+            BackendObservation::unobserved("a", 0.0),
+            BackendObservation::unobserved("b", 0.0),
+            BackendObservation::unobserved("c", 0.0),
+        ];
+        let d = p.decide(&TickInput {
+            now: 0.0,
+            interval: 5.0,
+            backends: &backends,
+            demand_rps: 0.0,
+            forecast: None,
+            replicas: ReplicaState::new(3, 0).with_bounds(1, 5, 30.0),
+        });
+        let w: Vec<u32> = d.weights.iter().map(|w| w.weight).collect();
+        assert_eq!(w, [2, 3, 1]);
+        assert_eq!(d.algorithm.algorithm, LbAlgorithm::WeightedRoundRobin);
+        assert_eq!(d.scaling.desired_replicas, 3);
+    }
+
+    #[test]
+    fn unknown_params_are_refused_with_key_and_policy() {
+        let err = check(
+            "aya",
+            &params(serde_json::json!({"target_utilisation": 0.5})),
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("target_utilisation") && err.contains("aya"),
+            "{err}"
+        );
+        assert!(check("hpa", &params(serde_json::json!({"tolerance": 0.2}))).is_ok());
+        assert!(check_name("rr").is_ok() && check_name("wrr").is_ok());
+        let err = check_name("magic").unwrap_err();
+        assert!(err.contains("magic") && err.contains("static"), "{err}");
     }
 }

@@ -1,11 +1,19 @@
-//! The forecaster inside the control loop: [`OnlineForecaster`] implements
-//! [`aya_policy::DemandForecaster`] for the controller and the simulator.
+//! The forecaster inside the control loop: [`OnlineForecaster`] is the one
+//! adapter from observed demand to [`aya_policy::DemandForecaster`], for the
+//! controller service, the simulator and the demo.
 //!
 //! Demand arrives as `(t, requests/s)` at the control tick, which may be
 //! faster than the forecast grid; observations are averaged into grid buckets
-//! (bucket `k` covers `((k−1)·step, k·step]`, so an observation at exactly
-//! `k·step` closes bucket `k`). Missing buckets are filled by linear
-//! interpolation. Model *selection* (the costly rolling-origin pass) runs on a
+//! (bucket `k` covers `(origin + (k−1)·step, origin + k·step]`, so an
+//! observation at exactly `origin + k·step` closes bucket `k`; the origin is
+//! 0 unless the step is learnt, see [`OnlineConfig::learn_step`]). Missing
+//! buckets are filled by linear interpolation. History that precedes the
+//! observations (a stored or a training series) is given with
+//! [`OnlineForecaster::observe_history`], which lays it on the same grid.
+//!
+//! What forecasts the buckets is [`OnlineModel`]: the selected models
+//! (default) or a random walk ([`OnlineModel::Naive`], the simulator's
+//! `naive` reference). Model *selection* (the costly rolling-origin pass) runs on a
 //! schedule — every `reselect_every` new buckets — and in between the chosen
 //! models are only refitted on the latest history when it has grown, which
 //! takes microseconds to a few milliseconds. Everything runs inline on the
@@ -54,6 +62,43 @@ pub struct OnlineConfig {
     /// worse on this many recent origins ([`crate::retrain`]).
     #[serde(default = "retrain_origins_default")]
     pub retrain_origins: usize,
+    /// Refit the selected models after this many new buckets (1: at every
+    /// bucket). Between refits the last fit forecasts further ahead, the
+    /// steps already past dropped, so a forecast always starts at the next
+    /// bucket.
+    #[serde(default = "one")]
+    pub refit_every: usize,
+    /// What forecasts the buckets.
+    #[serde(default)]
+    pub model: OnlineModel,
+    /// Take the grid step from the spacing of the first two observations
+    /// (and put the grid's origin at the first one) instead of `step_s`: a
+    /// driver that observes once per control tick then gets one bucket per
+    /// tick without saying how long a tick is (the simulator's `naive`).
+    #[serde(default)]
+    pub learn_step: bool,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// The model behind an [`OnlineForecaster`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnlineModel {
+    /// Models chosen by rolling-origin selection ([`crate::select`]) and
+    /// refitted as history grows (see the module docs).
+    #[default]
+    Selected,
+    /// Random walk: the last bucket, with a 95 % interval from the spread of
+    /// the one-step changes over the last `window` buckets
+    /// (`last ± 1.96·sd·√h`, lower bound at 0). A simple, honest reference;
+    /// `level` is ignored (always 0.95).
+    Naive {
+        /// Buckets the spread is computed over (≥ 2).
+        window: usize,
+    },
 }
 
 fn retrain_origins_default() -> usize {
@@ -81,6 +126,25 @@ impl Default for OnlineConfig {
             },
             inline_reselect: true,
             retrain_origins: retrain_origins_default(),
+            refit_every: 1,
+            model: OnlineModel::Selected,
+            learn_step: false,
+        }
+    }
+}
+
+impl OnlineConfig {
+    /// The random-walk reference of the simulator (`[forecaster] name =
+    /// "naive"`): one bucket per observation spacing, spread over `window`
+    /// buckets.
+    pub fn naive(window: usize) -> OnlineConfig {
+        OnlineConfig {
+            model: OnlineModel::Naive {
+                window: window.max(2),
+            },
+            learn_step: true,
+            level: 0.95,
+            ..OnlineConfig::default()
         }
     }
 }
@@ -103,6 +167,12 @@ pub struct OnlineForecaster {
     generation: u64,
     fitted: Option<FittedAuto>,
     scratch: Forecast,
+    /// Time of bucket 0's end (0 unless the step is learnt).
+    origin: Time,
+    /// False while a learnt step is not known yet.
+    step_known: bool,
+    /// While learning the step: the first observation.
+    first: Option<(Time, f64)>,
 }
 
 impl OnlineForecaster {
@@ -113,11 +183,14 @@ impl OnlineForecaster {
         }
         cfg.max_history = cfg.max_history.max(2 * MIN_POINTS);
         cfg.reselect_every = cfg.reselect_every.max(1);
+        cfg.refit_every = cfg.refit_every.max(1);
+        if let OnlineModel::Naive { window } = &mut cfg.model {
+            *window = (*window).max(2);
+        }
         if !(cfg.level > 0.0 && cfg.level < 1.0) {
             cfg.level = 0.9;
         }
         OnlineForecaster {
-            cfg,
             history: Vec::new(),
             last_bucket: None,
             open: None,
@@ -127,6 +200,32 @@ impl OnlineForecaster {
             generation: 0,
             fitted: None,
             scratch: Forecast::default(),
+            origin: 0.0,
+            step_known: !cfg.learn_step,
+            first: None,
+            cfg,
+        }
+    }
+
+    /// Lay `values` (demand per grid step, oldest first) on the grid as the
+    /// buckets that end at `last_at`, `last_at − step`, ...: a stored or a
+    /// training history the forecaster should start from (the service's
+    /// restored demand, the demo's training period). Observations from then
+    /// on continue the same grid.
+    ///
+    /// With [`OnlineConfig::learn_step`] the configured step is then kept.
+    pub fn observe_history(&mut self, values: &[f64], last_at: Time) {
+        if !self.step_known && !values.is_empty() {
+            self.step_known = true;
+            self.origin = 0.0;
+            if let Some((t, v)) = self.first.take() {
+                self.observe(t, v);
+            }
+        }
+        let n = values.len();
+        for (i, v) in values.iter().enumerate() {
+            let t = last_at - (n - 1 - i) as f64 * self.cfg.step_s;
+            self.observe(t, *v);
         }
     }
 
@@ -180,7 +279,12 @@ impl OnlineForecaster {
     }
 
     fn bucket_of(&self, t: Time) -> i64 {
-        (t / self.cfg.step_s - 1e-9).ceil() as i64
+        ((t - self.origin) / self.cfg.step_s - 1e-9).ceil() as i64
+    }
+
+    /// End of bucket `idx`.
+    fn bucket_end(&self, idx: i64) -> Time {
+        self.origin + idx as f64 * self.cfg.step_s
     }
 
     fn close(&mut self, idx: i64, value: f64) {
@@ -269,7 +373,7 @@ impl OnlineForecaster {
                 self.install(ev.candidate);
             }
         }
-        if self.fitted.is_none() || self.since_fit > 0 {
+        if self.fitted.is_none() || self.since_fit >= self.cfg.refit_every {
             let Some(sel) = self.selection.clone() else {
                 return false;
             };
@@ -291,6 +395,21 @@ impl DemandForecaster for OnlineForecaster {
         if !t.is_finite() || !demand_rps.is_finite() {
             return;
         }
+        if !self.step_known {
+            // Learning the step: the first observation waits for the second.
+            let Some((t0, d0)) = self.first else {
+                self.first = Some((t, demand_rps));
+                return;
+            };
+            if t <= t0 {
+                return;
+            }
+            self.cfg.step_s = t - t0;
+            self.origin = t0;
+            self.step_known = true;
+            self.first = None;
+            self.observe(t0, d0);
+        }
         let idx = self.bucket_of(t);
         if self.last_bucket.is_some_and(|last| idx <= last) {
             return; // late data for a closed bucket
@@ -308,7 +427,7 @@ impl DemandForecaster for OnlineForecaster {
         }
         // An observation at the very end of its bucket completes it.
         if let Some((open_idx, sum, count)) = self.open
-            && (open_idx as f64 * self.cfg.step_s - t).abs() < 1e-6 * self.cfg.step_s.max(1.0)
+            && (self.bucket_end(open_idx) - t).abs() < 1e-6 * self.cfg.step_s.max(1.0)
         {
             self.close(open_idx, sum / count as f64);
             self.open = None;
@@ -317,6 +436,9 @@ impl DemandForecaster for OnlineForecaster {
 
     fn forecast_into(&mut self, now: Time, horizon: usize, out: &mut DemandForecast) -> bool {
         out.clear();
+        if let OnlineModel::Naive { window } = self.cfg.model {
+            return self.naive_into(now, horizon, window, out);
+        }
         if horizon == 0 || !now.is_finite() {
             return false;
         }
@@ -329,10 +451,9 @@ impl DemandForecaster for OnlineForecaster {
         let Some(fitted) = &self.fitted else {
             return false;
         };
-        // Steps between the end of the last closed bucket and `now`.
-        let last_end = last as f64 * self.cfg.step_s;
-        let skip = ((now - last_end) / self.cfg.step_s + 1e-9).floor().max(0.0) as usize;
-        let skip = skip.min(self.cfg.max_history);
+        // Steps between the end of the last closed bucket and `now`, plus
+        // the buckets closed since the models were last fitted.
+        let skip = self.steps_since(last, now) + self.since_fit;
         if fitted
             .predict_into(skip + horizon, Some(self.cfg.level), &mut self.scratch)
             .is_err()
@@ -349,7 +470,57 @@ impl DemandForecaster for OnlineForecaster {
     }
 
     fn step(&self) -> f64 {
-        self.cfg.step_s
+        if self.step_known {
+            self.cfg.step_s
+        } else {
+            0.0
+        }
+    }
+}
+
+impl OnlineForecaster {
+    /// Whole steps between the end of bucket `last` and `now`.
+    fn steps_since(&self, last: i64, now: Time) -> usize {
+        let skip = ((now - self.bucket_end(last)) / self.cfg.step_s + 1e-9)
+            .floor()
+            .max(0.0) as usize;
+        skip.min(self.cfg.max_history)
+    }
+
+    /// The random walk of [`OnlineModel::Naive`] over the closed buckets.
+    fn naive_into(
+        &mut self,
+        now: Time,
+        horizon: usize,
+        window: usize,
+        out: &mut DemandForecast,
+    ) -> bool {
+        let Some(last_idx) = self.last_bucket else {
+            return false;
+        };
+        let n = self.history.len();
+        if n < 2 {
+            return false;
+        }
+        let recent = &self.history[n.saturating_sub(window)..];
+        let last = recent[recent.len() - 1];
+        let diffs: Vec<f64> = recent.windows(2).map(|w| w[1] - w[0]).collect();
+        let sd = (diffs.iter().map(|d| d * d).sum::<f64>() / diffs.len() as f64).sqrt();
+        let skip = if now.is_finite() {
+            self.steps_since(last_idx, now)
+        } else {
+            0
+        };
+        out.issued_at = now;
+        out.step = self.cfg.step_s;
+        out.level = 0.95;
+        for h in 1 + skip..=horizon + skip {
+            let w = 1.96 * sd * (h as f64).sqrt();
+            out.mean.push(last);
+            out.lower.push((last - w).max(0.0));
+            out.upper.push(last + w);
+        }
+        true
     }
 }
 
@@ -407,5 +578,70 @@ mod tests {
         let before = g2.generation();
         feed(&mut g2, 60, 80);
         assert!(g2.generation() > before);
+    }
+
+    /// What the demo needs: a training history laid on the grid, a trained
+    /// selection installed, forecasts at once, refits every `refit_every`
+    /// buckets and forecasts that start at the next bucket in between.
+    #[test]
+    fn preloaded_history_and_installed_selection_refit_on_schedule() {
+        let y: Vec<f64> = (0..300)
+            .map(|k| 100.0 + (k % 7) as f64 * 3.0 + k as f64 * 0.5)
+            .collect();
+        let sel = select(
+            &y,
+            &Seasonality::default(),
+            12,
+            &SelectConfig {
+                origins: 2,
+                ..SelectConfig::default()
+            },
+        )
+        .unwrap();
+        let mut f = OnlineForecaster::new(OnlineConfig {
+            step_s: 10.0,
+            refit_every: 3,
+            inline_reselect: false,
+            detect_season: false,
+            level: 0.95,
+            ..OnlineConfig::default()
+        });
+        f.observe_history(&y, 0.0);
+        f.install(sel);
+        assert_eq!(f.history().len(), y.len());
+        let mut out = DemandForecast::default();
+        assert!(f.forecast_into(0.0, 12, &mut out), "forecasts at once");
+        let first = out.mean.clone();
+        assert_eq!((out.step, out.level), (10.0, 0.95));
+        // Observations on (0, 10] close one bucket: no refit yet, the same
+        // fit one step further on.
+        f.observe(5.0, 400.0);
+        f.observe(10.0, 420.0);
+        assert!(f.forecast_into(10.0, 11, &mut out));
+        assert_eq!(out.mean[..], first[1..]);
+        assert_eq!(f.history().last(), Some(&410.0));
+        // Two more buckets: the third since the fit refits on them.
+        f.observe(20.0, 400.0);
+        f.observe(30.0, 400.0);
+        assert!(f.forecast_into(30.0, 9, &mut out));
+        assert_ne!(out.mean[..], first[3..]);
+        assert_eq!(f.history().len(), y.len() + 3);
+    }
+
+    #[test]
+    fn a_learnt_step_puts_one_observation_in_each_bucket() {
+        let mut f = OnlineForecaster::new(OnlineConfig::naive(4));
+        let mut out = DemandForecast::default();
+        assert_eq!(f.step(), 0.0, "no step before two observations");
+        f.observe(7.0, 10.0);
+        assert!(!f.forecast_into(7.0, 3, &mut out));
+        f.observe(9.5, 14.0);
+        assert_eq!(f.step(), 2.5);
+        assert_eq!(f.history(), &[10.0, 14.0]);
+        f.observe(12.0, 12.0);
+        assert!(f.forecast_into(12.0, 3, &mut out));
+        assert_eq!(out.mean, vec![12.0; 3]);
+        let sd = ((16.0 + 4.0) / 2.0f64).sqrt();
+        assert_eq!(out.upper[1], 12.0 + 1.96 * sd * 2f64.sqrt());
     }
 }

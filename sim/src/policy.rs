@@ -1,15 +1,22 @@
 //! Control policies and forecasters the simulator can run, selected by name
 //! from a scenario's `[policy]` / `[forecaster]` sections.
 //!
-//! The decision engine and its baselines live in `aya-policy`; this module is
-//! the *factory* that maps a [`PolicySpec`] to a boxed [`Policy`]. Until the
-//! engine lands it offers [`StaticPolicy`] (equal weights, fixed replicas,
-//! fixed algorithm). To add a policy, add a row to [`POLICIES`].
+//! Policies come from the one registry of `aya-policy`
+//! ([`aya_policy::POLICIES`]): this module maps a scenario's [`PolicySpec`]
+//! to a checked [`aya_policy::PolicySpec`] (its errors name the scenario
+//! file, the key and the policy) and gives the registry what only the
+//! simulator knows: the replication's seed, the scenario's data-plane
+//! algorithm (the `static` policy keeps it) and [`SimScorer`] (for Aya's
+//! `score_algorithms`). Forecasters are the forecaster crate's
+//! [`OnlineForecaster`](aya_forecaster::online::OnlineForecaster), the one the
+//! service runs, in its selected (`online`) or random-walk (`naive`) mode.
 
+use aya_forecaster::online::{OnlineConfig, OnlineForecaster};
 use aya_policy::{
-    AlgorithmChoice, AlgorithmScorer, BackendWeight, Decision, DemandForecast, DemandForecaster,
-    Explanation, LbAlgorithm, Policy, PoolSnapshot, ScalingSignal, TickInput, Time,
+    AlgorithmChoice, AlgorithmScorer, BackendWeight, BuildContext, Decision, DemandForecaster,
+    Explanation, LbAlgorithm, Policy, PolicyError, PoolSnapshot, ScalingSignal, TickInput,
 };
+use serde::Deserialize;
 
 use crate::scenario::{ForecasterSpec, PolicySpec, ScenarioError};
 
@@ -24,63 +31,43 @@ pub struct PolicyContext {
     pub path: std::path::PathBuf,
 }
 
-/// A policy constructor.
-pub type PolicyFactory = fn(&PolicySpec, &PolicyContext) -> Result<Box<dyn Policy>, ScenarioError>;
-
-/// Registered policies: name → factory.
-pub const POLICIES: &[(&str, PolicyFactory)] = &[
-    ("static", make_static),
-    // Aya and the baselines of aya-policy (issue #5), built by `aya_policy::by_name`.
-    ("aya", make_engine_policy),
-    ("round_robin", make_engine_policy),
-    ("a58", make_engine_policy),
-    ("peak_ewma", make_engine_policy),
-    ("p2c", make_engine_policy),
-    ("hpa", make_engine_policy),
-];
-
-/// Build a policy of `aya-policy` by name; its parameters (a TOML table)
-/// are handed over as JSON, and its errors name the offending key. Aya with
-/// `score_algorithms = true` gets a [`SimScorer`] (seeded from the
-/// replication seed), so it can predict an algorithm switch before making it.
-fn make_engine_policy(
-    spec: &PolicySpec,
-    ctx: &PolicyContext,
-) -> Result<Box<dyn Policy>, ScenarioError> {
-    let params = match serde_json::to_value(&spec.params) {
-        Ok(serde_json::Value::Object(m)) => m,
-        _ => return Err(param_err(ctx, "*", "parameters must be a table")),
-    };
-    if spec.name == "aya"
-        && params
-            .get("score_algorithms")
-            .and_then(|v| v.as_bool())
-            .unwrap_or(false)
-    {
-        let invalid = |message: String| ScenarioError::Invalid {
-            path: ctx.path.clone(),
-            field: "policy.params".into(),
-            message,
-        };
-        let cfg: aya_policy::AyaConfig =
-            serde_json::from_value(serde_json::Value::Object(params.clone()))
-                .map_err(|e| invalid(format!("aya: {e}")))?;
-        let valid = cfg.validate().map_err(|e| invalid(format!("aya: {e}")))?;
-        let scorer = std::sync::Arc::new(SimScorer::new(ctx.seed));
-        return Ok(Box::new(aya_policy::AyaPolicy::with_scorer(valid, scorer)));
+impl PolicyContext {
+    /// What the registry needs from the simulator to build a policy.
+    pub fn build_context(&self) -> BuildContext {
+        BuildContext {
+            seed: self.seed,
+            algorithm: self.algorithm,
+            weight_hints: Default::default(),
+            scorer: Some(|seed| std::sync::Arc::new(SimScorer::new(seed))),
+        }
     }
-    aya_policy::by_name(&spec.name, &params, ctx.seed)
-        .map(|p| -> Box<dyn Policy> { p })
-        .map_err(|e| ScenarioError::Invalid {
-            path: ctx.path.clone(),
-            field: "policy.params".into(),
-            message: e.to_string(),
-        })
 }
 
-/// Names of the registered policies.
+/// Names of the registered policies (the registry's canonical names).
 pub fn policy_names() -> Vec<&'static str> {
-    POLICIES.iter().map(|(n, _)| *n).collect()
+    aya_policy::policy_names().collect()
+}
+
+/// Parse and check the parameters of `spec` (a scenario's `[[policy]]`)
+/// with the registry; errors name `path`, the key and the policy.
+pub fn policy_spec(
+    spec: &PolicySpec,
+    path: &std::path::Path,
+) -> Result<aya_policy::PolicySpec, ScenarioError> {
+    aya_policy::PolicySpec::parse(&spec.name, toml::Value::Table(spec.params.clone())).map_err(
+        |e| match e {
+            PolicyError::UnknownPolicy { allowed, .. } => ScenarioError::UnknownPolicy {
+                path: path.to_path_buf(),
+                name: spec.name.clone(),
+                allowed,
+            },
+            other => ScenarioError::Invalid {
+                path: path.to_path_buf(),
+                field: "policy.params".into(),
+                message: other.to_string(),
+            },
+        },
+    )
 }
 
 /// Build the policy named by `spec`.
@@ -88,109 +75,9 @@ pub fn make_policy(
     spec: &PolicySpec,
     ctx: &PolicyContext,
 ) -> Result<Box<dyn Policy>, ScenarioError> {
-    match POLICIES.iter().find(|(n, _)| *n == spec.name) {
-        Some((_, f)) => f(spec, ctx),
-        None => Err(ScenarioError::UnknownPolicy {
-            path: ctx.path.clone(),
-            name: spec.name.clone(),
-            allowed: policy_names().join(", "),
-        }),
-    }
-}
-
-fn param_err(ctx: &PolicyContext, key: &str, msg: &str) -> ScenarioError {
-    ScenarioError::Invalid {
-        path: ctx.path.clone(),
-        field: format!("policy.params.{key}"),
-        message: msg.into(),
-    }
-}
-
-fn make_static(spec: &PolicySpec, ctx: &PolicyContext) -> Result<Box<dyn Policy>, ScenarioError> {
-    let mut algorithm = ctx.algorithm.unwrap_or(LbAlgorithm::LeastRequest);
-    let mut replicas = None;
-    for (k, v) in &spec.params {
-        match k.as_str() {
-            "algorithm" => {
-                let s = v
-                    .as_str()
-                    .ok_or_else(|| param_err(ctx, k, "must be a string"))?;
-                algorithm = s
-                    .parse()
-                    .map_err(|e: aya_policy::UnknownAlgorithm| param_err(ctx, k, &e.to_string()))?;
-            }
-            "replicas" => {
-                let n = v
-                    .as_integer()
-                    .filter(|n| *n >= 1)
-                    .ok_or_else(|| param_err(ctx, k, "must be an integer >= 1"))?;
-                replicas = Some(n as u32);
-            }
-            _ => {
-                return Err(param_err(
-                    ctx,
-                    k,
-                    "unknown parameter; allowed: algorithm, replicas",
-                ));
-            }
-        }
-    }
-    Ok(Box::new(StaticPolicy {
-        algorithm,
-        replicas,
-    }))
-}
-
-/// Equal weights, fixed replica count, fixed algorithm: the "do nothing" baseline.
-#[derive(Debug, Clone)]
-pub struct StaticPolicy {
-    /// Algorithm to keep.
-    pub algorithm: LbAlgorithm,
-    /// Replica count to hold (None: keep the current count).
-    pub replicas: Option<u32>,
-}
-
-impl Policy for StaticPolicy {
-    fn name(&self) -> &str {
-        "static"
-    }
-
-    fn decide(&mut self, input: &TickInput<'_>) -> Decision {
-        let current = input.replicas.current;
-        let desired = self.replicas.unwrap_or(current).clamp(
-            input.replicas.min,
-            input.replicas.max.max(input.replicas.min),
-        );
-        Decision {
-            at: input.now,
-            weights: input
-                .backends
-                .iter()
-                .map(|b| BackendWeight {
-                    backend: b.backend.clone(),
-                    weight: 1,
-                })
-                .collect(),
-            ejected: Vec::new(),
-            scaling: ScalingSignal {
-                desired_replicas: desired,
-                current_replicas: current,
-                rule: "static".into(),
-            },
-            algorithm: AlgorithmChoice {
-                algorithm: self.algorithm,
-                rule: "static".into(),
-            },
-            explanation: Explanation {
-                inputs: vec![
-                    format!("demand_rps={:.1}", input.demand_rps),
-                    format!("backends={}", input.backends.len()),
-                ],
-                forecast: None,
-                rules: vec!["static: equal weights, fixed replicas, fixed algorithm".into()],
-            },
-        }
-    }
+    Ok(policy_spec(spec, &ctx.path)?
+        .build(&ctx.build_context())
+        .into())
 }
 
 /// Scores a candidate algorithm by simulating the engine's [`PoolSnapshot`]
@@ -325,6 +212,32 @@ impl Policy for FixedDecision {
     }
 }
 
+/// Parameters of the `online` forecaster.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OnlineParams {
+    /// Grid step in seconds (default 60).
+    #[serde(default = "sixty")]
+    step_seconds: f64,
+}
+
+fn sixty() -> f64 {
+    60.0
+}
+
+/// Parameters of the `naive` forecaster.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NaiveParams {
+    /// Buckets the random walk's spread is computed over (default 12, ≥ 2).
+    #[serde(default = "twelve")]
+    window: usize,
+}
+
+fn twelve() -> usize {
+    12
+}
+
 /// A forecaster constructor (`Ok(None)` = no forecaster).
 pub type ForecasterFactory =
     fn(&ForecasterSpec, &PolicyContext) -> Result<Option<Box<dyn DemandForecaster>>, ScenarioError>;
@@ -332,31 +245,50 @@ pub type ForecasterFactory =
 /// Registered forecasters.
 pub const FORECASTERS: &[(&str, ForecasterFactory)] = &[
     ("none", |_, _| Ok(None)),
-    ("naive", make_naive),
+    // The random-walk reference: the online forecaster's naive mode, one
+    // bucket per control tick (the step is the spacing of the first two ticks).
+    ("naive", |spec, ctx| {
+        let p: NaiveParams = forecaster_params(spec, ctx)?;
+        if p.window < 2 {
+            return Err(forecaster_err(ctx, "window", "must be an integer >= 2"));
+        }
+        Ok(Some(online(OnlineConfig::naive(p.window))))
+    }),
     // The controller's forecaster (`aya serve` builds the same one), grid `step_seconds` (default 60).
     ("online", |spec, ctx| {
-        let mut cfg = aya_forecaster::online::OnlineConfig::default();
-        for (k, v) in &spec.params {
-            match (
-                k.as_str(),
-                v.as_float().or(v.as_integer().map(|i| i as f64)),
-            ) {
-                ("step_seconds", Some(s)) if s.is_finite() && s > 0.0 => cfg.step_s = s,
-                _ => {
-                    return Err(ScenarioError::Invalid {
-                        path: ctx.path.clone(),
-                        field: format!("forecaster.params.{k}"),
-                        message:
-                            "unknown parameter or bad value; allowed: step_seconds (a number > 0)"
-                                .into(),
-                    });
-                }
-            }
+        let p: OnlineParams = forecaster_params(spec, ctx)?;
+        if !(p.step_seconds.is_finite() && p.step_seconds > 0.0) {
+            return Err(forecaster_err(ctx, "step_seconds", "must be a number > 0"));
         }
-        let f = aya_forecaster::online::OnlineForecaster::new(cfg);
-        Ok(Some(Box::new(f) as Box<dyn DemandForecaster>))
+        Ok(Some(online(OnlineConfig {
+            step_s: p.step_seconds,
+            ..OnlineConfig::default()
+        })))
     }),
 ];
+
+fn online(cfg: OnlineConfig) -> Box<dyn DemandForecaster> {
+    Box::new(OnlineForecaster::new(cfg))
+}
+
+fn forecaster_err(ctx: &PolicyContext, key: &str, message: &str) -> ScenarioError {
+    ScenarioError::Invalid {
+        path: ctx.path.clone(),
+        field: format!("forecaster.params.{key}"),
+        message: message.into(),
+    }
+}
+
+fn forecaster_params<T: serde::de::DeserializeOwned>(
+    spec: &ForecasterSpec,
+    ctx: &PolicyContext,
+) -> Result<T, ScenarioError> {
+    T::deserialize(toml::Value::Table(spec.params.clone())).map_err(|e| ScenarioError::Invalid {
+        path: ctx.path.clone(),
+        field: "forecaster.params".into(),
+        message: format!("forecaster `{}`: {e}", spec.name),
+    })
+}
 
 /// Names of the registered forecasters.
 pub fn forecaster_names() -> Vec<&'static str> {
@@ -380,98 +312,6 @@ pub fn make_forecaster(
                 forecaster_names().join(", ")
             ),
         }),
-    }
-}
-
-fn make_naive(
-    spec: &ForecasterSpec,
-    ctx: &PolicyContext,
-) -> Result<Option<Box<dyn DemandForecaster>>, ScenarioError> {
-    let mut window = 12usize;
-    for (k, v) in &spec.params {
-        match k.as_str() {
-            "window" => {
-                window =
-                    v.as_integer()
-                        .filter(|n| *n >= 2)
-                        .ok_or_else(|| ScenarioError::Invalid {
-                            path: ctx.path.clone(),
-                            field: "forecaster.params.window".into(),
-                            message: "must be an integer >= 2".into(),
-                        })? as usize
-            }
-            _ => {
-                return Err(ScenarioError::Invalid {
-                    path: ctx.path.clone(),
-                    field: format!("forecaster.params.{k}"),
-                    message: "unknown parameter; allowed: window".into(),
-                });
-            }
-        }
-    }
-    Ok(Some(Box::new(NaiveForecaster::new(window))))
-}
-
-/// Last-value forecaster with a 95% interval from the spread of recent
-/// one-step changes (random-walk model): a simple, honest reference.
-#[derive(Debug, Clone)]
-pub struct NaiveForecaster {
-    history: std::collections::VecDeque<(Time, f64)>,
-    window: usize,
-    step: f64,
-}
-
-impl NaiveForecaster {
-    /// Keep `window` recent observations.
-    pub fn new(window: usize) -> NaiveForecaster {
-        NaiveForecaster {
-            history: Default::default(),
-            window: window.max(2),
-            step: 0.0,
-        }
-    }
-}
-
-impl DemandForecaster for NaiveForecaster {
-    fn observe(&mut self, t: Time, demand_rps: f64) {
-        if let Some((lt, _)) = self.history.back()
-            && t > *lt
-        {
-            self.step = t - lt;
-        }
-        self.history.push_back((t, demand_rps));
-        while self.history.len() > self.window {
-            self.history.pop_front();
-        }
-    }
-
-    fn forecast_into(&mut self, now: Time, horizon: usize, out: &mut DemandForecast) -> bool {
-        out.clear();
-        if self.history.len() < 2 || self.step <= 0.0 {
-            return false;
-        }
-        let last = self.history.back().map(|x| x.1).unwrap_or(0.0);
-        let diffs: Vec<f64> = self
-            .history
-            .iter()
-            .zip(self.history.iter().skip(1))
-            .map(|(a, b)| b.1 - a.1)
-            .collect();
-        let sd = (diffs.iter().map(|d| d * d).sum::<f64>() / diffs.len() as f64).sqrt();
-        out.issued_at = now;
-        out.step = self.step;
-        out.level = 0.95;
-        for h in 1..=horizon {
-            let w = 1.96 * sd * (h as f64).sqrt();
-            out.mean.push(last);
-            out.lower.push((last - w).max(0.0));
-            out.upper.push(last + w);
-        }
-        true
-    }
-
-    fn step(&self) -> f64 {
-        self.step
     }
 }
 
@@ -524,6 +364,91 @@ mod scorer_tests {
         let mut p = pool(false);
         p.backends.clear();
         assert_eq!(s.score(LbAlgorithm::LeastRequest, &p), None);
+    }
+
+    fn ctx() -> PolicyContext {
+        PolicyContext {
+            seed: 1,
+            algorithm: Some(LbAlgorithm::Maglev),
+            path: "x.toml".into(),
+        }
+    }
+
+    #[test]
+    fn static_keeps_the_scenarios_algorithm_and_publishes_weight_one_everywhere() {
+        let mut p = make_policy(&PolicySpec::named("static"), &ctx()).unwrap();
+        let mut backends = vec![
+            aya_policy::BackendObservation::unobserved("a", 0.0),
+            aya_policy::BackendObservation::unobserved("b", 0.0),
+        ];
+        backends[1].healthy = false;
+        let d = p.decide(&TickInput {
+            now: 0.0,
+            interval: 1.0,
+            backends: &backends,
+            demand_rps: 0.0,
+            forecast: None,
+            replicas: aya_policy::ReplicaState::new(1, 1),
+        });
+        assert_eq!(d.algorithm.algorithm, LbAlgorithm::Maglev);
+        assert!(d.weights.len() == 2 && d.weights.iter().all(|w| w.weight == 1));
+        assert_eq!(d.scaling.desired_replicas, 2);
+    }
+
+    #[test]
+    fn forecaster_params_are_typed() {
+        let mut spec = ForecasterSpec {
+            name: "naive".into(),
+            params: toml::Table::new(),
+        };
+        spec.params.insert("windw".into(), toml::Value::Integer(3));
+        let err = make_forecaster(Some(&spec), &ctx())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("windw") && err.contains("naive"), "{err}");
+        spec.params.clear();
+        spec.params.insert("window".into(), toml::Value::Integer(1));
+        let err = make_forecaster(Some(&spec), &ctx())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("window"), "{err}");
+    }
+
+    /// The naive mode is the random walk the simulator's `naive` forecaster
+    /// always was: at a tick every `interval`, the last demand with a 95 %
+    /// interval `±1.96·sd·√h` from the one-step changes of the last `window`.
+    #[test]
+    fn naive_forecasts_the_last_tick_with_a_random_walk_interval() {
+        let spec = ForecasterSpec {
+            name: "naive".into(),
+            params: toml::Table::new(),
+        };
+        let mut f = make_forecaster(Some(&spec), &ctx()).unwrap().unwrap();
+        let demand: Vec<f64> = (0..20)
+            .map(|k| 100.0 + ((k * 7) % 5) as f64 * 10.0)
+            .collect();
+        let mut out = aya_policy::DemandForecast::default();
+        for (k, d) in demand.iter().enumerate() {
+            let t = 15.0 * k as f64;
+            f.observe(t, *d);
+            let ok = f.forecast_into(t, 4, &mut out);
+            assert_eq!(ok, k >= 1, "tick {k}");
+            if !ok {
+                continue;
+            }
+            let recent = &demand[(k + 1).saturating_sub(12)..=k];
+            let diffs: Vec<f64> = recent.windows(2).map(|w| w[1] - w[0]).collect();
+            let sd = (diffs.iter().map(|d| d * d).sum::<f64>() / diffs.len() as f64).sqrt();
+            assert_eq!(out.step, 15.0);
+            assert_eq!(out.mean, vec![*d; 4]);
+            for h in 1..=4 {
+                let w = 1.96 * sd * (h as f64).sqrt();
+                assert_eq!(out.upper[h - 1], d + w);
+                assert_eq!(out.lower[h - 1], (d - w).max(0.0));
+            }
+        }
     }
 
     #[test]

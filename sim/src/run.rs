@@ -6,13 +6,13 @@
 
 use std::collections::BTreeMap;
 
-use aya_policy::ControlLoop;
+use aya_policy::{ControlLoop, DemandForecaster};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::dist::{Stream, stream_seed};
 use crate::engine::{BoxedLoop, RunMetrics, RunResult, SimError, WindowRow, simulate};
-use crate::policy::{PolicyContext, make_forecaster, make_policy};
+use crate::policy::{PolicyContext, make_forecaster, policy_spec};
 use crate::scenario::{PolicySpec, Scenario, ScenarioError};
 use crate::stats::{Estimate, Paired, paired};
 use aya_policy::Decision;
@@ -92,21 +92,41 @@ pub struct ScenarioResult {
     pub comparisons: Vec<Comparison>,
 }
 
-/// Build the control loop for one replication.
+/// The context the registry builds one replication's policy with: the
+/// replication's policy seed and the scenario's data-plane algorithm.
+pub fn policy_context(sc: &Scenario, seed: u64) -> PolicyContext {
+    PolicyContext {
+        seed: stream_seed(seed, Stream::Policy),
+        algorithm: sc.algorithm,
+        path: sc.path.clone(),
+    }
+}
+
+/// Build the control loop for one replication: the policy of `spec` and the
+/// scenario's `[forecaster]`.
 pub fn control_loop(
     sc: &Scenario,
     spec: &PolicySpec,
     seed: u64,
 ) -> Result<BoxedLoop, ScenarioError> {
-    let ctx = PolicyContext {
-        seed: stream_seed(seed, Stream::Policy),
-        algorithm: sc.algorithm,
-        path: sc.path.clone(),
-    };
-    let policy = make_policy(spec, &ctx)?;
+    let ctx = policy_context(sc, seed);
     let forecaster = make_forecaster(sc.forecaster.as_ref(), &ctx)?;
-    Ok(ControlLoop::new(
-        policy,
+    control_loop_with(sc, spec, seed, forecaster)
+}
+
+/// The control loop of one replication with a forecaster of the driver's
+/// own (e.g. `aya demo`'s, trained on a history) instead of the scenario's.
+pub fn control_loop_with(
+    sc: &Scenario,
+    spec: &PolicySpec,
+    seed: u64,
+    forecaster: Option<Box<dyn DemandForecaster>>,
+) -> Result<BoxedLoop, ScenarioError> {
+    let ctx = policy_context(sc, seed);
+    let policy = policy_spec(spec, &ctx.path)?;
+    Ok(ControlLoop::for_policy(
+        &policy,
+        &ctx.build_context(),
         forecaster,
         sc.model.forecast_horizon,
     ))

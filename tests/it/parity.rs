@@ -8,8 +8,10 @@
 //! rising and oscillating demand) is fed
 //!
 //! (a) to a `ControlLoop` built exactly as the simulator builds it
-//!     (`aya_sim::policy::make_policy` / `make_forecaster`: policy `aya`,
-//!     forecaster `online`, the one the service runs), and
+//!     (`aya_policy::ControlLoop::for_policy` on the registry's spec of
+//!     `aya`, checked by `aya_sim::policy::policy_spec`, with the simulator's
+//!     build context and its forecaster `online`, the one the service runs),
+//!     and
 //! (b) to the real service, in-process on `127.0.0.1:0`: samples go over the
 //!     aya.v1 `MetricsService.Ingest` stream, the control tick of each trace
 //!     time is driven through `Controller::tick_cluster` (the service's own
@@ -36,7 +38,7 @@ use aya_proto::v1::decision_service_client::DecisionServiceClient;
 use aya_proto::v1::metrics_service_client::MetricsServiceClient;
 use aya_proto::v1::{ClusterSnapshot, IngestAck, IngestBatch, MetricKind, Sample, WatchRequest};
 use aya_sim::engine::BoxedLoop;
-use aya_sim::policy::{PolicyContext, make_forecaster, make_policy};
+use aya_sim::policy::{PolicyContext, make_forecaster, policy_spec};
 use aya_sim::scenario::{ForecasterSpec, PolicySpec};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -174,13 +176,12 @@ fn sim_inputs(now: f64, k: Option<usize>) -> (Vec<BackendObservation>, f64, Repl
         })
         .collect();
     let demand = obs.iter().map(|o| o.request_rate).sum();
-    let replicas = ReplicaState {
-        current: BACKENDS.len() as u32,
-        ready: obs.iter().filter(|o| o.healthy).count() as u32,
-        min: MIN_REPLICAS,
-        max: MAX_REPLICAS,
-        boot_time: BOOT_TIME,
-    };
+    let ready = obs.iter().filter(|o| o.healthy).count() as u32;
+    let replicas = ReplicaState::new(ready, BACKENDS.len() as u32 - ready).with_bounds(
+        MIN_REPLICAS,
+        MAX_REPLICAS,
+        BOOT_TIME,
+    );
     (obs, demand, replicas)
 }
 
@@ -192,7 +193,7 @@ fn sim_loop() -> BoxedLoop {
         algorithm: None,
         path: "parity-test".into(),
     };
-    let policy = make_policy(&PolicySpec::named("aya"), &ctx).expect("policy aya");
+    let policy = policy_spec(&PolicySpec::named("aya"), &ctx.path).expect("policy aya");
     let mut params = toml::Table::new();
     params.insert("step_seconds".into(), toml::Value::Float(INTERVAL));
     let spec = ForecasterSpec {
@@ -201,7 +202,7 @@ fn sim_loop() -> BoxedLoop {
     };
     let forecaster = make_forecaster(Some(&spec), &ctx).expect("forecaster online");
     assert!(forecaster.is_some(), "the online forecaster is registered");
-    aya_policy::ControlLoop::new(policy, forecaster, HORIZON)
+    aya_policy::ControlLoop::for_policy(&policy, &ctx.build_context(), forecaster, HORIZON)
 }
 
 fn service_config(data_dir: &std::path::Path) -> Config {

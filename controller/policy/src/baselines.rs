@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use crate::capacity::positive;
+use crate::config::ConfigError;
 use crate::types::{
     AlgorithmChoice, BackendObservation, BackendWeight, Decision, Explanation, LbAlgorithm, Policy,
     ScalingSignal, TickInput, Time,
@@ -50,20 +51,71 @@ fn serving<'a>(input: &TickInput<'a>) -> Vec<&'a BackendObservation> {
     }
 }
 
-/// Equal weights and a fixed algorithm (round robin unless told otherwise).
+/// Which weights a [`StaticPolicy`] publishes: the one behaviour in which
+/// the "do nothing" baselines really differ.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StaticWeights {
+    /// The same weight ([`WEIGHT_SCALE`]) for every serving backend: the
+    /// healthy ones, or all of them when none is healthy (panic mode).
+    /// Unhealthy backends are left out, i.e. drained by the control plane.
+    /// The algorithm-only baselines (`round_robin`, `peak_ewma`, `p2c`) use
+    /// this: they model a data plane whose control plane removes failed hosts.
+    Equal,
+    /// Each backend's configured hint (1 when it has none), every backend
+    /// listed, healthy or not: what a static data-plane configuration
+    /// publishes, leaving health to the data plane's own checks. The `static`
+    /// policy uses this, in the service (`weight_hint` of each backend) and in
+    /// the simulator (no hints: weight 1 everywhere, so the scenario's data
+    /// plane alone decides, as its example scenarios expect).
+    Hints(BTreeMap<String, u32>),
+}
+
+/// Options of [`StaticPolicy`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct StaticOptions {
+    /// Algorithm published at every tick.
+    pub algorithm: LbAlgorithm,
+    /// Which weights are published.
+    pub weights: StaticWeights,
+    /// Replica count to ask for (clamped to the driver's bounds); `None`
+    /// holds the current count.
+    pub replicas: Option<u32>,
+}
+
+/// The "do nothing" baseline: fixed weights, a fixed algorithm, a fixed (or
+/// the current) replica count. Every static policy of the registry is this
+/// type with different [`StaticOptions`].
 #[derive(Debug, Clone)]
 pub struct StaticPolicy {
     name: String,
-    algorithm: LbAlgorithm,
+    opts: StaticOptions,
 }
 
 impl StaticPolicy {
-    /// A static policy named `name` publishing `algorithm`.
-    pub fn new(name: impl Into<String>, algorithm: LbAlgorithm) -> Self {
+    /// A static policy named `name` with `opts`.
+    pub fn new(name: impl Into<String>, opts: StaticOptions) -> Self {
         StaticPolicy {
             name: name.into(),
-            algorithm,
+            opts,
         }
+    }
+
+    /// Equal weights on the serving backends, `algorithm`, current replicas
+    /// (the algorithm-only baselines).
+    pub fn equal(name: impl Into<String>, algorithm: LbAlgorithm) -> Self {
+        StaticPolicy::new(
+            name,
+            StaticOptions {
+                algorithm,
+                weights: StaticWeights::Equal,
+                replicas: None,
+            },
+        )
+    }
+
+    /// The options.
+    pub fn options(&self) -> &StaticOptions {
+        &self.opts
     }
 }
 
@@ -73,20 +125,47 @@ impl Policy for StaticPolicy {
     }
 
     fn decide(&mut self, input: &TickInput<'_>) -> Decision {
-        let serving = serving(input);
+        let algorithm = self.opts.algorithm;
+        let (weights, rule) = match &self.opts.weights {
+            StaticWeights::Equal => (
+                equal_weights(serving(input).iter().map(|b| b.backend.as_str())),
+                format!("equal weights, {algorithm}"),
+            ),
+            StaticWeights::Hints(hints) => (
+                input
+                    .backends
+                    .iter()
+                    .map(|b| BackendWeight {
+                        backend: b.backend.clone(),
+                        weight: hints.get(&b.backend).copied().unwrap_or(1).max(1),
+                    })
+                    .collect(),
+                format!("configured weights (hint or 1), {algorithm}"),
+            ),
+        };
+        let r = input.replicas;
+        let desired = self
+            .opts
+            .replicas
+            .unwrap_or(r.current)
+            .clamp(r.min, r.max.max(r.min));
         Decision {
             at: input.now,
-            weights: equal_weights(serving.iter().map(|b| b.backend.as_str())),
+            weights,
             ejected: Vec::new(),
-            scaling: hold_scaling(input, "static"),
+            scaling: ScalingSignal {
+                desired_replicas: desired,
+                current_replicas: r.current,
+                rule: "static".into(),
+            },
             algorithm: AlgorithmChoice {
-                algorithm: self.algorithm,
+                algorithm,
                 rule: "static".into(),
             },
             explanation: Explanation {
                 inputs: inputs_summary(input),
                 forecast: None,
-                rules: vec![format!("equal weights, {}", self.algorithm)],
+                rules: vec![rule],
             },
         }
     }
@@ -268,6 +347,35 @@ impl Default for HpaConfig {
             scale_down_stabilization: 300.0,
             algorithm: LbAlgorithm::LeastRequest,
         }
+    }
+}
+
+impl HpaConfig {
+    /// Check every field once. The error names the field and its rule.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let c = self;
+        if !(c.target_utilization > 0.0 && c.target_utilization <= 1.0) {
+            return Err(ConfigError::new(
+                "target_utilization",
+                c.target_utilization,
+                "must be in (0, 1]",
+            ));
+        }
+        if !(c.tolerance >= 0.0 && c.tolerance < 1.0) {
+            return Err(ConfigError::new(
+                "tolerance",
+                c.tolerance,
+                "must be in [0, 1)",
+            ));
+        }
+        if !(c.scale_down_stabilization >= 0.0 && c.scale_down_stabilization.is_finite()) {
+            return Err(ConfigError::new(
+                "scale_down_stabilization",
+                c.scale_down_stabilization,
+                "must be >= 0",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -529,10 +637,37 @@ mod tests {
 
     #[test]
     fn static_weights_are_equal() {
-        let mut p = StaticPolicy::new("static", LbAlgorithm::RoundRobin);
-        let obs = [b("a", 1.0, 0.1), b("b", 50.0, 0.9)];
-        let d = p.decide(&tick(0.0, &obs, replicas(2)));
+        let mut p = StaticPolicy::equal("round_robin", LbAlgorithm::RoundRobin);
+        let mut obs = [b("a", 1.0, 0.1), b("b", 50.0, 0.9), b("c", 5.0, 0.2)];
+        obs[2].healthy = false;
+        let d = p.decide(&tick(0.0, &obs, replicas(3)));
+        assert_eq!(d.weights.len(), 2, "the unhealthy backend is drained");
         assert!(d.weights.iter().all(|w| w.weight == 100));
         assert_eq!(d.algorithm.algorithm, LbAlgorithm::RoundRobin);
+        assert_eq!(d.scaling.desired_replicas, 3);
+    }
+
+    #[test]
+    fn static_hints_list_every_backend_and_fixed_replicas_are_clamped() {
+        let hints = BTreeMap::from([("b".to_string(), 3), ("c".to_string(), 0)]);
+        let mut p = StaticPolicy::new(
+            "static",
+            StaticOptions {
+                algorithm: LbAlgorithm::LeastRequest,
+                weights: StaticWeights::Hints(hints),
+                replicas: Some(500),
+            },
+        );
+        let mut obs = [b("a", 1.0, 0.1), b("b", 50.0, 0.9), b("c", 5.0, 0.2)];
+        obs[0].healthy = false;
+        let d = p.decide(&tick(0.0, &obs, replicas(3)));
+        let w: Vec<(&str, u32)> = d
+            .weights
+            .iter()
+            .map(|w| (w.backend.as_str(), w.weight))
+            .collect();
+        assert_eq!(w, [("a", 1), ("b", 3), ("c", 1)]);
+        assert_eq!(d.algorithm.algorithm, LbAlgorithm::LeastRequest);
+        assert_eq!(d.scaling.desired_replicas, 100, "clamped to max");
     }
 }

@@ -222,6 +222,17 @@ impl ValidAyaConfig {
     }
 }
 
+impl ConfigError {
+    /// `field` = `value` broke `rule`.
+    pub fn new(field: &'static str, value: impl ToString, rule: &'static str) -> Self {
+        ConfigError {
+            field,
+            value: value.to_string(),
+            rule,
+        }
+    }
+}
+
 fn check(
     ok: bool,
     field: &'static str,
@@ -231,11 +242,7 @@ fn check(
     if ok {
         Ok(())
     } else {
-        Err(ConfigError {
-            field,
-            value: value.to_string(),
-            rule,
-        })
+        Err(ConfigError::new(field, value, rule))
     }
 }
 
@@ -251,34 +258,70 @@ fn non_negative(x: f64) -> bool {
     x.is_finite() && x >= 0.0
 }
 
+/// `(0, 1]`.
+fn unit(x: f64) -> bool {
+    x.is_finite() && x > 0.0 && x <= 1.0
+}
+
+/// `[0, 1]`.
+fn closed_unit(x: f64) -> bool {
+    non_negative(x) && x <= 1.0
+}
+
+/// `[0, 1)`.
+fn half_open_unit(x: f64) -> bool {
+    non_negative(x) && x < 1.0
+}
+
+/// A rule on one `f64` field: predicate and its wording.
+type Rule = (fn(f64) -> bool, &'static str);
+
+const OPEN_UNIT: Rule = (open_unit, "must be in (0, 1)");
+const UNIT: Rule = (unit, "must be in (0, 1]");
+const CLOSED_UNIT: Rule = (closed_unit, "must be in [0, 1]");
+const HALF_OPEN_UNIT: Rule = (half_open_unit, "must be in [0, 1)");
+const POSITIVE: Rule = (positive, "must be > 0");
+const NON_NEGATIVE: Rule = (non_negative, "must be >= 0");
+const AT_LEAST_ONE: Rule = (at_least_one, "must be >= 1");
+
+fn at_least_one(x: f64) -> bool {
+    x.is_finite() && x >= 1.0
+}
+
+/// Check `(field, value, rule)` rows in order; the first broken one is the error.
+fn check_all(rows: &[(&'static str, f64, Rule)]) -> Result<(), ConfigError> {
+    for &(field, value, (ok, rule)) in rows {
+        check(ok(value), field, value, rule)?;
+    }
+    Ok(())
+}
+
 impl AyaConfig {
     /// Check every field once. The error names the field and its rule.
+    /// The checks are grouped by the part of the engine that reads them.
     pub fn validate(self) -> Result<ValidAyaConfig, ConfigError> {
-        let c = &self;
-        check(
-            open_unit(c.target_utilization),
-            "target_utilization",
-            c.target_utilization,
-            "must be in (0, 1)",
-        )?;
-        check(
-            c.weight_smoothing.is_finite() && c.weight_smoothing > 0.0 && c.weight_smoothing <= 1.0,
-            "weight_smoothing",
-            c.weight_smoothing,
-            "must be in (0, 1]",
-        )?;
-        check(
-            non_negative(c.share_correction) && c.share_correction <= 1.0,
-            "share_correction",
-            c.share_correction,
-            "must be in [0, 1]",
-        )?;
-        check(
-            positive(c.max_weight_step),
-            "max_weight_step",
-            c.max_weight_step,
-            "must be > 0",
-        )?;
+        self.check_weights()?;
+        self.check_capacity()?;
+        self.check_ejection()?;
+        self.check_freshness()?;
+        self.check_scaling()?;
+        self.check_algorithm()?;
+        Ok(ValidAyaConfig(self))
+    }
+
+    /// Weight computation: target, smoothing, share correction, step bound.
+    fn check_weights(&self) -> Result<(), ConfigError> {
+        check_all(&[
+            ("target_utilization", self.target_utilization, OPEN_UNIT),
+            ("weight_smoothing", self.weight_smoothing, UNIT),
+            ("share_correction", self.share_correction, CLOSED_UNIT),
+            ("max_weight_step", self.max_weight_step, POSITIVE),
+        ])
+    }
+
+    /// Capacity models: regression window, trust threshold, trend detection.
+    fn check_capacity(&self) -> Result<(), ConfigError> {
+        let c = self;
         check(
             c.capacity_window >= 2,
             "capacity_window",
@@ -297,151 +340,96 @@ impl AyaConfig {
             c.trend_points,
             "must be in [3, capacity_window]",
         )?;
-        check(
-            positive(c.degrade_threshold),
-            "degrade_threshold",
-            c.degrade_threshold,
-            "must be > 0",
-        )?;
-        check(
-            c.eject_error_rate.is_finite() && c.eject_error_rate > 0.0 && c.eject_error_rate <= 1.0,
-            "eject_error_rate",
-            c.eject_error_rate,
-            "must be in (0, 1]",
-        )?;
+        check_all(&[("degrade_threshold", c.degrade_threshold, POSITIVE)])
+    }
+
+    /// Outlier ejection thresholds and budget.
+    fn check_ejection(&self) -> Result<(), ConfigError> {
+        let c = self;
+        check_all(&[("eject_error_rate", c.eject_error_rate, UNIT)])?;
         check(
             c.eject_latency_factor.is_finite() && c.eject_latency_factor > 1.0,
             "eject_latency_factor",
             c.eject_latency_factor,
             "must be > 1",
         )?;
-        check(
-            non_negative(c.eject_latency_min_excess),
-            "eject_latency_min_excess",
-            c.eject_latency_min_excess,
-            "must be >= 0",
-        )?;
-        check(
-            c.max_ejection_fraction.is_finite() && (0.0..=1.0).contains(&c.max_ejection_fraction),
-            "max_ejection_fraction",
-            c.max_ejection_fraction,
-            "must be in [0, 1]",
-        )?;
-        check(
-            positive(c.base_ejection_time),
-            "base_ejection_time",
-            c.base_ejection_time,
-            "must be > 0",
-        )?;
-        check(
-            positive(c.stale_intervals),
-            "stale_intervals",
-            c.stale_intervals,
-            "must be > 0",
-        )?;
-        check(
-            positive(c.forecast_error_fallback),
-            "forecast_error_fallback",
-            c.forecast_error_fallback,
-            "must be > 0",
-        )?;
+        check_all(&[
+            (
+                "eject_latency_min_excess",
+                c.eject_latency_min_excess,
+                NON_NEGATIVE,
+            ),
+            (
+                "max_ejection_fraction",
+                c.max_ejection_fraction,
+                CLOSED_UNIT,
+            ),
+            ("base_ejection_time", c.base_ejection_time, POSITIVE),
+        ])
+    }
+
+    /// Staleness of telemetry and the forecast-error fallback.
+    fn check_freshness(&self) -> Result<(), ConfigError> {
+        let c = self;
+        check_all(&[
+            ("stale_intervals", c.stale_intervals, POSITIVE),
+            (
+                "forecast_error_fallback",
+                c.forecast_error_fallback,
+                POSITIVE,
+            ),
+        ])?;
         check(
             c.forecast_error_window >= 1,
             "forecast_error_window",
             c.forecast_error_window,
             "must be >= 1",
-        )?;
-        check(
-            c.scale_in_hysteresis.is_finite() && (0.0..1.0).contains(&c.scale_in_hysteresis),
-            "scale_in_hysteresis",
-            c.scale_in_hysteresis,
-            "must be in [0, 1)",
-        )?;
-        check(
-            non_negative(c.scale_in_cooldown),
-            "scale_in_cooldown",
-            c.scale_in_cooldown,
-            "must be >= 0",
-        )?;
-        check(
-            non_negative(c.scale_up_cooldown),
-            "scale_up_cooldown",
-            c.scale_up_cooldown,
-            "must be >= 0",
-        )?;
-        check(
-            non_negative(c.scale_lookahead),
-            "scale_lookahead",
-            c.scale_lookahead,
-            "must be >= 0",
-        )?;
+        )
+    }
+
+    /// Scaling rules: hysteresis, cool-downs, look-aheads, headroom, trend.
+    fn check_scaling(&self) -> Result<(), ConfigError> {
+        let c = self;
+        check_all(&[
+            ("scale_in_hysteresis", c.scale_in_hysteresis, HALF_OPEN_UNIT),
+            ("scale_in_cooldown", c.scale_in_cooldown, NON_NEGATIVE),
+            ("scale_up_cooldown", c.scale_up_cooldown, NON_NEGATIVE),
+            ("scale_lookahead", c.scale_lookahead, NON_NEGATIVE),
+        ])?;
         check(
             c.max_scale_in_step >= 1,
             "max_scale_in_step",
             c.max_scale_in_step,
             "must be >= 1",
         )?;
-        check(
-            c.capacity_spread.is_finite() && c.capacity_spread >= 1.0,
-            "capacity_spread",
-            c.capacity_spread,
-            "must be >= 1",
-        )?;
-        check(
-            c.variable_service_ratio.is_finite() && c.variable_service_ratio >= 1.0,
-            "variable_service_ratio",
-            c.variable_service_ratio,
-            "must be >= 1",
-        )?;
-        check(
-            non_negative(c.scale_up_headroom) && c.scale_up_headroom <= 1.0,
-            "scale_up_headroom",
-            c.scale_up_headroom,
-            "must be in [0, 1]",
-        )?;
-        check(
-            non_negative(c.scale_in_lookahead),
-            "scale_in_lookahead",
-            c.scale_in_lookahead,
-            "must be >= 0",
-        )?;
-        check(
-            non_negative(c.trend_window),
-            "trend_window",
-            c.trend_window,
-            "must be >= 0",
-        )?;
-        check(
-            non_negative(c.trend_min_t),
-            "trend_min_t",
-            c.trend_min_t,
-            "must be >= 0",
-        )?;
-        check(
-            non_negative(c.trend_lookahead),
-            "trend_lookahead",
-            c.trend_lookahead,
-            "must be >= 0",
-        )?;
-        check(
-            non_negative(c.score_min_gain) && c.score_min_gain < 1.0,
-            "score_min_gain",
-            c.score_min_gain,
-            "must be in [0, 1)",
-        )?;
-        check(
-            positive(c.score_horizon),
-            "score_horizon",
-            c.score_horizon,
-            "must be > 0",
-        )?;
+        check_all(&[
+            ("scale_up_headroom", c.scale_up_headroom, CLOSED_UNIT),
+            ("scale_in_lookahead", c.scale_in_lookahead, NON_NEGATIVE),
+            ("trend_window", c.trend_window, NON_NEGATIVE),
+            ("trend_min_t", c.trend_min_t, NON_NEGATIVE),
+            ("trend_lookahead", c.trend_lookahead, NON_NEGATIVE),
+        ])
+    }
+
+    /// Algorithm selection: pool spread, service variability, scoring, switching.
+    fn check_algorithm(&self) -> Result<(), ConfigError> {
+        let c = self;
+        check_all(&[
+            ("capacity_spread", c.capacity_spread, AT_LEAST_ONE),
+            (
+                "variable_service_ratio",
+                c.variable_service_ratio,
+                AT_LEAST_ONE,
+            ),
+            ("score_min_gain", c.score_min_gain, HALF_OPEN_UNIT),
+            ("score_horizon", c.score_horizon, POSITIVE),
+        ])?;
         check(
             c.algorithm_switch_ticks >= 1,
             "algorithm_switch_ticks",
             c.algorithm_switch_ticks,
             "must be >= 1",
-        )?;
-        Ok(ValidAyaConfig(self))
+        )
     }
 }
 
@@ -475,6 +463,57 @@ mod tests {
         .validate()
         .unwrap_err();
         assert_eq!(err.field, "weight_smoothing");
+    }
+
+    #[test]
+    fn every_group_reports_its_field() {
+        let cases: [(AyaConfig, &str); 6] = [
+            (
+                AyaConfig {
+                    share_correction: 1.5,
+                    ..AyaConfig::default()
+                },
+                "share_correction",
+            ),
+            (
+                AyaConfig {
+                    trend_points: 2,
+                    ..AyaConfig::default()
+                },
+                "trend_points",
+            ),
+            (
+                AyaConfig {
+                    eject_latency_factor: 1.0,
+                    ..AyaConfig::default()
+                },
+                "eject_latency_factor",
+            ),
+            (
+                AyaConfig {
+                    forecast_error_window: 0,
+                    ..AyaConfig::default()
+                },
+                "forecast_error_window",
+            ),
+            (
+                AyaConfig {
+                    scale_up_headroom: -0.1,
+                    ..AyaConfig::default()
+                },
+                "scale_up_headroom",
+            ),
+            (
+                AyaConfig {
+                    score_min_gain: 1.0,
+                    ..AyaConfig::default()
+                },
+                "score_min_gain",
+            ),
+        ];
+        for (cfg, field) in cases {
+            assert_eq!(cfg.validate().unwrap_err().field, field);
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! time. Keeping this sequencing here (not in either driver) is what makes
 //! their published decisions identical for identical inputs.
 
+use crate::registry::{BoxedPolicy, BuildContext, PolicySpec};
 use crate::types::{
     BackendObservation, Decision, DemandForecast, DemandForecaster, Policy, ReplicaState,
     TickInput, Time,
@@ -30,6 +31,21 @@ impl<P: Policy, F: DemandForecaster> ControlLoop<P, F> {
             horizon,
             forecast: DemandForecast::default(),
         }
+    }
+
+    /// The loop every driver runs for a policy of the registry: `spec`
+    /// built with `ctx`, forecasting `horizon` steps ahead with `forecaster`
+    /// (if any). The simulator and the service both build their loops here.
+    pub fn for_policy(
+        spec: &PolicySpec,
+        ctx: &BuildContext,
+        forecaster: Option<F>,
+        horizon: usize,
+    ) -> Self
+    where
+        P: From<BoxedPolicy>,
+    {
+        ControlLoop::new(P::from(spec.build(ctx)), forecaster, horizon)
     }
 
     /// The policy (e.g. to read its name).

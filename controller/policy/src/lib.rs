@@ -1,17 +1,6 @@
-//! # aya-policy: Aya's decision engine
-//!
-//! Forecasts and observations in; per-backend weights, scaling signals and the
-//! data-plane algorithm out. This crate is the *one* piece of decision code
-//! that both drivers run: the controller service (`aya serve`, wall-clock
-//! time) and the simulator (`aya sim`, virtual time). That is what makes the
-//! simulator's scores meaningful for production.
-//!
-//! Rules this crate keeps:
-//! - no I/O and no async; time is always an argument ([`Time`]);
-//! - randomness is injected and seeded by the caller;
-//! - outputs are plain data ([`Decision`]) with an [`Explanation`].
-
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod aya;
 pub mod baselines;
@@ -24,10 +13,15 @@ pub mod types;
 pub mod weights;
 
 pub use aya::AyaPolicy;
-pub use baselines::{A58Config, A58Policy, HpaConfig, HpaPolicy, StaticPolicy};
+pub use baselines::{
+    A58Config, A58Policy, HpaConfig, HpaPolicy, StaticOptions, StaticPolicy, StaticWeights,
+};
 pub use config::{AyaConfig, ConfigError, ValidAyaConfig, WeightObjective};
 pub use control::ControlLoop;
-pub use registry::{BoxedPolicy, POLICIES, PolicyError, by_name};
+pub use registry::{
+    BoxedPolicy, BuildContext, POLICIES, PolicyError, PolicyInfo, PolicyParams, PolicySpec,
+    ScorerFactory, StaticParams, by_name, lookup, policy_names,
+};
 pub use scoring::{AlgorithmScorer, PoolBackend, PoolSnapshot};
 
 pub use types::*;

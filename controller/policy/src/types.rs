@@ -217,6 +217,35 @@ pub struct ReplicaState {
     pub boot_time: f64,
 }
 
+impl ReplicaState {
+    /// `ready` replicas serving and `starting` more that exist but do not
+    /// serve yet: booting replicas in the simulator, configured backends
+    /// that are not healthy in the service. `current` is their sum. Until
+    /// [`with_bounds`](ReplicaState::with_bounds) the fleet is fixed:
+    /// `min = max = current`, no boot time (the simulator without
+    /// autoscaling).
+    pub fn new(ready: u32, starting: u32) -> Self {
+        let current = ready.saturating_add(starting);
+        ReplicaState {
+            current,
+            ready,
+            min: current,
+            max: current,
+            boot_time: 0.0,
+        }
+    }
+
+    /// The orchestrator's bounds and the seconds a new replica takes to boot.
+    pub fn with_bounds(self, min: u32, max: u32, boot_time: f64) -> Self {
+        ReplicaState {
+            min,
+            max,
+            boot_time,
+            ..self
+        }
+    }
+}
+
 /// Everything the engine gets at one control tick.
 #[derive(Debug, Clone, Copy)]
 pub struct TickInput<'a> {
@@ -320,6 +349,14 @@ impl<T: Policy + ?Sized> Policy for Box<T> {
     }
     fn decide(&mut self, input: &TickInput<'_>) -> Decision {
         (**self).decide(input)
+    }
+}
+
+/// A sendable boxed policy is a boxed policy (drivers that keep policies on
+/// one thread, like the simulator, hold `Box<dyn Policy>`).
+impl From<Box<dyn Policy + Send>> for Box<dyn Policy> {
+    fn from(p: Box<dyn Policy + Send>) -> Self {
+        p
     }
 }
 

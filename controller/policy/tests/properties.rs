@@ -3,11 +3,10 @@
 //! bounded, and decisions deterministic given the seed and the inputs.
 
 use aya_policy::{
-    AyaConfig, AyaPolicy, BackendObservation, Decision, DemandForecast, Policy, ReplicaState,
-    TickInput, by_name,
+    AyaConfig, AyaPolicy, BackendObservation, BuildContext, Decision, DemandForecast, POLICIES,
+    Policy, PolicySpec, ReplicaState, TickInput,
 };
 use proptest::prelude::*;
-use serde_json::Map;
 
 /// One tick of random telemetry for `n` backends.
 #[derive(Debug, Clone)]
@@ -92,28 +91,24 @@ fn run(policy: &mut dyn Policy, ticks: &[Tick], min: u32, max: u32) -> Vec<Decis
             backends: &backends,
             demand_rps: t.demand,
             forecast: (k % 3 != 0).then_some(&f),
-            replicas: ReplicaState {
-                current: t.current,
-                ready: t.current,
-                min,
-                max,
-                boot_time: 60.0,
-            },
+            replicas: ReplicaState::new(t.current, 0).with_bounds(min, max, 60.0),
         };
         out.push(policy.decide(&input));
     }
     out
 }
 
-const NAMES: [&str; 7] = [
-    "aya",
-    "static",
-    "round_robin",
-    "a58",
-    "peak_ewma",
-    "p2c",
-    "hpa",
-];
+/// Every policy of the registry, with its defaults, built as the service
+/// builds it (`seed`, no hints, no scorer).
+fn build(which: usize, seed: u64) -> Box<dyn Policy + Send> {
+    let ctx = BuildContext {
+        seed,
+        ..BuildContext::default()
+    };
+    PolicySpec::named(POLICIES[which].name)
+        .expect("every registry entry has valid defaults")
+        .build(&ctx)
+}
 
 proptest! {
     #![proptest_config(ProptestConfig {
@@ -128,17 +123,17 @@ proptest! {
         ticks in prop::collection::vec(tick_strategy(6), 1..25),
         min in 1u32..5,
         extra in 0u32..20,
-        which in 0usize..NAMES.len(),
+        which in 0usize..POLICIES.len(),
     ) {
         let max = min + extra;
-        let mut p = by_name(NAMES[which], &Map::new(), 7).unwrap();
+        let mut p = build(which, 7);
         for d in run(&mut *p, &ticks, min, max) {
             prop_assert!(!d.weights.is_empty());
             for w in &d.weights {
-                prop_assert!(w.weight >= 1, "{} published {:?}", NAMES[which], d.weights);
+                prop_assert!(w.weight >= 1, "{} published {:?}", POLICIES[which].name, d.weights);
             }
             prop_assert!(d.scaling.desired_replicas >= min && d.scaling.desired_replicas <= max,
-                "{}: {} not in [{min}, {max}] ({})", NAMES[which], d.scaling.desired_replicas, d.scaling.rule);
+                "{}: {} not in [{min}, {max}] ({})", POLICIES[which].name, d.scaling.desired_replicas, d.scaling.rule);
             prop_assert!(!d.explanation.rules.is_empty());
         }
     }
@@ -181,9 +176,9 @@ proptest! {
     }
 
     #[test]
-    fn decisions_are_deterministic(ticks in prop::collection::vec(tick_strategy(4), 1..15), which in 0usize..NAMES.len(), seed in any::<u64>()) {
-        let mut p = by_name(NAMES[which], &Map::new(), seed).unwrap();
-        let mut q = by_name(NAMES[which], &Map::new(), seed).unwrap();
+    fn decisions_are_deterministic(ticks in prop::collection::vec(tick_strategy(4), 1..15), which in 0usize..POLICIES.len(), seed in any::<u64>()) {
+        let mut p = build(which, seed);
+        let mut q = build(which, seed);
         prop_assert_eq!(run(&mut *p, &ticks, 1, 30), run(&mut *q, &ticks, 1, 30));
     }
 }

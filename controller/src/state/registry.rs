@@ -23,9 +23,12 @@ impl Controller {
     /// Create or replace a cluster, store it and publish its new state.
     pub fn upsert_cluster(&self, mut cfg: ClusterConfig) -> Result<ClusterConfig, ControllerError> {
         cfg.normalise("cluster")?;
-        if !cfg.policy.is_empty() {
-            policies::check_name(&cfg.policy).map_err(ControllerError::Invalid)?;
-        }
+        let policy = if cfg.policy.is_empty() {
+            &self.inner.config.default_policy
+        } else {
+            &cfg.policy
+        };
+        policies::check(policy, &cfg.policy_params).map_err(ControllerError::Invalid)?;
         let json =
             serde_json::to_string(&cfg).map_err(|e| ControllerError::Invalid(e.to_string()))?;
         self.inner.store.put_cluster(&cfg.name, Some(&json))?;
