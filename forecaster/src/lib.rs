@@ -1,9 +1,6 @@
-//! # aya-forecaster
-//!
-//! The data layer (CSV exports of monitoring systems → regular time series)
-//! and the forecasting models Aya trains, selects and serves.
-
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod artifact;
 pub mod backtest;
