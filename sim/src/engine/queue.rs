@@ -115,7 +115,6 @@ impl Sim<'_> {
 
     /// Mark request `id` finished from the data plane's view. Returns false
     /// when the client had already given up (timed out).
-
     #[inline]
     pub(super) fn settle(&mut self, id: u64) -> bool {
         if self.model.timeout.is_none() {
@@ -132,8 +131,6 @@ impl Sim<'_> {
             _ => false,
         }
     }
-
-    /// Whether request `id` arriving at `arrival` is scored (after both warm-ups).
 
     #[inline]
     pub(super) fn push_deadline(&mut self, arrival: f64, backend: u32) {

@@ -138,6 +138,7 @@ impl Sim<'_> {
         self.sys_last = self.now;
     }
 
+    /// Whether request `id` arriving at `arrival` is scored (after both warm-ups).
     #[inline]
     pub(super) fn scored(&self, id: u64, arrival: f64) -> bool {
         self.scoring && arrival >= self.model.warmup && id >= self.model.warmup_requests
