@@ -193,7 +193,7 @@ pub fn textbook(args: &SimArgs) -> Result<TextbookResult, Failure> {
     if args.requests < 10 {
         return Err(usage("--requests must be >= 10".into()));
     }
-    let service = ServiceDist::parse_short(&args.service).map_err(usage)?;
+    let service = ServiceDist::parse_short(&args.service).map_err(|e| usage(e.to_string()))?;
     let dispatch = if args.algorithm.trim() == "central" {
         Dispatch::Central
     } else {

@@ -1,10 +1,6 @@
-//! # aya-forecaster
-//!
-//! The data layer (CSV exports of monitoring systems → regular time series)
-//! and the forecasting models Aya trains, selects and serves. A library only:
-//! the `aya train | forecast | backtest | datasets` commands are in `aya-cli`.
-
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod anomaly;
 pub mod artifact;

@@ -442,8 +442,99 @@ pub fn select(
     if origins.is_empty() {
         origins.push(n.saturating_sub(h_sel).max(1));
     }
-    let k = origins.len();
     let scales: Vec<f64> = origins.iter().map(|&o| mase_scale(&y[..o], p)).collect();
+    let (errors, failures) = validation_errors(y, &specs, &origins, fit_len, p, h_sel, cfg);
+    let v = Validation {
+        errors,
+        scales,
+        h_sel,
+    };
+
+    let edges = band_edges(h_sel);
+    let ok: Vec<usize> = (0..specs.len())
+        .filter(|&c| v.errors[c].is_some())
+        .collect();
+    // Per band: per-origin scores of every candidate.
+    let band_origin_scores: Vec<Vec<Option<Vec<f64>>>> = edges
+        .iter()
+        .map(|&(a, b)| {
+            let (a, b) = v.scored_range(a, b);
+            (0..specs.len()).map(|c| v.per_origin(&[c], a, b)).collect()
+        })
+        .collect();
+    let baselines = choose_baselines(&specs, &ok, seas, &band_origin_scores, &edges);
+    // Per band: per-origin scores of the baseline.
+    let base_scores: Vec<Option<Vec<f64>>> = baselines
+        .iter()
+        .zip(&edges)
+        .map(|(base, &(a, b))| {
+            let (a, b) = v.scored_range(a, b);
+            base.as_ref().and_then(|m| v.per_origin(m, a, b))
+        })
+        .collect();
+    let scores = candidate_scores(&specs, &band_origin_scores, &base_scores, &failures);
+
+    let mut bands = Vec::with_capacity(edges.len());
+    for (bi, &(a, b)) in edges.iter().enumerate() {
+        let mut ranked: Vec<usize> = ok.clone();
+        ranked.sort_by(|&x, &z| scores[x].band_scores[bi].total_cmp(&scores[z].band_scores[bi]));
+        let base = baselines[bi].as_ref();
+        let bs = base_scores[bi].as_ref();
+        if let Some(band) = v.choose_band((a, b), &ranked, base, bs, cfg.ensemble) {
+            bands.push(band);
+        }
+    }
+    let mut specs = specs;
+    if bands.is_empty() {
+        // Nothing could be validated (the series is barely long enough): naive.
+        let idx = match specs.iter().position(|s| *s == ModelSpec::Naive) {
+            Some(i) => i,
+            None => {
+                specs.push(ModelSpec::Naive);
+                specs.len() - 1
+            }
+        };
+        bands.push(Band {
+            from: 1,
+            to: h_sel,
+            members: vec![idx],
+            score: f64::NAN,
+            baseline: None,
+            ratio: f64::NAN,
+            evidence: 0.0,
+        });
+    }
+    let calibration = v.calibrate(y, &bands, p);
+
+    Ok(Selection {
+        seasonality: seas.clone(),
+        specs,
+        scores,
+        bands,
+        calibration,
+        validation_origins: origins,
+        validation_horizon: h_sel,
+        nonnegative: y.iter().all(|&v| v >= 0.0),
+        max_train: cfg.max_train,
+    })
+}
+
+/// Errors per candidate, per origin, per step (`errors[c][o][s] = actual -
+/// forecast`; `None` for a candidate that failed at some origin) and each
+/// candidate's failure.
+type ValidationErrors = (Vec<Option<Vec<Vec<f64>>>>, Vec<Option<String>>);
+
+/// Fit every candidate at every validation origin and forecast `h_sel` steps.
+fn validation_errors(
+    y: &[f64],
+    specs: &[ModelSpec],
+    origins: &[usize],
+    fit_len: usize,
+    p: usize,
+    h_sel: usize,
+    cfg: &SelectConfig,
+) -> ValidationErrors {
+    let k = origins.len();
     // Structured models are fitted on the series with bursts winsorised
     // (causal filter: slicing it at an origin sees nothing after it).
     let start = origins[0].saturating_sub(fit_len + p);
@@ -451,14 +542,13 @@ pub fn select(
     let mut robust = Vec::new();
     let mut recent_buf = Forecast::with_capacity(h_sel);
 
-    // errors[c][o][s] = actual - forecast.
     let mut errors: Vec<Option<Vec<Vec<f64>>>> = Vec::with_capacity(specs.len());
     let mut failures: Vec<Option<String>> = Vec::with_capacity(specs.len());
     let mut buf = Forecast::with_capacity(h_sel);
-    for spec in &specs {
+    for spec in specs {
         let mut per_origin = Vec::with_capacity(k);
         let mut failure = None;
-        for &o in &origins {
+        for &o in origins {
             let raw = tail(&y[..o], cfg.max_train);
             let res = if uses_cleaned(spec) {
                 let clean = tail(&cleaned[..o - start], cfg.max_train);
@@ -499,26 +589,43 @@ pub fn select(
         }
         failures.push(failure);
     }
+    (errors, failures)
+}
 
-    let edges = band_edges(h_sel);
-    // The one-step band is scored on steps 1..=3 (three times the errors for
-    // the noisiest decision).
-    let scored_range = |a: usize, b: usize| {
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+/// The validation errors and what scoring them needs.
+struct Validation {
+    /// `errors[c][o][s] = actual - forecast`, `None` for a failed candidate.
+    errors: Vec<Option<Vec<Vec<f64>>>>,
+    /// MASE scale of each origin.
+    scales: Vec<f64>,
+    /// Steps scored at each origin.
+    h_sel: usize,
+}
+
+impl Validation {
+    /// The steps a band is scored on: the one-step band on steps 1..=3
+    /// (three times the errors for the noisiest decision).
+    fn scored_range(&self, a: usize, b: usize) -> (usize, usize) {
         if a == 1 && b == 1 {
-            (1, h_sel.min(3))
+            (1, self.h_sel.min(3))
         } else {
             (a, b)
         }
-    };
-    // Per-origin mean scaled absolute error of a combination (members'
-    // forecasts averaged) over steps [a, b]; None if a member failed.
-    let per_origin = |members: &[usize], a: usize, b: usize| -> Option<Vec<f64>> {
+    }
+
+    /// Per-origin mean scaled absolute error of a combination (members'
+    /// forecasts averaged) over steps [a, b]; None if a member failed.
+    fn per_origin(&self, members: &[usize], a: usize, b: usize) -> Option<Vec<f64>> {
         let errs: Vec<&Vec<Vec<f64>>> = members
             .iter()
-            .map(|&c| errors.get(c).and_then(Option::as_ref))
+            .map(|&c| self.errors.get(c).and_then(Option::as_ref))
             .collect::<Option<Vec<_>>>()?;
         Some(
-            scales
+            self.scales
                 .iter()
                 .enumerate()
                 .map(|(oi, scale)| {
@@ -531,110 +638,27 @@ pub fn select(
                 })
                 .collect(),
         )
-    };
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-
-    let ok: Vec<usize> = (0..specs.len()).filter(|&c| errors[c].is_some()).collect();
-    let baseline_ids: Vec<usize> = ok
-        .iter()
-        .copied()
-        .filter(|&c| matches!(specs[c], ModelSpec::Naive | ModelSpec::SeasonalNaive { .. }))
-        .collect();
-    // Per band: per-origin scores of every candidate.
-    let band_origin_scores: Vec<Vec<Option<Vec<f64>>>> = edges
-        .iter()
-        .map(|&(a, b)| {
-            let (a, b) = scored_range(a, b);
-            (0..specs.len()).map(|c| per_origin(&[c], a, b)).collect()
-        })
-        .collect();
-    // The baseline of a band is a prior, not a race: naive for the first
-    // steps (and for every band when no season was detected), seasonal naive
-    // further ahead on seasonal series. The other one takes over only with
-    // convincing evidence (the same test as any challenger): a seasonal
-    // naive that won a few noisy origins at step 1 can be many times worse
-    // than naive on a series whose season is weak. Beyond step 12 on a
-    // seasonal series, when neither is convincingly better than the other,
-    // the baseline is their mean (it is never worse than the worse of the
-    // two, and usually close to the better).
-    let naive_id = baseline_ids
-        .iter()
-        .copied()
-        .find(|&c| specs[c] == ModelSpec::Naive);
-    let snaive_id = baseline_ids
-        .iter()
-        .copied()
-        .find(|&c| matches!(specs[c], ModelSpec::SeasonalNaive { .. }));
-    let seasonal = seas.primary().is_some_and(|q| q > 1);
-    let baselines: Vec<Option<Vec<usize>>> = band_origin_scores
-        .iter()
-        .zip(&edges)
-        .map(|(sc, &(a, _))| {
-            let long = seasonal && a > 12;
-            let (prior, other) = if long {
-                (snaive_id, naive_id)
-            } else {
-                (naive_id, snaive_id)
-            };
-            match (prior, other) {
-                (Some(pr), Some(ot)) => match (&sc[pr], &sc[ot]) {
-                    (Some(xp), Some(xo)) if Evidence::of(xo, xp).convincing() => Some(vec![ot]),
-                    (Some(xp), Some(xo)) if long && !Evidence::of(xp, xo).convincing() => {
-                        Some(vec![pr, ot])
-                    }
-                    (Some(_), _) => Some(vec![pr]),
-                    (None, _) => Some(vec![ot]),
-                },
-                (pr, ot) => pr.or(ot).map(|i| vec![i]),
-            }
-        })
-        .collect();
-    // Per band: per-origin scores of the baseline.
-    let base_scores: Vec<Option<Vec<f64>>> = baselines
-        .iter()
-        .zip(&edges)
-        .map(|(base, &(a, b))| {
-            let (a, b) = scored_range(a, b);
-            base.as_ref().and_then(|m| per_origin(m, a, b))
-        })
-        .collect();
-
-    let mut scores = Vec::with_capacity(specs.len());
-    for (c, spec) in specs.iter().enumerate() {
-        let band_scores = band_origin_scores
-            .iter()
-            .map(|sc| sc[c].as_deref().map_or(f64::NAN, mean))
-            .collect();
-        let band_ratios = band_origin_scores
-            .iter()
-            .zip(&base_scores)
-            .map(|(sc, bs)| match (&sc[c], bs) {
-                (Some(x), Some(bs)) => Evidence::of(x, bs).ratio,
-                _ => f64::NAN,
-            })
-            .collect();
-        scores.push(CandidateScore {
-            model: spec.name(),
-            band_scores,
-            error: failures[c].clone(),
-            band_ratios,
-        });
     }
 
-    let mut bands = Vec::with_capacity(edges.len());
-    for (bi, &(a, b)) in edges.iter().enumerate() {
-        let (sa, sb) = scored_range(a, b);
-        let mut ranked: Vec<usize> = ok.clone();
-        ranked.sort_by(|&x, &z| scores[x].band_scores[bi].total_cmp(&scores[z].band_scores[bi]));
+    /// The combination for band `[a, b]`: the best convincing challenger
+    /// among the top-k means and the best challenger averaged with the
+    /// baseline, else the baseline; without a baseline, the lowest error.
+    fn choose_band(
+        &self,
+        (a, b): (usize, usize),
+        ranked: &[usize],
+        base: Option<&Vec<usize>>,
+        bs: Option<&Vec<f64>>,
+        ensemble: usize,
+    ) -> Option<Band> {
+        let (sa, sb) = self.scored_range(a, b);
         // Combinations to consider: the top-k means, and (shrinkage) the
         // best challenger averaged with the baseline.
-        let mut combos: Vec<Vec<usize>> = (1..=cfg.ensemble.max(1).min(ranked.len()))
+        let mut combos: Vec<Vec<usize>> = (1..=ensemble.max(1).min(ranked.len()))
             .map(|kk| ranked[..kk].to_vec())
             .collect();
-        let base = baselines[bi].as_ref();
-        let bs = base_scores[bi].as_ref();
         if let Some(bm) = base
-            && cfg.ensemble >= 2
+            && ensemble >= 2
             && let Some(&best) = ranked.iter().find(|c| !bm.contains(c))
         {
             let mut m = vec![best];
@@ -650,7 +674,7 @@ pub fn select(
         let scored: Vec<(Vec<usize>, f64, Option<Evidence>)> = combos
             .into_iter()
             .filter_map(|m| {
-                let x = per_origin(&m, sa, sb)?;
+                let x = self.per_origin(&m, sa, sb)?;
                 let ev = bs.map(|bs| Evidence::of(&x, bs));
                 Some((m, mean(&x), ev))
             })
@@ -682,91 +706,154 @@ pub fn select(
                 .min_by(|x, z| x.1.total_cmp(&z.1))
                 .map(|(m, sc, _)| (m.clone(), *sc, 0.0)),
         };
-        if let Some((members, sc, t)) = choice {
-            let ratio = bs.map_or(f64::NAN, |bs| sc / mean(bs).max(1e-300));
-            // Reported figures are rounded (they round-trip through JSON exactly).
-            let round = |v: f64| (v * 1e4).round() / 1e4;
-            bands.push(Band {
-                from: a,
-                to: b,
-                members,
-                score: sc,
-                baseline: base.and_then(|m| m.first().copied()),
-                ratio: round(ratio),
-                evidence: round(t),
-            });
+        let (members, sc, t) = choice?;
+        let ratio = bs.map_or(f64::NAN, |bs| sc / mean(bs).max(1e-300));
+        // Reported figures are rounded (they round-trip through JSON exactly).
+        let round = |v: f64| (v * 1e4).round() / 1e4;
+        Some(Band {
+            from: a,
+            to: b,
+            members,
+            score: sc,
+            baseline: base.and_then(|m| m.first().copied()),
+            ratio: round(ratio),
+            evidence: round(t),
+        })
+    }
+
+    /// Calibrate intervals on the chosen combination's errors per step.
+    fn calibrate(&self, y: &[f64], bands: &[Band], p: usize) -> Calibration {
+        let k = self.scales.len();
+        let h_sel = self.h_sel;
+        let mut step_errors: Vec<Vec<f64>> = vec![Vec::with_capacity(k); h_sel];
+        let mut step_scales: Vec<Vec<f64>> = vec![Vec::with_capacity(k); h_sel];
+        for (s, (errs, scs)) in step_errors.iter_mut().zip(&mut step_scales).enumerate() {
+            let band = bands
+                .iter()
+                .find(|b| s + 1 >= b.from && s < b.to)
+                .or(bands.last());
+            let Some(band) = band else { continue };
+            for (oi, &scale) in self.scales.iter().enumerate() {
+                let e = band
+                    .members
+                    .iter()
+                    .filter_map(|&c| {
+                        self.errors
+                            .get(c)
+                            .and_then(|x| x.as_ref())
+                            .map(|x| x[oi][s])
+                    })
+                    .collect::<Vec<f64>>();
+                if !e.is_empty() && e.len() == band.members.len() {
+                    errs.push(e.iter().sum::<f64>() / e.len() as f64);
+                    scs.push(scale);
+                }
+            }
+        }
+        let n = y.len();
+        let mean_abs = y.iter().map(|v| v.abs()).sum::<f64>() / n as f64;
+        let floor = 1e-6 * (1.0 + mean_abs);
+        if step_errors.iter().all(Vec::is_empty) {
+            // Naive fallback without validation: in-sample one-step changes.
+            step_errors[0] = y.windows(2).map(|w| w[1] - w[0]).collect();
+            Calibration::from_errors(&step_errors, floor)
+        } else {
+            // Rows of equal length per step: errors scaled by their origin's scale.
+            let scaled_rows: Vec<Vec<f64>> = step_errors
+                .iter()
+                .zip(&step_scales)
+                .map(|(e, sc)| e.iter().zip(sc).map(|(e, sc)| e / sc).collect())
+                .collect();
+            let ones = vec![1.0; k];
+            Calibration::from_scaled_errors(&scaled_rows, &ones, mase_scale(y, p), floor)
         }
     }
-    let mut specs = specs;
-    if bands.is_empty() {
-        // Nothing could be validated (the series is barely long enough): naive.
-        let idx = match specs.iter().position(|s| *s == ModelSpec::Naive) {
-            Some(i) => i,
-            None => {
-                specs.push(ModelSpec::Naive);
-                specs.len() - 1
+}
+
+/// The baseline of each band. It is a prior, not a race: naive for the first
+/// steps (and for every band when no season was detected), seasonal naive
+/// further ahead on seasonal series. The other one takes over only with
+/// convincing evidence (the same test as any challenger): a seasonal naive
+/// that won a few noisy origins at step 1 can be many times worse than naive
+/// on a series whose season is weak. Beyond step 12 on a seasonal series,
+/// when neither is convincingly better than the other, the baseline is their
+/// mean (it is never worse than the worse of the two, and usually close to
+/// the better).
+fn choose_baselines(
+    specs: &[ModelSpec],
+    ok: &[usize],
+    seas: &Seasonality,
+    band_origin_scores: &[Vec<Option<Vec<f64>>>],
+    edges: &[(usize, usize)],
+) -> Vec<Option<Vec<usize>>> {
+    let baseline_ids: Vec<usize> = ok
+        .iter()
+        .copied()
+        .filter(|&c| matches!(specs[c], ModelSpec::Naive | ModelSpec::SeasonalNaive { .. }))
+        .collect();
+    let naive_id = baseline_ids
+        .iter()
+        .copied()
+        .find(|&c| specs[c] == ModelSpec::Naive);
+    let snaive_id = baseline_ids
+        .iter()
+        .copied()
+        .find(|&c| matches!(specs[c], ModelSpec::SeasonalNaive { .. }));
+    let seasonal = seas.primary().is_some_and(|q| q > 1);
+    band_origin_scores
+        .iter()
+        .zip(edges)
+        .map(|(sc, &(a, _))| {
+            let long = seasonal && a > 12;
+            let (prior, other) = if long {
+                (snaive_id, naive_id)
+            } else {
+                (naive_id, snaive_id)
+            };
+            match (prior, other) {
+                (Some(pr), Some(ot)) => match (&sc[pr], &sc[ot]) {
+                    (Some(xp), Some(xo)) if Evidence::of(xo, xp).convincing() => Some(vec![ot]),
+                    (Some(xp), Some(xo)) if long && !Evidence::of(xp, xo).convincing() => {
+                        Some(vec![pr, ot])
+                    }
+                    (Some(_), _) => Some(vec![pr]),
+                    (None, _) => Some(vec![ot]),
+                },
+                (pr, ot) => pr.or(ot).map(|i| vec![i]),
             }
-        };
-        bands.push(Band {
-            from: 1,
-            to: h_sel,
-            members: vec![idx],
-            score: f64::NAN,
-            baseline: None,
-            ratio: f64::NAN,
-            evidence: 0.0,
+        })
+        .collect()
+}
+
+/// Every candidate's mean score and ratio to the baseline per band.
+fn candidate_scores(
+    specs: &[ModelSpec],
+    band_origin_scores: &[Vec<Option<Vec<f64>>>],
+    base_scores: &[Option<Vec<f64>>],
+    failures: &[Option<String>],
+) -> Vec<CandidateScore> {
+    let mut scores = Vec::with_capacity(specs.len());
+    for (c, spec) in specs.iter().enumerate() {
+        let band_scores = band_origin_scores
+            .iter()
+            .map(|sc| sc[c].as_deref().map_or(f64::NAN, mean))
+            .collect();
+        let band_ratios = band_origin_scores
+            .iter()
+            .zip(base_scores)
+            .map(|(sc, bs)| match (&sc[c], bs) {
+                (Some(x), Some(bs)) => Evidence::of(x, bs).ratio,
+                _ => f64::NAN,
+            })
+            .collect();
+        scores.push(CandidateScore {
+            model: spec.name(),
+            band_scores,
+            error: failures[c].clone(),
+            band_ratios,
         });
     }
-
-    // Calibrate intervals on the chosen combination's errors per step.
-    let mut step_errors: Vec<Vec<f64>> = vec![Vec::with_capacity(k); h_sel];
-    let mut step_scales: Vec<Vec<f64>> = vec![Vec::with_capacity(k); h_sel];
-    for (s, (errs, scs)) in step_errors.iter_mut().zip(&mut step_scales).enumerate() {
-        let band = bands
-            .iter()
-            .find(|b| s + 1 >= b.from && s < b.to)
-            .or(bands.last());
-        let Some(band) = band else { continue };
-        for (oi, &scale) in scales.iter().enumerate() {
-            let e = band
-                .members
-                .iter()
-                .filter_map(|&c| errors.get(c).and_then(|x| x.as_ref()).map(|x| x[oi][s]))
-                .collect::<Vec<f64>>();
-            if !e.is_empty() && e.len() == band.members.len() {
-                errs.push(e.iter().sum::<f64>() / e.len() as f64);
-                scs.push(scale);
-            }
-        }
-    }
-    let mean_abs = y.iter().map(|v| v.abs()).sum::<f64>() / n as f64;
-    let floor = 1e-6 * (1.0 + mean_abs);
-    let calibration = if step_errors.iter().all(Vec::is_empty) {
-        // Naive fallback without validation: in-sample one-step changes.
-        step_errors[0] = y.windows(2).map(|w| w[1] - w[0]).collect();
-        Calibration::from_errors(&step_errors, floor)
-    } else {
-        // Rows of equal length per step: errors scaled by their origin's scale.
-        let scaled_rows: Vec<Vec<f64>> = step_errors
-            .iter()
-            .zip(&step_scales)
-            .map(|(e, sc)| e.iter().zip(sc).map(|(e, sc)| e / sc).collect())
-            .collect();
-        let ones = vec![1.0; k];
-        Calibration::from_scaled_errors(&scaled_rows, &ones, mase_scale(y, p), floor)
-    };
-
-    Ok(Selection {
-        seasonality: seas.clone(),
-        specs,
-        scores,
-        bands,
-        calibration,
-        validation_origins: origins,
-        validation_horizon: h_sel,
-        nonnegative: y.iter().all(|&v| v >= 0.0),
-        max_train: cfg.max_train,
-    })
+    scores
 }
 
 /// A selection with its chosen models fitted on the whole training series.

@@ -11,6 +11,8 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Exp1, LogNormal, StandardNormal};
 use serde::{Deserialize, Serialize};
 
+use crate::model::ParamError;
+
 /// Purposes of the independent random streams of one replication.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
@@ -95,14 +97,8 @@ impl ServiceDist {
     }
 
     /// Check the parameters; the error names the offending field.
-    pub fn validate(&self) -> Result<(), String> {
-        let pos = |name: &str, v: f64| {
-            if v.is_finite() && v > 0.0 {
-                Ok(())
-            } else {
-                Err(format!("`{name}` must be a finite number > 0, got {v}"))
-            }
-        };
+    pub fn validate(&self) -> Result<(), ParamError> {
+        let pos = ParamError::check_positive;
         match self {
             ServiceDist::Exponential { mean } | ServiceDist::Deterministic { mean } => {
                 pos("mean", *mean)
@@ -110,7 +106,7 @@ impl ServiceDist {
             ServiceDist::Lognormal { mean, cv } => pos("mean", *mean).and_then(|_| pos("cv", *cv)),
             ServiceDist::Empirical { values } => {
                 if values.is_empty() {
-                    return Err("`values` must not be empty".into());
+                    return Err(ParamError::new("values", "must not be empty"));
                 }
                 values.iter().try_for_each(|v| pos("values[]", *v))
             }
@@ -118,7 +114,7 @@ impl ServiceDist {
     }
 
     /// Build the sampler (precomputes lognormal parameters).
-    pub fn sampler(&self) -> Result<Sampler, String> {
+    pub fn sampler(&self) -> Result<Sampler, ParamError> {
         self.validate()?;
         Ok(match self {
             ServiceDist::Exponential { mean } => Sampler::Exp(*mean),
@@ -126,7 +122,9 @@ impl ServiceDist {
             ServiceDist::Lognormal { mean, cv } => {
                 let s2 = (1.0 + cv * cv).ln();
                 let mu = mean.ln() - s2 / 2.0;
-                let d = LogNormal::new(mu, s2.sqrt()).map_err(|e| format!("lognormal: {e}"))?;
+                let d = LogNormal::new(mu, s2.sqrt()).map_err(|e| {
+                    ParamError::new("cv", format!("gives no lognormal distribution: {e}"))
+                })?;
                 Sampler::LogNormal(d)
             }
             ServiceDist::Empirical { values } => Sampler::Empirical(values.clone()),
@@ -134,27 +132,47 @@ impl ServiceDist {
     }
 
     /// Parse the one-line form: `exp`, `det`, `lognormal:<cv>` (mean 1).
-    pub fn parse_short(s: &str) -> Result<ServiceDist, String> {
+    pub fn parse_short(s: &str) -> Result<ServiceDist, ServiceSpecError> {
         let s = s.trim();
         match s {
             "exp" | "exponential" | "M" => Ok(ServiceDist::Exponential { mean: 1.0 }),
             "det" | "deterministic" | "D" => Ok(ServiceDist::Deterministic { mean: 1.0 }),
             _ => {
                 if let Some(cv) = s.strip_prefix("lognormal:") {
-                    let cv: f64 = cv.parse().map_err(|_| {
-                        format!("--service {s:?}: the cv after `lognormal:` is not a number")
-                    })?;
+                    let cv: f64 = cv
+                        .parse()
+                        .map_err(|_| ServiceSpecError::BadCv(s.to_string()))?;
                     let d = ServiceDist::Lognormal { mean: 1.0, cv };
-                    d.validate().map_err(|e| format!("--service {s:?}: {e}"))?;
+                    d.validate().map_err(|source| ServiceSpecError::Invalid {
+                        spec: s.to_string(),
+                        source,
+                    })?;
                     Ok(d)
                 } else {
-                    Err(format!(
-                        "--service {s:?} is not a service distribution; allowed: exp, det, lognormal:<cv>"
-                    ))
+                    Err(ServiceSpecError::Unknown(s.to_string()))
                 }
             }
         }
     }
+}
+
+/// Why a one-line service distribution (`--service`) cannot be used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ServiceSpecError {
+    /// `lognormal:<cv>` with a cv that is not a number.
+    #[error("--service {0:?}: the cv after `lognormal:` is not a number")]
+    BadCv(String),
+    /// A parameter out of range.
+    #[error("--service {spec:?}: {source}")]
+    Invalid {
+        /// The text given.
+        spec: String,
+        /// What is wrong.
+        source: ParamError,
+    },
+    /// Not a known form.
+    #[error("--service {0:?} is not a service distribution; allowed: exp, det, lognormal:<cv>")]
+    Unknown(String),
 }
 
 /// A ready-to-draw service-demand distribution.

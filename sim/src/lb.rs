@@ -29,6 +29,7 @@ use rand::rngs::SmallRng;
 use serde::{Deserialize, Serialize};
 
 use crate::dist::mix64;
+use crate::model::ParamError;
 
 /// Tunables of the data-plane algorithms (Envoy / Linkerd defaults).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -95,18 +96,21 @@ impl Default for LbParams {
 
 impl LbParams {
     /// Check parameters; the error names the field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ParamError> {
         if self.choice_count < 1 {
-            return Err("`choice_count` must be >= 1".into());
+            return Err(ParamError::new("choice_count", "must be >= 1"));
         }
         if !(self.active_request_bias.is_finite() && self.active_request_bias >= 0.0) {
-            return Err(format!(
-                "`active_request_bias` must be >= 0, got {}",
-                self.active_request_bias
+            return Err(ParamError::new(
+                "active_request_bias",
+                format!("must be >= 0, got {}", self.active_request_bias),
             ));
         }
         if self.ring_min_size < 1 || self.ring_max_size < self.ring_min_size {
-            return Err("`ring_min_size` must be >= 1 and <= `ring_max_size`".into());
+            return Err(ParamError::new(
+                "ring_min_size",
+                "must be >= 1 and <= `ring_max_size`",
+            ));
         }
         let m = self.maglev_table_size as u64;
         if m < 3
@@ -114,15 +118,21 @@ impl LbParams {
                 .take_while(|d| d * d <= m)
                 .any(|d| m.is_multiple_of(d))
         {
-            return Err(format!("`maglev_table_size` must be a prime >= 3, got {m}"));
+            return Err(ParamError::new(
+                "maglev_table_size",
+                format!("must be a prime >= 3, got {m}"),
+            ));
         }
         if !(self.ewma_decay.is_finite() && self.ewma_decay > 0.0) {
-            return Err(format!("`ewma_decay` must be > 0, got {}", self.ewma_decay));
+            return Err(ParamError::new(
+                "ewma_decay",
+                format!("must be > 0, got {}", self.ewma_decay),
+            ));
         }
         if !(self.ewma_default_rtt.is_finite() && self.ewma_default_rtt >= 0.0) {
-            return Err(format!(
-                "`ewma_default_rtt` must be >= 0, got {}",
-                self.ewma_default_rtt
+            return Err(ParamError::new(
+                "ewma_default_rtt",
+                format!("must be >= 0, got {}", self.ewma_default_rtt),
             ));
         }
         Ok(())
@@ -638,6 +648,6 @@ mod tests {
             maglev_table_size: 65536,
             ..LbParams::default()
         };
-        assert!(p.validate().unwrap_err().contains("prime"));
+        assert!(p.validate().unwrap_err().to_string().contains("prime"));
     }
 }

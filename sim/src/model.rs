@@ -10,6 +10,58 @@ use crate::dist::ServiceDist;
 use crate::lb::LbParams;
 use crate::workload::{ArrivalSpec, KeySpec};
 
+/// Bounds on simulator sizes. A scenario past one is refused with an error
+/// naming the field before the run allocates anything in proportion to it;
+/// a run whose backlog outgrows [`limits::MAX_IN_FLIGHT`] stops with an error.
+pub mod limits {
+    /// Backends in all: the initial groups, or `autoscaling.max`.
+    pub const MAX_BACKENDS: u32 = 10_000;
+    /// Servers in all (backends × `concurrency`): FCFS slots or PS cores.
+    pub const MAX_SERVERS: u64 = 1_000_000;
+    /// Steps of the forecast the control loop asks for (`control.forecast_horizon`).
+    pub const MAX_FORECAST_HORIZON: usize = 100_000;
+    /// Arrival rate, requests per virtual second (synthetic workloads, and each
+    /// row of a rate series after compression and multiplier).
+    pub const MAX_RATE: f64 = 1e7;
+    /// Requests in the system, or client deadlines pending, at once (about
+    /// 100 MB of queues): past it the backends cannot keep up by orders of
+    /// magnitude and the run stops instead of exhausting memory.
+    pub const MAX_IN_FLIGHT: usize = 4_000_000;
+}
+
+/// A model parameter that cannot be used: which field, and what is wrong
+/// with it and what is allowed. Displays as "`field` problem".
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("`{field}` {problem}")]
+pub struct ParamError {
+    /// The field, e.g. `mean`, `rates[]` or `cost.base`.
+    pub field: &'static str,
+    /// What is wrong and what is allowed, e.g. "must be a finite number > 0, got -1".
+    pub problem: String,
+}
+
+impl ParamError {
+    /// `field` with `problem`.
+    pub fn new(field: &'static str, problem: impl Into<String>) -> ParamError {
+        ParamError {
+            field,
+            problem: problem.into(),
+        }
+    }
+
+    /// `field` must be a finite number > 0.
+    pub fn check_positive(field: &'static str, v: f64) -> Result<(), ParamError> {
+        if v.is_finite() && v > 0.0 {
+            Ok(())
+        } else {
+            Err(ParamError::new(
+                field,
+                format!("must be a finite number > 0, got {v}"),
+            ))
+        }
+    }
+}
+
 /// Scheduling discipline of a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]

@@ -1,17 +1,14 @@
 //! Results on disk: `result.json`, CSV time series per policy, and a
-//! self-contained `report.html` whose plots are inline SVG drawn here (no
-//! JavaScript, no external CSS), so the report opens anywhere and can be
-//! attached to a change request as one file.
+//! self-contained `report.html` whose charts are inline SVG drawn with
+//! plotters' SVG backend (no JavaScript, no external CSS, no fonts), so the
+//! report opens anywhere and can be attached to a change request as one file.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::run::{METRICS, ScenarioResult};
+use plotters::prelude::*;
 
-const COLORS: [&str; 10] = [
-    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-    "#bcbd22", "#17becf",
-];
+use crate::run::{METRICS, ScenarioResult};
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -72,25 +69,14 @@ pub fn write_all(res: &ScenarioResult, dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn nice_step(range: f64) -> f64 {
-    if range <= 0.0 || !range.is_finite() {
-        return 1.0;
-    }
-    let raw = range / 5.0;
-    let mag = 10f64.powf(raw.log10().floor());
-    let n = raw / mag;
-    let f = if n < 1.5 {
-        1.0
-    } else if n < 3.5 {
-        2.0
-    } else if n < 7.5 {
-        5.0
-    } else {
-        10.0
-    };
-    f * mag
-}
+/// Chart size in pixels: plotting area plus the legend column on the right.
+const CHART_W: u32 = 820;
+const CHART_H: u32 = 340;
+const LEGEND_W: u32 = 190;
+/// Legend entries drawn (the rest are summarised as "+ N more").
+const LEGEND_MAX: usize = 16;
 
+/// Tick labels: no trailing zeros, thousands without decimals.
 fn fmt_tick(v: f64) -> String {
     if v == 0.0 {
         "0".into()
@@ -99,129 +85,142 @@ fn fmt_tick(v: f64) -> String {
     } else if v.abs() >= 1.0 {
         format!("{:.1}", v).trim_end_matches(".0").to_string()
     } else {
-        format!("{:.3}", v).trim_end_matches('0').to_string()
+        format!("{:.3}", v)
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
     }
 }
 
-/// A line chart as an SVG string. Each series: (name, points).
+/// A line chart as an SVG string, drawn with plotters: a title, labelled
+/// axes (`xl`, `yl`: say the unit), grid lines, and a legend naming each
+/// series in its colour. Each series: (name, points); non-finite points are
+/// skipped. The y axis starts at 0.
 pub fn line_chart(title: &str, xl: &str, yl: &str, series: &[(String, Vec<(f64, f64)>)]) -> String {
-    let (w, h, ml, mr, mt, mb) = (760.0, 300.0, 70.0, 170.0, 30.0, 40.0);
-    let pts = series
+    let mut svg = String::new();
+    let drawn = draw_line_chart(&mut svg, title, xl, yl, series);
+    if let Err(e) = drawn {
+        // Drawing into a string only fails on a plotters bug: say so in the
+        // report rather than lose the rest of it.
+        return format!(
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{CHART_W}" height="40"><text x="10" y="25" font-family="sans-serif">{}: chart not drawn ({})</text></svg>"#,
+            esc(title),
+            esc(&e.to_string())
+        );
+    }
+    svg
+}
+
+/// Data range of the finite points: (x0, x1, y1), `None` without a usable x range.
+fn chart_range(series: &[(String, Vec<(f64, f64)>)]) -> Option<(f64, f64, f64)> {
+    let (mut x0, mut x1, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, 0.0f64);
+    for p in series
         .iter()
         .flat_map(|s| s.1.iter())
-        .filter(|p| p.0.is_finite() && p.1.is_finite());
-    let (mut x0, mut x1, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, 0.0f64);
-    for p in pts {
+        .filter(|p| p.0.is_finite() && p.1.is_finite())
+    {
         x0 = x0.min(p.0);
         x1 = x1.max(p.0);
         y1 = y1.max(p.1);
     }
-    let mut out = String::new();
-    let _ = write!(
-        out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="11">"#
-    );
-    let _ = write!(
-        out,
-        r#"<text x="{}" y="18" font-size="13" font-weight="bold">{}</text>"#,
-        ml,
-        esc(title)
-    );
-    if !x0.is_finite() || x1 <= x0 {
-        let _ = write!(
-            out,
-            r#"<text x="{}" y="{}">no data</text></svg>"#,
-            ml + 10.0,
-            h / 2.0
-        );
-        return out;
+    (x0.is_finite() && x1 > x0).then_some((x0, x1, if y1 > 0.0 { y1 * 1.05 } else { 1.0 }))
+}
+
+fn draw_line_chart(
+    svg: &mut String,
+    title: &str,
+    xl: &str,
+    yl: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> Result<(), Box<dyn std::error::Error>> {
+    let root = SVGBackend::with_string(svg, (CHART_W, CHART_H)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (plot, legend) = root.split_horizontally(CHART_W - LEGEND_W);
+    let Some((x0, x1, y1)) = chart_range(series) else {
+        plot.titled(title, ("sans-serif", 15).into_font().style(FontStyle::Bold))?
+            .draw(&Text::new("no data", (80, 120), ("sans-serif", 13)))?;
+        root.present()?;
+        return Ok(());
+    };
+    let mut chart = ChartBuilder::on(&plot)
+        .caption(title, ("sans-serif", 15).into_font().style(FontStyle::Bold))
+        .margin(8)
+        .x_label_area_size(42)
+        .y_label_area_size(62)
+        .build_cartesian_2d(x0..x1, 0.0..y1)?;
+    chart
+        .configure_mesh()
+        .x_desc(xl)
+        .y_desc(yl)
+        .x_labels(8)
+        .y_labels(6)
+        .x_label_formatter(&|v| fmt_tick(*v))
+        .y_label_formatter(&|v| fmt_tick(*v))
+        .label_style(("sans-serif", 12))
+        .axis_desc_style(("sans-serif", 13))
+        .bold_line_style(RGBColor(225, 225, 225))
+        .light_line_style(RGBColor(245, 245, 245))
+        .draw()?;
+    for (i, (_, pts)) in series.iter().enumerate() {
+        let c = palette(i);
+        chart.draw_series(LineSeries::new(
+            pts.iter()
+                .filter(|p| p.0.is_finite() && p.1.is_finite())
+                .map(|p| (p.0, p.1.min(y1))),
+            c.stroke_width(2),
+        ))?;
     }
-    if y1 <= 0.0 {
-        y1 = 1.0;
+    draw_legend(&legend, series)?;
+    root.present()?;
+    Ok(())
+}
+
+/// One line per series: a colour swatch and the name, top to bottom.
+fn draw_legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let style = ("sans-serif", 12).into_font();
+    let top = 34;
+    for (i, (name, _)) in series.iter().enumerate().take(LEGEND_MAX) {
+        let y = top + 17 * i as i32;
+        area.draw(&PathElement::new(
+            vec![(8, y), (30, y)],
+            palette(i).stroke_width(3),
+        ))?;
+        area.draw(&Text::new(
+            name.clone(),
+            (36, y - 7),
+            style.clone().color(&BLACK),
+        ))?;
     }
-    let ys = nice_step(y1);
-    let y1 = (y1 / ys).ceil() * ys;
-    let pw = w - ml - mr;
-    let ph = h - mt - mb;
-    let sx = |x: f64| ml + (x - x0) / (x1 - x0) * pw;
-    let sy = |y: f64| mt + ph - (y / y1) * ph;
-    let _ = write!(
-        out,
-        r##"<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>"##
-    );
-    let mut y = 0.0;
-    while y <= y1 + ys * 0.01 {
-        let py = sy(y);
-        let _ = write!(
-            out,
-            r##"<line x1="{ml}" y1="{py:.1}" x2="{:.1}" y2="{py:.1}" stroke="#eee"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
-            ml + pw,
-            ml - 5.0,
-            py + 4.0,
-            fmt_tick(y)
-        );
-        y += ys;
+    if series.len() > LEGEND_MAX {
+        let y = top + 17 * LEGEND_MAX as i32;
+        area.draw(&Text::new(
+            format!("+ {} more", series.len() - LEGEND_MAX),
+            (36, y - 7),
+            style.color(&RGBColor(90, 90, 90)),
+        ))?;
     }
-    let xs = nice_step(x1 - x0);
-    let mut x = (x0 / xs).ceil() * xs;
-    while x <= x1 {
-        let px = sx(x);
-        let _ = write!(
-            out,
-            r#"<text x="{px:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-            mt + ph + 15.0,
-            fmt_tick(x)
-        );
-        x += xs;
-    }
-    let _ = write!(
-        out,
-        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-        ml + pw / 2.0,
-        h - 5.0,
-        esc(xl)
-    );
-    let _ = write!(
-        out,
-        r#"<text transform="translate(14,{:.1}) rotate(-90)" text-anchor="middle">{}</text>"#,
-        mt + ph / 2.0,
-        esc(yl)
-    );
-    for (i, (name, ps)) in series.iter().enumerate() {
-        let c = COLORS[i % COLORS.len()];
-        let mut d = String::new();
-        for (j, p) in ps
-            .iter()
-            .filter(|p| p.0.is_finite() && p.1.is_finite())
-            .enumerate()
-        {
-            let _ = write!(
-                d,
-                "{}{:.1},{:.1} ",
-                if j == 0 { "M" } else { "L" },
-                sx(p.0),
-                sy(p.1.min(y1))
-            );
-        }
-        let _ = write!(
-            out,
-            r#"<path d="{d}" fill="none" stroke="{c}" stroke-width="1.5"/>"#
-        );
-        let ly = mt + 10.0 + i as f64 * 15.0;
-        if i < 16 {
-            let _ = write!(
-                out,
-                r#"<rect x="{:.1}" y="{:.1}" width="10" height="3" fill="{c}"/><text x="{:.1}" y="{:.1}">{}</text>"#,
-                ml + pw + 10.0,
-                ly - 3.0,
-                ml + pw + 24.0,
-                ly + 1.0,
-                esc(name)
-            );
-        }
-    }
-    out.push_str("</svg>");
-    out
+    Ok(())
+}
+
+/// The tableau-10 palette, the colours the report always used.
+fn palette(i: usize) -> RGBColor {
+    const COLORS: [(u8, u8, u8); 10] = [
+        (0x1f, 0x77, 0xb4),
+        (0xd6, 0x27, 0x28),
+        (0x2c, 0xa0, 0x2c),
+        (0xff, 0x7f, 0x0e),
+        (0x94, 0x67, 0xbd),
+        (0x8c, 0x56, 0x4b),
+        (0xe3, 0x77, 0xc2),
+        (0x7f, 0x7f, 0x7f),
+        (0xbc, 0xbd, 0x22),
+        (0x17, 0xbe, 0xcf),
+    ];
+    let (r, g, b) = COLORS[i % COLORS.len()];
+    RGBColor(r, g, b)
 }
 
 /// The self-contained HTML report.
@@ -303,9 +302,9 @@ pub fn html(res: &ScenarioResult) -> String {
         ));
     }
     h.push_str(&line_chart(
-        "Latency per window",
+        "Latency per window: p99 and p50",
         "time (s)",
-        "seconds",
+        "latency (s)",
         &lat,
     ));
     h.push_str("<h2>Replicas vs demand (first seed)</h2>");
@@ -316,7 +315,12 @@ pub fn html(res: &ScenarioResult) -> String {
             .map(|p| p.series.iter().map(|w| (w.t, w.demand_rps)).collect())
             .unwrap_or_default(),
     )];
-    h.push_str(&line_chart("Demand", "time (s)", "requests/s", &dem));
+    h.push_str(&line_chart(
+        "Demand (arrivals per second)",
+        "time (s)",
+        "demand (requests/s)",
+        &dem,
+    ));
     let reps: Vec<(String, Vec<(f64, f64)>)> = res
         .policies
         .iter()
@@ -330,7 +334,7 @@ pub fn html(res: &ScenarioResult) -> String {
     h.push_str(&line_chart(
         "Replicas (booting + ready + draining)",
         "time (s)",
-        "replicas",
+        "replicas (count)",
         &reps,
     ));
     h.push_str("<h2>Per-backend load (first seed)</h2>");
@@ -363,7 +367,7 @@ pub fn html(res: &ScenarioResult) -> String {
         h.push_str(&line_chart(
             &format!("{}: utilisation per backend (first 16)", p.label),
             "time (s)",
-            "busy fraction",
+            "utilisation (busy fraction)",
             &ser,
         ));
         if !p.decisions.is_empty() {

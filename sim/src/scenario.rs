@@ -2,8 +2,9 @@
 //! policy, seeds and SLO, validated into a [`Model`] with errors that say
 //! what is wrong, where (file, line or field) and what is allowed.
 //!
-//! The format is documented in `/work/notes/sim.md` (section "Scenario
-//! format") and by the examples in `scenarios/examples/`.
+//! The format is documented in `docs/sim.md` (section "Scenario format (TOML)")
+//! and by the examples in `scenarios/examples/`. Sizes are bounded by
+//! [`crate::model::limits`].
 
 use std::path::{Path, PathBuf};
 
@@ -12,7 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::dist::ServiceDist;
 use crate::lb::LbParams;
-use crate::model::{BackendModel, Discipline, Dispatch, Fault, FaultKind, Model, Scaling, Slo};
+use crate::model::{
+    BackendModel, Discipline, Dispatch, Fault, FaultKind, Model, Scaling, Slo, limits,
+};
 use crate::workload::{ArrivalSpec, KeySpec};
 
 /// Why a scenario cannot be used.
@@ -351,345 +354,23 @@ impl Scenario {
             message: e.to_string().trim_end().to_string(),
         })?;
         let p = path;
-        if let Some(d) = raw.duration {
-            check_pos(p, "duration", d)?;
-        }
-        if raw.duration.is_none()
-            && raw.max_requests.is_none()
-            && !matches!(
-                raw.workload,
-                ArrivalSpec::RateSeries { .. } | ArrivalSpec::Trace { .. }
-            )
-        {
-            return Err(invalid(
-                p,
-                "duration",
-                "a synthetic workload needs `duration` (seconds) or `max_requests`",
-            ));
-        }
-        if !(raw.warmup.is_finite() && raw.warmup >= 0.0) {
-            return Err(invalid(
-                p,
-                "warmup",
-                format!("must be >= 0 seconds, got {}", raw.warmup),
-            ));
-        }
-        if let (Some(d), w) = (raw.duration, raw.warmup)
-            && w >= d
-        {
-            return Err(invalid(
-                p,
-                "warmup",
-                format!("warm-up ({w} s) must be shorter than `duration` ({d} s)"),
-            ));
-        }
-        if let Some(t) = raw.timeout {
-            check_pos(p, "timeout", t)?;
-        }
-        raw.workload
-            .validate()
-            .map_err(|m| invalid(p, "workload", m))?;
-        let service = raw
-            .service
-            .clone()
-            .unwrap_or(ServiceDist::Exponential { mean: 0.01 });
-        service.validate().map_err(|m| invalid(p, "service", m))?;
-        if raw.service.is_none()
-            && !matches!(raw.workload, ArrivalSpec::Trace { cost: Some(_), .. })
-        {
-            return Err(invalid(
-                p,
-                "service",
-                "missing: give the request-size distribution, e.g. `[service] kind = \"exponential\", mean = 0.01` \
-                 (kinds: exponential, deterministic, lognormal, empirical)",
-            ));
-        }
-        let keys = raw.keys.clone().unwrap_or_default();
-        if keys.clients == 0 {
-            return Err(invalid(p, "keys.clients", "must be >= 1"));
-        }
-        if !(keys.zipf.is_finite() && keys.zipf >= 0.0) {
-            return Err(invalid(p, "keys.zipf", "must be >= 0"));
-        }
-
-        if raw.backends.is_empty() {
-            return Err(invalid(
-                p,
-                "backends",
-                "at least one `[[backends]]` group is required",
-            ));
-        }
-        let mut backends = Vec::new();
-        for (gi, g) in raw.backends.iter().enumerate() {
-            let f = |x: &str| format!("backends[{gi}].{x}");
-            if g.count == 0 {
-                return Err(invalid(p, f("count"), "must be >= 1"));
-            }
-            check_pos(p, &f("speed"), g.speed)?;
-            if g.concurrency == 0 {
-                return Err(invalid(p, f("concurrency"), "must be >= 1"));
-            }
-            for i in 0..g.count {
-                let name = match &g.name {
-                    Some(n) if g.count == 1 => n.clone(),
-                    Some(n) => format!("{n}{i}"),
-                    None => format!("b{}", backends.len()),
-                };
-                backends.push(BackendModel {
-                    name,
-                    speed: g.speed,
-                    concurrency: g.concurrency,
-                    discipline: g.discipline,
-                    queue_limit: g.queue_limit,
-                    drop_expired: g.drop_expired,
-                });
-            }
-        }
-        {
-            let mut seen = std::collections::HashSet::new();
-            for b in &backends {
-                if !seen.insert(b.name.clone()) {
-                    return Err(invalid(
-                        p,
-                        "backends",
-                        format!(
-                            "duplicate backend name {:?}; give each group a distinct `name`",
-                            b.name
-                        ),
-                    ));
-                }
-            }
-        }
-
+        check_run_length(&raw, p)?;
+        let (service, keys) = check_workload(&raw, p)?;
+        let backends = build_backends(&raw.backends, p)?;
         let dp = RawDataPlane::from_table(raw.data_plane.clone().unwrap_or_default(), p)?;
-        dp.params
-            .validate()
-            .map_err(|m| invalid(p, "data_plane", m))?;
-        if !(dp.health_check_delay.is_finite() && dp.health_check_delay >= 0.0) {
-            return Err(invalid(
-                p,
-                "data_plane.health_check_delay",
-                "must be >= 0 seconds",
-            ));
-        }
-        let (dispatch, algorithm) = if dp.algorithm.trim() == "central" {
-            (Dispatch::Central, None)
-        } else {
-            let a: LbAlgorithm =
-                dp.algorithm
-                    .parse()
-                    .map_err(|e: aya_policy::UnknownAlgorithm| {
-                        invalid(p, "data_plane.algorithm", format!("{e}, central"))
-                    })?;
-            (Dispatch::Balancer(a), Some(a))
-        };
-
-        let mut faults = Vec::new();
-        for (i, f) in raw.faults.iter().enumerate() {
-            let fld = |x: &str| format!("faults[{i}].{x}");
-            let idx = match &f.backend {
-                toml::Value::String(s) => {
-                    backends.iter().position(|b| &b.name == s).ok_or_else(|| {
-                        invalid(
-                            p,
-                            fld("backend"),
-                            format!(
-                                "no backend named {s:?}; names are {}",
-                                backends
-                                    .iter()
-                                    .map(|b| b.name.as_str())
-                                    .take(20)
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            ),
-                        )
-                    })?
-                }
-                toml::Value::Integer(n) if *n >= 0 && (*n as usize) < backends.len() => *n as usize,
-                v => {
-                    return Err(invalid(
-                        p,
-                        fld("backend"),
-                        format!(
-                            "{v} is not a backend name or an index in 0..{}",
-                            backends.len()
-                        ),
-                    ));
-                }
-            };
-            if !(f.start.is_finite() && f.start >= 0.0) {
-                return Err(invalid(p, fld("start"), "must be >= 0 seconds"));
-            }
-            let duration = f.duration.unwrap_or(f64::INFINITY);
-            if duration.is_nan() || duration <= 0.0 {
-                return Err(invalid(
-                    p,
-                    fld("duration"),
-                    "must be > 0 seconds (omit for `until the end`)",
-                ));
-            }
-            let need = |v: Option<f64>, name: &str| -> Result<f64, ScenarioError> {
-                let v = v.ok_or_else(|| {
-                    invalid(p, fld(name), format!("required for kind = {:?}", f.kind))
-                })?;
-                check_pos(p, &fld(name), v)?;
-                Ok(v)
-            };
-            let kind = match f.kind.as_str() {
-                "slowdown" => FaultKind::Slowdown {
-                    factor: need(f.factor, "factor")?,
-                },
-                "degrade" => FaultKind::Degrade {
-                    factor: need(f.factor, "factor")?,
-                },
-                "latency" => FaultKind::Latency {
-                    latency: need(f.latency, "latency")?,
-                },
-                "failure" => FaultKind::Failure,
-                other => {
-                    return Err(invalid(
-                        p,
-                        fld("kind"),
-                        format!(
-                            "unknown fault kind {other:?}; allowed: slowdown, degrade, latency, failure"
-                        ),
-                    ));
-                }
-            };
-            if matches!(kind, FaultKind::Degrade { .. }) && !duration.is_finite() {
-                return Err(invalid(
-                    p,
-                    fld("duration"),
-                    "a `degrade` fault needs the ramp `duration`",
-                ));
-            }
-            faults.push(Fault {
-                backend: idx,
-                kind,
-                start: f.start,
-                duration,
-            });
-        }
-
-        let ctl = raw.control.clone().unwrap_or(RawControl {
-            interval: d_ctl(),
-            telemetry_interval: d_tel(),
-            telemetry_delay: d_tel(),
-            forecast_horizon: d_hor(),
-        });
-        check_pos(p, "control.interval", ctl.interval)?;
-        check_pos(p, "control.telemetry_interval", ctl.telemetry_interval)?;
-        if !(ctl.telemetry_delay.is_finite() && ctl.telemetry_delay >= 0.0) {
-            return Err(invalid(
-                p,
-                "control.telemetry_delay",
-                "must be >= 0 seconds",
-            ));
-        }
-
-        let scaling = match &raw.autoscaling {
-            Some(s) => {
-                if s.min == 0 || s.min > s.max {
-                    return Err(invalid(
-                        p,
-                        "autoscaling",
-                        format!("need 1 <= min <= max, got min={} max={}", s.min, s.max),
-                    ));
-                }
-                if !(s.boot_delay.is_finite() && s.boot_delay >= 0.0) {
-                    return Err(invalid(p, "autoscaling.boot_delay", "must be >= 0 seconds"));
-                }
-                let n = backends.len() as u32;
-                if n < s.min || n > s.max {
-                    return Err(invalid(
-                        p,
-                        "autoscaling",
-                        format!(
-                            "the initial {n} backends are outside [min={}, max={}]",
-                            s.min, s.max
-                        ),
-                    ));
-                }
-                let mut template = backends
-                    .last()
-                    .cloned()
-                    .ok_or_else(|| invalid(p, "backends", "empty"))?;
-                template.name = "scaled".into();
-                Some(Scaling {
-                    min: s.min,
-                    max: s.max,
-                    boot_delay: s.boot_delay,
-                    template,
-                })
-            }
-            None => None,
-        };
-
-        let slo = raw.slo.unwrap_or_default();
-        check_pos(p, "slo.window", slo.window)?;
-        if let Some(x) = slo.p99 {
-            check_pos(p, "slo.p99", x)?;
-        }
-        if let Some(y) = slo.success
-            && !(0.0..=1.0).contains(&y)
-        {
-            return Err(invalid(
-                p,
-                "slo.success",
-                format!("must be in [0, 1], got {y}"),
-            ));
-        }
-        if let Some(w) = raw.output.window {
-            check_pos(p, "output.window", w)?;
-        }
-
-        let seeds = match (&raw.seeds, raw.replications) {
-            (Some(s), None) if !s.is_empty() => s.clone(),
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    p,
-                    "seeds",
-                    "give either `seeds = [...]` or `replications = N`, not both",
-                ));
-            }
-            (Some(_), None) => return Err(invalid(p, "seeds", "must not be empty")),
-            (None, Some(0)) => return Err(invalid(p, "replications", "must be >= 1")),
-            (None, n) => {
-                let base = raw.seed.unwrap_or(1);
-                (0..n.unwrap_or(1) as u64).map(|i| base + i).collect()
-            }
-        };
-
-        let policies = match raw.policy.clone() {
-            None => vec![PolicySpec::named("static")],
-            Some(OneOrMany::One(s)) => vec![s],
-            Some(OneOrMany::Many(v)) if v.is_empty() => {
-                return Err(invalid(p, "policy", "must not be empty"));
-            }
-            Some(OneOrMany::Many(v)) => v,
-        };
-        for (i, spec) in policies.iter().enumerate() {
-            if !crate::policy::policy_names().contains(&spec.name.as_str()) {
-                return Err(ScenarioError::UnknownPolicy {
-                    path: p.to_path_buf(),
-                    name: format!("{} (policy[{i}])", spec.name),
-                    allowed: crate::policy::policy_names().join(", "),
-                });
-            }
-        }
-        if let Some(f) = &raw.forecaster
-            && !crate::policy::forecaster_names().contains(&f.name.as_str())
-        {
-            return Err(invalid(
-                p,
-                "forecaster.name",
-                format!(
-                    "unknown forecaster {:?}; allowed: {}",
-                    f.name,
-                    crate::policy::forecaster_names().join(", ")
-                ),
-            ));
-        }
+        let (dispatch, algorithm) = check_data_plane(&dp, p)?;
+        let faults = raw
+            .faults
+            .iter()
+            .enumerate()
+            .map(|(i, f)| build_fault(i, f, &backends, p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ctl = check_control(&raw, p)?;
+        let scaling = build_scaling(raw.autoscaling.as_ref(), &backends, p)?;
+        let slo = check_slo_and_output(&raw, p)?;
+        let seeds = build_seeds(&raw, p)?;
+        let policies = build_policies(&raw, p)?;
+        check_forecaster(raw.forecaster.as_ref(), p)?;
 
         let base_dir = p
             .parent()
@@ -737,5 +418,475 @@ impl Scenario {
             forecaster: raw.forecaster,
             algorithm,
         })
+    }
+}
+
+/// `duration`, `warmup` and `timeout`: positive, and a synthetic workload ends.
+fn check_run_length(raw: &RawScenario, p: &Path) -> Result<(), ScenarioError> {
+    if let Some(d) = raw.duration {
+        check_pos(p, "duration", d)?;
+    }
+    if raw.duration.is_none()
+        && raw.max_requests.is_none()
+        && !matches!(
+            raw.workload,
+            ArrivalSpec::RateSeries { .. } | ArrivalSpec::Trace { .. }
+        )
+    {
+        return Err(invalid(
+            p,
+            "duration",
+            "a synthetic workload needs `duration` (seconds) or `max_requests`",
+        ));
+    }
+    if !(raw.warmup.is_finite() && raw.warmup >= 0.0) {
+        return Err(invalid(
+            p,
+            "warmup",
+            format!("must be >= 0 seconds, got {}", raw.warmup),
+        ));
+    }
+    if let (Some(d), w) = (raw.duration, raw.warmup)
+        && w >= d
+    {
+        return Err(invalid(
+            p,
+            "warmup",
+            format!("warm-up ({w} s) must be shorter than `duration` ({d} s)"),
+        ));
+    }
+    if let Some(t) = raw.timeout {
+        check_pos(p, "timeout", t)?;
+    }
+    Ok(())
+}
+
+/// `[workload]`, `[service]` and `[keys]`.
+fn check_workload(raw: &RawScenario, p: &Path) -> Result<(ServiceDist, KeySpec), ScenarioError> {
+    raw.workload
+        .validate()
+        .map_err(|m| invalid(p, "workload", m.to_string()))?;
+    check_workload_size(&raw.workload, p)?;
+    let service = raw
+        .service
+        .clone()
+        .unwrap_or(ServiceDist::Exponential { mean: 0.01 });
+    service
+        .validate()
+        .map_err(|m| invalid(p, "service", m.to_string()))?;
+    if raw.service.is_none() && !matches!(raw.workload, ArrivalSpec::Trace { cost: Some(_), .. }) {
+        return Err(invalid(
+            p,
+            "service",
+            "missing: give the request-size distribution, e.g. `[service] kind = \"exponential\", mean = 0.01` \
+             (kinds: exponential, deterministic, lognormal, empirical)",
+        ));
+    }
+    let keys = raw.keys.clone().unwrap_or_default();
+    if keys.clients == 0 {
+        return Err(invalid(p, "keys.clients", "must be >= 1"));
+    }
+    if !(keys.zipf.is_finite() && keys.zipf >= 0.0) {
+        return Err(invalid(p, "keys.zipf", "must be >= 0"));
+    }
+    Ok((service, keys))
+}
+
+/// `[[backends]]` groups expanded into named backends.
+fn build_backends(groups: &[RawBackends], p: &Path) -> Result<Vec<BackendModel>, ScenarioError> {
+    if groups.is_empty() {
+        return Err(invalid(
+            p,
+            "backends",
+            "at least one `[[backends]]` group is required",
+        ));
+    }
+    let mut backends = Vec::new();
+    let mut total: u64 = 0;
+    let mut servers: u64 = 0;
+    for (gi, g) in groups.iter().enumerate() {
+        let f = |x: &str| format!("backends[{gi}].{x}");
+        if g.count == 0 {
+            return Err(invalid(p, f("count"), "must be >= 1"));
+        }
+        total += u64::from(g.count);
+        if total > limits::MAX_BACKENDS as u64 {
+            return Err(invalid(
+                p,
+                f("count"),
+                format!(
+                    "{} backends in all is more than the simulator's limit of {}",
+                    total,
+                    limits::MAX_BACKENDS
+                ),
+            ));
+        }
+        check_pos(p, &f("speed"), g.speed)?;
+        if g.concurrency == 0 {
+            return Err(invalid(p, f("concurrency"), "must be >= 1"));
+        }
+        servers += u64::from(g.count) * u64::from(g.concurrency);
+        if servers > limits::MAX_SERVERS {
+            return Err(invalid(
+                p,
+                f("concurrency"),
+                format!(
+                    "{servers} servers in all (count x concurrency) is more than the simulator's limit of {}",
+                    limits::MAX_SERVERS
+                ),
+            ));
+        }
+        for i in 0..g.count {
+            let name = match &g.name {
+                Some(n) if g.count == 1 => n.clone(),
+                Some(n) => format!("{n}{i}"),
+                None => format!("b{}", backends.len()),
+            };
+            backends.push(BackendModel {
+                name,
+                speed: g.speed,
+                concurrency: g.concurrency,
+                discipline: g.discipline,
+                queue_limit: g.queue_limit,
+                drop_expired: g.drop_expired,
+            });
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for b in &backends {
+        if !seen.insert(b.name.clone()) {
+            return Err(invalid(
+                p,
+                "backends",
+                format!(
+                    "duplicate backend name {:?}; give each group a distinct `name`",
+                    b.name
+                ),
+            ));
+        }
+    }
+    Ok(backends)
+}
+
+/// `[data_plane]`: its parameters, health-check delay and algorithm.
+fn check_data_plane(
+    dp: &RawDataPlane,
+    p: &Path,
+) -> Result<(Dispatch, Option<LbAlgorithm>), ScenarioError> {
+    dp.params
+        .validate()
+        .map_err(|m| invalid(p, "data_plane", m.to_string()))?;
+    if !(dp.health_check_delay.is_finite() && dp.health_check_delay >= 0.0) {
+        return Err(invalid(
+            p,
+            "data_plane.health_check_delay",
+            "must be >= 0 seconds",
+        ));
+    }
+    if dp.algorithm.trim() == "central" {
+        return Ok((Dispatch::Central, None));
+    }
+    let a: LbAlgorithm = dp
+        .algorithm
+        .parse()
+        .map_err(|e: aya_policy::UnknownAlgorithm| {
+            invalid(p, "data_plane.algorithm", format!("{e}, central"))
+        })?;
+    Ok((Dispatch::Balancer(a), Some(a)))
+}
+
+/// `faults[i]`: its backend (by name or index), timing and kind.
+fn build_fault(
+    i: usize,
+    f: &RawFault,
+    backends: &[BackendModel],
+    p: &Path,
+) -> Result<Fault, ScenarioError> {
+    let fld = |x: &str| format!("faults[{i}].{x}");
+    let idx = fault_backend(&f.backend, backends, p, &fld("backend"))?;
+    if !(f.start.is_finite() && f.start >= 0.0) {
+        return Err(invalid(p, fld("start"), "must be >= 0 seconds"));
+    }
+    let duration = f.duration.unwrap_or(f64::INFINITY);
+    if duration.is_nan() || duration <= 0.0 {
+        return Err(invalid(
+            p,
+            fld("duration"),
+            "must be > 0 seconds (omit for `until the end`)",
+        ));
+    }
+    let need = |v: Option<f64>, name: &str| -> Result<f64, ScenarioError> {
+        let v =
+            v.ok_or_else(|| invalid(p, fld(name), format!("required for kind = {:?}", f.kind)))?;
+        check_pos(p, &fld(name), v)?;
+        Ok(v)
+    };
+    let kind = match f.kind.as_str() {
+        "slowdown" => FaultKind::Slowdown {
+            factor: need(f.factor, "factor")?,
+        },
+        "degrade" => FaultKind::Degrade {
+            factor: need(f.factor, "factor")?,
+        },
+        "latency" => FaultKind::Latency {
+            latency: need(f.latency, "latency")?,
+        },
+        "failure" => FaultKind::Failure,
+        other => {
+            return Err(invalid(
+                p,
+                fld("kind"),
+                format!(
+                    "unknown fault kind {other:?}; allowed: slowdown, degrade, latency, failure"
+                ),
+            ));
+        }
+    };
+    if matches!(kind, FaultKind::Degrade { .. }) && !duration.is_finite() {
+        return Err(invalid(
+            p,
+            fld("duration"),
+            "a `degrade` fault needs the ramp `duration`",
+        ));
+    }
+    Ok(Fault {
+        backend: idx,
+        kind,
+        start: f.start,
+        duration,
+    })
+}
+
+/// A fault's `backend`: a backend name or an index into the backends.
+fn fault_backend(
+    v: &toml::Value,
+    backends: &[BackendModel],
+    p: &Path,
+    field: &str,
+) -> Result<usize, ScenarioError> {
+    match v {
+        toml::Value::String(s) => backends.iter().position(|b| &b.name == s).ok_or_else(|| {
+            invalid(
+                p,
+                field,
+                format!(
+                    "no backend named {s:?}; names are {}",
+                    backends
+                        .iter()
+                        .map(|b| b.name.as_str())
+                        .take(20)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        }),
+        toml::Value::Integer(n) if *n >= 0 && (*n as usize) < backends.len() => Ok(*n as usize),
+        v => Err(invalid(
+            p,
+            field,
+            format!(
+                "{v} is not a backend name or an index in 0..{}",
+                backends.len()
+            ),
+        )),
+    }
+}
+
+/// `[control]`, with its defaults.
+fn check_control(raw: &RawScenario, p: &Path) -> Result<RawControl, ScenarioError> {
+    let ctl = raw.control.clone().unwrap_or(RawControl {
+        interval: d_ctl(),
+        telemetry_interval: d_tel(),
+        telemetry_delay: d_tel(),
+        forecast_horizon: d_hor(),
+    });
+    check_pos(p, "control.interval", ctl.interval)?;
+    check_pos(p, "control.telemetry_interval", ctl.telemetry_interval)?;
+    if !(ctl.telemetry_delay.is_finite() && ctl.telemetry_delay >= 0.0) {
+        return Err(invalid(
+            p,
+            "control.telemetry_delay",
+            "must be >= 0 seconds",
+        ));
+    }
+    if ctl.forecast_horizon > limits::MAX_FORECAST_HORIZON {
+        return Err(invalid(
+            p,
+            "control.forecast_horizon",
+            format!(
+                "{} steps is more than the simulator's limit of {}",
+                ctl.forecast_horizon,
+                limits::MAX_FORECAST_HORIZON
+            ),
+        ));
+    }
+    Ok(ctl)
+}
+
+/// `[autoscaling]`: bounds that hold the initial backends; the last backend
+/// is the template of new replicas.
+fn build_scaling(
+    s: Option<&RawScaling>,
+    backends: &[BackendModel],
+    p: &Path,
+) -> Result<Option<Scaling>, ScenarioError> {
+    let Some(s) = s else {
+        return Ok(None);
+    };
+    if s.min == 0 || s.min > s.max {
+        return Err(invalid(
+            p,
+            "autoscaling",
+            format!("need 1 <= min <= max, got min={} max={}", s.min, s.max),
+        ));
+    }
+    let per = backends.last().map_or(1, |b| u64::from(b.concurrency));
+    if s.max > limits::MAX_BACKENDS || u64::from(s.max) * per > limits::MAX_SERVERS {
+        return Err(invalid(
+            p,
+            "autoscaling.max",
+            format!(
+                "{} replicas of {per} servers is more than the simulator's limit of {} backends or {} servers",
+                s.max,
+                limits::MAX_BACKENDS,
+                limits::MAX_SERVERS
+            ),
+        ));
+    }
+    if !(s.boot_delay.is_finite() && s.boot_delay >= 0.0) {
+        return Err(invalid(p, "autoscaling.boot_delay", "must be >= 0 seconds"));
+    }
+    let n = backends.len() as u32;
+    if n < s.min || n > s.max {
+        return Err(invalid(
+            p,
+            "autoscaling",
+            format!(
+                "the initial {n} backends are outside [min={}, max={}]",
+                s.min, s.max
+            ),
+        ));
+    }
+    let mut template = backends
+        .last()
+        .cloned()
+        .ok_or_else(|| invalid(p, "backends", "empty"))?;
+    template.name = "scaled".into();
+    Ok(Some(Scaling {
+        min: s.min,
+        max: s.max,
+        boot_delay: s.boot_delay,
+        template,
+    }))
+}
+
+/// `[slo]` and `[output]`.
+fn check_slo_and_output(raw: &RawScenario, p: &Path) -> Result<Slo, ScenarioError> {
+    let slo = raw.slo.unwrap_or_default();
+    check_pos(p, "slo.window", slo.window)?;
+    if let Some(x) = slo.p99 {
+        check_pos(p, "slo.p99", x)?;
+    }
+    if let Some(y) = slo.success
+        && !(0.0..=1.0).contains(&y)
+    {
+        return Err(invalid(
+            p,
+            "slo.success",
+            format!("must be in [0, 1], got {y}"),
+        ));
+    }
+    if let Some(w) = raw.output.window {
+        check_pos(p, "output.window", w)?;
+    }
+    Ok(slo)
+}
+
+/// `seeds = [...]`, or `replications = N` from `seed` (default 1).
+fn build_seeds(raw: &RawScenario, p: &Path) -> Result<Vec<u64>, ScenarioError> {
+    match (&raw.seeds, raw.replications) {
+        (Some(s), None) if !s.is_empty() => Ok(s.clone()),
+        (Some(_), Some(_)) => Err(invalid(
+            p,
+            "seeds",
+            "give either `seeds = [...]` or `replications = N`, not both",
+        )),
+        (Some(_), None) => Err(invalid(p, "seeds", "must not be empty")),
+        (None, Some(0)) => Err(invalid(p, "replications", "must be >= 1")),
+        (None, n) => {
+            let base = raw.seed.unwrap_or(1);
+            Ok((0..n.unwrap_or(1) as u64).map(|i| base + i).collect())
+        }
+    }
+}
+
+/// `[policy]` or `[[policy]]`, each a registered name (default `static`).
+fn build_policies(raw: &RawScenario, p: &Path) -> Result<Vec<PolicySpec>, ScenarioError> {
+    let policies = match raw.policy.clone() {
+        None => vec![PolicySpec::named("static")],
+        Some(OneOrMany::One(s)) => vec![s],
+        Some(OneOrMany::Many(v)) if v.is_empty() => {
+            return Err(invalid(p, "policy", "must not be empty"));
+        }
+        Some(OneOrMany::Many(v)) => v,
+    };
+    for (i, spec) in policies.iter().enumerate() {
+        if !crate::policy::policy_names().contains(&spec.name.as_str()) {
+            return Err(ScenarioError::UnknownPolicy {
+                path: p.to_path_buf(),
+                name: format!("{} (policy[{i}])", spec.name),
+                allowed: crate::policy::policy_names().join(", "),
+            });
+        }
+    }
+    Ok(policies)
+}
+
+/// `[forecaster]`: a registered name.
+fn check_forecaster(f: Option<&ForecasterSpec>, p: &Path) -> Result<(), ScenarioError> {
+    if let Some(f) = f
+        && !crate::policy::forecaster_names().contains(&f.name.as_str())
+    {
+        return Err(invalid(
+            p,
+            "forecaster.name",
+            format!(
+                "unknown forecaster {:?}; allowed: {}",
+                f.name,
+                crate::policy::forecaster_names().join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Arrival rates a synthetic workload states outright, within [`limits::MAX_RATE`].
+fn check_workload_size(w: &ArrivalSpec, p: &Path) -> Result<(), ScenarioError> {
+    let too_fast = |field: &str, rate: f64| {
+        invalid(
+            p,
+            field,
+            format!(
+                "{rate} requests per second is more than the simulator's limit of {:e}",
+                limits::MAX_RATE
+            ),
+        )
+    };
+    match w {
+        ArrivalSpec::Poisson { rate } | ArrivalSpec::Deterministic { rate }
+            if *rate > limits::MAX_RATE =>
+        {
+            Err(too_fast("workload.rate", *rate))
+        }
+        ArrivalSpec::Mmpp { rates, .. } => match rates.iter().find(|r| **r > limits::MAX_RATE) {
+            Some(r) => Err(too_fast("workload.rates", *r)),
+            None => Ok(()),
+        },
+        ArrivalSpec::Sinusoid {
+            mean, amplitude, ..
+        } if mean * (1.0 + amplitude) > limits::MAX_RATE => {
+            Err(too_fast("workload.mean", mean * (1.0 + amplitude)))
+        }
+        _ => Ok(()),
     }
 }

@@ -18,6 +18,7 @@ use rand_distr::{Distribution, Zipf};
 use serde::{Deserialize, Serialize};
 
 use crate::dist::{Sampler, ServiceDist, Stream, exp1, stream};
+use crate::model::ParamError;
 
 /// One request entering the system.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -172,29 +173,29 @@ fn one() -> f64 {
 
 impl ArrivalSpec {
     /// Check parameters; the error names the field.
-    pub fn validate(&self) -> Result<(), String> {
-        let pos = |name: &str, v: f64| {
-            if v.is_finite() && v > 0.0 {
-                Ok(())
-            } else {
-                Err(format!("`{name}` must be a finite number > 0, got {v}"))
-            }
-        };
+    pub fn validate(&self) -> Result<(), ParamError> {
+        let pos = ParamError::check_positive;
         match self {
             ArrivalSpec::Poisson { rate } | ArrivalSpec::Deterministic { rate } => {
                 pos("rate", *rate)
             }
             ArrivalSpec::Mmpp { rates, durations } => {
                 if rates.is_empty() || rates.len() != durations.len() {
-                    return Err(format!(
-                        "`rates` and `durations` must be non-empty and of equal length (got {} and {})",
-                        rates.len(),
-                        durations.len()
+                    return Err(ParamError::new(
+                        "rates",
+                        format!(
+                            "and `durations` must be non-empty and of equal length (got {} and {})",
+                            rates.len(),
+                            durations.len()
+                        ),
                     ));
                 }
                 for r in rates {
                     if !(r.is_finite() && *r >= 0.0) {
-                        return Err(format!("`rates[]` must be finite and >= 0, got {r}"));
+                        return Err(ParamError::new(
+                            "rates[]",
+                            format!("must be finite and >= 0, got {r}"),
+                        ));
                     }
                 }
                 durations.iter().try_for_each(|d| pos("durations[]", *d))
@@ -207,7 +208,10 @@ impl ArrivalSpec {
                 pos("mean", *mean)?;
                 pos("period", *period)?;
                 if !(0.0..=1.0).contains(amplitude) {
-                    return Err(format!("`amplitude` must be in [0, 1], got {amplitude}"));
+                    return Err(ParamError::new(
+                        "amplitude",
+                        format!("must be in [0, 1], got {amplitude}"),
+                    ));
                 }
                 Ok(())
             }
@@ -230,14 +234,17 @@ impl ArrivalSpec {
                         ("cost.per_generated_token", c.per_generated_token),
                     ] {
                         if !(v.is_finite() && v >= 0.0) {
-                            return Err(format!("`{n}` must be finite and >= 0, got {v}"));
+                            return Err(ParamError::new(
+                                n,
+                                format!("must be finite and >= 0, got {v}"),
+                            ));
                         }
                     }
                     if c.base + c.per_context_token + c.per_generated_token <= 0.0 {
-                        return Err(
-                            "`cost` gives every request zero work; set `base` or a per-token cost"
-                                .into(),
-                        );
+                        return Err(ParamError::new(
+                            "cost",
+                            "gives every request zero work; set `base` or a per-token cost",
+                        ));
                     }
                 }
                 Ok(())
@@ -284,10 +291,8 @@ pub fn resolve_path(p: &Path, base_dir: &Path) -> PathBuf {
 }
 
 /// Parse a timestamp cell to unix seconds (via the forecaster's data layer).
-pub fn parse_ts(s: &str) -> Result<f64, String> {
-    aya_forecaster::data::parse_timestamp(s)
-        .map(|ms| ms as f64 / 1000.0)
-        .map_err(|e| e.to_string())
+pub fn parse_ts(s: &str) -> Result<f64, aya_forecaster::data::TimestampError> {
+    aya_forecaster::data::parse_timestamp(s).map(|ms| ms as f64 / 1000.0)
 }
 
 /// A streaming CSV line reader with line numbers and a reused buffer.
@@ -415,10 +420,10 @@ impl ArrivalSource {
         seed: u64,
         base_dir: &Path,
     ) -> Result<ArrivalSource, WorkloadError> {
-        let sampler = service.sampler().map_err(|msg| WorkloadError::Parse {
+        let sampler = service.sampler().map_err(|e| WorkloadError::Parse {
             path: PathBuf::from("<service>"),
             line: 0,
-            msg,
+            msg: e.to_string(),
         })?;
         let resolve = |p: &Path| resolve_path(p, base_dir);
         let process = match spec {
@@ -704,6 +709,14 @@ impl RateSeriesState {
             ValueKind::Rate => val,
         };
         self.rate = rate_per_series_sec * self.scale;
+        if self.rate > crate::model::limits::MAX_RATE {
+            return Err(self.lines.err(format!(
+                "value {val} gives {:.3e} requests per virtual second (x compression x multiplier), \
+                 more than the simulator's limit of {:e}: lower `workload.multiplier` or `workload.compression`",
+                self.rate,
+                crate::model::limits::MAX_RATE
+            )));
+        }
         self.seg_end = (ts + step - origin) / self.compression;
         Ok(true)
     }

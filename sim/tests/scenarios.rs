@@ -418,3 +418,65 @@ algorithm = "random"
     let r = run_one(&sc, &sc.policies[0], 5).expect("runs").metrics;
     assert!((r.mean - 2.0).abs() / 2.0 < 0.03, "PS mean {}", r.mean);
 }
+
+#[test]
+fn simulator_sizes_are_bounded_before_anything_is_allocated() {
+    // Each refused at parse time, naming the field.
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        (
+            BASE.replace("rate = 100.0", "rate = 4294967296"),
+            vec!["workload.rate", "limit"],
+        ),
+        (
+            BASE.replace("count = 4", "count = 4000000000"),
+            vec!["backends[0].count", "limit"],
+        ),
+        (
+            BASE.replace("count = 4", "count = 4\nconcurrency = 4000000000"),
+            vec!["backends[0].concurrency", "limit"],
+        ),
+        (
+            format!("{BASE}[autoscaling]\nmin = 1\nmax = 4000000000\n"),
+            vec!["autoscaling.max", "limit"],
+        ),
+        (
+            format!("{BASE}[control]\nforecast_horizon = 10000000000\n"),
+            vec!["control.forecast_horizon", "limit"],
+        ),
+    ];
+    for (text, needles) in cases {
+        let err = parse(&text)
+            .expect_err("a huge size must be rejected")
+            .to_string();
+        for n in needles {
+            assert!(err.contains(n), "error {err:?} should mention {n:?}");
+        }
+    }
+}
+
+#[test]
+fn a_rate_series_past_the_rate_limit_names_the_multiplier() {
+    // The shipped WorldCup98 series at 1e6 x its rate: refused on the first
+    // row, before the run queues anything.
+    let text = r#"
+duration = 60.0
+[workload]
+kind = "rate_series"
+path = "datasets:worldcup98/worldcup98_requests_per_minute.csv"
+compression = 60.0
+multiplier = 1000000.0
+[service]
+kind = "deterministic"
+mean = 0.0001
+[[backends]]
+count = 2
+"#;
+    let sc = parse(text).expect("valid until the file is read");
+    let err = run_one(&sc, &sc.policies[0], 1)
+        .expect_err("too fast")
+        .to_string();
+    assert!(
+        err.contains("workload.multiplier") && err.contains("limit"),
+        "{err}"
+    );
+}

@@ -10,7 +10,8 @@
 //! Tolerances: 1% on the mean and 2% on p99, as asked in the issue. The
 //! estimators are averaged over several seeds (independent replications) so
 //! that the standard error is several times smaller than the tolerance; the
-//! sample sizes were chosen from the observed spread (see /work/notes/sim.md).
+//! sample sizes were chosen from the observed spread (see `docs/sim.md`,
+//! "Validation against queueing theory").
 
 use aya_policy::LbAlgorithm;
 use aya_sim::dist::ServiceDist;

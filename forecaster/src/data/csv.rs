@@ -246,8 +246,79 @@ fn load_impl(
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let layout = scan(path, bytes)?;
     let header = &layout.header;
+    check_header(path, header)?;
+    if layout.lines.is_empty() {
+        return Err(DataError::NoRows {
+            path: path.to_path_buf(),
+            filtered: false,
+        });
+    }
+    let df = read_frame(path, bytes, &layout)?;
+    let cols = string_columns(path, &df)?;
+    let picked = pick_columns(path, header, &cols, opts)?;
+    let table = Table {
+        path,
+        header,
+        cols: &cols,
+        n_rows: layout.lines.len(),
+    };
+    let selected = table.select_rows(&picked.filters)?;
+    let (free, groups) = table.group_rows(&picked, selected, all_series)?;
 
-    // A header made of data is the commonest mistake with headerless exports.
+    let stem = path
+        .file_stem()
+        .map_or_else(|| "series".into(), |s| s.to_string_lossy().into_owned());
+    let value_name = &header[picked.value_col];
+    let mut out = Vec::with_capacity(groups.len());
+    for (key, rows_idx) in groups {
+        let rows = parse_rows(
+            path,
+            header,
+            &layout.lines,
+            &cols,
+            picked.time_col,
+            picked.value_col,
+            &rows_idx,
+            opts,
+        )?;
+        let mut name = stem.clone();
+        if !value_name.eq_ignore_ascii_case("value") {
+            name.push(':');
+            name.push_str(value_name);
+        }
+        let mut labels: Vec<String> = picked
+            .filters
+            .iter()
+            .map(|(c, v)| format!("{}={v}", header[*c]))
+            .collect();
+        labels.extend(
+            free.iter()
+                .zip(&key)
+                .map(|(c, v)| format!("{}={v}", header[*c])),
+        );
+        if !labels.is_empty() {
+            name = format!("{name}{{{}}}", labels.join(","));
+        }
+        let cleaned = quality::clean(path, &header[picked.time_col], rows, opts)?;
+        let mut series = Series {
+            name,
+            interval_ms: cleaned.report.detected_interval_ms,
+            timestamps: cleaned.timestamps,
+            values: cleaned.values,
+            report: cleaned.report,
+        };
+        series.report.filtered_out = layout.lines.len() - series.report.rows;
+        if let Some(r) = opts.resample_ms {
+            series = resample_with(path, series, r, opts.aggregate)?;
+        }
+        out.push(series);
+    }
+    Ok(out)
+}
+
+/// A header made of data (the commonest mistake with headerless exports), or
+/// a column name that appears twice.
+fn check_header(path: &Path, header: &[String]) -> Result<(), DataError> {
     if header.iter().any(|h| {
         parse_timestamp(h).is_ok() || h.parse::<f64>().map(f64::is_finite).unwrap_or(false)
     }) {
@@ -262,8 +333,10 @@ fn load_impl(
             first_line,
         });
     }
+    // First position of each name: linear in the number of columns.
+    let mut first: HashMap<&str, usize> = HashMap::with_capacity(header.len());
     for (i, h) in header.iter().enumerate() {
-        if let Some(j) = header[..i].iter().position(|o| o == h) {
+        if let Some(j) = first.get(h.as_str()) {
             return Err(DataError::Malformed {
                 path: path.to_path_buf(),
                 line: 1,
@@ -274,14 +347,13 @@ fn load_impl(
                 ),
             });
         }
+        first.insert(h, i);
     }
-    if layout.lines.is_empty() {
-        return Err(DataError::NoRows {
-            path: path.to_path_buf(),
-            filtered: false,
-        });
-    }
+    Ok(())
+}
 
+/// Every column as strings (blank lines left out), checked against the scan.
+fn read_frame(path: &Path, bytes: &[u8], layout: &Layout) -> Result<DataFrame, DataError> {
     let df = if layout.had_blank {
         let mut compact = Vec::with_capacity(bytes.len());
         for (a, b) in &layout.ranges {
@@ -292,7 +364,7 @@ fn load_impl(
     } else {
         read_strings(path, bytes)?
     };
-    if df.height() != layout.lines.len() || df.width() != header.len() {
+    if df.height() != layout.lines.len() || df.width() != layout.header.len() {
         return Err(DataError::Malformed {
             path: path.to_path_buf(),
             line: 1,
@@ -301,10 +373,18 @@ fn load_impl(
                 df.height(),
                 df.width(),
                 layout.lines.len(),
-                header.len()
+                layout.header.len()
             ),
         });
     }
+    Ok(df)
+}
+
+/// The cells of every column of `df`.
+fn string_columns<'a>(
+    path: &Path,
+    df: &'a DataFrame,
+) -> Result<Vec<Vec<Option<&'a str>>>, DataError> {
     let mut cols: Vec<Vec<Option<&str>>> = Vec::with_capacity(df.width());
     for c in df.columns() {
         let ca = c.str().map_err(|source| DataError::Polars {
@@ -313,7 +393,27 @@ fn load_impl(
         })?;
         cols.push(ca.iter().collect());
     }
-    let available = || header.clone();
+    Ok(cols)
+}
+
+/// Which columns mean what (see the module docs).
+struct Picked<'o> {
+    time_col: usize,
+    value_col: usize,
+    /// Label filters: column and wanted value.
+    filters: Vec<(usize, &'o str)>,
+    /// Filtered label columns plus any other non-numeric column.
+    label_cols: Vec<usize>,
+}
+
+/// The time, value, filter and label columns, from the header and options.
+fn pick_columns<'o>(
+    path: &Path,
+    header: &[String],
+    cols: &[Vec<Option<&str>>],
+    opts: &'o LoadOptions,
+) -> Result<Picked<'o>, DataError> {
+    let available = || header.to_vec();
     let unknown = |column: &str, why: &str| DataError::UnknownColumn {
         path: path.to_path_buf(),
         column: column.to_string(),
@@ -391,114 +491,102 @@ fn load_impl(
         .filter(|c| *c != time_col && *c != value_col)
         .filter(|c| filters.iter().any(|(f, _)| f == c) || !column_is_numeric(*c))
         .collect();
-    let cell = |c: usize, r: usize| cols[c][r].map_or("", str::trim);
+    Ok(Picked {
+        time_col,
+        value_col,
+        filters,
+        label_cols,
+    })
+}
 
-    // Rows selected by the filters.
-    let selected: Vec<usize> = (0..layout.lines.len())
-        .filter(|r| filters.iter().all(|(c, v)| cell(*c, *r) == *v))
-        .collect();
-    if selected.is_empty() {
-        for (c, v) in &filters {
-            if !(0..layout.lines.len()).any(|r| cell(*c, r) == *v) {
+/// Rows selected by label values: `(values of the free label columns, rows)`.
+type Groups<'a> = Vec<(Vec<&'a str>, Vec<usize>)>;
+
+/// The parsed cells of a file, for selecting and grouping rows.
+struct Table<'a> {
+    path: &'a Path,
+    header: &'a [String],
+    cols: &'a [Vec<Option<&'a str>>],
+    n_rows: usize,
+}
+
+impl<'a> Table<'a> {
+    fn cell(&self, c: usize, r: usize) -> &'a str {
+        self.cols[c][r].map_or("", str::trim)
+    }
+
+    /// Rows selected by the filters; none is an error naming the filter
+    /// whose value never occurs (with the values that do).
+    fn select_rows(&self, filters: &[(usize, &str)]) -> Result<Vec<usize>, DataError> {
+        let selected: Vec<usize> = (0..self.n_rows)
+            .filter(|r| filters.iter().all(|(c, v)| self.cell(*c, *r) == *v))
+            .collect();
+        if !selected.is_empty() {
+            return Ok(selected);
+        }
+        for (c, v) in filters {
+            if !(0..self.n_rows).any(|r| self.cell(*c, r) == *v) {
                 return Err(DataError::NoMatch {
-                    path: path.to_path_buf(),
-                    label: header[*c].clone(),
+                    path: self.path.to_path_buf(),
+                    label: self.header[*c].clone(),
                     value: (*v).to_string(),
                     values: distinct(
-                        &cols[*c],
-                        (0..layout.lines.len()).collect::<Vec<_>>().as_slice(),
+                        &self.cols[*c],
+                        (0..self.n_rows).collect::<Vec<_>>().as_slice(),
                     ),
                 });
             }
         }
-        return Err(DataError::NoRows {
-            path: path.to_path_buf(),
+        Err(DataError::NoRows {
+            path: self.path.to_path_buf(),
             filtered: true,
-        });
+        })
     }
 
-    // Group the selected rows by the free label columns.
-    let free: Vec<usize> = label_cols
-        .iter()
-        .copied()
-        .filter(|c| !filters.iter().any(|(f, _)| f == c))
-        .collect();
-    let mut groups: Vec<(Vec<&str>, Vec<usize>)> = Vec::new();
-    if free.is_empty() {
-        groups.push((Vec::new(), selected));
-    } else {
-        let mut index: HashMap<Vec<&str>, usize> = HashMap::new();
-        for r in selected {
-            let key: Vec<&str> = free.iter().map(|c| cell(*c, r)).collect();
-            let g = *index.entry(key.clone()).or_insert_with(|| {
-                groups.push((key, Vec::new()));
-                groups.len() - 1
+    /// Group the selected rows by the free (unfiltered) label columns, in
+    /// order of first appearance; more than one group is an error unless
+    /// `all_series`. Returns the free columns and the groups.
+    fn group_rows(
+        &self,
+        picked: &Picked<'_>,
+        selected: Vec<usize>,
+        all_series: bool,
+    ) -> Result<(Vec<usize>, Groups<'a>), DataError> {
+        let free: Vec<usize> = picked
+            .label_cols
+            .iter()
+            .copied()
+            .filter(|c| !picked.filters.iter().any(|(f, _)| f == c))
+            .collect();
+        let mut groups: Groups<'a> = Vec::new();
+        if free.is_empty() {
+            groups.push((Vec::new(), selected));
+        } else {
+            let mut index: HashMap<Vec<&str>, usize> = HashMap::new();
+            for r in selected {
+                let key: Vec<&str> = free.iter().map(|c| self.cell(*c, r)).collect();
+                let g = *index.entry(key.clone()).or_insert_with(|| {
+                    groups.push((key, Vec::new()));
+                    groups.len() - 1
+                });
+                groups[g].1.push(r);
+            }
+        }
+        if groups.len() > 1 && !all_series {
+            let all_rows: Vec<usize> = groups.iter().flat_map(|g| g.1.iter().copied()).collect();
+            let labels = free
+                .iter()
+                .map(|c| (self.header[*c].clone(), distinct(&self.cols[*c], &all_rows)))
+                .filter(|(_, v)| v.len() > 1)
+                .collect();
+            return Err(DataError::AmbiguousSeries {
+                path: self.path.to_path_buf(),
+                count: groups.len(),
+                labels,
             });
-            groups[g].1.push(r);
         }
+        Ok((free, groups))
     }
-    if groups.len() > 1 && !all_series {
-        let all_rows: Vec<usize> = groups.iter().flat_map(|g| g.1.iter().copied()).collect();
-        let labels = free
-            .iter()
-            .map(|c| (header[*c].clone(), distinct(&cols[*c], &all_rows)))
-            .filter(|(_, v)| v.len() > 1)
-            .collect();
-        return Err(DataError::AmbiguousSeries {
-            path: path.to_path_buf(),
-            count: groups.len(),
-            labels,
-        });
-    }
-
-    let stem = path
-        .file_stem()
-        .map_or_else(|| "series".into(), |s| s.to_string_lossy().into_owned());
-    let value_name = &header[value_col];
-    let mut out = Vec::with_capacity(groups.len());
-    for (key, rows_idx) in groups {
-        let rows = parse_rows(
-            path,
-            header,
-            &layout.lines,
-            &cols,
-            time_col,
-            value_col,
-            &rows_idx,
-            opts,
-        )?;
-        let mut name = stem.clone();
-        if !value_name.eq_ignore_ascii_case("value") {
-            name.push(':');
-            name.push_str(value_name);
-        }
-        let mut labels: Vec<String> = filters
-            .iter()
-            .map(|(c, v)| format!("{}={v}", header[*c]))
-            .collect();
-        labels.extend(
-            free.iter()
-                .zip(&key)
-                .map(|(c, v)| format!("{}={v}", header[*c])),
-        );
-        if !labels.is_empty() {
-            name = format!("{name}{{{}}}", labels.join(","));
-        }
-        let cleaned = quality::clean(path, &header[time_col], rows, opts)?;
-        let mut series = Series {
-            name,
-            interval_ms: cleaned.report.detected_interval_ms,
-            timestamps: cleaned.timestamps,
-            values: cleaned.values,
-            report: cleaned.report,
-        };
-        series.report.filtered_out = layout.lines.len() - series.report.rows;
-        if let Some(r) = opts.resample_ms {
-            series = resample_with(path, series, r, opts.aggregate)?;
-        }
-        out.push(series);
-    }
-    Ok(out)
 }
 
 /// Distinct trimmed values of `col` over `rows`, in order of first appearance, at most

@@ -1,0 +1,203 @@
+//! Outlier ejection on error rate or latency, within an Envoy-style budget.
+
+use super::AyaPolicy;
+use crate::capacity::median;
+use crate::types::{BackendObservation, Explanation, TickInput, Time};
+
+/// Latency ejection needs a pool of at least this many backends with traffic:
+/// with fewer, "the median" is one of the suspects.
+pub(super) const MIN_POOL_FOR_LATENCY_EJECTION: usize = 3;
+
+/// An error outlier must also exceed this multiple of the pool's median error
+/// rate: when everyone fails, it is an outage, and ejecting does not help.
+pub(super) const ERROR_OUTLIER_OVER_MEDIAN: f64 = 2.0;
+
+/// Ejection state of one backend.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Ejection {
+    pub(super) until: Time,
+    pub(super) count: u32,
+    pub(super) released_at: Option<Time>,
+}
+
+impl AyaPolicy {
+    /// Decide ejections among healthy backends. Returns the set of ejected
+    /// names and whether outliers were left in the pool for lack of budget.
+    pub(super) fn eject(
+        &mut self,
+        input: &TickInput<'_>,
+        healthy: &[&BackendObservation],
+        ex: &mut Explanation,
+    ) -> (Vec<String>, bool) {
+        let c = self.cfg.get().clone();
+        let now = input.now;
+        let interval = input.interval.max(1e-9);
+        // Release the ones whose time is up.
+        for (name, e) in self.ejections.iter_mut() {
+            if e.released_at.is_none() && now >= e.until {
+                e.released_at = Some(now);
+                ex.rules
+                    .push(format!("reinstate {name}: ejection time over"));
+            }
+        }
+        let active_ejected: Vec<String> = self
+            .ejections
+            .iter()
+            .filter(|(n, e)| e.released_at.is_none() && healthy.iter().any(|b| &b.backend == *n))
+            .map(|(n, _)| n.clone())
+            .collect();
+
+        let with_traffic: Vec<&&BackendObservation> = healthy
+            .iter()
+            .filter(|b| !active_ejected.contains(&b.backend))
+            .filter(|b| b.request_rate * interval >= 1.0 || b.in_flight >= 1.0)
+            .collect();
+        let lat = |b: &BackendObservation| {
+            let little = b.in_flight.max(0.0) / b.request_rate.max(1.0 / interval);
+            b.latency_p50.max(little)
+        };
+        let lats: Vec<f64> = with_traffic.iter().map(|b| lat(b)).collect();
+        let errs: Vec<f64> = with_traffic.iter().map(|b| b.error_rate).collect();
+        let med_lat = median(&lats);
+        let med_err = median(&errs).unwrap_or(0.0);
+
+        let mut outliers: Vec<(f64, String, String)> = Vec::new();
+        for b in &with_traffic {
+            if b.error_rate.is_finite()
+                && b.error_rate >= c.eject_error_rate
+                && b.error_rate > ERROR_OUTLIER_OVER_MEDIAN * med_err
+            {
+                outliers.push((
+                    f64::INFINITY,
+                    b.backend.clone(),
+                    format!(
+                        "error_rate {:.3} >= {:.3}",
+                        b.error_rate, c.eject_error_rate
+                    ),
+                ));
+                continue;
+            }
+            if let Some(m) = med_lat
+                && with_traffic.len() >= MIN_POOL_FOR_LATENCY_EJECTION
+            {
+                let l = lat(b);
+                if l.is_finite()
+                    && l > c.eject_latency_factor * m
+                    && l - m > c.eject_latency_min_excess
+                {
+                    outliers.push((
+                        l / m.max(1e-9),
+                        b.backend.clone(),
+                        format!(
+                            "latency {:.3}s > {:.1} x median {:.3}s",
+                            l, c.eject_latency_factor, m
+                        ),
+                    ));
+                }
+            }
+        }
+        outliers.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+
+        let pool = healthy.len();
+        let budget = if pool >= 2 {
+            ((c.max_ejection_fraction * pool as f64).floor() as usize)
+                .max(1)
+                .min(pool - 1)
+        } else {
+            0
+        };
+        let mut ejected = active_ejected;
+        let mut left_over = false;
+        for (_, name, why) in outliers {
+            if ejected.len() >= budget {
+                ex.rules
+                    .push(format!("ejection_budget_exhausted: {name} ({why}) stays"));
+                left_over = true;
+                continue;
+            }
+            let e = self.ejections.entry(name.clone()).or_insert(Ejection {
+                until: now,
+                count: 0,
+                released_at: Some(now),
+            });
+            // Forgive past ejections after a clean spell as long as the last one.
+            if let Some(r) = e.released_at
+                && now - r > c.base_ejection_time * e.count.max(1) as f64
+            {
+                e.count = 0;
+            }
+            e.count = e.count.saturating_add(1);
+            e.until = now + c.base_ejection_time * e.count as f64;
+            e.released_at = None;
+            ex.rules.push(format!(
+                "eject {name}: {why}; for {:.0}s",
+                c.base_ejection_time * e.count as f64
+            ));
+            ejected.push(name);
+        }
+        ejected.sort();
+        (ejected, left_over)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::*;
+    use crate::types::*;
+
+    #[test]
+    fn stuck_backend_is_ejected_by_littles_law_before_slow_responses_complete() {
+        let mut p = engine();
+        let mut backends: Vec<_> = (0..11)
+            .map(|i| obs(&format!("b{i:02}"), 0.0, 90.0, 0.45, 0.01, 0.05))
+            .collect();
+        // b05 answers nothing yet but holds 40 requests.
+        backends[5].request_rate = 1.0;
+        backends[5].in_flight = 40.0;
+        let d = p.decide(&input(0.0, &backends, 1000.0, None, replicas(11)));
+        assert_eq!(d.ejected, vec!["b05".to_string()]);
+        assert!(d.weights.iter().all(|w| w.backend != "b05"));
+        assert_eq!(d.weights.len(), 10);
+        assert!(
+            d.explanation
+                .rules
+                .iter()
+                .any(|r| r.starts_with("eject b05")),
+            "{:?}",
+            d.explanation.rules
+        );
+        // Still ejected on the next tick, reinstated after the ejection time.
+        let later: Vec<_> = (0..11)
+            .map(|i| obs(&format!("b{i:02}"), 10.0, 100.0, 0.5, 0.01, 0.05))
+            .collect();
+        let d = p.decide(&input(10.0, &later, 1000.0, None, replicas(11)));
+        assert_eq!(d.ejected, vec!["b05".to_string()]);
+        let much_later: Vec<_> = (0..11)
+            .map(|i| obs(&format!("b{i:02}"), 40.0, 100.0, 0.5, 0.01, 0.05))
+            .collect();
+        let d = p.decide(&input(40.0, &much_later, 1000.0, None, replicas(11)));
+        assert!(d.ejected.is_empty(), "{:?}", d.ejected);
+        assert_eq!(d.weights.len(), 11);
+    }
+
+    #[test]
+    fn error_outlier_is_ejected_but_a_pool_wide_outage_is_not() {
+        let mut p = engine();
+        let mut backends: Vec<_> = (0..5)
+            .map(|i| obs(&format!("b{i}"), 0.0, 100.0, 0.5, 0.01, 0.05))
+            .collect();
+        backends[2].error_rate = 0.5;
+        let d = p.decide(&input(0.0, &backends, 500.0, None, replicas(5)));
+        assert_eq!(d.ejected, vec!["b2".to_string()]);
+
+        let mut q = engine();
+        let all_bad: Vec<_> = (0..5)
+            .map(|i| BackendObservation {
+                error_rate: 0.6,
+                ..obs(&format!("b{i}"), 0.0, 100.0, 0.5, 0.01, 0.05)
+            })
+            .collect();
+        let d = q.decide(&input(0.0, &all_bad, 500.0, None, replicas(5)));
+        assert!(d.ejected.is_empty());
+    }
+}

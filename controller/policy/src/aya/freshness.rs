@@ -1,0 +1,222 @@
+//! Freshness: whether the telemetry is recent enough to learn from, and whether
+//! the forecast is trusted (its one-interval-ahead error is scored every tick).
+
+use super::AyaPolicy;
+use crate::capacity::positive;
+use crate::types::{DemandForecast, Explanation, TickInput, Time};
+
+/// What the forecast says for this tick, and whether it is trusted.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ForecastView {
+    pub(super) next: f64,
+    pub(super) peak_upper: f64,
+    /// Largest upper bound over the scale-in horizon.
+    pub(super) peak_upper_in: f64,
+    pub(super) trusted: bool,
+}
+
+impl AyaPolicy {
+    /// Whether the newest observation is older than `stale_intervals ×
+    /// interval` (then the models are not updated and weights are held).
+    /// `input.interval` is the sanitised, positive interval.
+    pub(super) fn stale_telemetry(&self, input: &TickInput<'_>, ex: &mut Explanation) -> bool {
+        let newest = input
+            .backends
+            .iter()
+            .map(|b| b.observed_at)
+            .filter(|t| t.is_finite())
+            .fold(f64::NEG_INFINITY, f64::max);
+        let stale = !input.backends.is_empty()
+            && input.now - newest > self.cfg.get().stale_intervals * input.interval;
+        if stale {
+            ex.rules.push(format!(
+                "fallback_reactive: stale telemetry (newest {:.1}s old)",
+                input.now - newest
+            ));
+        }
+        stale
+    }
+
+    pub(super) fn view_forecast(
+        &mut self,
+        input: &TickInput<'_>,
+        ex: &mut Explanation,
+    ) -> Option<ForecastView> {
+        let c = self.cfg.get();
+        // Score the prediction made one interval ago.
+        if let Some((target_t, predicted)) = self.pending_prediction.take()
+            && (input.now - target_t).abs() <= 0.5 * input.interval.max(1e-9)
+            && input.demand_rps.is_finite()
+        {
+            let err = (predicted - input.demand_rps).abs() / input.demand_rps.abs().max(1.0);
+            self.forecast_errors.push_back(err);
+            while self.forecast_errors.len() > c.forecast_error_window {
+                self.forecast_errors.pop_front();
+            }
+        }
+        let f = input.forecast?;
+        let Some(next) = value_at(f, input.now + input.interval) else {
+            ex.rules.push("forecast_invalid -> reactive".into());
+            return None;
+        };
+        let horizon = input.replicas.boot_time.max(0.0) + input.interval + c.scale_lookahead;
+        let peak_upper_up = peak_upper(f, input.now, horizon).unwrap_or(next).max(next);
+        let horizon_in = input.replicas.boot_time.max(0.0) + input.interval + c.scale_in_lookahead;
+        let peak_upper_in = peak_upper(f, input.now, horizon_in)
+            .unwrap_or(next)
+            .max(next);
+        self.pending_prediction = Some((input.now + input.interval, next));
+        let mape = self.recent_forecast_error();
+        let trusted = mape.is_none_or(|e| e <= c.forecast_error_fallback);
+        ex.forecast = Some(format!(
+            "issued_at={:.1} step={:.1}s next={:.1}rps peak_upper(boot+interval+lookahead={:.0}s)={:.1}rps level={:.2} recent_mape={} used={}",
+            f.issued_at,
+            f.step,
+            next,
+            horizon,
+            peak_upper_up,
+            f.level,
+            mape.map_or("n/a".to_string(), |e| format!("{e:.3}")),
+            trusted
+        ));
+        if !trusted {
+            ex.rules.push(format!(
+                "fallback_reactive: forecast error {:.3} > {:.3}",
+                mape.unwrap_or(0.0),
+                c.forecast_error_fallback
+            ));
+        }
+        Some(ForecastView {
+            next,
+            peak_upper: peak_upper_up,
+            peak_upper_in,
+            trusted,
+        })
+    }
+}
+
+/// Linear interpolation of the forecast mean at time `t` on its grid (the
+/// first point is at `issued_at + step`; before it, the first value; beyond
+/// the end, the last). `None` when the forecast is empty or not finite.
+pub(super) fn value_at(f: &DemandForecast, t: Time) -> Option<f64> {
+    interpolate(&f.mean, f.issued_at, f.step, t)
+}
+
+pub(super) fn interpolate(v: &[f64], issued_at: Time, step: f64, t: Time) -> Option<f64> {
+    if v.is_empty() || !positive(step) || v.iter().any(|x| !x.is_finite()) {
+        return None;
+    }
+    let pos = (t - issued_at) / step - 1.0;
+    if !pos.is_finite() || pos <= 0.0 {
+        return Some(v[0]);
+    }
+    let i = pos.floor() as usize;
+    if i + 1 >= v.len() {
+        return v.last().copied();
+    }
+    let frac = pos - i as f64;
+    Some(v[i] * (1.0 - frac) + v[i + 1] * frac)
+}
+
+/// Largest upper bound over `(now, now + horizon]` (grid points inside it and
+/// the interpolated value at its end). Falls back to the mean when the
+/// forecast has no interval.
+pub(super) fn peak_upper(f: &DemandForecast, now: Time, horizon: f64) -> Option<f64> {
+    let series = if f.upper.len() == f.mean.len() && !f.upper.is_empty() {
+        &f.upper
+    } else {
+        &f.mean
+    };
+    let end = now + horizon;
+    let mut peak = interpolate(series, f.issued_at, f.step, end)?;
+    for (k, v) in series.iter().enumerate() {
+        let t = f.issued_at + (k as f64 + 1.0) * f.step;
+        if t > end {
+            break;
+        }
+        if t > now - f.step {
+            peak = peak.max(*v);
+        }
+    }
+    Some(peak)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::*;
+    use super::*;
+    use crate::types::*;
+
+    #[test]
+    fn stale_telemetry_holds_weights_and_replicas() {
+        let mut p = engine();
+        let backends = [
+            obs("a", 0.0, 100.0, 0.4, 0.01, 0.05),
+            obs("b", 0.0, 100.0, 0.4, 0.01, 0.05),
+        ];
+        let d0 = p.decide(&input(0.0, &backends, 200.0, None, replicas(2)));
+        let d = p.decide(&input(100.0, &backends, 5000.0, None, replicas(2)));
+        assert_eq!(d.weights, d0.weights);
+        assert_eq!(d.scaling.desired_replicas, 2);
+        assert!(
+            d.explanation
+                .rules
+                .iter()
+                .any(|r| r.contains("stale telemetry")),
+            "{:?}",
+            d.explanation.rules
+        );
+    }
+
+    #[test]
+    fn bad_forecasts_trigger_the_reactive_fallback() {
+        let mut p = engine();
+        let mut saw = false;
+        for k in 0..8 {
+            let t = k as f64 * 10.0;
+            let backends = [
+                obs("a", t, 100.0, 0.4, 0.01, 0.05),
+                obs("b", t, 100.0, 0.4, 0.01, 0.05),
+            ];
+            // Forecast says 1000 rps; 200 arrives, every time.
+            let f = forecast(t, 1000.0, 1000.0, f64::INFINITY);
+            let d = p.decide(&input(t, &backends, 200.0, Some(&f), replicas(2)));
+            if k >= 1 {
+                saw |= d
+                    .explanation
+                    .rules
+                    .iter()
+                    .any(|r| r.starts_with("fallback_reactive: forecast error"));
+                assert!(
+                    d.scaling.desired_replicas <= 2,
+                    "scaled on an untrusted forecast: {}",
+                    d.scaling.rule
+                );
+            }
+        }
+        assert!(saw);
+        assert!(p.recent_forecast_error().unwrap() > 3.0);
+    }
+
+    #[test]
+    fn forecast_interpolation() {
+        let f = DemandForecast {
+            issued_at: 0.0,
+            step: 10.0,
+            mean: vec![10.0, 20.0, 30.0],
+            lower: vec![],
+            upper: vec![],
+            level: 0.9,
+        };
+        assert_eq!(value_at(&f, 5.0), Some(10.0));
+        assert_eq!(value_at(&f, 15.0), Some(15.0));
+        assert_eq!(value_at(&f, 100.0), Some(30.0));
+        // No interval: the mean stands in for the upper bound.
+        assert_eq!(peak_upper(&f, 0.0, 20.0), Some(20.0));
+        let bad = DemandForecast {
+            mean: vec![f64::NAN],
+            ..f
+        };
+        assert_eq!(value_at(&bad, 5.0), None);
+    }
+}

@@ -1,0 +1,639 @@
+//! Weights: the split of the forecast load over backends of unequal capacity,
+//! the share correction, smoothing and rescaling.
+
+use super::AyaPolicy;
+use crate::capacity::{CapacityEstimate, median, positive};
+use crate::config::WeightObjective;
+use crate::types::{BackendObservation, BackendWeight, Explanation, TickInput};
+use crate::weights::{WEIGHT_SCALE, smooth_bounded, to_published};
+
+/// Shares below this (planned or observed) are too small to correct on:
+/// one window's count of a few requests is mostly noise.
+const MIN_SHARE_FOR_CORRECTION: f64 = 0.005;
+
+/// Bounds of the share-correction multiplier.
+const SHARE_CORRECTION_RANGE: (f64, f64) = (0.25, 4.0);
+
+/// Internal weights are rescaled when their mean leaves this band, so that
+/// integer rounding keeps its resolution over long runs.
+const WEIGHT_MEAN_BAND: (f64, f64) = (10.0, 10_000.0);
+
+/// Capacity estimates of the active backends, as the weight rules use them.
+struct Capacities<'n> {
+    names: Vec<&'n str>,
+    /// Estimates of the kind in use (absolute or relative), positive ones only.
+    usable: Vec<Option<CapacityEstimate>>,
+    use_absolute: bool,
+    /// The usable capacities, requests per second (or relative).
+    known: Vec<f64>,
+    /// max/min of `known` when it has two or more.
+    spread: Option<f64>,
+}
+
+impl Capacities<'_> {
+    /// Weights proportional to capacity (`med` for a backend with none).
+    fn proportional(&self, med: f64) -> Vec<(String, f64)> {
+        self.names
+            .iter()
+            .zip(&self.usable)
+            .map(|(n, e)| (n.to_string(), e.map_or(med, |e| e.capacity_rps)))
+            .collect()
+    }
+}
+
+impl AyaPolicy {
+    /// The weights to publish for the `active` backends at forecast `load`,
+    /// and the capacity spread (max/min) when two or more capacities are known.
+    pub(super) fn compute_weights(
+        &mut self,
+        input: &TickInput<'_>,
+        active: &[&BackendObservation],
+        load: f64,
+        stale: bool,
+        ex: &mut Explanation,
+    ) -> (Vec<BackendWeight>, Option<f64>) {
+        if active.is_empty() {
+            return (Vec::new(), None);
+        }
+        let names: Vec<&str> = active.iter().map(|b| b.backend.as_str()).collect();
+        if stale && names.iter().all(|n| self.weights.contains_key(*n)) {
+            ex.rules.push("hold_weights: stale telemetry".into());
+            let out = names
+                .iter()
+                .map(|n| BackendWeight {
+                    backend: n.to_string(),
+                    weight: to_published(self.weights[*n]),
+                })
+                .collect();
+            return (out, None);
+        }
+        let caps = self.capacities(input, names, ex);
+        let targets = self.weight_targets(active, &caps, load, ex);
+        (self.publish_weights(&targets, ex), caps.spread)
+    }
+
+    /// Each backend's capacity estimate (explained), those of the kind most
+    /// backends have (absolute or relative), and their spread.
+    fn capacities<'n>(
+        &self,
+        input: &TickInput<'_>,
+        names: Vec<&'n str>,
+        ex: &mut Explanation,
+    ) -> Capacities<'n> {
+        let ests: Vec<Option<CapacityEstimate>> = names
+            .iter()
+            .map(|n| self.estimate(n, input.now, input.interval))
+            .collect();
+        for (n, e) in names.iter().zip(&ests) {
+            if let Some(e) = e {
+                ex.inputs.push(format!(
+                    "{n}: capacity={:.1}{} cost_factor={:.2}{}",
+                    e.capacity_rps,
+                    if e.absolute { "rps" } else { "(relative)" },
+                    e.cost_factor,
+                    if e.degrading { " DEGRADING" } else { "" }
+                ));
+                if e.degrading {
+                    ex.rules.push(format!(
+                        "degrading {n}: cost per request rising x{:.2}",
+                        e.cost_factor
+                    ));
+                }
+            }
+        }
+        let abs_count = ests.iter().flatten().filter(|e| e.absolute).count();
+        let rel_count = ests.iter().flatten().filter(|e| !e.absolute).count();
+        let use_absolute = abs_count >= rel_count;
+        let usable: Vec<Option<CapacityEstimate>> = ests
+            .iter()
+            .map(|e| e.filter(|e| e.absolute == use_absolute && e.capacity_rps > 0.0))
+            .collect();
+        let known: Vec<f64> = usable.iter().flatten().map(|e| e.capacity_rps).collect();
+
+        let spread = if known.len() >= 2 {
+            let (lo, hi) = known.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &x| {
+                (lo.min(x), hi.max(x))
+            });
+            Some(hi / lo.max(1e-12))
+        } else {
+            None
+        };
+        Capacities {
+            names,
+            usable,
+            use_absolute,
+            known,
+            spread,
+        }
+    }
+
+    /// Target weights before smoothing: equal for a homogeneous pool or
+    /// without a model, else the objective's split (or proportional to capacity).
+    fn weight_targets(
+        &mut self,
+        active: &[&BackendObservation],
+        caps: &Capacities<'_>,
+        load: f64,
+        ex: &mut Explanation,
+    ) -> Vec<(String, f64)> {
+        let capacity_spread = self.cfg.get().capacity_spread;
+        let names = &caps.names;
+        let usable = &caps.usable;
+        match (median(&caps.known), caps.spread) {
+            (None, _) => {
+                ex.rules.push("weights_equal: no capacity model yet".into());
+                names.iter().map(|n| (n.to_string(), 1.0)).collect()
+            }
+            (Some(_), Some(s))
+                if s <= capacity_spread
+                    && !usable.iter().any(|e| e.is_some_and(|e| e.degrading)) =>
+            {
+                ex.rules.push(format!(
+                    "weights_equal: homogeneous pool (capacity spread {s:.2} <= {capacity_spread:.2})",
+                ));
+                names.iter().map(|n| (n.to_string(), 1.0)).collect()
+            }
+            (Some(med), _) => {
+                let all_cpu =
+                    caps.use_absolute && usable.iter().all(|e| e.is_some_and(|e| e.cpu.is_some()));
+                if all_cpu && load > 0.0 {
+                    self.objective_split(active, caps, med, load, ex)
+                } else {
+                    ex.rules.push("weights_proportional_to_capacity".into());
+                    caps.proportional(med)
+                }
+            }
+        }
+    }
+
+    /// Equalise predicted utilisation at the forecast load, or the latency or
+    /// tail objective's split over full capacities; then the share correction.
+    fn objective_split(
+        &mut self,
+        active: &[&BackendObservation],
+        caps: &Capacities<'_>,
+        med: f64,
+        load: f64,
+        ex: &mut Explanation,
+    ) -> Vec<(String, f64)> {
+        let c = self.cfg.get().clone();
+        // Equalise predicted utilisation at the forecast load.
+        let lines: Vec<(f64, f64)> = caps
+            .usable
+            .iter()
+            .flatten()
+            .filter_map(|e| e.cpu.map(|l| (l.intercept, l.slope)))
+            .collect();
+        let sum_inv: f64 = lines.iter().map(|(_, b)| 1.0 / b).sum();
+        let sum_ab: f64 = lines.iter().map(|(a, b)| a / b).sum();
+        let u = (load + sum_ab) / sum_inv;
+        ex.rules.push(format!(
+            "weights_equalise_utilisation: load={load:.1}rps -> predicted utilisation {u:.3} (target {:.2})",
+            c.target_utilization
+        ));
+        let mut xs: Vec<f64> = lines.iter().map(|(a, b)| ((u - a) / b).max(0.0)).collect();
+        let mus: Vec<f64> = lines
+            .iter()
+            .map(|(a, b)| ((1.0 - a) / b).max(0.0))
+            .collect();
+        match c.objective {
+            WeightObjective::Latency => {
+                if let Some(split) = latency_split(&mus, load) {
+                    ex.rules.push(
+                        "weights_minimise_latency: square-root assignment over full capacities"
+                            .into(),
+                    );
+                    xs = split;
+                }
+            }
+            WeightObjective::Tail => {
+                if let Some(split) = tail_split(&mus, load) {
+                    ex.rules.push(
+                        "weights_minimise_tail: equal spare capacity over full capacities".into(),
+                    );
+                    xs = split;
+                }
+            }
+            WeightObjective::Utilization => {}
+        }
+        if xs.iter().sum::<f64>() > 0.0 {
+            let xs = self.correct_shares(active, xs, ex);
+            caps.names
+                .iter()
+                .zip(xs)
+                .map(|(n, x)| (n.to_string(), x))
+                .collect()
+        } else {
+            caps.proportional(med)
+        }
+    }
+
+    /// Smooth and bound the step towards `targets`, rescale when the mean
+    /// leaves [`WEIGHT_MEAN_BAND`], remember the result and publish it.
+    fn publish_weights(
+        &mut self,
+        targets: &[(String, f64)],
+        ex: &mut Explanation,
+    ) -> Vec<BackendWeight> {
+        let c = self.cfg.get();
+        let mut new = smooth_bounded(
+            targets,
+            &self.weights,
+            c.weight_smoothing,
+            c.max_weight_step,
+        );
+        let mean = new.iter().map(|(_, w)| w).sum::<f64>() / new.len() as f64;
+        if !(WEIGHT_MEAN_BAND.0..=WEIGHT_MEAN_BAND.1).contains(&mean) && mean > 0.0 {
+            let k = WEIGHT_SCALE / mean;
+            for (_, w) in &mut new {
+                *w = (*w * k).max(1.0);
+            }
+            ex.rules.push("weights_rescaled".into());
+        }
+        self.weights = new.iter().cloned().collect();
+        new.iter()
+            .map(|(n, w)| BackendWeight {
+                backend: n.clone(),
+                weight: to_published(*w),
+            })
+            .collect()
+    }
+
+    /// Close the loop from planned split to observed traffic. A weighted
+    /// least-request data plane does not send traffic in proportion to the
+    /// weights: busy fast backends shed picks to idle slow ones. Each
+    /// backend's multiplier moves by `(planned share / observed share)^gain`
+    /// per tick (clamped to [1/4, 4]), so the traffic that arrives follows
+    /// the split the objective chose. `gain = 0` publishes the split as is.
+    fn correct_shares(
+        &mut self,
+        active: &[&BackendObservation],
+        xs: Vec<f64>,
+        ex: &mut Explanation,
+    ) -> Vec<f64> {
+        let gain = self.cfg.get().share_correction;
+        let present: Vec<&str> = active.iter().map(|b| b.backend.as_str()).collect();
+        self.share_correction
+            .retain(|k, _| present.contains(&k.as_str()));
+        if gain <= 0.0 || xs.len() != active.len() {
+            self.share_correction.clear();
+            return xs;
+        }
+        let sum_x: f64 = xs.iter().sum();
+        let sum_r: f64 = active
+            .iter()
+            .map(|b| b.request_rate)
+            .filter(|r| r.is_finite() && *r > 0.0)
+            .sum();
+        let mut out = Vec::with_capacity(xs.len());
+        for (b, x) in active.iter().zip(xs) {
+            let k = self
+                .share_correction
+                .entry(b.backend.clone())
+                .or_insert(1.0);
+            let planned = x / sum_x;
+            let observed = if b.request_rate.is_finite() && sum_r > 0.0 {
+                b.request_rate.max(0.0) / sum_r
+            } else {
+                0.0
+            };
+            if planned >= MIN_SHARE_FOR_CORRECTION && observed >= MIN_SHARE_FOR_CORRECTION {
+                let next = *k * (planned / observed).powf(gain);
+                if next.is_finite() {
+                    *k = next.clamp(SHARE_CORRECTION_RANGE.0, SHARE_CORRECTION_RANGE.1);
+                }
+            }
+            out.push(x * *k);
+        }
+        if self
+            .share_correction
+            .values()
+            .any(|k| (k - 1.0).abs() > 0.05)
+        {
+            ex.rules.push(format!(
+                "weights_share_correction: {}",
+                self.share_correction
+                    .iter()
+                    .map(|(n, k)| format!("{n}x{k:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ));
+        }
+        out
+    }
+}
+
+/// Keep at least this fraction of total capacity spare before using the
+/// latency-optimal split; closer to saturation it degenerates to "all
+/// backends at 100 %", and proportional (equal utilisation) is safer.
+const LATENCY_SPLIT_MIN_SLACK: f64 = 0.05;
+
+/// Latency-optimal static split of `load` over servers of capacities `mus`
+/// (M/M/1 each): `x_i = μ_i − √μ_i · (Σμ − L)/Σ√μ` over the servers that get
+/// a positive share (the rest get none). `None` when the pool cannot carry
+/// the load with 5 % to spare (`LATENCY_SPLIT_MIN_SLACK`).
+pub fn latency_split(mus: &[f64], load: f64) -> Option<Vec<f64>> {
+    water_fill(mus, load, f64::sqrt)
+}
+
+/// Tail-optimal static split of `load` over servers of capacities `mus`
+/// (M/M/1 each): every server that gets traffic keeps the same spare
+/// capacity, `x_i = μ_i − c` with `c = (Σμ − L)/n` over the servers used.
+/// The sojourn time at server i is exponential with rate `μ_i − x_i = c`, so
+/// every used server has the same tail, the largest common decay rate
+/// possible. `None` when the pool cannot carry the load with 5 % to spare
+/// (`LATENCY_SPLIT_MIN_SLACK`).
+pub fn tail_split(mus: &[f64], load: f64) -> Option<Vec<f64>> {
+    water_fill(mus, load, |_| 1.0)
+}
+
+/// Water-filling behind [`latency_split`] and [`tail_split`]: over the
+/// servers used, `x_i = μ_i − g(μ_i) · k` with `k = (Σμ − L)/Σg(μ)`, so the
+/// shares sum to the load. A server whose share would be negative gets none
+/// and `k` is recomputed; `k` only grows as servers are dropped, so a dropped
+/// server never comes back and the order of dropping does not matter.
+fn water_fill(mus: &[f64], load: f64, g: impl Fn(f64) -> f64) -> Option<Vec<f64>> {
+    let total: f64 = mus.iter().sum();
+    if !positive(load) || !positive(total) || load > total * (1.0 - LATENCY_SPLIT_MIN_SLACK) {
+        return None;
+    }
+    let mut used: Vec<bool> = mus.iter().map(|m| *m > 0.0).collect();
+    for _ in 0..mus.len() {
+        let (s_mu, s_g) = mus
+            .iter()
+            .zip(&used)
+            .filter(|(_, u)| **u)
+            .fold((0.0, 0.0), |(sm, sg), (m, _)| (sm + m, sg + g(*m)));
+        if !positive(s_g) {
+            return None;
+        }
+        let k = (s_mu - load) / s_g;
+        let xs: Vec<f64> = mus
+            .iter()
+            .zip(&used)
+            .map(|(m, u)| if *u { m - g(*m) * k } else { 0.0 })
+            .collect();
+        if let Some(i) = xs.iter().zip(&used).position(|(x, u)| *u && *x < 0.0) {
+            used[i] = false;
+            continue;
+        }
+        return Some(xs);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::*;
+    use super::*;
+    use crate::aya::AyaPolicy;
+    use crate::config::AyaConfig;
+    use crate::types::*;
+
+    #[test]
+    fn degrading_backend_loses_weight_before_it_saturates() {
+        let mut p = engine();
+        let names = ["a", "b", "c", "d"];
+        let mut last = None;
+        for k in 0..30 {
+            let t = k as f64 * 10.0;
+            // Load varies a little so the load → CPU fit is identifiable.
+            let rate = 100.0 + 10.0 * ((k % 5) as f64 - 2.0);
+            // Backend d's cost per request rises 4 % per tick from tick 15.
+            let d_cost = 0.004 * if k >= 15 { 1.04f64.powi(k - 14) } else { 1.0 };
+            let backends: Vec<_> = names
+                .iter()
+                .map(|n| {
+                    let c = if *n == "d" { d_cost } else { 0.004 };
+                    obs(n, t, rate, c * rate, 0.01, 0.06)
+                })
+                .collect();
+            let d_cpu = d_cost * rate;
+            let dec = p.decide(&input(t, &backends, rate * 4.0, None, replicas(4)));
+            if k == 14 {
+                assert_eq!(
+                    weight(&dec, "d"),
+                    weight(&dec, "a"),
+                    "steady pool: equal weights"
+                );
+            }
+            if k >= 15 && weight(&dec, "d") < weight(&dec, "a") * 9 / 10 && last.is_none() {
+                last = Some((k, d_cpu));
+            }
+        }
+        let (k, cpu) = last.expect("d never lost weight");
+        assert!(
+            cpu < 0.6,
+            "down-weighted at tick {k} while its CPU was still {cpu:.2}"
+        );
+    }
+
+    #[test]
+    fn unequal_capacities_get_weights_that_equalise_utilisation() {
+        let cfg = AyaConfig {
+            objective: crate::config::WeightObjective::Utilization,
+            // The observed rates below are fixed; this test checks the split itself.
+            share_correction: 0.0,
+            ..AyaConfig::default()
+        };
+        let mut p = AyaPolicy::new(cfg.validate().unwrap());
+        let mut dec = None;
+        for k in 0..20 {
+            let t = k as f64 * 10.0;
+            let rate = 100.0 + 5.0 * (k % 3) as f64;
+            // b is twice as fast: half the CPU per request.
+            let backends = [
+                obs("a", t, rate, 0.004 * rate, 0.02, 0.12),
+                obs("b", t, rate, 0.002 * rate, 0.01, 0.06),
+            ];
+            dec = Some(p.decide(&input(t, &backends, 2.0 * rate, None, replicas(2))));
+        }
+        let dec = dec.unwrap();
+        let ratio = weight(&dec, "b") as f64 / weight(&dec, "a") as f64;
+        // This test runs the utilisation objective (see its config below).
+        assert!((ratio - 2.0).abs() < 0.15, "weights {:?}", dec.weights);
+        assert!(
+            dec.explanation
+                .rules
+                .iter()
+                .any(|r| r.starts_with("weights_equalise_utilisation")),
+            "{:?}",
+            dec.explanation
+        );
+    }
+
+    #[test]
+    fn latency_objective_loads_fast_backends_more_than_proportionally() {
+        let cfg = AyaConfig {
+            objective: crate::config::WeightObjective::Latency,
+            share_correction: 0.0,
+            ..AyaConfig::default()
+        };
+        let mut p = AyaPolicy::new(cfg.validate().unwrap());
+        let mut dec = None;
+        for k in 0..20 {
+            let t = k as f64 * 10.0;
+            let rate = 100.0 + 5.0 * (k % 3) as f64;
+            let backends = [
+                obs("a", t, rate, 0.004 * rate, 0.02, 0.12),
+                obs("b", t, rate, 0.001 * rate, 0.005, 0.03),
+            ];
+            dec = Some(p.decide(&input(t, &backends, 2.0 * rate, None, replicas(2))));
+        }
+        let dec = dec.unwrap();
+        let ratio = weight(&dec, "b") as f64 / weight(&dec, "a") as f64;
+        assert!(
+            ratio > 4.0,
+            "capacity ratio is 4, latency-optimal split is steeper: {:?}",
+            dec.weights
+        );
+        assert!(
+            dec.explanation
+                .rules
+                .iter()
+                .any(|r| r.starts_with("weights_minimise_latency")),
+            "{:?}",
+            dec.explanation
+        );
+    }
+
+    #[test]
+    fn latency_split_matches_the_square_root_rule() {
+        // μ = 100, 400; L = 300: k = (500 − 300)/(10 + 20) = 6.67.
+        let xs = latency_split(&[100.0, 400.0], 300.0).unwrap();
+        assert!((xs[0] - (100.0 - 10.0 * 200.0 / 30.0)).abs() < 1e-9);
+        assert!((xs.iter().sum::<f64>() - 300.0).abs() < 1e-9);
+        // A very slow server gets nothing at light load.
+        let xs = latency_split(&[1.0, 400.0], 50.0).unwrap();
+        assert_eq!(xs[0], 0.0);
+        assert!((xs[1] - 50.0).abs() < 1e-9);
+        assert!(latency_split(&[100.0, 100.0], 199.0).is_none());
+    }
+
+    #[test]
+    fn tail_split_equalises_spare_capacity() {
+        // μ = 100, 200, 400; L = 400: spare (700 − 400)/3 = 100 each, so the
+        // slowest server gets nothing and the split is redone over the other two:
+        // spare (600 − 400)/2 = 100 → 100, 300.
+        let xs = tail_split(&[100.0, 200.0, 400.0], 400.0).unwrap();
+        assert_eq!(xs[0], 0.0);
+        assert!((xs[1] - 100.0).abs() < 1e-9, "{xs:?}");
+        assert!((xs[2] - 300.0).abs() < 1e-9, "{xs:?}");
+        // At higher load everyone works, with equal spare capacity.
+        let xs = tail_split(&[100.0, 200.0, 400.0], 550.0).unwrap();
+        let spare: Vec<f64> = [100.0, 200.0, 400.0]
+            .iter()
+            .zip(&xs)
+            .map(|(m, x)| m - x)
+            .collect();
+        assert!(spare.iter().all(|s| (s - 50.0).abs() < 1e-9), "{spare:?}");
+        assert!((xs.iter().sum::<f64>() - 550.0).abs() < 1e-9);
+        // No split without 5 % spare capacity, nor for nonsense input.
+        assert!(tail_split(&[100.0, 100.0], 199.0).is_none());
+        assert!(tail_split(&[100.0], f64::NAN).is_none());
+    }
+
+    #[test]
+    fn tail_objective_is_the_default_and_starves_slow_backends_more_than_latency() {
+        let run = |objective| {
+            let cfg = AyaConfig {
+                objective,
+                // Fixed observed rates: compare the splits themselves.
+                share_correction: 0.0,
+                ..AyaConfig::default()
+            };
+            let mut p = AyaPolicy::new(cfg.validate().unwrap());
+            let mut dec = None;
+            for k in 0..20 {
+                let t = k as f64 * 10.0;
+                let rate = 100.0 + 5.0 * (k % 3) as f64;
+                let backends = [
+                    obs("a", t, rate, 0.004 * rate, 0.02, 0.12),
+                    obs("b", t, rate, 0.001 * rate, 0.005, 0.03),
+                ];
+                // Weights are split at the observed demand: 1000 rps over
+                // capacities 250 and 1000 rps, where both objectives use both.
+                dec = Some(p.decide(&input(t, &backends, 1000.0, None, replicas(2))));
+            }
+            let dec = dec.unwrap();
+            (
+                weight(&dec, "b") as f64 / weight(&dec, "a") as f64,
+                dec.explanation,
+            )
+        };
+        assert_eq!(
+            AyaConfig::default().objective,
+            crate::config::WeightObjective::Tail
+        );
+        let (tail, ex) = run(crate::config::WeightObjective::Tail);
+        let (latency, _) = run(crate::config::WeightObjective::Latency);
+        assert!(tail > latency, "tail {tail} vs latency {latency}");
+        assert!(
+            ex.rules
+                .iter()
+                .any(|r| r.starts_with("weights_minimise_tail")),
+            "{ex:?}"
+        );
+    }
+
+    #[test]
+    fn share_correction_steers_observed_traffic_towards_the_plan() {
+        // Two backends, capacities 250 and 1000 rps; the tail split at 1000 rps
+        // plans 125 / 875. The data plane sends 300 / 700 instead (a slow
+        // backend picks up overflow): the slow one's weight must fall relative
+        // to what the uncorrected engine publishes.
+        let run = |gain: f64| {
+            let cfg = AyaConfig {
+                share_correction: gain,
+                ..AyaConfig::default()
+            };
+            let mut p = AyaPolicy::new(cfg.validate().unwrap());
+            let mut dec = None;
+            for k in 0..20 {
+                let t = k as f64 * 10.0;
+                let jitter = 5.0 * (k % 3) as f64;
+                let (ra, rb) = (300.0 + jitter, 700.0 - jitter);
+                let backends = [
+                    obs("a", t, ra, 0.004 * ra, 0.02, 0.12),
+                    obs("b", t, rb, 0.001 * rb, 0.005, 0.03),
+                ];
+                dec = Some(p.decide(&input(t, &backends, 1000.0, None, replicas(2))));
+            }
+            dec.unwrap()
+        };
+        let plain = run(0.0);
+        let corrected = run(0.25);
+        let ratio = |d: &Decision| weight(d, "b") as f64 / weight(d, "a") as f64;
+        assert!(
+            ratio(&corrected) > ratio(&plain) * 1.5,
+            "{:?} vs {:?}",
+            corrected.weights,
+            plain.weights
+        );
+        assert!(
+            corrected
+                .explanation
+                .rules
+                .iter()
+                .any(|r| r.starts_with("weights_share_correction")),
+            "{:?}",
+            corrected.explanation
+        );
+        // The multiplier is bounded: at most 4 either way.
+        assert!(ratio(&corrected) <= ratio(&plain) * 16.0 + 1.0);
+    }
+
+    #[test]
+    fn share_correction_leaves_a_homogeneous_pool_alone() {
+        let mut p = engine();
+        for k in 0..20 {
+            let t = k as f64 * 10.0;
+            let backends = [
+                obs("a", t, 300.0, 0.3, 0.01, 0.06),
+                obs("b", t, 100.0, 0.1, 0.01, 0.06),
+            ];
+            let d = p.decide(&input(t, &backends, 400.0, None, replicas(2)));
+            assert_eq!(weight(&d, "a"), weight(&d, "b"), "{:?}", d.explanation);
+        }
+    }
+}

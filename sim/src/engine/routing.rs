@@ -1,0 +1,193 @@
+//! Routing: the set of routable hosts and the arrival of a request at the data plane.
+
+use super::Sim;
+use super::backends::{Job, Life, PsJob};
+use super::scoring::Outcome;
+use crate::model::Discipline;
+use crate::workload::Arrival;
+
+impl Sim<'_> {
+    pub(super) fn rebuild_routing(&mut self) {
+        self.routable.clear();
+        for (i, b) in self.bs.iter().enumerate() {
+            if b.life == Life::Ready && !b.detected_down && !b.ejected {
+                self.routable.push(i as u32);
+            }
+        }
+        if self.routable.is_empty() {
+            // Envoy's panic mode: with every host ejected, route to all ready hosts.
+            for (i, b) in self.bs.iter().enumerate() {
+                if b.life == Life::Ready && !b.detected_down {
+                    self.routable.push(i as u32);
+                }
+            }
+        }
+        let hosts = std::mem::take(&mut self.routable);
+        self.lb
+            .rebuild(&hosts, &self.weight, &self.hashes, &self.outstanding);
+        self.routable = hosts;
+    }
+
+    pub(super) fn arrive(&mut self, a: Arrival) {
+        let id = self.next_id;
+        self.next_id += 1;
+        if id == self.model.warmup_requests && self.model.warmup_requests > 0 && !self.scoring {
+            self.start_scoring();
+        }
+        self.tel_arrivals += 1;
+        self.ser_arr += 1;
+        if self.scored(id, a.time) {
+            self.m.arrived += 1;
+        }
+        let job = Job {
+            id,
+            arrival: a.time,
+            size: a.size,
+        };
+        if self.central {
+            self.push_deadline(a.time, u32::MAX);
+            self.account_sys();
+            self.in_system += 1;
+            // First idle routable backend, else the central queue.
+            let mut idle = None;
+            for &h in &self.routable {
+                let b = &self.bs[h as usize];
+                if !b.failed
+                    && b.busy < b.m.concurrency.max(1)
+                    && b.m.discipline == Discipline::Fcfs
+                {
+                    idle = Some(h);
+                    break;
+                }
+            }
+            match idle {
+                Some(h) => {
+                    self.outstanding[h as usize] += 1;
+                    self.bs[h as usize].account(self.now);
+                    self.bs[h as usize].in_system += 1;
+                    self.start_fcfs(h, job);
+                }
+                None => self.central_q.push_back(job),
+            }
+            return;
+        }
+        let Some(h) = self
+            .lb
+            .pick(a.key, self.now, &self.outstanding, &mut self.routing)
+        else {
+            self.push_deadline_done();
+            self.outcome(id, a.time, Outcome::Drop);
+            return;
+        };
+        let hu = h as usize;
+        if self.bs[hu].failed {
+            self.push_deadline_done();
+            self.outcome(id, a.time, Outcome::Error);
+            self.bs[hu].tel_err += 1;
+            return;
+        }
+        let limit = self.bs[hu]
+            .m
+            .queue_limit
+            .map(|l| l as u64)
+            .unwrap_or(u64::MAX);
+        let waiting = match self.bs[hu].m.discipline {
+            Discipline::Fcfs => self.bs[hu].queue.len() as u64,
+            Discipline::Ps => {
+                (self.bs[hu].ps.len() as u64).saturating_sub(self.bs[hu].m.concurrency as u64)
+            }
+        };
+        let full = match self.bs[hu].m.discipline {
+            Discipline::Fcfs => {
+                self.bs[hu].busy >= self.bs[hu].m.concurrency.max(1) && waiting >= limit
+            }
+            Discipline::Ps => waiting >= limit,
+        };
+        if full {
+            self.push_deadline_done();
+            self.outcome(id, a.time, Outcome::Drop);
+            return;
+        }
+        self.push_deadline(a.time, h);
+        self.account_sys();
+        self.in_system += 1;
+        self.outstanding[hu] += 1;
+        let b = &mut self.bs[hu];
+        b.account(self.now);
+        b.in_system += 1;
+        match b.m.discipline {
+            Discipline::Fcfs => {
+                if b.busy < b.m.concurrency.max(1) {
+                    self.start_fcfs(h, job);
+                } else {
+                    b.queue.push_back(job);
+                }
+            }
+            Discipline::Ps => {
+                b.ps_advance(self.now);
+                let size = match b.fixed_latency {
+                    // Fixed latency under PS: scale work so an uncontended request takes `latency`.
+                    Some(l) => l * b.speed(),
+                    None => job.size,
+                };
+                let tag = b.ps_v + size;
+                b.ps.push(PsJob { tag, job });
+                self.ps_reschedule(h);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::Sim;
+    use crate::engine::test_support::model;
+    use crate::workload::Arrival;
+
+    #[test]
+    fn ejected_backends_leave_the_routable_set_until_all_are_ejected() {
+        let m = model(3, 0.5, 10);
+        let mut s = Sim::new(&m, 1, None).unwrap();
+        assert_eq!(s.routable, vec![0, 1, 2]);
+        s.bs[1].ejected = true;
+        s.rebuild_routing();
+        assert_eq!(s.routable, vec![0, 2]);
+        for b in &mut s.bs {
+            b.ejected = true;
+        }
+        s.rebuild_routing();
+        assert_eq!(
+            s.routable,
+            vec![0, 1, 2],
+            "panic mode routes to every ready host"
+        );
+        s.bs[0].detected_down = true;
+        s.rebuild_routing();
+        assert_eq!(
+            s.routable,
+            vec![1, 2],
+            "a host known down is never routed to"
+        );
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_a_failed_backend_errors() {
+        let mut m = model(1, 0.5, 10);
+        m.backends[0].queue_limit = Some(1);
+        let mut s = Sim::new(&m, 1, None).unwrap();
+        let a = |time| Arrival {
+            time,
+            size: 1.0,
+            key: 0,
+        };
+        s.arrive(a(0.0)); // served
+        s.arrive(a(0.0)); // queued
+        s.arrive(a(0.0)); // dropped
+        assert_eq!(s.in_system, 2);
+        assert_eq!(s.m.dropped, 1);
+        s.bs[0].failed = true;
+        s.arrive(a(0.0));
+        assert_eq!(s.m.errors, 1);
+        assert_eq!(s.bs[0].tel_err, 1);
+    }
+}
