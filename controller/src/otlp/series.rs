@@ -127,7 +127,7 @@ impl SeriesTable {
                     Prev::Buckets(_) => f64::NAN,
                 };
                 let restarted = start_ns != 0 && e.start_ns != 0 && start_ns != e.start_ns;
-                Some(if restarted || !(value >= prev) {
+                Some(if restarted || prev.is_nan() || value < prev {
                     value
                 } else {
                     value - prev
@@ -232,7 +232,7 @@ fn difference(prev: &[Bucket], cur: &[Bucket]) -> Option<Vec<Bucket>> {
 /// or the bounds are not increasing.
 pub fn explicit_buckets(bounds: &[f64], counts: &[f64]) -> Option<Vec<Bucket>> {
     if counts.len() != bounds.len() + 1
-        || bounds.windows(2).any(|w| !(w[0] < w[1]))
+        || bounds.windows(2).any(|w| w[0] >= w[1])
         || bounds.iter().any(|b| b.is_nan())
     {
         return None;
@@ -311,7 +311,7 @@ pub fn quantile(buckets: &[Bucket], q: f64) -> Option<f64> {
             .then(a.lower.total_cmp(&b.lower))
     });
     let n = total(&sorted);
-    if !(n > 0.0) {
+    if n.is_nan() || n <= 0.0 {
         return None;
     }
     let rank = q.clamp(0.0, 1.0) * n;
