@@ -281,3 +281,84 @@ async fn service_receives_remote_write() {
     assert_eq!(pts, vec![3.0, 7.0]);
     running.stop().await;
 }
+
+/// A real Prometheus (Debian's `prometheus`) scrapes a tiny exporter on
+/// loopback and remote-writes to the receiver. Skipped, with a note, when
+/// the binary is absent (a failure when `AYA_REQUIRE_PROMETHEUS` is set,
+/// as `.ci/run` does after installing it).
+#[tokio::test]
+async fn real_prometheus_remote_writes_to_aya() {
+    let bin = std::env::var("AYA_PROMETHEUS").unwrap_or_else(|_| "prometheus".into());
+    if std::process::Command::new(&bin)
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("AYA_REQUIRE_PROMETHEUS").is_none(),
+            "AYA_REQUIRE_PROMETHEUS is set but `{bin}` does not run"
+        );
+        eprintln!("skipped: no `{bin}` binary (apt-get install -y prometheus)");
+        return;
+    }
+    let (addr, got, stop) = start().await;
+    // The exporter: a gauge named as the OTel conventions spell it in Prometheus.
+    let exporter = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let exp_addr = exporter.local_addr().unwrap();
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(|| async {
+            "# TYPE http_server_active_requests gauge\nhttp_server_active_requests 5\n"
+        }),
+    );
+    tokio::spawn(async move { axum::serve(exporter, app).await });
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global: {{ scrape_interval: 1s }}\n\
+             scrape_configs:\n- job_name: web\n  static_configs: [{{ targets: ['{exp_addr}'] }}]\n\
+             remote_write:\n- url: http://{addr}{}\n  queue_config: {{ batch_send_deadline: 1s }}\n",
+            remote_write::PATH
+        ),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(&bin)
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg("--web.listen-address=127.0.0.1:0")
+        .arg("--storage.remote.flush-deadline=1s")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let want = |v: &[Translated]| {
+        v.iter().any(|t| {
+            t.cluster == "web"
+                && t.backend == exp_addr.to_string()
+                && t.metric == "in_flight"
+                && t.value == 5.0
+        })
+    };
+    let mut ok = false;
+    for _ in 0..300 {
+        if want(&got.lock().unwrap()) {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Stop Prometheus before the receiver (its shutdown waits on the queue).
+    let _ = child.kill().await;
+    let _ = stop.send(());
+    assert!(
+        ok,
+        "no in_flight sample from Prometheus within 30 s: {:?}",
+        got.lock().unwrap()
+    );
+}
