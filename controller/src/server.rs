@@ -176,6 +176,10 @@ pub async fn serve_controller(
         .add_service(crate::keda::keda_service_with_forecast(
             all,
             forecast_peak(ctl.clone()),
+        ))
+        .add_service(crate::otlp::metrics_service(
+            crate::otlp::IngestMapping::default(),
+            crate::otlp::ingest_sink(ctl.clone()),
         ));
 
     let metrics_task = listeners.metrics.map(|l| {
@@ -183,7 +187,11 @@ pub async fn serve_controller(
             ctl.metrics().clone(),
             ctl.publisher().clone(),
             ctl.xds_stats().clone(),
-        );
+        )
+        .merge(crate::remote_write::router(
+            crate::otlp::IngestMapping::prometheus(),
+            crate::otlp::ingest_sink(ctl.clone()),
+        ));
         let stop = stopped(stop_rx.clone());
         tokio::spawn(async move { axum::serve(l, app).with_graceful_shutdown(stop).await })
     });
