@@ -12,7 +12,12 @@ fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--out" => out = args.next().map(PathBuf::from).ok_or_else(|| anyhow::anyhow!("--out needs a directory"))?,
+            "--out" => {
+                out = args
+                    .next()
+                    .map(PathBuf::from)
+                    .ok_or_else(|| anyhow::anyhow!("--out needs a directory"))?
+            }
             "--split" => {
                 cfg.split = match args.next().as_deref() {
                     Some("test") => Some(Split::Test),
@@ -27,9 +32,16 @@ fn main() -> anyhow::Result<()> {
                     .and_then(|s| s.parse().ok())
                     .ok_or_else(|| anyhow::anyhow!("--seed needs an integer"))?
             }
-            "--datasets" => cfg.datasets = args.next().map(PathBuf::from).ok_or_else(|| anyhow::anyhow!("--datasets needs a directory"))?,
+            "--datasets" => {
+                cfg.datasets = args
+                    .next()
+                    .map(PathBuf::from)
+                    .ok_or_else(|| anyhow::anyhow!("--datasets needs a directory"))?
+            }
             "--smoke" => cfg.smoke = true,
-            other => anyhow::bail!("unknown argument {other:?}; allowed: --out DIR, --split test|tune|all, --seed N, --datasets DIR, --smoke"),
+            other => anyhow::bail!(
+                "unknown argument {other:?}; allowed: --out DIR, --split test|tune|all, --seed N, --datasets DIR, --smoke"
+            ),
         }
     }
     let t0 = std::time::Instant::now();

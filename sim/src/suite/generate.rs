@@ -123,7 +123,7 @@ pub const BAL_SEEDS: [u64; 3] = [1, 2, 3];
 /// Autoscaling seeds.
 pub const AUTO_SEEDS: [u64; 2] = [1, 2];
 /// HPA targets traced for the frontier.
-pub const HPA_TARGETS: [f64; 4] = [0.5, 0.6, 0.7, 0.8];
+pub const HPA_TARGETS: [f64; 6] = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8];
 
 struct Bal {
     id: String,
@@ -155,7 +155,9 @@ fn draw_bal(seed: u64, i: usize) -> Bal {
         "three_tier" => (0..n).map(|j| [1.0, 2.0, 4.0][j * 3 / n.max(3)]).collect(),
         "fast_outlier" => {
             let fast = rng.random_range(4.0..8.0);
-            (0..n).map(|j| if j == n - 1 { fast } else { 1.0 }).collect()
+            (0..n)
+                .map(|j| if j == n - 1 { fast } else { 1.0 })
+                .collect()
         }
         _ => {
             let a = rng.random_range(0.5..1.0);
@@ -201,7 +203,11 @@ fn render_bal(b: &Bal, scale: f64) -> (String, String) {
     let fastest = (0..n)
         .max_by(|&a, &c| b.speeds[a].total_cmp(&b.speeds[c]))
         .unwrap_or(0);
-    let other = if b.victim == fastest { (fastest + 1) % n } else { b.victim };
+    let other = if b.victim == fastest {
+        (fastest + 1) % n
+    } else {
+        b.victim
+    };
     let service = match b.service {
         "exponential" => format!("kind = \"exponential\"\nmean = {mean}"),
         "lognormal" => format!("kind = \"lognormal\"\nmean = {mean}\ncv = {:.3}", b.cv),
@@ -221,7 +227,11 @@ fn render_bal(b: &Bal, scale: f64) -> (String, String) {
         b.conc,
         if b.ps { "PS" } else { "FCFS" },
         b.service,
-        if b.service == "lognormal" { format!(" cv {:.2}", b.cv) } else { String::new() },
+        if b.service == "lognormal" {
+            format!(" cv {:.2}", b.cv)
+        } else {
+            String::new()
+        },
         b.load * 100.0,
         rate,
         b.fault,
@@ -230,7 +240,11 @@ fn render_bal(b: &Bal, scale: f64) -> (String, String) {
     let mut t = String::new();
     let _ = writeln!(t, "name = \"{}\"", b.id);
     let _ = writeln!(t, "description = \"{summary}\"");
-    let _ = writeln!(t, "duration = {}\nwarmup = {warm}\ntimeout = {timeout}", warm + scored);
+    let _ = writeln!(
+        t,
+        "duration = {}\nwarmup = {warm}\ntimeout = {timeout}",
+        warm + scored
+    );
     let _ = writeln!(t, "seeds = {:?}", BAL_SEEDS);
     let _ = writeln!(t, "\n[workload]\nkind = \"poisson\"\nrate = {rate}");
     let _ = writeln!(t, "\n[service]\n{service}");
@@ -251,7 +265,14 @@ fn render_bal(b: &Bal, scale: f64) -> (String, String) {
         );
     };
     match b.fault {
-        "failure" => fault(&mut t, fastest, "failure", String::new(), at(30.0), 30.0 * scale),
+        "failure" => fault(
+            &mut t,
+            fastest,
+            "failure",
+            String::new(),
+            at(30.0),
+            30.0 * scale,
+        ),
         "slowdown" => fault(
             &mut t,
             other,
@@ -289,13 +310,34 @@ fn render_bal(b: &Bal, scale: f64) -> (String, String) {
             }
         }
         "multi" => {
-            fault(&mut t, fastest, "failure", String::new(), at(30.0), 30.0 * scale);
+            fault(
+                &mut t,
+                fastest,
+                "failure",
+                String::new(),
+                at(30.0),
+                30.0 * scale,
+            );
             if n > 1 {
-                fault(&mut t, other, "slowdown", "factor = 0.3\n".into(), at(25.0), 45.0 * scale);
+                fault(
+                    &mut t,
+                    other,
+                    "slowdown",
+                    "factor = 0.3\n".into(),
+                    at(25.0),
+                    45.0 * scale,
+                );
             }
             let third = (0..n).find(|&j| j != fastest && j != other);
             if let Some(j) = third {
-                fault(&mut t, j, "latency", "latency = 0.2\n".into(), at(40.0), 20.0 * scale);
+                fault(
+                    &mut t,
+                    j,
+                    "latency",
+                    "latency = 0.2\n".into(),
+                    at(40.0),
+                    20.0 * scale,
+                );
             }
         }
         _ => {}
@@ -353,8 +395,14 @@ fn draw_autos(seed: u64, ds: &Path, smoke: bool) -> anyhow::Result<Vec<Auto>> {
     if !smoke {
         let wc = read_series(&ds.join("worldcup98/worldcup98_requests_per_minute.csv"))?;
         for start in [
-            "1998-05-20T12:00", "1998-06-10T14:00", "1998-06-15T12:00", "1998-06-21T06:00",
-            "1998-06-24T14:00", "1998-06-30T12:00", "1998-07-04T10:00", "1998-07-12T16:00",
+            "1998-05-20T12:00",
+            "1998-06-10T14:00",
+            "1998-06-15T12:00",
+            "1998-06-21T06:00",
+            "1998-06-24T14:00",
+            "1998-06-30T12:00",
+            "1998-07-04T10:00",
+            "1998-07-12T16:00",
         ] {
             let Some(k) = wc.iter().position(|(t, _)| t.as_str() >= start) else {
                 bail!("WorldCup98 has no minute at {start}");
@@ -398,10 +446,16 @@ fn draw_autos(seed: u64, ds: &Path, smoke: bool) -> anyhow::Result<Vec<Auto>> {
                 compression: 10.0,
                 boot: boot(&mut rng),
                 peak: rng.random_range(120.0..360.0),
-                what: format!("NAB {file}, {minutes} rows from {}, one row read as one minute", s[k].0),
+                what: format!(
+                    "NAB {file}, {minutes} rows from {}, one row read as one minute",
+                    s[k].0
+                ),
             });
         }
-        for file in ["AzureLLMInferenceTrace_code.csv", "AzureLLMInferenceTrace_conv.csv"] {
+        for file in [
+            "AzureLLMInferenceTrace_code.csv",
+            "AzureLLMInferenceTrace_conv.csv",
+        ] {
             let path = ds.join("azure_llm_inference_2023").join(file);
             let s = read_series(&path)?; // timestamp, context tokens
             let ts: Vec<f64> = s
@@ -417,14 +471,20 @@ fn draw_autos(seed: u64, ds: &Path, smoke: bool) -> anyhow::Result<Vec<Auto>> {
                 counts[(((t - t0) / 10.0) as usize).min(bins - 1)] += 1.0;
             }
             for (v, b) in ["short_boot", "long_boot"].iter().enumerate() {
-                let stem = file.trim_start_matches("AzureLLMInferenceTrace_").trim_end_matches(".csv");
+                let stem = file
+                    .trim_start_matches("AzureLLMInferenceTrace_")
+                    .trim_end_matches(".csv");
                 out.push(Auto {
                     id: format!("auto_azure_{stem}_{b}"),
                     family: "azure_llm".into(),
                     counts: counts.clone(),
                     step: 10.0,
                     compression: 2.5,
-                    boot: if v == 0 { rng.random_range(30.0..90.0_f64).round() } else { rng.random_range(150.0..300.0_f64).round() },
+                    boot: if v == 0 {
+                        rng.random_range(30.0..90.0_f64).round()
+                    } else {
+                        rng.random_range(150.0..300.0_f64).round()
+                    },
                     peak: rng.random_range(120.0..360.0),
                     what: format!("Azure LLM {stem} arrivals counted per 10 s"),
                 });
@@ -434,7 +494,16 @@ fn draw_autos(seed: u64, ds: &Path, smoke: bool) -> anyhow::Result<Vec<Auto>> {
     let fams: &[&str] = if smoke {
         &["trend_up", "noise"]
     } else {
-        &["trend_up", "trend_down", "level_up", "level_down", "surge", "noise", "daily", "trend_surge"]
+        &[
+            "trend_up",
+            "trend_down",
+            "level_up",
+            "level_down",
+            "surge",
+            "noise",
+            "daily",
+            "trend_surge",
+        ]
     };
     for fam in fams {
         for v in 0..if smoke { 1 } else { 2 } {
@@ -449,11 +518,38 @@ fn draw_autos(seed: u64, ds: &Path, smoke: bool) -> anyhow::Result<Vec<Auto>> {
                     let level = match *fam {
                         "trend_up" => 1.0 + (factor - 1.0) * x,
                         "trend_down" => factor - (factor - 1.0) * x,
-                        "level_up" => if (m as f64) < at { 1.0 } else { factor },
-                        "level_down" => if (m as f64) < at { factor } else { 1.0 },
-                        "surge" => if (m as f64) >= at && (m as f64) < at + 15.0 { factor + 0.5 } else { 1.0 },
-                        "daily" => 1.0 + 0.5 * (factor - 1.0) * (1.0 - (std::f64::consts::TAU * x).cos()),
-                        "trend_surge" => 1.0 + 0.5 * (factor - 1.0) * x + if (m as f64) >= at && (m as f64) < at + 10.0 { factor - 1.0 } else { 0.0 },
+                        "level_up" => {
+                            if (m as f64) < at {
+                                1.0
+                            } else {
+                                factor
+                            }
+                        }
+                        "level_down" => {
+                            if (m as f64) < at {
+                                factor
+                            } else {
+                                1.0
+                            }
+                        }
+                        "surge" => {
+                            if (m as f64) >= at && (m as f64) < at + 15.0 {
+                                factor + 0.5
+                            } else {
+                                1.0
+                            }
+                        }
+                        "daily" => {
+                            1.0 + 0.5 * (factor - 1.0) * (1.0 - (std::f64::consts::TAU * x).cos())
+                        }
+                        "trend_surge" => {
+                            1.0 + 0.5 * (factor - 1.0) * x
+                                + if (m as f64) >= at && (m as f64) < at + 10.0 {
+                                    factor - 1.0
+                                } else {
+                                    0.0
+                                }
+                        }
                         _ => 1.0,
                     } * base;
                     let z: f64 = normal.sample(&mut rng);
@@ -500,7 +596,11 @@ fn render_auto(a: &Auto, data: &Path, scale: f64) -> anyhow::Result<(String, Str
     );
     let mut t = String::new();
     let _ = writeln!(t, "name = \"{}\"\ndescription = \"{summary}\"", a.id);
-    let _ = writeln!(t, "duration = {duration}\nwarmup = {}\ntimeout = 5.0", (120.0 * scale).round());
+    let _ = writeln!(
+        t,
+        "duration = {duration}\nwarmup = {}\ntimeout = 5.0",
+        (120.0 * scale).round()
+    );
     let _ = writeln!(t, "seeds = {:?}", AUTO_SEEDS);
     let _ = writeln!(
         t,
@@ -509,14 +609,24 @@ fn render_auto(a: &Auto, data: &Path, scale: f64) -> anyhow::Result<(String, Str
         a.compression
     );
     let _ = writeln!(t, "\n[service]\nkind = \"exponential\"\nmean = 0.05");
-    let _ = writeln!(t, "\n[[backends]]\ncount = {init}\nname = \"web\"\nconcurrency = 4");
+    let _ = writeln!(
+        t,
+        "\n[[backends]]\ncount = {init}\nname = \"web\"\nconcurrency = 4"
+    );
     let _ = writeln!(t, "\n[data_plane]\nalgorithm = \"least_request\"");
-    let _ = writeln!(t, "\n[autoscaling]\nmin = 2\nmax = 40\nboot_delay = {}", a.boot);
+    let _ = writeln!(
+        t,
+        "\n[autoscaling]\nmin = 2\nmax = 40\nboot_delay = {}",
+        a.boot
+    );
     let _ = writeln!(
         t,
         "\n[control]\ninterval = 15.0\ntelemetry_interval = 15.0\ntelemetry_delay = 5.0\nforecast_horizon = 24"
     );
-    let _ = writeln!(t, "\n[forecaster]\nname = \"naive\"\n\n[slo]\nwindow = 60.0\np99 = 0.5");
+    let _ = writeln!(
+        t,
+        "\n[forecaster]\nname = \"naive\"\n\n[slo]\nwindow = 60.0\np99 = 0.5"
+    );
     let _ = writeln!(t, "\n[[policy]]\nname = \"aya\"");
     for h in HPA_TARGETS {
         let _ = writeln!(

@@ -85,6 +85,9 @@ pub struct AutoRow {
     pub hpa_at_aya: f64,
     /// Aya on or below the frontier.
     pub on_frontier: bool,
+    /// Aya's replica-hours lie within HPA's traced range (else the check
+    /// used an end point of the frontier).
+    pub bracketed: bool,
     /// (Aya + 1) / (HPA@Aya + 1) SLO minutes.
     pub slo_ratio: f64,
     /// Aya's actions ≤ HPA's at Aya's own target (0.7).
@@ -120,6 +123,8 @@ pub struct Summary {
     pub auto_n: usize,
     /// … with Aya on or below HPA's frontier.
     pub auto_frontier_pass: usize,
+    /// … whose Aya cost lies within HPA's traced cost range.
+    pub auto_bracketed: usize,
     /// … with no more actions than HPA@0.7.
     pub auto_actions_pass: usize,
     /// Geometric mean of the SLO-minute ratio.
@@ -151,11 +156,19 @@ pub struct SuiteResult {
 
 fn mean(xs: impl Iterator<Item = f64>) -> f64 {
     let v: Vec<f64> = xs.collect();
-    if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 }
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
 }
 
 fn geomean(xs: &[f64]) -> f64 {
-    let v: Vec<f64> = xs.iter().copied().filter(|x| x.is_finite() && *x > 0.0).collect();
+    let v: Vec<f64> = xs
+        .iter()
+        .copied()
+        .filter(|x| x.is_finite() && *x > 0.0)
+        .collect();
     if v.is_empty() {
         return f64::NAN;
     }
@@ -169,7 +182,12 @@ fn log_lines(r: &RunResult, limit: usize) -> Vec<String> {
         .map(|d| {
             let mut w: Vec<_> = d.weights.iter().collect();
             w.sort_by(|a, b| b.weight.cmp(&a.weight));
-            let total: f64 = d.weights.iter().map(|x| x.weight as f64).sum::<f64>().max(1e-12);
+            let total: f64 = d
+                .weights
+                .iter()
+                .map(|x| x.weight as f64)
+                .sum::<f64>()
+                .max(1e-12);
             let top: Vec<String> = w
                 .iter()
                 .take(3)
@@ -205,14 +223,22 @@ pub fn interpolate(points: &[(f64, f64)], rh: f64) -> f64 {
         _ => {
             if rh <= p[0].0 {
                 let (a, b) = (p[0], p[1]);
-                let slope = if b.0 > a.0 { (b.1 - a.1) / (b.0 - a.0) } else { 0.0 };
+                let slope = if b.0 > a.0 {
+                    (b.1 - a.1) / (b.0 - a.0)
+                } else {
+                    0.0
+                };
                 (a.1 + slope * (rh - a.0)).max(a.1)
             } else if rh >= p[p.len() - 1].0 {
                 p[p.len() - 1].1
             } else {
                 let k = p.iter().position(|q| q.0 >= rh).unwrap_or(p.len() - 1);
                 let (a, b) = (p[k - 1], p[k]);
-                if b.0 > a.0 { a.1 + (b.1 - a.1) * (rh - a.0) / (b.0 - a.0) } else { b.1 }
+                if b.0 > a.0 {
+                    a.1 + (b.1 - a.1) * (rh - a.0) / (b.0 - a.0)
+                } else {
+                    b.1
+                }
             }
         }
     }
@@ -236,8 +262,9 @@ pub fn run_suite(scenarios: &[SuiteScenario]) -> anyhow::Result<SuiteResult> {
         .par_iter()
         .map(|&(i, p, k)| {
             let sc = &scenarios[i].scenario;
-            let r = run_one(sc, &sc.policies[p], sc.seeds[k])
-                .map_err(|e| anyhow::anyhow!("{}: {}: {e}", scenarios[i].id, sc.policies[p].label()));
+            let r = run_one(sc, &sc.policies[p], sc.seeds[k]).map_err(|e| {
+                anyhow::anyhow!("{}: {}: {e}", scenarios[i].id, sc.policies[p].label())
+            });
             let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             if n % 50 == 0 || n == total {
                 eprintln!("suite: {n}/{total} replications");
@@ -302,8 +329,10 @@ pub fn run_suite(scenarios: &[SuiteScenario]) -> anyhow::Result<SuiteResult> {
                     .iter()
                     .filter_map(|t| find(&format!("hpa@{t}")).map(point))
                     .collect();
-                let pts: Vec<(f64, f64)> =
-                    hpa.iter().map(|h| (h.replica_hours, h.slo_minutes)).collect();
+                let pts: Vec<(f64, f64)> = hpa
+                    .iter()
+                    .map(|h| (h.replica_hours, h.slo_minutes))
+                    .collect();
                 let hpa_at_aya = interpolate(&pts, aya.replica_hours);
                 let same = hpa.iter().find(|h| h.label == "hpa@0.7");
                 autoscaling.push(AutoRow {
@@ -312,6 +341,8 @@ pub fn run_suite(scenarios: &[SuiteScenario]) -> anyhow::Result<SuiteResult> {
                     split: s.split,
                     summary: s.summary.clone(),
                     on_frontier: aya.slo_minutes <= hpa_at_aya + FRONTIER_EPS,
+                    bracketed: pts.iter().any(|p| p.0 <= aya.replica_hours)
+                        && pts.iter().any(|p| p.0 >= aya.replica_hours),
                     slo_ratio: (aya.slo_minutes + SLO_OFFSET) / (hpa_at_aya + SLO_OFFSET),
                     actions_ok: same.is_some_and(|h| aya.actions <= h.actions),
                     hpa_at_aya,
@@ -337,8 +368,14 @@ pub fn run_suite(scenarios: &[SuiteScenario]) -> anyhow::Result<SuiteResult> {
 
 /// Acceptance summary over one split (None = all).
 pub fn summarize(bal: &[BalRow], auto: &[AutoRow], split: Option<Split>) -> Summary {
-    let b: Vec<&BalRow> = bal.iter().filter(|r| split.is_none_or(|s| r.split == s)).collect();
-    let a: Vec<&AutoRow> = auto.iter().filter(|r| split.is_none_or(|s| r.split == s)).collect();
+    let b: Vec<&BalRow> = bal
+        .iter()
+        .filter(|r| split.is_none_or(|s| r.split == s))
+        .collect();
+    let a: Vec<&AutoRow> = auto
+        .iter()
+        .filter(|r| split.is_none_or(|s| r.split == s))
+        .collect();
     let geo = |f: fn(&BalRow) -> f64| geomean(&b.iter().map(|r| f(r)).collect::<Vec<_>>());
     let geo_p2c = geo(|r| r.ratio_p2c);
     let geo_pewma = geo(|r| r.ratio_pewma);
@@ -352,7 +389,10 @@ pub fn summarize(bal: &[BalRow], auto: &[AutoRow], split: Option<Split>) -> Summ
         bal_n: b.len(),
         bal_pass,
         bal_p99_pass: b.iter().filter(|r| r.ratio_best <= P99_TOL).count(),
-        bal_success_pass: b.iter().filter(|r| r.success_diff_pp >= -SUCCESS_TOL_PP).count(),
+        bal_success_pass: b
+            .iter()
+            .filter(|r| r.success_diff_pp >= -SUCCESS_TOL_PP)
+            .count(),
         geo_p2c,
         geo_pewma,
         geo_best: geo(|r| r.ratio_best),
@@ -361,10 +401,14 @@ pub fn summarize(bal: &[BalRow], auto: &[AutoRow], split: Option<Split>) -> Summ
         auto_n: a.len(),
         auto_frontier_pass,
         auto_actions_pass,
+        auto_bracketed: a.iter().filter(|r| r.bracketed).count(),
         geo_slo,
         replica_hours: [
             a.iter().map(|r| r.aya.replica_hours).sum(),
-            a.iter().filter_map(|r| h07(r)).map(|h| h.replica_hours).sum(),
+            a.iter()
+                .filter_map(|r| h07(r))
+                .map(|h| h.replica_hours)
+                .sum(),
         ],
         actions: [
             a.iter().map(|r| r.aya.actions).sum(),
