@@ -430,6 +430,9 @@ fn draw_autos(seed: u64, ds: &Path, smoke: bool) -> anyhow::Result<Vec<Auto>> {
             ("artificialWithAnomaly/art_increase_spike_density.csv", 0.5),
         ] {
             let s = read_series(&ds.join("nab").join(file))?;
+            if s.is_empty() {
+                bail!("NAB {file}: no rows");
+            }
             let k = ((s.len().saturating_sub(minutes)) as f64 * off) as usize;
             let counts: Vec<f64> = s[k..].iter().take(minutes).map(|x| x.1).collect();
             let stem = file
@@ -648,7 +651,11 @@ fn assign_splits(items: &mut [SuiteScenario]) {
         let mut idx: Vec<usize> = (0..items.len()).filter(|&i| items[i].family == f).collect();
         idx.sort_by_key(|&i| fnv(&items[i].id));
         for (k, i) in idx.into_iter().enumerate() {
-            items[i].split = if k % 2 == 0 { Split::Tune } else { Split::Test };
+            items[i].split = if k.is_multiple_of(2) {
+                Split::Tune
+            } else {
+                Split::Test
+            };
         }
     }
 }

@@ -266,7 +266,7 @@ pub fn run_suite(scenarios: &[SuiteScenario]) -> anyhow::Result<SuiteResult> {
                 anyhow::anyhow!("{}: {}: {e}", scenarios[i].id, sc.policies[p].label())
             });
             let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            if n % 50 == 0 || n == total {
+            if n.is_multiple_of(50) || n == total {
                 eprintln!("suite: {n}/{total} replications");
             }
             r
