@@ -518,30 +518,13 @@ fn draw_autos(seed: u64, ds: &Path, smoke: bool) -> anyhow::Result<Vec<Auto>> {
             let counts = (0..minutes)
                 .map(|m| {
                     let x = m as f64 / minutes as f64;
+                    let t = m as f64;
                     let level = match *fam {
                         "trend_up" => 1.0 + (factor - 1.0) * x,
                         "trend_down" => factor - (factor - 1.0) * x,
-                        "level_up" => {
-                            if (m as f64) < at {
-                                1.0
-                            } else {
-                                factor
-                            }
-                        }
-                        "level_down" => {
-                            if (m as f64) < at {
-                                factor
-                            } else {
-                                1.0
-                            }
-                        }
-                        "surge" => {
-                            if (m as f64) >= at && (m as f64) < at + 15.0 {
-                                factor + 0.5
-                            } else {
-                                1.0
-                            }
-                        }
+                        "level_up" if t >= at => factor,
+                        "level_down" if t < at => factor,
+                        "surge" if t >= at && t < at + 15.0 => factor + 0.5,
                         "daily" => {
                             1.0 + 0.5 * (factor - 1.0) * (1.0 - (std::f64::consts::TAU * x).cos())
                         }

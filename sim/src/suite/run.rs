@@ -181,7 +181,7 @@ fn log_lines(r: &RunResult, limit: usize) -> Vec<String> {
         .take(limit)
         .map(|d| {
             let mut w: Vec<_> = d.weights.iter().collect();
-            w.sort_by(|a, b| b.weight.cmp(&a.weight));
+            w.sort_by_key(|x| std::cmp::Reverse(x.weight));
             let total: f64 = d
                 .weights
                 .iter()
