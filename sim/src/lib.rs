@@ -12,5 +12,6 @@ pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod stats;
+pub mod suite;
 pub mod theory;
 pub mod workload;
