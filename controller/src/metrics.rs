@@ -1,36 +1,145 @@
-//! Prometheus metrics of the service, served as text on a separate HTTP
-//! listener (`/metrics`), plus the xDS counters of the ADS server.
+//! Prometheus metrics of the service, served in the OpenMetrics text format on
+//! a separate HTTP listener (`/metrics`), plus the xDS counters of the ADS
+//! server.
 //!
-//! Plain atomics: the hot path (ingest) only does relaxed increments.
+//! The exposition is written by the Prometheus project's `prometheus-client`
+//! crate. The hot path (ingest) only does relaxed atomic increments: the
+//! counters are `prometheus-client` handles over atomics, and the per-reason
+//! rejection counters are created once, up front, so that counting a sample
+//! never takes the family's lock.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use aya_proto::v1::RejectReason;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::registry::Registry;
 
 use crate::publish::Publisher;
 use crate::xds::XdsStats;
 
+/// Reason indexes counted (0 is "not rejected", the last slot takes any
+/// out-of-range value).
 const REASONS: usize = 12;
 
+/// The Content-Type of the exposition.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A float gauge (`f64` stored in an `AtomicU64`).
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// Label set of the per-reason rejection counter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+/// Label set of the per-cluster series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ClusterLabels {
+    cluster: String,
+}
+
+/// Label set of the per-cluster retrain counter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RetrainLabels {
+    cluster: String,
+    outcome: &'static str,
+}
+
+/// A running sum and count of durations, exposed as a histogram with the
+/// single `+Inf` bucket (`NAME_sum`, `NAME_count`, `NAME_bucket{le="+Inf"}`).
+///
+/// Two relaxed atomics, no lock, unlike `prometheus_client`'s `Histogram`.
+/// Clones share the values (like the crate's own metric handles).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct SumCount {
+    /// Sum of the observations, in millionths of the unit.
+    sum_micros: Arc<AtomicU64>,
+    count: Arc<AtomicU64>,
+}
+
+impl SumCount {
+    /// Record one observation of `value` (in the metric's unit).
+    pub(crate) fn observe(&self, value: f64) {
+        self.sum_micros
+            .fetch_add((value * 1e6) as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+    fn sum(&self) -> f64 {
+        self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+    }
+    fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+/// A fixed sum and count, encoded like [`SumCount`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConstSumCount {
+    /// Sum of the observations.
+    pub(crate) sum: f64,
+    /// Number of observations.
+    pub(crate) count: u64,
+}
+
+impl EncodeMetric for ConstSumCount {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.encode_histogram::<NoLabelSet>(
+            self.sum,
+            self.count,
+            &[(f64::INFINITY, self.count)],
+            None,
+        )
+    }
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+impl EncodeMetric for SumCount {
+    fn encode(&self, encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        ConstSumCount {
+            sum: self.sum(),
+            count: self.count(),
+        }
+        .encode(encoder)
+    }
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
 /// Service counters.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
-    accepted: AtomicU64,
-    rejected: [AtomicU64; REASONS],
-    batches: AtomicU64,
-    commit_seconds_sum_micros: AtomicU64,
-    committed_samples: AtomicU64,
-    ticks: AtomicU64,
-    tick_seconds_sum_micros: AtomicU64,
-    tick_last_micros: AtomicU64,
-    publications: AtomicU64,
-    retention_deleted: AtomicU64,
-    stored: AtomicU64,
+    registry: Registry,
+    accepted: Counter,
+    /// One handle per reason index into the `reason` family (index 0 unused).
+    rejected: Vec<Counter>,
+    commits: Counter,
+    commit_seconds: SumCount,
+    stored: Gauge,
+    retention_deleted: Counter,
+    ticks: SumCount,
+    tick_last: FloatGauge,
+    publications: Counter,
     forecast_mae: Mutex<Vec<(String, f64, u64)>>,
-    retrains: Mutex<std::collections::BTreeMap<String, RetrainStats>>,
+    retrains: Family<RetrainLabels, Counter>,
+    candidate_mase: Family<ClusterLabels, FloatGauge>,
+    current_mase: Family<ClusterLabels, FloatGauge>,
+    retrain_seconds: Family<ClusterLabels, FloatGauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
 }
 
 /// Outcome of one background retrain of a cluster's demand model.
@@ -64,62 +173,174 @@ impl RetrainOutcome {
     ];
 }
 
-/// Retrain counters and last scores of one cluster.
-#[derive(Debug, Clone, Default)]
-struct RetrainStats {
-    counts: [u64; 4],
-    candidate_mase: f64,
-    current_mase: f64,
-    scored: bool,
-    last_seconds: f64,
+/// The `reason` label value of a reject reason index (`unknown_backend`, ...).
+fn reason_label(index: usize) -> String {
+    let name = i32::try_from(index)
+        .ok()
+        .and_then(|i| RejectReason::try_from(i).ok())
+        .map_or("UNKNOWN", |x| x.as_str_name());
+    name.trim_start_matches("REJECT_REASON_")
+        .to_ascii_lowercase()
 }
 
 impl Metrics {
+    /// Fresh counters, registered with their names and help texts.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let accepted = Counter::default();
+        registry.register(
+            "aya_ingest_samples_accepted",
+            "Samples durably stored",
+            accepted.clone(),
+        );
+        let reasons = Family::<ReasonLabels, Counter>::default();
+        let rejected = (0..REASONS)
+            .map(|i| {
+                if i == 0 {
+                    Counter::default()
+                } else {
+                    reasons
+                        .get_or_create(&ReasonLabels {
+                            reason: reason_label(i),
+                        })
+                        .clone()
+                }
+            })
+            .collect();
+        registry.register(
+            "aya_ingest_samples_rejected",
+            "Samples rejected, by reason",
+            reasons,
+        );
+        let commits = Counter::default();
+        registry.register(
+            "aya_store_commits",
+            "Ingest transactions committed (fsynced)",
+            commits.clone(),
+        );
+        let commit_seconds = SumCount::default();
+        registry.register(
+            "aya_store_commit_seconds",
+            "Time spent committing ingest transactions",
+            commit_seconds.clone(),
+        );
+        let stored = Gauge::default();
+        registry.register(
+            "aya_store_samples",
+            "Samples in the store (after retention)",
+            stored.clone(),
+        );
+        let retention_deleted = Counter::default();
+        registry.register(
+            "aya_store_retention_deleted",
+            "Samples deleted by retention",
+            retention_deleted.clone(),
+        );
+        let ticks = SumCount::default();
+        registry.register(
+            "aya_tick_duration_seconds",
+            "Duration of control ticks (all clusters)",
+            ticks.clone(),
+        );
+        let tick_last = FloatGauge::default();
+        registry.register(
+            "aya_tick_last_duration_seconds",
+            "Duration of the last control tick",
+            tick_last.clone(),
+        );
+        let publications = Counter::default();
+        registry.register(
+            "aya_publications",
+            "Snapshots published (decision or endpoints changed)",
+            publications.clone(),
+        );
+        let retrains = Family::<RetrainLabels, Counter>::default();
+        registry.register(
+            "aya_retrains",
+            "Background retrains of a cluster's demand model, by outcome",
+            retrains.clone(),
+        );
+        let candidate_mase = Family::<ClusterLabels, FloatGauge>::default();
+        registry.register(
+            "aya_retrain_candidate_mase",
+            "Holdout MASE of the last retrain's candidate model",
+            candidate_mase.clone(),
+        );
+        let current_mase = Family::<ClusterLabels, FloatGauge>::default();
+        registry.register(
+            "aya_retrain_current_mase",
+            "Holdout MASE of the model in use at the last retrain (NaN when there was none)",
+            current_mase.clone(),
+        );
+        let retrain_seconds = Family::<ClusterLabels, FloatGauge>::default();
+        registry.register(
+            "aya_retrain_last_duration_seconds",
+            "Duration of the last retrain of the cluster",
+            retrain_seconds.clone(),
+        );
+        Metrics {
+            registry,
+            accepted,
+            rejected,
+            commits,
+            commit_seconds,
+            stored,
+            retention_deleted,
+            ticks,
+            tick_last,
+            publications,
+            forecast_mae: Mutex::new(Vec::new()),
+            retrains,
+            candidate_mase,
+            current_mase,
+            retrain_seconds,
+        }
+    }
+
     /// Count one sample's outcome.
     pub fn count_sample(&self, accepted: bool, reason: i32) {
         if accepted {
-            self.accepted.fetch_add(1, Ordering::Relaxed);
+            self.accepted.inc();
         } else {
             let i = (reason.max(0) as usize).min(REASONS - 1);
-            self.rejected[i].fetch_add(1, Ordering::Relaxed);
+            self.rejected[i].inc();
         }
     }
     /// Count `n` accepted samples.
     pub fn count_accepted(&self, n: u64) {
-        self.accepted.fetch_add(n, Ordering::Relaxed);
+        self.accepted.inc_by(n);
     }
     /// Record a committed segment.
     pub fn observe_commit(&self, seconds: f64, samples: u64) {
-        self.batches.fetch_add(1, Ordering::Relaxed);
-        self.commit_seconds_sum_micros
-            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
-        self.committed_samples.fetch_add(samples, Ordering::Relaxed);
-        self.stored.fetch_add(samples, Ordering::Relaxed);
+        self.commits.inc();
+        self.commit_seconds.observe(seconds);
+        self.stored
+            .inc_by(i64::try_from(samples).unwrap_or(i64::MAX));
     }
     /// Set the number of stored samples (at start).
     pub fn set_stored(&self, n: u64) {
-        self.stored.store(n, Ordering::Relaxed);
+        self.stored.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
     /// Record samples deleted by retention.
     pub fn retention_deleted(&self, n: u64) {
-        self.retention_deleted.fetch_add(n, Ordering::Relaxed);
+        self.retention_deleted.inc_by(n);
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
         let _ = self
             .stored
+            .inner()
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
-                Some(v.saturating_sub(n))
+                Some(v.saturating_sub(n).max(0))
             });
     }
     /// Record one control tick over every cluster.
     pub fn observe_tick(&self, seconds: f64) {
-        self.ticks.fetch_add(1, Ordering::Relaxed);
-        let micros = (seconds * 1e6) as u64;
-        self.tick_seconds_sum_micros
-            .fetch_add(micros, Ordering::Relaxed);
-        self.tick_last_micros.store(micros, Ordering::Relaxed);
+        self.ticks.observe(seconds);
+        // The last duration as shown before: whole microseconds.
+        self.tick_last.set(((seconds * 1e6) as u64) as f64 / 1e6);
     }
     /// Count one published snapshot.
     pub fn published(&self) {
-        self.publications.fetch_add(1, Ordering::Relaxed);
+        self.publications.inc();
     }
     /// Set the per-cluster one-step forecast mean absolute error.
     pub fn set_forecast_error(&self, errors: Vec<(String, f64, u64)>) {
@@ -135,274 +356,143 @@ impl Metrics {
         current_mase: f64,
         seconds: f64,
     ) {
-        let mut m = self.retrains.lock().unwrap_or_else(|p| p.into_inner());
-        let st = m.entry(cluster.to_string()).or_default();
-        if let Some(i) = RetrainOutcome::ALL.iter().position(|o| *o == outcome) {
-            st.counts[i] += 1;
+        // Every outcome's series exists once the cluster has retrained.
+        for o in RetrainOutcome::ALL {
+            let c = self.retrains.get_or_create(&RetrainLabels {
+                cluster: cluster.to_string(),
+                outcome: o.as_str(),
+            });
+            if o == outcome {
+                c.inc();
+            }
         }
+        let labels = ClusterLabels {
+            cluster: cluster.to_string(),
+        };
         if candidate_mase.is_finite() || current_mase.is_finite() {
-            st.candidate_mase = candidate_mase;
-            st.current_mase = current_mase;
-            st.scored = true;
+            self.candidate_mase
+                .get_or_create(&labels)
+                .set(candidate_mase);
+            self.current_mase.get_or_create(&labels).set(current_mase);
         }
-        st.last_seconds = seconds;
+        self.retrain_seconds.get_or_create(&labels).set(seconds);
     }
 
     /// Retrains of `cluster` with `outcome` so far.
     pub fn retrains(&self, cluster: &str, outcome: RetrainOutcome) -> u64 {
-        let m = self.retrains.lock().unwrap_or_else(|p| p.into_inner());
-        let i = RetrainOutcome::ALL
-            .iter()
-            .position(|o| *o == outcome)
-            .unwrap_or(0);
-        m.get(cluster).map_or(0, |s| s.counts[i])
+        self.retrains
+            .get(&RetrainLabels {
+                cluster: cluster.to_string(),
+                outcome: outcome.as_str(),
+            })
+            .map_or(0, |c| c.get())
     }
 
     /// Forget a deleted cluster's retrain series.
     pub fn forget_cluster(&self, cluster: &str) {
-        self.retrains
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(cluster);
+        for o in RetrainOutcome::ALL {
+            self.retrains.remove(&RetrainLabels {
+                cluster: cluster.to_string(),
+                outcome: o.as_str(),
+            });
+        }
+        let labels = ClusterLabels {
+            cluster: cluster.to_string(),
+        };
+        self.candidate_mase.remove(&labels);
+        self.current_mase.remove(&labels);
+        self.retrain_seconds.remove(&labels);
     }
 
     /// Samples accepted so far.
     pub fn accepted(&self) -> u64 {
-        self.accepted.load(Ordering::Relaxed)
+        self.accepted.get()
     }
     /// Samples rejected so far (all reasons).
     pub fn rejected(&self) -> u64 {
-        self.rejected
-            .iter()
-            .map(|a| a.load(Ordering::Relaxed))
-            .sum()
+        self.rejected.iter().map(Counter::get).sum()
     }
     /// Segments committed.
     pub fn batches(&self) -> u64 {
-        self.batches.load(Ordering::Relaxed)
+        self.commits.get()
     }
     /// Seconds spent committing ingest transactions (fsync included).
     pub fn commit_seconds(&self) -> f64 {
-        self.commit_seconds_sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        self.commit_seconds.sum()
     }
     /// Samples in the store.
     pub fn stored(&self) -> u64 {
-        self.stored.load(Ordering::Relaxed)
+        u64::try_from(self.stored.get()).unwrap_or(0)
     }
     /// Ticks run.
     pub fn ticks(&self) -> u64 {
-        self.ticks.load(Ordering::Relaxed)
+        self.ticks.count()
     }
     /// Snapshots published.
     pub fn publications(&self) -> u64 {
-        self.publications.load(Ordering::Relaxed)
+        self.publications.get()
     }
 
-    /// Render the Prometheus text exposition format.
+    /// Render the OpenMetrics text exposition (ending in `# EOF`).
     pub fn render(&self, publisher: &Publisher, xds: &XdsStats) -> String {
-        let mut o = String::with_capacity(4096);
-        let r = Ordering::Relaxed;
-        let _ = writeln!(
-            o,
-            "# HELP aya_ingest_samples_accepted_total Samples durably stored."
-        );
-        let _ = writeln!(o, "# TYPE aya_ingest_samples_accepted_total counter");
-        let _ = writeln!(
-            o,
-            "aya_ingest_samples_accepted_total {}",
-            self.accepted.load(r)
-        );
-        let _ = writeln!(
-            o,
-            "# HELP aya_ingest_samples_rejected_total Samples rejected, by reason."
-        );
-        let _ = writeln!(o, "# TYPE aya_ingest_samples_rejected_total counter");
-        for (i, c) in self.rejected.iter().enumerate().skip(1) {
-            let name = RejectReason::try_from(i as i32)
-                .map(|x| x.as_str_name())
-                .unwrap_or("UNKNOWN");
-            let reason = name
-                .trim_start_matches("REJECT_REASON_")
-                .to_ascii_lowercase();
-            let _ = writeln!(
-                o,
-                "aya_ingest_samples_rejected_total{{reason=\"{reason}\"}} {}",
-                c.load(r)
-            );
-        }
-        let _ = writeln!(
-            o,
-            "# HELP aya_store_commits_total Ingest transactions committed (fsynced)."
-        );
-        let _ = writeln!(o, "# TYPE aya_store_commits_total counter");
-        let _ = writeln!(o, "aya_store_commits_total {}", self.batches.load(r));
-        let _ = writeln!(
-            o,
-            "# HELP aya_store_commit_seconds_sum Time spent committing ingest transactions."
-        );
-        let _ = writeln!(o, "# TYPE aya_store_commit_seconds_sum counter");
-        let _ = writeln!(
-            o,
-            "aya_store_commit_seconds_sum {}",
-            self.commit_seconds_sum_micros.load(r) as f64 / 1e6
-        );
-        let _ = writeln!(
-            o,
-            "# HELP aya_store_samples Samples in the store (after retention)."
-        );
-        let _ = writeln!(o, "# TYPE aya_store_samples gauge");
-        let _ = writeln!(o, "aya_store_samples {}", self.stored.load(r));
-        let _ = writeln!(
-            o,
-            "# HELP aya_store_retention_deleted_total Samples deleted by retention."
-        );
-        let _ = writeln!(o, "# TYPE aya_store_retention_deleted_total counter");
-        let _ = writeln!(
-            o,
-            "aya_store_retention_deleted_total {}",
-            self.retention_deleted.load(r)
-        );
-        let _ = writeln!(
-            o,
-            "# HELP aya_tick_duration_seconds Duration of control ticks (all clusters)."
-        );
-        let _ = writeln!(o, "# TYPE aya_tick_duration_seconds summary");
-        let _ = writeln!(
-            o,
-            "aya_tick_duration_seconds_sum {}",
-            self.tick_seconds_sum_micros.load(r) as f64 / 1e6
-        );
-        let _ = writeln!(o, "aya_tick_duration_seconds_count {}", self.ticks.load(r));
-        let _ = writeln!(
-            o,
-            "# HELP aya_tick_last_duration_seconds Duration of the last control tick."
-        );
-        let _ = writeln!(o, "# TYPE aya_tick_last_duration_seconds gauge");
-        let _ = writeln!(
-            o,
-            "aya_tick_last_duration_seconds {}",
-            self.tick_last_micros.load(r) as f64 / 1e6
-        );
-        let _ = writeln!(
-            o,
-            "# HELP aya_publications_total Snapshots published (decision or endpoints changed)."
-        );
-        let _ = writeln!(o, "# TYPE aya_publications_total counter");
-        let _ = writeln!(o, "aya_publications_total {}", self.publications.load(r));
+        // Series read from other parts at scrape time: a registry per scrape.
+        let mut now = Registry::default();
         let state = publisher.state();
-        let _ = writeln!(
-            o,
-            "# HELP aya_published_state_version Version of the whole published state (changes with any cluster)."
+        now.register(
+            "aya_published_state_version",
+            "Version of the whole published state (changes with any cluster)",
+            ConstGauge::new(clamp_i64(state.version)),
         );
-        let _ = writeln!(o, "# TYPE aya_published_state_version gauge");
-        let _ = writeln!(o, "aya_published_state_version {}", state.version);
-        let _ = writeln!(
-            o,
-            "# HELP aya_published_version Current published version, per cluster."
-        );
-        let _ = writeln!(o, "# TYPE aya_published_version gauge");
+        let versions = Family::<ClusterLabels, Gauge>::default();
         for (name, snap) in &state.clusters {
-            let _ = writeln!(
-                o,
-                "aya_published_version{{cluster=\"{}\"}} {}",
-                escape(name),
-                snap.version
-            );
+            versions
+                .get_or_create(&ClusterLabels {
+                    cluster: name.clone(),
+                })
+                .set(clamp_i64(snap.version));
         }
-        let _ = writeln!(
-            o,
-            "# HELP aya_watchers Current subscribers of published state (aya.v1 Watch streams, xDS, KEDA)."
+        now.register(
+            "aya_published_version",
+            "Current published version, per cluster",
+            versions,
         );
-        let _ = writeln!(o, "# TYPE aya_watchers gauge");
-        let _ = writeln!(o, "aya_watchers {}", publisher.receiver_count());
-        let _ = writeln!(
-            o,
-            "# HELP aya_forecast_one_step_mae One-step-ahead mean absolute error of the demand forecast (requests/s)."
+        now.register(
+            "aya_watchers",
+            "Current subscribers of published state (aya.v1 Watch streams, xDS, KEDA)",
+            ConstGauge::new(i64::try_from(publisher.receiver_count()).unwrap_or(i64::MAX)),
         );
-        let _ = writeln!(o, "# TYPE aya_forecast_one_step_mae gauge");
-        for (cluster, mae, n) in self
+        let mae = Family::<ClusterLabels, FloatGauge>::default();
+        for (cluster, value, n) in self
             .forecast_mae
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
         {
             if *n > 0 {
-                let _ = writeln!(
-                    o,
-                    "aya_forecast_one_step_mae{{cluster=\"{}\"}} {mae}",
-                    escape(cluster)
-                );
+                mae.get_or_create(&ClusterLabels {
+                    cluster: cluster.clone(),
+                })
+                .set(*value);
             }
         }
-        self.render_retrains(&mut o);
-        xds.write_prometheus(&mut o);
-        o
-    }
+        now.register(
+            "aya_forecast_one_step_mae",
+            "One-step-ahead mean absolute error of the demand forecast (requests/s)",
+            mae,
+        );
+        xds.register_metrics(&mut now);
 
-    fn render_retrains(&self, o: &mut String) {
-        let m = self.retrains.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = writeln!(
-            o,
-            "# HELP aya_retrains_total Background retrains of a cluster's demand model, by outcome."
-        );
-        let _ = writeln!(o, "# TYPE aya_retrains_total counter");
-        for (cluster, st) in m.iter() {
-            for (i, outcome) in RetrainOutcome::ALL.iter().enumerate() {
-                let _ = writeln!(
-                    o,
-                    "aya_retrains_total{{cluster=\"{}\",outcome=\"{}\"}} {}",
-                    escape(cluster),
-                    outcome.as_str(),
-                    st.counts[i]
-                );
-            }
-        }
-        let _ = writeln!(
-            o,
-            "# HELP aya_retrain_candidate_mase Holdout MASE of the last retrain's candidate model."
-        );
-        let _ = writeln!(o, "# TYPE aya_retrain_candidate_mase gauge");
-        for (cluster, st) in m.iter().filter(|(_, s)| s.scored) {
-            let _ = writeln!(
-                o,
-                "aya_retrain_candidate_mase{{cluster=\"{}\"}} {}",
-                escape(cluster),
-                st.candidate_mase
-            );
-        }
-        let _ = writeln!(
-            o,
-            "# HELP aya_retrain_current_mase Holdout MASE of the model in use at the last retrain (NaN when there was none)."
-        );
-        let _ = writeln!(o, "# TYPE aya_retrain_current_mase gauge");
-        for (cluster, st) in m.iter().filter(|(_, s)| s.scored) {
-            let _ = writeln!(
-                o,
-                "aya_retrain_current_mase{{cluster=\"{}\"}} {}",
-                escape(cluster),
-                st.current_mase
-            );
-        }
-        let _ = writeln!(
-            o,
-            "# HELP aya_retrain_last_duration_seconds Duration of the last retrain of the cluster."
-        );
-        let _ = writeln!(o, "# TYPE aya_retrain_last_duration_seconds gauge");
-        for (cluster, st) in m.iter() {
-            let _ = writeln!(
-                o,
-                "aya_retrain_last_duration_seconds{{cluster=\"{}\"}} {}",
-                escape(cluster),
-                st.last_seconds
-            );
-        }
+        let mut o = String::with_capacity(4096);
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode_registry(&mut o, &self.registry);
+        let _ = prometheus_client::encoding::text::encode_registry(&mut o, &now);
+        let _ = prometheus_client::encoding::text::encode_eof(&mut o);
+        o
     }
 }
 
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+fn clamp_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// The `/metrics` HTTP router.
@@ -411,15 +501,64 @@ pub fn router(metrics: Arc<Metrics>, publisher: Publisher, xds: Arc<XdsStats>) -
         "/metrics",
         axum::routing::get(move || {
             let body = metrics.render(&publisher, &xds);
-            async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4",
-                    )],
-                    body,
-                )
-            }
+            async move { ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], body) }
         }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_keeps_the_series_names() {
+        let m = Metrics::new();
+        m.count_sample(true, 0);
+        m.count_sample(false, RejectReason::UnknownBackend as i32);
+        m.count_sample(false, 99);
+        m.observe_commit(0.25, 3);
+        m.retention_deleted(1);
+        m.observe_tick(0.5);
+        m.published();
+        m.set_forecast_error(vec![("web".into(), 1.5, 4), ("idle".into(), 0.0, 0)]);
+        m.observe_retrain("web", RetrainOutcome::Accepted, 0.8, f64::NAN, 2.0);
+        let text = m.render(&Publisher::new(7), &XdsStats::new());
+        println!("{text}");
+        for line in [
+            "aya_ingest_samples_accepted_total 1\n",
+            "aya_ingest_samples_rejected_total{reason=\"unknown_backend\"} 1\n",
+            "aya_ingest_samples_rejected_total{reason=\"too_old\"} 0\n",
+            "aya_store_commits_total 1\n",
+            "aya_store_commit_seconds_sum 0.25\n",
+            "aya_store_samples 2\n",
+            "aya_store_retention_deleted_total 1\n",
+            "aya_tick_duration_seconds_sum 0.5\n",
+            "aya_tick_duration_seconds_count 1\n",
+            "aya_tick_last_duration_seconds 0.5\n",
+            "aya_publications_total 1\n",
+            "aya_published_state_version 7\n",
+            "aya_watchers 0\n",
+            "aya_forecast_one_step_mae{cluster=\"web\"} 1.5\n",
+            "aya_retrains_total{cluster=\"web\",outcome=\"accepted\"} 1\n",
+            "aya_retrains_total{cluster=\"web\",outcome=\"skipped\"} 0\n",
+            "aya_retrain_candidate_mase{cluster=\"web\"} 0.8\n",
+            "aya_retrain_current_mase{cluster=\"web\"} NaN\n",
+            "aya_retrain_last_duration_seconds{cluster=\"web\"} 2.0\n",
+            "aya_xds_nacks_total 0\n",
+            "aya_xds_ack_latency_microseconds_count 0\n",
+            "aya_xds_streams_connected 0\n",
+            "# TYPE aya_ingest_samples_accepted counter\n",
+            "# HELP aya_ingest_samples_accepted Samples durably stored.\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        assert!(!text.contains("idle"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        // The out-of-range reason lands in the last slot, as before.
+        assert_eq!(m.rejected(), 2);
+        m.forget_cluster("web");
+        assert_eq!(m.retrains("web", RetrainOutcome::Accepted), 0);
+        let text = m.render(&Publisher::new(7), &XdsStats::new());
+        assert!(!text.contains("aya_retrains_total{"), "{text}");
+    }
 }

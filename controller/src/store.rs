@@ -855,10 +855,10 @@ struct TempCopy(PathBuf);
 
 impl TempCopy {
     fn of(src: &Path, near: &Path) -> Result<TempCopy, StoreError> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
+        // A name unique within this process (the counter) and across processes
+        // (the pid); no clock read, as the service's clock is injected.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let nanos = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = near
             .parent()
             .filter(|p| !p.as_os_str().is_empty())

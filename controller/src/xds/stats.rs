@@ -4,6 +4,12 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::metrics::ConstSumCount;
+
 /// The last NACK received: what was rejected and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NackRecord {
@@ -104,65 +110,60 @@ impl XdsStats {
             .clone()
     }
 
-    /// Append the counters in Prometheus text format (metric family names
-    /// prefixed `aya_xds_`), for the service's `/metrics` endpoint.
-    pub fn write_prometheus(&self, out: &mut String) {
-        use std::fmt::Write as _;
+    /// Register the counters (metric family names prefixed `aya_xds_`) in
+    /// `registry`, with their values now, for the service's `/metrics`
+    /// endpoint.
+    pub fn register_metrics(&self, registry: &mut Registry) {
         let s = self.snapshot();
-        let counters: [(&str, &str, u64); 9] = [
+        let counters: [(&str, &str, u64); 7] = [
             (
-                "aya_xds_requests_total",
+                "aya_xds_requests",
                 "xDS DiscoveryRequests received",
                 s.requests,
             ),
-            ("aya_xds_acks_total", "xDS responses acknowledged", s.acks),
+            ("aya_xds_acks", "xDS responses acknowledged", s.acks),
             (
-                "aya_xds_nacks_total",
+                "aya_xds_nacks",
                 "xDS responses rejected by a client (NACK)",
                 s.nacks,
             ),
+            ("aya_xds_pushes", "xDS DiscoveryResponses sent", s.pushes),
             (
-                "aya_xds_pushes_total",
-                "xDS DiscoveryResponses sent",
-                s.pushes,
-            ),
-            (
-                "aya_xds_stale_requests_total",
+                "aya_xds_stale_requests",
                 "xDS requests ignored for a stale nonce",
                 s.stale,
             ),
             (
-                "aya_xds_unknown_type_requests_total",
+                "aya_xds_unknown_type_requests",
                 "xDS requests for a type Aya does not serve",
                 s.unknown_type,
             ),
-            (
-                "aya_xds_streams_total",
-                "ADS streams opened",
-                s.streams_total,
-            ),
-            (
-                "aya_xds_ack_latency_microseconds_sum",
-                "Sum of push-to-ACK delays",
-                s.ack_latency_micros_sum,
-            ),
-            (
-                "aya_xds_ack_latency_microseconds_count",
-                "Number of push-to-ACK delays measured",
-                s.acks,
-            ),
+            ("aya_xds_streams", "ADS streams opened", s.streams_total),
         ];
         for (name, help, value) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-            );
+            registry.register(name, help, ConstCounter::new(value));
         }
-        let _ = writeln!(
-            out,
-            "# HELP aya_xds_streams_connected ADS streams open now\n# TYPE aya_xds_streams_connected gauge\naya_xds_streams_connected {}",
-            s.streams_connected
+        registry.register(
+            "aya_xds_ack_latency_microseconds",
+            "Push-to-ACK delays",
+            ConstSumCount {
+                sum: s.ack_latency_micros_sum as f64,
+                count: s.acks,
+            },
         );
+        registry.register(
+            "aya_xds_streams_connected",
+            "ADS streams open now",
+            ConstGauge::new(i64::try_from(s.streams_connected).unwrap_or(i64::MAX)),
+        );
+    }
+
+    /// The counters alone in the OpenMetrics text format.
+    pub fn write_prometheus(&self, out: &mut String) {
+        let mut registry = Registry::default();
+        self.register_metrics(&mut registry);
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(out, &registry);
     }
 
     pub(crate) fn add_request(&self) {

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use super::Context;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
@@ -368,7 +368,7 @@ struct Auto {
     what: String,
 }
 
-fn read_series(path: &Path) -> anyhow::Result<Vec<(String, f64)>> {
+fn read_series(path: &Path) -> super::Result<Vec<(String, f64)>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut out = Vec::new();
@@ -386,7 +386,7 @@ fn read_series(path: &Path) -> anyhow::Result<Vec<(String, f64)>> {
     Ok(out)
 }
 
-fn draw_autos(seed: u64, ds: &Path, smoke: bool) -> anyhow::Result<Vec<Auto>> {
+fn draw_autos(seed: u64, ds: &Path, smoke: bool) -> super::Result<Vec<Auto>> {
     let mut rng = SmallRng::seed_from_u64(seed ^ fnv("auto"));
     let mut out = Vec::new();
     let minutes = if smoke { 60 } else { 240 };
@@ -514,7 +514,7 @@ fn draw_autos(seed: u64, ds: &Path, smoke: bool) -> anyhow::Result<Vec<Auto>> {
             let cv = rng.random_range(0.03..0.15);
             let at = rng.random_range(0.3..0.7) * minutes as f64;
             let factor = rng.random_range(1.6..2.8);
-            let normal = Normal::new(0.0, 1.0).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let normal = Normal::new(0.0, 1.0).map_err(|e| err!("{e}"))?;
             let counts = (0..minutes)
                 .map(|m| {
                     let x = m as f64 / minutes as f64;
@@ -558,7 +558,7 @@ fn draw_autos(seed: u64, ds: &Path, smoke: bool) -> anyhow::Result<Vec<Auto>> {
     Ok(out)
 }
 
-fn render_auto(a: &Auto, data: &Path, scale: f64) -> anyhow::Result<(String, String)> {
+fn render_auto(a: &Auto, data: &Path, scale: f64) -> super::Result<(String, String)> {
     let path = data.join(format!("{}.csv", a.id));
     let mut csv = String::from("timestamp,value\n");
     let t0 = 946_684_800.0; // 2000-01-01
@@ -645,10 +645,11 @@ fn assign_splits(items: &mut [SuiteScenario]) {
 
 /// Generate the suite; rate-series CSVs of the autoscaling scenarios are
 /// written into `data_dir` (created).
-pub fn generate(cfg: &SuiteConfig, data_dir: &Path) -> anyhow::Result<Vec<SuiteScenario>> {
+pub fn generate(cfg: &SuiteConfig, data_dir: &Path) -> super::Result<Vec<SuiteScenario>> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
-    let data = std::path::absolute(data_dir)?;
+    let data = std::path::absolute(data_dir)
+        .with_context(|| format!("resolving {}", data_dir.display()))?;
     let scale = if cfg.smoke { 0.3 } else { 1.0 };
     let mut items = Vec::new();
     let bals: Vec<Bal> = (0..N_BAL).map(|i| draw_bal(cfg.seed, i)).collect();

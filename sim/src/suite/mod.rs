@@ -9,6 +9,20 @@
 //!
 //! Entry point for a CLI: [`run_and_report`].
 
+/// Return early with a [`SuiteError`] built like `format!`.
+macro_rules! bail {
+    ($($arg:tt)*) => {
+        return Err($crate::suite::SuiteError(format!($($arg)*)))
+    };
+}
+
+/// A [`SuiteError`] built like `format!`.
+macro_rules! err {
+    ($($arg:tt)*) => {
+        $crate::suite::SuiteError(format!($($arg)*))
+    };
+}
+
 pub mod generate;
 pub mod report;
 pub mod run;
@@ -18,16 +32,42 @@ use std::path::Path;
 pub use generate::{Kind, Split, SuiteConfig, SuiteScenario, generate};
 pub use run::{AutoRow, BalRow, SuiteResult, Summary, run_suite};
 
+/// An error generating, running or reporting the suite; the message names
+/// the scenario, file or policy it concerns.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SuiteError(pub String);
+
+/// The suite's result type.
+pub type Result<T> = std::result::Result<T, SuiteError>;
+
+/// Adds what was being done to an error, as `what: error`.
+pub trait Context<T> {
+    /// Wrap the error with the message `f` returns.
+    fn with_context<F: FnOnce() -> String>(self, f: F) -> Result<T>;
+}
+
+impl<T, E: std::fmt::Display> Context<T> for std::result::Result<T, E> {
+    fn with_context<F: FnOnce() -> String>(self, f: F) -> Result<T> {
+        self.map_err(|e| SuiteError(format!("{}: {e}", f())))
+    }
+}
+
 /// Generate, run and write the report (`suite.md`, `suite.html`,
 /// `suite.json`) into `out`; returns the result.
-pub fn run_and_report(cfg: &SuiteConfig, out: &Path) -> anyhow::Result<SuiteResult> {
-    std::fs::create_dir_all(out)?;
+pub fn run_and_report(cfg: &SuiteConfig, out: &Path) -> Result<SuiteResult> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let scenarios = generate(cfg, &out.join("data"))?;
     let t0 = std::time::Instant::now();
     let mut res = run_suite(&scenarios)?;
     res.wall_seconds = t0.elapsed().as_secs_f64();
-    std::fs::write(out.join("suite.md"), report::markdown(&res))?;
-    std::fs::write(out.join("suite.html"), report::html(&res))?;
-    std::fs::write(out.join("suite.json"), serde_json::to_string_pretty(&res)?)?;
+    let write = |name: &str, text: String| {
+        let path = out.join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+    };
+    write("suite.md", report::markdown(&res))?;
+    write("suite.html", report::html(&res))?;
+    let json = serde_json::to_string_pretty(&res).with_context(|| "suite.json".to_string())?;
+    write("suite.json", json)?;
     Ok(res)
 }

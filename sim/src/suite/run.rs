@@ -246,7 +246,7 @@ pub fn interpolate(points: &[(f64, f64)], rh: f64) -> f64 {
 
 /// Run every policy of every scenario on its seeds (rayon over all
 /// replications) and evaluate.
-pub fn run_suite(scenarios: &[SuiteScenario]) -> anyhow::Result<SuiteResult> {
+pub fn run_suite(scenarios: &[SuiteScenario]) -> super::Result<SuiteResult> {
     let jobs: Vec<(usize, usize, usize)> = scenarios
         .iter()
         .enumerate()
@@ -258,13 +258,12 @@ pub fn run_suite(scenarios: &[SuiteScenario]) -> anyhow::Result<SuiteResult> {
         .collect();
     let done = std::sync::atomic::AtomicUsize::new(0);
     let total = jobs.len();
-    let results: Vec<anyhow::Result<RunResult>> = jobs
+    let results: Vec<super::Result<RunResult>> = jobs
         .par_iter()
         .map(|&(i, p, k)| {
             let sc = &scenarios[i].scenario;
-            let r = run_one(sc, &sc.policies[p], sc.seeds[k]).map_err(|e| {
-                anyhow::anyhow!("{}: {}: {e}", scenarios[i].id, sc.policies[p].label())
-            });
+            let r = run_one(sc, &sc.policies[p], sc.seeds[k])
+                .map_err(|e| err!("{}: {}: {e}", scenarios[i].id, sc.policies[p].label()));
             let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             if n.is_multiple_of(50) || n == total {
                 eprintln!("suite: {n}/{total} replications");
@@ -289,7 +288,7 @@ pub fn run_suite(scenarios: &[SuiteScenario]) -> anyhow::Result<SuiteResult> {
             Kind::Balancing => {
                 let idx = [find("aya"), find("p2c"), find("peak_ewma")];
                 let [Some(a), Some(b), Some(c)] = idx else {
-                    anyhow::bail!("{}: needs policies aya, p2c, peak_ewma", s.id);
+                    bail!("{}: needs policies aya, p2c, peak_ewma", s.id);
                 };
                 let m = |p: usize, f: fn(&RunResult) -> f64| mean(g[p].iter().map(f));
                 let p99 = [a, b, c].map(|p| m(p, |r| r.metrics.p99));
@@ -322,7 +321,7 @@ pub fn run_suite(scenarios: &[SuiteScenario]) -> anyhow::Result<SuiteResult> {
                     actions: mean(g[p].iter().map(|r| r.metrics.scaling_actions as f64)),
                 };
                 let Some(a) = find("aya") else {
-                    anyhow::bail!("{}: needs policy aya", s.id);
+                    bail!("{}: needs policy aya", s.id);
                 };
                 let aya = point(a);
                 let hpa: Vec<Point> = HPA_TARGETS
