@@ -38,6 +38,11 @@ pub struct ServeArgs {
     /// Disable the Prometheus HTTP listener.
     #[arg(long)]
     pub no_metrics: bool,
+    /// Create a new store in an existing data directory that has none, or in a
+    /// zero-length `aya.redb` (otherwise an error: a store that vanished is not
+    /// silently replaced). A non-empty store is never overwritten.
+    #[arg(long)]
+    pub init: bool,
 }
 
 /// `aya demo`: the whole loop on built-in data, in about two minutes.
@@ -101,6 +106,7 @@ pub fn serve_config(args: &ServeArgs) -> Result<aya_controller::config::Config, 
         Some("text") => cfg.log_format = LogFormat::Text,
         _ => {}
     }
+    cfg.init = args.init;
     cfg.validate().map_err(Failure::input)?;
     Ok(cfg)
 }
@@ -142,16 +148,21 @@ pub fn run_serve(args: &ServeArgs) -> CliResult {
             })?)
         };
         let addr = grpc.local_addr().map_err(|e| Failure::runtime(anyhow::anyhow!("{e}")))?;
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "listening on {addr}");
-        if let Some(Ok(a)) = metrics.as_ref().map(|m| m.local_addr()) {
-            let _ = writeln!(out, "metrics listening on {a}");
-        }
-        let _ = out.flush();
-        drop(out);
+        let metrics_addr = metrics.as_ref().and_then(|m| m.local_addr().ok());
         tracing::info!(%addr, data_dir = %cfg.data_dir.display(), clusters = cfg.clusters.len(), "aya serve starting");
         let listeners = aya_controller::server::Listeners { grpc, metrics };
-        aya_controller::server::serve(listeners, cfg, shutdown_signal())
+        // `listening on` is printed once the store has opened and passed its
+        // checks, so that the line means the service is really up.
+        let ready = move || {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "listening on {addr}");
+            if let Some(a) = metrics_addr {
+                let _ = writeln!(out, "metrics listening on {a}");
+            }
+            let _ = out.flush();
+        };
+        let clock = aya_controller::clock::Clock::system();
+        aya_controller::server::serve_ready(listeners, cfg, clock, shutdown_signal(), ready)
             .await
             .map_err(|e| Failure::runtime(anyhow::Error::new(e)))
     })

@@ -1,9 +1,11 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+pub mod anomalies;
 pub mod controller;
 pub mod demo;
 pub mod failure;
 pub mod forecaster;
 pub mod league;
 pub mod sim;
+pub mod store;

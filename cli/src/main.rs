@@ -40,6 +40,10 @@ enum Command {
     League(sim::LeagueArgs),
     /// Generate built-in synthetic data, fetch public traces, or check a dataset directory.
     Datasets(fc::DatasetsArgs),
+    /// Score every point of a series with the streaming anomaly detector (CSV out).
+    Anomalies(aya_cli::anomalies::AnomaliesArgs),
+    /// Check, repair or back up the controller's store (`aya.redb`).
+    Store(aya_cli::store::StoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +57,8 @@ fn main() -> ExitCode {
         Command::Sim(a) => sim::run_sim(a),
         Command::League(a) => sim::run_league(a),
         Command::Datasets(a) => fc::run_datasets(a),
+        Command::Anomalies(a) => aya_cli::anomalies::run_anomalies(a),
+        Command::Store(a) => aya_cli::store::run_store(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

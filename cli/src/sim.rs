@@ -61,6 +61,20 @@ pub struct LeagueArgs {
     /// Run only the named scenarios (repeatable); default: all of them.
     #[arg(long)]
     pub only: Vec<String>,
+    /// Run a generated suite instead of the league folder: `broad` (issue 11: 84
+    /// balancing and 36 autoscaling scenarios from --suite-seed, tune/test split).
+    /// Writes suite.md, suite.html and suite.json into --output.
+    #[arg(long, value_parser = ["broad"])]
+    pub suite: Option<String>,
+    /// Suite seed: the same seed generates the same scenarios.
+    #[arg(long, default_value_t = 11)]
+    pub suite_seed: u64,
+    /// Only this split of the suite (`tune` or `test`); default both.
+    #[arg(long, value_parser = ["tune", "test"])]
+    pub split: Option<String>,
+    /// A handful of short suite scenarios (a smoke run).
+    #[arg(long)]
+    pub smoke: bool,
 }
 
 /// Run `aya sim`.
@@ -281,5 +295,28 @@ fn run_textbook(args: &SimArgs) -> CliResult {
 
 /// Run `aya league`.
 pub fn run_league(args: &LeagueArgs) -> CliResult {
+    if args.suite.is_some() {
+        return run_suite(args);
+    }
     crate::league::run(args)
+}
+
+/// `aya league --suite broad`: generate, run and report the broad suite.
+fn run_suite(args: &LeagueArgs) -> CliResult {
+    use aya_sim::suite::{Split, SuiteConfig, report, run_and_report};
+    let mut cfg = SuiteConfig::new();
+    cfg.seed = args.suite_seed;
+    cfg.smoke = args.smoke;
+    cfg.split = match args.split.as_deref() {
+        Some("tune") => Some(Split::Tune),
+        Some("test") => Some(Split::Test),
+        _ => None,
+    };
+    let res = run_and_report(&cfg, &args.output).map_err(Failure::runtime)?;
+    print!("{}", report::summary_table(&res.summaries));
+    println!(
+        "report: {} (suite.md, suite.json beside it)",
+        args.output.join("suite.html").display()
+    );
+    Ok(())
 }

@@ -16,7 +16,16 @@ fn help_lists_every_job() {
     assert!(out.status.success(), "aya --help failed: {out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
     for job in [
-        "demo", "serve", "train", "forecast", "backtest", "sim", "league", "datasets",
+        "demo",
+        "serve",
+        "train",
+        "forecast",
+        "backtest",
+        "sim",
+        "league",
+        "datasets",
+        "anomalies",
+        "store",
     ] {
         assert!(
             text.lines().any(|l| l.trim_start().starts_with(job)),
@@ -32,7 +41,16 @@ fn help_lists_every_job() {
 #[test]
 fn every_job_has_its_own_help() {
     for job in [
-        "demo", "serve", "train", "forecast", "backtest", "sim", "league", "datasets",
+        "demo",
+        "serve",
+        "train",
+        "forecast",
+        "backtest",
+        "sim",
+        "league",
+        "datasets",
+        "anomalies",
+        "store",
     ] {
         let out = aya(&[job, "--help"]);
         assert!(out.status.success(), "aya {job} --help failed: {out:?}");
