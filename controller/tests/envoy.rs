@@ -248,7 +248,7 @@ fn free_port() -> u16 {
         .expect("free loopback port")
 }
 
-/// The bootstrap Aya's users can copy (see /work/notes/xds.md): CDS and EDS
+/// The bootstrap Aya's users can copy (see docs/xds.md): CDS and EDS
 /// from Aya over ADS, a listener routing everything to the Aya cluster.
 fn bootstrap(xds_port: u16, listen_port: u16, admin_port: u16) -> String {
     format!(

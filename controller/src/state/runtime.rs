@@ -134,7 +134,11 @@ mod tests {
         let cfg = config.clusters[0].clone();
         let rt = new_runtime(&config, &store, &cfg, &clock).unwrap();
         assert_eq!(rt.forecaster.is_some(), config.forecast_step_seconds > 0.0);
-        assert_eq!(rt.control.policy().name(), "configured");
+        assert_eq!(
+            rt.control.policy().name(),
+            "static",
+            "`configured` is an alias of `static`"
+        );
         config.forecast_step_seconds = 0.0;
         let rt = new_runtime(&config, &store, &cfg, &clock).unwrap();
         assert!(rt.forecaster.is_none());

@@ -17,7 +17,7 @@
 //! latest state, never a backlog.
 //!
 //! Wire it into a tonic router with [`ads_service`]; point Envoy's
-//! `dynamic_resources.ads_config` at it (see `/work/notes/xds.md` or the
+//! `dynamic_resources.ads_config` at it (see `docs/xds.md` or the
 //! README for a bootstrap).
 
 pub mod ads;
