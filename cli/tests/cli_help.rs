@@ -10,23 +10,26 @@ fn aya(args: &[&str]) -> std::process::Output {
         .expect("the aya binary runs")
 }
 
+/// Every user job `aya` has.
+const JOBS: [&str; 10] = [
+    "demo",
+    "serve",
+    "train",
+    "forecast",
+    "backtest",
+    "sim",
+    "league",
+    "datasets",
+    "anomalies",
+    "store",
+];
+
 #[test]
 fn help_lists_every_job() {
     let out = aya(&["--help"]);
     assert!(out.status.success(), "aya --help failed: {out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
-    for job in [
-        "demo",
-        "serve",
-        "train",
-        "forecast",
-        "backtest",
-        "sim",
-        "league",
-        "datasets",
-        "anomalies",
-        "store",
-    ] {
+    for job in JOBS {
         assert!(
             text.lines().any(|l| l.trim_start().starts_with(job)),
             "`aya --help` does not list `{job}`:\n{text}"
@@ -40,18 +43,7 @@ fn help_lists_every_job() {
 
 #[test]
 fn every_job_has_its_own_help() {
-    for job in [
-        "demo",
-        "serve",
-        "train",
-        "forecast",
-        "backtest",
-        "sim",
-        "league",
-        "datasets",
-        "anomalies",
-        "store",
-    ] {
+    for job in JOBS {
         let out = aya(&[job, "--help"]);
         assert!(out.status.success(), "aya {job} --help failed: {out:?}");
         assert!(!out.stdout.is_empty(), "aya {job} --help printed nothing");
