@@ -75,6 +75,14 @@ pub struct LeagueArgs {
     /// A handful of short suite scenarios (a smoke run).
     #[arg(long)]
     pub smoke: bool,
+    /// Only this kind of suite scenario (`balancing` or `autoscaling`); default both.
+    #[arg(long, value_parser = ["balancing", "autoscaling"])]
+    pub kind: Option<String>,
+    /// Parameters for the suite's `aya` policy, as the inside of a TOML inline
+    /// table, e.g. `--aya-params 'trend_window = 0, objective = "latency"'`;
+    /// compares a candidate configuration with the defaults on the same suite.
+    #[arg(long)]
+    pub aya_params: Option<String>,
 }
 
 /// Run `aya sim`.
@@ -303,7 +311,7 @@ pub fn run_league(args: &LeagueArgs) -> CliResult {
 
 /// `aya league --suite broad`: generate, run and report the broad suite.
 fn run_suite(args: &LeagueArgs) -> CliResult {
-    use aya_sim::suite::{Split, SuiteConfig, report, run_and_report};
+    use aya_sim::suite::{Kind, Split, SuiteConfig, report, run_and_report};
     let mut cfg = SuiteConfig::new();
     cfg.seed = args.suite_seed;
     cfg.smoke = args.smoke;
@@ -312,6 +320,14 @@ fn run_suite(args: &LeagueArgs) -> CliResult {
         Some("test") => Some(Split::Test),
         _ => None,
     };
+    cfg.kind = match args.kind.as_deref() {
+        Some("balancing") => Some(Kind::Balancing),
+        Some("autoscaling") => Some(Kind::Autoscaling),
+        _ => None,
+    };
+    // `--only` picks league scenarios by name; in a suite, by id substring.
+    cfg.only = args.only.first().cloned();
+    cfg.aya_params = args.aya_params.clone();
     let res = run_and_report(&cfg, &args.output).map_err(Failure::runtime)?;
     print!("{}", report::summary_table(&res.summaries));
     println!(

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use aya_sim::suite::{Split, SuiteConfig, run_and_report};
+use aya_sim::suite::{Kind, Split, SuiteConfig, run_and_report};
 
 fn main() -> anyhow::Result<()> {
     let mut cfg = SuiteConfig::new();
@@ -39,8 +39,19 @@ fn main() -> anyhow::Result<()> {
                     .ok_or_else(|| anyhow::anyhow!("--datasets needs a directory"))?
             }
             "--smoke" => cfg.smoke = true,
+            "--kind" => {
+                cfg.kind = match args.next().as_deref() {
+                    Some("balancing") => Some(Kind::Balancing),
+                    Some("autoscaling") => Some(Kind::Autoscaling),
+                    other => {
+                        anyhow::bail!("--kind must be balancing or autoscaling, got {other:?}")
+                    }
+                }
+            }
+            "--only" => cfg.only = args.next(),
+            "--aya-params" => cfg.aya_params = args.next(),
             other => anyhow::bail!(
-                "unknown argument {other:?}; allowed: --out DIR, --split test|tune|all, --seed N, --datasets DIR, --smoke"
+                "unknown argument {other:?}; allowed: --out DIR, --split test|tune|all, --seed N, --datasets DIR, --smoke, --kind balancing|autoscaling, --only ID-PART, --aya-params TOML"
             ),
         }
     }

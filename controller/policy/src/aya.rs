@@ -2,9 +2,10 @@
 //!
 //! Each tick, in this order (every step leaves a rule in the explanation):
 //!
-//! 1. **Freshness.** If the newest observation is older than
+//! 1. **Freshness.** If no new observation has arrived for
 //!    `stale_intervals × interval`, the models are not updated and the
-//!    previous weights are held (`fallback_reactive: stale telemetry`).
+//!    previous weights are held (`fallback_reactive: stale telemetry`). A
+//!    constant delay is not staleness; it is reported as the telemetry lag.
 //! 2. **Capacity models** ([`crate::capacity`]) absorb each healthy backend's
 //!    window: load → CPU and load → latency regressions plus a cost trend.
 //! 3. **Forecast check.** The forecast made one interval ago is scored
@@ -22,7 +23,10 @@
 //!    A share correction steers the traffic the data plane actually sends
 //!    towards the planned split. A homogeneous pool gets equal weights (so
 //!    least request stays unbiased). Then smoothing, a bounded step and a
-//!    floor ([`crate::weights`]).
+//!    floor ([`crate::weights`]). Two blast-radius bounds follow: no
+//!    backend plans more than `max_capacity_share` × its share of the
+//!    pool's capacity, and a backend seen unhealthy or erroring within
+//!    `suspicion_window` seconds gets at most the mean weight.
 //! 6. **Scaling** from the largest of observed demand, the upper forecast
 //!    bound over the next `boot_time + interval` seconds and a significant
 //!    short-term demand trend projected a little beyond that, at the target
@@ -30,13 +34,13 @@
 //!    and observation both fit the smaller fleet with a hysteresis margin,
 //!    no rise is under way, after a cool-down, and never below what a
 //!    scale-up would order.
-//! 7. **Algorithm selection** (ring hash on affinity; peak-EWMA when latency
-//!    outliers exceed the ejection budget; least request when service times
-//!    vary; weighted round robin when capacities differ and service times are
-//!    steady; round robin otherwise), switched only after it wins
-//!    `algorithm_switch_ticks` ticks in a row and, when enabled and the
-//!    driver provides a scorer ([`crate::scoring`]), only when the switch is
-//!    predicted to help.
+//! 7. **Algorithm selection**: ring hash on affinity; peak-EWMA when latency
+//!    outliers exceed the ejection budget; otherwise least request (weighted
+//!    by the split when capacities differ), which reacts to slow or stuck
+//!    hosts the telemetry has not shown yet. Weighted round robin is chosen
+//!    only when `score_algorithms` is on and the driver's scorer
+//!    ([`crate::scoring`]) predicts it better. A switch back from an urgent
+//!    choice waits `algorithm_switch_ticks` ticks in a row.
 //!
 //! The engine is deterministic: it uses no randomness and iterates per-backend
 //! state in name order.
@@ -91,6 +95,13 @@ pub struct AyaPolicy {
     scorer: Option<ScorerHandle>,
     /// Last scoring verdict, reused for `score_horizon` seconds.
     score_verdict: Option<ScoreVerdict>,
+    /// Newest observation time seen and the tick time it first arrived.
+    newest_seen: Option<(Time, Time)>,
+    /// Age of the newest observation at this tick (seconds).
+    lag: f64,
+    /// When each backend was last seen in trouble (unhealthy, or erroring
+    /// at the ejection threshold): its share stays capped for a while.
+    last_trouble: BTreeMap<String, Time>,
 }
 
 impl AyaPolicy {
@@ -113,6 +124,9 @@ impl AyaPolicy {
             demand_history: VecDeque::new(),
             scorer: None,
             score_verdict: None,
+            newest_seen: None,
+            lag: 0.0,
+            last_trouble: BTreeMap::new(),
         }
     }
 
@@ -192,6 +206,11 @@ impl Policy for AyaPolicy {
         let present: Vec<&str> = input.backends.iter().map(|b| b.backend.as_str()).collect();
         self.models.retain(|k, _| present.contains(&k.as_str()));
         self.ejections.retain(|k, _| present.contains(&k.as_str()));
+        self.last_trouble
+            .retain(|k, _| present.contains(&k.as_str()));
+        if !stale {
+            self.note_trouble(&input);
+        }
 
         let fc = self.view_forecast(&input, &mut ex);
         let load = match fc {

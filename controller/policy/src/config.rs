@@ -88,6 +88,14 @@ pub struct AyaConfig {
     /// Base ejection time in seconds, multiplied by the number of times the
     /// backend was ejected (Envoy's `base_ejection_time`, default 30 s).
     pub base_ejection_time: f64,
+    /// Largest share of the traffic a backend's weight may plan for, as a
+    /// multiple of its share of the pool's capacity (0 disables): the
+    /// blast-radius bound on concentrating traffic on the fastest hosts.
+    pub max_capacity_share: f64,
+    /// Seconds a backend seen unhealthy or erroring (at `eject_error_rate`)
+    /// keeps its weight capped at the pool's mean weight (0 disables): a
+    /// blast-radius bound for hosts that fail again (flapping, crash loops).
+    pub suspicion_window: f64,
     /// Observations older than this many control intervals are stale: the
     /// engine stops acting on its models and falls back to reactive rules.
     pub stale_intervals: f64,
@@ -187,6 +195,8 @@ impl Default for AyaConfig {
             eject_latency_min_excess: 0.05,
             max_ejection_fraction: 0.10,
             base_ejection_time: 30.0,
+            suspicion_window: 60.0,
+            max_capacity_share: 1.25,
             stale_intervals: 3.0,
             forecast_error_fallback: 0.35,
             forecast_error_window: 10,
@@ -365,6 +375,8 @@ impl AyaConfig {
                 CLOSED_UNIT,
             ),
             ("base_ejection_time", c.base_ejection_time, POSITIVE),
+            ("suspicion_window", c.suspicion_window, NON_NEGATIVE),
+            ("max_capacity_share", c.max_capacity_share, NON_NEGATIVE),
         ])
     }
 

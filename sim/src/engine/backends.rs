@@ -59,6 +59,12 @@ pub(super) struct Backend {
     /// Data plane believes it is down (health checks).
     pub(super) detected_down: bool,
     pub(super) ejected: bool,
+    /// Named in an earlier decision's weights but left out of the latest
+    /// one: like an endpoint dropped from Envoy's EDS assignment, it gets no
+    /// traffic (until a decision lists it again).
+    pub(super) unlisted: bool,
+    /// Named in some decision's weights so far.
+    pub(super) listed: bool,
     pub(super) epoch: u32,
     pub(super) queue: VecDeque<Job>,
     pub(super) slots: Vec<Option<Job>>,
@@ -98,6 +104,8 @@ impl Backend {
             failed: false,
             detected_down: false,
             ejected: false,
+            unlisted: false,
+            listed: false,
             epoch: 0,
             queue: VecDeque::new(),
             slots: vec![

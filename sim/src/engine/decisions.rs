@@ -61,6 +61,25 @@ impl Sim<'_> {
                 }
             }
         }
+        // EDS semantics: a decision that publishes weights publishes the
+        // whole assignment; a backend it names no longer (e.g. one the
+        // policy saw unhealthy) stops receiving traffic, as Envoy removes an
+        // endpoint missing from a ClusterLoadAssignment. A backend never
+        // named yet (a replica that just booted) keeps being served.
+        if !d.weights.is_empty() {
+            for (i, be) in self.bs.iter_mut().enumerate() {
+                let named = d
+                    .weights
+                    .iter()
+                    .any(|w| self.names.get(&w.backend) == Some(&(i as u32)));
+                be.listed |= named;
+                let unlisted = be.listed && !named;
+                if be.unlisted != unlisted {
+                    be.unlisted = unlisted;
+                    changed = true;
+                }
+            }
+        }
         for (i, be) in self.bs.iter_mut().enumerate() {
             let ej = d
                 .ejected
@@ -174,6 +193,25 @@ mod tests {
         );
         s.apply(decision(&[("b0", 0)], &[], 2));
         assert_eq!(s.weight[0], 1.0, "weights are at least 1");
+    }
+
+    #[test]
+    fn a_backend_left_out_of_the_assignment_gets_no_traffic() {
+        let m = model(3, 0.5, 10);
+        let mut s = Sim::new(&m, 1, None).unwrap();
+        // b2 was never named: it stays routable (a replica that just booted).
+        s.apply(decision(&[("b0", 1), ("b1", 1)], &[], 3));
+        assert_eq!(s.routable, vec![0, 1, 2]);
+        s.apply(decision(&[("b0", 1), ("b1", 1), ("b2", 1)], &[], 3));
+        // Now b1 is dropped from the published set, as Envoy drops an
+        // endpoint missing from its ClusterLoadAssignment.
+        s.apply(decision(&[("b0", 1), ("b2", 1)], &[], 3));
+        assert_eq!(s.routable, vec![0, 2]);
+        // Listed again: routable again. A decision without weights changes nothing.
+        s.apply(decision(&[("b0", 1), ("b1", 1), ("b2", 1)], &[], 3));
+        assert_eq!(s.routable, vec![0, 1, 2]);
+        s.apply(decision(&[], &[], 3));
+        assert_eq!(s.routable, vec![0, 1, 2]);
     }
 
     #[test]

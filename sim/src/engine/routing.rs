@@ -10,12 +10,13 @@ impl Sim<'_> {
     pub(super) fn rebuild_routing(&mut self) {
         self.routable.clear();
         for (i, b) in self.bs.iter().enumerate() {
-            if b.life == Life::Ready && !b.detected_down && !b.ejected {
+            if b.life == Life::Ready && !b.detected_down && !b.ejected && !b.unlisted {
                 self.routable.push(i as u32);
             }
         }
         if self.routable.is_empty() {
-            // Envoy's panic mode: with every host ejected, route to all ready hosts.
+            // Envoy's panic mode: with every host ejected (or dropped from
+            // the assignment), route to all ready hosts.
             for (i, b) in self.bs.iter().enumerate() {
                 if b.life == Life::Ready && !b.detected_down {
                     self.routable.push(i as u32);

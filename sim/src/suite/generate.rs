@@ -51,6 +51,14 @@ pub struct SuiteConfig {
     pub smoke: bool,
     /// Shared datasets directory (WorldCup98, NAB, Azure LLM).
     pub datasets: PathBuf,
+    /// Keep only this kind (None = both).
+    pub kind: Option<Kind>,
+    /// Keep only scenarios whose id contains this text.
+    pub only: Option<String>,
+    /// Parameters given to the `aya` policy, as the inside of a TOML inline
+    /// table (`objective = "latency", trend_window = 0`); None = defaults.
+    /// For comparing a candidate configuration on the same suite.
+    pub aya_params: Option<String>,
 }
 
 impl SuiteConfig {
@@ -64,6 +72,9 @@ impl SuiteConfig {
             datasets: std::env::var_os("AYA_DATASETS")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("../shared/datasets")),
+            kind: None,
+            only: None,
+            aya_params: None,
         }
     }
 }
@@ -192,7 +203,7 @@ fn draw_bal(seed: u64, i: usize) -> Bal {
     }
 }
 
-fn render_bal(b: &Bal, scale: f64) -> (String, String) {
+fn render_bal(b: &Bal, scale: f64, aya_params: Option<&str>) -> (String, String) {
     let cap: f64 = b.speeds.iter().sum::<f64>() * b.conc as f64;
     let mean = (b.load * cap / b.rate).clamp(0.002, 0.25);
     let rate = b.load * cap / mean;
@@ -347,7 +358,8 @@ fn render_bal(b: &Bal, scale: f64) -> (String, String) {
         "\n[control]\ninterval = 2.0\ntelemetry_interval = 1.0\ntelemetry_delay = {:.2}",
         b.delay
     );
-    for p in ["aya", "p2c", "peak_ewma"] {
+    let _ = writeln!(t, "{}", aya_policy_block(aya_params));
+    for p in ["p2c", "peak_ewma"] {
         let _ = writeln!(t, "\n[[policy]]\nname = \"{p}\"");
     }
     (t, summary)
@@ -558,7 +570,12 @@ fn draw_autos(seed: u64, ds: &Path, smoke: bool) -> super::Result<Vec<Auto>> {
     Ok(out)
 }
 
-fn render_auto(a: &Auto, data: &Path, scale: f64) -> super::Result<(String, String)> {
+fn render_auto(
+    a: &Auto,
+    data: &Path,
+    scale: f64,
+    aya_params: Option<&str>,
+) -> super::Result<(String, String)> {
     let path = data.join(format!("{}.csv", a.id));
     let mut csv = String::from("timestamp,value\n");
     let t0 = 946_684_800.0; // 2000-01-01
@@ -613,7 +630,7 @@ fn render_auto(a: &Auto, data: &Path, scale: f64) -> super::Result<(String, Stri
         t,
         "\n[forecaster]\nname = \"naive\"\n\n[slo]\nwindow = 60.0\np99 = 0.5"
     );
-    let _ = writeln!(t, "\n[[policy]]\nname = \"aya\"");
+    let _ = writeln!(t, "{}", aya_policy_block(aya_params));
     for h in HPA_TARGETS {
         let _ = writeln!(
             t,
@@ -621,6 +638,16 @@ fn render_auto(a: &Auto, data: &Path, scale: f64) -> super::Result<(String, Stri
         );
     }
     Ok((t, summary))
+}
+
+/// The `[[policy]]` block of Aya, with `params` when given.
+fn aya_policy_block(params: Option<&str>) -> String {
+    match params {
+        Some(p) if !p.trim().is_empty() => {
+            format!("\n[[policy]]\nname = \"aya\"\nparams = {{ {p} }}")
+        }
+        _ => "\n[[policy]]\nname = \"aya\"".to_string(),
+    }
 }
 
 /// Assign splits: within each family, scenarios sorted by the hash of
@@ -659,7 +686,7 @@ pub fn generate(cfg: &SuiteConfig, data_dir: &Path) -> super::Result<Vec<SuiteSc
         chosen.truncate(4);
     }
     for b in chosen {
-        let (toml, summary) = render_bal(b, scale);
+        let (toml, summary) = render_bal(b, scale, cfg.aya_params.as_deref());
         let scenario = Scenario::parse(&toml, &data.join(format!("{}.toml", b.id)))
             .with_context(|| format!("generated scenario {}", b.id))?;
         items.push(SuiteScenario {
@@ -673,7 +700,7 @@ pub fn generate(cfg: &SuiteConfig, data_dir: &Path) -> super::Result<Vec<SuiteSc
         });
     }
     for a in draw_autos(cfg.seed, &cfg.datasets, cfg.smoke)? {
-        let (toml, summary) = render_auto(&a, &data, 1.0)?;
+        let (toml, summary) = render_auto(&a, &data, 1.0, cfg.aya_params.as_deref())?;
         let scenario = Scenario::parse(&toml, &data.join(format!("{}.toml", a.id)))
             .with_context(|| format!("generated scenario {}", a.id))?;
         items.push(SuiteScenario {
@@ -689,6 +716,12 @@ pub fn generate(cfg: &SuiteConfig, data_dir: &Path) -> super::Result<Vec<SuiteSc
     assign_splits(&mut items);
     if let Some(s) = cfg.split {
         items.retain(|x| x.split == s);
+    }
+    if let Some(k) = cfg.kind {
+        items.retain(|x| x.kind == k);
+    }
+    if let Some(only) = &cfg.only {
+        items.retain(|x| x.id.contains(only.as_str()));
     }
     Ok(items)
 }

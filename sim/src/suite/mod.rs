@@ -58,6 +58,14 @@ impl<T, E: std::fmt::Display> Context<T> for std::result::Result<T, E> {
 pub fn run_and_report(cfg: &SuiteConfig, out: &Path) -> Result<SuiteResult> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let scenarios = generate(cfg, &out.join("data"))?;
+    // Every scenario is a valid `aya sim` file: keep them beside the report
+    // so a row of the table can be replayed (and its decisions read) alone.
+    let dir = out.join("scenarios");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for s in &scenarios {
+        let path = dir.join(format!("{}.toml", s.id));
+        std::fs::write(&path, &s.toml).with_context(|| format!("writing {}", path.display()))?;
+    }
     let t0 = std::time::Instant::now();
     let mut res = run_suite(&scenarios)?;
     res.wall_seconds = t0.elapsed().as_secs_f64();

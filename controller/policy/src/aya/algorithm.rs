@@ -169,7 +169,14 @@ impl AyaPolicy {
                     } else {
                         None
                     };
-                    self.scored_switch(cur, want, input.now, pool.as_ref(), ex) == Some(false)
+                    let verdict = self.scored_switch(cur, want, input.now, pool.as_ref(), ex);
+                    // Weighted round robin needs a prediction in its favour;
+                    // other proposals go ahead unless predicted worse.
+                    if want == LbAlgorithm::WeightedRoundRobin {
+                        verdict != Some(true)
+                    } else {
+                        verdict == Some(false)
+                    }
                 };
                 if vetoed {
                     self.candidate = None;
@@ -215,34 +222,40 @@ impl AyaPolicy {
                 "latency outliers beyond the ejection budget".to_string(),
             )
         } else {
-            match (spread, variability) {
-                (_, None) => (LbAlgorithm::LeastRequest, "insufficient data".to_string()),
-                (Some(s), Some(v)) if s > c.capacity_spread => {
-                    if v > c.variable_service_ratio {
-                        (
-                            LbAlgorithm::LeastRequest,
-                            format!(
-                                "unequal capacity (spread {s:.2}) and variable service (p99/p50 {v:.1}): weighted least request"
-                            ),
-                        )
-                    } else {
-                        (
-                            LbAlgorithm::WeightedRoundRobin,
-                            format!(
-                                "unequal capacity (spread {s:.2}), steady service (p99/p50 {v:.1})"
-                            ),
-                        )
-                    }
-                }
-                (_, Some(v)) if v > c.variable_service_ratio => (
-                    LbAlgorithm::LeastRequest,
-                    format!("homogeneous pool, variable service (p99/p50 {v:.1})"),
-                ),
-                (_, Some(v)) => (
-                    LbAlgorithm::RoundRobin,
-                    format!("homogeneous pool, steady service (p99/p50 {v:.1})"),
-                ),
+            // Least request (weighted by Aya's split when capacities differ)
+            // is the one choice that reacts to what it cannot see: a slow or
+            // stuck host accumulates active requests and loses picks at once,
+            // whatever the telemetry delay. Round robin and weighted round
+            // robin only follow the weights, so a slowdown, a latency spike
+            // or a wrong capacity estimate hits them until the next windows
+            // arrive; on the broad suite's tune split they lost to least
+            // request on every fault kind (docs/suite.md).
+            if c.score_algorithms
+                && let (Some(s), Some(v)) = (spread, variability)
+                && s > c.capacity_spread
+                && v <= c.variable_service_ratio
+            {
+                // Only a simulation of the learned pool may choose weighted
+                // round robin (see `choose_algorithm`): it wins on steady
+                // service when the capacity model is right.
+                return (
+                    LbAlgorithm::WeightedRoundRobin,
+                    format!(
+                        "unequal capacity (spread {s:.2}), steady service (p99/p50 {v:.1}): weighted round robin if predicted better"
+                    ),
+                );
             }
+            let why = match (spread, variability) {
+                (Some(s), _) if s > c.capacity_spread => {
+                    format!("unequal capacity (spread {s:.2}): weighted least request")
+                }
+                (Some(s), Some(v)) => {
+                    format!("homogeneous pool (spread {s:.2}, p99/p50 {v:.1}): least request")
+                }
+                (None, _) => "capacities not known yet: least request".to_string(),
+                (Some(s), None) => format!("homogeneous pool (spread {s:.2}): least request"),
+            };
+            (LbAlgorithm::LeastRequest, why)
         }
     }
 }
@@ -313,13 +326,17 @@ mod tests {
             pick(0.01, 0.066, &equal, AyaConfig::default()).algorithm,
             LbAlgorithm::LeastRequest
         );
-        assert_eq!(
-            pick(0.01, 0.011, &equal, AyaConfig::default()).algorithm,
-            LbAlgorithm::RoundRobin
-        );
-        assert_eq!(
-            pick(0.01, 0.011, &mixed, AyaConfig::default()).algorithm,
-            LbAlgorithm::WeightedRoundRobin
+        // Steady (deterministic-like) service no longer selects round robin
+        // or weighted round robin: least request reacts to faults they miss.
+        let steady = pick(0.01, 0.011, &equal, AyaConfig::default());
+        assert_eq!(steady.algorithm, LbAlgorithm::LeastRequest);
+        assert!(steady.rule.contains("homogeneous"), "{}", steady.rule);
+        let steady_mixed = pick(0.01, 0.011, &mixed, AyaConfig::default());
+        assert_eq!(steady_mixed.algorithm, LbAlgorithm::LeastRequest);
+        assert!(
+            steady_mixed.rule.contains("weighted least request"),
+            "{}",
+            steady_mixed.rule
         );
         assert_eq!(
             pick(0.01, 0.066, &mixed, AyaConfig::default()).algorithm,
@@ -336,24 +353,38 @@ mod tests {
 
     #[test]
     fn algorithm_switch_needs_persistence() {
+        // Two of eleven backends are latency outliers: one is ejected, the
+        // other is left in the pool, so peak-EWMA is chosen at once.
         let mut p = engine();
-        let steady: Vec<_> = (0..4)
-            .map(|i| obs(&format!("b{i}"), 0.0, 100.0, 0.4, 0.01, 0.011))
-            .collect();
-        let d = p.decide(&input(0.0, &steady, 400.0, None, replicas(4)));
-        assert_eq!(d.algorithm.algorithm, LbAlgorithm::RoundRobin);
+        let pool = |t: f64, slow: bool| -> Vec<BackendObservation> {
+            (0..11)
+                .map(|i| {
+                    let mut b = obs(&format!("b{i:02}"), t, 90.0, 0.45, 0.01, 0.066);
+                    if slow && (i == 3 || i == 7) {
+                        b.latency_p50 = 2.0;
+                        b.latency_p99 = 2.0;
+                    }
+                    b
+                })
+                .collect()
+        };
+        let d = p.decide(&input(0.0, &pool(0.0, true), 1000.0, None, replicas(11)));
+        assert_eq!(d.algorithm.algorithm, LbAlgorithm::PeakEwma);
+        // The outliers recover: least request comes back only after
+        // `algorithm_switch_ticks` (3) ticks in a row.
         for k in 1..=3 {
             let t = k as f64 * 10.0;
-            let variable: Vec<_> = (0..4)
-                .map(|i| obs(&format!("b{i}"), t, 100.0, 0.4, 0.01, 0.066))
-                .collect();
-            let d = p.decide(&input(t, &variable, 400.0, None, replicas(4)));
+            let d = p.decide(&input(t, &pool(t, false), 1000.0, None, replicas(11)));
             let expected = if k < 3 {
-                LbAlgorithm::RoundRobin
+                LbAlgorithm::PeakEwma
             } else {
                 LbAlgorithm::LeastRequest
             };
-            assert_eq!(d.algorithm.algorithm, expected, "tick {k}");
+            assert_eq!(
+                d.algorithm.algorithm, expected,
+                "tick {k}: {}",
+                d.algorithm.rule
+            );
         }
     }
 
@@ -386,7 +417,8 @@ mod tests {
     }
 
     /// Variable service on a homogeneous pool (least request), then steady
-    /// service on unequal capacities: the rules propose weighted round robin.
+    /// service on unequal capacities: with scoring on, the rules propose
+    /// weighted round robin.
     /// Returns the algorithm published at the end and every rule seen.
     fn run_switch(p: &mut AyaPolicy) -> (LbAlgorithm, Vec<String>) {
         let mut rules = Vec::new();
@@ -416,9 +448,9 @@ mod tests {
     }
 
     #[test]
-    fn without_scoring_the_rules_switch_to_weighted_round_robin() {
+    fn without_scoring_steady_unequal_pools_stay_on_least_request() {
         let (algo, rules) = run_switch(&mut engine());
-        assert_eq!(algo, LbAlgorithm::WeightedRoundRobin);
+        assert_eq!(algo, LbAlgorithm::LeastRequest);
         assert!(!rules.iter().any(|r| r.contains("scor")), "{rules:?}");
     }
 
@@ -464,10 +496,11 @@ mod tests {
     }
 
     #[test]
-    fn scoring_without_a_scorer_leaves_the_rules_in_charge() {
+    fn weighted_round_robin_needs_a_prediction_in_its_favour() {
+        // Scoring on, but this driver has no scorer: no prediction, no switch.
         let mut p = AyaPolicy::new(scoring_cfg());
         let (algo, rules) = run_switch(&mut p);
-        assert_eq!(algo, LbAlgorithm::WeightedRoundRobin);
+        assert_eq!(algo, LbAlgorithm::LeastRequest);
         assert!(
             rules.iter().any(|r| r.contains("no scorer in this driver")),
             "{rules:?}"

@@ -16,23 +16,40 @@ pub(super) struct ForecastView {
 }
 
 impl AyaPolicy {
-    /// Whether the newest observation is older than `stale_intervals ×
-    /// interval` (then the models are not updated and weights are held).
+    /// Whether telemetry has stopped: no observation newer than the newest
+    /// one already seen has arrived for `stale_intervals × interval` (then
+    /// the models are not updated and weights are held). A *constant* delay
+    /// is not staleness: metrics pipelines deliver every window a few
+    /// seconds late (Envoy's stats flush, a Prometheus scrape), and a pool
+    /// whose capacities are learned from windows 8 s old is still far better
+    /// steered than one held at its first weights. The delay is reported as
+    /// `telemetry lag`.
     /// `input.interval` is the sanitised, positive interval.
-    pub(super) fn stale_telemetry(&self, input: &TickInput<'_>, ex: &mut Explanation) -> bool {
+    pub(super) fn stale_telemetry(&mut self, input: &TickInput<'_>, ex: &mut Explanation) -> bool {
         let newest = input
             .backends
             .iter()
             .map(|b| b.observed_at)
             .filter(|t| t.is_finite())
             .fold(f64::NEG_INFINITY, f64::max);
-        let stale = !input.backends.is_empty()
-            && input.now - newest > self.cfg.get().stale_intervals * input.interval;
+        if input.backends.is_empty() || !newest.is_finite() {
+            return false;
+        }
+        let advanced = self.newest_seen.is_none_or(|(seen, _)| newest > seen);
+        if advanced {
+            self.newest_seen = Some((newest, input.now));
+        }
+        let last_arrival = self.newest_seen.map_or(input.now, |(_, at)| at);
+        let lag = (input.now - newest).max(0.0);
+        self.lag = lag;
+        let stale = input.now - last_arrival > self.cfg.get().stale_intervals * input.interval;
         if stale {
             ex.rules.push(format!(
-                "fallback_reactive: stale telemetry (newest {:.1}s old)",
-                input.now - newest
+                "fallback_reactive: stale telemetry (nothing new for {:.1}s; newest {lag:.1}s old)",
+                input.now - last_arrival
             ));
+        } else if lag > input.interval {
+            ex.inputs.push(format!("telemetry lag {lag:.1}s"));
         }
         stale
     }
@@ -158,6 +175,49 @@ mod tests {
         let d = p.decide(&input(100.0, &backends, 5000.0, None, replicas(2)));
         assert_eq!(d.weights, d0.weights);
         assert_eq!(d.scaling.desired_replicas, 2);
+        assert!(
+            d.explanation
+                .rules
+                .iter()
+                .any(|r| r.contains("stale telemetry")),
+            "{:?}",
+            d.explanation.rules
+        );
+    }
+
+    #[test]
+    fn a_constant_delay_is_not_staleness_but_a_stop_is() {
+        let mut p = engine();
+        // Every window arrives 25 s late (2.5 intervals of 10 s)... and keeps arriving.
+        for k in 0..6 {
+            let t = 100.0 + 10.0 * k as f64;
+            let backends = [
+                obs("a", t - 25.0, 100.0, 0.4, 0.01, 0.05),
+                obs("b", t - 25.0, 100.0, 0.4, 0.01, 0.05),
+            ];
+            let d = p.decide(&input(t, &backends, 200.0, None, replicas(2)));
+            assert!(
+                !d.explanation.rules.iter().any(|r| r.contains("stale")),
+                "tick {k}: {:?}",
+                d.explanation.rules
+            );
+            assert!(
+                d.explanation
+                    .inputs
+                    .iter()
+                    .any(|r| r == "telemetry lag 25.0s"),
+                "{:?}",
+                d.explanation.inputs
+            );
+        }
+        // Then nothing new: after 3 intervals it is stale.
+        let backends = [
+            obs("a", 125.0, 100.0, 0.4, 0.01, 0.05),
+            obs("b", 125.0, 100.0, 0.4, 0.01, 0.05),
+        ];
+        let d = p.decide(&input(150.0, &backends, 200.0, None, replicas(2)));
+        assert!(!d.explanation.rules.iter().any(|r| r.contains("stale")));
+        let d = p.decide(&input(190.0, &backends, 200.0, None, replicas(2)));
         assert!(
             d.explanation
                 .rules

@@ -4,7 +4,7 @@
 use super::AyaPolicy;
 use crate::capacity::{CapacityEstimate, median, positive};
 use crate::config::WeightObjective;
-use crate::types::{BackendObservation, BackendWeight, Explanation, TickInput};
+use crate::types::{BackendObservation, BackendWeight, Explanation, TickInput, Time};
 use crate::weights::{WEIGHT_SCALE, smooth_bounded, to_published};
 
 /// Shares below this (planned or observed) are too small to correct on:
@@ -69,7 +69,7 @@ impl AyaPolicy {
         }
         let caps = self.capacities(input, names, ex);
         let targets = self.weight_targets(active, &caps, load, ex);
-        (self.publish_weights(&targets, ex), caps.spread)
+        (self.publish_weights(input.now, &targets, ex), caps.spread)
     }
 
     /// Each backend's capacity estimate (explained), those of the kind most
@@ -218,6 +218,7 @@ impl AyaPolicy {
         }
         if xs.iter().sum::<f64>() > 0.0 {
             let xs = self.correct_shares(active, xs, ex);
+            let xs = cap_shares(xs, &mus, c.max_capacity_share, caps.names.as_slice(), ex);
             caps.names
                 .iter()
                 .zip(xs)
@@ -232,6 +233,7 @@ impl AyaPolicy {
     /// leaves [`WEIGHT_MEAN_BAND`], remember the result and publish it.
     fn publish_weights(
         &mut self,
+        now: Time,
         targets: &[(String, f64)],
         ex: &mut Explanation,
     ) -> Vec<BackendWeight> {
@@ -242,6 +244,7 @@ impl AyaPolicy {
             c.weight_smoothing,
             c.max_weight_step,
         );
+        self.cap_suspects(now, &mut new, ex);
         let mean = new.iter().map(|(_, w)| w).sum::<f64>() / new.len() as f64;
         if !(WEIGHT_MEAN_BAND.0..=WEIGHT_MEAN_BAND.1).contains(&mean) && mean > 0.0 {
             let k = WEIGHT_SCALE / mean;
@@ -257,6 +260,62 @@ impl AyaPolicy {
                 weight: to_published(*w),
             })
             .collect()
+    }
+
+    /// Remember which backends are in trouble now: unhealthy, or erroring at
+    /// the ejection threshold.
+    pub(super) fn note_trouble(&mut self, input: &TickInput<'_>) {
+        let threshold = self.cfg.get().eject_error_rate;
+        for b in input.backends {
+            let erroring = b.error_rate.is_finite() && b.error_rate >= threshold;
+            if !b.healthy || erroring {
+                self.last_trouble.insert(b.backend.clone(), input.now);
+            }
+        }
+    }
+
+    /// Blast-radius bound for backends that failed recently: a backend seen
+    /// in trouble within `suspicion_window` seconds gets at most the mean
+    /// weight of the others (its fair share), applied at once rather than smoothed. A
+    /// backend that fails once tends to fail again (flapping hosts, a
+    /// crash loop); while it carries a large share, each failure errors that
+    /// share of all requests until the data plane or Aya notices.
+    fn cap_suspects(&self, now: Time, new: &mut [(String, f64)], ex: &mut Explanation) {
+        let window = self.cfg.get().suspicion_window;
+        if window <= 0.0 || new.len() < 2 {
+            return;
+        }
+        let recent: Vec<bool> = new
+            .iter()
+            .map(|(n, _)| self.last_trouble.get(n).is_some_and(|t| now - t <= window))
+            .collect();
+        // Fair share: the mean weight of the backends not under suspicion
+        // (of all of them when every one is).
+        let clean: Vec<f64> = new
+            .iter()
+            .zip(&recent)
+            .filter(|(_, r)| !**r)
+            .map(|((_, w), _)| *w)
+            .collect();
+        let pool: Vec<f64> = if clean.is_empty() {
+            new.iter().map(|(_, w)| *w).collect()
+        } else {
+            clean
+        };
+        let fair = pool.iter().sum::<f64>() / pool.len() as f64;
+        let mut capped = Vec::new();
+        for ((n, w), r) in new.iter_mut().zip(&recent) {
+            if *r && *w > fair {
+                *w = fair;
+                capped.push(n.clone());
+            }
+        }
+        if !capped.is_empty() {
+            ex.rules.push(format!(
+                "blast_radius: failed within {window:.0}s, capped at fair share: {}",
+                capped.join(",")
+            ));
+        }
     }
 
     /// Close the loop from planned split to observed traffic. A weighted
@@ -321,6 +380,78 @@ impl AyaPolicy {
         }
         out
     }
+}
+
+/// Blast-radius bound: no backend's share of the traffic above `cap` times
+/// its share of the pool's capacity (`μ_i / Σμ`), the excess spread over the
+/// others in proportion to their shares. The tail split and the share
+/// correction both push traffic onto the fastest hosts; uncapped, losing one
+/// fast host errors most of the traffic until the data plane notices, and a
+/// share correction that the data plane cannot follow winds up without bound.
+/// `cap = 0` (or non-finite) leaves the split alone.
+fn cap_shares(
+    mut xs: Vec<f64>,
+    mus: &[f64],
+    cap: f64,
+    names: &[&str],
+    ex: &mut Explanation,
+) -> Vec<f64> {
+    let total_mu: f64 = mus.iter().sum();
+    if !(cap.is_finite() && cap > 0.0) || xs.len() != mus.len() || !positive(total_mu) {
+        return xs;
+    }
+    let mut capped = vec![false; xs.len()];
+    // Each pass pins the backends over their bound; the rest are rescaled to
+    // carry what they shed. A pinned backend stays pinned, so this ends in at
+    // most n passes.
+    for _ in 0..xs.len() {
+        let total: f64 = xs.iter().sum();
+        if !positive(total) {
+            return xs;
+        }
+        let bound: Vec<f64> = mus.iter().map(|m| cap * m / total_mu * total).collect();
+        let over: Vec<usize> = (0..xs.len())
+            .filter(|&i| !capped[i] && xs[i] > bound[i] * (1.0 + 1e-9))
+            .collect();
+        if over.is_empty() {
+            break;
+        }
+        let pinned: f64 = (0..xs.len())
+            .filter(|&i| capped[i] || over.contains(&i))
+            .map(|i| bound[i].min(xs[i]))
+            .sum();
+        let free: f64 = (0..xs.len())
+            .filter(|&i| !capped[i] && !over.contains(&i))
+            .map(|i| xs[i])
+            .sum();
+        for &i in &over {
+            xs[i] = bound[i];
+            capped[i] = true;
+        }
+        if !positive(free) {
+            break;
+        }
+        // Keep the total: the free backends carry total − pinned.
+        let k = (total - pinned).max(0.0) / free;
+        for i in 0..xs.len() {
+            if !capped[i] {
+                xs[i] *= k;
+            }
+        }
+    }
+    let names_capped: Vec<&str> = names
+        .iter()
+        .zip(&capped)
+        .filter(|(_, c)| **c)
+        .map(|(n, _)| *n)
+        .collect();
+    if !names_capped.is_empty() {
+        ex.rules.push(format!(
+            "blast_radius: share capped at {cap:.2}x capacity share: {}",
+            names_capped.join(",")
+        ));
+    }
+    xs
 }
 
 /// Keep at least this fraction of total capacity spare before using the
@@ -508,6 +639,113 @@ mod tests {
         assert_eq!(xs[0], 0.0);
         assert!((xs[1] - 50.0).abs() < 1e-9);
         assert!(latency_split(&[100.0, 100.0], 199.0).is_none());
+    }
+
+    #[test]
+    fn shares_are_capped_relative_to_capacity_and_keep_their_total() {
+        let mut ex = Explanation::default();
+        // Capacities 1, 1, 8 (shares 10 %, 10 %, 80 %); a split giving the
+        // fast host 95 % is cut to 1.1 × 80 % = 88 %, the rest carry the excess.
+        let xs = cap_shares(
+            vec![2.5, 2.5, 95.0],
+            &[1.0, 1.0, 8.0],
+            1.1,
+            &["a", "b", "c"],
+            &mut ex,
+        );
+        let total: f64 = xs.iter().sum();
+        assert!((total - 100.0).abs() < 1e-9, "{xs:?}");
+        assert!((xs[2] - 88.0).abs() < 1e-9, "{xs:?}");
+        assert!(
+            (xs[0] - 6.0).abs() < 1e-9 && (xs[1] - 6.0).abs() < 1e-9,
+            "{xs:?}"
+        );
+        assert!(
+            ex.rules
+                .iter()
+                .any(|r| r.starts_with("blast_radius") && r.ends_with(": c"))
+        );
+        // Within bounds, or disabled: unchanged.
+        let mut ex = Explanation::default();
+        let same = cap_shares(
+            vec![10.0, 10.0, 80.0],
+            &[1.0, 1.0, 8.0],
+            1.1,
+            &["a", "b", "c"],
+            &mut ex,
+        );
+        assert_eq!(same, vec![10.0, 10.0, 80.0]);
+        assert!(ex.rules.is_empty());
+        let off = cap_shares(
+            vec![0.0, 0.0, 1.0],
+            &[1.0, 1.0, 1.0],
+            0.0,
+            &["a", "b", "c"],
+            &mut ex,
+        );
+        assert_eq!(off, vec![0.0, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn a_backend_that_failed_recently_gets_at_most_the_mean_weight() {
+        let mut p = engine();
+        let names = ["a", "b", "c", "d"];
+        let run = |p: &mut AyaPolicy, t: f64, d_healthy: bool| {
+            // d is four times as fast as the others.
+            let backends: Vec<_> = names
+                .iter()
+                .map(|n| {
+                    let cost = if *n == "d" { 0.001 } else { 0.004 };
+                    let rate = 100.0 + 10.0 * ((t as i64 / 10) % 3) as f64;
+                    let mut b = obs(n, t, rate, cost * rate, cost * 5.0, cost * 30.0);
+                    b.healthy = *n != "d" || d_healthy;
+                    b
+                })
+                .collect();
+            p.decide(&input(t, &backends, 600.0, None, replicas(4)))
+        };
+        let mut before = None;
+        for k in 0..15 {
+            before = Some(run(&mut p, 10.0 * k as f64, true));
+        }
+        let before = before.unwrap();
+        assert!(
+            weight(&before, "d") > 2 * weight(&before, "a"),
+            "{:?}",
+            before.weights
+        );
+        // d fails for one tick, then is healthy again: for the next
+        // `suspicion_window` (60 s) its weight stays at most the mean.
+        run(&mut p, 150.0, false);
+        for k in 16..21 {
+            let d = run(&mut p, 10.0 * k as f64, true);
+            let mean =
+                d.weights.iter().map(|w| w.weight as f64).sum::<f64>() / d.weights.len() as f64;
+            assert!(
+                weight(&d, "d") as f64 <= mean + 1.0,
+                "tick {k}: {:?}",
+                d.weights
+            );
+            assert!(
+                d.explanation
+                    .rules
+                    .iter()
+                    .any(|r| r.contains("capped at fair share: d")),
+                "{:?}",
+                d.explanation.rules
+            );
+        }
+        // Long after, the cap is gone.
+        let mut last = None;
+        for k in 22..40 {
+            last = Some(run(&mut p, 10.0 * k as f64, true));
+        }
+        let last = last.unwrap();
+        assert!(
+            weight(&last, "d") > 2 * weight(&last, "a"),
+            "{:?}",
+            last.weights
+        );
     }
 
     #[test]
