@@ -97,8 +97,6 @@ pub struct AyaPolicy {
     score_verdict: Option<ScoreVerdict>,
     /// Newest observation time seen and the tick time it first arrived.
     newest_seen: Option<(Time, Time)>,
-    /// Age of the newest observation at this tick (seconds).
-    lag: f64,
     /// When each backend was last seen in trouble (unhealthy, or erroring
     /// at the ejection threshold): its share stays capped for a while.
     last_trouble: BTreeMap<String, Time>,
@@ -125,7 +123,6 @@ impl AyaPolicy {
             scorer: None,
             score_verdict: None,
             newest_seen: None,
-            lag: 0.0,
             last_trouble: BTreeMap::new(),
         }
     }

@@ -106,6 +106,17 @@ impl AyaPolicy {
         } else {
             0
         };
+        // Full capacity (rps at 100 % busy) of each healthy backend, when
+        // every one of them has an absolute estimate.
+        let full: Option<Vec<(String, f64)>> = healthy
+            .iter()
+            .map(|b| {
+                self.estimate(&b.backend, now, interval)
+                    .filter(|e| e.absolute && e.capacity_rps > 0.0)
+                    .map(|e| (b.backend.clone(), e.capacity_rps / c.target_utilization))
+            })
+            .collect();
+        let demand = input.demand_rps.max(0.0);
         let mut ejected = active_ejected;
         let mut left_over = false;
         for (_, name, why) in outliers {
@@ -114,6 +125,22 @@ impl AyaPolicy {
                     .push(format!("ejection_budget_exhausted: {name} ({why}) stays"));
                 left_over = true;
                 continue;
+            }
+            // N+1 check: ejecting a host the rest cannot do without turns a
+            // slow pool into an overloaded one (and a cascade).
+            if let Some(full) = &full {
+                let rest: f64 = full
+                    .iter()
+                    .filter(|(n, _)| *n != name && !ejected.contains(n))
+                    .map(|(_, c)| c)
+                    .sum();
+                if rest < demand {
+                    ex.rules.push(format!(
+                        "ejection_skipped: {name} ({why}) stays: the rest can serve {rest:.0} rps of {demand:.0}"
+                    ));
+                    left_over = true;
+                    continue;
+                }
             }
             let e = self.ejections.entry(name.clone()).or_insert(Ejection {
                 until: now,
@@ -199,5 +226,40 @@ mod tests {
             .collect();
         let d = q.decide(&input(0.0, &all_bad, 500.0, None, replicas(5)));
         assert!(d.ejected.is_empty());
+    }
+
+    #[test]
+    fn a_slow_host_the_rest_cannot_do_without_is_not_ejected() {
+        // Four backends of ~250 rps each (CPU 0.4 at 100 rps); after the
+        // models learn, b3's latency jumps to 10x the median.
+        let run = |demand: f64| {
+            let mut p = engine();
+            let mut last = None;
+            for k in 0..8 {
+                let t = 10.0 * k as f64;
+                let rate = demand / 4.0 + 5.0 * (k % 3) as f64;
+                let mut backends: Vec<_> = (0..4)
+                    .map(|i| obs(&format!("b{i}"), t, rate, 0.004 * rate, 0.01, 0.05))
+                    .collect();
+                if k == 7 {
+                    backends[3].latency_p50 = 0.2;
+                    backends[3].in_flight = rate * 0.2;
+                }
+                last = Some(p.decide(&input(t, &backends, demand, None, replicas(4))));
+            }
+            last.unwrap()
+        };
+        // At 400 rps the other three (~750 rps) carry it: b3 is ejected.
+        let d = run(400.0);
+        assert_eq!(d.ejected, vec!["b3".to_string()], "{:?}", d.explanation.rules);
+        // At 900 rps they cannot: b3 stays, and peak-EWMA steers around it.
+        let d = run(900.0);
+        assert!(d.ejected.is_empty(), "{:?}", d.explanation.rules);
+        assert!(
+            d.explanation.rules.iter().any(|r| r.starts_with("ejection_skipped: b3")),
+            "{:?}",
+            d.explanation.rules
+        );
+        assert_eq!(d.algorithm.algorithm, LbAlgorithm::PeakEwma);
     }
 }

@@ -41,7 +41,6 @@ impl AyaPolicy {
         }
         let last_arrival = self.newest_seen.map_or(input.now, |(_, at)| at);
         let lag = (input.now - newest).max(0.0);
-        self.lag = lag;
         let stale = input.now - last_arrival > self.cfg.get().stale_intervals * input.interval;
         if stale {
             ex.rules.push(format!(
