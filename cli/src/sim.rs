@@ -83,6 +83,10 @@ pub struct LeagueArgs {
     /// compares a candidate configuration with the defaults on the same suite.
     #[arg(long)]
     pub aya_params: Option<String>,
+    /// Demand forecaster of the suite's autoscaling scenarios: `naive` (the
+    /// random walk, default) or `online` (the controller's ML forecaster, cold).
+    #[arg(long, value_parser = ["naive", "online"])]
+    pub forecaster: Option<String>,
 }
 
 /// Run `aya sim`.
@@ -311,7 +315,7 @@ pub fn run_league(args: &LeagueArgs) -> CliResult {
 
 /// `aya league --suite broad`: generate, run and report the broad suite.
 fn run_suite(args: &LeagueArgs) -> CliResult {
-    use aya_sim::suite::{Kind, Split, SuiteConfig, report, run_and_report};
+    use aya_sim::suite::{Kind, Split, SuiteConfig, SuiteForecaster, report, run_and_report};
     let mut cfg = SuiteConfig::new();
     cfg.seed = args.suite_seed;
     cfg.smoke = args.smoke;
@@ -328,6 +332,9 @@ fn run_suite(args: &LeagueArgs) -> CliResult {
     // `--only` picks league scenarios by name; in a suite, by id substring.
     cfg.only = args.only.first().cloned();
     cfg.aya_params = args.aya_params.clone();
+    if let Some(f) = args.forecaster.as_deref().and_then(SuiteForecaster::parse) {
+        cfg.forecaster = f;
+    }
     let res = run_and_report(&cfg, &args.output).map_err(Failure::runtime)?;
     print!("{}", report::summary_table(&res.summaries));
     println!(

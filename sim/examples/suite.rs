@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use aya_sim::suite::{Kind, Split, SuiteConfig, run_and_report};
+use aya_sim::suite::{Kind, Split, SuiteConfig, SuiteForecaster, run_and_report};
 
 fn main() -> anyhow::Result<()> {
     let mut cfg = SuiteConfig::new();
@@ -49,9 +49,16 @@ fn main() -> anyhow::Result<()> {
                 }
             }
             "--only" => cfg.only = args.next(),
+            "--forecaster" => {
+                cfg.forecaster = args
+                    .next()
+                    .as_deref()
+                    .and_then(SuiteForecaster::parse)
+                    .ok_or_else(|| anyhow::anyhow!("--forecaster must be naive or online"))?
+            }
             "--aya-params" => cfg.aya_params = args.next(),
             other => anyhow::bail!(
-                "unknown argument {other:?}; allowed: --out DIR, --split test|tune|all, --seed N, --datasets DIR, --smoke, --kind balancing|autoscaling, --only ID-PART, --aya-params TOML"
+                "unknown argument {other:?}; allowed: --out DIR, --split test|tune|all, --seed N, --datasets DIR, --smoke, --kind balancing|autoscaling, --only ID-PART, --aya-params TOML, --forecaster naive|online"
             ),
         }
     }

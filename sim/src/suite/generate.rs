@@ -59,6 +59,38 @@ pub struct SuiteConfig {
     /// table (`objective = "latency", trend_window = 0`); None = defaults.
     /// For comparing a candidate configuration on the same suite.
     pub aya_params: Option<String>,
+    /// The demand forecaster of the autoscaling scenarios.
+    pub forecaster: SuiteForecaster,
+}
+
+/// The demand forecaster the autoscaling scenarios run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SuiteForecaster {
+    /// The random walk (`naive`): the reference the league runs.
+    #[default]
+    Naive,
+    /// The controller's online ML forecaster (`online`, one bucket per
+    /// 15 s control tick), cold: it learns from the replayed window only.
+    Online,
+}
+
+impl SuiteForecaster {
+    /// Parse `naive` or `online`.
+    pub fn parse(s: &str) -> Option<SuiteForecaster> {
+        match s {
+            "naive" => Some(SuiteForecaster::Naive),
+            "online" => Some(SuiteForecaster::Online),
+            _ => None,
+        }
+    }
+}
+
+/// The `[forecaster]` table body for `f`.
+fn forecaster_block(f: SuiteForecaster) -> &'static str {
+    match f {
+        SuiteForecaster::Naive => "name = \"naive\"",
+        SuiteForecaster::Online => "name = \"online\"\nparams = { step_seconds = 15.0 }",
+    }
 }
 
 impl SuiteConfig {
@@ -75,6 +107,7 @@ impl SuiteConfig {
             kind: None,
             only: None,
             aya_params: None,
+            forecaster: SuiteForecaster::Naive,
         }
     }
 }
@@ -575,6 +608,7 @@ fn render_auto(
     data: &Path,
     scale: f64,
     aya_params: Option<&str>,
+    forecaster: SuiteForecaster,
 ) -> super::Result<(String, String)> {
     let path = data.join(format!("{}.csv", a.id));
     let mut csv = String::from("timestamp,value\n");
@@ -628,7 +662,8 @@ fn render_auto(
     );
     let _ = writeln!(
         t,
-        "\n[forecaster]\nname = \"naive\"\n\n[slo]\nwindow = 60.0\np99 = 0.5"
+        "\n[forecaster]\n{}\n\n[slo]\nwindow = 60.0\np99 = 0.5",
+        forecaster_block(forecaster)
     );
     let _ = writeln!(t, "{}", aya_policy_block(aya_params));
     for h in HPA_TARGETS {
@@ -700,7 +735,8 @@ pub fn generate(cfg: &SuiteConfig, data_dir: &Path) -> super::Result<Vec<SuiteSc
         });
     }
     for a in draw_autos(cfg.seed, &cfg.datasets, cfg.smoke)? {
-        let (toml, summary) = render_auto(&a, &data, 1.0, cfg.aya_params.as_deref())?;
+        let (toml, summary) =
+            render_auto(&a, &data, 1.0, cfg.aya_params.as_deref(), cfg.forecaster)?;
         let scenario = Scenario::parse(&toml, &data.join(format!("{}.toml", a.id)))
             .with_context(|| format!("generated scenario {}", a.id))?;
         items.push(SuiteScenario {

@@ -29,7 +29,7 @@ pub mod run;
 
 use std::path::Path;
 
-pub use generate::{Kind, Split, SuiteConfig, SuiteScenario, generate};
+pub use generate::{Kind, Split, SuiteConfig, SuiteForecaster, SuiteScenario, generate};
 pub use run::{AutoRow, BalRow, SuiteResult, Summary, run_suite};
 
 /// An error generating, running or reporting the suite; the message names

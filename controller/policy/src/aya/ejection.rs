@@ -251,12 +251,20 @@ mod tests {
         };
         // At 400 rps the other three (~750 rps) carry it: b3 is ejected.
         let d = run(400.0);
-        assert_eq!(d.ejected, vec!["b3".to_string()], "{:?}", d.explanation.rules);
+        assert_eq!(
+            d.ejected,
+            vec!["b3".to_string()],
+            "{:?}",
+            d.explanation.rules
+        );
         // At 900 rps they cannot: b3 stays, and peak-EWMA steers around it.
         let d = run(900.0);
         assert!(d.ejected.is_empty(), "{:?}", d.explanation.rules);
         assert!(
-            d.explanation.rules.iter().any(|r| r.starts_with("ejection_skipped: b3")),
+            d.explanation
+                .rules
+                .iter()
+                .any(|r| r.starts_with("ejection_skipped: b3")),
             "{:?}",
             d.explanation.rules
         );
