@@ -86,6 +86,11 @@ impl SeriesTable {
         self.entries.is_empty()
     }
 
+    /// The timestamp (ms) of the series' previous point, if it has one.
+    pub fn last_ms(&self, key: u64) -> Option<i64> {
+        self.entries.get(&key).map(|e| e.last_ms)
+    }
+
     fn room(&mut self, now_ms: i64) -> Result<(), SeriesError> {
         if self.entries.len() < self.max_series {
             return Ok(());

@@ -268,8 +268,9 @@ impl Translator {
                 }
             }
         }
+        let mapping = &self.mapping;
         Translation {
-            samples: agg.finish(),
+            samples: agg.finish_with(|c| mapping.cluster(c).derive_latency),
             rejected: rejected
                 .into_iter()
                 .map(|((metric, reason), points)| Rejection {
@@ -436,15 +437,22 @@ impl<R: FnMut(usize, String)> Ctx<'_, '_, R> {
             (self.reject)(1, format!("counter value {value} is negative"));
             return;
         }
-        let d = if delta {
-            Some(value)
+        let (d, since_ms) = if delta {
+            // A delta point covers (start, time]; Envoy sets the start to
+            // its previous flush.
+            let start_ms = (p.start_time_unix_nano / 1_000_000) as i64;
+            (
+                Some(value),
+                (p.start_time_unix_nano > 0).then_some(start_ms),
+            )
         } else {
+            let prev = self.t.series.last_ms(pt.key);
             match self
                 .t
                 .series
                 .counter(pt.key, p.start_time_unix_nano, pt.ts_ms, value)
             {
-                Ok(d) => d,
+                Ok(d) => (d, prev),
                 Err(e) => {
                     (self.reject)(1, e.to_string());
                     return;
@@ -454,6 +462,10 @@ impl<R: FnMut(usize, String)> Ctx<'_, '_, R> {
         if let Some(d) = d {
             self.agg
                 .count(&pt.cluster, &pt.backend, pt.ts_ms, self.target, d);
+            if let Some(since) = since_ms {
+                self.agg
+                    .interval(&pt.cluster, &pt.backend, pt.ts_ms, pt.ts_ms - since);
+            }
         }
     }
 
