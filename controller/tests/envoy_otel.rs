@@ -649,10 +649,10 @@ async fn weights_converge_to_fast_backends_from_envoy_stats_alone() {
         .map(|r| r.into_inner())
     };
     let first = snapshot(decisions.clone()).await.expect("initial snapshot");
-    assert_eq!(
-        weights(&first),
-        vec![1, 1, 1, 1],
-        "starts with equal weights"
+    let w0 = weights(&first);
+    assert!(
+        w0.iter().all(|w| *w > 0 && *w == w0[0]),
+        "starts with equal weights: {w0:?}"
     );
 
     let (envoy, listen, admin) = start_envoy(&bin, aya.addr.port(), rec_port);
