@@ -762,6 +762,15 @@ async fn weights_converge_to_fast_backends_from_envoy_stats_alone() {
         .expect("query history")
         .into_inner();
     let stored: BTreeSet<String> = history.series.iter().map(|s| s.metric.clone()).collect();
+    // The Little's-law latency of the fast backend is a plausible time (its
+    // 5 ms service plus Envoy's and the debug build's overhead), not off by
+    // the unit of Envoy's start times.
+    let mean_latency = history
+        .series
+        .iter()
+        .find(|s| s.metric == "latency_mean_seconds")
+        .and_then(|s| s.points.last())
+        .map(|p| p.value);
     eprintln!("Aya stored for b0 (from Envoy only): {stored:?}");
     eprintln!("total test time {:?}", t_start.elapsed());
 
@@ -801,6 +810,10 @@ async fn weights_converge_to_fast_backends_from_envoy_stats_alone() {
     ] {
         assert!(stored.contains(m), "Aya stored no {m} for b0: {stored:?}");
     }
+    assert!(
+        mean_latency.is_some_and(|l| (0.001..0.5).contains(&l)),
+        "b0's latency_mean_seconds {mean_latency:?} is not a plausible time for a 5 ms backend"
+    );
     let w = weights(&last);
     assert!(
         favours_fast(&w, 2.0),
