@@ -827,3 +827,99 @@ async fn weights_converge_to_fast_backends_from_envoy_stats_alone() {
     );
     eprintln!("converged after {converged_after:?} of load");
 }
+
+/// `otlp_listen`: a second port serving only OTLP Export, feeding the same
+/// ingest (no Envoy needed). The aya.v1 services are not on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_listen_serves_only_export_into_the_same_ingest() {
+    use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::metrics::v1::{
+        Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, number_data_point,
+    };
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let otlp_port = free_port();
+    let mut config = aya_config(dir.path(), &[18080, 18081, 18082, 18083]);
+    config.otlp_listen = format!("127.0.0.1:{otlp_port}");
+    let aya = common::start(config).await;
+
+    let endpoint = format!("http://127.0.0.1:{otlp_port}");
+    let mut client = None;
+    for _ in 0..100 {
+        if let Ok(c) = MetricsServiceClient::connect(endpoint.clone()).await {
+            client = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut client = client.expect("otlp_listen accepts connections");
+    let kv = |k: &str, v: &str| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    };
+    let now_ns = u64::try_from(common::now_ms()).expect("clock after 1970") * 1_000_000;
+    let req = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "cluster.endpoint.rq_active".into(),
+                    data: Some(Data::Gauge(Gauge {
+                        data_points: vec![NumberDataPoint {
+                            attributes: vec![
+                                kv("envoy.cluster_name", CLUSTER),
+                                kv("envoy.endpoint_address", "127.0.0.1:18081"),
+                            ],
+                            time_unix_nano: now_ns,
+                            value: Some(number_data_point::Value::AsInt(3)),
+                            ..Default::default()
+                        }],
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let resp = client.export(req).await.expect("export").into_inner();
+    assert_eq!(resp.partial_success, None, "accepted whole");
+
+    let mut history = pb::metrics_service_client::MetricsServiceClient::new(aya.channel().await)
+        .query_history(pb::QueryHistoryRequest {
+            cluster: CLUSTER.into(),
+            backend: "b1".into(),
+            metric: "in_flight".into(),
+            start_ms: 0,
+            end_ms: 0,
+            limit: 0,
+        })
+        .await
+        .expect("query history")
+        .into_inner();
+    let points = history.series.pop().map(|s| s.points).unwrap_or_default();
+    assert_eq!(
+        points.len(),
+        1,
+        "stored under the backend with that address"
+    );
+    assert_eq!(points[0].value, 3.0);
+
+    // Only OTLP is served there.
+    let channel = tonic::transport::Channel::from_shared(endpoint)
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let status = pb::decision_service_client::DecisionServiceClient::new(channel)
+        .get_snapshot(pb::GetSnapshotRequest {
+            cluster: CLUSTER.into(),
+        })
+        .await
+        .expect_err("aya.v1 is not on otlp_listen");
+    assert_eq!(status.code(), tonic::Code::Unimplemented);
+    aya.stop().await;
+}
