@@ -98,6 +98,16 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides it.
     pub log_filter: String,
+    /// OTLP metrics ingest: which attribute names the cluster and the
+    /// backend, which source metric feeds which Aya metric, per cluster
+    /// (`[otlp.clusters.NAME]`), with built-in defaults for Envoy's
+    /// OpenTelemetry stats sink and the OpenTelemetry semantic conventions
+    /// (docs/otlp.md).
+    pub otlp: crate::otlp::IngestMapping,
+    /// An extra listener serving only OTLP `MetricsService/Export` (e.g.
+    /// `127.0.0.1:4317`, the OTLP/gRPC default port); empty: OTLP is served
+    /// on `listen` only.
+    pub otlp_listen: String,
     /// Clusters declared in the file. On start, clusters already in the store
     /// (including admin API changes) are kept as stored; the others are added.
     pub clusters: Vec<ClusterConfig>,
@@ -129,6 +139,8 @@ impl Default for Config {
             retrain_holdout_origins: 4,
             log_format: LogFormat::Text,
             log_filter: "info".into(),
+            otlp: crate::otlp::IngestMapping::default(),
+            otlp_listen: String::new(),
             clusters: Vec::new(),
             init: false,
         }
@@ -380,6 +392,12 @@ impl Config {
             validate::host_port(&self.metrics_listen, true)
                 .map_err(|m| invalid("metrics_listen", m))?;
         }
+        if !self.otlp_listen.is_empty() {
+            validate::host_port(&self.otlp_listen, true).map_err(|m| invalid("otlp_listen", m))?;
+        }
+        self.otlp
+            .validate()
+            .map_err(|(f, m)| invalid(format!("otlp.{f}"), m))?;
         validate::log_filter(&self.log_filter).map_err(|m| invalid("log_filter", m))?;
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
@@ -451,6 +469,45 @@ address = "[::1]:8080"
     }
 
     #[test]
+    fn otlp_mapping_per_cluster_parses() {
+        let text = r#"
+otlp_listen = "127.0.0.1:4317"
+[otlp.clusters.checkout]
+backend_attributes = [["server.address", "server.port"]]
+derive_latency = false
+[otlp.clusters.checkout.metrics]
+"app.requests" = "requests_total"
+"cluster.endpoint.cx_active" = "ignore"
+"#;
+        let mut c = Config::from_toml(text, Path::new("x.toml")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.otlp_listen, "127.0.0.1:4317");
+        let m = c.otlp.cluster("checkout");
+        assert_eq!(
+            m.backend_attributes,
+            vec![vec![
+                "server.address".to_string(),
+                "server.port".to_string()
+            ]]
+        );
+        assert!(!m.derive_latency);
+        assert_eq!(
+            m.target("app.requests", crate::otlp::mapping::OTLP_BUILTIN),
+            Some("requests_total")
+        );
+        // Other clusters keep the defaults (Envoy's names, Little's law on).
+        let d = c.otlp.cluster("web");
+        assert!(d.derive_latency);
+        assert_eq!(
+            d.target(
+                "cluster.endpoint.rq_active",
+                crate::otlp::mapping::OTLP_BUILTIN
+            ),
+            Some("in_flight")
+        );
+    }
+
+    #[test]
     fn bad_values_name_their_field() {
         let cases = [
             ("tick_interval_seconds = -1.0", "tick_interval_seconds"),
@@ -468,6 +525,21 @@ address = "[::1]:8080"
                 "[[clusters]]\nname = \"w\"\npolicy = \"nonsense\"",
                 "clusters[0].policy",
             ),
+            ("otlp_listen = \"nope\"", "otlp_listen"),
+            ("[otlp]\nmax_series = 0", "otlp.max_series"),
+            (
+                "[otlp.clusters.web]\nbackend_attributes = [[]]",
+                "otlp.clusters.web.backend_attributes[0]",
+            ),
+            (
+                "[otlp.clusters.web.metrics]\n\"app.requests\" = \"requests total\"",
+                "otlp.clusters.web.metrics.\"app.requests\"",
+            ),
+            (
+                "[otlp.default]\nbackend_attributes = [[\"server.address\", \"\"]]",
+                "otlp.default.backend_attributes[0][1]",
+            ),
+            ("[otlp]\ncluster_attributes = []", "otlp.cluster_attributes"),
         ];
         for (text, field) in cases {
             let mut c = Config::from_toml(text, Path::new("x.toml")).unwrap();

@@ -130,6 +130,15 @@ pub async fn serve_controller(
         let _ = rx.wait_for(|s| *s).await;
     };
 
+    // One OTLP service (one differencing state) on the main port and on `otlp_listen`.
+    let otlp = crate::otlp::metrics_service(
+        ctl.config().otlp.clone(),
+        crate::otlp::ingest_sink(ctl.clone()),
+    );
+    let otlp_task = crate::otlp::bind_listener(&ctl.config().otlp_listen)
+        .await
+        .map_err(ServeError::Http)?
+        .map(|l| crate::otlp::spawn_server(l, otlp.clone(), stopped(stop_rx.clone())));
     // The periodic tasks count their periods from here (on the controller's
     // clock), so a test that moves a manual clock once the initial tick is
     // published never races with their start.
@@ -177,10 +186,7 @@ pub async fn serve_controller(
             all,
             forecast_peak(ctl.clone()),
         ))
-        .add_service(crate::otlp::metrics_service(
-            crate::otlp::IngestMapping::default(),
-            crate::otlp::ingest_sink(ctl.clone()),
-        ));
+        .add_service(otlp);
 
     let metrics_task = listeners.metrics.map(|l| {
         let app = crate::metrics::router(
@@ -222,6 +228,9 @@ pub async fn serve_controller(
     retrain.await?;
     if let Some(t) = metrics_task {
         t.await?.map_err(ServeError::Http)?;
+    }
+    if let Some(t) = otlp_task {
+        t.await??;
     }
     grpc?;
     tracing::info!("shut down");

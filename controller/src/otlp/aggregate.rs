@@ -3,7 +3,9 @@
 //! summed (counts, `in_flight`), or the last one kept (other gauges), and
 //! histogram deltas are merged before their quantiles are taken. Derived
 //! metrics: `error_rate` from `error_total` or `success_total` (or a
-//! histogram's error-attributed points) over `requests_total`.
+//! histogram's error-attributed points) over `requests_total`; and, where
+//! enabled and no histogram gives latency, `latency_mean_seconds` by
+//! Little's law (`in_flight` / request rate over the counted interval).
 
 use std::collections::BTreeMap;
 
@@ -23,7 +25,16 @@ struct Group {
     buckets: Vec<Bucket>,
     hist_errors: f64,
     hist: bool,
+    /// Longest interval (ms) the counts of the group cover, when known.
+    interval_ms: Option<i64>,
 }
+
+/// The name of the Little's-law latency estimate.
+pub const LATENCY_MEAN: &str = "latency_mean_seconds";
+
+/// Fewest requests in an interval for a Little's-law estimate: below it the
+/// rate is too noisy to divide by.
+pub const MIN_REQUESTS_FOR_MEAN_LATENCY: f64 = 1.0;
 
 /// Collects one export's contributions.
 #[derive(Debug, Default)]
@@ -45,6 +56,15 @@ impl Aggregator {
             .counts
             .entry(metric.to_string())
             .or_insert(0.0) += delta;
+    }
+
+    /// The counts at `ts_ms` cover the `interval_ms` before it (from a delta
+    /// point's start time, or the previous point of a cumulative series).
+    pub fn interval(&mut self, cluster: &str, backend: &str, ts_ms: i64, interval_ms: i64) {
+        if interval_ms > 0 {
+            let g = self.group(cluster, backend, ts_ms);
+            g.interval_ms = Some(g.interval_ms.map_or(interval_ms, |i| i.max(interval_ms)));
+        }
     }
 
     /// A value at `ts_ms`.
@@ -78,6 +98,17 @@ impl Aggregator {
 
     /// The Aya samples, sorted by cluster, backend, time and metric.
     pub fn finish(self) -> Vec<Translated> {
+        self.finish_with(|_| false)
+    }
+
+    /// [`Aggregator::finish`], adding [`LATENCY_MEAN`] for the clusters where
+    /// `derive_latency` is true: for a backend with no histogram in the
+    /// export, at least [`MIN_REQUESTS_FOR_MEAN_LATENCY`] requests over a
+    /// known interval and an `in_flight` value, the mean time in the system
+    /// is `in_flight / (requests / interval)` (Little's law; `in_flight` is
+    /// the value sampled at the export, an unbiased estimate of its average
+    /// over the interval).
+    pub fn finish_with(self, derive_latency: impl Fn(&str) -> bool) -> Vec<Translated> {
         let mut out = Vec::new();
         for ((cluster, backend, ts), mut g) in self.groups {
             let mut push = |metric: &str, kind: MetricKind, value: f64| {
@@ -117,6 +148,20 @@ impl Aggregator {
             if let Some(r) = error_rate {
                 push("error_rate", MetricKind::Gauge, r.clamp(0.0, 1.0));
             }
+            if !g.hist
+                && derive_latency(&cluster)
+                && let (Some(&n), Some(&active), Some(ms)) = (
+                    g.counts.get("requests_total"),
+                    g.gauges.get("in_flight"),
+                    g.interval_ms,
+                )
+                && n >= MIN_REQUESTS_FOR_MEAN_LATENCY
+                && active.is_finite()
+                && active >= 0.0
+            {
+                let rate = n / (ms as f64 / 1000.0);
+                push(LATENCY_MEAN, MetricKind::Gauge, active / rate);
+            }
             for (m, v) in &g.counts {
                 push(m, MetricKind::Delta, v.max(0.0));
             }
@@ -125,5 +170,76 @@ impl Aggregator {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn find(out: &[Translated], metric: &str) -> Option<f64> {
+        out.iter().find(|t| t.metric == metric).map(|t| t.value)
+    }
+
+    #[test]
+    fn littles_law_gives_the_mean_latency_without_a_histogram() {
+        let mut a = Aggregator::default();
+        // 200 requests over 2 s (100/s) with 4 in flight: 40 ms each.
+        a.count("web", "b0", 10_000, "requests_total", 200.0);
+        a.interval("web", "b0", 10_000, 2_000);
+        a.gauge("web", "b0", 10_000, "in_flight", 4.0);
+        let out = a.finish_with(|c| c == "web");
+        let mean = find(&out, LATENCY_MEAN).expect("derived latency");
+        assert!((mean - 0.04).abs() < 1e-12, "{mean}");
+
+        // Not where disabled, nor without an interval, nor below one request.
+        let mut a = Aggregator::default();
+        a.count("web", "b0", 10_000, "requests_total", 200.0);
+        a.interval("web", "b0", 10_000, 2_000);
+        a.gauge("web", "b0", 10_000, "in_flight", 4.0);
+        a.count("web", "b1", 10_000, "requests_total", 200.0);
+        a.gauge("web", "b1", 10_000, "in_flight", 4.0);
+        a.count("web", "b2", 10_000, "requests_total", 0.0);
+        a.interval("web", "b2", 10_000, 2_000);
+        a.gauge("web", "b2", 10_000, "in_flight", 4.0);
+        assert_eq!(find(&a.finish_with(|_| false), LATENCY_MEAN), None);
+        let mut a = Aggregator::default();
+        a.count("web", "b1", 10_000, "requests_total", 200.0);
+        a.gauge("web", "b1", 10_000, "in_flight", 4.0);
+        a.count("web", "b2", 10_000, "requests_total", 0.0);
+        a.interval("web", "b2", 10_000, 2_000);
+        a.gauge("web", "b2", 10_000, "in_flight", 4.0);
+        assert_eq!(find(&a.finish_with(|_| true), LATENCY_MEAN), None);
+    }
+
+    #[test]
+    fn a_histogram_takes_precedence_over_littles_law() {
+        let mut a = Aggregator::default();
+        a.count("web", "b0", 10_000, "requests_total", 200.0);
+        a.interval("web", "b0", 10_000, 2_000);
+        a.gauge("web", "b0", 10_000, "in_flight", 4.0);
+        a.histogram(
+            "web",
+            "b0",
+            10_000,
+            vec![Bucket {
+                lower: 0.0,
+                upper: 0.1,
+                count: 10.0,
+            }],
+            false,
+        );
+        let out = a.finish_with(|_| true);
+        assert_eq!(find(&out, LATENCY_MEAN), None);
+        assert!(find(&out, "latency_p50_seconds").is_some());
+    }
+
+    #[test]
+    fn envoy_success_counts_give_the_error_rate() {
+        let mut a = Aggregator::default();
+        a.count("web", "b0", 10_000, "requests_total", 100.0);
+        a.count("web", "b0", 10_000, SUCCESS_TOTAL, 90.0);
+        let out = a.finish();
+        assert!((find(&out, "error_rate").unwrap_or(-1.0) - 0.1).abs() < 1e-12);
     }
 }

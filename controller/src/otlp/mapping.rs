@@ -59,6 +59,11 @@ pub struct ClusterMapping {
     pub metrics: BTreeMap<String, String>,
     /// Whether the built-in table applies (under `metrics`).
     pub builtin_metrics: bool,
+    /// Derive `latency_mean_seconds` by Little's law (`in_flight` over the
+    /// request rate of the same export) for a backend whose export carries
+    /// no latency histogram: Envoy's per-endpoint stats have no latency, and
+    /// this is how the engine gets a per-backend cost from Envoy alone.
+    pub derive_latency: bool,
 }
 
 impl Default for ClusterMapping {
@@ -73,6 +78,7 @@ impl Default for ClusterMapping {
             ],
             metrics: BTreeMap::new(),
             builtin_metrics: true,
+            derive_latency: true,
         }
     }
 }
@@ -164,31 +170,121 @@ impl IngestMapping {
         self.clusters.get(cluster).unwrap_or(&self.default)
     }
 
-    /// Check the values (names the field at fault).
-    pub fn validate(&self) -> Result<(), String> {
+    /// Check the values. The error names the field at fault (relative to
+    /// the mapping, e.g. `clusters.web.metrics."app.requests"`) and says
+    /// what is wrong.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let err = |f: &str, m: String| Err((f.to_string(), m));
         if self.max_series == 0 {
-            return Err("max_series must be at least 1".into());
+            return err("max_series", "must be at least 1".into());
         }
         if !(self.series_idle_seconds.is_finite() && self.series_idle_seconds > 0.0) {
-            return Err(format!(
-                "series_idle_seconds must be finite and > 0, got {}",
-                self.series_idle_seconds
-            ));
+            return err(
+                "series_idle_seconds",
+                format!("must be finite and > 0, got {}", self.series_idle_seconds),
+            );
         }
-        for (name, m) in std::iter::once(("default", &self.default))
-            .chain(self.clusters.iter().map(|(k, v)| (k.as_str(), v)))
-        {
-            if m.backend_attributes.iter().any(|a| a.is_empty()) {
-                return Err(format!(
-                    "cluster mapping {name:?}: backend_attributes has an empty list"
-                ));
+        if let Some(i) = self.cluster_attributes.iter().position(|a| a.is_empty()) {
+            return err(
+                &format!("cluster_attributes[{i}]"),
+                "an attribute name must not be empty".into(),
+            );
+        }
+        if self.cluster_attributes.is_empty() && self.default_cluster.is_empty() {
+            return err(
+                "cluster_attributes",
+                "is empty and default_cluster is not set: no point could name its cluster".into(),
+            );
+        }
+        if !self.default_cluster.is_empty() && !crate::config::valid_name(&self.default_cluster) {
+            return err(
+                "default_cluster",
+                format!(
+                    "{:?} must be 1..=128 characters of [A-Za-z0-9_.:-]",
+                    self.default_cluster
+                ),
+            );
+        }
+        self.default
+            .validate()
+            .map_err(|(sub, msg)| (format!("default.{sub}"), msg))?;
+        for (name, m) in &self.clusters {
+            let f = if name
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-'))
+            {
+                format!("clusters.{name}")
+            } else {
+                format!("clusters.{name:?}")
+            };
+            if !crate::config::valid_name(name) {
+                return err(
+                    &f,
+                    format!(
+                        "{name:?} is not a cluster name (1..=128 characters of [A-Za-z0-9_.:-])"
+                    ),
+                );
             }
+            m.validate()
+                .map_err(|(sub, msg)| (format!("{f}.{sub}"), msg))?;
         }
         Ok(())
     }
 }
 
+/// Whether `name` is a metric name ingest accepts: 1..=128 bytes of
+/// `[A-Za-z0-9_:.]`.
+pub fn valid_metric_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b':' | b'.'))
+}
+
 impl ClusterMapping {
+    /// Check the values; the error names the field relative to this mapping.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if self.backend_attributes.is_empty() {
+            return Err((
+                "backend_attributes".into(),
+                "is empty: no point could name its backend".into(),
+            ));
+        }
+        for (i, parts) in self.backend_attributes.iter().enumerate() {
+            if parts.is_empty() {
+                return Err((
+                    format!("backend_attributes[{i}]"),
+                    "is an empty list (give one attribute, or several joined with ':')".into(),
+                ));
+            }
+            if let Some(j) = parts.iter().position(|p| p.is_empty()) {
+                return Err((
+                    format!("backend_attributes[{i}][{j}]"),
+                    "an attribute name must not be empty".into(),
+                ));
+            }
+        }
+        for (source, target) in &self.metrics {
+            if source.is_empty() {
+                return Err((
+                    "metrics".into(),
+                    "a source metric name must not be empty".into(),
+                ));
+            }
+            if !(target == IGNORE || target == LATENCY || valid_metric_name(target)) {
+                return Err((
+                    format!("metrics.{source:?}"),
+                    format!(
+                        "{target:?} is not an Aya metric name (1..=128 bytes of [A-Za-z0-9_:.]), \
+                         {LATENCY:?} (a histogram) or {IGNORE:?}"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The Aya metric `source` maps to, if any (`table` is the built-in one).
     pub fn target<'a>(&'a self, source: &str, table: &'a [(&'a str, &'a str)]) -> Option<&'a str> {
         if let Some(t) = self.metrics.get(source) {

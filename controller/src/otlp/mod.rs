@@ -157,6 +157,42 @@ pub fn ingest_sink(ctl: Controller) -> Sink {
     })
 }
 
+/// The extra OTLP-only gRPC listener (`otlp_listen`), bound on `addr`;
+/// `Ok(None)` when `addr` is empty. A bind failure names the address.
+pub async fn bind_listener(addr: &str) -> Result<Option<tokio::net::TcpListener>, std::io::Error> {
+    if addr.is_empty() {
+        return Ok(None);
+    }
+    let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("otlp_listen = {addr:?}: cannot bind: {e}"),
+        )
+    })?;
+    if let Ok(a) = l.local_addr() {
+        tracing::info!(address = %a, "OTLP metrics listening (MetricsService/Export only)");
+    }
+    Ok(Some(l))
+}
+
+/// Serve only `service` (the OTLP `MetricsService`, sharing its
+/// differencing state with the one on the main port) on `listener` until
+/// `shutdown` resolves.
+pub fn spawn_server(
+    listener: tokio::net::TcpListener,
+    service: opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::MetricsServiceServer<OtlpService>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<Result<(), tonic::transport::Error>> {
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                shutdown,
+            ),
+    )
+}
+
 /// Most distinct reasons listed in a rejection message.
 pub const MAX_REASONS: usize = 10;
 

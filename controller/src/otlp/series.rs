@@ -86,6 +86,37 @@ impl SeriesTable {
         self.entries.is_empty()
     }
 
+    /// The timestamp (ms) of the series' previous point, if it has one.
+    pub fn last_ms(&self, key: u64) -> Option<i64> {
+        self.entries.get(&key).map(|e| e.last_ms)
+    }
+
+    /// Record a point of a delta series at `ts_ms` and return the time of
+    /// its previous point (`None` for the first one, an out-of-order point,
+    /// or when the table is full: deltas need no state, this is only the
+    /// fallback interval when a point's start time is unusable).
+    pub fn touch(&mut self, key: u64, ts_ms: i64) -> Option<i64> {
+        if let Some(e) = self.entries.get_mut(&key) {
+            let prev = e.last_ms;
+            if ts_ms <= prev {
+                return None;
+            }
+            e.last_ms = ts_ms;
+            return Some(prev);
+        }
+        if self.room(ts_ms).is_ok() {
+            self.entries.insert(
+                key,
+                Entry {
+                    start_ns: 0,
+                    last_ms: ts_ms,
+                    prev: Prev::Counter(f64::NAN),
+                },
+            );
+        }
+        None
+    }
+
     fn room(&mut self, now_ms: i64) -> Result<(), SeriesError> {
         if self.entries.len() < self.max_series {
             return Ok(());

@@ -13,6 +13,10 @@ use super::mapping::{IGNORE, IngestMapping, LATENCY, OTLP_BUILTIN, is_count};
 use super::series::{Bucket, SeriesTable, explicit_buckets, exponential_buckets, series_key};
 use super::{Rejection, Translation};
 
+/// Longest interval a delta point's start time may give (ms); a longer one
+/// is taken as a malformed start time.
+pub const MAX_DELTA_SPAN_MS: i64 = 3_600_000;
+
 /// Data point flag: no value was recorded (the point is skipped).
 const NO_RECORDED_VALUE: u32 = 1;
 
@@ -268,8 +272,9 @@ impl Translator {
                 }
             }
         }
+        let mapping = &self.mapping;
         Translation {
-            samples: agg.finish(),
+            samples: agg.finish_with(|c| mapping.cluster(c).derive_latency),
             rejected: rejected
                 .into_iter()
                 .map(|((metric, reason), points)| Rejection {
@@ -436,15 +441,24 @@ impl<R: FnMut(usize, String)> Ctx<'_, '_, R> {
             (self.reject)(1, format!("counter value {value} is negative"));
             return;
         }
-        let d = if delta {
-            Some(value)
+        let (d, since_ms) = if delta {
+            // A delta point covers (start, time]. Envoy 1.40 sends the start
+            // (its previous flush) in microseconds, not nanoseconds: a start
+            // that does not give a plausible interval is replaced by the
+            // series' previous point.
+            let prev = self.t.series.touch(pt.key, pt.ts_ms);
+            let start_ms = (p.start_time_unix_nano / 1_000_000) as i64;
+            let span = pt.ts_ms - start_ms;
+            let plausible = p.start_time_unix_nano > 0 && span > 0 && span <= MAX_DELTA_SPAN_MS;
+            (Some(value), if plausible { Some(start_ms) } else { prev })
         } else {
+            let prev = self.t.series.last_ms(pt.key);
             match self
                 .t
                 .series
                 .counter(pt.key, p.start_time_unix_nano, pt.ts_ms, value)
             {
-                Ok(d) => d,
+                Ok(d) => (d, prev),
                 Err(e) => {
                     (self.reject)(1, e.to_string());
                     return;
@@ -454,6 +468,10 @@ impl<R: FnMut(usize, String)> Ctx<'_, '_, R> {
         if let Some(d) = d {
             self.agg
                 .count(&pt.cluster, &pt.backend, pt.ts_ms, self.target, d);
+            if let Some(since) = since_ms {
+                self.agg
+                    .interval(&pt.cluster, &pt.backend, pt.ts_ms, pt.ts_ms - since);
+            }
         }
     }
 
@@ -492,5 +510,124 @@ impl<R: FnMut(usize, String)> Ctx<'_, '_, R> {
             self.agg
                 .histogram(&pt.cluster, &pt.backend, pt.ts_ms, d, err);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::AnyValue;
+    use opentelemetry_proto::tonic::metrics::v1::{
+        Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+    };
+
+    fn kv(k: &str, v: &str) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(v.into())),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// What Envoy 1.40's OTel sink sends for one endpoint (as captured by
+    /// tests/envoy_otel.rs): delta sums whose start time is in
+    /// microseconds, gauges without a start time.
+    fn envoy_export(
+        t_ns: u64,
+        prev_ns: u64,
+        total: i64,
+        success: i64,
+        active: i64,
+    ) -> ExportMetricsServiceRequest {
+        let attrs = vec![
+            kv("envoy.cluster_name", "web"),
+            kv("envoy.endpoint_address", "127.0.0.1:8080"),
+            kv("envoy.endpoint_hostname", "b0"),
+        ];
+        let point = |v: i64, start: u64| NumberDataPoint {
+            attributes: attrs.clone(),
+            start_time_unix_nano: start,
+            time_unix_nano: t_ns,
+            value: Some(number_data_point::Value::AsInt(v)),
+            ..Default::default()
+        };
+        let sum = |name: &str, v: i64| Metric {
+            name: name.into(),
+            data: Some(Data::Sum(Sum {
+                data_points: vec![point(v, prev_ns / 1000)],
+                aggregation_temporality: AggregationTemporality::Delta as i32,
+                is_monotonic: true,
+            })),
+            ..Default::default()
+        };
+        let gauge = |name: &str, v: i64| Metric {
+            name: name.into(),
+            data: Some(Data::Gauge(Gauge {
+                data_points: vec![point(v, 0)],
+            })),
+            ..Default::default()
+        };
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![
+                        sum("cluster.endpoint.rq_total", total),
+                        sum("cluster.endpoint.rq_success", success),
+                        gauge("cluster.endpoint.rq_active", active),
+                        gauge("cluster.endpoint.healthy", 1),
+                        gauge("cluster.endpoint.rq_pending_active", 0),
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    fn value(t: &Translation, metric: &str) -> Option<f64> {
+        t.samples
+            .iter()
+            .find(|s| s.metric == metric)
+            .map(|s| s.value)
+    }
+
+    #[test]
+    fn envoy_endpoint_stats_map_to_load_errors_health_and_mean_latency() {
+        let mut tr = Translator::new(IngestMapping::default());
+        let t0 = 1_796_177_139_000_000_000u64;
+        let sec = 1_000_000_000u64;
+        let first = tr.translate(&envoy_export(t0, t0 - sec, 100, 100, 2));
+        assert!(first.rejected.is_empty(), "{:?}", first.rejected);
+        assert_eq!(value(&first, "requests_total"), Some(100.0));
+        assert_eq!(value(&first, "in_flight"), Some(2.0));
+        assert_eq!(value(&first, "healthy"), Some(1.0));
+        // The start time is unusable (microseconds) and the series has no
+        // previous point yet: no interval, no latency.
+        assert_eq!(value(&first, "latency_mean_seconds"), None);
+        assert_eq!(first.samples[0].backend, "127.0.0.1:8080");
+
+        // One second later: 200 requests, 190 ok, 4 in flight -> 20 ms.
+        let second = tr.translate(&envoy_export(t0 + sec, t0, 200, 190, 4));
+        let mean = value(&second, "latency_mean_seconds").unwrap_or(f64::NAN);
+        assert!((mean - 0.02).abs() < 1e-9, "{mean}");
+        let err = value(&second, "error_rate").unwrap_or(f64::NAN);
+        assert!((err - 0.05).abs() < 1e-9, "{err}");
+        // rq_pending_active is not mapped: dropped silently.
+        assert!(second.dropped >= 1);
+
+        // A well-formed start time (nanoseconds) is used as given.
+        let mut tr = Translator::new(IngestMapping::default());
+        let mut req = envoy_export(t0, 0, 50, 50, 1);
+        for m in &mut req.resource_metrics[0].scope_metrics[0].metrics {
+            if let Some(Data::Sum(s)) = &mut m.data {
+                s.data_points[0].start_time_unix_nano = t0 - sec / 2;
+            }
+        }
+        let t = tr.translate(&req);
+        // 50 requests in 0.5 s (100/s), 1 in flight: 10 ms.
+        let mean = value(&t, "latency_mean_seconds").unwrap_or(f64::NAN);
+        assert!((mean - 0.01).abs() < 1e-9, "{mean}");
     }
 }

@@ -158,7 +158,8 @@ impl Controller {
         let published = self.inner.publisher.publish(snap);
         self.inner.metrics.published();
         tracing::info!(cluster = %name, version, weights = ?published.endpoints.iter().map(|e| (&e.backend, e.weight)).collect::<Vec<_>>(),
-            algorithm = %published.decision.algorithm.algorithm, desired_replicas = published.decision.scaling.desired_replicas, "published");
+            algorithm = %published.decision.algorithm.algorithm, desired_replicas = published.decision.scaling.desired_replicas,
+            reasons = ?published.decision.explanation.rules, "published");
         Ok(published)
     }
 }
@@ -171,6 +172,8 @@ fn observe(o: &mut BackendObservation, metric: &str, v: f64, rate: Option<f64>) 
         "request_rate" => o.request_rate += v.max(0.0),
         "in_flight" => o.in_flight += v.max(0.0),
         "latency_p50_seconds" => o.latency_p50 = o.latency_p50.max(v.max(0.0)),
+        // Little's-law mean (OTLP from Envoy: no per-endpoint histogram) stands in for p50.
+        "latency_mean_seconds" => o.latency_p50 = o.latency_p50.max(v.max(0.0)),
         "latency_p90_seconds" => o.latency_p90 = o.latency_p90.max(v.max(0.0)),
         "latency_p99_seconds" => o.latency_p99 = o.latency_p99.max(v.max(0.0)),
         "error_rate" => o.error_rate = o.error_rate.max(v.clamp(0.0, 1.0)),

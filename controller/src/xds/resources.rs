@@ -46,7 +46,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use aya_policy::LbAlgorithm;
-use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::cluster::v3::{Cluster, TrackClusterStats};
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{
     ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbConfig, LbPolicy,
     LeastRequestLbConfig,
@@ -139,7 +139,12 @@ fn ads_source() -> ConfigSource {
 }
 
 /// The CDS resource of one cluster: an EDS cluster fed over ADS whose
-/// `lb_policy` follows the decision's algorithm.
+/// `lb_policy` follows the decision's algorithm, with
+/// `track_cluster_stats.per_endpoint_stats` on, so that Envoy's stats sinks
+/// (the OpenTelemetry one pointed at Aya, docs/envoy.md) report
+/// `rq_total`, `rq_success`, `rq_error`, `rq_active`, `cx_active` and
+/// `healthy` per endpoint: the engine then learns load, errors and health
+/// from Envoy alone.
 pub fn cluster(snapshot: &ClusterSnapshot) -> Cluster {
     let (policy, lb_config) = lb_policy_for(
         snapshot.decision.algorithm.algorithm,
@@ -158,6 +163,10 @@ pub fn cluster(snapshot: &ClusterSnapshot) -> Cluster {
         }),
         lb_policy: policy as i32,
         lb_config,
+        track_cluster_stats: Some(TrackClusterStats {
+            per_endpoint_stats: true,
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -389,6 +398,13 @@ mod tests {
         let cla = ClusterLoadAssignment::decode(some[0].value.as_slice());
         assert_eq!(cla.map(|c| c.cluster_name).ok().as_deref(), Some("b"));
         let c = Cluster::decode(all[0].value.as_slice()).ok();
+        assert_eq!(
+            c.as_ref()
+                .and_then(|c| c.track_cluster_stats.as_ref())
+                .map(|t| t.per_endpoint_stats),
+            Some(true),
+            "per-endpoint stats feed Envoy's OTel sink"
+        );
         assert_eq!(c.map(|c| c.lb_policy), Some(LbPolicy::Maglev as i32));
         assert!(render("type.googleapis.com/unknown", &state, &[]).is_none());
         for t in SERVED_TYPES {
