@@ -173,7 +173,7 @@ impl Calendar {
         }
         for (k, n) in NAMES.iter().enumerate().take(3) {
             if idx[k].is_none() {
-                return Err(field_err(hline, n, "required column is missing".into()));
+                return Err(field_err(hline, *n, "required column is missing".into()));
             }
         }
         let mut events = Vec::new();
@@ -743,7 +743,7 @@ impl EventModel {
         let means = per_cat.values().map(|&(s, n)| s / n as f64);
         Some(match self.mode {
             EventMode::Multiplicative => means.fold(1.0, |acc, e| acc * (1.0 + e)) - 1.0,
-            EventMode::Additive => means.sum(),
+            EventMode::Additive => means.sum::<f64>(),
         })
     }
 

@@ -186,7 +186,8 @@ pub struct BacktestArgs {
     /// Horizons in steps, comma separated; `season` means one detected season (e.g. `1,12,season`).
     #[arg(long, default_value = "1,12,season", value_delimiter = ',')]
     pub horizons: Vec<String>,
-    /// Number of forecast origins, evenly spaced over the last 20% of the series.
+    /// Number of forecast origins, evenly spaced over the last 20% of the series
+    /// (`--test-fraction`).
     #[arg(long, default_value_t = 10)]
     pub origins: usize,
     /// Write every scored forecast to this CSV.
