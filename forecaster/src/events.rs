@@ -173,7 +173,7 @@ impl Calendar {
         }
         for (k, n) in NAMES.iter().enumerate().take(3) {
             if idx[k].is_none() {
-                return Err(field_err(hline, *n, "required column is missing".into()));
+                return Err(field_err(hline, n, "required column is missing".into()));
             }
         }
         let mut events = Vec::new();

@@ -568,6 +568,9 @@ pub fn select_with_events(
     })
 }
 
+/// `errors[c][o][s]` per candidate (`None` for a failed candidate).
+type PerCandidateErrors = Vec<Option<Vec<Vec<f64>>>>;
+
 /// Per origin and step, the chosen bands' combined validation forecast
 /// (`None` where a member has no error).
 fn combined_forecasts(
@@ -610,7 +613,7 @@ fn choose_events(
     origins: &[usize],
     bands: &mut [Band],
     grid: &EventGrid,
-) -> Option<(EventModel, Vec<Option<Vec<Vec<f64>>>>)> {
+) -> Option<(EventModel, PerCandidateErrors)> {
     let base = combined_forecasts(y, v, origins, bands);
     let mut samples = Vec::new();
     for (oi, &o) in origins.iter().enumerate() {
