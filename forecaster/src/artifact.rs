@@ -17,8 +17,14 @@ use crate::select::{FittedAuto, Selection};
 
 /// Value of the `format` field.
 pub const FORMAT: &str = "aya-forecaster-model";
-/// Current format version.
+/// Format version of a model without an event profile.
 pub const FORMAT_VERSION: u32 = 1;
+/// Format version of a model with an event profile (`selection.events` and
+/// per-band `events`, [`crate::events`]); the newest this build reads. A
+/// model without events is still written as version 1, so that older
+/// builds keep reading it, while they refuse a model whose events they
+/// would silently ignore.
+pub const EVENTS_FORMAT_VERSION: u32 = 2;
 
 /// The data a model was trained on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,7 +46,7 @@ pub struct TrainingWindow {
 pub struct Artifact {
     /// Always [`FORMAT`].
     pub format: String,
-    /// [`FORMAT_VERSION`] at the time of writing.
+    /// [`FORMAT_VERSION`], or [`EVENTS_FORMAT_VERSION`] with an event profile.
     pub format_version: u32,
     /// Crate name and version that wrote it.
     pub created_by: String,
@@ -90,7 +96,9 @@ pub enum ArtifactError {
         found: String,
     },
     /// A model written by a newer format.
-    #[error("{path}: field `format_version` is {found}; this build reads version {FORMAT_VERSION}")]
+    #[error(
+        "{path}: field `format_version` is {found}; this build reads versions {FORMAT_VERSION} to {EVENTS_FORMAT_VERSION}"
+    )]
     Version {
         /// File.
         path: PathBuf,
@@ -112,7 +120,11 @@ impl Artifact {
     ) -> Artifact {
         Artifact {
             format: FORMAT.to_string(),
-            format_version: FORMAT_VERSION,
+            format_version: if model.selection().events.is_some() {
+                EVENTS_FORMAT_VERSION
+            } else {
+                FORMAT_VERSION
+            },
             created_by,
             training,
             horizon,
@@ -169,7 +181,7 @@ impl Artifact {
             });
         }
         match header.format_version {
-            Some(FORMAT_VERSION) => {}
+            Some(v) if (FORMAT_VERSION..=EVENTS_FORMAT_VERSION).contains(&v) => {}
             Some(v) => {
                 return Err(ArtifactError::Version {
                     path: path.to_path_buf(),

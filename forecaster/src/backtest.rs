@@ -126,6 +126,9 @@ pub struct Score {
 pub enum Method {
     /// Aya's automatic selection (and ensemble) with calibrated intervals.
     Auto(crate::select::SelectConfig),
+    /// The automatic selection given the calendar of known events
+    /// ([`run_with_events`]; without a calendar it is [`Method::Auto`]).
+    AutoEvents(crate::select::SelectConfig),
     /// One model. With `intervals`, it is calibrated like the automatic method
     /// (selection restricted to this one candidate); without, it is only fitted.
     Single {
@@ -141,6 +144,7 @@ impl Method {
     pub fn name(&self) -> String {
         match self {
             Method::Auto(_) => "aya_auto".into(),
+            Method::AutoEvents(_) => "aya_auto_events".into(),
             Method::Single { spec, .. } => spec.name(),
         }
     }
@@ -198,6 +202,10 @@ pub struct BacktestReport {
     pub records: Vec<ForecastRecord>,
     /// What the automatic method chose at the last origin (when it ran).
     pub last_choice: Option<String>,
+    /// What the automatic method with events chose at the last origin, with
+    /// its event profile (when it ran).
+    #[serde(default)]
+    pub last_choice_events: Option<String>,
 }
 
 /// Why a backtest could not run.
@@ -225,6 +233,18 @@ type PointAndBounds = (Vec<f64>, Option<[Vec<f64>; 4]>);
 
 /// Rolling-origin backtest of every method on `y`.
 pub fn run(y: &[f64], cfg: &BacktestConfig) -> Result<BacktestReport, BacktestError> {
+    run_with_events(y, cfg, None)
+}
+
+/// [`run`] with a calendar placed on `y`'s grid (step 0 = `y[0]`), used by
+/// [`Method::AutoEvents`]: at each origin the selection sees the events
+/// (past occurrences to learn from, future ones to forecast), never the
+/// values after the origin.
+pub fn run_with_events(
+    y: &[f64],
+    cfg: &BacktestConfig,
+    events: Option<&crate::events::EventGrid>,
+) -> Result<BacktestReport, BacktestError> {
     use crate::models::Forecast;
     use crate::select::{FittedAuto, SelectConfig};
     let max_h = cfg
@@ -247,6 +267,7 @@ pub fn run(y: &[f64], cfg: &BacktestConfig) -> Result<BacktestReport, BacktestEr
     let mut times = vec![0.0f64; cfg.methods.len()];
     let mut records = Vec::new();
     let mut last_choice = None;
+    let mut last_choice_events = None;
     let mut f = Forecast::default();
     for &o in &origins {
         let train = &y[..o];
@@ -264,6 +285,25 @@ pub fn run(y: &[f64], cfg: &BacktestConfig) -> Result<BacktestReport, BacktestEr
                         let (l9, u9) = m.bounds(&f.point, 0.95);
                         Some((f.point.clone(), Some([l8, u8, l9, u9])))
                     }),
+                Method::AutoEvents(sc) => FittedAuto::select_and_fit_with_events(
+                    train,
+                    &cfg.seasonality,
+                    max_h,
+                    sc,
+                    events,
+                )
+                .ok()
+                .and_then(|m| {
+                    m.predict_with_events(max_h, None, &mut f, events.map(|g| (g, o)))
+                        .ok()?;
+                    last_choice_events = Some(match &m.selection().events {
+                        Some(ev) => format!("{} [{}]", m.selection().describe(), ev.describe()),
+                        None => m.selection().describe(),
+                    });
+                    let (l8, u8) = m.bounds(&f.point, 0.8);
+                    let (l9, u9) = m.bounds(&f.point, 0.95);
+                    Some((f.point.clone(), Some([l8, u8, l9, u9])))
+                }),
                 Method::Single {
                     spec,
                     intervals: true,
@@ -357,6 +397,7 @@ pub fn run(y: &[f64], cfg: &BacktestConfig) -> Result<BacktestReport, BacktestEr
         scores,
         records,
         last_choice,
+        last_choice_events,
     })
 }
 

@@ -6,6 +6,7 @@ pub mod anomaly;
 pub mod artifact;
 pub mod backtest;
 pub mod data;
+pub mod events;
 pub mod intervals;
 pub mod models;
 pub mod online;

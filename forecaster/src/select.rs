@@ -48,6 +48,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::backtest::mase_scale;
+use crate::events::{EventGrid, EventMode, EventModel, MAX_RATIO, Sample};
 use crate::intervals::Calibration;
 use crate::models::{BoxedFitted, Estimator, Forecast, ModelError, ModelSpec, check_finite};
 use crate::seasonality::Seasonality;
@@ -203,6 +204,14 @@ pub struct Band {
     /// per-origin log error ratio (0 when the baseline itself was kept).
     #[serde(default, deserialize_with = "crate::backtest::nan_serde::f64")]
     pub evidence: f64,
+    /// The event profile ([`Selection::events`]) is applied on this band's
+    /// forecast (it passed the challenger test against the band without it).
+    #[serde(default)]
+    pub events: bool,
+    /// Validation error with the event profile relative to without it, on
+    /// this band's validation forecasts (NaN when no event was in them).
+    #[serde(default = "nan", deserialize_with = "crate::backtest::nan_serde::f64")]
+    pub events_ratio: f64,
 }
 
 fn nan() -> f64 {
@@ -230,6 +239,11 @@ pub struct Selection {
     pub nonnegative: bool,
     /// Models are fitted on at most this many trailing points.
     pub max_train: usize,
+    /// Learnt event profile, when a calendar was given and the profile
+    /// helped on at least one band ([`crate::events`]). Absent in artifacts
+    /// written before events existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<EventModel>,
 }
 
 impl Selection {
@@ -252,7 +266,12 @@ impl Selection {
                 } else {
                     format!("{}-{}", b.from, b.to)
                 };
-                format!("{range}: {}", names.join("+"))
+                let ev = if b.events && self.events.is_some() {
+                    "+events"
+                } else {
+                    ""
+                };
+                format!("{range}: {}{ev}", names.join("+"))
             })
             .collect::<Vec<_>>()
             .join(" | ")
@@ -417,6 +436,20 @@ pub fn select(
     horizon: usize,
     cfg: &SelectConfig,
 ) -> Result<Selection, SelectError> {
+    select_with_events(y, seas, horizon, cfg, None)
+}
+
+/// [`select`] with a calendar of known events placed on `y`'s grid (step 0 =
+/// `y[0]`): the event profile is learnt from the base combination's
+/// validation errors and kept on the bands where it passes the challenger
+/// test ([`crate::events`]).
+pub fn select_with_events(
+    y: &[f64],
+    seas: &Seasonality,
+    horizon: usize,
+    cfg: &SelectConfig,
+    events: Option<&EventGrid>,
+) -> Result<Selection, SelectError> {
     let n = y.len();
     if n < MIN_POINTS {
         return Err(SelectError::TooShort {
@@ -502,9 +535,24 @@ pub fn select(
             baseline: None,
             ratio: f64::NAN,
             evidence: 0.0,
+            events: false,
+            events_ratio: f64::NAN,
         });
     }
-    let calibration = v.calibrate(y, &bands, p);
+    let chosen_events = events
+        .filter(|g| !g.is_empty())
+        .and_then(|g| choose_events(y, &v, &origins, &mut bands, g));
+    let (calibration, event_model) = match chosen_events {
+        Some((model, adjusted)) => {
+            let adjusted = Validation {
+                errors: adjusted,
+                scales: v.scales.clone(),
+                h_sel,
+            };
+            (adjusted.calibrate(y, &bands, p), Some(model))
+        }
+        None => (v.calibrate(y, &bands, p), None),
+    };
 
     Ok(Selection {
         seasonality: seas.clone(),
@@ -516,7 +564,170 @@ pub fn select(
         validation_horizon: h_sel,
         nonnegative: y.iter().all(|&v| v >= 0.0),
         max_train: cfg.max_train,
+        events: event_model,
     })
+}
+
+/// `errors[c][o][s]` per candidate (`None` for a failed candidate).
+type PerCandidateErrors = Vec<Option<Vec<Vec<f64>>>>;
+
+/// Per origin and step, the chosen bands' combined validation forecast
+/// (`None` where a member has no error).
+fn combined_forecasts(
+    y: &[f64],
+    v: &Validation,
+    origins: &[usize],
+    bands: &[Band],
+) -> Vec<Vec<Option<f64>>> {
+    origins
+        .iter()
+        .enumerate()
+        .map(|(oi, &o)| {
+            (0..v.h_sel)
+                .map(|s| {
+                    let band = bands
+                        .iter()
+                        .find(|b| s + 1 >= b.from && s < b.to)
+                        .or(bands.last())?;
+                    let mut sum = 0.0;
+                    for &c in &band.members {
+                        sum += v.errors.get(c)?.as_ref()?.get(oi)?.get(s)?;
+                    }
+                    let mean_err = sum / band.members.len().max(1) as f64;
+                    Some(y[o + s] - mean_err)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Try the event profile on top of the chosen bands (see [`crate::events`]):
+/// for each mode, the profile for each validation origin is learnt from the
+/// other origins' deviations; a band takes it when it is a convincing
+/// challenger to the band without it. Returns the profile learnt from every
+/// origin and the validation errors with the profile applied (for the
+/// interval calibration), or `None` when no band took it.
+fn choose_events(
+    y: &[f64],
+    v: &Validation,
+    origins: &[usize],
+    bands: &mut [Band],
+    grid: &EventGrid,
+) -> Option<(EventModel, PerCandidateErrors)> {
+    let base = combined_forecasts(y, v, origins, bands);
+    let mut samples = Vec::new();
+    for (oi, &o) in origins.iter().enumerate() {
+        for (s, f) in base[oi].iter().enumerate() {
+            let Some(f) = *f else { continue };
+            let a = y[o + s];
+            let ratio = if f > 0.0 {
+                (a / f - 1.0).clamp(-1.0, MAX_RATIO)
+            } else {
+                f64::NAN
+            };
+            let scaled_diff = (a - f) / v.scales[oi];
+            grid.for_each_active(o + s, |occurrence, category, offset| {
+                samples.push(Sample {
+                    origin: oi,
+                    occurrence,
+                    category,
+                    offset,
+                    ratio,
+                    scaled_diff,
+                });
+            });
+        }
+    }
+    if samples.is_empty() {
+        return None;
+    }
+    struct Trial {
+        mode: EventMode,
+        adjusted: Vec<Vec<Option<f64>>>,
+        evidence: Vec<Evidence>,
+        score: f64,
+    }
+    let trials: Vec<Trial> = [EventMode::Multiplicative, EventMode::Additive]
+        .into_iter()
+        .map(|mode| {
+            let adjusted: Vec<Vec<Option<f64>>> = origins
+                .iter()
+                .enumerate()
+                .map(|(oi, &o)| {
+                    let m = EventModel::learn(grid, &samples, Some(oi), mode);
+                    base[oi]
+                        .iter()
+                        .enumerate()
+                        .map(|(s, f)| f.map(|f| m.apply(grid, o + s, f, v.scales[oi])))
+                        .collect()
+                })
+                .collect();
+            let per_origin = |fc: &[Vec<Option<f64>>], a: usize, b: usize| -> Vec<f64> {
+                origins
+                    .iter()
+                    .enumerate()
+                    .map(|(oi, &o)| {
+                        let (sum, n) = (a - 1..b)
+                            .filter_map(|s| fc[oi][s].map(|f| (y[o + s] - f).abs()))
+                            .fold((0.0, 0usize), |(t, n), e| (t + e, n + 1));
+                        sum / n.max(1) as f64 / v.scales[oi]
+                    })
+                    .collect()
+            };
+            let mut score = 0.0;
+            let evidence = bands
+                .iter()
+                .map(|b| {
+                    let (sa, sb) = v.scored_range(b.from, b.to);
+                    let with = per_origin(&adjusted, sa, sb);
+                    let without = per_origin(&base, sa, sb);
+                    score += mean(&with);
+                    Evidence::of(&with, &without)
+                })
+                .collect();
+            Trial {
+                mode,
+                adjusted,
+                evidence,
+                score,
+            }
+        })
+        .collect();
+    let wins = |t: &Trial| t.evidence.iter().filter(|e| e.convincing()).count();
+    let best = trials
+        .iter()
+        .filter(|t| wins(t) > 0)
+        .min_by(|a, b| wins(b).cmp(&wins(a)).then(a.score.total_cmp(&b.score)))?;
+    let round = |x: f64| (x * 1e4).round() / 1e4;
+    for (band, ev) in bands.iter_mut().zip(&best.evidence) {
+        band.events = ev.convincing();
+        band.events_ratio = round(ev.ratio);
+    }
+    // Validation errors with the profile applied where a band took it.
+    let mut errors = v.errors.clone();
+    for (oi, row) in best.adjusted.iter().enumerate() {
+        for (s, f_adj) in row.iter().enumerate() {
+            let Some(band) = bands
+                .iter()
+                .find(|b| s + 1 >= b.from && s < b.to)
+                .or(bands.last())
+            else {
+                continue;
+            };
+            if !band.events {
+                continue;
+            }
+            let (Some(f_adj), Some(f)) = (*f_adj, base[oi][s]) else {
+                continue;
+            };
+            for &c in &band.members {
+                if let Some(Some(e)) = errors.get_mut(c) {
+                    e[oi][s] -= f_adj - f;
+                }
+            }
+        }
+    }
+    Some((EventModel::learn(grid, &samples, None, best.mode), errors))
 }
 
 /// Errors per candidate, per origin, per step (`errors[c][o][s] = actual -
@@ -718,6 +929,8 @@ impl Validation {
             baseline: base.and_then(|m| m.first().copied()),
             ratio: round(ratio),
             evidence: round(t),
+            events: false,
+            events_ratio: f64::NAN,
         })
     }
 
@@ -864,6 +1077,8 @@ pub struct FittedAuto {
     /// when the outlier filter clipped the end of the data): it forecasts
     /// the first [`crate::shift::KEEP_RAW`] steps.
     recent: Vec<Option<BoxedFitted>>,
+    /// MASE scale of the training data (additive event effects are in its units).
+    event_scale: f64,
     scratch: std::cell::RefCell<(Forecast, Vec<Vec<f64>>)>,
 }
 
@@ -949,10 +1164,12 @@ impl FittedAuto {
             }
         }
         selection.nonnegative = selection.nonnegative && y.iter().all(|&v| v >= 0.0);
+        let event_scale = mase_scale(y, window);
         Ok(FittedAuto {
             selection,
             fitted,
             recent,
+            event_scale,
             scratch: std::cell::RefCell::new((Forecast::default(), Vec::new())),
         })
     }
@@ -965,6 +1182,19 @@ impl FittedAuto {
         cfg: &SelectConfig,
     ) -> Result<FittedAuto, SelectError> {
         let selection = select(y, seas, horizon, cfg)?;
+        FittedAuto::fit(y, selection)
+    }
+
+    /// [`FittedAuto::select_and_fit`] with a calendar placed on `y`'s grid
+    /// ([`select_with_events`]).
+    pub fn select_and_fit_with_events(
+        y: &[f64],
+        seas: &Seasonality,
+        horizon: usize,
+        cfg: &SelectConfig,
+        events: Option<&EventGrid>,
+    ) -> Result<FittedAuto, SelectError> {
+        let selection = select_with_events(y, seas, horizon, cfg, events)?;
         FittedAuto::fit(y, selection)
     }
 
@@ -992,6 +1222,22 @@ impl FittedAuto {
         level: Option<f64>,
         out: &mut Forecast,
     ) -> Result<(), ModelError> {
+        self.predict_with_events(horizon, level, out, None)
+    }
+
+    /// [`FittedAuto::predict_into`] with the calendar: `events` is the grid
+    /// (placed with the model's [`EventModel::config`] at its interval) and
+    /// the grid step of the first forecast step (the number of points the
+    /// model was fitted on when the grid starts at the series' first
+    /// point). Without an event profile in the selection, or without
+    /// `events`, the plain forecast.
+    pub fn predict_with_events(
+        &self,
+        horizon: usize,
+        level: Option<f64>,
+        out: &mut Forecast,
+        events: Option<(&EventGrid, usize)>,
+    ) -> Result<(), ModelError> {
         out.clear();
         let mut scratch = self.scratch.borrow_mut();
         let (buf, member_points) = &mut *scratch;
@@ -1016,6 +1262,12 @@ impl FittedAuto {
                 .map(|&i| member_points[i][s - 1])
                 .sum::<f64>()
                 / band.members.len() as f64;
+            let v = match (&self.selection.events, events) {
+                (Some(m), Some((grid, first))) if band.events => {
+                    m.apply(grid, first + s - 1, v, self.event_scale)
+                }
+                _ => v,
+            };
             out.point.push(if self.selection.nonnegative {
                 v.max(0.0)
             } else {

@@ -143,6 +143,12 @@ pub struct TrainArgs {
     /// Skip the rolling-origin backtest recorded in the artifact (faster).
     #[arg(long)]
     pub no_backtest: bool,
+    /// Calendar of known events (`events.csv`: name,start,end[,category], or
+    /// `.toml` with `[[event]]` tables and optional `every`/`until`): the
+    /// forecaster learns each category's effect and keeps it only where the
+    /// validation backtest says it helps (docs/events.md).
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
 }
 
 /// `aya forecast`: forecast the next steps of a series, from a saved model or trained on the fly.
@@ -163,6 +169,12 @@ pub struct ForecastArgs {
     /// Prediction-interval level, e.g. 0.8 or 0.95.
     #[arg(long, default_value_t = 0.95)]
     pub level: f64,
+    /// Calendar of known events (`events.csv`: name,start,end[,category], or
+    /// `.toml` with `[[event]]` tables and optional `every`/`until`): the
+    /// forecaster learns each category's effect and keeps it only where the
+    /// validation backtest says it helps (docs/events.md).
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
 }
 
 /// `aya backtest`: rolling-origin backtest of every model on a series.
@@ -174,7 +186,8 @@ pub struct BacktestArgs {
     /// Horizons in steps, comma separated; `season` means one detected season (e.g. `1,12,season`).
     #[arg(long, default_value = "1,12,season", value_delimiter = ',')]
     pub horizons: Vec<String>,
-    /// Number of forecast origins, evenly spaced over the last 20% of the series.
+    /// Number of forecast origins, evenly spaced over the last 20% of the series
+    /// (`--test-fraction`).
     #[arg(long, default_value_t = 10)]
     pub origins: usize,
     /// Write every scored forecast to this CSV.
@@ -186,6 +199,13 @@ pub struct BacktestArgs {
     /// Only the automatic method (skip scoring each candidate model on its own).
     #[arg(long)]
     pub auto_only: bool,
+    /// Fraction of the series (at its end) the origins are spread over.
+    #[arg(long, default_value_t = 0.2)]
+    pub test_fraction: f64,
+    /// Calendar of known events (see `aya train --events`): adds the method
+    /// `aya_auto_events` and a table of MASE on event days vs other days.
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
 }
 
 /// `aya datasets`: generate built-in data or fetch the public traces.
@@ -268,4 +288,4 @@ mod datasets;
 mod model;
 
 pub use datasets::run_datasets;
-pub use model::{BacktestOutput, backtest, run_backtest, run_forecast, run_train};
+pub use model::{BacktestOutput, EventDaysRow, backtest, run_backtest, run_forecast, run_train};

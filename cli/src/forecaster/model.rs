@@ -15,6 +15,7 @@ use anyhow::{Context, anyhow};
 use aya_forecaster::artifact::{Artifact, TrainingWindow};
 use aya_forecaster::backtest::{self, BacktestConfig, BacktestError, Method};
 use aya_forecaster::data::{self, Series, format_rfc3339};
+use aya_forecaster::events::{Calendar, EventConfig, EventGrid};
 use aya_forecaster::models::{Forecast, ModelSpec};
 use aya_forecaster::seasonality::{self, Seasonality};
 use aya_forecaster::select::{
@@ -54,6 +55,19 @@ fn select_failure(path: &Path, e: SelectError) -> Failure {
     Failure::input(anyhow!("{}: {e}", path.display()))
 }
 
+/// Read `--events` and place it on the series' grid (step 0 = its first point).
+fn load_events(
+    path: Option<&Path>,
+    series: &Series,
+    cfg: EventConfig,
+) -> Result<Option<(Calendar, EventGrid)>, Failure> {
+    let Some(path) = path else { return Ok(None) };
+    let calendar = Calendar::load(path).map_err(Failure::input)?;
+    let t0 = series.timestamps.first().copied().unwrap_or(0);
+    let grid = EventGrid::new(&calendar, t0, series.interval_ms, cfg);
+    Ok(Some((calendar, grid)))
+}
+
 /// Run `aya train`.
 pub fn run_train(args: &TrainArgs) -> CliResult {
     let p = prepare(&args.csv)?;
@@ -64,7 +78,9 @@ pub fn run_train(args: &TrainArgs) -> CliResult {
         None => p.seas.season().max(12),
     };
     let cfg = SelectConfig::default();
-    let model = FittedAuto::select_and_fit(y, &p.seas, horizon, &cfg)
+    let events = load_events(args.events.as_deref(), &p.series, EventConfig::default())?;
+    let grid = events.as_ref().map(|(_, g)| g);
+    let model = FittedAuto::select_and_fit_with_events(y, &p.seas, horizon, &cfg, grid)
         .map_err(|e| select_failure(&args.csv.input, e))?;
     let backtest = if args.no_backtest {
         None
@@ -81,9 +97,13 @@ pub fn run_train(args: &TrainArgs) -> CliResult {
             test_fraction: 0.2,
             seasonality: p.seas.clone(),
             scale_season: p.seas.day.unwrap_or_else(|| p.seas.season()),
-            methods: vec![Method::Auto(cfg.clone())],
+            methods: vec![if grid.is_some() {
+                Method::AutoEvents(cfg.clone())
+            } else {
+                Method::Auto(cfg.clone())
+            }],
         };
-        match backtest::run(y, &bc) {
+        match backtest::run_with_events(y, &bc, grid) {
             Ok(r) => Some(r.scores),
             Err(e) => {
                 eprintln!(
@@ -148,6 +168,21 @@ pub fn run_train(args: &TrainArgs) -> CliResult {
             band.evidence
         );
     }
+    if let Some((calendar, _)) = &events {
+        let _ = match &sel.events {
+            Some(ev) => writeln!(
+                msg,
+                "  events: {} occurrences; profile kept ({})",
+                calendar.events.len(),
+                ev.describe()
+            ),
+            None => writeln!(
+                msg,
+                "  events: {} occurrences; profile not kept (it did not help in validation)",
+                calendar.events.len()
+            ),
+        };
+    }
     if let Some(scores) = &artifact.backtest {
         for sc in scores {
             let _ = writeln!(
@@ -175,7 +210,7 @@ pub fn run_forecast(args: &ForecastArgs) -> CliResult {
     }
     let p = prepare(&args.csv)?;
     let y = &p.series.values;
-    let model = match &args.model {
+    let (model, events) = match &args.model {
         Some(path) => {
             let artifact = Artifact::load(path).map_err(Failure::input)?;
             if artifact.training.interval_ms != p.series.interval_ms {
@@ -187,15 +222,43 @@ pub fn run_forecast(args: &ForecastArgs) -> CliResult {
                     data::format_interval(p.series.interval_ms)
                 )));
             }
-            FittedAuto::fit(y, artifact.selection)
-                .map_err(|e| select_failure(&args.csv.input, e))?
+            let cfg = artifact
+                .selection
+                .events
+                .as_ref()
+                .map_or_else(EventConfig::default, |e| e.config);
+            if artifact.selection.events.is_some() && args.events.is_none() {
+                eprintln!(
+                    "note: {} has an event profile; without --events it forecasts as if no event were scheduled",
+                    path.display()
+                );
+            }
+            let events = load_events(args.events.as_deref(), &p.series, cfg)?;
+            let model = FittedAuto::fit(y, artifact.selection)
+                .map_err(|e| select_failure(&args.csv.input, e))?;
+            (model, events)
         }
-        None => FittedAuto::select_and_fit(y, &p.seas, args.horizon, &SelectConfig::default())
-            .map_err(|e| select_failure(&args.csv.input, e))?,
+        None => {
+            let events = load_events(args.events.as_deref(), &p.series, EventConfig::default())?;
+            let model = FittedAuto::select_and_fit_with_events(
+                y,
+                &p.seas,
+                args.horizon,
+                &SelectConfig::default(),
+                events.as_ref().map(|(_, g)| g),
+            )
+            .map_err(|e| select_failure(&args.csv.input, e))?;
+            (model, events)
+        }
     };
     let mut f = Forecast::with_capacity(args.horizon);
     model
-        .predict_into(args.horizon, Some(args.level), &mut f)
+        .predict_with_events(
+            args.horizon,
+            Some(args.level),
+            &mut f,
+            events.as_ref().map(|(_, g)| (g, y.len())),
+        )
         .map_err(|e| Failure::runtime(anyhow!("forecasting {}: {e}", args.csv.input.display())))?;
     let last = p.series.timestamps.last().copied().unwrap_or(0);
     let dt = p.series.interval_ms;
@@ -290,6 +353,28 @@ pub struct BacktestOutput {
     pub mase_season: usize,
     /// Origins, scores per method and horizon, and every scored step.
     pub report: backtest::BacktestReport,
+    /// Fraction of the series the origins were spread over.
+    pub test_fraction: f64,
+    /// With `--events`: MASE on event days vs other days per method and horizon.
+    pub event_days: Vec<EventDaysRow>,
+}
+
+/// MASE of one method at one horizon over the forecast steps that fall on a
+/// UTC day touched by an event, and over the others.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EventDaysRow {
+    /// Method (`aya_auto` or `aya_auto_events`).
+    pub model: String,
+    /// Horizon (steps 1..=horizon of every origin are scored).
+    pub horizon: usize,
+    /// Mean absolute scaled error of steps on event days.
+    pub mase_event_days: f64,
+    /// How many steps that is.
+    pub steps_event_days: usize,
+    /// Mean absolute scaled error of steps on other days.
+    pub mase_other_days: f64,
+    /// How many steps that is.
+    pub steps_other_days: usize,
 }
 
 impl BacktestOutput {
@@ -305,7 +390,9 @@ impl BacktestOutput {
                 "mase_season": self.mase_season,
                 "origins": self.report.origins,
                 "last_choice": self.report.last_choice,
+                "last_choice_events": self.report.last_choice_events,
                 "scores": self.report.scores,
+                "event_days": self.event_days,
             });
             let mut text =
                 serde_json::to_string_pretty(&doc).map_err(|e| Failure::runtime(anyhow!(e)))?;
@@ -325,10 +412,20 @@ pub fn backtest(args: &BacktestArgs) -> Result<BacktestOutput, Failure> {
     }
     let p = prepare(&args.csv)?;
     let y = &p.series.values;
+    if !(args.test_fraction > 0.0 && args.test_fraction < 1.0) {
+        return Err(Failure::usage(anyhow!(
+            "--test-fraction {} must be strictly between 0 and 1",
+            args.test_fraction
+        )));
+    }
     let horizons = parse_horizons(&args.horizons, &p.seas, y.len())?;
+    let events = load_events(args.events.as_deref(), &p.series, EventConfig::default())?;
     let mut methods = vec![Method::Auto(SelectConfig::default())];
+    if events.is_some() {
+        methods.push(Method::AutoEvents(SelectConfig::default()));
+    }
     if !args.auto_only {
-        let first_origin = (y.len() as f64 * 0.8) as usize;
+        let first_origin = (y.len() as f64 * (1.0 - args.test_fraction)) as usize;
         for spec in default_candidates(&p.seas, first_origin) {
             if !matches!(spec, ModelSpec::Mean { .. }) {
                 methods.push(Method::Single {
@@ -342,12 +439,13 @@ pub fn backtest(args: &BacktestArgs) -> Result<BacktestOutput, Failure> {
     let cfg = BacktestConfig {
         horizons,
         origins: args.origins,
-        test_fraction: 0.2,
+        test_fraction: args.test_fraction,
         seasonality: p.seas.clone(),
         scale_season,
         methods,
     };
-    let report = backtest::run(y, &cfg).map_err(|e| match e {
+    let grid = events.as_ref().map(|(_, g)| g);
+    let report = backtest::run_with_events(y, &cfg, grid).map_err(|e| match e {
         BacktestError::NoHorizon => Failure::usage(e),
         BacktestError::TooShort { .. } => {
             Failure::input(anyhow!("{}: {e}", args.csv.input.display()))
@@ -356,7 +454,34 @@ pub fn backtest(args: &BacktestArgs) -> Result<BacktestOutput, Failure> {
     if let Some(path) = &args.forecasts_out {
         write_forecasts(path, &p.series, &report.records).map_err(Failure::runtime)?;
     }
+    let mut event_days = Vec::new();
+    if let Some((calendar, _)) = &events {
+        let t0 = p.series.timestamps.first().copied().unwrap_or(0);
+        let dt = p.series.interval_ms;
+        for method in ["aya_auto", "aya_auto_events"] {
+            for &h in &cfg.horizons {
+                let (on, off) = aya_forecaster::events::split_by_event_days(
+                    &report.records,
+                    method,
+                    h,
+                    calendar,
+                    |o| backtest::mase_scale(&y[..o], scale_season),
+                    |i| t0 + dt * i as i64,
+                );
+                event_days.push(EventDaysRow {
+                    model: method.to_string(),
+                    horizon: h,
+                    mase_event_days: on.0,
+                    steps_event_days: on.1,
+                    mase_other_days: off.0,
+                    steps_other_days: off.1,
+                });
+            }
+        }
+    }
     Ok(BacktestOutput {
+        event_days,
+        test_fraction: args.test_fraction,
         points: y.len(),
         series: p.series.name,
         interval_ms: p.series.interval_ms,
@@ -377,16 +502,20 @@ fn format_table(out: &BacktestOutput) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{}: {} points at {}, seasons {:?}, {} origins over the last 20%, MASE scaled by seasonal naive (lag {})",
+        "{}: {} points at {}, seasons {:?}, {} origins over the last {}%, MASE scaled by seasonal naive (lag {})",
         out.series,
         out.points,
         data::format_interval(out.interval_ms),
         out.seasonality.periods,
         out.report.origins.len(),
+        (out.test_fraction * 100.0).round(),
         out.mase_season
     );
     if let Some(c) = &out.report.last_choice {
         let _ = writeln!(s, "aya_auto chose (last origin): {c}");
+    }
+    if let Some(c) = &out.report.last_choice_events {
+        let _ = writeln!(s, "aya_auto_events chose (last origin): {c}");
     }
     let _ = writeln!(
         s,
@@ -399,6 +528,29 @@ fn format_table(out: &BacktestOutput) -> String {
             "{:<26} {:>7} {:>8.3} {:>9.2} {:>7.2} {:>7.2} {:>10.1}",
             sc.model, sc.horizon, sc.mase, sc.smape, sc.coverage80, sc.coverage95, sc.ms_per_origin
         );
+    }
+    if !out.event_days.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nMASE by day (UTC days touched by an event vs the others; steps 1..h of every origin)"
+        );
+        let _ = writeln!(
+            s,
+            "{:<26} {:>7} {:>11} {:>7} {:>11} {:>7}",
+            "model", "horizon", "event days", "steps", "other days", "steps"
+        );
+        for r in &out.event_days {
+            let _ = writeln!(
+                s,
+                "{:<26} {:>7} {:>11.3} {:>7} {:>11.3} {:>7}",
+                r.model,
+                r.horizon,
+                r.mase_event_days,
+                r.steps_event_days,
+                r.mase_other_days,
+                r.steps_other_days
+            );
+        }
     }
     s
 }
