@@ -383,6 +383,7 @@ pub struct Conn {
     peer: PeerInfo,
     idle: Duration,
     idle_timer: Pin<Box<tokio::time::Sleep>>,
+    last_read: tokio::time::Instant,
     guard: ConnGuard,
 }
 
@@ -432,21 +433,27 @@ impl AsyncRead for Conn {
         match r {
             Poll::Ready(r) => {
                 if buf.filled().len() > before {
-                    let deadline = tokio::time::Instant::now() + this.idle;
-                    this.idle_timer.as_mut().reset(deadline);
+                    // Cheaper than re-arming the timer on every read: the
+                    // timer is moved forward only when it fires.
+                    this.last_read = tokio::time::Instant::now();
                 }
                 Poll::Ready(r)
             }
-            Poll::Pending => {
-                if this.idle_timer.as_mut().poll(cx).is_ready() {
-                    this.guard.metrics.refused(this.guard.name, "idle_timeout");
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "idle timeout: nothing read from the peer",
-                    )));
+            Poll::Pending => loop {
+                if this.idle_timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
                 }
-                Poll::Pending
-            }
+                let due = this.last_read + this.idle;
+                if due > tokio::time::Instant::now() {
+                    this.idle_timer.as_mut().reset(due);
+                    continue;
+                }
+                this.guard.metrics.refused(this.guard.name, "idle_timeout");
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "idle timeout: nothing read from the peer",
+                )));
+            },
         }
     }
 }
@@ -611,6 +618,7 @@ pub fn incoming(
                     },
                     idle,
                     idle_timer: Box::pin(tokio::time::sleep(idle)),
+                    last_read: tokio::time::Instant::now(),
                     guard,
                 };
                 let _ = tx.send(Ok(conn)).await;

@@ -132,6 +132,14 @@ type Call = Box<
         + Sync,
 >;
 
+fn call<F, Fut>(f: F) -> Call
+where
+    F: Fn(Channel, Option<&'static str>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), Status>> + Send + 'static,
+{
+    Box::new(move |c, t| Box::pin(f(c, t)))
+}
+
 /// One call per role-protected service family, and the role it needs.
 fn calls() -> Vec<(&'static str, Role, Call)> {
     use aya_proto::keda::external_scaler_client::ExternalScalerClient;
@@ -145,116 +153,103 @@ fn calls() -> Vec<(&'static str, Role, Call)> {
         (
             "GetSnapshot",
             Role::Watch,
-            Box::new(|ch, t| {
-                Box::pin(async move {
-                    DecisionServiceClient::new(ch)
-                        .get_snapshot(with_token(
-                            pb::GetSnapshotRequest {
-                                cluster: "web".into(),
-                            },
-                            t,
-                        ))
-                        .await
-                        .map(|_| ())
-                })
+            call(|ch, t| async move {
+                DecisionServiceClient::new(ch)
+                    .get_snapshot(with_token(
+                        pb::GetSnapshotRequest {
+                            cluster: "web".into(),
+                        },
+                        t,
+                    ))
+                    .await
+                    .map(|_| ())
             }),
         ),
         (
             "Watch",
             Role::Watch,
-            Box::new(|ch, t| {
-                Box::pin(async move {
-                    DecisionServiceClient::new(ch)
-                        .watch(with_token(
-                            pb::WatchRequest {
-                                cluster: "web".into(),
-                                last_version: 0,
-                            },
-                            t,
-                        ))
-                        .await
-                        .map(|_| ())
-                })
+            call(|ch, t| async move {
+                DecisionServiceClient::new(ch)
+                    .watch(with_token(
+                        pb::WatchRequest {
+                            cluster: "web".into(),
+                            last_version: 0,
+                        },
+                        t,
+                    ))
+                    .await
+                    .map(|_| ())
             }),
         ),
         (
             "ADS",
             Role::Watch,
-            Box::new(|ch, t| {
-                Box::pin(async move {
-                    let req = DiscoveryRequest {
-                        type_url: "type.googleapis.com/envoy.config.cluster.v3.Cluster".into(),
-                        ..Default::default()
-                    };
-                    let mut s = AggregatedDiscoveryServiceClient::new(ch)
-                        .stream_aggregated_resources(with_token(tokio_stream::iter(vec![req]), t))
-                        .await?
-                        .into_inner();
-                    s.message().await.map(|_| ())
-                })
+            call(|ch, t| async move {
+                let req = DiscoveryRequest {
+                    type_url: "type.googleapis.com/envoy.config.cluster.v3.Cluster".into(),
+                    ..Default::default()
+                };
+                let mut s = AggregatedDiscoveryServiceClient::new(ch)
+                    .stream_aggregated_resources(with_token(tokio_stream::iter(vec![req]), t))
+                    .await?
+                    .into_inner();
+                s.message().await.map(|_| ())
             }),
         ),
         (
             "KEDA GetMetricSpec",
             Role::Watch,
-            Box::new(|ch, t| {
-                Box::pin(async move {
-                    ExternalScalerClient::new(ch)
-                        .get_metric_spec(with_token(
-                            aya_proto::keda::ScaledObjectRef {
-                                name: "x".into(),
-                                namespace: "y".into(),
-                                scaler_metadata: [("cluster".to_string(), "web".to_string())]
-                                    .into(),
-                            },
-                            t,
-                        ))
-                        .await
-                        .map(|_| ())
-                })
+            call(|ch, t| async move {
+                ExternalScalerClient::new(ch)
+                    .get_metric_spec(with_token(
+                        aya_proto::keda::ScaledObjectRef {
+                            name: "x".into(),
+                            namespace: "y".into(),
+                            scaler_metadata: [("cluster".to_string(), "web".to_string())].into(),
+                        },
+                        t,
+                    ))
+                    .await
+                    .map(|_| ())
             }),
         ),
         (
             "Ingest",
             Role::Ingest,
-            Box::new(|ch, t| {
-                Box::pin(async move {
-                    let batch = pb::IngestBatch {
-                        sequence: 1,
-                        samples: vec![common::sample("a", "rps", common::now_ms(), 1.0)],
-                    };
-                    let mut acks = MetricsServiceClient::new(ch)
-                        .ingest(with_token(tokio_stream::iter(vec![batch]), t))
-                        .await?
-                        .into_inner();
-                    acks.message().await.map(|_| ())
-                })
+            call(|ch, t| async move {
+                let batch = pb::IngestBatch {
+                    sequence: 1,
+                    samples: vec![common::sample("a", "rps", common::now_ms(), 1.0)],
+                };
+                let mut acks = MetricsServiceClient::new(ch)
+                    .ingest(with_token(tokio_stream::iter(vec![batch]), t))
+                    .await?
+                    .into_inner();
+                acks.message().await.map(|_| ())
             }),
         ),
         (
             "QueryHistory",
             Role::Read,
-            Box::new(|ch, t| {
-                Box::pin(async move {
-                    MetricsServiceClient::new(ch)
-                        .query_history(with_token(
-                            pb::QueryHistoryRequest {
-                                cluster: "web".into(),
-                                metric: "rps".into(),
-                                ..Default::default()
-                            },
-                            t,
-                        ))
-                        .await
-                        .map(|_| ())
-                })
+            call(|ch, t| async move {
+                MetricsServiceClient::new(ch)
+                    .query_history(with_token(
+                        pb::QueryHistoryRequest {
+                            cluster: "web".into(),
+                            metric: "rps".into(),
+                            ..Default::default()
+                        },
+                        t,
+                    ))
+                    .await
+                    .map(|_| ())
             }),
         ),
         (
             "GetForecast",
             Role::Read,
-            Box::new(|ch, t| {
-                Box::pin(async move {
+            call(|ch, t| {
+                async move {
                     match ForecastServiceClient::new(ch)
                         .get_forecast(with_token(
                             pb::ForecastRequest {
@@ -274,48 +269,42 @@ fn calls() -> Vec<(&'static str, Role, Call)> {
                         }
                         r => r.map(|_| ()),
                     }
-                })
+                }
             }),
         ),
         (
             "GetStats",
             Role::Read,
-            Box::new(|ch, t| {
-                Box::pin(async move {
-                    AdminServiceClient::new(ch)
-                        .get_stats(with_token(pb::GetStatsRequest {}, t))
-                        .await
-                        .map(|_| ())
-                })
+            call(|ch, t| async move {
+                AdminServiceClient::new(ch)
+                    .get_stats(with_token(pb::GetStatsRequest {}, t))
+                    .await
+                    .map(|_| ())
             }),
         ),
         (
             "SetOverride",
             Role::Admin,
-            Box::new(|ch, t| {
-                Box::pin(async move {
-                    AdminServiceClient::new(ch)
-                        .set_override(with_token(override_request(), t))
-                        .await
-                        .map(|_| ())
-                })
+            call(|ch, t| async move {
+                AdminServiceClient::new(ch)
+                    .set_override(with_token(override_request(), t))
+                    .await
+                    .map(|_| ())
             }),
         ),
         (
             "DeleteCluster",
             Role::Admin,
-            Box::new(|ch, t| {
-                Box::pin(async move {
-                    AdminServiceClient::new(ch)
-                        .delete_cluster(with_token(
-                            pb::DeleteClusterRequest {
-                                name: "no-such-cluster".into(),
-                            },
-                            t,
-                        ))
-                        .await
-                        .map(|_| ())
-                })
+            call(|ch, t| async move {
+                AdminServiceClient::new(ch)
+                    .delete_cluster(with_token(
+                        pb::DeleteClusterRequest {
+                            name: "no-such-cluster".into(),
+                        },
+                        t,
+                    ))
+                    .await
+                    .map(|_| ())
             }),
         ),
     ]
@@ -364,8 +353,9 @@ async fn http_get(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -
     )
     .await
     .unwrap();
+    // A TLS listener answering a plaintext request resets the connection.
     let mut body = String::new();
-    s.read_to_string(&mut body).await.unwrap();
+    let _ = s.read_to_string(&mut body).await;
     body
 }
 
@@ -438,7 +428,7 @@ async fn every_role_is_enforced_on_its_rpcs() {
         "aya_auth_denied_total{listener=\"grpc\",reason=\"permission_denied\"} 10",
         "aya_auth_denied_total{listener=\"http\",reason=\"unauthenticated\"} 1",
         "aya_limit{limit=\"max_connections\"} 1024",
-        "aya_connections_open{listener=\"http\"} 1",
+        "aya_connections_open{listener=\"grpc\"} ",
         "aya_ingest_samples_accepted_total",
     ] {
         assert!(r.contains(needle), "missing {needle:?} in\n{r}");
@@ -1041,7 +1031,26 @@ async fn connection_limit_and_handshake_timeout_close_connections() {
     let mut cfg = common::config(dir.path());
     cfg.limits.max_connections = 2;
     cfg.limits.handshake_timeout_seconds = 0.3;
+    cfg.limits.keepalive_interval_seconds = 0.05;
+    cfg.limits.keepalive_timeout_seconds = 0.05;
+    cfg.limits.idle_timeout_seconds = 0.5;
     let srv = Server::start(cfg, false, Clock::system()).await;
+
+    // A silent HTTP connection is closed by the idle timeout.
+    let mut idle = tokio::net::TcpStream::connect(srv.metrics_addr)
+        .await
+        .unwrap();
+    let mut one = [0u8; 1];
+    let started = std::time::Instant::now();
+    let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut one))
+        .await
+        .expect("an idle connection is closed");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
 
     // Two silent connections take both slots; they are closed after the
     // handshake timeout (no HTTP/2 preface), and the slots free up.
@@ -1087,6 +1096,7 @@ async fn connection_limit_and_handshake_timeout_close_connections() {
         "aya_connections_refused_total{listener=\"grpc\",reason=\"handshake_timeout\"} 2",
         "aya_limit_rejections_total{limit=\"max_connections\"} 1",
         "aya_limit{limit=\"handshake_timeout_ms\"} 300",
+        "aya_connections_refused_total{listener=\"http\",reason=\"idle_timeout\"} 1",
     ] {
         assert!(m.contains(needle), "missing {needle:?} in\n{m}");
     }

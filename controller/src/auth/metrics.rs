@@ -108,19 +108,19 @@ impl SecurityMetrics {
             ),
             (
                 "handshake_timeout_ms",
-                (limits.handshake_timeout_seconds * 1e3) as i64,
+                (limits.handshake_timeout_seconds * 1e3).round() as i64,
             ),
             (
                 "idle_timeout_ms",
-                (limits.idle_timeout_seconds * 1e3) as i64,
+                (limits.idle_timeout_seconds * 1e3).round() as i64,
             ),
             (
                 "keepalive_interval_ms",
-                (limits.keepalive_interval_seconds * 1e3) as i64,
+                (limits.keepalive_interval_seconds * 1e3).round() as i64,
             ),
             (
                 "keepalive_timeout_ms",
-                (limits.keepalive_timeout_seconds * 1e3) as i64,
+                (limits.keepalive_timeout_seconds * 1e3).round() as i64,
             ),
             ("max_clusters", limits.max_clusters as i64),
             (
