@@ -43,6 +43,13 @@ pub struct ServeArgs {
     /// silently replaced). A non-empty store is never overwritten.
     #[arg(long)]
     pub init: bool,
+    /// Separate gRPC listen address for the mutating admin RPCs (then refused on --listen).
+    #[arg(long, env = "AYA_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
+    /// Serve without authentication on a non-loopback address (otherwise refused
+    /// without [auth] credentials or mTLS in the config file).
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 /// `aya demo`: the whole loop on built-in data, in about two minutes.
@@ -107,6 +114,12 @@ pub fn serve_config(args: &ServeArgs) -> Result<aya_controller::config::Config, 
         _ => {}
     }
     cfg.init = args.init;
+    if let Some(v) = &args.admin_listen {
+        cfg.admin_listen = v.clone();
+    }
+    if args.insecure {
+        cfg.insecure = true;
+    }
     cfg.validate().map_err(Failure::input)?;
     Ok(cfg)
 }
@@ -147,8 +160,16 @@ pub fn run_serve(args: &ServeArgs) -> CliResult {
                 Failure::usage(anyhow::anyhow!("metrics_listen = {:?}: cannot bind: {e}", cfg.metrics_listen))
             })?)
         };
+        let admin = if cfg.admin_listen.is_empty() {
+            None
+        } else {
+            Some(tokio::net::TcpListener::bind(&cfg.admin_listen).await.map_err(|e| {
+                Failure::usage(anyhow::anyhow!("admin_listen = {:?}: cannot bind: {e}", cfg.admin_listen))
+            })?)
+        };
         let addr = grpc.local_addr().map_err(|e| Failure::runtime(anyhow::anyhow!("{e}")))?;
         let metrics_addr = metrics.as_ref().and_then(|m| m.local_addr().ok());
+        let admin_addr = admin.as_ref().and_then(|m| m.local_addr().ok());
         tracing::info!(%addr, data_dir = %cfg.data_dir.display(), clusters = cfg.clusters.len(), "aya serve starting");
         let listeners = aya_controller::server::Listeners { grpc, metrics };
         // `listening on` is printed once the store has opened and passed its
@@ -159,10 +180,13 @@ pub fn run_serve(args: &ServeArgs) -> CliResult {
             if let Some(a) = metrics_addr {
                 let _ = writeln!(out, "metrics listening on {a}");
             }
+            if let Some(a) = admin_addr {
+                let _ = writeln!(out, "admin listening on {a}");
+            }
             let _ = out.flush();
         };
         let clock = aya_controller::clock::Clock::system();
-        aya_controller::server::serve_ready(listeners, cfg, clock, shutdown_signal(), ready)
+        aya_controller::server::serve_admin_ready(listeners, admin, cfg, clock, shutdown_signal(), ready)
             .await
             .map_err(|e| Failure::runtime(anyhow::Error::new(e)))
     })

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::{Caller, SecurityMetrics, audit};
 use crate::convert;
 use crate::publish::ClusterSnapshot;
 use crate::state::{Controller, ControllerError, Override};
@@ -53,13 +54,70 @@ async fn blocking<T: Send + 'static>(
 #[derive(Debug, Clone)]
 pub struct AyaApi {
     ctl: Controller,
+    security: SecurityMetrics,
 }
 
 impl AyaApi {
     /// Services over `ctl`.
     pub fn new(ctl: Controller) -> Self {
-        AyaApi { ctl }
+        let security = SecurityMetrics::new(&ctl.config().limits);
+        AyaApi { ctl, security }
     }
+
+    /// Count limit rejections on `metrics` (the server's `/metrics` ones).
+    pub fn with_security(mut self, metrics: SecurityMetrics) -> Self {
+        self.security = metrics;
+        self
+    }
+
+    /// Refuse a cluster change that would exceed `limits.max_clusters` or
+    /// `limits.max_backends_per_cluster`.
+    fn check_limits(&self, cluster: &str, backends: usize) -> Result<(), Status> {
+        let limits = &self.ctl.config().limits;
+        if backends > limits.max_backends_per_cluster {
+            self.security.limit_hit("max_backends_per_cluster");
+            return Err(Status::resource_exhausted(format!(
+                "cluster {}: {backends} backends exceed limits.max_backends_per_cluster = {}",
+                crate::validate::truncate_for_message(cluster, 128),
+                limits.max_backends_per_cluster
+            )));
+        }
+        if self.ctl.cluster(cluster).is_none() && self.ctl.clusters().len() >= limits.max_clusters {
+            self.security.limit_hit("max_clusters");
+            return Err(Status::resource_exhausted(format!(
+                "limits.max_clusters = {} reached: delete a cluster first",
+                limits.max_clusters
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A compact JSON form of a value for an audit line (`absent` for `None`).
+fn audit_json<T: serde::Serialize>(v: Option<&T>) -> String {
+    v.map_or_else(
+        || "absent".to_string(),
+        |v| serde_json::to_string(v).unwrap_or_else(|e| format!("<{e}>")),
+    )
+}
+
+/// A published decision in an audit line: weights, algorithm, replicas.
+fn audit_decision(s: Option<&ClusterSnapshot>) -> String {
+    let Some(s) = s else {
+        return "absent".to_string();
+    };
+    let d = &s.decision;
+    let weights: Vec<String> = d
+        .weights
+        .iter()
+        .map(|w| format!("{}={}", w.backend, w.weight))
+        .collect();
+    format!(
+        "weights [{}] algorithm {:?} replicas {}",
+        weights.join(","),
+        d.algorithm.algorithm,
+        d.scaling.desired_replicas
+    )
 }
 
 enum Pending {
@@ -353,14 +411,24 @@ impl AdminService for AyaApi {
         &self,
         r: Request<pb::UpsertClusterRequest>,
     ) -> Result<Response<pb::Cluster>, Status> {
+        let caller = Caller::of(&r);
         let c = r
             .into_inner()
             .cluster
             .ok_or_else(|| Status::invalid_argument("cluster is required"))?;
         let cfg =
             convert::cluster_from_wire(&c).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.check_limits(&cfg.name, cfg.backends.len())?;
+        let before = self.ctl.cluster(&cfg.name);
         let ctl = self.ctl.clone();
         let out = blocking(move || ctl.upsert_cluster(cfg)).await?;
+        audit(
+            &caller,
+            "UpsertCluster",
+            &out.name,
+            &audit_json(before.as_ref()),
+            &audit_json(Some(&out)),
+        );
         Ok(Response::new(convert::cluster_to_wire(&out)))
     }
 
@@ -368,9 +436,21 @@ impl AdminService for AyaApi {
         &self,
         r: Request<pb::DeleteClusterRequest>,
     ) -> Result<Response<pb::DeleteClusterResponse>, Status> {
+        let caller = Caller::of(&r);
         let name = r.into_inner().name;
+        let before = self.ctl.cluster(&name);
         let ctl = self.ctl.clone();
+        let target = name.clone();
         let deleted = blocking(move || ctl.delete_cluster(&name)).await?;
+        if deleted {
+            audit(
+                &caller,
+                "DeleteCluster",
+                &target,
+                &audit_json(before.as_ref()),
+                "absent",
+            );
+        }
         Ok(Response::new(pb::DeleteClusterResponse { deleted }))
     }
 
@@ -378,13 +458,33 @@ impl AdminService for AyaApi {
         &self,
         r: Request<pb::UpsertBackendRequest>,
     ) -> Result<Response<pb::Cluster>, Status> {
+        let caller = Caller::of(&r);
         let r = r.into_inner();
         let b = r
             .backend
             .ok_or_else(|| Status::invalid_argument("backend is required"))?;
         let b = convert::backend_from_wire(&b);
+        let existing = self.ctl.cluster(&r.cluster);
+        let before = existing
+            .as_ref()
+            .and_then(|c| c.backends.iter().find(|x| x.name == b.name).cloned());
+        if let Some(c) = &existing
+            && before.is_none()
+        {
+            self.check_limits(&r.cluster, c.backends.len() + 1)?;
+        }
+        let target = format!("{}/{}", r.cluster, b.name);
+        let name = b.name.clone();
         let ctl = self.ctl.clone();
         let out = blocking(move || ctl.upsert_backend(&r.cluster, b)).await?;
+        let after = out.backends.iter().find(|x| x.name == name);
+        audit(
+            &caller,
+            "UpsertBackend",
+            &target,
+            &audit_json(before.as_ref()),
+            &audit_json(after),
+        );
         Ok(Response::new(convert::cluster_to_wire(&out)))
     }
 
@@ -392,9 +492,22 @@ impl AdminService for AyaApi {
         &self,
         r: Request<pb::DeleteBackendRequest>,
     ) -> Result<Response<pb::Cluster>, Status> {
+        let caller = Caller::of(&r);
         let r = r.into_inner();
+        let before = self
+            .ctl
+            .cluster(&r.cluster)
+            .and_then(|c| c.backends.into_iter().find(|x| x.name == r.backend));
+        let target = format!("{}/{}", r.cluster, r.backend);
         let ctl = self.ctl.clone();
         let out = blocking(move || ctl.delete_backend(&r.cluster, &r.backend)).await?;
+        audit(
+            &caller,
+            "DeleteBackend",
+            &target,
+            &audit_json(before.as_ref()),
+            "absent",
+        );
         Ok(Response::new(convert::cluster_to_wire(&out)))
     }
 
@@ -402,6 +515,7 @@ impl AdminService for AyaApi {
         &self,
         r: Request<pb::SetOverrideRequest>,
     ) -> Result<Response<pb::ClusterSnapshot>, Status> {
+        let caller = Caller::of(&r);
         let r = r.into_inner();
         let algorithm = match r.algorithm {
             0 => None,
@@ -421,8 +535,17 @@ impl AdminService for AyaApi {
             algorithm,
             desired_replicas: (r.desired_replicas > 0).then_some(r.desired_replicas),
         };
+        let before = self.ctl.publisher().current(&r.cluster);
+        let target = r.cluster.clone();
         let ctl = self.ctl.clone();
         let snap = blocking(move || ctl.publish_override(&r.cluster, o)).await?;
+        audit(
+            &caller,
+            "SetOverride",
+            &target,
+            &audit_decision(before.as_deref()),
+            &audit_decision(Some(&snap)),
+        );
         Ok(Response::new(convert::snapshot_to_wire(&snap)))
     }
 
@@ -430,9 +553,22 @@ impl AdminService for AyaApi {
         &self,
         r: Request<pb::ClearOverrideRequest>,
     ) -> Result<Response<pb::ClearOverrideResponse>, Status> {
+        let caller = Caller::of(&r);
         let cluster = r.into_inner().cluster;
+        let before = self.ctl.publisher().current(&cluster);
         let ctl = self.ctl.clone();
+        let target = cluster.clone();
         let cleared = blocking(move || ctl.clear_override(&cluster)).await?;
+        if cleared {
+            let after = self.ctl.publisher().current(&target);
+            audit(
+                &caller,
+                "ClearOverride",
+                &target,
+                &audit_decision(before.as_deref()),
+                &audit_decision(after.as_deref()),
+            );
+        }
         Ok(Response::new(pb::ClearOverrideResponse { cleared }))
     }
 

@@ -236,6 +236,13 @@ fn tokio_now() -> tokio::time::Instant {
     tokio::time::Instant::now()
 }
 
+/// Now on tokio's timer, for transport deadlines (socket idle and
+/// handshake timeouts) that run on `tokio::time::Sleep` like the I/O they
+/// guard, not on the controller's [`Clock`].
+pub fn transport_now() -> tokio::time::Instant {
+    tokio_now()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

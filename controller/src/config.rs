@@ -117,6 +117,164 @@ pub struct Config {
     /// non-empty store.
     #[serde(skip)]
     pub init: bool,
+    /// Optional separate listener for the mutating admin RPCs (empty: they
+    /// are served on `listen`). When set, `listen` refuses them.
+    pub admin_listen: String,
+    /// Serve without authentication on a non-loopback address. Without it a
+    /// non-loopback `listen`, `metrics_listen` or `admin_listen` and no
+    /// `[auth]` credentials is refused at start.
+    pub insecure: bool,
+    /// Bearer tokens and certificate identities, mapped to roles.
+    pub auth: AuthConfig,
+    /// TLS (and mTLS) on every listener; `None`: plaintext.
+    pub tls: Option<TlsConfig>,
+    /// Resource limits of the listeners and the cluster registry.
+    pub limits: LimitsConfig,
+}
+
+/// A role: what a credential may call (see `crate::auth::RPC_ROLES`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Data planes: aya.v1 Watch/GetSnapshot, Envoy ADS, KEDA external scaler.
+    Watch,
+    /// aya.v1 Ingest, OTLP Export, Prometheus remote-write.
+    Ingest,
+    /// Mutating admin RPCs (clusters, backends, overrides).
+    Admin,
+    /// History, forecasts, cluster list, stats, `/metrics`.
+    Read,
+}
+
+impl Role {
+    /// The name used in `aya.toml` and in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Watch => "watch",
+            Role::Ingest => "ingest",
+            Role::Admin => "admin",
+            Role::Read => "read",
+        }
+    }
+}
+
+/// `[auth]`: who may call what.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `[[auth.tokens]]`: bearer tokens (`authorization: Bearer TOKEN`).
+    pub tokens: Vec<TokenConfig>,
+    /// `[[auth.identities]]`: client-certificate identities (mTLS), by
+    /// subject CN or a DNS/URI SAN.
+    pub identities: Vec<IdentityConfig>,
+    /// Serve `/metrics` without credentials even when auth is on (by
+    /// default it needs the `read` role).
+    pub public_metrics: bool,
+}
+
+/// One bearer token. Its value is never logged (`Debug` redacts it).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// The identity requests with this token act as (audit lines name it).
+    pub name: String,
+    /// Roles granted.
+    pub roles: Vec<Role>,
+    /// The token itself (give this or `token_file`).
+    #[serde(default)]
+    pub token: String,
+    /// A file holding the token (surrounding whitespace is trimmed); read at start.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenConfig")
+            .field("name", &self.name)
+            .field("roles", &self.roles)
+            .field("token", &"<redacted>")
+            .field("token_file", &self.token_file)
+            .finish()
+    }
+}
+
+/// One client-certificate identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// Matched against the certificate's subject CN and its DNS and URI SANs.
+    pub subject: String,
+    /// Roles granted.
+    pub roles: Vec<Role>,
+}
+
+/// `[tls]`: certificate and key (PEM) of every listener, optional client CA.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain, PEM (leaf first).
+    pub cert: PathBuf,
+    /// Private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// CA bundle, PEM: when set, every client must present a certificate it
+    /// signed (mTLS).
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// Seconds between checks of the files' modification times; changed
+    /// files are reloaded without a restart (new handshakes use them).
+    #[serde(default = "default_reload")]
+    pub reload_check_seconds: f64,
+}
+
+fn default_reload() -> f64 {
+    10.0
+}
+
+/// `[limits]`: bounds on connections and on the cluster registry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Open connections per listener; beyond it new ones are closed at once.
+    pub max_connections: usize,
+    /// HTTP/2 streams per gRPC connection.
+    pub max_concurrent_streams: u32,
+    /// Seconds a new connection has to finish its TLS handshake (or, in
+    /// plaintext, send the HTTP/2 preface).
+    pub handshake_timeout_seconds: f64,
+    /// A connection from which nothing was read for this long is closed
+    /// (live HTTP/2 peers answer the keepalive pings).
+    pub idle_timeout_seconds: f64,
+    /// Seconds between HTTP/2 keepalive pings on the gRPC listener.
+    pub keepalive_interval_seconds: f64,
+    /// Seconds to wait for a ping's answer before closing the connection.
+    pub keepalive_timeout_seconds: f64,
+    /// Clusters the registry holds (file and admin API).
+    pub max_clusters: usize,
+    /// Backends one cluster holds.
+    pub max_backends_per_cluster: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: 1024,
+            max_concurrent_streams: 256,
+            handshake_timeout_seconds: 10.0,
+            idle_timeout_seconds: 300.0,
+            keepalive_interval_seconds: 30.0,
+            keepalive_timeout_seconds: 20.0,
+            max_clusters: 1000,
+            max_backends_per_cluster: 1000,
+        }
+    }
+}
+
+impl AuthConfig {
+    /// Whether any credential is configured (tokens or identities).
+    pub fn enabled(&self) -> bool {
+        !self.tokens.is_empty() || !self.identities.is_empty()
+    }
 }
 
 impl Default for Config {
@@ -143,6 +301,11 @@ impl Default for Config {
             otlp_listen: String::new(),
             clusters: Vec::new(),
             init: false,
+            admin_listen: String::new(),
+            insecure: false,
+            auth: AuthConfig::default(),
+            tls: None,
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -410,6 +573,29 @@ impl Config {
         }
         crate::policies::check_name(&self.default_policy)
             .map_err(|m| invalid("default_policy", m))?;
+        self.validate_security()?;
+        if self.clusters.len() > self.limits.max_clusters {
+            return Err(invalid(
+                "clusters",
+                format!(
+                    "{} clusters exceed limits.max_clusters = {}",
+                    self.clusters.len(),
+                    self.limits.max_clusters
+                ),
+            ));
+        }
+        for (i, c) in self.clusters.iter().enumerate() {
+            if c.backends.len() > self.limits.max_backends_per_cluster {
+                return Err(invalid(
+                    format!("clusters[{i}].backends"),
+                    format!(
+                        "{} backends exceed limits.max_backends_per_cluster = {}",
+                        c.backends.len(),
+                        self.limits.max_backends_per_cluster
+                    ),
+                ));
+            }
+        }
         let mut seen = BTreeSet::new();
         for (i, c) in self.clusters.iter_mut().enumerate() {
             let f = format!("clusters[{i}]");
@@ -430,6 +616,201 @@ impl Config {
                     format!("{f}.name"),
                     format!("duplicate cluster {:?}", c.name),
                 ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Check `[auth]`, `[tls]`, `[limits]`, `admin_listen`, and refuse a
+    /// non-loopback listener without credentials unless `insecure = true`.
+    /// Token files are read here (into `token`), so a missing file fails
+    /// the start, naming it.
+    fn validate_security(&mut self) -> Result<(), ConfigError> {
+        use crate::validate;
+        if !self.admin_listen.is_empty() {
+            validate::host_port(&self.admin_listen, true)
+                .map_err(|m| invalid("admin_listen", m))?;
+        }
+        let mut names = BTreeSet::new();
+        for (i, t) in self.auth.tokens.iter_mut().enumerate() {
+            let f = format!("auth.tokens[{i}]");
+            if !valid_name(&t.name) {
+                return Err(invalid(
+                    format!("{f}.name"),
+                    format!("{:?} must be 1..=128 characters of [A-Za-z0-9_.:-]", t.name),
+                ));
+            }
+            if !names.insert(t.name.clone()) {
+                return Err(invalid(
+                    format!("{f}.name"),
+                    format!("duplicate token name {:?}", t.name),
+                ));
+            }
+            if t.roles.is_empty() {
+                return Err(invalid(format!("{f}.roles"), "must name at least one role"));
+            }
+            match (&t.token_file, t.token.is_empty()) {
+                (Some(_), false) => {
+                    return Err(invalid(
+                        format!("{f}.token"),
+                        "give either token or token_file, not both",
+                    ));
+                }
+                (None, true) => {
+                    return Err(invalid(
+                        format!("{f}.token"),
+                        "token or token_file is required",
+                    ));
+                }
+                (Some(path), true) => {
+                    let text = std::fs::read_to_string(path).map_err(|e| {
+                        invalid(
+                            format!("{f}.token_file"),
+                            format!("cannot read {}: {e}", path.display()),
+                        )
+                    })?;
+                    t.token = text.trim().to_string();
+                    t.token_file = None;
+                }
+                (None, false) => {}
+            }
+            validate::token(&t.token).map_err(|m| invalid(format!("{f}.token"), m))?;
+        }
+        let mut tokens = BTreeSet::new();
+        for (i, t) in self.auth.tokens.iter().enumerate() {
+            if !tokens.insert(t.token.as_str()) {
+                return Err(invalid(
+                    format!("auth.tokens[{i}].token"),
+                    "the same token value is given twice",
+                ));
+            }
+        }
+        for (i, id) in self.auth.identities.iter().enumerate() {
+            let f = format!("auth.identities[{i}]");
+            if id.subject.is_empty()
+                || id.subject.len() > 1024
+                || id.subject.contains(char::is_control)
+            {
+                return Err(invalid(
+                    format!("{f}.subject"),
+                    "must be 1..=1024 characters without control characters",
+                ));
+            }
+            if id.roles.is_empty() {
+                return Err(invalid(format!("{f}.roles"), "must name at least one role"));
+            }
+        }
+        if let Some(tls) = &self.tls {
+            for (field, path) in [
+                ("tls.cert", Some(&tls.cert)),
+                ("tls.key", Some(&tls.key)),
+                ("tls.client_ca", tls.client_ca.as_ref()),
+            ] {
+                if let Some(p) = path
+                    && p.as_os_str().is_empty()
+                {
+                    return Err(invalid(field, "must not be empty"));
+                }
+            }
+            validate::seconds(validate::TLS_RELOAD_SECONDS, tls.reload_check_seconds)
+                .map_err(|m| invalid("tls.reload_check_seconds", m))?;
+        }
+        if !self.auth.identities.is_empty()
+            && self
+                .tls
+                .as_ref()
+                .and_then(|t| t.client_ca.as_ref())
+                .is_none()
+        {
+            return Err(invalid(
+                "auth.identities",
+                "certificate identities need mTLS: set tls.client_ca",
+            ));
+        }
+        let l = &self.limits;
+        for (field, v, (lo, hi)) in [
+            (
+                "limits.max_connections",
+                l.max_connections,
+                validate::MAX_CONNECTIONS,
+            ),
+            (
+                "limits.max_concurrent_streams",
+                l.max_concurrent_streams as usize,
+                validate::MAX_CONCURRENT_STREAMS,
+            ),
+            (
+                "limits.max_clusters",
+                l.max_clusters,
+                validate::MAX_CLUSTERS,
+            ),
+            (
+                "limits.max_backends_per_cluster",
+                l.max_backends_per_cluster,
+                validate::MAX_BACKENDS,
+            ),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                return Err(invalid(
+                    field,
+                    format!("{v} is out of range: must be in {lo}..={hi}"),
+                ));
+            }
+        }
+        for (field, v, b) in [
+            (
+                "limits.handshake_timeout_seconds",
+                l.handshake_timeout_seconds,
+                validate::HANDSHAKE_SECONDS,
+            ),
+            (
+                "limits.idle_timeout_seconds",
+                l.idle_timeout_seconds,
+                validate::IDLE_SECONDS,
+            ),
+            (
+                "limits.keepalive_interval_seconds",
+                l.keepalive_interval_seconds,
+                validate::KEEPALIVE_SECONDS,
+            ),
+            (
+                "limits.keepalive_timeout_seconds",
+                l.keepalive_timeout_seconds,
+                validate::KEEPALIVE_SECONDS,
+            ),
+        ] {
+            validate::seconds(b, v).map_err(|m| invalid(field, m))?;
+        }
+        if l.keepalive_interval_seconds + l.keepalive_timeout_seconds >= l.idle_timeout_seconds {
+            return Err(invalid(
+                "limits.idle_timeout_seconds",
+                format!(
+                    "{} must exceed keepalive_interval_seconds + keepalive_timeout_seconds ({}), or idle but live connections are closed",
+                    l.idle_timeout_seconds,
+                    l.keepalive_interval_seconds + l.keepalive_timeout_seconds
+                ),
+            ));
+        }
+        let mtls = self.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        if !self.auth.enabled() && !mtls && !self.insecure {
+            for (field, addr) in [
+                ("listen", &self.listen),
+                ("metrics_listen", &self.metrics_listen),
+                ("admin_listen", &self.admin_listen),
+            ] {
+                if !addr.is_empty() && !validate::is_loopback(addr) {
+                    return Err(invalid(
+                        field,
+                        format!(
+                            "{addr:?} is not a loopback address and no credentials are configured: \
+                             anyone who reaches it could steer traffic. Configure [[auth.tokens]] \
+                             (or mTLS with tls.client_ca), or set insecure = true to serve without \
+                             authentication"
+                        ),
+                    ));
+                }
             }
         }
         Ok(())

@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod convert;
@@ -17,5 +18,6 @@ pub mod remote_write;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod tls;
 pub mod validate;
 pub mod xds;

@@ -3,6 +3,10 @@
 //! HTTP listener, and the background tasks (control ticks, retention, guarded
 //! model retrains).
 //!
+//! Every listener goes through [`crate::tls::incoming`] (TLS, connection
+//! limits, timeouts) and every request through the auth layer
+//! ([`crate::auth`]); see `docs/security.md`.
+//!
 //! The listeners and the shutdown signal are arguments, so tests run the
 //! whole service in-process on `127.0.0.1:0` and stop it by resolving the
 //! future.
@@ -14,14 +18,18 @@ use aya_proto::v1::admin_service_server::AdminServiceServer;
 use aya_proto::v1::decision_service_server::DecisionServiceServer;
 use aya_proto::v1::forecast_service_server::ForecastServiceServer;
 use aya_proto::v1::metrics_service_server::MetricsServiceServer;
+use std::sync::Arc;
+
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::wrappers::ReceiverStream;
 
 use crate::api::AyaApi;
+use crate::auth::{GrpcAuthLayer, HttpAuth, Policy, Scope, SecurityMetrics};
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, LimitsConfig};
 use crate::state::{Controller, ControllerError};
+use crate::tls::{AcceptOptions, Alpn, HttpListener, PeerInfo, ReloadingTls, TlsError};
 
 /// Largest gRPC message accepted on the ingest stream (a batch of 100 000
 /// samples with labels fits comfortably).
@@ -48,6 +56,19 @@ pub enum ServeError {
     /// The metrics HTTP server failed.
     #[error("metrics server: {0}")]
     Http(std::io::Error),
+    /// A listener could not be bound (`admin_listen`).
+    #[error("{field} = {address:?}: cannot bind: {source}")]
+    Bind {
+        /// The configuration key.
+        field: &'static str,
+        /// The address.
+        address: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TLS files could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// A background task panicked.
     #[error("task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -86,6 +107,8 @@ pub async fn serve_with_clock(
 /// [`serve_with_clock`], calling `ready` once the controller and its store
 /// are open and verified, before any connection is served (`aya serve`
 /// prints `listening on` there, so that the line means the store opened).
+/// A non-empty `config.admin_listen` is bound here (see [`serve_admin_ready`]
+/// to pass it bound).
 pub async fn serve_ready(
     listeners: Listeners,
     config: Config,
@@ -93,10 +116,38 @@ pub async fn serve_ready(
     shutdown: impl Future<Output = ()> + Send + 'static,
     ready: impl FnOnce() + Send,
 ) -> Result<(), ServeError> {
+    let admin = if config.admin_listen.is_empty() {
+        None
+    } else {
+        Some(
+            TcpListener::bind(&config.admin_listen)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    field: "admin_listen",
+                    address: config.admin_listen.clone(),
+                    source,
+                })?,
+        )
+    };
+    serve_admin_ready(listeners, admin, config, clock, shutdown, ready).await
+}
+
+/// [`serve_ready`] with the admin listener (`admin_listen`) already bound:
+/// when `admin` is `Some`, the mutating admin RPCs are served only there.
+pub async fn serve_admin_ready(
+    listeners: Listeners,
+    admin: Option<TcpListener>,
+    config: Config,
+    clock: Clock,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce() + Send,
+) -> Result<(), ServeError> {
+    // Certificates are checked before the store opens: a wrong path fails fast.
+    let security = Security::new(&config)?;
     let ctl =
         tokio::task::spawn_blocking(move || Controller::open_with_clock(config, clock)).await??;
     ready();
-    let result = serve_controller(ctl.clone(), listeners, shutdown).await;
+    let result = serve_secured(ctl.clone(), listeners, admin, security, shutdown).await;
     let closed = tokio::task::spawn_blocking(move || ctl.close(DRAIN_TIMEOUT)).await?;
     if !closed {
         tracing::warn!(
@@ -109,12 +160,74 @@ pub async fn serve_ready(
 /// How long in-flight RPCs may take to finish after a shutdown signal.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The security setup of a configuration: credentials, TLS, limits and
+/// their counters.
+#[derive(Debug, Clone)]
+pub struct Security {
+    /// Credentials and roles.
+    pub policy: Arc<Policy>,
+    /// TLS, if configured (reloaded when its files change).
+    pub tls: Option<Arc<ReloadingTls>>,
+    /// The limits.
+    pub limits: LimitsConfig,
+    /// Counters on `/metrics`.
+    pub metrics: SecurityMetrics,
+}
+
+impl Security {
+    /// From a validated configuration (loads the TLS files).
+    pub fn new(config: &Config) -> Result<Security, TlsError> {
+        let metrics = SecurityMetrics::new(&config.limits);
+        let tls = match &config.tls {
+            Some(t) => Some(Arc::new(ReloadingTls::load(t, metrics.clone())?)),
+            None => None,
+        };
+        let mtls = tls.as_ref().is_some_and(|t| t.mtls());
+        let policy = Arc::new(Policy::new(&config.auth, mtls));
+        if policy.enabled() && tls.is_none() {
+            tracing::warn!(
+                "bearer tokens are configured without [tls]: they cross the network in clear text"
+            );
+        }
+        Ok(Security {
+            policy,
+            tls,
+            limits: config.limits.clone(),
+            metrics,
+        })
+    }
+
+    fn accept(&self, name: &'static str, alpn: Alpn) -> AcceptOptions {
+        AcceptOptions {
+            name,
+            tls: self.tls.clone(),
+            alpn,
+            limits: self.limits.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
 /// Serve an opened controller until `shutdown` resolves: in-flight RPCs are
 /// allowed to finish, background tasks stop, then this returns. The
 /// background tasks run on the controller's clock ([`Controller::clock`]).
+/// The security settings come from the controller's configuration.
 pub async fn serve_controller(
     ctl: Controller,
     listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let security = Security::new(ctl.config())?;
+    serve_secured(ctl, listeners, None, security, shutdown).await
+}
+
+/// [`serve_controller`] with an optional admin listener and a prepared
+/// [`Security`].
+pub async fn serve_secured(
+    ctl: Controller,
+    listeners: Listeners,
+    admin: Option<TcpListener>,
+    security: Security,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -156,6 +269,10 @@ pub async fn serve_controller(
     let ticker = tokio::spawn(tick_loop(ctl.clone(), started, stop_rx.clone()));
     let retention = tokio::spawn(retention_loop(ctl.clone(), started, stop_rx.clone()));
     let retrain = tokio::spawn(retrain_loop(ctl.clone(), started, stop_rx.clone()));
+    let reload = security
+        .tls
+        .clone()
+        .map(|t| tokio::spawn(t.reload_loop(ctl.clock().clone(), stop_rx.clone())));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<MetricsServiceServer<AyaApi>>().await;
@@ -163,12 +280,33 @@ pub async fn serve_controller(
     health.set_serving::<ForecastServiceServer<AyaApi>>().await;
     health.set_serving::<AdminServiceServer<AyaApi>>().await;
 
-    let api = AyaApi::new(ctl.clone());
+    let api = AyaApi::new(ctl.clone()).with_security(security.metrics.clone());
     let all = ctl.publisher().subscribe_all();
-    let router = tonic::transport::Server::builder()
-        .initial_stream_window_size(STREAM_WINDOW_BYTES)
-        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-        .add_service(health_service)
+    let limits = &security.limits;
+    let builder = || {
+        tonic::transport::Server::builder()
+            .initial_stream_window_size(STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .http2_keepalive_interval(Some(Duration::from_secs_f64(
+                limits.keepalive_interval_seconds,
+            )))
+            .http2_keepalive_timeout(Some(Duration::from_secs_f64(
+                limits.keepalive_timeout_seconds,
+            )))
+    };
+    let main_scope = if admin.is_some() {
+        Scope::NoAdmin
+    } else {
+        Scope::All
+    };
+    let router = builder()
+        .layer(GrpcAuthLayer::new(
+            security.policy.clone(),
+            main_scope,
+            security.metrics.clone(),
+        ))
+        .add_service(health_service.clone())
         .add_service(
             MetricsServiceServer::new(api.clone())
                 .max_decoding_message_size(MAX_INGEST_MESSAGE_BYTES)
@@ -176,7 +314,7 @@ pub async fn serve_controller(
         )
         .add_service(DecisionServiceServer::new(api.clone()))
         .add_service(ForecastServiceServer::new(api.clone()))
-        .add_service(AdminServiceServer::new(api))
+        .add_service(AdminServiceServer::new(api.clone()))
         .add_service(crate::xds::ads_service_with_clock(
             all.clone(),
             ctl.xds_stats().clone(),
@@ -188,22 +326,49 @@ pub async fn serve_controller(
         ))
         .add_service(otlp);
 
-    let metrics_task = listeners.metrics.map(|l| {
-        let app = crate::metrics::router(
-            ctl.metrics().clone(),
-            ctl.publisher().clone(),
-            ctl.xds_stats().clone(),
-        )
-        .merge(crate::remote_write::router(
-            crate::otlp::IngestMapping::prometheus(),
-            crate::otlp::ingest_sink(ctl.clone()),
+    let admin_task = admin.map(|l| {
+        let router = builder()
+            .layer(GrpcAuthLayer::new(
+                security.policy.clone(),
+                Scope::AdminOnly,
+                security.metrics.clone(),
+            ))
+            .add_service(health_service.clone())
+            .add_service(AdminServiceServer::new(api.clone()));
+        let incoming = ReceiverStream::new(crate::tls::incoming(
+            l,
+            security.accept("admin", Alpn::H2),
+            stop_rx.clone(),
         ));
         let stop = stopped(stop_rx.clone());
-        tokio::spawn(async move { axum::serve(l, app).with_graceful_shutdown(stop).await })
+        tokio::spawn(async move { router.serve_with_incoming_shutdown(incoming, stop).await })
     });
 
+    let metrics_task = match listeners.metrics {
+        Some(l) => {
+            let app = metrics_app(&ctl, &security);
+            let listener =
+                HttpListener::new(l, security.accept("http", Alpn::Http1), stop_rx.clone())
+                    .map_err(ServeError::Http)?;
+            let stop = stopped(stop_rx.clone());
+            Some(tokio::spawn(async move {
+                axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<PeerInfo>(),
+                )
+                .with_graceful_shutdown(stop)
+                .await
+            }))
+        }
+        None => None,
+    };
+
     let server = router.serve_with_incoming_shutdown(
-        TcpListenerStream::new(listeners.grpc),
+        ReceiverStream::new(crate::tls::incoming(
+            listeners.grpc,
+            security.accept("grpc", Alpn::H2),
+            stop_rx.clone(),
+        )),
         stopped(stop_rx.clone()),
     );
     let drain_deadline = {
@@ -226,15 +391,68 @@ pub async fn serve_controller(
     ticker.await?;
     retention.await?;
     retrain.await?;
+    if let Some(t) = reload {
+        t.await?;
+    }
     if let Some(t) = metrics_task {
         t.await?.map_err(ServeError::Http)?;
     }
     if let Some(t) = otlp_task {
         t.await??;
     }
+    if let Some(t) = admin_task {
+        // The admin server drains like the main one; past the deadline it is cut.
+        match tokio::time::timeout(DRAIN_TIMEOUT, t).await {
+            Ok(r) => r??,
+            Err(_) => tracing::warn!("admin RPCs did not finish within {DRAIN_TIMEOUT:?}"),
+        }
+    }
     grpc?;
     tracing::info!("shut down");
     Ok(())
+}
+
+/// The HTTP listener's routes (`/metrics` with the security counters
+/// appended, Prometheus remote-write), behind [`crate::auth::http_auth`].
+fn metrics_app(ctl: &Controller, security: &Security) -> axum::Router {
+    let (m, p, x, sec) = (
+        ctl.metrics().clone(),
+        ctl.publisher().clone(),
+        ctl.xds_stats().clone(),
+        security.metrics.clone(),
+    );
+    axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let mut body = m.render(&p, &x);
+                // One exposition: the security counters go before the `# EOF`.
+                if let Some(cut) = body.rfind("# EOF") {
+                    body.truncate(cut);
+                }
+                body.push_str(&sec.render());
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            crate::metrics::CONTENT_TYPE,
+                        )],
+                        body,
+                    )
+                }
+            }),
+        )
+        .merge(crate::remote_write::router(
+            crate::otlp::IngestMapping::prometheus(),
+            crate::otlp::ingest_sink(ctl.clone()),
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            HttpAuth {
+                policy: security.policy.clone(),
+                metrics: security.metrics.clone(),
+            },
+            crate::auth::http_auth,
+        ))
 }
 
 async fn tick_loop(ctl: Controller, started: Duration, stop: watch::Receiver<bool>) {

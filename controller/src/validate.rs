@@ -84,6 +84,89 @@ pub const MAX_INGEST_QUEUE_BATCHES: usize = 4096;
 /// Largest accepted `max_replicas`.
 pub const MAX_REPLICAS: u32 = 100_000;
 
+/// Bounds of `tls.reload_check_seconds`.
+pub const TLS_RELOAD_SECONDS: &SecondsBound = &SecondsBound {
+    field: "tls.reload_check_seconds",
+    min: 0.1,
+    max: DAY,
+    zero_disables: false,
+};
+/// Bounds of `limits.handshake_timeout_seconds`.
+pub const HANDSHAKE_SECONDS: &SecondsBound = &SecondsBound {
+    field: "limits.handshake_timeout_seconds",
+    min: 0.01,
+    max: 600.0,
+    zero_disables: false,
+};
+/// Bounds of `limits.idle_timeout_seconds`.
+pub const IDLE_SECONDS: &SecondsBound = &SecondsBound {
+    field: "limits.idle_timeout_seconds",
+    min: 0.05,
+    max: 7.0 * DAY,
+    zero_disables: false,
+};
+/// Bounds of `limits.keepalive_interval_seconds` and `keepalive_timeout_seconds`.
+pub const KEEPALIVE_SECONDS: &SecondsBound = &SecondsBound {
+    field: "limits.keepalive_*_seconds",
+    min: 0.01,
+    max: DAY,
+    zero_disables: false,
+};
+/// Range of `limits.max_connections`.
+pub const MAX_CONNECTIONS: (usize, usize) = (1, 1_000_000);
+/// Range of `limits.max_concurrent_streams`.
+pub const MAX_CONCURRENT_STREAMS: (usize, usize) = (1, 100_000);
+/// Range of `limits.max_clusters`.
+pub const MAX_CLUSTERS: (usize, usize) = (1, 1_000_000);
+/// Range of `limits.max_backends_per_cluster`.
+pub const MAX_BACKENDS: (usize, usize) = (1, 100_000);
+/// Shortest accepted bearer token.
+pub const MIN_TOKEN_CHARS: usize = 16;
+
+/// A bearer token: at least [`MIN_TOKEN_CHARS`] visible ASCII characters
+/// (what an HTTP header carries), at most 4096. The message never echoes it.
+pub fn token(t: &str) -> Result<(), String> {
+    if t.len() < MIN_TOKEN_CHARS || t.len() > 4096 {
+        return Err(format!(
+            "must be {MIN_TOKEN_CHARS}..=4096 characters (it has {})",
+            t.len()
+        ));
+    }
+    if !t.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(
+            "must be visible ASCII characters only (no spaces or control characters)".into(),
+        );
+    }
+    Ok(())
+}
+
+/// Whether the host of a listen address (`host:port`) is a loopback one
+/// (`127.0.0.0/8`, `[::1]`, `localhost`). Anything else, including
+/// `0.0.0.0` and other host names, is not.
+pub fn is_loopback(address: &str) -> bool {
+    let Ok((host, _)) = host_port(address, true) else {
+        return false;
+    };
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    host.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `s` cut to at most `max` bytes (on a character boundary) with `…` when
+/// cut: for echoing client-supplied names in error messages.
+pub fn truncate_for_message(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
 /// The bound of `field` (one of [`SECONDS_BOUNDS`]).
 pub fn seconds_bound(field: &str) -> Option<&'static SecondsBound> {
     SECONDS_BOUNDS.iter().find(|b| b.field == field)

@@ -209,9 +209,9 @@ pub struct Band {
     #[serde(default)]
     pub events: bool,
     /// Validation error with the event profile relative to without it, on
-    /// this band's validation forecasts (NaN when no event was in them).
-    #[serde(default = "nan", deserialize_with = "crate::backtest::nan_serde::f64")]
-    pub events_ratio: f64,
+    /// this band's validation forecasts (None when no event was in them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events_ratio: Option<f64>,
 }
 
 fn nan() -> f64 {
@@ -536,7 +536,7 @@ pub fn select_with_events(
             ratio: f64::NAN,
             evidence: 0.0,
             events: false,
-            events_ratio: f64::NAN,
+            events_ratio: None,
         });
     }
     let chosen_events = events
@@ -701,7 +701,7 @@ fn choose_events(
     let round = |x: f64| (x * 1e4).round() / 1e4;
     for (band, ev) in bands.iter_mut().zip(&best.evidence) {
         band.events = ev.convincing();
-        band.events_ratio = round(ev.ratio);
+        band.events_ratio = Some(round(ev.ratio)).filter(|r| r.is_finite());
     }
     // Validation errors with the profile applied where a band took it.
     let mut errors = v.errors.clone();
@@ -930,7 +930,7 @@ impl Validation {
             ratio: round(ratio),
             evidence: round(t),
             events: false,
-            events_ratio: f64::NAN,
+            events_ratio: None,
         })
     }
 
