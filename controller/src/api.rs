@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{Caller, SecurityMetrics, audit};
 use crate::convert;
+use crate::ingest::Outcome;
 use crate::publish::ClusterSnapshot;
 use crate::state::{Controller, ControllerError, Override};
 
@@ -120,12 +121,39 @@ fn audit_decision(s: Option<&ClusterSnapshot>) -> String {
     )
 }
 
+impl Controller {
+    /// The wire-level ingest entry (the aya.v1 `Ingest` stream's, and any
+    /// caller holding aya.v1 samples): converts the samples to ingest's
+    /// domain types, queues them with [`Controller::submit_samples`], and
+    /// resolves to one aya.v1 result per sample once the batch is committed
+    /// (an error when the writer stopped first).
+    pub async fn submit(
+        &self,
+        samples: Vec<pb::Sample>,
+    ) -> Result<
+        impl std::future::Future<Output = Result<Vec<pb::SampleResult>, oneshot::error::RecvError>>
+        + Send
+        + 'static,
+        ControllerError,
+    > {
+        let rx = self
+            .submit_samples(samples.into_iter().map(convert::sample_from_wire).collect())
+            .await?;
+        Ok(async move { rx.await.map(results_to_wire) })
+    }
+}
+
+fn results_to_wire(outcomes: Vec<Outcome>) -> Vec<pb::SampleResult> {
+    outcomes.into_iter().map(convert::outcome_to_wire).collect()
+}
+
 enum Pending {
-    Wait(u64, oneshot::Receiver<Vec<pb::SampleResult>>),
+    Wait(u64, oneshot::Receiver<Vec<Outcome>>),
     Fail(Status),
 }
 
-fn ack(sequence: u64, results: Vec<pb::SampleResult>) -> pb::IngestAck {
+fn ack(sequence: u64, outcomes: Vec<Outcome>) -> pb::IngestAck {
+    let results = results_to_wire(outcomes);
     let accepted = results.iter().filter(|r| r.accepted).count() as u32;
     let rejected = results.len() as u32 - accepted;
     pb::IngestAck {
@@ -165,7 +193,12 @@ impl MetricsService for AyaApi {
                 match msg {
                     Ok(Some(batch)) => {
                         let seq = batch.sequence;
-                        match ctl.submit(batch.samples).await {
+                        let samples = batch
+                            .samples
+                            .into_iter()
+                            .map(convert::sample_from_wire)
+                            .collect();
+                        match ctl.submit_samples(samples).await {
                             Ok(r) => {
                                 if tx.send(Pending::Wait(seq, r)).await.is_err() {
                                     break;

@@ -1,12 +1,72 @@
-//! Conversions between the decision engine's domain types (`aya_policy`) and
-//! the aya.v1 wire types (`aya_proto::v1`). They live here so that neither
-//! the engine nor the proto crate depends on the other.
+//! Conversions between the domain types (the decision engine's `aya_policy`
+//! types, ingest's [`crate::ingest::sample`] types) and the aya.v1 wire types
+//! (`aya_proto::v1`). They live here, at the API edge, so that neither the
+//! engine nor the proto crate depends on the other and ingest never sees a
+//! wire message.
 
 use aya_policy::{Decision, LbAlgorithm};
 use aya_proto::v1 as pb;
 
 use crate::config::{BackendConfig, ClusterConfig};
+use crate::ingest::{MetricKind, Outcome, RejectReason, Sample};
 use crate::publish::ClusterSnapshot;
+
+/// Wire kind number → domain kind (`UNSPECIFIED` is a gauge; a number the
+/// enum does not name is kept as [`MetricKind::Unknown`] for ingest to reject).
+pub fn metric_kind_from_wire(n: i32) -> MetricKind {
+    match pb::MetricKind::try_from(n) {
+        Ok(pb::MetricKind::Unspecified | pb::MetricKind::Gauge) => MetricKind::Gauge,
+        Ok(pb::MetricKind::Counter) => MetricKind::Counter,
+        Ok(pb::MetricKind::Delta) => MetricKind::Delta,
+        Err(_) => MetricKind::Unknown(n),
+    }
+}
+
+/// Wire sample → domain sample.
+pub fn sample_from_wire(s: pb::Sample) -> Sample {
+    Sample::new(
+        s.cluster,
+        s.backend,
+        s.metric,
+        metric_kind_from_wire(s.kind),
+        s.timestamp_ms,
+        s.value,
+    )
+    .with_labels(s.labels)
+}
+
+/// Domain reject reason → wire enum.
+pub fn reject_reason_to_wire(r: RejectReason) -> pb::RejectReason {
+    match r {
+        RejectReason::UnknownCluster => pb::RejectReason::UnknownCluster,
+        RejectReason::UnknownBackend => pb::RejectReason::UnknownBackend,
+        RejectReason::NotFinite => pb::RejectReason::NotFinite,
+        RejectReason::NegativeCounter => pb::RejectReason::NegativeCounter,
+        RejectReason::OutOfOrder => pb::RejectReason::OutOfOrder,
+        RejectReason::FarFuture => pb::RejectReason::FarFuture,
+        RejectReason::TooOld => pb::RejectReason::TooOld,
+        RejectReason::LabelsTooLarge => pb::RejectReason::LabelsTooLarge,
+        RejectReason::InvalidMetricName => pb::RejectReason::InvalidMetricName,
+        RejectReason::BatchTooLarge => pb::RejectReason::BatchTooLarge,
+        RejectReason::StorageError => pb::RejectReason::StorageError,
+    }
+}
+
+/// Ingest's outcome for one sample → wire result.
+pub fn outcome_to_wire(o: Outcome) -> pb::SampleResult {
+    match o {
+        Ok(()) => pb::SampleResult {
+            accepted: true,
+            reason: pb::RejectReason::Unspecified as i32,
+            message: String::new(),
+        },
+        Err(r) => pb::SampleResult {
+            accepted: false,
+            reason: reject_reason_to_wire(r.reason) as i32,
+            message: r.message,
+        },
+    }
+}
 
 /// Domain algorithm → wire enum.
 pub fn algorithm_to_wire(a: LbAlgorithm) -> pb::LbAlgorithm {
@@ -181,6 +241,52 @@ pub fn cluster_from_wire(c: &pb::Cluster) -> Result<ClusterConfig, WireClusterEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ingest_types_keep_the_wire_numbers() {
+        // The store keeps the wire's kind numbers.
+        for (w, d) in [
+            (pb::MetricKind::Gauge, MetricKind::Gauge),
+            (pb::MetricKind::Counter, MetricKind::Counter),
+            (pb::MetricKind::Delta, MetricKind::Delta),
+        ] {
+            assert_eq!(metric_kind_from_wire(w as i32), d);
+            assert_eq!(d.code(), w as i32);
+        }
+        assert_eq!(metric_kind_from_wire(0), MetricKind::Gauge);
+        assert_eq!(metric_kind_from_wire(9), MetricKind::Unknown(9));
+        // Reasons keep their wire numbers (1..=11, in order).
+        for (i, r) in RejectReason::ALL.into_iter().enumerate() {
+            assert_eq!(reject_reason_to_wire(r) as i32, i as i32 + 1);
+            let w = outcome_to_wire(Err(crate::ingest::Rejection::new(r, "m")));
+            assert_eq!(
+                (w.accepted, w.reason, w.message.as_str()),
+                (false, i as i32 + 1, "m")
+            );
+        }
+        assert_eq!(
+            outcome_to_wire(Ok(())),
+            pb::SampleResult {
+                accepted: true,
+                reason: 0,
+                message: String::new()
+            }
+        );
+        let s = sample_from_wire(pb::Sample {
+            cluster: "c".into(),
+            backend: "b".into(),
+            metric: "m".into(),
+            timestamp_ms: 5,
+            value: 1.5,
+            kind: 2,
+            labels: [("k".to_string(), "v".to_string())].into(),
+        });
+        assert_eq!(
+            s,
+            Sample::new("c", "b", "m", MetricKind::Counter, 5, 1.5)
+                .with_labels([("k".to_string(), "v".to_string())].into())
+        );
+    }
 
     #[test]
     fn every_algorithm_round_trips() {

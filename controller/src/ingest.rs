@@ -17,13 +17,20 @@
 //! the series touched by a group are tracked with a stamp instead of a map,
 //! the segment buffer is reused between groups, and the decoded batches are
 //! freed on a helper thread rather than on the writer.
+//!
+//! Everything here works on the domain types of [`sample`] ([`Sample`],
+//! [`MetricKind`], [`Rejection`]); the gRPC, OTLP and remote-write receivers
+//! convert their wire messages at their edge.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, RwLock};
 
-use aya_proto::v1::{MetricKind, RejectReason, Sample, SampleResult};
 use tokio::sync::{mpsc, oneshot};
+
+pub mod sample;
+
+pub use sample::{MetricKind, Outcome, RejectReason, Rejection, Sample};
 
 use crate::clock::Clock;
 use crate::config::ClusterConfig;
@@ -71,10 +78,10 @@ impl SeriesState {
 
 impl SeriesState {
     fn apply(&mut self, ts_ms: i64, value: f64) {
-        let kind = self.key.kind;
+        let kind = MetricKind::from_code(self.key.kind);
         if self.last_ms != i64::MIN && ts_ms > self.last_ms {
             let dt = (ts_ms - self.last_ms) as f64 / 1000.0;
-            if kind == MetricKind::Counter as i32 {
+            if kind == MetricKind::Counter {
                 // A decrease is a counter reset: the new value counts from zero.
                 let inc = if value >= self.last_value {
                     value - self.last_value
@@ -82,7 +89,7 @@ impl SeriesState {
                     value
                 };
                 self.rate = Some(inc / dt);
-            } else if kind == MetricKind::Delta as i32 {
+            } else if kind == MetricKind::Delta {
                 self.rate = Some(value / dt);
             }
         }
@@ -297,8 +304,8 @@ impl IngestState {
 pub struct Job {
     /// Samples.
     pub samples: Vec<Sample>,
-    /// Where the results go (one per sample).
-    pub reply: oneshot::Sender<Vec<SampleResult>>,
+    /// Where the outcomes go (one per sample, in order).
+    pub reply: oneshot::Sender<Vec<Outcome>>,
 }
 
 /// Limits used by validation.
@@ -323,12 +330,8 @@ impl Limits {
     }
 }
 
-fn reject(reason: RejectReason, message: String) -> SampleResult {
-    SampleResult {
-        accepted: false,
-        reason: reason as i32,
-        message,
-    }
+fn reject(reason: RejectReason, message: String) -> Rejection {
+    Rejection { reason, message }
 }
 
 fn valid_metric(name: &str) -> bool {
@@ -339,7 +342,7 @@ fn valid_metric(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b':' | b'.'))
 }
 
-fn unknown_cluster(s: &Sample) -> SampleResult {
+fn unknown_cluster(s: &Sample) -> Rejection {
     reject(
         RejectReason::UnknownCluster,
         format!("cluster {:?} is not configured", s.cluster),
@@ -348,7 +351,7 @@ fn unknown_cluster(s: &Sample) -> SampleResult {
 
 /// Position of the sample's backend in `cluster` (backends are kept sorted
 /// by name, `ClusterConfig::normalise`); `hint` is tried first.
-fn backend_position(cluster: &ClusterConfig, s: &Sample, hint: u32) -> Result<u32, SampleResult> {
+fn backend_position(cluster: &ClusterConfig, s: &Sample, hint: u32) -> Result<u32, Rejection> {
     if cluster
         .backends
         .get(hint as usize)
@@ -371,17 +374,9 @@ fn backend_position(cluster: &ClusterConfig, s: &Sample, hint: u32) -> Result<u3
         })
 }
 
-/// The metric kind a sample is stored under (unknown kinds are gauges).
-fn kind_of(s: &Sample) -> i32 {
-    match MetricKind::try_from(s.kind) {
-        Ok(MetricKind::Unspecified) | Ok(MetricKind::Gauge) | Err(_) => MetricKind::Gauge as i32,
-        Ok(k) => k as i32,
-    }
-}
-
 /// Check the metric name and labels (the identity of a new series; an
 /// existing series passed these checks when it was created).
-fn check_identity(s: &Sample, metric_ok: bool) -> Result<(), SampleResult> {
+fn check_identity(s: &Sample, metric_ok: bool) -> Result<(), Rejection> {
     if !metric_ok {
         return Err(reject(
             RejectReason::InvalidMetricName,
@@ -397,7 +392,7 @@ fn check_identity(s: &Sample, metric_ok: bool) -> Result<(), SampleResult> {
             format!("{} labels, at most {MAX_LABELS} allowed", s.labels.len()),
         ));
     }
-    crate::validate::labels(&s.labels).map_err(|(r, m)| reject(r, m))?;
+    crate::validate::labels(&s.labels)?;
     if let Some((k, v)) = s
         .labels
         .iter()
@@ -416,20 +411,20 @@ fn check_identity(s: &Sample, metric_ok: bool) -> Result<(), SampleResult> {
     Ok(())
 }
 
-/// Check the value and timestamp of a sample of `kind`.
-fn check_value(s: &Sample, kind: i32, now_ms: i64, limits: &Limits) -> Result<(), SampleResult> {
+/// Check the value and timestamp of a sample.
+fn check_value(s: &Sample, now_ms: i64, limits: &Limits) -> Result<(), Rejection> {
     if !s.value.is_finite() {
         return Err(reject(
             RejectReason::NotFinite,
             format!("value {} is not finite", s.value),
         ));
     }
-    if kind != MetricKind::Gauge as i32 && s.value < 0.0 {
+    if s.kind.is_count() && s.value < 0.0 {
         return Err(reject(
             RejectReason::NegativeCounter,
             format!(
                 "{} value {} of metric {:?} is negative",
-                if kind == MetricKind::Counter as i32 {
+                if s.kind == MetricKind::Counter {
                     "counter"
                 } else {
                     "delta"
@@ -528,7 +523,7 @@ impl Writer {
     fn process_into(&self, jobs: Vec<Job>, seg: &mut SegmentWrite) -> Vec<Vec<Sample>> {
         let now = self.clock.now_ms();
         let total: usize = jobs.iter().map(|j| j.samples.len()).sum();
-        let mut results: Vec<Vec<SampleResult>> = Vec::with_capacity(jobs.len());
+        let mut results: Vec<Vec<Outcome>> = Vec::with_capacity(jobs.len());
         seg.packed.clear();
         seg.packed.reserve(total * crate::store::SAMPLE_BYTES);
         seg.new_series.clear();
@@ -550,7 +545,10 @@ impl Writer {
                     job.samples.len(),
                     self.limits.max_batch_samples
                 );
-                out.resize(job.samples.len(), reject(RejectReason::BatchTooLarge, msg));
+                out.resize(
+                    job.samples.len(),
+                    Err(reject(RejectReason::BatchTooLarge, msg)),
+                );
                 results.push(out);
                 continue;
             }
@@ -565,16 +563,16 @@ impl Writer {
                             c
                         }
                         None => {
-                            out.push(unknown_cluster(s));
+                            out.push(Err(unknown_cluster(s)));
                             continue;
                         }
                     },
                 };
-                if let Err((r, m)) = crate::validate::metric_kind(s.kind) {
-                    out.push(reject(r, m));
+                if let Err(r) = crate::validate::metric_kind(s.kind) {
+                    out.push(Err(r));
                     continue;
                 }
-                let kind = kind_of(s);
+                let kind = s.kind.code();
                 let h = state.key_hash(&s.cluster, &s.backend, &s.metric, kind, &s.labels);
                 let found = state.lookup(h, s, kind);
                 let hint = found
@@ -583,7 +581,7 @@ impl Writer {
                 let pos = match backend_position(cluster, s, hint) {
                     Ok(p) => p,
                     Err(r) => {
-                        out.push(r);
+                        out.push(Err(r));
                         continue;
                     }
                 };
@@ -596,12 +594,12 @@ impl Writer {
                         ok
                     };
                     if let Err(r) = check_identity(s, metric_ok) {
-                        out.push(r);
+                        out.push(Err(r));
                         continue;
                     }
                 }
-                if let Err(r) = check_value(s, kind, now, &self.limits) {
-                    out.push(r);
+                if let Err(r) = check_value(s, now, &self.limits) {
+                    out.push(Err(r));
                     continue;
                 }
                 let id = match found {
@@ -622,21 +620,21 @@ impl Writer {
                     }
                 };
                 let Some(ser) = state.series.get_mut(id as usize) else {
-                    out.push(reject(
+                    out.push(Err(reject(
                         RejectReason::StorageError,
                         format!("series index {id} missing"),
-                    ));
+                    )));
                     continue;
                 };
                 ser.backend_pos = pos;
                 if s.timestamp_ms <= ser.last_ms {
-                    out.push(reject(
+                    out.push(Err(reject(
                         RejectReason::OutOfOrder,
                         format!(
                             "timestamp {} ms is not after the series' previous sample at {} ms",
                             s.timestamp_ms, ser.last_ms
                         ),
-                    ));
+                    )));
                     continue;
                 }
                 if ser.group != stamp {
@@ -648,11 +646,7 @@ impl Writer {
                 }
                 ser.apply(s.timestamp_ms, s.value);
                 seg.push(id, s.timestamp_ms, s.value);
-                out.push(SampleResult {
-                    accepted: true,
-                    reason: 0,
-                    message: String::new(),
-                });
+                out.push(Ok(()));
             }
             results.push(out);
         }
@@ -679,8 +673,8 @@ impl Writer {
                     state.unindex_from(series_before);
                     state.series.truncate(series_before);
                     let msg = format!("store write failed: {e}");
-                    for r in results.iter_mut().flatten().filter(|r| r.accepted) {
-                        *r = reject(RejectReason::StorageError, msg.clone());
+                    for r in results.iter_mut().flatten().filter(|r| r.is_ok()) {
+                        *r = Err(reject(RejectReason::StorageError, msg.clone()));
                     }
                 }
             }
@@ -691,10 +685,9 @@ impl Writer {
         for (Job { samples, reply }, res) in jobs.into_iter().zip(results) {
             let mut accepted = 0u64;
             for r in &res {
-                if r.accepted {
-                    accepted += 1;
-                } else {
-                    self.metrics.count_sample(false, r.reason);
+                match r {
+                    Ok(()) => accepted += 1,
+                    Err(e) => self.metrics.count_rejected(e.reason),
                 }
             }
             self.metrics.count_accepted(accepted);
@@ -732,18 +725,10 @@ mod tests {
     }
 
     fn sample(backend: &str, metric: &str, ts: i64, value: f64) -> Sample {
-        Sample {
-            cluster: "c".into(),
-            backend: backend.into(),
-            metric: metric.into(),
-            timestamp_ms: ts,
-            value,
-            kind: MetricKind::Gauge as i32,
-            labels: Default::default(),
-        }
+        Sample::new("c", backend, metric, MetricKind::Gauge, ts, value)
     }
 
-    fn run(w: &Writer, batches: Vec<Vec<Sample>>) -> Vec<Vec<i32>> {
+    fn run(w: &Writer, batches: Vec<Vec<Sample>>) -> Vec<Vec<Option<RejectReason>>> {
         let mut rxs = Vec::new();
         let jobs = batches
             .into_iter()
@@ -759,7 +744,7 @@ mod tests {
                 rx.try_recv()
                     .unwrap()
                     .iter()
-                    .map(|r| if r.accepted { 0 } else { r.reason })
+                    .map(|r| r.as_ref().err().map(|e| e.reason))
                     .collect()
             })
             .collect()
@@ -804,12 +789,15 @@ mod tests {
             ],
         );
         let (ooo, unk_b, bad_m, unk_c) = (
-            RejectReason::OutOfOrder as i32,
-            RejectReason::UnknownBackend as i32,
-            RejectReason::InvalidMetricName as i32,
-            RejectReason::UnknownCluster as i32,
+            Some(RejectReason::OutOfOrder),
+            Some(RejectReason::UnknownBackend),
+            Some(RejectReason::InvalidMetricName),
+            Some(RejectReason::UnknownCluster),
         );
-        assert_eq!(r, vec![vec![0, 0, ooo, unk_b, bad_m, unk_c], vec![0, ooo]]);
+        assert_eq!(
+            r,
+            vec![vec![None, None, ooo, unk_b, bad_m, unk_c], vec![None, ooo]]
+        );
         {
             let st = state.lock().unwrap();
             assert_eq!(st.series.len(), 2);
@@ -830,27 +818,27 @@ mod tests {
                 sample("a", "m", t + 5, 1.0),
             ]],
         );
-        assert_eq!(r, vec![vec![unk_b, 0]]);
+        assert_eq!(r, vec![vec![unk_b, None]]);
         // A restart rebuilds the same index from the store.
         let restored = store.restore().unwrap();
         let st2 = IngestState::restore(restored.series, restored.next_segment);
         assert_eq!(st2.cluster_series("c").len(), 2);
         let s = sample("a", "m", 0, 0.0);
-        let h = st2.key_hash("c", "a", "m", MetricKind::Gauge as i32, &s.labels);
-        assert_eq!(st2.lookup(h, &s, MetricKind::Gauge as i32), Some(0));
+        let h = st2.key_hash("c", "a", "m", MetricKind::GAUGE_CODE, &s.labels);
+        assert_eq!(st2.lookup(h, &s, MetricKind::GAUGE_CODE), Some(0));
         // Forgetting the cluster empties both indexes; rolling back new ids too.
         let mut st = state.lock().unwrap();
-        let h = st.key_hash("c", "a", "m", MetricKind::Gauge as i32, &s.labels);
+        let h = st.key_hash("c", "a", "m", MetricKind::GAUGE_CODE, &s.labels);
         st.forget_cluster("c");
-        assert!(st.lookup(h, &s, MetricKind::Gauge as i32).is_none());
+        assert!(st.lookup(h, &s, MetricKind::GAUGE_CODE).is_none());
         assert!(st.cluster_series("c").is_empty());
         drop(st);
         let mut st3 = IngestState::restore(store.restore().unwrap().series, 0);
         st3.unindex_from(1);
-        let h = st3.key_hash("c", "a", "m", MetricKind::Gauge as i32, &s.labels);
-        assert!(st3.lookup(h, &s, MetricKind::Gauge as i32).is_some());
+        let h = st3.key_hash("c", "a", "m", MetricKind::GAUGE_CODE, &s.labels);
+        assert!(st3.lookup(h, &s, MetricKind::GAUGE_CODE).is_some());
         let sb = sample("b", "m", 0, 0.0);
-        let hb = st3.key_hash("c", "b", "m", MetricKind::Gauge as i32, &sb.labels);
-        assert!(st3.lookup(hb, &sb, MetricKind::Gauge as i32).is_none());
+        let hb = st3.key_hash("c", "b", "m", MetricKind::GAUGE_CODE, &sb.labels);
+        assert!(st3.lookup(hb, &sb, MetricKind::GAUGE_CODE).is_none());
     }
 }

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use aya_proto::v1::RejectReason;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
@@ -20,12 +19,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 
+use crate::ingest::RejectReason;
 use crate::publish::Publisher;
 use crate::xds::XdsStats;
-
-/// Reason indexes counted (0 is "not rejected", the last slot takes any
-/// out-of-range value).
-const REASONS: usize = 12;
 
 /// The Content-Type of the exposition.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -120,7 +116,7 @@ impl EncodeMetric for SumCount {
 pub struct Metrics {
     registry: Registry,
     accepted: Counter,
-    /// One handle per reason index into the `reason` family (index 0 unused).
+    /// One handle into the `reason` family per [`RejectReason::index`].
     rejected: Vec<Counter>,
     commits: Counter,
     commit_seconds: SumCount,
@@ -173,16 +169,6 @@ impl RetrainOutcome {
     ];
 }
 
-/// The `reason` label value of a reject reason index (`unknown_backend`, ...).
-fn reason_label(index: usize) -> String {
-    let name = i32::try_from(index)
-        .ok()
-        .and_then(|i| RejectReason::try_from(i).ok())
-        .map_or("UNKNOWN", |x| x.as_str_name());
-    name.trim_start_matches("REJECT_REASON_")
-        .to_ascii_lowercase()
-}
-
 impl Metrics {
     /// Fresh counters, registered with their names and help texts.
     pub fn new() -> Self {
@@ -194,17 +180,14 @@ impl Metrics {
             accepted.clone(),
         );
         let reasons = Family::<ReasonLabels, Counter>::default();
-        let rejected = (0..REASONS)
-            .map(|i| {
-                if i == 0 {
-                    Counter::default()
-                } else {
-                    reasons
-                        .get_or_create(&ReasonLabels {
-                            reason: reason_label(i),
-                        })
-                        .clone()
-                }
+        let rejected = RejectReason::ALL
+            .iter()
+            .map(|r| {
+                reasons
+                    .get_or_create(&ReasonLabels {
+                        reason: r.as_str().to_string(),
+                    })
+                    .clone()
             })
             .collect();
         registry.register(
@@ -297,13 +280,10 @@ impl Metrics {
         }
     }
 
-    /// Count one sample's outcome.
-    pub fn count_sample(&self, accepted: bool, reason: i32) {
-        if accepted {
-            self.accepted.inc();
-        } else {
-            let i = (reason.max(0) as usize).min(REASONS - 1);
-            self.rejected[i].inc();
+    /// Count one rejected sample.
+    pub fn count_rejected(&self, reason: RejectReason) {
+        if let Some(c) = self.rejected.get(reason.index()) {
+            c.inc();
         }
     }
     /// Count `n` accepted samples.
@@ -513,9 +493,9 @@ mod tests {
     #[test]
     fn exposition_keeps_the_series_names() {
         let m = Metrics::new();
-        m.count_sample(true, 0);
-        m.count_sample(false, RejectReason::UnknownBackend as i32);
-        m.count_sample(false, 99);
+        m.count_accepted(1);
+        m.count_rejected(RejectReason::UnknownBackend);
+        m.count_rejected(RejectReason::StorageError);
         m.observe_commit(0.25, 3);
         m.retention_deleted(1);
         m.observe_tick(0.5);
@@ -554,7 +534,6 @@ mod tests {
         }
         assert!(!text.contains("idle"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
-        // The out-of-range reason lands in the last slot, as before.
         assert_eq!(m.rejected(), 2);
         m.forget_cluster("web");
         assert_eq!(m.retrains("web", RetrainOutcome::Accepted), 0);

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use aya_proto::v1::{MetricKind, RejectReason};
+use crate::ingest::{MetricKind, RejectReason, Rejection};
 
 /// Inclusive bounds of a duration in seconds. `zero_disables` also admits
 /// exactly 0 (the documented "off" value).
@@ -254,32 +254,32 @@ pub fn host_port(address: &str, allow_port_zero: bool) -> Result<(String, u16), 
     Ok((host.to_string(), port))
 }
 
-/// A sample's `kind`: one of the `MetricKind` numbers (0..=3).
-pub fn metric_kind(kind: i32) -> Result<(), (RejectReason, String)> {
-    match MetricKind::try_from(kind) {
-        Ok(_) => Ok(()),
-        Err(_) => Err((
+/// A sample's `kind`: one of the `MetricKind` numbers (0..=3) on the wire.
+pub fn metric_kind(kind: MetricKind) -> Result<(), Rejection> {
+    match kind {
+        MetricKind::Unknown(kind) => Err(Rejection::new(
             RejectReason::InvalidMetricName,
             format!(
                 "kind: {kind} is not a MetricKind (0 unspecified, 1 gauge, 2 counter, 3 delta)"
             ),
         )),
+        MetricKind::Gauge | MetricKind::Counter | MetricKind::Delta => Ok(()),
     }
 }
 
 /// A sample's labels: keys non-empty, keys and values free of control
 /// characters (NUL included). The count and length limits are checked by
 /// the ingest writer.
-pub fn labels(labels: &BTreeMap<String, String>) -> Result<(), (RejectReason, String)> {
+pub fn labels(labels: &BTreeMap<String, String>) -> Result<(), Rejection> {
     for (k, v) in labels {
         if k.is_empty() {
-            return Err((
+            return Err(Rejection::new(
                 RejectReason::LabelsTooLarge,
                 "labels: a label key is empty".to_string(),
             ));
         }
         if k.chars().any(char::is_control) {
-            return Err((
+            return Err(Rejection::new(
                 RejectReason::LabelsTooLarge,
                 format!(
                     "labels: key {:?} has a control character (NUL, newline, …)",
@@ -288,7 +288,7 @@ pub fn labels(labels: &BTreeMap<String, String>) -> Result<(), (RejectReason, St
             ));
         }
         if v.chars().any(char::is_control) {
-            return Err((
+            return Err(Rejection::new(
                 RejectReason::LabelsTooLarge,
                 format!(
                     "labels[{:?}]: value has a control character (NUL, newline, …)",

@@ -42,7 +42,6 @@ use self::plan::Plan;
 use self::progress::Progress;
 use self::replay::Kind;
 use self::scoreboard::{Scoreboard, Table};
-use self::train::SelectionForecaster;
 
 /// Why the demo stopped.
 #[derive(Debug, thiserror::Error)]
@@ -214,12 +213,8 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoOutcome, DemoError> {
     let selection = trained.selection.clone();
     let train_demand = history.train_demand.clone();
     let factory = move || -> Option<Box<dyn DemandForecaster>> {
-        Some(Box::new(SelectionForecaster::new(
-            selection.clone(),
-            &train_demand,
-            step,
-            12,
-        )))
+        train::service_forecaster(&selection, &train_demand, step)
+            .map(|f| Box::new(f) as Box<dyn DemandForecaster>)
     };
     let mut results: Vec<(String, ScenarioResult)> = Vec::new();
     for (i, kind) in Kind::ALL.into_iter().enumerate() {

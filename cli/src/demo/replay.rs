@@ -22,11 +22,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use aya_policy::{ControlLoop, DemandForecaster};
-use aya_sim::dist::{Stream, stream_seed};
+use aya_policy::DemandForecaster;
 use aya_sim::engine::{RunResult, simulate};
-use aya_sim::policy::{PolicyContext, make_forecaster, make_policy};
-use aya_sim::run::ScenarioResult;
+use aya_sim::run::{ScenarioResult, control_loop, control_loop_with};
 use aya_sim::scenario::Scenario;
 
 use super::DemoError;
@@ -253,7 +251,7 @@ pub fn run(
     let jobs: Vec<(usize, usize)> = (0..sc.policies.len())
         .flat_map(|p| (0..sc.seeds.len()).map(move |s| (p, s)))
         .collect();
-    let slots: Mutex<Vec<Option<Result<RunResult, String>>>> =
+    let slots: Mutex<Vec<Option<Result<RunResult, DemoError>>>> =
         Mutex::new((0..jobs.len()).map(|_| None).collect());
     let next = AtomicUsize::new(0);
     let threads = threads.clamp(1, jobs.len().max(1));
@@ -285,7 +283,7 @@ pub fn run(
                 sc.seeds[s]
             ))
         })?;
-        per_policy[p].push(r.map_err(DemoError::Replay)?);
+        per_policy[p].push(r?);
     }
     if per_policy.iter().any(Vec::is_empty) {
         return Err(DemoError::Replay("no replication ran".into()));
@@ -293,27 +291,25 @@ pub fn run(
     Ok(aya_sim::run::assemble(sc, per_policy))
 }
 
+/// One replication, its loop built as the simulator builds every loop
+/// ([`control_loop`]); Aya's gets the demo's forecaster instead of the
+/// scenario's ([`control_loop_with`]).
 fn run_one(
     sc: &Scenario,
     p: usize,
     s: usize,
     aya_forecaster: ForecasterFactory<'_>,
-) -> Result<RunResult, String> {
+) -> Result<RunResult, DemoError> {
     let spec = &sc.policies[p];
     let seed = sc.seeds[s];
-    let ctx = PolicyContext {
-        seed: stream_seed(seed, Stream::Policy),
-        algorithm: sc.algorithm,
-        path: sc.path.clone(),
-    };
-    let policy = make_policy(spec, &ctx).map_err(|e| e.to_string())?;
-    let forecaster = if spec.name == "aya" {
-        aya_forecaster()
+    let ctl = if spec.name == "aya" {
+        control_loop_with(sc, spec, seed, aya_forecaster())
     } else {
-        make_forecaster(sc.forecaster.as_ref(), &ctx).map_err(|e| e.to_string())?
-    };
-    let ctl = ControlLoop::new(policy, forecaster, sc.model.forecast_horizon);
-    simulate(&sc.model, seed, Some(ctl)).map_err(|e| format!("{} seed {seed}: {e}", spec.label()))
+        control_loop(sc, spec, seed)
+    }
+    .map_err(|e| DemoError::Replay(e.to_string()))?;
+    simulate(&sc.model, seed, Some(ctl))
+        .map_err(|e| DemoError::Replay(format!("{} seed {seed}: {e}", spec.label())))
 }
 
 /// Where each scenario's simulator report goes.

@@ -9,11 +9,12 @@
 //! with the selection's forecast (MASE against in-sample seasonal naive, one
 //! day season) and check interval coverage.
 
+use aya_controller::config::Config as ServiceConfig;
 use aya_forecaster::backtest::{coverage, mase, mase_scale, smape};
 use aya_forecaster::models::{Forecast, ModelSpec};
+use aya_forecaster::online::OnlineForecaster;
 use aya_forecaster::seasonality::{self, Seasonality};
 use aya_forecaster::select::{FittedAuto, SelectConfig, Selection, default_candidates, select};
-use aya_policy::{DemandForecast, DemandForecaster, Time};
 
 use super::DemoError;
 use super::history::History;
@@ -133,117 +134,31 @@ pub fn train(history: &History, plan: &Plan, steps: &dyn Steps) -> Result<Traine
     })
 }
 
-/// The trained selection as the decision engine's [`DemandForecaster`], for
-/// the simulator's virtual time.
-///
-/// The simulator calls `observe` every control tick with the demand of the
-/// last window; this averages those into buckets of one forecast step
-/// (virtual seconds) and appends each full bucket to the training history.
-/// The selected models are refitted on the extended history every
-/// `refit_every` buckets (as the service retrains on a schedule); between
-/// refits the last fit forecasts further ahead and the steps already past are
-/// dropped, so every forecast starts at the next bucket.
-pub struct SelectionForecaster {
-    selection: Selection,
-    history: Vec<f64>,
-    fitted: Option<FittedAuto>,
-    /// Buckets appended since the last fit.
-    since_fit: usize,
-    refit_every: usize,
+/// The forecaster `aya serve` runs for a cluster
+/// ([`aya_controller::forecasting::build`], with the service's default
+/// configuration: background retrain on, so the installed models stay until a
+/// retrain replaces them), started as the service starts one after a restart
+/// ([`aya_controller`]'s restore): the training period laid on the forecast
+/// grid as its stored demand history, ending at virtual time 0 where the
+/// replay starts, and the trained selection installed as the stored model.
+/// One grid step lasts `step` virtual seconds. `None` when `step` is not a
+/// positive number of seconds (the service would not forecast either).
+pub fn service_forecaster(
+    selection: &Selection,
+    history: &[f64],
     step: f64,
-    level: f64,
-    bucket_start: Option<Time>,
-    bucket_sum: f64,
-    bucket_n: u32,
-    scratch: Forecast,
-}
-
-impl SelectionForecaster {
-    /// Start from `history` (demand per step, oldest first) with `selection`;
-    /// one step lasts `step` virtual seconds.
-    pub fn new(
-        selection: Selection,
-        history: &[f64],
-        step: f64,
-        refit_every: usize,
-    ) -> SelectionForecaster {
-        let history = tail(history, MAX_TRAIN).to_vec();
-        let fitted = FittedAuto::fit(&history, selection.clone()).ok();
-        SelectionForecaster {
-            selection,
-            history,
-            fitted,
-            since_fit: 0,
-            refit_every: refit_every.max(1),
-            step,
-            level: 0.95,
-            bucket_start: None,
-            bucket_sum: 0.0,
-            bucket_n: 0,
-            scratch: Forecast::default(),
-        }
-    }
-}
-
-impl DemandForecaster for SelectionForecaster {
-    fn observe(&mut self, t: Time, demand_rps: f64) {
-        if !demand_rps.is_finite() || demand_rps < 0.0 {
-            return;
-        }
-        let start = *self.bucket_start.get_or_insert(t);
-        if t - start >= self.step && self.bucket_n > 0 {
-            self.history
-                .push(self.bucket_sum / f64::from(self.bucket_n));
-            if self.history.len() > 2 * MAX_TRAIN {
-                self.history.drain(..self.history.len() - MAX_TRAIN);
-            }
-            self.since_fit += 1;
-            self.bucket_start = Some(start + self.step * ((t - start) / self.step).floor());
-            self.bucket_sum = 0.0;
-            self.bucket_n = 0;
-            if self.since_fit >= self.refit_every
-                && let Ok(f) = FittedAuto::fit(&self.history, self.selection.clone())
-            {
-                self.fitted = Some(f);
-                self.since_fit = 0;
-            }
-        }
-        self.bucket_sum += demand_rps;
-        self.bucket_n += 1;
-    }
-
-    fn forecast_into(&mut self, now: Time, horizon: usize, out: &mut DemandForecast) -> bool {
-        out.clear();
-        let Some(fitted) = &self.fitted else {
-            return false;
-        };
-        let skip = self.since_fit;
-        if fitted
-            .predict_into(skip + horizon, Some(self.level), &mut self.scratch)
-            .is_err()
-        {
-            return false;
-        }
-        out.issued_at = now;
-        out.step = self.step;
-        out.level = self.level;
-        out.mean
-            .extend_from_slice(&self.scratch.point[skip.min(self.scratch.point.len())..]);
-        out.lower
-            .extend_from_slice(&self.scratch.lower[skip.min(self.scratch.lower.len())..]);
-        out.upper
-            .extend_from_slice(&self.scratch.upper[skip.min(self.scratch.upper.len())..]);
-        !out.mean.is_empty()
-    }
-
-    fn step(&self) -> f64 {
-        self.step
-    }
+) -> Option<OnlineForecaster> {
+    let background_retrain = ServiceConfig::default().retrain_interval_seconds > 0.0;
+    let mut f = aya_controller::forecasting::build(step, background_retrain)?;
+    f.observe_history(history, 0.0);
+    f.install(selection.clone());
+    Some(f)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aya_policy::{DemandForecast, DemandForecaster};
 
     fn daily(n: usize) -> Vec<f64> {
         (0..n)
@@ -252,7 +167,7 @@ mod tests {
     }
 
     #[test]
-    fn selection_forecaster_forecasts_from_the_next_bucket() {
+    fn the_service_forecaster_starts_from_the_history_and_the_selection() {
         let y = daily(288 * 3);
         let sel = select(
             &y,
@@ -264,13 +179,21 @@ mod tests {
             },
         )
         .unwrap();
-        let mut f = SelectionForecaster::new(sel, &y, 10.0, 1000);
+        let mut f = service_forecaster(&sel, &y, 10.0).unwrap();
+        assert_eq!(f.history().len(), y.len());
+        // (Selections hold NaN scores of failed candidates: compare what they choose.)
+        assert_eq!(f.selection().map(Selection::describe), Some(sel.describe()));
+        assert!(
+            !f.config().inline_reselect,
+            "the service retrains in the background"
+        );
         let mut out = DemandForecast::default();
         assert!(f.forecast_into(0.0, 12, &mut out));
         assert_eq!(out.mean.len(), 12);
+        assert_eq!(out.step, 10.0);
         let first = out.mean[0];
         // Two full buckets later the forecast has moved on by two steps.
-        for k in 0..=20 {
+        for k in 1..=20 {
             f.observe(f64::from(k), y[k as usize % y.len()]);
         }
         assert!(f.forecast_into(20.0, 12, &mut out));
@@ -278,24 +201,6 @@ mod tests {
         assert!(out.mean.iter().zip(&out.upper).all(|(m, u)| u >= m));
         assert_ne!(out.mean[0], first);
         assert_eq!(f.step(), 10.0);
-    }
-
-    #[test]
-    fn bad_observations_are_ignored() {
-        let y = daily(288 * 2);
-        let sel = select(
-            &y,
-            &seasonality::detect(&y, 300),
-            12,
-            &SelectConfig {
-                origins: 2,
-                ..SelectConfig::default()
-            },
-        )
-        .unwrap();
-        let mut f = SelectionForecaster::new(sel, &y, 10.0, 1);
-        f.observe(0.0, f64::NAN);
-        f.observe(1.0, -5.0);
-        assert_eq!(f.bucket_n, 0);
+        assert!(service_forecaster(&sel, &y, 0.0).is_none());
     }
 }

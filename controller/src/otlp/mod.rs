@@ -22,9 +22,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use aya_proto::v1::{MetricKind, Sample};
+use aya_proto::v1::MetricKind;
 
 use crate::config::ClusterConfig;
+use crate::ingest::Sample;
 use crate::state::Controller;
 
 pub use mapping::{ClusterMapping, IngestMapping};
@@ -51,17 +52,16 @@ pub struct Translated {
 }
 
 impl Translated {
-    /// The aya.v1 sample (no extra labels).
+    /// The ingest sample (no extra labels).
     pub fn into_sample(self) -> Sample {
-        Sample {
-            cluster: self.cluster,
-            backend: self.backend,
-            metric: self.metric,
-            timestamp_ms: self.timestamp_ms,
-            value: self.value,
-            kind: self.kind as i32,
-            labels: Default::default(),
-        }
+        Sample::new(
+            self.cluster,
+            self.backend,
+            self.metric,
+            crate::convert::metric_kind_from_wire(self.kind as i32),
+            self.timestamp_ms,
+            self.value,
+        )
     }
 }
 
@@ -143,7 +143,7 @@ pub fn ingest_sink(ctl: Controller) -> Sink {
                 })
                 .collect();
             let rx = ctl
-                .submit(samples)
+                .submit_samples(samples)
                 .await
                 .map_err(|e| SinkError(format!("ingest: {e}")))?;
             let results = rx
@@ -151,7 +151,7 @@ pub fn ingest_sink(ctl: Controller) -> Sink {
                 .map_err(|_| SinkError("ingest writer dropped the batch".into()))?;
             Ok(results
                 .into_iter()
-                .map(|r| (!r.accepted).then_some(r.message))
+                .map(|r| r.err().map(|e| e.message))
                 .collect())
         }
     })

@@ -24,7 +24,7 @@ use aya_policy::{BackendWeight, LbAlgorithm};
 use crate::clock::{Clock, RealDeadline};
 use crate::config::{ClusterConfig, Config, ConfigError};
 use crate::forecasting::ForecastRecord;
-use crate::ingest::{IngestState, Job};
+use crate::ingest::{IngestState, Job, Outcome, Sample};
 use crate::metrics::Metrics;
 use crate::publish::Publisher;
 use crate::store::{Store, StoreError};
@@ -215,13 +215,13 @@ impl Controller {
     }
 
     /// Queue a batch for validation and durable storage; the receiver gets
-    /// one result per sample once the batch is committed. Waits while the
-    /// writer's queue is full (backpressure).
-    pub async fn submit(
+    /// one outcome per sample once the batch is committed. Waits while the
+    /// writer's queue is full (backpressure). (The gRPC edge's wire-typed
+    /// entry is [`Controller::submit`], in [`crate::api`].)
+    pub async fn submit_samples(
         &self,
-        samples: Vec<aya_proto::v1::Sample>,
-    ) -> Result<tokio::sync::oneshot::Receiver<Vec<aya_proto::v1::SampleResult>>, ControllerError>
-    {
+        samples: Vec<Sample>,
+    ) -> Result<tokio::sync::oneshot::Receiver<Vec<Outcome>>, ControllerError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.inner
             .ingest_tx
@@ -307,6 +307,7 @@ impl Controller {
 pub(crate) mod testing {
     use super::*;
     use crate::config::BackendConfig;
+    use crate::ingest::MetricKind;
 
     /// 2026-01-01T00:00:00Z.
     pub const T0_MS: i64 = 1_767_225_600_000;
@@ -350,26 +351,18 @@ pub(crate) mod testing {
     }
 
     /// A gauge sample of cluster `web`.
-    pub fn sample(backend: &str, metric: &str, ts: i64, value: f64) -> aya_proto::v1::Sample {
-        aya_proto::v1::Sample {
-            cluster: "web".into(),
-            backend: backend.into(),
-            metric: metric.into(),
-            timestamp_ms: ts,
-            value,
-            kind: aya_proto::v1::MetricKind::Gauge as i32,
-            labels: Default::default(),
-        }
+    pub fn sample(backend: &str, metric: &str, ts: i64, value: f64) -> Sample {
+        Sample::new("web", backend, metric, MetricKind::Gauge, ts, value)
     }
 
     /// Ingest `samples` through the writer and wait for the results.
-    pub fn ingest(ctl: &Controller, samples: Vec<aya_proto::v1::Sample>) -> Vec<bool> {
+    pub fn ingest(ctl: &Controller, samples: Vec<Sample>) -> Vec<bool> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
         rt.block_on(async {
-            let rx = ctl.submit(samples).await.unwrap();
-            rx.await.unwrap().into_iter().map(|r| r.accepted).collect()
+            let rx = ctl.submit_samples(samples).await.unwrap();
+            rx.await.unwrap().into_iter().map(|r| r.is_ok()).collect()
         })
     }
 }

@@ -84,22 +84,24 @@ pub(super) fn new_runtime_with(
     record: Arc<Mutex<ForecastRecord>>,
 ) -> Result<ClusterRuntime, ControllerError> {
     let key = runtime_key(config, cfg);
-    let policy = policies::build(
+    let rec = forecaster.clone().map(|inner| Recording {
+        inner,
+        record: record.clone(),
+    });
+    let control = policies::control_loop(
         &key.0,
         PolicyContext {
             weight_hints: key.2.clone(),
             algorithm: key.3,
             params: key.1.clone(),
         },
+        rec,
+        config.forecast_horizon,
     )
     .map_err(|m| ControllerError::Invalid(format!("cluster {:?}: {m}", cfg.name)))?;
-    let rec = forecaster.clone().map(|inner| Recording {
-        inner,
-        record: record.clone(),
-    });
     Ok(ClusterRuntime {
         built_from: key,
-        control: ControlLoop::new(policy, rec, config.forecast_horizon),
+        control,
         forecaster,
         record,
         override_: None,

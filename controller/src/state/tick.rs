@@ -187,13 +187,14 @@ fn observe(o: &mut BackendObservation, metric: &str, v: f64, rate: Option<f64>) 
 /// The controller's view of a cluster's replicas: one per backend, ready
 /// when observed healthy.
 fn replica_state(cfg: &ClusterConfig, obs: &[BackendObservation]) -> ReplicaState {
-    ReplicaState {
-        current: cfg.backends.len() as u32,
-        ready: obs.iter().filter(|o| o.healthy).count() as u32,
-        min: cfg.min_replicas,
-        max: cfg.max_replicas,
-        boot_time: cfg.boot_time_seconds,
-    }
+    let backends = cfg.backends.len() as u32;
+    let ready = obs.iter().filter(|o| o.healthy).count() as u32;
+    // `obs` has one observation per configured backend, so `ready <= backends`.
+    ReplicaState::new(ready, backends.saturating_sub(ready)).with_bounds(
+        cfg.min_replicas,
+        cfg.max_replicas,
+        cfg.boot_time_seconds,
+    )
 }
 
 /// The decision of a cluster without backends: nothing to weigh, the

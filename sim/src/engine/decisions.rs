@@ -21,13 +21,7 @@ impl Sim<'_> {
             Some(s) => (s.min, s.max, s.boot_delay),
             None => (ready + booting, ready + booting, 0.0),
         };
-        let replicas = ReplicaState {
-            current: ready + booting,
-            ready,
-            min,
-            max,
-            boot_time: boot,
-        };
+        let replicas = ReplicaState::new(ready, booting).with_bounds(min, max, boot);
         let interval = self.model.control_interval.unwrap_or(10.0);
         let Some(ctl) = self.control.as_mut() else {
             return;
