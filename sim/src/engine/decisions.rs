@@ -46,8 +46,12 @@ impl Sim<'_> {
             self.m.algorithm_switches += 1;
             changed = true;
         }
+        let mut named = vec![false; self.bs.len()];
         for w in &d.weights {
             if let Some(&i) = self.names.get(&w.backend) {
+                if let Some(n) = named.get_mut(i as usize) {
+                    *n = true;
+                }
                 let nw = w.weight.max(1) as f64;
                 if self.weight[i as usize] != nw {
                     self.weight[i as usize] = nw;
@@ -61,11 +65,7 @@ impl Sim<'_> {
         // endpoint missing from a ClusterLoadAssignment. A backend never
         // named yet (a replica that just booted) keeps being served.
         if !d.weights.is_empty() {
-            for (i, be) in self.bs.iter_mut().enumerate() {
-                let named = d
-                    .weights
-                    .iter()
-                    .any(|w| self.names.get(&w.backend) == Some(&(i as u32)));
+            for (be, named) in self.bs.iter_mut().zip(named) {
                 be.listed |= named;
                 let unlisted = be.listed && !named;
                 if be.unlisted != unlisted {

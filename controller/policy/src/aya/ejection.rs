@@ -107,15 +107,20 @@ impl AyaPolicy {
             0
         };
         // Full capacity (rps at 100 % busy) of each healthy backend, when
-        // every one of them has an absolute estimate.
-        let full: Option<Vec<(String, f64)>> = healthy
-            .iter()
-            .map(|b| {
-                self.estimate(&b.backend, now, interval)
-                    .filter(|e| e.absolute && e.capacity_rps > 0.0)
-                    .map(|e| (b.backend.clone(), e.capacity_rps / c.target_utilization))
-            })
-            .collect();
+        // every one of them has an absolute estimate (only needed when
+        // there is an outlier to check).
+        let full: Option<Vec<(String, f64)>> = if outliers.is_empty() {
+            None
+        } else {
+            healthy
+                .iter()
+                .map(|b| {
+                    self.estimate(&b.backend, now, interval)
+                        .filter(|e| e.absolute && e.capacity_rps > 0.0)
+                        .map(|e| (b.backend.clone(), e.capacity_rps / c.target_utilization))
+                })
+                .collect()
+        };
         let demand = input.demand_rps.max(0.0);
         let mut ejected = active_ejected;
         let mut left_over = false;
