@@ -10,17 +10,17 @@
 //! configuration would do, the reference a forecasting policy must beat, and
 //! a deterministic choice for tests and for operators who set weights by hand.
 
-use aya_policy::{BuildContext, ControlLoop, DemandForecaster, LbAlgorithm, Policy, PolicySpec};
+use aya_policy::{
+    BuildContext, ControlLoop, DemandForecaster, LbAlgorithm, Policy, PolicyError, PolicySpec,
+};
 use std::collections::BTreeMap;
 
 /// The controller's own policy name, an alias of the registry's `static`.
 pub const CONFIGURED: &str = "configured";
 
 /// Check that `name` is a policy of the registry (or one of its aliases).
-pub fn check_name(name: &str) -> Result<(), String> {
-    aya_policy::lookup(name)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+pub fn check_name(name: &str) -> Result<(), PolicyError> {
+    aya_policy::lookup(name).map(|_| ())
 }
 
 /// Check that `params` are valid parameters of the policy `name`: unknown
@@ -30,15 +30,21 @@ pub fn check_name(name: &str) -> Result<(), String> {
 pub fn check(
     name: &str,
     params: &serde_json::Map<String, serde_json::Value>,
-) -> Result<(), String> {
+) -> Result<(), PolicyError> {
     spec(name, params).map(|_| ())
 }
 
-fn spec(
+/// The typed, checked policy of a configuration: the policy called `name`
+/// with its `policy_params` table parsed into the registry's
+/// [`aya_policy::PolicyParams`] and range-checked by [`PolicySpec::new`],
+/// the one place every parameter is validated. The table is only the
+/// written form (TOML in `aya.toml`, JSON over the admin API and in the
+/// store); everything past this call uses the typed spec.
+pub fn spec(
     name: &str,
     params: &serde_json::Map<String, serde_json::Value>,
-) -> Result<PolicySpec, String> {
-    PolicySpec::parse(name, serde_json::Value::Object(params.clone())).map_err(|e| e.to_string())
+) -> Result<PolicySpec, PolicyError> {
+    PolicySpec::parse(name, serde_json::Value::Object(params.clone()))
 }
 
 /// What a policy needs from a cluster's configuration.
@@ -48,8 +54,6 @@ pub struct PolicyContext {
     pub weight_hints: BTreeMap<String, u32>,
     /// Configured algorithm (published by `static` unless its params name one).
     pub algorithm: LbAlgorithm,
-    /// Parameters of the policy (the configuration's table).
-    pub params: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The registry's build context of a cluster (seed 0: the service has no
@@ -63,28 +67,21 @@ fn build_context(ctx: PolicyContext) -> BuildContext {
     }
 }
 
-/// Build the policy called `name` through the registry.
-pub fn build(name: &str, ctx: PolicyContext) -> Result<Box<dyn Policy + Send>, String> {
-    let spec = spec(name, &ctx.params)?;
-    Ok(spec.build(&build_context(ctx)))
+/// Build the policy of `spec` for a cluster.
+pub fn build(spec: &PolicySpec, ctx: PolicyContext) -> Box<dyn Policy + Send> {
+    spec.build(&build_context(ctx))
 }
 
-/// A cluster's control loop: the policy called `name` with `ctx`,
-/// forecasting `horizon` steps ahead with `forecaster` (if any), built by
+/// A cluster's control loop: the policy of `spec` with `ctx`, forecasting
+/// `horizon` steps ahead with `forecaster` (if any), built by
 /// [`ControlLoop::for_policy`] as the simulator builds its loops.
 pub fn control_loop<F: DemandForecaster>(
-    name: &str,
+    spec: &PolicySpec,
     ctx: PolicyContext,
     forecaster: Option<F>,
     horizon: usize,
-) -> Result<ControlLoop<Box<dyn Policy + Send>, F>, String> {
-    let spec = spec(name, &ctx.params)?;
-    Ok(ControlLoop::for_policy(
-        &spec,
-        &build_context(ctx),
-        forecaster,
-        horizon,
-    ))
+) -> ControlLoop<Box<dyn Policy + Send>, F> {
+    ControlLoop::for_policy(spec, &build_context(ctx), forecaster, horizon)
 }
 
 #[cfg(test)]
@@ -104,9 +101,9 @@ mod tests {
         let ctx = PolicyContext {
             weight_hints: BTreeMap::from([("a".to_string(), 2), ("b".to_string(), 3)]),
             algorithm: LbAlgorithm::WeightedRoundRobin,
-            params: serde_json::Map::new(),
         };
-        let mut p = build(CONFIGURED, ctx).unwrap();
+        let spec = spec(CONFIGURED, &serde_json::Map::new()).unwrap();
+        let mut p = build(&spec, ctx);
         let backends = [
             BackendObservation::unobserved("a", 0.0),
             BackendObservation::unobserved("b", 0.0),
@@ -132,14 +129,15 @@ mod tests {
             "aya",
             &params(serde_json::json!({"target_utilisation": 0.5})),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
             err.contains("target_utilisation") && err.contains("aya"),
             "{err}"
         );
         assert!(check("hpa", &params(serde_json::json!({"tolerance": 0.2}))).is_ok());
         assert!(check_name("rr").is_ok() && check_name("wrr").is_ok());
-        let err = check_name("magic").unwrap_err();
+        let err = check_name("magic").unwrap_err().to_string();
         assert!(err.contains("magic") && err.contains("static"), "{err}");
     }
 }

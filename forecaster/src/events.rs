@@ -152,7 +152,7 @@ impl Calendar {
                 "no header: expected `name,start,end[,category]`".into(),
             ));
         };
-        let columns = split_csv(header).map_err(|m| line_err(hline, m))?;
+        let columns = split_csv(header).map_err(|m| line_err(hline, m.into()))?;
         let mut idx: [Option<usize>; 4] = [None; 4];
         const NAMES: [&str; 4] = ["name", "start", "end", "category"];
         for (i, c) in columns.iter().enumerate() {
@@ -178,7 +178,7 @@ impl Calendar {
         }
         let mut events = Vec::new();
         for (line, row) in rows {
-            let fields = split_csv(row).map_err(|m| line_err(line, m))?;
+            let fields = split_csv(row).map_err(|m| line_err(line, m.into()))?;
             if fields.len() != columns.len() {
                 return Err(line_err(
                     line,
@@ -285,7 +285,7 @@ impl Calendar {
                 (Some(every), until) => {
                     let every_line = line_of(every.span().start);
                     let step = parse_duration_ms(every.get_ref())
-                        .map_err(|m| field_err(every_line, "every", m))?;
+                        .map_err(|e| field_err(every_line, "every", e.0))?;
                     let Some(until) = until else {
                         return Err(field_err(
                             every_line,
@@ -393,10 +393,19 @@ fn make_event(
     })
 }
 
+/// A duration that [`parse_duration_ms`] refused; the message says why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DurationError(pub String);
+
 /// `90s`, `15m`, `2h`, `7d`, `1w` (a positive integer and a unit) in milliseconds.
-pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
+pub fn parse_duration_ms(s: &str) -> Result<i64, DurationError> {
     let s = s.trim();
-    let bad = || format!("`{s}` is not a duration: expected e.g. `90s`, `15m`, `2h`, `7d` or `1w`");
+    let bad = || {
+        DurationError(format!(
+            "`{s}` is not a duration: expected e.g. `90s`, `15m`, `2h`, `7d` or `1w`"
+        ))
+    };
     let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
     let (num, unit) = s.split_at(split);
     let n: i64 = num.parse().map_err(|_| bad())?;
@@ -409,13 +418,15 @@ pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
         _ => return Err(bad()),
     };
     if n <= 0 {
-        return Err(format!("`{s}`: the duration must be positive"));
+        return Err(DurationError(format!(
+            "`{s}`: the duration must be positive"
+        )));
     }
     n.checked_mul(unit_ms).ok_or_else(bad)
 }
 
 /// Split one CSV line (quotes with `""` escapes).
-fn split_csv(line: &str) -> Result<Vec<String>, String> {
+fn split_csv(line: &str) -> Result<Vec<String>, &'static str> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut chars = line.chars().peekable();
@@ -442,7 +453,7 @@ fn split_csv(line: &str) -> Result<Vec<String>, String> {
         }
     }
     if quoted {
-        return Err("unterminated quoted field".into());
+        return Err("unterminated quoted field");
     }
     out.push(cur);
     Ok(out)

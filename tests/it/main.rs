@@ -5,5 +5,9 @@
 //! - `parity`: one observation trace through the simulator's control path and
 //!   through the running service (gRPC ingest, Watch) gives identical decisions.
 
+//! - `parity_sim`: the simulator's own telemetry and control ticks, replayed
+//!   into the service on a manual clock, give identical publications.
+
 mod layout;
 mod parity;
+mod parity_sim;

@@ -49,6 +49,17 @@ pub enum ControllerError {
     /// Invalid configuration or admin request.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A policy name or its parameters are invalid.
+    #[error(transparent)]
+    Policy(#[from] aya_policy::PolicyError),
+    /// The policy of a stored or configured cluster is invalid.
+    #[error("cluster {cluster:?}: {source}")]
+    ClusterPolicy {
+        /// The cluster.
+        cluster: String,
+        /// Why.
+        source: aya_policy::PolicyError,
+    },
     /// The cluster does not exist.
     #[error("cluster {0:?} does not exist")]
     UnknownCluster(String),

@@ -28,7 +28,7 @@ impl Controller {
         } else {
             &cfg.policy
         };
-        policies::check(policy, &cfg.policy_params).map_err(ControllerError::Invalid)?;
+        policies::check(policy, &cfg.policy_params)?;
         let json =
             serde_json::to_string(&cfg).map_err(|e| ControllerError::Invalid(e.to_string()))?;
         self.inner.store.put_cluster(&cfg.name, Some(&json))?;
@@ -251,7 +251,7 @@ mod tests {
         cfg.policy = "no-such-policy".into();
         assert!(matches!(
             ctl.upsert_cluster(cfg),
-            Err(ControllerError::Invalid(m)) if m.contains("no-such-policy")
+            Err(ControllerError::Policy(e)) if e.to_string().contains("no-such-policy")
         ));
     }
 

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use aya_policy::{ControlLoop, LbAlgorithm, Policy};
+use aya_policy::{ControlLoop, LbAlgorithm, Policy, PolicySpec};
 
 use super::ControllerError;
 use super::Override;
@@ -18,14 +18,9 @@ use crate::store::Store;
 
 type Loop = ControlLoop<Box<dyn Policy + Send>, Recording>;
 
-/// What a runtime is built from: policy name, its parameters, the backends'
-/// weight hints and the configured algorithm.
-pub(super) type RuntimeKey = (
-    String,
-    serde_json::Map<String, serde_json::Value>,
-    BTreeMap<String, u32>,
-    LbAlgorithm,
-);
+/// What a runtime is built from: the typed, checked policy (name and
+/// parameters), the backends' weight hints and the configured algorithm.
+pub(super) type RuntimeKey = (PolicySpec, BTreeMap<String, u32>, LbAlgorithm);
 
 pub(super) struct ClusterRuntime {
     /// What the loop was built from; rebuilt when it changes.
@@ -36,20 +31,30 @@ pub(super) struct ClusterRuntime {
     pub(super) override_: Option<Override>,
 }
 
-/// The key of `cfg`: its policy (the service default when it names none),
-/// parameters, weight hints and algorithm.
-pub(super) fn runtime_key(config: &Config, cfg: &ClusterConfig) -> RuntimeKey {
+/// The key of `cfg`: its policy (the service default when it names none)
+/// with its parameters, weight hints and algorithm. Fails only for a
+/// configuration that skipped validation.
+pub(super) fn runtime_key(
+    config: &Config,
+    cfg: &ClusterConfig,
+) -> Result<RuntimeKey, ControllerError> {
     let policy = if cfg.policy.is_empty() {
-        config.default_policy.clone()
+        &config.default_policy
     } else {
-        cfg.policy.clone()
+        &cfg.policy
     };
+    let spec = policies::spec(policy, &cfg.policy_params).map_err(|source| {
+        ControllerError::ClusterPolicy {
+            cluster: cfg.name.clone(),
+            source,
+        }
+    })?;
     let hints = cfg
         .backends
         .iter()
         .map(|b| (b.name.clone(), b.weight_hint))
         .collect();
-    (policy, cfg.policy_params.clone(), hints, cfg.algorithm)
+    Ok((spec, hints, cfg.algorithm))
 }
 
 /// A fresh runtime for `cfg`, its forecaster (if forecasting is on) given
@@ -83,7 +88,7 @@ pub(super) fn new_runtime_with(
     forecaster: Option<SharedForecaster>,
     record: Arc<Mutex<ForecastRecord>>,
 ) -> Result<ClusterRuntime, ControllerError> {
-    let key = runtime_key(config, cfg);
+    let key = runtime_key(config, cfg)?;
     let rec = forecaster.clone().map(|inner| Recording {
         inner,
         record: record.clone(),
@@ -91,14 +96,12 @@ pub(super) fn new_runtime_with(
     let control = policies::control_loop(
         &key.0,
         PolicyContext {
-            weight_hints: key.2.clone(),
-            algorithm: key.3,
-            params: key.1.clone(),
+            weight_hints: key.1.clone(),
+            algorithm: key.2,
         },
         rec,
         config.forecast_horizon,
-    )
-    .map_err(|m| ControllerError::Invalid(format!("cluster {:?}: {m}", cfg.name)))?;
+    );
     Ok(ClusterRuntime {
         built_from: key,
         control,
@@ -118,13 +121,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = config(dir.path());
         let mut cfg = config.clusters[0].clone();
-        let key = runtime_key(&config, &cfg);
-        assert_eq!(key.0, "configured");
-        assert_eq!(key.2.get("c"), Some(&3));
+        let key = runtime_key(&config, &cfg).unwrap();
+        assert_eq!(
+            key.0.name(),
+            "static",
+            "`configured` is the registry's `static`"
+        );
+        assert_eq!(key.1.get("c"), Some(&3));
         cfg.policy = "aya".into();
-        assert_eq!(runtime_key(&config, &cfg).0, "aya");
+        assert_eq!(runtime_key(&config, &cfg).unwrap().0.name(), "aya");
+        cfg.policy_params
+            .insert("target_utilization".into(), serde_json::json!(0.5));
+        let tuned = runtime_key(&config, &cfg).unwrap();
+        assert_ne!(
+            tuned.0,
+            PolicySpec::named("aya").unwrap(),
+            "typed parameters are compared"
+        );
         cfg.backends[0].weight_hint = 9;
-        assert_ne!(runtime_key(&config, &cfg).2, key.2);
+        assert_ne!(runtime_key(&config, &cfg).unwrap().1, key.1);
     }
 
     #[test]

@@ -15,23 +15,23 @@ use crate::publish::{ClusterSnapshot, Endpoint};
 
 impl Controller {
     /// Observations of a cluster's backends at `now` (seconds), built from
-    /// the latest ingested values, and the service demand (requests/s).
+    /// the latest ingested values, and the service demand (requests/s): the
+    /// cluster-level `request_rate` / `requests_total` (samples with an empty
+    /// backend, the data plane's own count) when one is fresh, else the sum
+    /// of the backends' request rates.
     pub fn observations(&self, cfg: &ClusterConfig, now: f64) -> (Vec<BackendObservation>, f64) {
         let stale_ms = (self.inner.config.stale_after_seconds * 1000.0) as i64;
         let now_ms = (now * 1000.0) as i64;
+        let fresh = |s: &&crate::ingest::SeriesState| {
+            s.last_ms != i64::MIN && s.last_ms >= now_ms - stale_ms && s.last_value.is_finite()
+        };
         let ingest = lock(&self.inner.ingest);
         let mut out = Vec::with_capacity(cfg.backends.len());
         let mut demand = 0.0;
         for b in &cfg.backends {
             let mut o = BackendObservation::unobserved(b.name.clone(), now);
             let mut newest = i64::MIN;
-            for s in ingest.backend_series(&cfg.name, &b.name) {
-                if s.last_ms == i64::MIN
-                    || s.last_ms < now_ms - stale_ms
-                    || !s.last_value.is_finite()
-                {
-                    continue;
-                }
+            for s in ingest.backend_series(&cfg.name, &b.name).filter(fresh) {
                 newest = newest.max(s.last_ms);
                 observe(&mut o, &s.key.metric, s.last_value, s.rate);
             }
@@ -41,7 +41,16 @@ impl Controller {
             demand += o.request_rate;
             out.push(o);
         }
-        (out, demand)
+        let mut cluster_level = None;
+        for s in ingest.backend_series(&cfg.name, "").filter(fresh) {
+            let v = match s.key.metric.as_str() {
+                "requests_total" => s.rate.unwrap_or(0.0),
+                "request_rate" => s.last_value.max(0.0),
+                _ => continue,
+            };
+            *cluster_level.get_or_insert(0.0) += v;
+        }
+        (out, cluster_level.unwrap_or(demand))
     }
 
     /// Run every cluster's control loop once at `now` (seconds).
@@ -118,7 +127,7 @@ impl Controller {
                 e.insert(new_runtime(&inner.config, &inner.store, cfg, &inner.clock)?)
             }
         };
-        if rt.built_from != runtime_key(&inner.config, cfg) {
+        if rt.built_from != runtime_key(&inner.config, cfg)? {
             let fresh =
                 new_runtime_with(&inner.config, cfg, rt.forecaster.clone(), rt.record.clone())?;
             let o = rt.override_.take();
@@ -301,6 +310,45 @@ mod tests {
         assert_eq!(obs[1].observed_at, secs(T0_MS));
         assert_eq!(obs[2].observed_at, secs(T0_MS - 500));
         assert_eq!(replica_state(&web, &obs).ready, 2);
+    }
+
+    #[test]
+    fn a_cluster_level_request_rate_is_the_demand() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctl = open(&dir);
+        let web = ctl.cluster("web").unwrap();
+        let ok = ingest(
+            &ctl,
+            vec![
+                sample("a", "request_rate", T0_MS - 1_000, 10.0),
+                sample("b", "request_rate", T0_MS - 1_000, 5.0),
+            ],
+        );
+        assert_eq!(ok, vec![true; 2]);
+        assert_eq!(
+            ctl.observations(&web, secs(T0_MS)).1,
+            15.0,
+            "sum of backends"
+        );
+        // The data plane's own count (requests that failed or queue included).
+        let ok = ingest(
+            &ctl,
+            vec![
+                sample("", "request_rate", T0_MS - 1_000, 40.0),
+                sample("", "latency_p99_seconds", T0_MS - 1_000, 1.0),
+            ],
+        );
+        assert_eq!(
+            ok,
+            vec![true, false],
+            "only demand metrics at cluster level"
+        );
+        let (obs, demand) = ctl.observations(&web, secs(T0_MS));
+        assert_eq!(demand, 40.0);
+        assert_eq!(obs.len(), 3, "the cluster-level series is no backend");
+        // Stale cluster-level demand falls back to the sum.
+        let later = secs(T0_MS) + ctl.config().stale_after_seconds + 5.0;
+        assert_eq!(ctl.observations(&web, later).1, 0.0);
     }
 
     #[test]

@@ -1,11 +1,30 @@
 //! Decisions: the control tick and how a decision is applied to the data plane
 //! and the fleet.
 
-use aya_policy::{Decision, ReplicaState};
+use aya_policy::{BackendObservation, Decision, ReplicaState};
+use serde::{Deserialize, Serialize};
 
 use super::Sim;
 use super::backends::Life;
 use super::queue::Ev;
+
+/// One control tick as the simulator ran it: what the control loop was
+/// given and what it decided.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControlTick {
+    /// Virtual time of the tick, seconds.
+    pub now: f64,
+    /// Seconds since the previous tick (the control interval).
+    pub interval: f64,
+    /// The latest delivered observations (one per backend).
+    pub observations: Vec<BackendObservation>,
+    /// Demand of the latest delivered telemetry, requests/s (arrivals).
+    pub demand_rps: f64,
+    /// Replica state given to the loop.
+    pub replicas: ReplicaState,
+    /// The loop's decision.
+    pub decision: Decision,
+}
 
 impl Sim<'_> {
     pub(super) fn control_tick(&mut self) {
@@ -17,11 +36,18 @@ impl Sim<'_> {
             }
         }
         let (ready, booting, _) = self.alive_count();
-        let (min, max, boot) = match &self.model.scaling {
-            Some(s) => (s.min, s.max, s.boot_delay),
-            None => (ready + booting, ready + booting, 0.0),
+        let replicas = match &self.model.scaling {
+            // The orchestrator knows which replicas are ready and which boot.
+            Some(s) => ReplicaState::new(ready, booting).with_bounds(s.min, s.max, s.boot_delay),
+            // A fixed pool, as `aya serve` sees one: every backend exists and
+            // it is ready when its latest observation says it is healthy.
+            None => {
+                let current = ready + booting;
+                let healthy = self.latest_obs.iter().filter(|o| o.healthy).count() as u32;
+                let ready = healthy.min(current);
+                ReplicaState::new(ready, current - ready)
+            }
         };
-        let replicas = ReplicaState::new(ready, booting).with_bounds(min, max, boot);
         let interval = self.model.control_interval.unwrap_or(10.0);
         let Some(ctl) = self.control.as_mut() else {
             return;
@@ -33,6 +59,16 @@ impl Sim<'_> {
             self.latest_demand,
             replicas,
         );
+        if let Some(trace) = self.trace.as_mut() {
+            trace.push(ControlTick {
+                now,
+                interval,
+                observations: self.latest_obs.clone(),
+                demand_rps: self.latest_demand,
+                replicas,
+                decision: d.clone(),
+            });
+        }
         self.apply(d);
         if !(self.arrivals_done && self.in_system == 0) {
             self.schedule(now + interval, Ev::Control);

@@ -34,6 +34,7 @@ use backends::{Backend, Job, Life};
 use queue::{Entry, Ev, Pending};
 use scoring::{hist2, hist3};
 
+pub use decisions::ControlTick;
 pub use scoring::{RunMetrics, RunResult};
 pub use telemetry::{BackendLoad, WindowRow, imbalance};
 
@@ -119,6 +120,7 @@ pub struct Sim<'a> {
     decisions: Vec<Decision>,
     last_decision: Option<Decision>,
     slo_start: f64,
+    trace: Option<Vec<ControlTick>>,
 }
 
 impl<'a> Sim<'a> {
@@ -199,10 +201,19 @@ impl<'a> Sim<'a> {
             decisions: Vec::new(),
             last_decision: None,
             slo_start: model.warmup.max(0.0),
+            trace: None,
         };
         for b in &model.backends {
             s.add_backend(b.clone(), Life::Ready);
         }
+        // Before the first telemetry the control loop knows the configured
+        // backends and nothing about them, as the service does: one
+        // unobserved observation per backend.
+        s.latest_obs = model
+            .backends
+            .iter()
+            .map(|b| BackendObservation::unobserved(b.name.clone(), 0.0))
+            .collect();
         s.rebuild_routing();
         s.next = s.pull()?;
         if model.warmup > 0.0 {
@@ -362,6 +373,20 @@ pub fn simulate(
     control: Option<BoxedLoop>,
 ) -> Result<RunResult, SimError> {
     Sim::new(model, seed, control)?.run()
+}
+
+/// [`simulate`], recording every control tick's inputs (the observations,
+/// demand and replica state the loop was given) and its decision in
+/// [`RunResult::control_trace`]: what the parity test replays through the
+/// service.
+pub fn simulate_traced(
+    model: &Model,
+    seed: u64,
+    control: Option<BoxedLoop>,
+) -> Result<RunResult, SimError> {
+    let mut sim = Sim::new(model, seed, control)?;
+    sim.trace = Some(Vec::new());
+    sim.run()
 }
 
 #[cfg(test)]

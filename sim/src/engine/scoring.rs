@@ -111,6 +111,10 @@ pub struct RunResult {
     pub series: Vec<WindowRow>,
     /// Decisions that changed something, with time (at most 1000 kept).
     pub decisions: Vec<Decision>,
+    /// Every control tick's inputs and decision, when the run was traced
+    /// ([`super::simulate_traced`]); empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub control_trace: Vec<super::ControlTick>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,6 +255,7 @@ impl Sim<'_> {
             metrics: m,
             series: self.series,
             decisions: self.decisions,
+            control_trace: self.trace.unwrap_or_default(),
         })
     }
 }
