@@ -16,9 +16,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::auth::{Caller, SecurityMetrics, audit};
+use crate::auth::{Caller, ClientKey, RateLimits, SecurityMetrics, audit};
 use crate::convert;
-use crate::ingest::Outcome;
+use crate::ingest::{Outcome, RejectReason, Rejection};
 use crate::publish::ClusterSnapshot;
 use crate::state::{Controller, ControllerError, Override};
 
@@ -34,9 +34,10 @@ fn status(e: ControllerError) -> Status {
         ControllerError::UnknownCluster(_) | ControllerError::UnknownBackend { .. } => {
             Status::not_found(e.to_string())
         }
-        ControllerError::Invalid(_) | ControllerError::Config(_) => {
-            Status::invalid_argument(e.to_string())
-        }
+        ControllerError::Invalid(_)
+        | ControllerError::Config(_)
+        | ControllerError::Policy(_)
+        | ControllerError::ClusterPolicy { .. } => Status::invalid_argument(e.to_string()),
         ControllerError::WriterGone => Status::unavailable(e.to_string()),
         ControllerError::Store(_) => Status::internal(e.to_string()),
     }
@@ -56,13 +57,24 @@ async fn blocking<T: Send + 'static>(
 pub struct AyaApi {
     ctl: Controller,
     security: SecurityMetrics,
+    rates: Arc<RateLimits>,
 }
 
 impl AyaApi {
     /// Services over `ctl`.
     pub fn new(ctl: Controller) -> Self {
         let security = SecurityMetrics::new(&ctl.config().limits);
-        AyaApi { ctl, security }
+        AyaApi {
+            ctl,
+            security,
+            rates: Arc::new(RateLimits::none()),
+        }
+    }
+
+    /// Count each client's ingested samples against `rates.ingest`.
+    pub fn with_rate_limits(mut self, rates: Arc<RateLimits>) -> Self {
+        self.rates = rates;
+        self
     }
 
     /// Count limit rejections on `metrics` (the server's `/metrics` ones).
@@ -147,20 +159,54 @@ fn results_to_wire(outcomes: Vec<Outcome>) -> Vec<pb::SampleResult> {
     outcomes.into_iter().map(convert::outcome_to_wire).collect()
 }
 
+/// The rejection of a batch of `n` samples over `client`'s ingest limit.
+fn rate_limited(rates: &RateLimits, client: &ClientKey, n: usize) -> Option<Rejection> {
+    let limiter = rates.ingest.as_ref()?;
+    let l = limiter.try_take(&client.0, n as f64).err()?;
+    Some(Rejection::new(
+        RejectReason::RateLimited,
+        format!(
+            "ingest rate limit: at most {} samples per second per client (limits.ingest_samples_per_second); nothing of this batch was stored, retry in {:.2} s",
+            limiter.rate(),
+            l.retry_after_seconds
+        ),
+    ))
+}
+
 enum Pending {
     Wait(u64, oneshot::Receiver<Vec<Outcome>>),
+    Done(pb::IngestAck),
     Fail(Status),
 }
 
+/// The ack of a batch: one result per sample, or, when every sample was
+/// refused with the same reason and message (a whole-batch refusal), that
+/// one result in `batch_rejection` and no per-sample list: a refused
+/// 100,000-sample batch costs one short message, not 100,000.
 fn ack(sequence: u64, outcomes: Vec<Outcome>) -> pb::IngestAck {
-    let results = results_to_wire(outcomes);
-    let accepted = results.iter().filter(|r| r.accepted).count() as u32;
-    let rejected = results.len() as u32 - accepted;
-    pb::IngestAck {
-        sequence,
-        results,
-        accepted,
-        rejected,
+    let n = outcomes.len() as u32;
+    let accepted = outcomes.iter().filter(|o| o.is_ok()).count() as u32;
+    let whole = match outcomes.first() {
+        Some(Err(first)) if n > 1 && outcomes.iter().all(|o| o.as_ref().err() == Some(first)) => {
+            Some(convert::outcome_to_wire(Err(first.clone())))
+        }
+        _ => None,
+    };
+    match whole {
+        Some(batch_rejection) => pb::IngestAck {
+            sequence,
+            results: Vec::new(),
+            accepted: 0,
+            rejected: n,
+            batch_rejection: Some(batch_rejection),
+        },
+        None => pb::IngestAck {
+            sequence,
+            results: results_to_wire(outcomes),
+            accepted,
+            rejected: n - accepted,
+            batch_rejection: None,
+        },
     }
 }
 
@@ -172,9 +218,12 @@ impl MetricsService for AyaApi {
         &self,
         request: Request<Streaming<pb::IngestBatch>>,
     ) -> Result<Response<Self::IngestStream>, Status> {
+        let client = ClientKey::of_request(&request);
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel::<Pending>(ACK_PIPELINE);
         let ctl = self.ctl.clone();
+        let rates = self.rates.clone();
+        let security = self.security.clone();
         let closing = self.ctl.closing();
         tokio::spawn(async move {
             loop {
@@ -193,6 +242,16 @@ impl MetricsService for AyaApi {
                 match msg {
                     Ok(Some(batch)) => {
                         let seq = batch.sequence;
+                        if let Some(limited) = rate_limited(&rates, &client, batch.samples.len()) {
+                            security.limit_hit("ingest_samples_per_second");
+                            ctl.metrics()
+                                .count_rejected_n(RejectReason::RateLimited, batch.samples.len());
+                            let outcomes = vec![Err(limited); batch.samples.len()];
+                            if tx.send(Pending::Done(ack(seq, outcomes))).await.is_err() {
+                                break;
+                            }
+                            continue;
+                        }
                         let samples = batch
                             .samples
                             .into_iter()
@@ -227,6 +286,7 @@ impl MetricsService for AyaApi {
                         "ingest writer stopped before committing the batch",
                     )),
                 },
+                Pending::Done(a) => Ok(a),
                 Pending::Fail(s) => Err(s),
             }
         });

@@ -253,6 +253,19 @@ pub struct LimitsConfig {
     pub max_clusters: usize,
     /// Backends one cluster holds.
     pub max_backends_per_cluster: usize,
+    /// Series (cluster, backend, metric, kind, labels) the service tracks in
+    /// all; a sample that would start one more is rejected (`SERIES_LIMIT`).
+    pub max_series: usize,
+    /// Series one cluster may have.
+    pub max_series_per_cluster: usize,
+    /// Samples per second one client may ingest (aya.v1 ingest and OTLP),
+    /// token bucket with a burst of one second's worth; 0 turns it off. A
+    /// client is its token or certificate identity, else its IP address.
+    pub ingest_samples_per_second: f64,
+    /// Admin requests (cluster, backend and override changes, retrains)
+    /// per second one client may make, burst of
+    /// `max(1, 2 × rate)`; 0 turns it off.
+    pub admin_requests_per_second: f64,
 }
 
 impl Default for LimitsConfig {
@@ -266,6 +279,10 @@ impl Default for LimitsConfig {
             keepalive_timeout_seconds: 20.0,
             max_clusters: 1000,
             max_backends_per_cluster: 1000,
+            max_series: 1_000_000,
+            max_series_per_cluster: 100_000,
+            ingest_samples_per_second: 5_000_000.0,
+            admin_requests_per_second: 20.0,
         }
     }
 }
@@ -382,13 +399,13 @@ fn default_algorithm() -> LbAlgorithm {
 
 impl BackendConfig {
     /// Split `address` into host and port.
-    pub fn host_port(&self) -> Result<(String, u16), String> {
+    pub fn host_port(&self) -> Result<(String, u16), crate::validate::InvalidValue> {
         split_host_port(&self.address)
     }
 }
 
 /// Split `host:port` (IPv6 as `[::1]:80`; unbracketed IPv6 is refused; port ≥ 1).
-pub fn split_host_port(address: &str) -> Result<(String, u16), String> {
+pub fn split_host_port(address: &str) -> Result<(String, u16), crate::validate::InvalidValue> {
     crate::validate::host_port(address, false)
 }
 
@@ -572,7 +589,7 @@ impl Config {
             return Err(invalid("forecast_horizon", "must be in 1..=10000"));
         }
         crate::policies::check_name(&self.default_policy)
-            .map_err(|m| invalid("default_policy", m))?;
+            .map_err(|e| invalid("default_policy", e.to_string()))?;
         self.validate_security()?;
         if self.clusters.len() > self.limits.max_clusters {
             return Err(invalid(
@@ -602,7 +619,7 @@ impl Config {
             c.normalise(&f)?;
             if !c.policy.is_empty() {
                 crate::policies::check_name(&c.policy)
-                    .map_err(|m| invalid(format!("{f}.policy"), m))?;
+                    .map_err(|e| invalid(format!("{f}.policy"), e.to_string()))?;
             }
             let policy = if c.policy.is_empty() {
                 &self.default_policy
@@ -610,7 +627,7 @@ impl Config {
                 &c.policy
             };
             crate::policies::check(policy, &c.policy_params)
-                .map_err(|m| invalid(format!("{f}.policy_params"), m))?;
+                .map_err(|e| invalid(format!("{f}.policy_params"), e.to_string()))?;
             if !seen.insert(c.name.clone()) {
                 return Err(invalid(
                     format!("{f}.name"),
@@ -730,6 +747,26 @@ impl Config {
             ));
         }
         let l = &self.limits;
+        for (field, v) in [
+            (
+                "limits.ingest_samples_per_second",
+                l.ingest_samples_per_second,
+            ),
+            (
+                "limits.admin_requests_per_second",
+                l.admin_requests_per_second,
+            ),
+        ] {
+            if !(v.is_finite() && (0.0..=validate::MAX_RATE).contains(&v)) {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "{v} is out of range: must be a rate in [0, {:e}] per second (0 turns it off)",
+                        validate::MAX_RATE
+                    ),
+                ));
+            }
+        }
         for (field, v, (lo, hi)) in [
             (
                 "limits.max_connections",
@@ -750,6 +787,12 @@ impl Config {
                 "limits.max_backends_per_cluster",
                 l.max_backends_per_cluster,
                 validate::MAX_BACKENDS,
+            ),
+            ("limits.max_series", l.max_series, validate::MAX_SERIES),
+            (
+                "limits.max_series_per_cluster",
+                l.max_series_per_cluster,
+                validate::MAX_SERIES,
             ),
         ] {
             if !(lo..=hi).contains(&v) {

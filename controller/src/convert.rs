@@ -49,6 +49,8 @@ pub fn reject_reason_to_wire(r: RejectReason) -> pb::RejectReason {
         RejectReason::InvalidMetricName => pb::RejectReason::InvalidMetricName,
         RejectReason::BatchTooLarge => pb::RejectReason::BatchTooLarge,
         RejectReason::StorageError => pb::RejectReason::StorageError,
+        RejectReason::SeriesLimit => pb::RejectReason::SeriesLimit,
+        RejectReason::RateLimited => pb::RejectReason::RateLimited,
     }
 }
 

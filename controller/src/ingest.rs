@@ -134,6 +134,10 @@ pub struct IngestState {
     next_segment: u64,
     /// Writer groups begun (stamps `SeriesState::group`).
     groups: u64,
+    /// Indexed series per cluster (what the series limits count).
+    per_cluster: HashMap<String, usize>,
+    /// Indexed series in all.
+    live: usize,
 }
 
 impl IngestState {
@@ -190,6 +194,8 @@ impl IngestState {
     fn insert_index(&mut self, key: &SeriesKey, id: u32) {
         let h = self.series_hash(key);
         self.index.entry(h).or_default().push(id);
+        *self.per_cluster.entry(key.cluster.clone()).or_default() += 1;
+        self.live += 1;
         self.by_backend
             .entry(key.cluster.clone())
             .or_default()
@@ -216,7 +222,44 @@ impl IngestState {
             {
                 v.retain(|&i| (i as usize) < from);
             }
+            if let Some(n) = self.per_cluster.get_mut(&key.cluster) {
+                *n = n.saturating_sub(1);
+            }
+            self.live = self.live.saturating_sub(1);
         }
+    }
+
+    /// Indexed series: in all, and of `cluster`.
+    pub fn series_count(&self, cluster: &str) -> (usize, usize) {
+        (
+            self.live,
+            self.per_cluster.get(cluster).copied().unwrap_or(0),
+        )
+    }
+
+    /// Whether a new series of `cluster` fits the limits; the rejection otherwise.
+    fn series_room(&self, cluster: &str, limits: &Limits) -> Result<(), Rejection> {
+        let (all, of_cluster) = self.series_count(cluster);
+        if all >= limits.max_series {
+            return Err(reject(
+                RejectReason::SeriesLimit,
+                format!(
+                    "a new series would exceed limits.max_series = {} (the service tracks {all})",
+                    limits.max_series
+                ),
+            ));
+        }
+        if of_cluster >= limits.max_series_per_cluster {
+            return Err(reject(
+                RejectReason::SeriesLimit,
+                format!(
+                    "a new series would exceed limits.max_series_per_cluster = {} (cluster {:?} has {of_cluster})",
+                    limits.max_series_per_cluster,
+                    crate::validate::truncate_for_message(cluster, 128)
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn lookup(&self, h: u64, s: &Sample, kind: i32) -> Option<u32> {
@@ -284,6 +327,8 @@ impl IngestState {
         let Some(c) = self.by_backend.remove(cluster) else {
             return;
         };
+        let forgotten = self.per_cluster.remove(cluster).unwrap_or(0);
+        self.live = self.live.saturating_sub(forgotten);
         for id in c.into_values().flatten() {
             let Some(st) = self.series.get(id as usize) else {
                 continue;
@@ -317,6 +362,10 @@ pub struct Limits {
     pub max_future_ms: i64,
     /// Retention, ms (older samples are rejected).
     pub retention_ms: i64,
+    /// Series the service tracks in all (a new one beyond it is rejected).
+    pub max_series: usize,
+    /// Series one cluster may have.
+    pub max_series_per_cluster: usize,
 }
 
 impl Limits {
@@ -326,6 +375,8 @@ impl Limits {
             max_batch_samples: config.max_batch_samples,
             max_future_ms: (config.max_future_skew_seconds * 1000.0) as i64,
             retention_ms: (config.retention_seconds * 1000.0) as i64,
+            max_series: config.limits.max_series,
+            max_series_per_cluster: config.limits.max_series_per_cluster,
         }
     }
 }
@@ -351,7 +402,25 @@ fn unknown_cluster(s: &Sample) -> Rejection {
 
 /// Position of the sample's backend in `cluster` (backends are kept sorted
 /// by name, `ClusterConfig::normalise`); `hint` is tried first.
+/// A sample with an empty backend is the cluster's own: the data plane's
+/// count of the requests the cluster received (its demand), which a sum of
+/// the backends' completions under-counts when requests fail or queue.
+/// Only these metrics are accepted at cluster level.
+pub const CLUSTER_LEVEL_METRICS: [&str; 2] = ["request_rate", "requests_total"];
+
 fn backend_position(cluster: &ClusterConfig, s: &Sample, hint: u32) -> Result<u32, Rejection> {
+    if s.backend.is_empty() {
+        if CLUSTER_LEVEL_METRICS.contains(&s.metric.as_str()) {
+            return Ok(u32::MAX);
+        }
+        return Err(reject(
+            RejectReason::UnknownBackend,
+            format!(
+                "a sample of cluster {:?} without a backend is cluster-level and must be one of {:?}, not {:?}",
+                s.cluster, CLUSTER_LEVEL_METRICS, s.metric
+            ),
+        ));
+    }
     if cluster
         .backends
         .get(hint as usize)
@@ -593,7 +662,9 @@ impl Writer {
                         }
                         ok
                     };
-                    if let Err(r) = check_identity(s, metric_ok) {
+                    if let Err(r) = check_identity(s, metric_ok)
+                        .and_then(|()| state.series_room(&s.cluster, &self.limits))
+                    {
                         out.push(Err(r));
                         continue;
                     }
@@ -767,6 +838,8 @@ mod tests {
                 max_batch_samples: 100,
                 max_future_ms: 60_000,
                 retention_ms: i64::MAX / 4,
+                max_series: 1000,
+                max_series_per_cluster: 1000,
             },
             clock: Clock::manual(1_767_225_600_000),
         };
@@ -840,5 +913,59 @@ mod tests {
         let sb = sample("b", "m", 0, 0.0);
         let hb = st3.key_hash("c", "b", "m", MetricKind::GAUGE_CODE, &sb.labels);
         assert!(st3.lookup(hb, &sb, MetricKind::GAUGE_CODE).is_none());
+    }
+
+    #[test]
+    fn new_series_beyond_the_limits_are_rejected_and_existing_ones_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with(dir.path(), crate::store::OpenMode::Init).unwrap();
+        let mut reg = BTreeMap::new();
+        reg.insert("c".to_string(), cluster(&["a", "b"]));
+        let mut d = cluster(&["a"]);
+        d.name = "d".into();
+        reg.insert("d".to_string(), d);
+        let state = Arc::new(Mutex::new(IngestState::default()));
+        let w = Writer {
+            store,
+            state: state.clone(),
+            registry: Arc::new(RwLock::new(reg)),
+            metrics: Arc::new(Metrics::default()),
+            limits: Limits {
+                max_batch_samples: 100,
+                max_future_ms: 60_000,
+                retention_ms: i64::MAX / 4,
+                max_series: 3,
+                max_series_per_cluster: 2,
+            },
+            clock: Clock::manual(1_767_225_600_000),
+        };
+        let t = w.clock.now_ms();
+        let in_d = |metric: &str, ts: i64| {
+            let mut s = sample("a", metric, ts, 1.0);
+            s.cluster = "d".into();
+            s
+        };
+        let limit = Some(RejectReason::SeriesLimit);
+        let r = run(
+            &w,
+            vec![vec![
+                sample("a", "m", t, 1.0),
+                sample("b", "m", t, 1.0),
+                sample("a", "other", t, 1.0), // third series of c
+                sample("a", "m", t + 1, 2.0), // existing series: accepted
+                in_d("m", t),                 // third series in all
+                in_d("n", t),                 // fourth: over max_series
+            ]],
+        );
+        assert_eq!(r, vec![vec![None, None, limit, None, None, limit]]);
+        assert_eq!(state.lock().unwrap().series_count("c"), (3, 2));
+        // Forgetting a cluster frees its series.
+        state.lock().unwrap().forget_cluster("d");
+        let r = run(
+            &w,
+            vec![vec![sample("a", "m", t + 2, 3.0), in_d("n", t + 1)]],
+        );
+        assert_eq!(r, vec![vec![None, None]], "d's series were forgotten");
+        assert_eq!(state.lock().unwrap().series_count("d"), (3, 1));
     }
 }

@@ -286,6 +286,12 @@ impl Metrics {
             c.inc();
         }
     }
+    /// Count `n` samples rejected for `reason`.
+    pub fn count_rejected_n(&self, reason: RejectReason, n: usize) {
+        if let Some(c) = self.rejected.get(reason.index()) {
+            c.inc_by(n as u64);
+        }
+    }
     /// Count `n` accepted samples.
     pub fn count_accepted(&self, n: u64) {
         self.accepted.inc_by(n);

@@ -280,7 +280,11 @@ pub async fn serve_secured(
     health.set_serving::<ForecastServiceServer<AyaApi>>().await;
     health.set_serving::<AdminServiceServer<AyaApi>>().await;
 
-    let api = AyaApi::new(ctl.clone()).with_security(security.metrics.clone());
+    // Per-client limits, on the controller's clock (shared by both listeners).
+    let rates = Arc::new(crate::auth::RateLimits::new(&security.limits, ctl.clock()));
+    let api = AyaApi::new(ctl.clone())
+        .with_security(security.metrics.clone())
+        .with_rate_limits(rates.clone());
     let all = ctl.publisher().subscribe_all();
     let limits = &security.limits;
     let builder = || {
@@ -301,11 +305,14 @@ pub async fn serve_secured(
         Scope::All
     };
     let router = builder()
-        .layer(GrpcAuthLayer::new(
-            security.policy.clone(),
-            main_scope,
-            security.metrics.clone(),
-        ))
+        .layer(
+            GrpcAuthLayer::new(
+                security.policy.clone(),
+                main_scope,
+                security.metrics.clone(),
+            )
+            .with_rate_limits(rates.clone()),
+        )
         .add_service(health_service.clone())
         .add_service(
             MetricsServiceServer::new(api.clone())
@@ -328,11 +335,14 @@ pub async fn serve_secured(
 
     let admin_task = admin.map(|l| {
         let router = builder()
-            .layer(GrpcAuthLayer::new(
-                security.policy.clone(),
-                Scope::AdminOnly,
-                security.metrics.clone(),
-            ))
+            .layer(
+                GrpcAuthLayer::new(
+                    security.policy.clone(),
+                    Scope::AdminOnly,
+                    security.metrics.clone(),
+                )
+                .with_rate_limits(rates.clone()),
+            )
             .add_service(health_service.clone())
             .add_service(AdminServiceServer::new(api.clone()));
         let incoming = ReceiverStream::new(crate::tls::incoming(

@@ -120,22 +120,38 @@ pub const MAX_CONCURRENT_STREAMS: (usize, usize) = (1, 100_000);
 pub const MAX_CLUSTERS: (usize, usize) = (1, 1_000_000);
 /// Range of `limits.max_backends_per_cluster`.
 pub const MAX_BACKENDS: (usize, usize) = (1, 100_000);
+/// Range of `limits.max_series` and `limits.max_series_per_cluster`.
+pub const MAX_SERIES: (usize, usize) = (1, 100_000_000);
+/// Largest per-client rate limit (`limits.*_per_second`).
+pub const MAX_RATE: f64 = 1e9;
 /// Shortest accepted bearer token.
 pub const MIN_TOKEN_CHARS: usize = 16;
 
+/// Why a value is refused: the message says what is accepted (it never
+/// echoes a secret). Callers put it under the field's name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidValue(pub String);
+
+impl From<InvalidValue> for String {
+    fn from(e: InvalidValue) -> String {
+        e.0
+    }
+}
+
 /// A bearer token: at least [`MIN_TOKEN_CHARS`] visible ASCII characters
 /// (what an HTTP header carries), at most 4096. The message never echoes it.
-pub fn token(t: &str) -> Result<(), String> {
+pub fn token(t: &str) -> Result<(), InvalidValue> {
     if t.len() < MIN_TOKEN_CHARS || t.len() > 4096 {
-        return Err(format!(
+        return Err(InvalidValue(format!(
             "must be {MIN_TOKEN_CHARS}..=4096 characters (it has {})",
             t.len()
-        ));
+        )));
     }
     if !t.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(
+        return Err(InvalidValue(
             "must be visible ASCII characters only (no spaces or control characters)".into(),
-        );
+        ));
     }
     Ok(())
 }
@@ -173,7 +189,7 @@ pub fn seconds_bound(field: &str) -> Option<&'static SecondsBound> {
 }
 
 /// Check `v` against `b`; the message says what is accepted.
-pub fn seconds(b: &SecondsBound, v: f64) -> Result<(), String> {
+pub fn seconds(b: &SecondsBound, v: f64) -> Result<(), InvalidValue> {
     if b.zero_disables && v == 0.0 {
         return Ok(());
     }
@@ -185,71 +201,73 @@ pub fn seconds(b: &SecondsBound, v: f64) -> Result<(), String> {
     } else {
         ""
     };
-    Err(format!(
+    Err(InvalidValue(format!(
         "{v} is out of range: must be a number of seconds in [{}, {}]{zero}",
         b.min, b.max
-    ))
+    )))
 }
 
 /// A tracing `EnvFilter` directive string (`info`, `aya_controller=debug,warn`).
-pub fn log_filter(s: &str) -> Result<(), String> {
+pub fn log_filter(s: &str) -> Result<(), InvalidValue> {
     tracing_subscriber::EnvFilter::builder()
         .with_regex(false)
         .parse(s)
         .map(|_| ())
-        .map_err(|e| format!("{s:?} is not a valid filter: {e}"))
+        .map_err(|e| InvalidValue(format!("{s:?} is not a valid filter: {e}")))
 }
 
 /// Split `host:port`. An IPv6 host must be bracketed (`[::1]:80`): an
 /// unbracketed `::1:80` is ambiguous and refused. `allow_port_zero` is for
 /// listen addresses (0 = any free port).
-pub fn host_port(address: &str, allow_port_zero: bool) -> Result<(String, u16), String> {
+pub fn host_port(address: &str, allow_port_zero: bool) -> Result<(String, u16), InvalidValue> {
     let (host, port) = if let Some(rest) = address.strip_prefix('[') {
         let (host, after) = rest
             .split_once(']')
-            .ok_or_else(|| format!("{address:?} has an unclosed '['"))?;
+            .ok_or_else(|| InvalidValue(format!("{address:?} has an unclosed '['")))?;
         let port = after
             .strip_prefix(':')
-            .ok_or_else(|| format!("{address:?} is not [ipv6]:port"))?;
+            .ok_or_else(|| InvalidValue(format!("{address:?} is not [ipv6]:port")))?;
         if host.parse::<std::net::Ipv6Addr>().is_err() {
-            return Err(format!(
+            return Err(InvalidValue(format!(
                 "{address:?}: {host:?} in brackets is not an IPv6 address"
-            ));
+            )));
         }
         (host, port)
     } else {
         let (host, port) = address
             .rsplit_once(':')
-            .ok_or_else(|| format!("{address:?} is not host:port"))?;
+            .ok_or_else(|| InvalidValue(format!("{address:?} is not host:port")))?;
         if host.contains(':') {
-            return Err(format!(
+            return Err(InvalidValue(format!(
                 "{address:?}: an IPv6 host must be in brackets, e.g. \"[::1]:80\""
-            ));
+            )));
         }
         if host.contains(['[', ']']) {
-            return Err(format!("{address:?} has unbalanced brackets"));
+            return Err(InvalidValue(format!("{address:?} has unbalanced brackets")));
         }
         (host, port)
     };
     if host.is_empty() {
-        return Err(format!("{address:?} has an empty host"));
+        return Err(InvalidValue(format!("{address:?} has an empty host")));
     }
     if host.len() > 253 {
-        return Err(format!("{address:?}: host longer than 253 bytes"));
+        return Err(InvalidValue(format!(
+            "{address:?}: host longer than 253 bytes"
+        )));
     }
     if host
         .chars()
         .any(|c| c.is_control() || c.is_whitespace() || c == '/')
     {
-        return Err(format!(
+        return Err(InvalidValue(format!(
             "{address:?}: host has whitespace, '/' or control characters"
-        ));
+        )));
     }
     let port: u16 = port
         .parse()
-        .map_err(|_| format!("{address:?} has an invalid port {port:?}"))?;
+        .map_err(|_| InvalidValue(format!("{address:?} has an invalid port {port:?}")))?;
     if port == 0 && !allow_port_zero {
-        return Err(format!("{address:?} has port 0"));
+        return Err(InvalidValue(format!("{address:?} has port 0")));
     }
     Ok((host.to_string(), port))
 }

@@ -227,3 +227,106 @@ async fn the_service_is_ready_only_after_its_store_opened() {
     .unwrap();
     assert!(called.load(std::sync::atomic::Ordering::SeqCst));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_and_per_client_rate_limits_refuse_with_a_reason_and_a_compact_ack() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.limits.max_series_per_cluster = 4;
+    // A burst of 2 samples, refilled at 2 per second.
+    cfg.limits.ingest_samples_per_second = 2.0;
+    // A burst of one admin request, refilled every 10 s.
+    cfg.limits.admin_requests_per_second = 0.1;
+    let srv = start(cfg).await;
+    let now = now_ms();
+    let first: Vec<pb::Sample> = [
+        "in_flight",
+        "request_rate",
+        "error_rate",
+        "healthy",
+        "cpu_utilization",
+    ]
+    .iter()
+    .map(|m| sample("a", m, now - 1000, 1.0))
+    .collect();
+    let flood: Vec<pb::Sample> = (0..1000)
+        .map(|i| sample("a", "in_flight", now - 900 + i / 10, 1.0))
+        .collect();
+    let acks = ingest(
+        srv.channel().await,
+        vec![
+            pb::IngestBatch {
+                sequence: 1,
+                samples: first,
+            },
+            pb::IngestBatch {
+                sequence: 2,
+                samples: flood,
+            },
+        ],
+    )
+    .await;
+    // The fifth new series of the cluster is refused; the others are stored.
+    let r = &acks[0].results;
+    assert_eq!((acks[0].accepted, acks[0].rejected), (4, 1));
+    assert_eq!(r[4].reason, pb::RejectReason::SeriesLimit as i32);
+    assert!(
+        r[4].message.contains("limits.max_series_per_cluster = 4"),
+        "{}",
+        r[4].message
+    );
+    // The first batch spent the client's burst: the second is refused as a
+    // whole, in one compact result instead of 1,000.
+    let a = &acks[1];
+    assert_eq!((a.accepted, a.rejected), (0, 1000));
+    assert!(a.results.is_empty(), "a whole-batch refusal is compact");
+    let why = a
+        .batch_rejection
+        .as_ref()
+        .expect("the batch's one rejection");
+    assert_eq!(why.reason, pb::RejectReason::RateLimited as i32);
+    assert!(
+        why.message.contains("limits.ingest_samples_per_second"),
+        "{}",
+        why.message
+    );
+
+    // Admin: the second request within 10 s is refused.
+    let mut admin = AdminServiceClient::new(srv.channel().await);
+    let clear = || pb::ClearOverrideRequest {
+        cluster: "web".into(),
+    };
+    admin.clear_override(clear()).await.unwrap();
+    let err = admin.clear_override(clear()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        err.message().contains("limits.admin_requests_per_second"),
+        "{}",
+        err.message()
+    );
+
+    // Both limits and their hits are on /metrics.
+    let body = reqwest_metrics(srv.metrics_addr).await;
+    for want in [
+        "aya_limit{limit=\"max_series_per_cluster\"} 4",
+        "aya_limit_rejections_total{limit=\"ingest_samples_per_second\"} 1",
+        "aya_limit_rejections_total{limit=\"admin_requests_per_second\"} 1",
+        "aya_ingest_samples_rejected_total{reason=\"series_limit\"} 1",
+        "aya_ingest_samples_rejected_total{reason=\"rate_limited\"} 1000",
+    ] {
+        assert!(body.contains(want), "{want} missing from /metrics:\n{body}");
+    }
+    srv.stop().await;
+}
+
+/// The `/metrics` page of a running service (plain HTTP/1.1 GET).
+async fn reqwest_metrics(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: aya\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}

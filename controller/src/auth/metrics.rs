@@ -127,6 +127,19 @@ impl SecurityMetrics {
                 "max_backends_per_cluster",
                 limits.max_backends_per_cluster as i64,
             ),
+            ("max_series", limits.max_series as i64),
+            (
+                "max_series_per_cluster",
+                limits.max_series_per_cluster as i64,
+            ),
+            (
+                "ingest_samples_per_second",
+                limits.ingest_samples_per_second.round() as i64,
+            ),
+            (
+                "admin_requests_per_second",
+                limits.admin_requests_per_second.round() as i64,
+            ),
         ] {
             limit.get_or_create(&LimitLabels { limit: name }).set(v);
             // Create the series so every limit shows with a zero count.

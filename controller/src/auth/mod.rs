@@ -10,7 +10,10 @@
 //! Prometheus remote-write) with 401/403.
 //!
 //! The authenticated [`Caller`] is put in the request extensions; the admin
-//! handlers name it in their audit lines ([`audit`]).
+//! handlers name it in their audit lines ([`audit`]). The layer also counts
+//! admin RPCs against the caller's rate limit and puts the caller's
+//! [`ClientKey`] in the extensions for the ingest handler's limit
+//! ([`ratelimit`]).
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -22,8 +25,10 @@ use crate::config::{AuthConfig, Role};
 use crate::tls::{PeerIdentity, PeerInfo};
 
 pub mod metrics;
+pub mod ratelimit;
 
 pub use metrics::SecurityMetrics;
+pub use ratelimit::{ClientKey, RateLimits};
 
 /// What a method needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,6 +167,8 @@ pub enum Denied {
     Unauthenticated(String),
     /// Known identity without the role (or a method this listener does not serve).
     PermissionDenied(String),
+    /// Over the caller's rate limit (`RESOURCE_EXHAUSTED`, HTTP 429).
+    RateLimited(String),
 }
 
 /// Which methods a listener serves.
@@ -330,16 +337,24 @@ pub struct GrpcAuthLayer {
     policy: Arc<Policy>,
     scope: Scope,
     metrics: SecurityMetrics,
+    rates: Arc<RateLimits>,
 }
 
 impl GrpcAuthLayer {
-    /// A layer enforcing `policy` on a listener serving `scope`.
+    /// A layer enforcing `policy` on a listener serving `scope`, with no
+    /// rate limits.
     pub fn new(policy: Arc<Policy>, scope: Scope, metrics: SecurityMetrics) -> Self {
         GrpcAuthLayer {
             policy,
             scope,
             metrics,
+            rates: Arc::new(RateLimits::none()),
         }
+    }
+
+    /// The same layer counting admin RPCs against `rates.admin`.
+    pub fn with_rate_limits(self, rates: Arc<RateLimits>) -> Self {
+        GrpcAuthLayer { rates, ..self }
     }
 }
 
@@ -412,10 +427,9 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        let peer = req
-            .extensions()
-            .get::<PeerInfo>()
-            .and_then(|p| p.identity.clone());
+        let info = req.extensions().get::<PeerInfo>();
+        let remote = info.and_then(|p| p.remote);
+        let peer = info.and_then(|p| p.identity.clone());
         let decision = decide_grpc(
             &self.layer.policy,
             self.layer.scope,
@@ -425,9 +439,25 @@ where
                 .map(|v| v.as_bytes()),
             peer.as_ref(),
         );
+        let decision = decision.and_then(|caller| {
+            let key = ClientKey::of(&caller, remote);
+            if let Some(admin) = self.layer.rates.admin.as_ref()
+                && is_admin(req.uri().path())
+                && let Err(l) = admin.try_take(&key.0, 1.0)
+            {
+                self.layer.metrics.limit_hit("admin_requests_per_second");
+                return Err(Denied::RateLimited(format!(
+                    "admin rate limit: at most {} requests per second per client (limits.admin_requests_per_second); retry in {:.1} s",
+                    admin.rate(),
+                    l.retry_after_seconds
+                )));
+            }
+            Ok((caller, key))
+        });
         match decision {
-            Ok(caller) => {
+            Ok((caller, key)) => {
                 req.extensions_mut().insert(caller);
+                req.extensions_mut().insert(key);
                 // The service that was polled ready handles this request;
                 // a fresh clone takes its place (tower's usual pattern).
                 let clone = self.inner.clone();
@@ -444,6 +474,7 @@ where
                         self.layer.metrics.denied("grpc", "permission_denied");
                         tonic::Status::permission_denied(m)
                     }
+                    Denied::RateLimited(m) => tonic::Status::resource_exhausted(m),
                 };
                 Box::pin(async move { Ok(status.into_http()) })
             }
@@ -498,6 +529,7 @@ pub async fn http_auth(
             auth.metrics.denied("http", "permission_denied");
             (http::StatusCode::FORBIDDEN, m).into_response()
         }
+        Err(Denied::RateLimited(m)) => (http::StatusCode::TOO_MANY_REQUESTS, m).into_response(),
     }
 }
 

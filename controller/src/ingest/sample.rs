@@ -139,11 +139,17 @@ pub enum RejectReason {
     BatchTooLarge,
     /// The store failed to write the batch.
     StorageError,
+    /// The sample would start a new series beyond `limits.max_series` or
+    /// `limits.max_series_per_cluster` (existing series keep being accepted).
+    SeriesLimit,
+    /// The client sent more samples per second than
+    /// `limits.ingest_samples_per_second` allows; retry later.
+    RateLimited,
 }
 
 impl RejectReason {
     /// Every reason, in the order of the aya.v1 enum.
-    pub const ALL: [RejectReason; 11] = [
+    pub const ALL: [RejectReason; 13] = [
         RejectReason::UnknownCluster,
         RejectReason::UnknownBackend,
         RejectReason::NotFinite,
@@ -155,6 +161,8 @@ impl RejectReason {
         RejectReason::InvalidMetricName,
         RejectReason::BatchTooLarge,
         RejectReason::StorageError,
+        RejectReason::SeriesLimit,
+        RejectReason::RateLimited,
     ];
 
     /// Position in [`ALL`](Self::ALL) (e.g. to index per-reason counters).
@@ -171,6 +179,8 @@ impl RejectReason {
             RejectReason::InvalidMetricName => 8,
             RejectReason::BatchTooLarge => 9,
             RejectReason::StorageError => 10,
+            RejectReason::SeriesLimit => 11,
+            RejectReason::RateLimited => 12,
         }
     }
 
@@ -189,6 +199,8 @@ impl RejectReason {
             RejectReason::InvalidMetricName => "invalid_metric_name",
             RejectReason::BatchTooLarge => "batch_too_large",
             RejectReason::StorageError => "storage_error",
+            RejectReason::SeriesLimit => "series_limit",
+            RejectReason::RateLimited => "rate_limited",
         }
     }
 }
