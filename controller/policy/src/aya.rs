@@ -91,6 +91,9 @@ pub struct AyaPolicy {
     candidate: Option<(LbAlgorithm, u32)>,
     /// Observed demand per tick, for the short-term trend (oldest first).
     demand_history: VecDeque<(Time, f64)>,
+    /// Replicas the observed demand needed at each recent tick (scale-in
+    /// margin included), for the reactive scale-in's stabilisation window.
+    recent_needs: VecDeque<(Time, u32)>,
     /// Predicts algorithms' p99 before a switch (see [`crate::scoring`]).
     scorer: Option<ScorerHandle>,
     /// Last scoring verdict, reused for `score_horizon` seconds.
@@ -120,6 +123,7 @@ impl AyaPolicy {
             algorithm_rule: String::new(),
             candidate: None,
             demand_history: VecDeque::new(),
+            recent_needs: VecDeque::new(),
             scorer: None,
             score_verdict: None,
             newest_seen: None,

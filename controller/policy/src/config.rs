@@ -119,6 +119,17 @@ pub struct AyaConfig {
     /// Most replicas removed in one scale-in (10: one action to the size both
     /// forecast and observation agree on, rather than many small ones).
     pub max_scale_in_step: u32,
+    /// A scale-up ordered by a prediction (the forecast's upper bound or the
+    /// demand trend) asks for at most `max(current × max_scale_up_factor,
+    /// current + max_scale_up_pods)` replicas (Kubernetes' HPA scale-up
+    /// policy: 100 % or 4 pods), or for what the observed demand needs if
+    /// that is more. A young forecaster's wide band, a projected warm-up
+    /// ramp or a burst of noise then costs one doubling per
+    /// `scale_up_cooldown`, not a jump to the maximum; demand that is there
+    /// is never held back.
+    pub max_scale_up_factor: f64,
+    /// See `max_scale_up_factor`.
+    pub max_scale_up_pods: u32,
     /// Seconds beyond `boot_time + interval` that the scale-up rule looks at
     /// in the forecast's upper bound (default 0: exactly the issue's "upper
     /// quantile over the next boot time plus control interval"). A longer
@@ -204,6 +215,8 @@ impl Default for AyaConfig {
             scale_in_cooldown: 240.0,
             scale_up_cooldown: 60.0,
             max_scale_in_step: 10,
+            max_scale_up_factor: 2.0,
+            max_scale_up_pods: 4,
             scale_lookahead: 0.0,
             scale_up_headroom: 0.1,
             scale_in_lookahead: 0.0,
@@ -413,6 +426,12 @@ impl AyaConfig {
             "max_scale_in_step",
             c.max_scale_in_step,
             "must be >= 1",
+        )?;
+        check(
+            c.max_scale_up_factor.is_finite() && c.max_scale_up_factor >= 1.0,
+            "max_scale_up_factor",
+            c.max_scale_up_factor,
+            "must be a number >= 1",
         )?;
         check_all(&[
             ("scale_up_headroom", c.scale_up_headroom, CLOSED_UNIT),

@@ -64,7 +64,10 @@ impl AyaPolicy {
         if !(line.slope > 0.0 && t_stat >= c.trend_min_t) {
             return None;
         }
-        let horizon = input.replicas.boot_time.max(0.0) + input.interval + c.trend_lookahead;
+        // No further ahead than the data the line was fitted on: a slope of
+        // one window says little about the demand several windows later.
+        let horizon =
+            (input.replicas.boot_time.max(0.0) + input.interval + c.trend_lookahead).min(window);
         let projected = line.predict(horizon);
         if !projected.is_finite() {
             return None;
@@ -187,6 +190,42 @@ impl AyaPolicy {
         }
     }
 
+    /// The most a prediction may order in one action: `max(current ×
+    /// max_scale_up_factor, current + max_scale_up_pods)` (Kubernetes' HPA
+    /// scale-up policy, 100 % or 4 pods), or what `supported` asks for if
+    /// that is more, headroom included. `supported` is the observed need for
+    /// a forecast order, and the larger of the observed and forecast needs
+    /// for a trend order. A projected warm-up ramp, a burst of noise or a
+    /// young forecaster's wide band then costs one doubling per
+    /// `scale_up_cooldown`, not a jump to the maximum; observed demand is
+    /// never held back.
+    fn prediction_limit(&self, current: u32, supported: u32) -> u32 {
+        let c = self.cfg.get();
+        let by_factor = (current as f64 * c.max_scale_up_factor)
+            .floor()
+            .min(u32::MAX as f64 / 2.0) as u32;
+        let supported = supported.saturating_add(
+            (supported as f64 * c.scale_up_headroom)
+                .ceil()
+                .min(u32::MAX as f64 / 4.0) as u32,
+        );
+        by_factor
+            .max(current.saturating_add(c.max_scale_up_pods))
+            .max(supported)
+    }
+
+    /// `up_target` within [`prediction_limit`](Self::prediction_limit), and
+    /// the note saying so when it was cut.
+    fn limited(&self, up_target: u32, current: u32, supported: u32) -> (u32, String) {
+        let to = up_target.min(self.prediction_limit(current, supported));
+        let note = if to < up_target {
+            format!(" (limited to {to}: max_scale_up_factor, max_scale_up_pods)")
+        } else {
+            String::new()
+        };
+        (to, note)
+    }
+
     /// Scale up to `up_target` (after the cool-down), naming what asked for it:
     /// the trend, the forecast, or the observed demand.
     fn scale_up_rule(
@@ -207,17 +246,22 @@ impl AyaPolicy {
                 .trend
                 .is_some_and(|n| n >= needs.obs && n >= needs.forecast.unwrap_or(0))
         }) {
+            let supported = needs.obs.max(needs.forecast.unwrap_or(0));
+            let (to, limited) = self.limited(up_target, current, supported);
             (
-                up_target,
+                to,
                 format!(
-                    "scale_up_trend: demand rising {:.2} rps/s, {:.1}rps in {:.0}s needs {up_target}",
+                    "scale_up_trend: demand rising {:.2} rps/s, {:.1}rps in {:.0}s needs {up_target}{limited}",
                     t.slope, t.projected, t.horizon
                 ),
             )
         } else if needs.forecast.is_some_and(|n| n >= needs.obs) {
+            let (to, limited) = self.limited(up_target, current, needs.obs);
             (
-                up_target,
-                format!("scale_up_forecast: upper bound over boot+interval needs {up_target}"),
+                to,
+                format!(
+                    "scale_up_forecast: upper bound over boot+interval needs {up_target}{limited}"
+                ),
             )
         } else if trusted.is_some() {
             (
@@ -238,7 +282,7 @@ impl AyaPolicy {
     /// fleet with the hysteresis margin, no rise is under way, after the
     /// cool-down, and never below what a scale-up would order.
     fn scale_in_rule(
-        &self,
+        &mut self,
         now: Time,
         needs: &Needs,
         current: u32,
@@ -252,26 +296,51 @@ impl AyaPolicy {
         // be missing a boot time later.
         let fits_obs =
             need(needs.demand, shrunk).max(trend.map_or(0, |t| need(t.projected, shrunk)));
+        // The most any tick of the stabilisation window needed (the window
+        // is `scale_in_cooldown` long): Kubernetes' scale-down rule.
+        self.recent_needs.push_back((now, fits_obs));
+        while self
+            .recent_needs
+            .front()
+            .is_some_and(|(t, _)| now - t > c.scale_in_cooldown + 1e-9)
+        {
+            self.recent_needs.pop_front();
+        }
+        let stabilised = self
+            .recent_needs
+            .iter()
+            .map(|(_, n)| *n)
+            .max()
+            .unwrap_or(fits_obs);
         let fits = match (fc, trusted) {
             (Some(_), Some(f)) => Some(fits_obs.max(need(f.peak_upper_in, shrunk))),
-            // A forecast exists but is not trusted: no scale-in on it,
-            // and none on observation alone either while it disagrees.
-            (Some(_), None) => None,
+            // A forecast exists but is not trusted: no scale-in on it, but
+            // the reactive rule still applies, as stable as HPA's: only to
+            // what every tick of the last window fitted.
+            (Some(_), None) => Some(stabilised),
             (None, _) => Some(fits_obs),
         };
+        // Never below what the scale-up rule would order right now, its
+        // headroom included (its look-ahead is longer): a scale-in that left
+        // no margin would be undone by the next tick's noise.
+        let floor = needs.base.saturating_add(
+            (needs.base as f64 * c.scale_up_headroom)
+                .ceil()
+                .min(u32::MAX as f64 / 4.0) as u32,
+        );
         match fits {
-            // Never below what the scale-up rule asks for right now
-            // (its look-ahead is longer): no scale-in undone next tick.
-            Some(n) if n.max(needs.base) < current => {
-                let n = n.max(needs.base);
+            Some(n) if n.max(floor) < current => {
+                let n = n.max(floor);
                 if since(now, self.last_scale_action) < c.scale_in_cooldown {
                     (current, "hold_scale_in_cooldown".to_string())
                 } else {
                     let to = n.max(current.saturating_sub(c.max_scale_in_step));
-                    let why = if trusted.is_some() {
-                        "forecast and observation agree"
-                    } else {
-                        "observation (no forecast)"
+                    let why = match (fc, trusted) {
+                        (_, Some(_)) => "forecast and observation agree",
+                        (Some(_), None) => {
+                            "observation over the stabilisation window (forecast untrusted)"
+                        }
+                        (None, _) => "observation (no forecast)",
                     };
                     (
                         to,
@@ -345,9 +414,11 @@ mod tests {
         // tick whose look-ahead window reaches it).
         let lead = 60.0 + 10.0 + AyaConfig::default().scale_lookahead;
         assert_eq!(t, ramp_at - (lead / 10.0).floor() * 10.0, "scaled at {t}");
-        // 800 × 1.1 upper / 140 = 6.3 → 7, plus scale_up_headroom: ceil(0.1 × 7) = 1.
-        assert_eq!(n, 8);
+        // 800 × 1.1 upper / 140 = 6.3 → 7, plus scale_up_headroom: ceil(0.1 × 7)
+        // = 1: 8, of which one action may order max(2 × 2, 2 + 4) = 6.
+        assert_eq!(n, 6);
         assert!(rule.starts_with("scale_up_forecast"), "{rule}");
+        assert!(rule.contains("needs 8 (limited to 6"), "{rule}");
     }
 
     #[test]
@@ -545,8 +616,96 @@ mod tests {
         // back at 500 rps 200 s out.
         let t = 50.0;
         let d = run(&mut p, t, 150.0, &forecast(t, 150.0, 500.0, t + 200.0));
-        // Scale-up level: 500 × 1.1 (upper) / 140 → 4.
-        assert_eq!(d.scaling.desired_replicas, 4, "{:?}", d.explanation);
+        // Scale-up level: 500 × 1.1 (upper) / 140 → 4, plus the headroom a
+        // scale-up would order (ceil(0.1 × 4) = 1): 5.
+        assert_eq!(d.scaling.desired_replicas, 5, "{:?}", d.explanation);
         assert!(d.scaling.rule.starts_with("scale_in"), "{}", d.scaling.rule);
+    }
+
+    #[test]
+    fn a_steep_trend_orders_at_most_a_doubling_and_no_further_than_its_window() {
+        // A warm-up ramp: 2 replicas, demand climbing 10 → 200 rps in 40 s.
+        // The line fitted over the 60 s window, projected over boot + interval
+        // + lookahead (160 s), would ask for (200 + 4.75 × 160) / 140 ≈ 7;
+        // projected no further than the window (60 s) and limited to a
+        // doubling (or +4 replicas) of the 2 there are, it asks for 6.
+        let first_trend_order = |n: u32, demands: &[f64]| {
+            let mut p = engine();
+            let mut seen = Vec::new();
+            for (k, demand) in demands.iter().enumerate() {
+                let d = pool_tick(&mut p, k as f64 * 10.0, n, *demand);
+                seen.push((d.scaling.desired_replicas, d.scaling.rule.clone()));
+                if d.scaling.rule.starts_with("scale_up_trend") {
+                    return (*demand, d.scaling.desired_replicas, d.scaling.rule, seen);
+                }
+            }
+            panic!("no trend order: {seen:?}")
+        };
+        // 5 rps/s: the line at +60 s (not +160 s) asks for ceil(460 / 140) +
+        // headroom = 5.
+        let (demand, got, rule, seen) = first_trend_order(2, &[10.0, 60.0, 110.0, 160.0, 210.0]);
+        assert!(
+            rule.contains("in 60s"),
+            "projected over the window only: {rule}"
+        );
+        assert_eq!(got, 5, "{seen:?}");
+        assert!(
+            got > (demand / 140.0_f64).ceil() as u32,
+            "still ahead of the reactive need"
+        );
+        // 30 rps/s on 10 replicas (1,400 rps at the target): the line at
+        // +60 s (3,000 rps) asks for 22 + 3, but an extrapolation may at most
+        // double the pool (the observed 1,200 rps need 9 + 1).
+        let (_, got, rule, seen) = first_trend_order(10, &[300.0, 600.0, 900.0, 1200.0]);
+        assert_eq!(got, 20, "{seen:?}");
+        assert!(rule.contains("limited to 20"), "{rule}");
+    }
+
+    #[test]
+    fn an_untrusted_forecast_scales_in_only_after_a_low_window() {
+        // Forecast errors above the fallback make the forecast untrusted; the
+        // reactive scale-in then waits until every tick of the last
+        // `scale_in_cooldown` seconds fitted the smaller fleet (HPA's rule),
+        // instead of holding the fleet forever.
+        let cfg = AyaConfig {
+            forecast_error_fallback: 0.001,
+            trend_window: 0.0,
+            ..AyaConfig::default()
+        };
+        let window = cfg.scale_in_cooldown;
+        let mut p = AyaPolicy::new(cfg.validate().unwrap());
+        let n = 8;
+        let tick = |p: &mut AyaPolicy, t: f64, demand: f64| {
+            let per = demand / n as f64;
+            let backends: Vec<_> = (0..n)
+                .map(|i| obs(&format!("r{i}"), t, per, 0.005 * per, 0.01, 0.06))
+                .collect();
+            // A forecast that is always far off: never trusted.
+            let f = forecast(t, demand * 3.0, demand * 3.0, f64::INFINITY);
+            p.decide(&input(t, &backends, demand, Some(&f), replicas(n)))
+        };
+        let mut t = 0.0;
+        for _ in 0..5 {
+            tick(&mut p, t, 1000.0);
+            t += 10.0;
+        }
+        // Demand drops to 200 rps (2 replicas' worth): no scale-in while the
+        // window still holds the busy ticks.
+        let low_from = t;
+        let mut first_in = None;
+        while t < low_from + window + 60.0 {
+            let d = tick(&mut p, t, 200.0);
+            if d.scaling.desired_replicas < n && first_in.is_none() {
+                first_in = Some((t, d.scaling.rule.clone()));
+            }
+            t += 10.0;
+        }
+        let (at, rule) = first_in.expect("an untrusted forecast held the fleet");
+        assert!(
+            at - low_from >= window - 10.0,
+            "scaled in after {} s",
+            at - low_from
+        );
+        assert!(rule.contains("forecast untrusted"), "{rule}");
     }
 }
