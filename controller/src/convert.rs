@@ -129,6 +129,14 @@ pub fn decision_to_wire(d: &Decision) -> pb::Decision {
             inputs: d.explanation.inputs.clone(),
             forecast: d.explanation.forecast.clone().unwrap_or_default(),
             rules: d.explanation.rules.clone(),
+            headroom: d.explanation.headroom.map(|h| pb::Headroom {
+                capacity_rps: h.capacity_rps,
+                horizon_seconds: h.horizon_seconds,
+                exhausted_upper_in: h.exhausted_upper_in,
+                exhausted_mean_in: h.exhausted_mean_in,
+                exhausted_lower_in: h.exhausted_lower_in,
+                scale_up_deadline_in: h.scale_up_deadline_in,
+            }),
         }),
     }
 }

@@ -48,6 +48,13 @@ struct RetrainLabels {
     outcome: &'static str,
 }
 
+/// Label set of the headroom-exhaustion gauge.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BoundLabels {
+    cluster: String,
+    bound: &'static str,
+}
+
 /// A running sum and count of durations, exposed as a histogram with the
 /// single `+Inf` bucket (`NAME_sum`, `NAME_count`, `NAME_bucket{le="+Inf"}`).
 ///
@@ -126,6 +133,8 @@ pub struct Metrics {
     tick_last: FloatGauge,
     publications: Counter,
     forecast_mae: Mutex<Vec<(String, f64, u64)>>,
+    /// The latest tick's headroom forecast per cluster (predictive alerts).
+    headroom: Mutex<std::collections::BTreeMap<String, aya_policy::Headroom>>,
     retrains: Family<RetrainLabels, Counter>,
     candidate_mase: Family<ClusterLabels, FloatGauge>,
     current_mase: Family<ClusterLabels, FloatGauge>,
@@ -273,11 +282,70 @@ impl Metrics {
             tick_last,
             publications,
             forecast_mae: Mutex::new(Vec::new()),
+            headroom: Mutex::new(std::collections::BTreeMap::new()),
             retrains,
             candidate_mase,
             current_mase,
             retrain_seconds,
         }
+    }
+
+    /// The predictive-alert gauges of every cluster's latest tick. A time
+    /// beyond the forecast's horizon is `+Inf`, so that an alert rule such as
+    /// `aya_headroom_exhausted_seconds{bound="upper"} < 900` reads naturally.
+    fn register_headroom(&self, now: &mut Registry) {
+        let capacity = Family::<ClusterLabels, FloatGauge>::default();
+        let horizon = Family::<ClusterLabels, FloatGauge>::default();
+        let exhausted = Family::<BoundLabels, FloatGauge>::default();
+        let deadline = Family::<ClusterLabels, FloatGauge>::default();
+        let or_inf = |t: Option<f64>| t.unwrap_or(f64::INFINITY);
+        for (cluster, h) in self
+            .headroom
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let c = ClusterLabels {
+                cluster: cluster.clone(),
+            };
+            capacity.get_or_create(&c).set(h.capacity_rps);
+            horizon.get_or_create(&c).set(h.horizon_seconds);
+            deadline
+                .get_or_create(&c)
+                .set(or_inf(h.scale_up_deadline_in));
+            for (bound, t) in [
+                ("upper", h.exhausted_upper_in),
+                ("mean", h.exhausted_mean_in),
+                ("lower", h.exhausted_lower_in),
+            ] {
+                exhausted
+                    .get_or_create(&BoundLabels {
+                        cluster: cluster.clone(),
+                        bound,
+                    })
+                    .set(or_inf(t));
+            }
+        }
+        now.register(
+            "aya_headroom_capacity_rps",
+            "What the healthy serving backends carry at full utilisation, by their capacity models (requests/s)",
+            capacity,
+        );
+        now.register(
+            "aya_headroom_horizon_seconds",
+            "How far ahead the demand forecast behind the headroom gauges reaches",
+            horizon,
+        );
+        now.register(
+            "aya_headroom_exhausted_seconds",
+            "Seconds until the demand forecast (bound = upper, mean, lower) exceeds the capacity; +Inf beyond the horizon",
+            exhausted,
+        );
+        now.register(
+            "aya_scale_up_deadline_seconds",
+            "Seconds left to order replicas that are ready before the forecast's upper bound exceeds the capacity (exhaustion minus boot time; negative: late); +Inf beyond the horizon",
+            deadline,
+        );
     }
 
     /// Count one rejected sample.
@@ -332,6 +400,20 @@ impl Metrics {
     pub fn set_forecast_error(&self, errors: Vec<(String, f64, u64)>) {
         *self.forecast_mae.lock().unwrap_or_else(|p| p.into_inner()) = errors;
     }
+    /// The headroom forecast of `cluster`'s latest tick (`None`: none could
+    /// be made, the series disappear).
+    pub fn set_headroom(&self, cluster: &str, h: Option<aya_policy::Headroom>) {
+        let mut m = self.headroom.lock().unwrap_or_else(|p| p.into_inner());
+        match h {
+            Some(h) => {
+                m.insert(cluster.to_string(), h);
+            }
+            None => {
+                m.remove(cluster);
+            }
+        }
+    }
+
     /// Record one retrain of `cluster`: its outcome, the holdout MASE of the
     /// candidate and of the current model (NaN when not scored) and its duration.
     pub fn observe_retrain(
@@ -376,6 +458,7 @@ impl Metrics {
 
     /// Forget a deleted cluster's retrain series.
     pub fn forget_cluster(&self, cluster: &str) {
+        self.set_headroom(cluster, None);
         for o in RetrainOutcome::ALL {
             self.retrains.remove(&RetrainLabels {
                 cluster: cluster.to_string(),
@@ -461,6 +544,7 @@ impl Metrics {
                 .set(*value);
             }
         }
+        self.register_headroom(&mut now);
         now.register(
             "aya_forecast_one_step_mae",
             "One-step-ahead mean absolute error of the demand forecast (requests/s)",
@@ -507,11 +591,26 @@ mod tests {
         m.observe_tick(0.5);
         m.published();
         m.set_forecast_error(vec![("web".into(), 1.5, 4), ("idle".into(), 0.0, 0)]);
+        m.set_headroom(
+            "web",
+            Some(aya_policy::Headroom {
+                capacity_rps: 400.0,
+                horizon_seconds: 300.0,
+                exhausted_upper_in: Some(100.0),
+                exhausted_mean_in: Some(150.0),
+                exhausted_lower_in: None,
+                scale_up_deadline_in: Some(40.0),
+            }),
+        );
         m.observe_retrain("web", RetrainOutcome::Accepted, 0.8, f64::NAN, 2.0);
         let text = m.render(&Publisher::new(7), &XdsStats::new());
         println!("{text}");
         for line in [
             "aya_ingest_samples_accepted_total 1\n",
+            "aya_headroom_capacity_rps{cluster=\"web\"} 400.0\n",
+            "aya_headroom_exhausted_seconds{cluster=\"web\",bound=\"upper\"} 100.0\n",
+            "aya_headroom_exhausted_seconds{cluster=\"web\",bound=\"lower\"} inf\n",
+            "aya_scale_up_deadline_seconds{cluster=\"web\"} 40.0\n",
             "aya_ingest_samples_rejected_total{reason=\"unknown_backend\"} 1\n",
             "aya_ingest_samples_rejected_total{reason=\"too_old\"} 0\n",
             "aya_store_commits_total 1\n",

@@ -58,7 +58,7 @@ use crate::capacity::{CapacityEstimate, CapacityModel};
 use crate::config::ValidAyaConfig;
 use crate::scoring::AlgorithmScorer;
 use crate::types::{
-    BackendObservation, Decision, Explanation, LbAlgorithm, Policy, TickInput, Time,
+    BackendObservation, Decision, Explanation, Headroom, LbAlgorithm, Policy, TickInput, Time,
 };
 
 use algorithm::{ScoreVerdict, ScorerHandle};
@@ -164,6 +164,72 @@ impl AyaPolicy {
     }
 }
 
+impl AyaPolicy {
+    /// When the forecast runs the serving backends out of capacity (at full
+    /// utilisation, from their capacity models): the predictive alert's
+    /// inputs. `None` without a forecast, or while any serving backend has
+    /// no capacity model yet (the pool's capacity is then unknown).
+    fn headroom(&self, input: &TickInput<'_>, serving: &[&BackendObservation]) -> Option<Headroom> {
+        let f = input.forecast?;
+        if serving.is_empty() || !(f.step > 0.0) || f.mean.is_empty() {
+            return None;
+        }
+        let c = self.cfg.get();
+        let mut capacity = 0.0;
+        for b in serving {
+            let e = self.models.get(&b.backend)?.estimate(
+                1.0,
+                input.now,
+                TREND_LOOKAHEAD_TICKS * input.interval,
+                c.capacity_min_points,
+                c.trend_points,
+                c.degrade_threshold,
+            )?;
+            if !(e.absolute && e.capacity_rps.is_finite() && e.capacity_rps > 0.0) {
+                return None;
+            }
+            capacity += e.capacity_rps;
+        }
+        let ahead = |k: usize| f.issued_at + (k + 1) as f64 * f.step - input.now;
+        let first_over = |xs: &[f64]| -> Option<f64> {
+            if input.demand_rps > capacity {
+                return Some(0.0);
+            }
+            xs.iter()
+                .position(|v| *v > capacity)
+                .map(|k| ahead(k).max(0.0))
+        };
+        let upper = first_over(&f.upper);
+        Some(Headroom {
+            capacity_rps: capacity,
+            horizon_seconds: ahead(f.mean.len() - 1).max(0.0),
+            exhausted_upper_in: upper,
+            exhausted_mean_in: first_over(&f.mean),
+            exhausted_lower_in: first_over(&f.lower),
+            scale_up_deadline_in: upper.map(|u| u - input.replicas.boot_time.max(0.0)),
+        })
+    }
+}
+
+/// The explanation line of a headroom forecast.
+fn headroom_rule(h: &Headroom) -> String {
+    let at = |t: Option<f64>| t.map_or_else(|| "-".to_string(), |t| format!("{t:.0}s"));
+    match h.exhausted_upper_in {
+        None => format!(
+            "headroom: capacity {:.1} rps not exhausted within {:.0}s by the forecast's upper bound",
+            h.capacity_rps, h.horizon_seconds
+        ),
+        Some(u) => format!(
+            "headroom: capacity {:.1} rps exhausted in {} (upper) / {} (mean) / {} (lower); scale-up must start within {:.0}s",
+            h.capacity_rps,
+            at(Some(u)),
+            at(h.exhausted_mean_in),
+            at(h.exhausted_lower_in),
+            h.scale_up_deadline_in.unwrap_or(u)
+        ),
+    }
+}
+
 impl Policy for AyaPolicy {
     fn name(&self) -> &str {
         "aya"
@@ -248,6 +314,12 @@ impl Policy for AyaPolicy {
         let trend = self.demand_trend(&input, &mut ex);
         let scaling = self.scale(&input, &healthy, fc, trend, stale, &mut ex);
         ex.rules.push(format!("scaling: {}", scaling.rule));
+        if !stale {
+            ex.headroom = self.headroom(&input, &active);
+            if let Some(h) = &ex.headroom {
+                ex.rules.push(headroom_rule(h));
+            }
+        }
         let algorithm = self.choose_algorithm(
             &input,
             &active,

@@ -166,6 +166,7 @@ impl Policy for StaticPolicy {
                 inputs: inputs_summary(input),
                 forecast: None,
                 rules: vec![rule],
+                headroom: None,
             },
         }
     }
@@ -319,6 +320,7 @@ impl Policy for A58Policy {
                 inputs: inputs_summary(input),
                 forecast: None,
                 rules,
+                headroom: None,
             },
         }
     }
@@ -504,6 +506,7 @@ impl Policy for HpaPolicy {
                 inputs: inputs_summary(input),
                 forecast: None,
                 rules: vec![rule],
+                headroom: None,
             },
         }
     }

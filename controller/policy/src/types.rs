@@ -302,6 +302,34 @@ pub struct Explanation {
     pub forecast: Option<String>,
     /// Rules that fired, in order.
     pub rules: Vec<String>,
+    /// When the serving pool runs out of headroom by the demand forecast
+    /// (Aya's engine with a capacity model and a forecast; `None` otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headroom: Option<Headroom>,
+}
+
+/// A predictive alert's inputs: when the demand forecast crosses what the
+/// healthy backends can serve, and how soon a scale-up must start to have
+/// replicas ready by then. Times are seconds from the decision; `None`
+/// means "not within the forecast's horizon".
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Headroom {
+    /// What the healthy, serving backends can carry at full utilisation,
+    /// requests per second (sum of their capacity models).
+    pub capacity_rps: f64,
+    /// The forecast's horizon, seconds: beyond it nothing is claimed.
+    pub horizon_seconds: f64,
+    /// First time the forecast's upper bound exceeds the capacity (the
+    /// early end of the interval; 0 when demand already does).
+    pub exhausted_upper_in: Option<f64>,
+    /// First time the forecast's mean exceeds it (the central estimate).
+    pub exhausted_mean_in: Option<f64>,
+    /// First time the forecast's lower bound exceeds it (the late end).
+    pub exhausted_lower_in: Option<f64>,
+    /// `exhausted_upper_in − boot_time`: the time left to order replicas
+    /// that are ready before the upper bound runs out of capacity
+    /// (negative: already too late for a full boot).
+    pub scale_up_deadline_in: Option<f64>,
 }
 
 /// One tick's decisions: what the controller publishes and the simulator applies.

@@ -105,6 +105,9 @@ impl Controller {
                 let interval = self.inner.config.tick_interval_seconds;
                 rt.control.tick(now, interval, &obs, demand, replicas)
             };
+            self.inner
+                .metrics
+                .set_headroom(name, decision.explanation.headroom);
             if let Some(o) = &rt.override_ {
                 apply_override(&mut decision, o);
             }
@@ -226,6 +229,7 @@ fn no_backends(cfg: &ClusterConfig, now: f64) -> Decision {
             inputs: vec!["backends=0".into()],
             forecast: None,
             rules: vec!["no_backends".into()],
+            headroom: None,
         },
     }
 }

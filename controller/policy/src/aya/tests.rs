@@ -147,3 +147,55 @@ pub(super) fn pool_tick(p: &mut AyaPolicy, t: f64, n: u32, demand: f64) -> Decis
         .collect();
     p.decide(&input(t, &backends, demand, None, replicas(n)))
 }
+
+#[test]
+fn headroom_says_when_the_forecast_outgrows_the_pool() {
+    // Two replicas at 0.005 CPU per request/s: 200 rps each at full
+    // utilisation, 400 rps for the pool.
+    let mut p = engine();
+    let tick = |p: &mut AyaPolicy, t: f64, f: &DemandForecast| {
+        let backends = [
+            obs("a", t, 100.0 + (t / 10.0) % 3.0, 0.5, 0.01, 0.05),
+            obs("b", t, 100.0 - (t / 10.0) % 3.0, 0.5, 0.01, 0.05),
+        ];
+        p.decide(&input(t, &backends, 200.0, Some(f), replicas(2)))
+    };
+    let mut t = 0.0;
+    let mut last = None;
+    for _ in 0..12 {
+        last = Some(tick(&mut p, t, &forecast(t, 200.0, 200.0, f64::INFINITY)));
+        t += 10.0;
+    }
+    let h = last
+        .unwrap()
+        .explanation
+        .headroom
+        .expect("capacity models are built");
+    assert!((h.capacity_rps - 400.0).abs() < 20.0, "{h:?}");
+    assert_eq!(h.exhausted_upper_in, None, "flat at half the capacity");
+    assert_eq!(h.horizon_seconds, 300.0);
+    // Demand steps to 420 rps 100 s from now: the upper (462) and the mean
+    // cross the capacity then, the lower bound (378) never.
+    let d = tick(&mut p, t, &forecast(t, 200.0, 420.0, t + 100.0));
+    let h = d.explanation.headroom.expect("headroom");
+    assert_eq!(h.exhausted_upper_in, Some(100.0), "{h:?}");
+    assert_eq!(h.exhausted_mean_in, Some(100.0));
+    assert_eq!(h.exhausted_lower_in, None);
+    assert_eq!(
+        h.scale_up_deadline_in,
+        Some(40.0),
+        "100 s minus the 60 s boot"
+    );
+    assert!(
+        d.explanation
+            .rules
+            .iter()
+            .any(|r| r.starts_with("headroom: capacity") && r.contains("exhausted in 100s (upper)")),
+        "{:?}",
+        d.explanation.rules
+    );
+    // Without a forecast there is no headroom forecast.
+    let backends = [obs("a", t + 10.0, 100.0, 0.5, 0.01, 0.05)];
+    let d = p.decide(&input(t + 10.0, &backends, 100.0, None, replicas(2)));
+    assert!(d.explanation.headroom.is_none());
+}
