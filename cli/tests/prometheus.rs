@@ -4,7 +4,8 @@
 //! `promtool tsdb create-blocks-from openmetrics`, and served by `prometheus`
 //! on loopback. The library reads them back through `/api/v1/query_range`
 //! (chunked, merged, errors), and the `aya` binary trains on the first three
-//! days and forecasts the fourth.
+//! days and forecasts the fourth. The service's warm start reads two recent
+//! days the same way (in this file to share the Prometheus fixture).
 //!
 //! Skipped, with a note, when the binaries are absent (a failure when
 //! `AYA_REQUIRE_PROMETHEUS` is set, as `.ci/run` does after installing them).
@@ -36,19 +37,20 @@ fn rate(i: i64) -> f64 {
     100.0 + 40.0 * ph.sin() + 12.0 * (2.0 * ph).cos() + 8.0 * noise
 }
 
-fn openmetrics() -> String {
+/// `days` of the two instances from unix second `t0`, as OpenMetrics.
+fn openmetrics(t0: i64, days: i64) -> String {
     let mut s = String::from(
         "# HELP requests_per_second Synthetic request rate.\n# TYPE requests_per_second gauge\n",
     );
     for (instance, scale) in [("a", 1.0), ("b", 2.0)] {
-        for i in 0..DAYS * DAY {
+        for i in 0..days * DAY {
             if instance == "a" && GAP.contains(&i) {
                 continue;
             }
             s.push_str(&format!(
                 "requests_per_second{{job=\"web\",instance=\"{instance}\"}} {:.3} {}\n",
                 scale * rate(i),
-                T0 + i * STEP
+                t0 + i * STEP
             ));
         }
     }
@@ -87,9 +89,10 @@ fn get_status(addr: &str, path: &str) -> u16 {
         .unwrap_or(0)
 }
 
-/// Backfill the series into `dir` and start Prometheus on it; `None` (with a
-/// note) when the binaries are missing and not required.
-fn start(dir: &Path) -> Option<Prometheus> {
+/// Backfill `days` of the series from unix second `t0` into `dir` and start
+/// Prometheus on it; `None` (with a note) when the binaries are missing and
+/// not required.
+fn start(dir: &Path, t0: i64, days: i64) -> Option<Prometheus> {
     let bin = std::env::var("AYA_PROMETHEUS").unwrap_or_else(|_| "prometheus".into());
     let promtool = std::env::var("AYA_PROMTOOL").unwrap_or_else(|_| "promtool".into());
     let runs = |b: &str| Command::new(b).arg("--version").output().is_ok();
@@ -102,7 +105,7 @@ fn start(dir: &Path) -> Option<Prometheus> {
         return None;
     }
     let om = dir.join("history.om");
-    std::fs::write(&om, openmetrics()).unwrap();
+    std::fs::write(&om, openmetrics(t0, days)).unwrap();
     let tsdb = dir.join("tsdb");
     let out = Command::new(&promtool)
         .args(["tsdb", "create-blocks-from", "openmetrics", "--quiet"])
@@ -181,7 +184,9 @@ fn mase(history: &[f64], actual: &[f64], yhat: &[f64]) -> f64 {
 #[test]
 fn history_from_a_real_prometheus_trains_and_forecasts() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(p) = start(dir.path()) else { return };
+    let Some(p) = start(dir.path(), T0, DAYS) else {
+        return;
+    };
     let a = vec![("instance".to_string(), "a".to_string())];
     let query = "requests_per_second";
 
@@ -368,5 +373,102 @@ fn history_from_a_real_prometheus_trains_and_forecasts() {
     assert!(
         m_aya < 1.1 && m_aya <= 1.02 * m_snaive && m_aya < m_naive / 3.0,
         "MASE aya {m_aya:.3}, seasonal naive {m_snaive:.3}, naive {m_naive:.3}"
+    );
+}
+
+/// `aya serve`'s warm start from a real Prometheus: a cluster with an empty
+/// store reads the last two days of its demand (`sum` over both instances)
+/// through the guarded retrain before its first tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_warm_starts_a_cluster_from_a_real_prometheus() {
+    use aya_controller::clock::Clock;
+    use aya_controller::config::Config;
+    use aya_controller::metrics::RetrainOutcome;
+    use aya_controller::server::{Listeners, serve_controller};
+    use aya_controller::state::Controller;
+
+    let dir = tempfile::tempdir().unwrap();
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // Two days ending ten minutes ago (beyond Prometheus's 5-minute lookback).
+    let t0 = now_s / STEP * STEP - 2 * DAY * STEP - 600;
+    let Some(p) = start(dir.path(), t0, 2) else {
+        return;
+    };
+    let data = dir.path().join("aya");
+    let toml = format!(
+        r#"
+listen = "127.0.0.1:0"
+data_dir = "{}"
+tick_interval_seconds = 3600.0
+default_policy = "configured"
+[[clusters]]
+name = "web"
+[[clusters.backends]]
+name = "a"
+address = "127.0.0.1:9001"
+[clusters.warm_start]
+prometheus_url = "{}"
+query = "sum(requests_per_second)"
+"#,
+        data.display(),
+        p.url
+    );
+    let mut config = Config::from_toml(&toml, Path::new("aya.toml")).unwrap();
+    config.init = true;
+    config.validate().unwrap();
+    let ctl =
+        tokio::task::spawn_blocking(move || Controller::open_with_clock(config, Clock::system()))
+            .await
+            .unwrap()
+            .unwrap();
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let started = Instant::now();
+    let task = tokio::spawn(serve_controller(
+        ctl.clone(),
+        Listeners {
+            grpc,
+            metrics: None,
+        },
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    while ctl.metrics().ticks() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no initial tick"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "warm start and first tick: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(ctl.metrics().retrains("web", RetrainOutcome::Accepted), 1);
+    let model = ctl.model("web").expect("a model from the warm history");
+    eprintln!("warm-start model: {}", model.describe());
+    let stored = ctl.store().demand("web", 0).unwrap();
+    // 2,880 points, the last carried 5 minutes by the lookback, plus the tick's.
+    assert!(
+        (2880..=2880 + 7).contains(&stored.len()),
+        "{} stored points",
+        stored.len()
+    );
+    assert_eq!(stored[0].0, t0 * 1000);
+    assert!(
+        (stored[0].1 - 3.0 * rate(0)).abs() < 1e-2,
+        "{:?}",
+        stored[0]
+    );
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+    assert!(
+        tokio::task::spawn_blocking(move || ctl.close(Duration::from_secs(10)))
+            .await
+            .unwrap()
     );
 }
