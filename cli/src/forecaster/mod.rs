@@ -51,13 +51,16 @@ pub struct SeriesArgs {
     )]
     pub prometheus: Option<String>,
     /// PromQL expression to read with --prometheus, e.g. `sum(rate(http_requests_total[5m]))`.
-    #[arg(long, value_name = "PROMQL", requires = "prometheus")]
+    // `conflicts_with = "input"` rather than `requires = "prometheus"`:
+    // clap does not enforce two `requires` that point at each other.
+    #[arg(long, value_name = "PROMQL", conflicts_with = "input")]
     pub query: Option<String>,
     /// First time read from Prometheus: RFC 3339 or unix seconds
     /// (default: 7 days before --end).
     #[arg(long, value_name = "TIME", requires = "prometheus")]
     pub start: Option<String>,
-    /// Last time read from Prometheus: RFC 3339 or unix seconds (default: now).
+    /// Last time read from Prometheus: RFC 3339 or unix seconds (default:
+    /// now, rounded down to a whole step).
     #[arg(long, value_name = "TIME", requires = "prometheus")]
     pub end: Option<String>,
     /// Evaluation step of the Prometheus query, the series' interval: seconds
@@ -165,16 +168,17 @@ impl SeriesArgs {
             parse_timestamp(text)
                 .map_err(|e| PrometheusError::BadRange(format!("{flag} {text:?}: {e}")))
         };
+        let step_ms = prometheus::parse_duration_ms(self.step.as_deref().unwrap_or("60s"))
+            .map_err(|e| PrometheusError::BadRange(format!("--step: {e}")))?;
         let end_ms = match &self.end {
             Some(t) => time("--end", t)?,
-            None => now_ms,
+            // Whole steps, where scrapes and recording rules usually land.
+            None => now_ms.div_euclid(step_ms) * step_ms,
         };
         let start_ms = match &self.start {
             Some(t) => time("--start", t)?,
             None => end_ms - prometheus::parse_duration_ms(DEFAULT_PROMETHEUS_RANGE)?,
         };
-        let step_ms = prometheus::parse_duration_ms(self.step.as_deref().unwrap_or("60s"))
-            .map_err(|e| PrometheusError::BadRange(format!("--step: {e}")))?;
         if start_ms >= end_ms {
             return Err(PrometheusError::BadRange(format!(
                 "--start {} is not before --end {}",

@@ -240,12 +240,14 @@ pub enum PrometheusError {
     #[error("{0}")]
     BadRange(String),
     /// The server could not be reached or the connection failed.
-    #[error("{at}: cannot read from Prometheus: {source}")]
+    // The causes below are in the message, not `source()`: a chain printer
+    // (anyhow's `{:#}`) would show them twice.
+    #[error("{at}: cannot read from Prometheus: {error}")]
     Transport {
         /// The request.
         at: String,
         /// The HTTP client's error.
-        source: Box<ureq::Error>,
+        error: Box<ureq::Error>,
     },
     /// A non-2xx answer that is not the API's JSON error document.
     #[error("{at}: HTTP {status} from Prometheus: {body}")]
@@ -347,14 +349,14 @@ pub enum PrometheusError {
         time: String,
     },
     /// The points cannot be made into a series (e.g. fewer than two).
-    #[error("{at}: series {series}: {source}")]
+    #[error("{at}: series {series}: {error}")]
     Data {
         /// The endpoint.
         at: String,
         /// The series' label set.
         series: String,
         /// The data layer's error.
-        source: DataError,
+        error: Box<DataError>,
     },
 }
 
@@ -365,7 +367,7 @@ impl PrometheusError {
         match self {
             PrometheusError::BadUrl { .. } | PrometheusError::BadRange(_) => true,
             PrometheusError::Api { error_type, .. } => error_type == "bad_data",
-            PrometheusError::Data { source, .. } => source.is_usage(),
+            PrometheusError::Data { error, .. } => error.is_usage(),
             _ => false,
         }
     }
@@ -579,9 +581,9 @@ pub fn query_range(q: &RangeQuery) -> Result<Vec<PromSeries>, PrometheusError> {
             format_rfc3339(from),
             format_rfc3339(to)
         );
-        let transport = |source: ureq::Error| PrometheusError::Transport {
+        let transport = |error: ureq::Error| PrometheusError::Transport {
             at: at.clone(),
-            source: Box::new(source),
+            error: Box::new(error),
         };
         let mut resp = agent
             .get(&endpoint)
@@ -691,10 +693,10 @@ pub fn to_series(
             });
         }
     }
-    let data = |source: DataError| PrometheusError::Data {
+    let data = |error: DataError| PrometheusError::Data {
         at: at.to_string(),
         series: name.clone(),
-        source,
+        error: Box::new(error),
     };
     let (timestamps, values) = points.into_iter().unzip();
     let parts_opts = LoadOptions {
@@ -772,7 +774,7 @@ pub fn parse_duration_ms(text: &str) -> Result<i64, PrometheusError> {
     }
     if let Ok(secs) = t.parse::<f64>() {
         let ms = (secs * 1000.0).round();
-        return if secs.is_finite() && ms >= 1.0 && ms < 9e15 {
+        return if secs.is_finite() && (1.0..9e15).contains(&ms) {
             Ok(ms as i64)
         } else {
             Err(bad())
