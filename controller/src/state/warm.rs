@@ -56,7 +56,7 @@ pub struct WarmStartReport {
 /// Why a warm start stopped before its retrain.
 #[derive(Debug, thiserror::Error)]
 enum WarmFailure {
-    #[error("reading the stored demand: {0}")]
+    #[error("the store: {0}")]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Controller(#[from] ControllerError),
