@@ -1,6 +1,7 @@
-//! `aya anomalies --input CSV` (or `--prometheus URL --query PROMQL`): score every point of a series with the
-//! streaming anomaly detector (`aya_forecaster::anomaly`), in order, each point
-//! once, with no look-ahead: the same scores `aya serve` would give it live.
+//! `aya anomalies --input CSV` (or `--prometheus URL --query PROMQL`): score
+//! every point of a series with the streaming anomaly detector
+//! (`aya_forecaster::anomaly`), in order, each point once, with no
+//! look-ahead: the same scores `aya serve` would give it live.
 
 use std::io::Write as _;
 use std::path::PathBuf;

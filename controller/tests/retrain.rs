@@ -143,6 +143,21 @@ fn stored_artifact(ctl: &Controller) -> (Vec<u8>, Artifact) {
     (bytes, a)
 }
 
+/// A selection that backtests worse on the rising `values`: their global mean.
+fn global_mean(values: &[f64]) -> Selection {
+    select(
+        &values[..100],
+        &Seasonality::default(),
+        12,
+        &SelectConfig {
+            candidates: Some(vec![ModelSpec::Mean { window: 0 }]),
+            ensemble: 1,
+            ..SelectConfig::default()
+        },
+    )
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_retrain_installs_and_persists_a_model_a_restart_restores_it_and_a_worse_one_is_rejected()
  {
@@ -232,17 +247,7 @@ async fn scheduled_retrain_installs_and_persists_a_model_a_restart_restores_it_a
     // 3. A candidate that backtests worse is rejected: the global mean of a
     // rising series.
     let values: Vec<f64> = seeded.iter().map(|p| p.1).collect();
-    let worse = select(
-        &values[..100],
-        &Seasonality::default(),
-        12,
-        &SelectConfig {
-            candidates: Some(vec![ModelSpec::Mean { window: 0 }]),
-            ensemble: 1,
-            ..SelectConfig::default()
-        },
-    )
-    .unwrap();
+    let worse = global_mean(&values);
     let (bytes_before, _) = stored_artifact(&svc.ctl);
     let c = svc.ctl.clone();
     let report = tokio::task::spawn_blocking(move || {
@@ -421,21 +426,7 @@ async fn an_artifact_warm_start_is_installed_only_when_no_worse() {
     let good = data.path().join("good.json");
     save_artifact(&good, &values, good_sel.clone());
     let worse = data.path().join("worse.json");
-    save_artifact(
-        &worse,
-        &values,
-        select(
-            &values[..100],
-            &Seasonality::default(),
-            12,
-            &SelectConfig {
-                candidates: Some(vec![ModelSpec::Mean { window: 0 }]),
-                ensemble: 1,
-                ..SelectConfig::default()
-            },
-        )
-        .unwrap(),
-    );
+    save_artifact(&worse, &values, global_mean(&values));
 
     // 1. No stored history and no model: nothing to compare with, the
     // artifact's model is installed and stored.

@@ -1,10 +1,12 @@
 //! `aya train`, `aya forecast` and `aya backtest`.
 //!
-//! All three read a series through the data layer (every CSV form it accepts),
-//! put it on its regular grid, detect its seasonality and run the automatic
-//! selection of [`aya_forecaster::select`]. Input problems (unreadable CSV, series too
-//! short, a file that is not a model) exit with code 3 and a message naming
-//! the file; bad flag values exit with code 2.
+//! All three read a series through the data layer (every CSV form it accepts,
+//! or a Prometheus range query, [`super::SeriesArgs`]), put it on its regular
+//! grid, detect its seasonality and run the automatic selection of
+//! [`aya_forecaster::select`]. Input problems (unreadable CSV, series too
+//! short, a file that is not a model, a Prometheus answer that cannot be
+//! used) exit with code 3 and a message naming the file or request; bad flag
+//! values exit with code 2; a Prometheus server that cannot be read, 1.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
