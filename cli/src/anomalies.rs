@@ -1,6 +1,7 @@
-//! `aya anomalies --input CSV`: score every point of a series with the
-//! streaming anomaly detector (`aya_forecaster::anomaly`), in order, each point
-//! once, with no look-ahead: the same scores `aya serve` would give it live.
+//! `aya anomalies --input CSV` (or `--prometheus URL --query PROMQL`): score
+//! every point of a series with the streaming anomaly detector
+//! (`aya_forecaster::anomaly`), in order, each point once, with no
+//! look-ahead: the same scores `aya serve` would give it live.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -10,14 +11,14 @@ use aya_forecaster::data::format_rfc3339;
 use clap::Args;
 
 use crate::failure::{CliResult, Failure};
-use crate::forecaster::CsvArgs;
+use crate::forecaster::SeriesArgs;
 
 /// `aya anomalies`.
 #[derive(Debug, Args)]
 pub struct AnomaliesArgs {
     /// How to read the series.
     #[command(flatten)]
-    pub csv: CsvArgs,
+    pub source: SeriesArgs,
     /// Print only points whose score is at least this (0 to 1; 0.5 is an anomaly
     /// likelihood of 1 - 1e-5). Default: every point.
     #[arg(long)]
@@ -36,7 +37,7 @@ pub fn run_anomalies(args: &AnomaliesArgs) -> CliResult {
             "--threshold must be between 0 and 1, got {t}"
         )));
     }
-    let series = args.csv.load().map_err(Failure::input)?;
+    let series = args.source.load()?;
     let scores = detect_series(
         &DetectorConfig::default(),
         &series.timestamps,

@@ -254,3 +254,95 @@ fn backtest_scores_every_model_and_writes_its_forecasts() {
         "{err}"
     );
 }
+
+#[test]
+fn prometheus_flags_make_a_range_query_and_csv_flags_are_refused_with_them() {
+    let args: TrainArgs = parse(&[
+        "--prometheus",
+        "http://127.0.0.1:9090",
+        "--query",
+        "sum(rate(http_requests_total[5m]))",
+        "--step",
+        "5m",
+        "-o",
+        "m.json",
+    ]);
+    let now = 1_764_547_200_000 + 123_456;
+    let q = args.source.range_query(now).unwrap().unwrap();
+    // Default end: now on a whole step; default start: 7 days earlier.
+    assert_eq!(q.end_ms, 1_764_547_200_000);
+    assert_eq!(q.start_ms, q.end_ms - 7 * 86_400_000);
+    assert_eq!(q.step_ms, 300_000);
+    assert_eq!(args.source.name(), "http://127.0.0.1:9090");
+
+    let args: TrainArgs = parse(&[
+        "--prometheus",
+        "http://p:9090",
+        "--query",
+        "up",
+        "--start",
+        "2025-12-01T00:00:00Z",
+        "--end",
+        "1764550800",
+        "-o",
+        "m.json",
+    ]);
+    let q = args.source.range_query(0).unwrap().unwrap();
+    assert_eq!(
+        (q.start_ms, q.end_ms, q.step_ms),
+        (1_764_547_200_000, 1_764_550_800_000, 60_000)
+    );
+    for (bad, want) in [
+        (vec!["--start", "yesterday"], "--start"),
+        (vec!["--step", "0"], "--step"),
+        (
+            vec!["--start", "1764550800", "--end", "1764547200"],
+            "not before",
+        ),
+    ] {
+        let mut argv = vec![
+            "--prometheus",
+            "http://p:9090",
+            "--query",
+            "up",
+            "-o",
+            "m.json",
+        ];
+        argv.extend(bad.iter().copied());
+        let args: TrainArgs = parse(&argv);
+        let e = args.source.range_query(0).unwrap_err();
+        assert!(e.is_usage() && e.to_string().contains(want), "{bad:?}: {e}");
+        let failure = run_train(&args).unwrap_err();
+        assert_eq!(failure.exit_code(), exit::USAGE, "{bad:?}");
+    }
+
+    // clap refuses the CSV-only flags, a query without a server, and neither source.
+    let refused = |argv: &[&str]| {
+        let cmd = TrainArgs::augment_args(clap::Command::new("aya"));
+        cmd.try_get_matches_from(std::iter::once("aya").chain(argv.iter().copied()))
+            .is_err()
+    };
+    assert!(refused(&[
+        "--prometheus",
+        "http://p",
+        "--query",
+        "up",
+        "--column",
+        "x",
+        "-o",
+        "m"
+    ]));
+    assert!(refused(&[
+        "--prometheus",
+        "http://p",
+        "--query",
+        "up",
+        "--input",
+        "a.csv",
+        "-o",
+        "m"
+    ]));
+    assert!(refused(&["--prometheus", "http://p", "-o", "m"]));
+    assert!(refused(&["--query", "up", "--input", "a.csv", "-o", "m"]));
+    assert!(refused(&["-o", "m"]));
+}

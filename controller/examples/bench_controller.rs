@@ -68,6 +68,7 @@ fn config(dir: &std::path::Path, backends: usize) -> Config {
                     weight_hint: 1,
                 })
                 .collect(),
+            warm_start: None,
         }],
         ..Config::default()
     }

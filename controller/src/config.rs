@@ -355,6 +355,92 @@ pub struct ClusterConfig {
     /// Backends.
     #[serde(default)]
     pub backends: Vec<BackendConfig>,
+    /// Where the demand history comes from when the store has too little of
+    /// it at start (`[clusters.warm_start]`). Read from the configuration
+    /// file at every start (see `Controller::warm_start_all`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_start: Option<WarmStart>,
+}
+
+/// `[clusters.warm_start]`: a history source for a cluster whose store holds
+/// less than `min_stored_points` demand points at start. Exactly one of
+/// `prometheus_url` (with `query`), `csv` or `artifact`. The history (or the
+/// artifact's model) goes through the guarded retrain: it replaces the
+/// cluster's model only if it backtests no worse (docs/prometheus.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarmStart {
+    /// A Prometheus server (plain `http://`) to read the demand from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus_url: Option<String>,
+    /// The PromQL expression giving the cluster's demand in requests per
+    /// second (summed over its backends), e.g. `sum(rate(http_requests_total{job="web"}[5m]))`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// When the query returns several series: the labels of the one to use.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub series_labels: std::collections::BTreeMap<String, String>,
+    /// Drop NaN and infinite values from Prometheus as gaps (default: the
+    /// warm start fails on them, naming the first).
+    #[serde(default)]
+    pub skip_non_finite: bool,
+    /// A `timestamp,value` CSV of the demand (any form `aya train --input` reads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csv: Option<PathBuf>,
+    /// A model artifact written by `aya train` (at the forecast step): its
+    /// model is the candidate, scored on the stored history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<PathBuf>,
+    /// Warm-start only when the store has fewer demand points than this in
+    /// the forecaster's window (default: one day of forecast steps, at most
+    /// the window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_stored_points: Option<usize>,
+}
+
+impl WarmStart {
+    /// Check that exactly one source is named and that it is usable.
+    pub fn validate(&self, field: &str) -> Result<(), ConfigError> {
+        let sources = [
+            self.prometheus_url.is_some(),
+            self.csv.is_some(),
+            self.artifact.is_some(),
+        ];
+        if sources.iter().filter(|s| **s).count() != 1 {
+            return Err(invalid(
+                field,
+                "give exactly one of prometheus_url (with query), csv or artifact",
+            ));
+        }
+        if let Some(url) = &self.prometheus_url {
+            aya_forecaster::data::prometheus::RangeQuery::new(url.clone(), "", 0, 1, 1)
+                .endpoint()
+                .map_err(|e| invalid(format!("{field}.prometheus_url"), e.to_string()))?;
+            if self.query.as_deref().is_none_or(|q| q.trim().is_empty()) {
+                return Err(invalid(
+                    format!("{field}.query"),
+                    "prometheus_url needs a PromQL query giving the demand in requests/s",
+                ));
+            }
+        } else if self.query.is_some() || !self.series_labels.is_empty() || self.skip_non_finite {
+            return Err(invalid(
+                field,
+                "query, series_labels and skip_non_finite go with prometheus_url",
+            ));
+        }
+        for (key, path) in [("csv", &self.csv), ("artifact", &self.artifact)] {
+            if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                return Err(invalid(format!("{field}.{key}"), "must not be empty"));
+            }
+        }
+        if self.min_stored_points == Some(0) {
+            return Err(invalid(
+                format!("{field}.min_stored_points"),
+                "must be at least 1 (omit warm_start to never warm-start)",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// One backend of a cluster.
@@ -458,6 +544,9 @@ impl ClusterConfig {
                     crate::validate::BOOT_TIME_MAX_SECONDS
                 ),
             ));
+        }
+        if let Some(w) = &self.warm_start {
+            w.validate(&format!("{field}.warm_start"))?;
         }
         let mut seen = BTreeSet::new();
         let mut addresses = BTreeSet::new();

@@ -245,6 +245,7 @@ pub fn cluster_from_wire(c: &pb::Cluster) -> Result<ClusterConfig, WireClusterEr
             c.boot_time_seconds
         },
         backends: c.backends.iter().map(backend_from_wire).collect(),
+        warm_start: None,
     })
 }
 

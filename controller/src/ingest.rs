@@ -792,6 +792,7 @@ mod tests {
                     weight_hint: 1,
                 })
                 .collect(),
+            warm_start: None,
         }
     }
 

@@ -256,6 +256,13 @@ pub async fn serve_secured(
     // clock), so a test that moves a manual clock once the initial tick is
     // published never races with their start.
     let started = ctl.clock().elapsed();
+    // Warm-start the clusters with too little stored history (network and
+    // CPU, off the async workers) before the first tick forecasts.
+    {
+        let c = ctl.clone();
+        let now = c.clock().now_secs();
+        tokio::task::spawn_blocking(move || c.warm_start_all(now)).await?;
+    }
     // Publish every cluster before accepting connections, so the first
     // watcher already gets a snapshot.
     {

@@ -552,6 +552,7 @@ fn aya_config(dir: &Path, ports: &[u16]) -> Config {
                     weight_hint: 1,
                 })
                 .collect(),
+            warm_start: None,
         }],
         ..Config::default()
     }

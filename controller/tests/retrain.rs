@@ -3,22 +3,24 @@
 //! installs and persists its model, a restart restores it, and a candidate
 //! that backtests worse is rejected (the model in use and the stored
 //! artifact stay as they were). The service runs on a manual clock: the
-//! scheduled retrain happens when the test moves the clock past it.
+//! scheduled retrain happens when the test moves the clock past it. The
+//! warm start at start (from a CSV or an `aya train` artifact) goes through
+//! the same guard.
 
 mod common;
 
 use std::time::Duration;
 
 use aya_controller::clock::Clock;
-use aya_controller::config::Config;
+use aya_controller::config::{Config, WarmStart};
 use aya_controller::metrics::RetrainOutcome;
 use aya_controller::server::{Listeners, serve_controller};
 use aya_controller::state::{Controller, model_key};
 use aya_controller::store::Store;
-use aya_forecaster::artifact::Artifact;
+use aya_forecaster::artifact::{Artifact, TrainingWindow};
 use aya_forecaster::models::ModelSpec;
 use aya_forecaster::seasonality::Seasonality;
-use aya_forecaster::select::{SelectConfig, select};
+use aya_forecaster::select::{FittedAuto, SelectConfig, Selection, select};
 use common::now_ms;
 
 const STEP_MS: i64 = 60_000;
@@ -141,6 +143,21 @@ fn stored_artifact(ctl: &Controller) -> (Vec<u8>, Artifact) {
     (bytes, a)
 }
 
+/// A selection that backtests worse on the rising `values`: their global mean.
+fn global_mean(values: &[f64]) -> Selection {
+    select(
+        &values[..100],
+        &Seasonality::default(),
+        12,
+        &SelectConfig {
+            candidates: Some(vec![ModelSpec::Mean { window: 0 }]),
+            ensemble: 1,
+            ..SelectConfig::default()
+        },
+    )
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_retrain_installs_and_persists_a_model_a_restart_restores_it_and_a_worse_one_is_rejected()
  {
@@ -230,17 +247,7 @@ async fn scheduled_retrain_installs_and_persists_a_model_a_restart_restores_it_a
     // 3. A candidate that backtests worse is rejected: the global mean of a
     // rising series.
     let values: Vec<f64> = seeded.iter().map(|p| p.1).collect();
-    let worse = select(
-        &values[..100],
-        &Seasonality::default(),
-        12,
-        &SelectConfig {
-            candidates: Some(vec![ModelSpec::Mean { window: 0 }]),
-            ensemble: 1,
-            ..SelectConfig::default()
-        },
-    )
-    .unwrap();
+    let worse = global_mean(&values);
     let (bytes_before, _) = stored_artifact(&svc.ctl);
     let c = svc.ctl.clone();
     let report = tokio::task::spawn_blocking(move || {
@@ -299,4 +306,201 @@ async fn too_little_history_is_skipped_and_an_unknown_cluster_is_an_error() {
             .is_none()
     );
     svc.stop().await;
+}
+
+// === warm start ===
+
+/// `config` with a `[clusters.warm_start]` on `web`.
+fn warm_config(dir: &std::path::Path, warm: WarmStart) -> Config {
+    let mut c = config(dir, 3600.0);
+    c.clusters[0].warm_start = Some(warm);
+    c
+}
+
+fn warm(csv: Option<&std::path::Path>, artifact: Option<&std::path::Path>) -> WarmStart {
+    WarmStart {
+        prometheus_url: None,
+        query: None,
+        series_labels: Default::default(),
+        skip_non_finite: false,
+        csv: csv.map(Into::into),
+        artifact: artifact.map(Into::into),
+        min_stored_points: None,
+    }
+}
+
+/// An `aya train`-style artifact of `selection` fitted on `y`, saved at `path`.
+fn save_artifact(path: &std::path::Path, y: &[f64], selection: Selection) {
+    let fitted = FittedAuto::fit(y, selection).unwrap();
+    Artifact::new(
+        "test".to_string(),
+        TrainingWindow {
+            series: "web demand".into(),
+            start: String::new(),
+            end: String::new(),
+            points: y.len(),
+            interval_ms: STEP_MS,
+        },
+        12,
+        &fitted,
+        None,
+    )
+    .save(path)
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_csv_warm_start_feeds_the_guarded_retrain_and_is_not_repeated() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    // The demand of the last POINTS minutes, as a monitoring export.
+    let last_bucket = now_ms() / STEP_MS - 2;
+    let first = last_bucket - POINTS as i64 + 1;
+    let mut csv = String::from("timestamp,value\n");
+    for k in 0..POINTS {
+        csv.push_str(&format!(
+            "{},{}\n",
+            (first + k as i64) * STEP_MS / 1000,
+            demand(k)
+        ));
+    }
+    let path = data.path().join("demand.csv");
+    std::fs::write(&path, csv).unwrap();
+
+    let svc = start(warm_config(dir.path(), warm(Some(&path), None))).await;
+    // The warm start ran before the initial tick: one accepted retrain.
+    assert_eq!(
+        svc.ctl.metrics().retrains("web", RetrainOutcome::Accepted),
+        1
+    );
+    let in_use = svc.ctl.model("web").expect("a model from the warm history");
+    let (_, artifact) = stored_artifact(&svc.ctl);
+    assert_eq!(artifact.chosen, in_use.describe());
+    assert!(
+        artifact.training.points >= POINTS,
+        "{:?}",
+        artifact.training
+    );
+    let stored = svc.ctl.store().demand("web", 0).unwrap();
+    assert!(stored.len() > POINTS, "{} points", stored.len());
+    assert_eq!(stored[0], (first * STEP_MS, demand(0)));
+    assert_eq!(
+        stored[POINTS - 1],
+        (last_bucket * STEP_MS, demand(POINTS - 1))
+    );
+    svc.stop().await;
+
+    // Restart: the store now holds the history, so no second warm start.
+    let mut w = warm(Some(&path), None);
+    w.min_stored_points = Some(100);
+    let svc = start(warm_config(dir.path(), w.clone())).await;
+    let c = svc.ctl.clone();
+    let report =
+        tokio::task::spawn_blocking(move || c.warm_start_cluster("web", &w, c.clock().now_secs()))
+            .await
+            .unwrap();
+    assert!(report.message.starts_with("not needed"), "{report:?}");
+    assert!(report.retrain.is_none() && !report.failed);
+    assert_eq!(
+        svc.ctl.metrics().retrains("web", RetrainOutcome::Accepted),
+        0
+    );
+    assert_eq!(svc.ctl.model("web").unwrap().describe(), in_use.describe());
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_artifact_warm_start_is_installed_only_when_no_worse() {
+    let data = tempfile::tempdir().unwrap();
+    let values: Vec<f64> = (0..POINTS).map(demand).collect();
+    let good_sel = select(
+        &values,
+        &Seasonality {
+            periods: vec![12],
+            day: None,
+        },
+        12,
+        &SelectConfig::default(),
+    )
+    .unwrap();
+    let good = data.path().join("good.json");
+    save_artifact(&good, &values, good_sel.clone());
+    let worse = data.path().join("worse.json");
+    save_artifact(&worse, &values, global_mean(&values));
+
+    // 1. No stored history and no model: nothing to compare with, the
+    // artifact's model is installed and stored.
+    let empty = tempfile::tempdir().unwrap();
+    let svc = start(warm_config(empty.path(), warm(None, Some(&good)))).await;
+    assert_eq!(
+        svc.ctl.model("web").unwrap().describe(),
+        good_sel.describe()
+    );
+    assert_eq!(stored_artifact(&svc.ctl).1.chosen, good_sel.describe());
+    svc.stop().await;
+
+    // 2. Stored history: the artifact is scored against the model in use.
+    let dir = tempfile::tempdir().unwrap();
+    seed_history(dir.path());
+    let mut w = warm(None, Some(&good));
+    w.min_stored_points = Some(10_000);
+    let svc = start(warm_config(dir.path(), w)).await;
+    assert_eq!(
+        svc.ctl.metrics().retrains("web", RetrainOutcome::Accepted),
+        1
+    );
+    let in_use = svc.ctl.model("web").unwrap();
+    let (bytes_before, _) = stored_artifact(&svc.ctl);
+    svc.stop().await;
+
+    // 3. A worse artifact at the next start is rejected: the restored model
+    // and the stored artifact stay.
+    let mut w = warm(None, Some(&worse));
+    w.min_stored_points = Some(10_000);
+    let svc = start(warm_config(dir.path(), w)).await;
+    assert_eq!(
+        svc.ctl.metrics().retrains("web", RetrainOutcome::Rejected),
+        1
+    );
+    assert_eq!(svc.ctl.model("web").unwrap().describe(), in_use.describe());
+    assert_eq!(stored_artifact(&svc.ctl).0, bytes_before);
+    svc.stop().await;
+}
+
+#[test]
+fn warm_start_configuration_is_checked() {
+    let toml = |w: &str| {
+        format!(
+            "[[clusters]]\nname = \"web\"\n[[clusters.backends]]\nname = \"a\"\naddress = \"127.0.0.1:9001\"\n[clusters.warm_start]\n{w}\n"
+        )
+    };
+    let parse = |w: &str| {
+        let mut c = Config::from_toml(&toml(w), std::path::Path::new("aya.toml"))?;
+        c.validate().map(|()| c)
+    };
+    let c = parse("prometheus_url = \"http://127.0.0.1:9090\"\nquery = \"sum(rate(x[5m]))\"\nseries_labels = { job = \"web\" }")
+        .unwrap();
+    let w = c.clusters[0].warm_start.clone().unwrap();
+    assert_eq!(w.series_labels.get("job").map(String::as_str), Some("web"));
+    for (bad, want) in [
+        ("", "exactly one"),
+        ("csv = \"a.csv\"\nartifact = \"m.json\"", "exactly one"),
+        (
+            "prometheus_url = \"http://h:9090\"",
+            "clusters[0].warm_start.query",
+        ),
+        (
+            "prometheus_url = \"https://h:9090\"\nquery = \"x\"",
+            "proxy",
+        ),
+        ("csv = \"a.csv\"\nquery = \"x\"", "go with prometheus_url"),
+        (
+            "csv = \"a.csv\"\nmin_stored_points = 0",
+            "min_stored_points",
+        ),
+        ("csv = \"a.csv\"\nbogus = 1", "bogus"),
+    ] {
+        let e = parse(bad).unwrap_err().to_string();
+        assert!(e.contains(want), "{bad}: {e}");
+    }
 }

@@ -259,6 +259,7 @@ async fn run_async(
             max_replicas: 16,
             boot_time_seconds: plan.boot_secs,
             backends,
+            warm_start: None,
         }],
         ..Config::default()
     };

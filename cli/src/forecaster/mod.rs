@@ -4,19 +4,33 @@
 
 use std::path::PathBuf;
 
+use anyhow::anyhow;
+use aya_forecaster::data::prometheus::{self, NonFinite, PrometheusError, RangeQuery};
 use aya_forecaster::data::{Aggregate, DataError, Duplicates, LoadOptions, Series};
-use aya_forecaster::data::{load_csv, parse_filter};
+use aya_forecaster::data::{load_csv, parse_filter, parse_timestamp};
 use aya_forecaster::synth::Split;
 use clap::{Args, Subcommand, ValueEnum};
 
-/// How to read a CSV: shared by every subcommand that takes `--input`.
+use crate::failure::Failure;
+
+/// Default history read from Prometheus when `--start` is not given.
+pub const DEFAULT_PROMETHEUS_RANGE: &str = "7d";
+
+/// Where a series comes from: a CSV file (`--input`) or a Prometheus range
+/// query (`--prometheus URL --query PROMQL`). Shared by every subcommand
+/// that reads one series.
 #[derive(Debug, Clone, Args)]
-pub struct CsvArgs {
+pub struct SeriesArgs {
     /// CSV file to read. Accepted forms: `timestamp,value` (CloudWatch/NAB
     /// style), long form with label columns (`timestamp,backend,metric,value`;
     /// select with --filter), or wide form (pick the column with --column).
-    #[arg(long, short = 'i')]
-    pub input: PathBuf,
+    #[arg(
+        long,
+        short = 'i',
+        required_unless_present = "prometheus",
+        conflicts_with = "prometheus"
+    )]
+    pub input: Option<PathBuf>,
     /// Value column to use in wide-form CSVs (default: `value`, or the only numeric column).
     #[arg(long)]
     pub column: Option<String>,
@@ -26,6 +40,45 @@ pub struct CsvArgs {
     /// Long-form filter, `label=value`, repeatable (e.g. `--filter backend=web-1 --filter metric=rps`).
     #[arg(long = "filter", value_name = "LABEL=VALUE")]
     pub filters: Vec<String>,
+    /// Read the history from this Prometheus server instead of a CSV
+    /// (`GET /api/v1/query_range`; plain http:// only, https needs a local
+    /// proxy). See docs/prometheus.md.
+    #[arg(
+        long,
+        value_name = "URL",
+        requires = "query",
+        conflicts_with_all = ["column", "time_column", "filters", "keep_duplicates"]
+    )]
+    pub prometheus: Option<String>,
+    /// PromQL expression to read with --prometheus, e.g. `sum(rate(http_requests_total[5m]))`.
+    // `conflicts_with = "input"` rather than `requires = "prometheus"`:
+    // clap does not enforce two `requires` that point at each other.
+    #[arg(long, value_name = "PROMQL", conflicts_with = "input")]
+    pub query: Option<String>,
+    /// First time read from Prometheus: RFC 3339 or unix seconds
+    /// (default: 7 days before --end).
+    #[arg(long, value_name = "TIME", requires = "prometheus")]
+    pub start: Option<String>,
+    /// Last time read from Prometheus: RFC 3339 or unix seconds (default:
+    /// now, rounded down to a whole step).
+    #[arg(long, value_name = "TIME", requires = "prometheus")]
+    pub end: Option<String>,
+    /// Evaluation step of the Prometheus query, the series' interval: seconds
+    /// or a duration such as `60s`, `5m` (default 60s).
+    #[arg(long, value_name = "DURATION", requires = "prometheus")]
+    pub step: Option<String>,
+    /// When the query returns several series, keep the one with this label,
+    /// `label=value`, repeatable (e.g. `--series-label instance=web-1:8080`).
+    #[arg(
+        long = "series-label",
+        value_name = "LABEL=VALUE",
+        requires = "prometheus"
+    )]
+    pub series_labels: Vec<String>,
+    /// Drop `NaN`/`+Inf`/`-Inf` values from Prometheus as gaps (filled like
+    /// other gaps) instead of failing on them.
+    #[arg(long, requires = "prometheus")]
+    pub skip_non_finite: bool,
     /// Resample to a fixed interval in seconds (mean of each bucket; gaps filled by interpolation).
     #[arg(long, value_name = "SECONDS")]
     pub resample: Option<i64>,
@@ -45,7 +98,7 @@ pub struct CsvArgs {
     pub aggregate: Option<AggregateArg>,
 }
 
-impl CsvArgs {
+impl SeriesArgs {
     /// Options from the CLI flags (`--column`, `--time-column`, `--filter`, `--resample`,
     /// `--allow-negative`, `--strict`, `--keep-duplicates`).
     pub fn load_options(&self) -> Result<LoadOptions, DataError> {
@@ -96,9 +149,118 @@ impl CsvArgs {
         })
     }
 
-    /// Load the series these flags describe.
-    pub fn load(&self) -> Result<Series, DataError> {
-        load_csv(&self.input, &self.load_options()?)
+    /// The source in messages: the CSV path, or the Prometheus URL.
+    pub fn name(&self) -> String {
+        match (&self.input, &self.prometheus) {
+            (Some(path), _) => path.display().to_string(),
+            (None, Some(url)) => url.clone(),
+            (None, None) => "(no input)".to_string(),
+        }
+    }
+
+    /// The Prometheus range query these flags describe (`None` for a CSV),
+    /// with `now_ms` as the default end.
+    pub fn range_query(&self, now_ms: i64) -> Result<Option<RangeQuery>, PrometheusError> {
+        let (Some(url), Some(query)) = (&self.prometheus, &self.query) else {
+            return Ok(None);
+        };
+        let time = |flag: &str, text: &str| {
+            parse_timestamp(text)
+                .map_err(|e| PrometheusError::BadRange(format!("{flag} {text:?}: {e}")))
+        };
+        let step_ms = prometheus::parse_duration_ms(self.step.as_deref().unwrap_or("60s"))
+            .map_err(|e| PrometheusError::BadRange(format!("--step: {e}")))?;
+        let end_ms = match &self.end {
+            Some(t) => time("--end", t)?,
+            // Whole steps, where scrapes and recording rules usually land.
+            None => now_ms.div_euclid(step_ms) * step_ms,
+        };
+        let start_ms = match &self.start {
+            Some(t) => time("--start", t)?,
+            None => end_ms - prometheus::parse_duration_ms(DEFAULT_PROMETHEUS_RANGE)?,
+        };
+        if start_ms >= end_ms {
+            return Err(PrometheusError::BadRange(format!(
+                "--start {} is not before --end {}",
+                aya_forecaster::data::format_rfc3339(start_ms),
+                aya_forecaster::data::format_rfc3339(end_ms)
+            )));
+        }
+        Ok(Some(RangeQuery::new(
+            url.clone(),
+            query.clone(),
+            start_ms,
+            end_ms,
+            step_ms,
+        )))
+    }
+
+    /// Load the series these flags describe, from the CSV or from Prometheus.
+    /// Bad flag values are usage failures (exit 2), an unreachable server a
+    /// runtime failure (exit 1), bad data an input failure (exit 3).
+    pub fn load(&self) -> Result<Series, Failure> {
+        let data_failure = |e: DataError| {
+            if e.is_usage() {
+                Failure::usage(e)
+            } else {
+                Failure::input(e)
+            }
+        };
+        let opts = self.load_options().map_err(data_failure)?;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let prom_failure = |e: PrometheusError| {
+            if e.is_usage() {
+                Failure::usage(e)
+            } else if e.is_io() {
+                Failure::runtime(e)
+            } else {
+                Failure::input(e)
+            }
+        };
+        match (&self.input, self.range_query(now_ms).map_err(prom_failure)?) {
+            (Some(path), _) => load_csv(path, &opts).map_err(data_failure),
+            (None, Some(q)) => {
+                let want = self
+                    .series_labels
+                    .iter()
+                    .map(|f| {
+                        parse_filter(f).map_err(|_| {
+                            Failure::usage(anyhow!(
+                                "--series-label {f:?}: expected LABEL=VALUE, e.g. --series-label instance=web-1:8080"
+                            ))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let non_finite = if self.skip_non_finite {
+                    NonFinite::Skip
+                } else {
+                    NonFinite::Reject
+                };
+                let series = prometheus::load_prometheus(&q, &want, non_finite, &opts)
+                    .map_err(prom_failure)?;
+                let r = &series.report;
+                if r.missing_points > 0 {
+                    eprintln!(
+                        "note: {}: {} of {} steps had no value ({} gap(s)); filled by linear interpolation",
+                        series.name,
+                        r.missing_points,
+                        series.len(),
+                        r.gaps.len()
+                    );
+                }
+                Ok(series)
+            }
+            (None, None) => Err(Failure::usage(anyhow!(
+                "give --input CSV or --prometheus URL --query PROMQL"
+            ))),
+        }
+    }
+
+    /// The path used in data-layer messages ([`Self::name`] as a path).
+    pub fn message_path(&self) -> PathBuf {
+        PathBuf::from(self.name())
     }
 }
 
@@ -133,7 +295,7 @@ impl From<AggregateArg> for Aggregate {
 pub struct TrainArgs {
     /// The series to train on.
     #[command(flatten)]
-    pub csv: CsvArgs,
+    pub source: SeriesArgs,
     /// Where to write the model artifact (JSON).
     #[arg(long, short = 'o')]
     pub output: PathBuf,
@@ -156,7 +318,7 @@ pub struct TrainArgs {
 pub struct ForecastArgs {
     /// The series to forecast from.
     #[command(flatten)]
-    pub csv: CsvArgs,
+    pub source: SeriesArgs,
     /// Number of steps to forecast (at the series' interval).
     #[arg(long)]
     pub horizon: usize,
@@ -182,7 +344,7 @@ pub struct ForecastArgs {
 pub struct BacktestArgs {
     /// The series to backtest.
     #[command(flatten)]
-    pub csv: CsvArgs,
+    pub source: SeriesArgs,
     /// Horizons in steps, comma separated; `season` means one detected season (e.g. `1,12,season`).
     #[arg(long, default_value = "1,12,season", value_delimiter = ',')]
     pub horizons: Vec<String>,

@@ -1,10 +1,12 @@
 //! `aya train`, `aya forecast` and `aya backtest`.
 //!
-//! All three read a series through the data layer (every CSV form it accepts),
-//! put it on its regular grid, detect its seasonality and run the automatic
-//! selection of [`aya_forecaster::select`]. Input problems (unreadable CSV, series too
-//! short, a file that is not a model) exit with code 3 and a message naming
-//! the file; bad flag values exit with code 2.
+//! All three read a series through the data layer (every CSV form it accepts,
+//! or a Prometheus range query, [`super::SeriesArgs`]), put it on its regular
+//! grid, detect its seasonality and run the automatic selection of
+//! [`aya_forecaster::select`]. Input problems (unreadable CSV, series too
+//! short, a file that is not a model, a Prometheus answer that cannot be
+//! used) exit with code 3 and a message naming the file or request; bad flag
+//! values exit with code 2; a Prometheus server that cannot be read, 1.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -22,7 +24,7 @@ use aya_forecaster::select::{
     FittedAuto, MIN_POINTS, SelectConfig, SelectError, default_candidates,
 };
 
-use super::{BacktestArgs, CsvArgs, ForecastArgs, TrainArgs};
+use super::{BacktestArgs, ForecastArgs, SeriesArgs, TrainArgs};
 use crate::failure::{CliResult, Failure};
 
 /// A loaded series on its grid, with its seasonality.
@@ -31,19 +33,13 @@ struct Prepared {
     seas: Seasonality,
 }
 
-fn prepare(csv: &CsvArgs) -> Result<Prepared, Failure> {
-    let series = csv.load().map_err(|e| {
-        if e.is_usage() {
-            Failure::usage(e)
-        } else {
-            Failure::input(e)
-        }
-    })?;
-    let series = backtest::regularise(&csv.input, series).map_err(Failure::input)?;
+fn prepare(source: &SeriesArgs) -> Result<Prepared, Failure> {
+    let series = source.load()?;
+    let series = backtest::regularise(&source.message_path(), series).map_err(Failure::input)?;
     if series.values.len() < MIN_POINTS {
         return Err(Failure::input(anyhow!(
             "{}: series has {} point(s); at least {MIN_POINTS} are needed to forecast",
-            csv.input.display(),
+            source.name(),
             series.values.len()
         )));
     }
@@ -51,8 +47,8 @@ fn prepare(csv: &CsvArgs) -> Result<Prepared, Failure> {
     Ok(Prepared { series, seas })
 }
 
-fn select_failure(path: &Path, e: SelectError) -> Failure {
-    Failure::input(anyhow!("{}: {e}", path.display()))
+fn select_failure(source: &SeriesArgs, e: SelectError) -> Failure {
+    Failure::input(anyhow!("{}: {e}", source.name()))
 }
 
 /// Read `--events` and place it on the series' grid (step 0 = its first point).
@@ -70,7 +66,7 @@ fn load_events(
 
 /// Run `aya train`.
 pub fn run_train(args: &TrainArgs) -> CliResult {
-    let p = prepare(&args.csv)?;
+    let p = prepare(&args.source)?;
     let y = &p.series.values;
     let horizon = match args.horizon {
         Some(0) => return Err(Failure::usage(anyhow!("--horizon must be at least 1"))),
@@ -81,7 +77,7 @@ pub fn run_train(args: &TrainArgs) -> CliResult {
     let events = load_events(args.events.as_deref(), &p.series, EventConfig::default())?;
     let grid = events.as_ref().map(|(_, g)| g);
     let model = FittedAuto::select_and_fit_with_events(y, &p.seas, horizon, &cfg, grid)
-        .map_err(|e| select_failure(&args.csv.input, e))?;
+        .map_err(|e| select_failure(&args.source, e))?;
     let backtest = if args.no_backtest {
         None
     } else {
@@ -108,7 +104,7 @@ pub fn run_train(args: &TrainArgs) -> CliResult {
             Err(e) => {
                 eprintln!(
                     "note: {}: no backtest recorded in the model: {e}",
-                    args.csv.input.display()
+                    args.source.name()
                 );
                 None
             }
@@ -208,7 +204,7 @@ pub fn run_forecast(args: &ForecastArgs) -> CliResult {
             args.level
         )));
     }
-    let p = prepare(&args.csv)?;
+    let p = prepare(&args.source)?;
     let y = &p.series.values;
     let (model, events) = match &args.model {
         Some(path) => {
@@ -218,7 +214,7 @@ pub fn run_forecast(args: &ForecastArgs) -> CliResult {
                     "{}: the model was trained at interval {} but {} has interval {}",
                     path.display(),
                     data::format_interval(artifact.training.interval_ms),
-                    args.csv.input.display(),
+                    args.source.name(),
                     data::format_interval(p.series.interval_ms)
                 )));
             }
@@ -235,7 +231,7 @@ pub fn run_forecast(args: &ForecastArgs) -> CliResult {
             }
             let events = load_events(args.events.as_deref(), &p.series, cfg)?;
             let model = FittedAuto::fit(y, artifact.selection)
-                .map_err(|e| select_failure(&args.csv.input, e))?;
+                .map_err(|e| select_failure(&args.source, e))?;
             (model, events)
         }
         None => {
@@ -247,7 +243,7 @@ pub fn run_forecast(args: &ForecastArgs) -> CliResult {
                 &SelectConfig::default(),
                 events.as_ref().map(|(_, g)| g),
             )
-            .map_err(|e| select_failure(&args.csv.input, e))?;
+            .map_err(|e| select_failure(&args.source, e))?;
             (model, events)
         }
     };
@@ -259,7 +255,7 @@ pub fn run_forecast(args: &ForecastArgs) -> CliResult {
             &mut f,
             events.as_ref().map(|(_, g)| (g, y.len())),
         )
-        .map_err(|e| Failure::runtime(anyhow!("forecasting {}: {e}", args.csv.input.display())))?;
+        .map_err(|e| Failure::runtime(anyhow!("forecasting {}: {e}", args.source.name())))?;
     let last = p.series.timestamps.last().copied().unwrap_or(0);
     let dt = p.series.interval_ms;
     let mut out = String::with_capacity(64 * args.horizon + 64);
@@ -410,7 +406,7 @@ pub fn backtest(args: &BacktestArgs) -> Result<BacktestOutput, Failure> {
     if args.origins == 0 {
         return Err(Failure::usage(anyhow!("--origins must be at least 1")));
     }
-    let p = prepare(&args.csv)?;
+    let p = prepare(&args.source)?;
     let y = &p.series.values;
     if !(args.test_fraction > 0.0 && args.test_fraction < 1.0) {
         return Err(Failure::usage(anyhow!(
@@ -447,9 +443,7 @@ pub fn backtest(args: &BacktestArgs) -> Result<BacktestOutput, Failure> {
     let grid = events.as_ref().map(|(_, g)| g);
     let report = backtest::run_with_events(y, &cfg, grid).map_err(|e| match e {
         BacktestError::NoHorizon => Failure::usage(e),
-        BacktestError::TooShort { .. } => {
-            Failure::input(anyhow!("{}: {e}", args.csv.input.display()))
-        }
+        BacktestError::TooShort { .. } => Failure::input(anyhow!("{}: {e}", args.source.name())),
     })?;
     if let Some(path) = &args.forecasts_out {
         write_forecasts(path, &p.series, &report.records).map_err(Failure::runtime)?;

@@ -8,7 +8,9 @@
 //!   its configuration;
 //! - [`tick`]: observations from the latest ingested values, control ticks
 //!   and publishing;
-//! - [`retrain`]: the guarded background retrain of demand models.
+//! - [`retrain`]: the guarded background retrain of demand models;
+//! - [`warm`]: the warm start of a cluster with too little stored demand
+//!   history, from Prometheus, a CSV or an artifact, through that retrain.
 //!
 //! Time comes from the [`Clock`] the controller was opened with
 //! ([`Controller::open_with_clock`]).
@@ -35,8 +37,10 @@ pub mod restore;
 pub mod retrain;
 pub mod runtime;
 pub mod tick;
+pub mod warm;
 
 pub use retrain::RetrainReport;
+pub use warm::WarmStartReport;
 
 use runtime::ClusterRuntime;
 
@@ -350,6 +354,7 @@ pub(crate) mod testing {
                 max_replicas: 5,
                 boot_time_seconds: 10.0,
                 backends,
+                warm_start: None,
             }],
             init: true,
             ..Config::default()

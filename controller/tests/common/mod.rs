@@ -71,6 +71,7 @@ pub fn config(dir: &Path) -> Config {
             max_replicas: 5,
             boot_time_seconds: 10.0,
             backends,
+            warm_start: None,
         }],
         ..Config::default()
     }

@@ -14,6 +14,8 @@
 //!   stream per-request traces.
 //! * [`write_series_csv`]: the canonical `timestamp,value` writer.
 //! * [`datasets_dir`]: where the shared real traces live.
+//! * [`prometheus`]: the same [`Series`] read from a Prometheus server's
+//!   `query_range` API instead of a file.
 //!
 //! polars (CSV feature only) does the CSV tokenising; validation is ours so that it
 //! can point at lines. See [`csv`] for how columns are chosen.
@@ -21,6 +23,7 @@
 pub mod catalog;
 pub mod csv;
 pub mod error;
+pub mod prometheus;
 pub mod quality;
 pub mod resample;
 pub mod timestamp;
