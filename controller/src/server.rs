@@ -243,10 +243,15 @@ pub async fn serve_secured(
         let _ = rx.wait_for(|s| *s).await;
     };
 
+    // Per-client limits, on the controller's clock (shared by every listener).
+    let rates = Arc::new(crate::auth::RateLimits::new(&security.limits, ctl.clock()));
     // One OTLP service (one differencing state) on the main port and on `otlp_listen`.
-    let otlp = crate::otlp::metrics_service(
-        ctl.config().otlp.clone(),
-        crate::otlp::ingest_sink(ctl.clone()),
+    let otlp = crate::otlp::service::serve(
+        crate::otlp::OtlpService::new(
+            ctl.config().otlp.clone(),
+            crate::otlp::ingest_sink(ctl.clone()),
+        )
+        .with_rate_limits(rates.clone()),
     );
     let otlp_task = crate::otlp::bind_listener(&ctl.config().otlp_listen)
         .await
@@ -287,8 +292,6 @@ pub async fn serve_secured(
     health.set_serving::<ForecastServiceServer<AyaApi>>().await;
     health.set_serving::<AdminServiceServer<AyaApi>>().await;
 
-    // Per-client limits, on the controller's clock (shared by both listeners).
-    let rates = Arc::new(crate::auth::RateLimits::new(&security.limits, ctl.clock()));
     let api = AyaApi::new(ctl.clone())
         .with_security(security.metrics.clone())
         .with_rate_limits(rates.clone());

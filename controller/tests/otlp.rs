@@ -526,3 +526,63 @@ async fn service_stores_envoy_stats_under_backend_names() {
     assert_eq!(series("b", "in_flight"), Some(vec![4.0, 4.0]));
     running.stop().await;
 }
+
+#[tokio::test]
+async fn otlp_exports_share_the_clients_ingest_rate_limit() {
+    // A burst of 3 data points per client, refilled at 3 per second: the first
+    // export (3 points) is served, the second, sent at once, is throttled with
+    // RESOURCE_EXHAUSTED (OTLP's "retry later") and stores nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = common::config(dir.path());
+    cfg.limits.ingest_samples_per_second = 3.0;
+    let running = common::start(cfg).await;
+    let mut client = MetricsServiceClient::new(running.channel().await);
+    let now = common::now_ms() as u64 * 1_000_000;
+    let req = |t: u64| {
+        export(vec![metric(
+            "cluster.endpoint.rq_active",
+            "",
+            Data::Gauge(Gauge {
+                data_points: ["127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003"]
+                    .iter()
+                    .map(|ep| {
+                        number(
+                            vec![
+                                kv("envoy.cluster_name", "web"),
+                                kv("envoy.endpoint_address", ep),
+                            ],
+                            t - SEC,
+                            t,
+                            2.0,
+                        )
+                    })
+                    .collect(),
+            }),
+        )])
+    };
+    let first = client
+        .export(req(now - 2 * SEC))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(first.partial_success.is_none(), "{first:?}");
+    let err = client.export(req(now - SEC)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        err.message().contains("limits.ingest_samples_per_second"),
+        "{}",
+        err.message()
+    );
+    let mut ms = pb::metrics_service_client::MetricsServiceClient::new(running.channel().await);
+    let h = ms
+        .query_history(pb::QueryHistoryRequest {
+            cluster: "web".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let points: usize = h.series.iter().map(|s| s.points.len()).sum();
+    assert_eq!(points, 3, "only the first export was stored: {h:?}");
+    running.stop().await;
+}

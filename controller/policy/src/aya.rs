@@ -171,7 +171,10 @@ impl AyaPolicy {
     /// no capacity model yet (the pool's capacity is then unknown).
     fn headroom(&self, input: &TickInput<'_>, serving: &[&BackendObservation]) -> Option<Headroom> {
         let f = input.forecast?;
-        if serving.is_empty() || !(f.step > 0.0) || f.mean.is_empty() {
+        if serving.is_empty()
+            || f.step.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
+            || f.mean.is_empty()
+        {
             return None;
         }
         let c = self.cfg.get();

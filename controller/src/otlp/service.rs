@@ -20,6 +20,7 @@ pub const MAX_EXPORT_BYTES: usize = 64 * 1024 * 1024;
 pub struct OtlpService {
     translator: Arc<Mutex<Translator>>,
     sink: Sink,
+    rates: Arc<crate::auth::RateLimits>,
 }
 
 impl std::fmt::Debug for OtlpService {
@@ -34,14 +35,25 @@ impl OtlpService {
         OtlpService {
             translator: Arc::new(Mutex::new(Translator::new(mapping))),
             sink,
+            rates: Arc::new(crate::auth::RateLimits::none()),
         }
+    }
+
+    /// Count each client's data points against `rates.ingest` (the same
+    /// per-client bucket as the aya.v1 ingest stream).
+    pub fn with_rate_limits(self, rates: Arc<crate::auth::RateLimits>) -> Self {
+        OtlpService { rates, ..self }
     }
 }
 
 /// The tonic service, ready for `Server::add_service`.
 pub fn metrics_service(mapping: IngestMapping, sink: Sink) -> MetricsServiceServer<OtlpService> {
-    MetricsServiceServer::new(OtlpService::new(mapping, sink))
-        .max_decoding_message_size(MAX_EXPORT_BYTES)
+    serve(OtlpService::new(mapping, sink))
+}
+
+/// `service` as a tonic service, ready for `Server::add_service`.
+pub fn serve(service: OtlpService) -> MetricsServiceServer<OtlpService> {
+    MetricsServiceServer::new(service).max_decoding_message_size(MAX_EXPORT_BYTES)
 }
 
 #[tonic::async_trait]
@@ -50,6 +62,7 @@ impl MetricsService for OtlpService {
         &self,
         request: Request<ExportMetricsServiceRequest>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+        let client = crate::auth::ClientKey::of_request(&request);
         let req = request.into_inner();
         let translation = {
             let mut t = self
@@ -64,6 +77,18 @@ impl MetricsService for OtlpService {
             .iter()
             .map(|r| format!("{}: {} point(s): {}", r.metric, r.points, r.reason))
             .collect();
+        if let Some(limiter) = self.rates.ingest.as_ref()
+            && !translation.samples.is_empty()
+            && let Err(l) = limiter.try_take(&client.0, translation.samples.len() as f64)
+        {
+            // OTLP's throttling answer: RESOURCE_EXHAUSTED, retry later
+            // (the collector's exporter retries it with back-off).
+            return Err(Status::resource_exhausted(format!(
+                "ingest rate limit: at most {} data points per second per client (limits.ingest_samples_per_second); nothing of this export was stored, retry in {:.2} s",
+                limiter.rate(),
+                l.retry_after_seconds
+            )));
+        }
         if !translation.samples.is_empty() {
             let names: Vec<(String, String)> = translation
                 .samples
