@@ -18,7 +18,7 @@ use aya_sim::alerts::{AlertRules, AlertScore, SloWindow, fired, score};
 use aya_sim::engine::simulate_traced;
 use aya_sim::suite::{Kind, Split, SuiteConfig, SuiteForecaster, generate};
 
-fn main() -> anyhow::Result<()> {
+fn parse_args() -> anyhow::Result<(SuiteConfig, AlertRules)> {
     let mut cfg = SuiteConfig::new();
     cfg.kind = Some(Kind::Autoscaling);
     cfg.split = Some(Split::Test);
@@ -64,6 +64,82 @@ fn main() -> anyhow::Result<()> {
             other => anyhow::bail!("unknown argument {other:?}"),
         }
     }
+    Ok((cfg, rules))
+}
+
+/// One scenario on its fixed pool: the predictive and the reactive score
+/// (`None` for a scenario without a duration or autoscaling bounds).
+fn score_scenario(
+    s: &aya_sim::suite::SuiteScenario,
+    rules: &AlertRules,
+) -> anyhow::Result<Option<(AlertScore, AlertScore)>> {
+    let sc = &s.scenario;
+    let seed = sc.seeds[0];
+    let hpa = sc
+        .policies
+        .iter()
+        .find(|p| p.label.as_deref() == Some("hpa@0.7"))
+        .or_else(|| sc.policies.iter().find(|p| p.name == "hpa"))
+        .ok_or_else(|| anyhow::anyhow!("{}: no hpa policy", s.id))?;
+    let aya = sc
+        .policies
+        .iter()
+        .find(|p| p.name == "aya")
+        .ok_or_else(|| anyhow::anyhow!("{}: no aya policy", s.id))?;
+    let Some(duration) = sc.model.duration else {
+        return Ok(None);
+    };
+    let Some(scaling) = sc.model.scaling.clone() else {
+        return Ok(None);
+    };
+    let run = aya_sim::run::run_one(sc, hpa, seed)?;
+    let pool = ((run.metrics.replica_hours * 3600.0 / duration).round() as u32)
+        .clamp(scaling.min.max(1), scaling.max.max(1));
+    let mut fixed = sc.clone();
+    fixed.model.scaling = None;
+    fixed.model.backends = (0..pool)
+        .map(|i| {
+            let mut b = scaling.template.clone();
+            b.name = format!("{}-{i}", scaling.template.name);
+            b
+        })
+        .collect();
+    fixed.model.series_window = Some(fixed.model.slo.window);
+    let ctl = aya_sim::run::control_loop(&fixed, aya, seed)?;
+    let r = simulate_traced(&fixed.model, seed, Some(ctl))?;
+    let slo = fixed.model.slo;
+    let windows: Vec<SloWindow> = r
+        .series
+        .iter()
+        .map(|w| SloWindow {
+            start: w.t,
+            violated: slo.p99.is_some_and(|p| w.p99 > p)
+                || slo.success.is_some_and(|m| w.success_rate < m),
+        })
+        .collect();
+    let (predictive, reactive) = fired(&r.control_trace, rules);
+    let p = score(&predictive, &windows, rules.lead);
+    let q = score(&reactive, &windows, rules.lead);
+    let fmt = |a: &AlertScore| {
+        format!(
+            "{:.2} / {:.2} / {:.0} s",
+            a.precision(),
+            a.recall(),
+            a.mean_lead()
+        )
+    };
+    println!(
+        "| {} | {pool} | {} | {} | {} |",
+        s.id,
+        windows.iter().filter(|w| w.violated).count(),
+        fmt(&p),
+        fmt(&q)
+    );
+    Ok(Some((p, q)))
+}
+
+fn main() -> anyhow::Result<()> {
+    let (mut cfg, rules) = parse_args()?;
     if let Ok(d) = std::env::var("AYA_DATASETS") {
         cfg.datasets = PathBuf::from(d);
     }
@@ -75,70 +151,10 @@ fn main() -> anyhow::Result<()> {
     );
     println!("|---|---|---|---|---|");
     for s in &scenarios {
-        let sc = &s.scenario;
-        let seed = sc.seeds[0];
-        let hpa = sc
-            .policies
-            .iter()
-            .find(|p| p.label.as_deref() == Some("hpa@0.7"))
-            .or_else(|| sc.policies.iter().find(|p| p.name == "hpa"))
-            .ok_or_else(|| anyhow::anyhow!("{}: no hpa policy", s.id))?;
-        let aya = sc
-            .policies
-            .iter()
-            .find(|p| p.name == "aya")
-            .ok_or_else(|| anyhow::anyhow!("{}: no aya policy", s.id))?;
-        let Some(duration) = sc.model.duration else {
-            continue;
-        };
-        let Some(scaling) = sc.model.scaling.clone() else {
-            continue;
-        };
-        let run = aya_sim::run::run_one(sc, hpa, seed)?;
-        let pool = ((run.metrics.replica_hours * 3600.0 / duration).round() as u32)
-            .clamp(scaling.min.max(1), scaling.max.max(1));
-        let mut fixed = sc.clone();
-        fixed.model.scaling = None;
-        fixed.model.backends = (0..pool)
-            .map(|i| {
-                let mut b = scaling.template.clone();
-                b.name = format!("{}-{i}", scaling.template.name);
-                b
-            })
-            .collect();
-        fixed.model.series_window = Some(fixed.model.slo.window);
-        let ctl = aya_sim::run::control_loop(&fixed, aya, seed)?;
-        let r = simulate_traced(&fixed.model, seed, Some(ctl))?;
-        let slo = fixed.model.slo;
-        let windows: Vec<SloWindow> = r
-            .series
-            .iter()
-            .map(|w| SloWindow {
-                start: w.t,
-                violated: slo.p99.is_some_and(|p| w.p99 > p)
-                    || slo.success.is_some_and(|m| w.success_rate < m),
-            })
-            .collect();
-        let (predictive, reactive) = fired(&r.control_trace, &rules);
-        let p = score(&predictive, &windows, rules.lead);
-        let q = score(&reactive, &windows, rules.lead);
-        total_p = total_p.add(&p);
-        total_r = total_r.add(&q);
-        let fmt = |a: &AlertScore| {
-            format!(
-                "{:.2} / {:.2} / {:.0} s",
-                a.precision(),
-                a.recall(),
-                a.mean_lead()
-            )
-        };
-        println!(
-            "| {} | {pool} | {} | {} | {} |",
-            s.id,
-            windows.iter().filter(|w| w.violated).count(),
-            fmt(&p),
-            fmt(&q)
-        );
+        if let Some((p, q)) = score_scenario(s, &rules)? {
+            total_p = total_p.add(&p);
+            total_r = total_r.add(&q);
+        }
     }
     let _ = std::fs::remove_dir_all(&data);
     for (name, a) in [
