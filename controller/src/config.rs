@@ -739,6 +739,36 @@ impl Config {
             validate::host_port(&self.admin_listen, true)
                 .map_err(|m| invalid("admin_listen", m))?;
         }
+        self.validate_tokens()?;
+        self.validate_identities_and_tls()?;
+        self.validate_limits()?;
+        let mtls = self.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        if !self.auth.enabled() && !mtls && !self.insecure {
+            for (field, addr) in [
+                ("listen", &self.listen),
+                ("metrics_listen", &self.metrics_listen),
+                ("admin_listen", &self.admin_listen),
+            ] {
+                if !addr.is_empty() && !validate::is_loopback(addr) {
+                    return Err(invalid(
+                        field,
+                        format!(
+                            "{addr:?} is not a loopback address and no credentials are configured: \
+                             anyone who reaches it could steer traffic. Configure [[auth.tokens]] \
+                             (or mTLS with tls.client_ca), or set insecure = true to serve without \
+                             authentication"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `[[auth.tokens]]`: names, roles, one of token / token_file (read
+    /// here), the token's shape, no value given twice.
+    fn validate_tokens(&mut self) -> Result<(), ConfigError> {
+        use crate::validate;
         let mut names = BTreeSet::new();
         for (i, t) in self.auth.tokens.iter_mut().enumerate() {
             let f = format!("auth.tokens[{i}]");
@@ -793,6 +823,12 @@ impl Config {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// `[[auth.identities]]` and `[tls]`.
+    fn validate_identities_and_tls(&self) -> Result<(), ConfigError> {
+        use crate::validate;
         for (i, id) in self.auth.identities.iter().enumerate() {
             let f = format!("auth.identities[{i}]");
             if id.subject.is_empty()
@@ -835,6 +871,12 @@ impl Config {
                 "certificate identities need mTLS: set tls.client_ca",
             ));
         }
+        Ok(())
+    }
+
+    /// `[limits]`: every bound in its range, timeouts consistent.
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        use crate::validate;
         let l = &self.limits;
         for (field, v) in [
             (
@@ -924,26 +966,6 @@ impl Config {
                     l.keepalive_interval_seconds + l.keepalive_timeout_seconds
                 ),
             ));
-        }
-        let mtls = self.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
-        if !self.auth.enabled() && !mtls && !self.insecure {
-            for (field, addr) in [
-                ("listen", &self.listen),
-                ("metrics_listen", &self.metrics_listen),
-                ("admin_listen", &self.admin_listen),
-            ] {
-                if !addr.is_empty() && !validate::is_loopback(addr) {
-                    return Err(invalid(
-                        field,
-                        format!(
-                            "{addr:?} is not a loopback address and no credentials are configured: \
-                             anyone who reaches it could steer traffic. Configure [[auth.tokens]] \
-                             (or mTLS with tls.client_ca), or set insecure = true to serve without \
-                             authentication"
-                        ),
-                    ));
-                }
-            }
         }
         Ok(())
     }

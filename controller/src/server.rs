@@ -261,30 +261,8 @@ pub async fn serve_secured(
     // clock), so a test that moves a manual clock once the initial tick is
     // published never races with their start.
     let started = ctl.clock().elapsed();
-    // Warm-start the clusters with too little stored history (network and
-    // CPU, off the async workers) before the first tick forecasts.
-    {
-        let c = ctl.clone();
-        let now = c.clock().now_secs();
-        tokio::task::spawn_blocking(move || c.warm_start_all(now)).await?;
-    }
-    // Publish every cluster before accepting connections, so the first
-    // watcher already gets a snapshot.
-    {
-        let c = ctl.clone();
-        let now = c.clock().now_secs();
-        if let Err(e) = tokio::task::spawn_blocking(move || c.tick_all(now)).await? {
-            tracing::error!(error = %e, "initial control tick failed");
-        }
-    }
-
-    let ticker = tokio::spawn(tick_loop(ctl.clone(), started, stop_rx.clone()));
-    let retention = tokio::spawn(retention_loop(ctl.clone(), started, stop_rx.clone()));
-    let retrain = tokio::spawn(retrain_loop(ctl.clone(), started, stop_rx.clone()));
-    let reload = security
-        .tls
-        .clone()
-        .map(|t| tokio::spawn(t.reload_loop(ctl.clock().clone(), stop_rx.clone())));
+    warm_start_and_publish(&ctl).await?;
+    let periodic = Periodic::spawn(&ctl, &security, started, &stop_rx);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<MetricsServiceServer<AyaApi>>().await;
@@ -295,91 +273,34 @@ pub async fn serve_secured(
     let api = AyaApi::new(ctl.clone())
         .with_security(security.metrics.clone())
         .with_rate_limits(rates.clone());
-    let all = ctl.publisher().subscribe_all();
-    let limits = &security.limits;
-    let builder = || {
-        tonic::transport::Server::builder()
-            .initial_stream_window_size(STREAM_WINDOW_BYTES)
-            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-            .max_concurrent_streams(limits.max_concurrent_streams)
-            .http2_keepalive_interval(Some(Duration::from_secs_f64(
-                limits.keepalive_interval_seconds,
-            )))
-            .http2_keepalive_timeout(Some(Duration::from_secs_f64(
-                limits.keepalive_timeout_seconds,
-            )))
-    };
     let main_scope = if admin.is_some() {
         Scope::NoAdmin
     } else {
         Scope::All
     };
-    let router = builder()
-        .layer(
-            GrpcAuthLayer::new(
-                security.policy.clone(),
-                main_scope,
-                security.metrics.clone(),
-            )
-            .with_rate_limits(rates.clone()),
-        )
-        .add_service(health_service.clone())
-        .add_service(
-            MetricsServiceServer::new(api.clone())
-                .max_decoding_message_size(MAX_INGEST_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_INGEST_MESSAGE_BYTES),
-        )
-        .add_service(DecisionServiceServer::new(api.clone()))
-        .add_service(ForecastServiceServer::new(api.clone()))
-        .add_service(AdminServiceServer::new(api.clone()))
-        .add_service(crate::xds::ads_service_with_clock(
-            all.clone(),
-            ctl.xds_stats().clone(),
-            ctl.clock().clone(),
-        ))
-        .add_service(crate::keda::keda_service_with_forecast(
-            all,
-            forecast_peak(ctl.clone()),
-        ))
-        .add_service(otlp);
+    let router = main_router(
+        &ctl,
+        &security,
+        main_scope,
+        rates.clone(),
+        health_service.clone(),
+        api.clone(),
+    )
+    .add_service(otlp);
 
     let admin_task = admin.map(|l| {
-        let router = builder()
-            .layer(
-                GrpcAuthLayer::new(
-                    security.policy.clone(),
-                    Scope::AdminOnly,
-                    security.metrics.clone(),
-                )
-                .with_rate_limits(rates.clone()),
-            )
-            .add_service(health_service.clone())
-            .add_service(AdminServiceServer::new(api.clone()));
-        let incoming = ReceiverStream::new(crate::tls::incoming(
+        spawn_admin(
             l,
-            security.accept("admin", Alpn::H2),
-            stop_rx.clone(),
-        ));
-        let stop = stopped(stop_rx.clone());
-        tokio::spawn(async move { router.serve_with_incoming_shutdown(incoming, stop).await })
+            &security,
+            rates.clone(),
+            health_service.clone(),
+            api.clone(),
+            &stop_rx,
+        )
     });
 
     let metrics_task = match listeners.metrics {
-        Some(l) => {
-            let app = metrics_app(&ctl, &security);
-            let listener =
-                HttpListener::new(l, security.accept("http", Alpn::Http1), stop_rx.clone())
-                    .map_err(ServeError::Http)?;
-            let stop = stopped(stop_rx.clone());
-            Some(tokio::spawn(async move {
-                axum::serve(
-                    listener,
-                    app.into_make_service_with_connect_info::<PeerInfo>(),
-                )
-                .with_graceful_shutdown(stop)
-                .await
-            }))
-        }
+        Some(l) => Some(spawn_metrics(l, &ctl, &security, &stop_rx)?),
         None => None,
     };
 
@@ -391,29 +312,11 @@ pub async fn serve_secured(
         )),
         stopped(stop_rx.clone()),
     );
-    let drain_deadline = {
-        let stop = stopped(stop_rx.clone());
-        async move {
-            stop.await;
-            tokio::time::sleep(DRAIN_TIMEOUT).await;
-        }
-    };
-    let grpc = tokio::select! {
-        r = server => r,
-        _ = drain_deadline => {
-            tracing::warn!("in-flight RPCs did not finish within {DRAIN_TIMEOUT:?}; closing them");
-            Ok(())
-        }
-    };
+    let grpc = drain_within_deadline(server, stop_rx.clone()).await;
     health
         .set_not_serving::<MetricsServiceServer<AyaApi>>()
         .await;
-    ticker.await?;
-    retention.await?;
-    retrain.await?;
-    if let Some(t) = reload {
-        t.await?;
-    }
+    periodic.join().await?;
     if let Some(t) = metrics_task {
         t.await?.map_err(ServeError::Http)?;
     }
@@ -430,6 +333,197 @@ pub async fn serve_secured(
     grpc?;
     tracing::info!("shut down");
     Ok(())
+}
+
+/// The main listener's gRPC services behind the auth layer of `scope`
+/// (the OTLP service is added by the caller, which shares it with
+/// `otlp_listen`).
+fn main_router(
+    ctl: &Controller,
+    security: &Security,
+    scope: Scope,
+    rates: Arc<crate::auth::RateLimits>,
+    health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+    api: AyaApi,
+) -> tonic::transport::server::Router<
+    tower::layer::util::Stack<GrpcAuthLayer, tower::layer::util::Identity>,
+> {
+    let all = ctl.publisher().subscribe_all();
+    grpc_builder(&security.limits)
+        .layer(
+            GrpcAuthLayer::new(security.policy.clone(), scope, security.metrics.clone())
+                .with_rate_limits(rates),
+        )
+        .add_service(health)
+        .add_service(
+            MetricsServiceServer::new(api.clone())
+                .max_decoding_message_size(MAX_INGEST_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_INGEST_MESSAGE_BYTES),
+        )
+        .add_service(DecisionServiceServer::new(api.clone()))
+        .add_service(ForecastServiceServer::new(api.clone()))
+        .add_service(AdminServiceServer::new(api))
+        .add_service(crate::xds::ads_service_with_clock(
+            all.clone(),
+            ctl.xds_stats().clone(),
+            ctl.clock().clone(),
+        ))
+        .add_service(crate::keda::keda_service_with_forecast(
+            all,
+            forecast_peak(ctl.clone()),
+        ))
+}
+
+/// Run `server` until it ends, or until `DRAIN_TIMEOUT` after `stop` turned
+/// true (in-flight RPCs are then cut).
+async fn drain_within_deadline(
+    server: impl Future<Output = Result<(), tonic::transport::Error>>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), tonic::transport::Error> {
+    let drain_deadline = async move {
+        let _ = stop.wait_for(|s| *s).await;
+        tokio::time::sleep(DRAIN_TIMEOUT).await;
+    };
+    tokio::select! {
+        r = server => r,
+        _ = drain_deadline => {
+            tracing::warn!("in-flight RPCs did not finish within {DRAIN_TIMEOUT:?}; closing them");
+            Ok(())
+        }
+    }
+}
+
+/// Serve the admin methods (and health) on the separate admin listener.
+fn spawn_admin(
+    listener: TcpListener,
+    security: &Security,
+    rates: Arc<crate::auth::RateLimits>,
+    health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+    api: AyaApi,
+    stop: &watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<Result<(), tonic::transport::Error>> {
+    let router = grpc_builder(&security.limits)
+        .layer(
+            GrpcAuthLayer::new(
+                security.policy.clone(),
+                Scope::AdminOnly,
+                security.metrics.clone(),
+            )
+            .with_rate_limits(rates),
+        )
+        .add_service(health)
+        .add_service(AdminServiceServer::new(api));
+    let incoming = ReceiverStream::new(crate::tls::incoming(
+        listener,
+        security.accept("admin", Alpn::H2),
+        stop.clone(),
+    ));
+    let mut stop = stop.clone();
+    tokio::spawn(async move {
+        router
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+    })
+}
+
+/// Warm-start the clusters with too little stored history (network and
+/// CPU, off the async workers) before the first tick forecasts, then
+/// publish every cluster before accepting connections, so that the first
+/// watcher already gets a snapshot.
+async fn warm_start_and_publish(ctl: &Controller) -> Result<(), ServeError> {
+    let c = ctl.clone();
+    let now = c.clock().now_secs();
+    tokio::task::spawn_blocking(move || c.warm_start_all(now)).await?;
+    let c = ctl.clone();
+    let now = c.clock().now_secs();
+    if let Err(e) = tokio::task::spawn_blocking(move || c.tick_all(now)).await? {
+        tracing::error!(error = %e, "initial control tick failed");
+    }
+    Ok(())
+}
+
+/// The service's periodic tasks: control ticks, retention, retrain and the
+/// certificate reload check.
+struct Periodic {
+    ticker: tokio::task::JoinHandle<()>,
+    retention: tokio::task::JoinHandle<()>,
+    retrain: tokio::task::JoinHandle<()>,
+    reload: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Periodic {
+    /// Start them, counting their periods from `started` (on the
+    /// controller's clock); they stop when `stop` turns true.
+    fn spawn(
+        ctl: &Controller,
+        security: &Security,
+        started: Duration,
+        stop: &watch::Receiver<bool>,
+    ) -> Periodic {
+        Periodic {
+            ticker: tokio::spawn(tick_loop(ctl.clone(), started, stop.clone())),
+            retention: tokio::spawn(retention_loop(ctl.clone(), started, stop.clone())),
+            retrain: tokio::spawn(retrain_loop(ctl.clone(), started, stop.clone())),
+            reload: security
+                .tls
+                .clone()
+                .map(|t| tokio::spawn(t.reload_loop(ctl.clock().clone(), stop.clone()))),
+        }
+    }
+
+    /// Wait until every one has stopped.
+    async fn join(self) -> Result<(), ServeError> {
+        self.ticker.await?;
+        self.retention.await?;
+        self.retrain.await?;
+        if let Some(t) = self.reload {
+            t.await?;
+        }
+        Ok(())
+    }
+}
+
+/// A tonic server with the configured HTTP/2 limits.
+fn grpc_builder(limits: &LimitsConfig) -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_keepalive_interval(Some(Duration::from_secs_f64(
+            limits.keepalive_interval_seconds,
+        )))
+        .http2_keepalive_timeout(Some(Duration::from_secs_f64(
+            limits.keepalive_timeout_seconds,
+        )))
+}
+
+/// Serve the HTTP listener (`/metrics`, remote-write) until `stop` turns true.
+fn spawn_metrics(
+    listener: TcpListener,
+    ctl: &Controller,
+    security: &Security,
+    stop: &watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, ServeError> {
+    let app = metrics_app(ctl, security);
+    let listener = HttpListener::new(listener, security.accept("http", Alpn::Http1), stop.clone())
+        .map_err(ServeError::Http)?;
+    let mut stop = stop.clone();
+    Ok(tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<PeerInfo>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+    }))
 }
 
 /// The HTTP listener's routes (`/metrics` with the security counters
