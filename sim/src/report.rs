@@ -246,13 +246,22 @@ pub fn html(res: &ScenarioResult) -> String {
         res.seeds.len(),
         res.seeds
     );
+    summary_tables(&mut h, res);
+    time_charts(&mut h, res);
+    backend_sections(&mut h, res);
+    h.push_str("</body></html>\n");
+    h
+}
+
+/// The summary and paired-comparison tables.
+fn summary_tables(h: &mut String, res: &ScenarioResult) {
     h.push_str("<h2>Summary</h2><table><tr><th>metric</th>");
     for p in &res.policies {
-        let _ = write!(h, "<th>{}</th>", esc(&p.label));
+        let _ = write!(*h, "<th>{}</th>", esc(&p.label));
     }
     h.push_str("</tr>");
     for (m, _) in METRICS {
-        let _ = write!(h, "<tr><td>{m}</td>");
+        let _ = write!(*h, "<tr><td>{m}</td>");
         for p in &res.policies {
             let e = p.summary.get(*m).copied().unwrap_or_default();
             let prec = if e.mean.abs() >= 100.0 {
@@ -262,7 +271,7 @@ pub fn html(res: &ScenarioResult) -> String {
             } else {
                 5
             };
-            let _ = write!(h, "<td>{}</td>", e.fmt(prec));
+            let _ = write!(*h, "<td>{}</td>", e.fmt(prec));
         }
         h.push_str("</tr>");
     }
@@ -270,11 +279,11 @@ pub fn html(res: &ScenarioResult) -> String {
     if !res.comparisons.is_empty() {
         h.push_str("<h2>Paired comparisons (same seeds)</h2><table><tr><th>metric</th>");
         for c in &res.comparisons {
-            let _ = write!(h, "<th>{} − {}</th>", esc(&c.policy), esc(&c.reference));
+            let _ = write!(*h, "<th>{} − {}</th>", esc(&c.policy), esc(&c.reference));
         }
         h.push_str("</tr>");
         for (m, _) in METRICS {
-            let _ = write!(h, "<tr><td>{m}</td>");
+            let _ = write!(*h, "<tr><td>{m}</td>");
             for c in &res.comparisons {
                 let p = c.metrics.get(*m).copied().unwrap_or_default();
                 let _ = write!(
@@ -289,6 +298,10 @@ pub fn html(res: &ScenarioResult) -> String {
         }
         h.push_str("</table><p>* the 95% CI of the paired difference excludes 0.</p>");
     }
+}
+
+/// Latency, demand and replicas over time.
+fn time_charts(h: &mut String, res: &ScenarioResult) {
     h.push_str("<h2>Latency over time (first seed)</h2>");
     let mut lat = Vec::new();
     for p in &res.policies {
@@ -337,6 +350,10 @@ pub fn html(res: &ScenarioResult) -> String {
         "replicas (count)",
         &reps,
     ));
+}
+
+/// Per-backend utilisation charts and the decision logs.
+fn backend_sections(h: &mut String, res: &ScenarioResult) {
     h.push_str("<h2>Per-backend load (first seed)</h2>");
     for p in &res.policies {
         let mut names: Vec<String> = Vec::new();
@@ -372,7 +389,7 @@ pub fn html(res: &ScenarioResult) -> String {
         ));
         if !p.decisions.is_empty() {
             let _ = write!(
-                h,
+                *h,
                 "<details><summary>{}: {} decisions that changed something</summary><ul>",
                 esc(&p.label),
                 p.decisions.len()
@@ -390,6 +407,4 @@ pub fn html(res: &ScenarioResult) -> String {
             h.push_str("</ul></details>");
         }
     }
-    h.push_str("</body></html>\n");
-    h
 }
