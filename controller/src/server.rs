@@ -269,6 +269,15 @@ pub async fn serve_secured(
     let ticker = tokio::spawn(tick_loop(ctl.clone(), started, stop_rx.clone()));
     let retention = tokio::spawn(retention_loop(ctl.clone(), started, stop_rx.clone()));
     let retrain = tokio::spawn(retrain_loop(ctl.clone(), started, stop_rx.clone()));
+    // HAProxy publishers (`[[haproxy]]`): they follow the published state
+    // and stop with the other background tasks.
+    let haproxy_metrics = crate::haproxy::HaproxyMetrics::new();
+    let haproxy = crate::haproxy::spawn_all(
+        &ctl.config().haproxy,
+        ctl.clone(),
+        haproxy_metrics.clone(),
+        stop_rx.clone(),
+    );
     let reload = security
         .tls
         .clone()
@@ -356,7 +365,7 @@ pub async fn serve_secured(
 
     let metrics_task = match listeners.metrics {
         Some(l) => {
-            let app = metrics_app(&ctl, &security);
+            let app = metrics_app(&ctl, &security, &haproxy_metrics);
             let listener =
                 HttpListener::new(l, security.accept("http", Alpn::Http1), stop_rx.clone())
                     .map_err(ServeError::Http)?;
@@ -401,6 +410,9 @@ pub async fn serve_secured(
     ticker.await?;
     retention.await?;
     retrain.await?;
+    for t in haproxy {
+        t.await?;
+    }
     if let Some(t) = reload {
         t.await?;
     }
@@ -424,12 +436,17 @@ pub async fn serve_secured(
 
 /// The HTTP listener's routes (`/metrics` with the security counters
 /// appended, Prometheus remote-write), behind [`crate::auth::http_auth`].
-fn metrics_app(ctl: &Controller, security: &Security) -> axum::Router {
-    let (m, p, x, sec) = (
+fn metrics_app(
+    ctl: &Controller,
+    security: &Security,
+    haproxy: &crate::haproxy::HaproxyMetrics,
+) -> axum::Router {
+    let (m, p, x, sec, hap) = (
         ctl.metrics().clone(),
         ctl.publisher().clone(),
         ctl.xds_stats().clone(),
         security.metrics.clone(),
+        haproxy.clone(),
     );
     axum::Router::new()
         .route(
@@ -440,7 +457,12 @@ fn metrics_app(ctl: &Controller, security: &Security) -> axum::Router {
                 if let Some(cut) = body.rfind("# EOF") {
                     body.truncate(cut);
                 }
-                body.push_str(&sec.render());
+                let mut extra = sec.render();
+                if let Some(cut) = extra.rfind("# EOF") {
+                    extra.truncate(cut);
+                }
+                body.push_str(&extra);
+                body.push_str(&hap.render());
                 async move {
                     (
                         [(
