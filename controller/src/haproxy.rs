@@ -1096,6 +1096,10 @@ impl Publisher {
             return End::Failed(e);
         }
         let resync = Duration::from_secs_f64(self.cfg.resync_seconds);
+        // A deadline, not a fresh sleep per wake-up: snapshots arriving more
+        // often than `resync_seconds` must not postpone the probe (an idle
+        // session would hit HAProxy's `stats timeout`).
+        let mut next_resync = self.clock.elapsed() + resync;
         loop {
             let snap = rx
                 .borrow_and_update()
@@ -1126,7 +1130,8 @@ impl Publisher {
                         return End::Stop;
                     }
                 }
-                _ = self.clock.sleep(resync) => {
+                _ = self.clock.sleep_until(next_resync) => {
+                    next_resync = self.clock.elapsed() + resync;
                     if let Err(e) = self.refresh(s).await {
                         return End::Failed(e);
                     }

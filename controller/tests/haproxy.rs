@@ -98,23 +98,34 @@ impl Drop for Haproxy {
     }
 }
 
-fn start_haproxy(bin: &str, cfg: &Path, stats: SocketAddr) -> Haproxy {
+/// Start `haproxy -f CFG -db`, its messages in `haproxy.log` beside the config.
+fn spawn_haproxy(bin: &str, cfg: &Path) -> Haproxy {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(cfg.with_file_name("haproxy.log"))
+        .unwrap();
     let child = Command::new(bin)
         .arg("-f")
         .arg(cfg)
         .arg("-db")
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(log)
         .spawn()
         .unwrap();
-    let h = Haproxy { child };
+    Haproxy { child }
+}
+
+fn start_haproxy(bin: &str, cfg: &Path, stats: SocketAddr) -> Haproxy {
+    let h = spawn_haproxy(bin, cfg);
     for _ in 0..200 {
         if std::net::TcpStream::connect(stats).is_ok() {
             return h;
         }
         std::thread::sleep(Duration::from_millis(25));
     }
-    panic!("HAProxy did not open its stats socket {stats} within 5 s");
+    let log = std::fs::read_to_string(cfg.with_file_name("haproxy.log")).unwrap_or_default();
+    panic!("HAProxy did not open its stats socket {stats} within 5 s; its log:\n{log}");
 }
 
 /// One runtime API command (non-interactive: the reply ends at EOF).
@@ -356,8 +367,22 @@ async fn real_haproxy_follows_weights_drains_and_reapplies_after_restart() {
     let share_a = *hits.get("a").unwrap_or(&0) as f64 / 341.0;
     assert!((share_a - 85.0 / 341.0).abs() < 0.03, "{hits:?}");
 
+    // A hand-made change (drift) is undone at the next resync.
+    assert_eq!(
+        runtime(stats, "set server be_web/a weight 7").await.trim(),
+        ""
+    );
+    assert_eq!(
+        runtime(stats, "set server be_web/c state ready")
+            .await
+            .trim(),
+        ""
+    );
+    wait_for(stats, &steered, "after a hand-made change").await;
+
     let text = metrics_text(srv.metrics_addr).await;
     let labels = "{cluster=\"web\",backend=\"be_web\"}";
+    assert!(sample(&text, &format!("aya_haproxy_drift_total{labels}")) >= 2.0);
     assert!(sample(&text, &format!("aya_haproxy_connects_total{labels}")) >= 2.0);
     assert_eq!(
         sample(&text, &format!("aya_haproxy_connected{labels}")),
@@ -444,15 +469,7 @@ async fn real_haproxy_over_a_unix_socket_with_mapped_names_started_after_aya() {
     assert!(refused >= 2.0, "connect errors counted: {refused}");
 
     let stats_sock = sock.clone();
-    let child = Command::new(&bin)
-        .arg("-f")
-        .arg(&cfg_path)
-        .arg("-db")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let _haproxy = Haproxy { child };
+    let _haproxy = spawn_haproxy(&bin, &cfg_path);
     let show = || async {
         let mut out = String::new();
         if let Ok(mut s) = tokio::net::UnixStream::connect(&stats_sock).await {
