@@ -130,6 +130,11 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// Resource limits of the listeners and the cluster registry.
     pub limits: LimitsConfig,
+    /// `[[haproxy]]`: HAProxy backends steered through their runtime API,
+    /// one entry per (cluster, HAProxy backend) (docs/haproxy.md). Read from
+    /// the file at every start (not stored), so they may name clusters
+    /// added through the admin API.
+    pub haproxy: Vec<crate::haproxy::HaproxyConfig>,
 }
 
 /// A role: what a credential may call (see `crate::auth::RPC_ROLES`).
@@ -323,6 +328,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             tls: None,
             limits: LimitsConfig::default(),
+            haproxy: Vec::new(),
         }
     }
 }
@@ -680,6 +686,7 @@ impl Config {
         crate::policies::check_name(&self.default_policy)
             .map_err(|e| invalid("default_policy", e.to_string()))?;
         self.validate_security()?;
+        crate::haproxy::validate_all(&self.haproxy).map_err(|(f, m)| invalid(f, m))?;
         if self.clusters.len() > self.limits.max_clusters {
             return Err(invalid(
                 "clusters",
@@ -1075,6 +1082,18 @@ derive_latency = false
                 "otlp.default.backend_attributes[0][1]",
             ),
             ("[otlp]\ncluster_attributes = []", "otlp.cluster_attributes"),
+            (
+                "[[haproxy]]\ncluster = \"web\"\nruntime_api = \"127.0.0.1\"\nbackend = \"be\"",
+                "haproxy[0].runtime_api",
+            ),
+            (
+                "[[haproxy]]\ncluster = \"web\"\nruntime_api = \"127.0.0.1:9999\"\nbackend = \"\"",
+                "haproxy[0].backend",
+            ),
+            (
+                "[[haproxy]]\ncluster = \"web\"\nruntime_api = \"/run/h.sock\"\nbackend = \"be\"\n[haproxy.servers]\na = \"\"",
+                "haproxy[0].servers.\"a\"",
+            ),
         ];
         for (text, field) in cases {
             let mut c = Config::from_toml(text, Path::new("x.toml")).unwrap();

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod convert;
 pub mod forecasting;
+pub mod haproxy;
 pub mod ingest;
 pub mod keda;
 pub mod metrics;

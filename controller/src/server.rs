@@ -262,7 +262,16 @@ pub async fn serve_secured(
     // published never races with their start.
     let started = ctl.clock().elapsed();
     warm_start_and_publish(&ctl).await?;
-    let periodic = Periodic::spawn(&ctl, &security, started, &stop_rx);
+    // HAProxy publishers (`[[haproxy]]`): they follow the published state
+    // and stop with the other background tasks.
+    let haproxy_metrics = crate::haproxy::HaproxyMetrics::new();
+    let mut periodic = Periodic::spawn(&ctl, &security, started, &stop_rx);
+    periodic.haproxy = crate::haproxy::spawn_all(
+        &ctl.config().haproxy,
+        ctl.clone(),
+        haproxy_metrics.clone(),
+        stop_rx.clone(),
+    );
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<MetricsServiceServer<AyaApi>>().await;
@@ -300,7 +309,13 @@ pub async fn serve_secured(
     });
 
     let metrics_task = match listeners.metrics {
-        Some(l) => Some(spawn_metrics(l, &ctl, &security, &stop_rx)?),
+        Some(l) => Some(spawn_metrics(
+            l,
+            &ctl,
+            &security,
+            &haproxy_metrics,
+            &stop_rx,
+        )?),
         None => None,
     };
 
@@ -455,6 +470,8 @@ struct Periodic {
     retention: tokio::task::JoinHandle<()>,
     retrain: tokio::task::JoinHandle<()>,
     reload: Option<tokio::task::JoinHandle<()>>,
+    /// The HAProxy publishers (started by the caller).
+    haproxy: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Periodic {
@@ -474,6 +491,7 @@ impl Periodic {
                 .tls
                 .clone()
                 .map(|t| tokio::spawn(t.reload_loop(ctl.clock().clone(), stop.clone()))),
+            haproxy: Vec::new(),
         }
     }
 
@@ -482,6 +500,9 @@ impl Periodic {
         self.ticker.await?;
         self.retention.await?;
         self.retrain.await?;
+        for t in self.haproxy {
+            t.await?;
+        }
         if let Some(t) = self.reload {
             t.await?;
         }
@@ -508,9 +529,10 @@ fn spawn_metrics(
     listener: TcpListener,
     ctl: &Controller,
     security: &Security,
+    haproxy: &crate::haproxy::HaproxyMetrics,
     stop: &watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, ServeError> {
-    let app = metrics_app(ctl, security);
+    let app = metrics_app(ctl, security, haproxy);
     let listener = HttpListener::new(listener, security.accept("http", Alpn::Http1), stop.clone())
         .map_err(ServeError::Http)?;
     let mut stop = stop.clone();
@@ -528,12 +550,17 @@ fn spawn_metrics(
 
 /// The HTTP listener's routes (`/metrics` with the security counters
 /// appended, Prometheus remote-write), behind [`crate::auth::http_auth`].
-fn metrics_app(ctl: &Controller, security: &Security) -> axum::Router {
-    let (m, p, x, sec) = (
+fn metrics_app(
+    ctl: &Controller,
+    security: &Security,
+    haproxy: &crate::haproxy::HaproxyMetrics,
+) -> axum::Router {
+    let (m, p, x, sec, hap) = (
         ctl.metrics().clone(),
         ctl.publisher().clone(),
         ctl.xds_stats().clone(),
         security.metrics.clone(),
+        haproxy.clone(),
     );
     axum::Router::new()
         .route(
@@ -544,7 +571,12 @@ fn metrics_app(ctl: &Controller, security: &Security) -> axum::Router {
                 if let Some(cut) = body.rfind("# EOF") {
                     body.truncate(cut);
                 }
-                body.push_str(&sec.render());
+                let mut extra = sec.render();
+                if let Some(cut) = extra.rfind("# EOF") {
+                    extra.truncate(cut);
+                }
+                body.push_str(&extra);
+                body.push_str(&hap.render());
                 async move {
                     (
                         [(
