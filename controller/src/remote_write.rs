@@ -345,6 +345,7 @@ impl RemoteWriter {
 pub struct Receiver {
     writer: Arc<Mutex<RemoteWriter>>,
     sink: Sink,
+    rates: Arc<crate::auth::RateLimits>,
 }
 
 impl std::fmt::Debug for Receiver {
@@ -359,16 +360,28 @@ impl Receiver {
         Receiver {
             writer: Arc::new(Mutex::new(RemoteWriter::new(mapping))),
             sink,
+            rates: Arc::new(crate::auth::RateLimits::none()),
         }
+    }
+
+    /// Count each client's samples against `rates.ingest` (the bucket the
+    /// aya.v1 and OTLP ingest paths share).
+    pub fn with_rate_limits(self, rates: Arc<crate::auth::RateLimits>) -> Self {
+        Receiver { rates, ..self }
     }
 }
 
 /// An axum router serving [`PATH`]; merge it into the metrics listener's.
 pub fn router(mapping: IngestMapping, sink: Sink) -> axum::Router {
+    router_for(Receiver::new(mapping, sink))
+}
+
+/// [`router`] around a prepared [`Receiver`] (e.g. with rate limits).
+pub fn router_for(receiver: Receiver) -> axum::Router {
     axum::Router::new()
         .route(PATH, axum::routing::post(write))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(Receiver::new(mapping, sink))
+        .with_state(receiver)
 }
 
 fn header_is(headers: &HeaderMap, name: header::HeaderName, want: &str) -> Result<(), String> {
@@ -385,7 +398,12 @@ fn header_is(headers: &HeaderMap, name: header::HeaderName, want: &str) -> Resul
 }
 
 /// The handler: decode, translate, hand to the sink.
-pub async fn write(State(rx): State<Receiver>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn write(
+    State(rx): State<Receiver>,
+    client: Option<axum::Extension<crate::auth::ClientKey>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if let Err(e) = header_is(&headers, header::CONTENT_TYPE, "application/x-protobuf")
         .and_then(|_| header_is(&headers, header::CONTENT_ENCODING, "snappy"))
     {
@@ -413,6 +431,25 @@ pub async fn write(State(rx): State<Receiver>, headers: HeaderMap, body: Bytes) 
         .iter()
         .map(|r| format!("{}: {} sample(s): {}", r.metric, r.points, r.reason))
         .collect();
+    if let Some(limiter) = rx.rates.ingest.as_ref()
+        && !translation.samples.is_empty()
+    {
+        let key = client.map_or_else(|| "anonymous".to_string(), |c| c.0.0.clone());
+        if let Err(l) = limiter.try_take(&key, translation.samples.len() as f64) {
+            // Remote-write 1.0: 429 is retried by the sender with back-off.
+            let wait = l.retry_after_seconds.ceil().max(1.0) as u64;
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, wait.to_string())],
+                format!(
+                    "ingest rate limit: at most {} samples per second per client (limits.ingest_samples_per_second); nothing of this request was stored, retry in {:.2} s",
+                    limiter.rate(),
+                    l.retry_after_seconds
+                ),
+            )
+                .into_response();
+        }
+    }
     if !translation.samples.is_empty() {
         let names: Vec<(String, String)> = translation
             .samples

@@ -314,6 +314,7 @@ pub async fn serve_secured(
             &ctl,
             &security,
             &haproxy_metrics,
+            &rates,
             &stop_rx,
         )?),
         None => None,
@@ -530,9 +531,10 @@ fn spawn_metrics(
     ctl: &Controller,
     security: &Security,
     haproxy: &crate::haproxy::HaproxyMetrics,
+    rates: &Arc<crate::auth::RateLimits>,
     stop: &watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, ServeError> {
-    let app = metrics_app(ctl, security, haproxy);
+    let app = metrics_app(ctl, security, haproxy, rates);
     let listener = HttpListener::new(listener, security.accept("http", Alpn::Http1), stop.clone())
         .map_err(ServeError::Http)?;
     let mut stop = stop.clone();
@@ -554,6 +556,7 @@ fn metrics_app(
     ctl: &Controller,
     security: &Security,
     haproxy: &crate::haproxy::HaproxyMetrics,
+    rates: &Arc<crate::auth::RateLimits>,
 ) -> axum::Router {
     let (m, p, x, sec, hap) = (
         ctl.metrics().clone(),
@@ -588,9 +591,12 @@ fn metrics_app(
                 }
             }),
         )
-        .merge(crate::remote_write::router(
-            crate::otlp::IngestMapping::prometheus(),
-            crate::otlp::ingest_sink(ctl.clone()),
+        .merge(crate::remote_write::router_for(
+            crate::remote_write::Receiver::new(
+                crate::otlp::IngestMapping::prometheus(),
+                crate::otlp::ingest_sink(ctl.clone()),
+            )
+            .with_rate_limits(rates.clone()),
         ))
         .layer(axum::middleware::from_fn_with_state(
             HttpAuth {

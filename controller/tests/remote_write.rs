@@ -282,6 +282,55 @@ async fn service_receives_remote_write() {
     running.stop().await;
 }
 
+#[tokio::test]
+async fn remote_write_shares_the_clients_ingest_rate_limit() {
+    // A burst of 2 samples, refilled at 2 per second: a request of 2 samples
+    // is stored, the next one at once gets 429 with Retry-After (the sender
+    // retries with back-off) and stores nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = common::config(dir.path());
+    cfg.limits.ingest_samples_per_second = 2.0;
+    let running = common::start(cfg).await;
+    let now = common::now_ms();
+    let req = |t: i64| WriteRequest {
+        timeseries: vec![series(
+            &[
+                ("__name__", "http_server_active_requests"),
+                ("job", "web"),
+                ("instance", "127.0.0.1:9003"),
+            ],
+            &[(t - 1000, 3.0), (t, 7.0)],
+        )],
+    };
+    let (s, b) = post(
+        running.metrics_addr,
+        GOOD,
+        &remote_write::encode(&req(now - 5000)).unwrap(),
+    )
+    .await;
+    assert_eq!(s, 204, "{b}");
+    let (s, b) = post(
+        running.metrics_addr,
+        GOOD,
+        &remote_write::encode(&req(now - 1000)).unwrap(),
+    )
+    .await;
+    assert_eq!(s, 429, "{b}");
+    assert!(b.contains("limits.ingest_samples_per_second"), "{b}");
+    let mut ms = pb::metrics_service_client::MetricsServiceClient::new(running.channel().await);
+    let h = ms
+        .query_history(pb::QueryHistoryRequest {
+            cluster: "web".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let n: usize = h.series.iter().map(|s| s.points.len()).sum();
+    assert_eq!(n, 2, "only the first request was stored");
+    running.stop().await;
+}
+
 /// A real Prometheus (Debian's `prometheus`) scrapes a tiny exporter on
 /// loopback and remote-writes to the receiver. Skipped, with a note, when
 /// the binary is absent (a failure when `AYA_REQUIRE_PROMETHEUS` is set,

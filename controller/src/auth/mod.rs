@@ -496,15 +496,17 @@ pub struct HttpAuth {
 /// with unknown credentials, 403 without the role.
 pub async fn http_auth(
     axum::extract::State(auth): axum::extract::State<HttpAuth>,
-    req: axum::extract::Request,
+    mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     let access = auth.policy.http_access(req.uri().path());
-    let peer = req
+    let info = req
         .extensions()
         .get::<axum::extract::ConnectInfo<PeerInfo>>()
-        .and_then(|c| c.0.identity.clone());
+        .map(|c| c.0.clone());
+    let peer = info.as_ref().and_then(|i| i.identity.clone());
+    let remote = info.as_ref().and_then(|i| i.remote);
     let path = crate::validate::truncate_for_message(req.uri().path(), 200);
     let decision = auth.policy.check(
         access,
@@ -515,7 +517,11 @@ pub async fn http_auth(
         peer.as_ref(),
     );
     match decision {
-        Ok(_) => next.run(req).await,
+        Ok(caller) => {
+            // The remote-write handler counts against this client's bucket.
+            req.extensions_mut().insert(ClientKey::of(&caller, remote));
+            next.run(req).await
+        }
         Err(Denied::Unauthenticated(m)) => {
             auth.metrics.denied("http", "unauthenticated");
             (
