@@ -1169,3 +1169,72 @@ async fn cluster_and_backend_limits_refuse_with_a_reason() {
 fn file_time_now() -> std::time::SystemTime {
     std::time::SystemTime::now()
 }
+
+/// A proxyless gRPC client from the Python ecosystem (grpcio, from PyPI):
+/// its own TLS stack (BoringSSL) presents a client certificate, reads a
+/// snapshot and a Watch message as the `watch` role the certificate maps
+/// to, and is refused the admin API; without a certificate it is refused.
+/// Skipped with a note when grpcio is absent (a failure when
+/// `AYA_REQUIRE_GRPCIO` is set, as `.ci/run` does after installing it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpcio_client_with_mtls_watches_and_is_refused_admin() {
+    let python = std::env::var("AYA_PYTHON").unwrap_or_else(|_| "python3".into());
+    let has_grpcio = std::process::Command::new(&python)
+        .args(["-c", "import grpc, grpc_tools"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_grpcio {
+        assert!(
+            std::env::var_os("AYA_REQUIRE_GRPCIO").is_none(),
+            "AYA_REQUIRE_GRPCIO is set but `{python} -c 'import grpc, grpc_tools'` fails \
+             (pip install grpcio grpcio-tools)"
+        );
+        eprintln!("SKIPPED grpcio test: no grpcio for {python} (pip install grpcio grpcio-tools)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let data = tempfile::tempdir().unwrap();
+    let mut cfg = common::config(data.path());
+    cfg.tls = Some(pki.tls(true));
+    cfg.auth.identities = vec![IdentityConfig {
+        subject: "edge.example".into(),
+        roles: vec![Role::Watch],
+    }];
+    let srv = Server::start(cfg, false, Clock::system()).await;
+    let stubs = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new(&python)
+            .arg(root.join("tests/grpcio/client.py"))
+            .arg(srv.addr.to_string())
+            .arg(root.join("proto"))
+            .arg(dir.path())
+            .arg(stubs.path())
+            .output(),
+    )
+    .await
+    .expect("the grpcio client finished within 120 s")
+    .expect("the grpcio client ran");
+    assert!(
+        out.status.success(),
+        "grpcio client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let got: serde_json::Value = serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("grpcio client printed no JSON ({e}): {text}"));
+    println!("grpcio client: {got}");
+    assert!(got["snapshot_version"].as_u64().unwrap_or(0) >= 1, "{got}");
+    assert_eq!(got["watch_version"], got["snapshot_version"], "{got}");
+    // The `configured` policy publishes the weight hints 1, 2, 3.
+    assert_eq!(
+        got["weights"],
+        serde_json::json!({"a": 1, "b": 2, "c": 3}),
+        "{got}"
+    );
+    assert_eq!(got["admin"], "PERMISSION_DENIED", "{got}");
+    assert_ne!(got["no_client_cert"], "served", "{got}");
+    srv.stop().await;
+}
