@@ -1262,42 +1262,7 @@ impl Publisher {
                 self.refused.retain(|(srv, _), _| *srv != step.server);
             }
             tracing::debug!(cluster = %self.cfg.cluster, command = %step.command, "applied");
-            let a = self.applied.entry(step.server.clone()).or_default();
-            match step.effect {
-                Effect::Added(w) => {
-                    *a = Applied {
-                        weight: Some(w),
-                        ready: None,
-                    };
-                    self.present.insert(
-                        step.server.clone(),
-                        ServerState {
-                            weight: w,
-                            admin: ADMIN_FORCED_MAINT,
-                        },
-                    );
-                }
-                Effect::Weight(w) => a.weight = Some(w),
-                Effect::Ready(r) => {
-                    a.ready = Some(r);
-                    if let Some(p) = self.present.get_mut(&step.server) {
-                        p.admin &= !(ADMIN_FORCED_MAINT | ADMIN_FORCED_DRAIN);
-                        if !r {
-                            p.admin |= ADMIN_FORCED_DRAIN;
-                        }
-                    }
-                }
-                Effect::Maint => {
-                    a.ready = None;
-                    if let Some(p) = self.present.get_mut(&step.server) {
-                        p.admin |= ADMIN_FORCED_MAINT;
-                    }
-                }
-                Effect::Deleted => {
-                    self.applied.remove(&step.server);
-                    self.present.remove(&step.server);
-                }
-            }
+            self.record_effect(&step);
         }
         if !failed {
             self.metrics
@@ -1307,6 +1272,46 @@ impl Publisher {
                 .set(i64::try_from(snap.version).unwrap_or(i64::MAX));
         }
         Ok(())
+    }
+
+    /// Record in `applied` and `present` what a step HAProxy accepted changed.
+    fn record_effect(&mut self, step: &Step) {
+        let a = self.applied.entry(step.server.clone()).or_default();
+        match step.effect {
+            Effect::Added(w) => {
+                *a = Applied {
+                    weight: Some(w),
+                    ready: None,
+                };
+                self.present.insert(
+                    step.server.clone(),
+                    ServerState {
+                        weight: w,
+                        admin: ADMIN_FORCED_MAINT,
+                    },
+                );
+            }
+            Effect::Weight(w) => a.weight = Some(w),
+            Effect::Ready(r) => {
+                a.ready = Some(r);
+                if let Some(p) = self.present.get_mut(&step.server) {
+                    p.admin &= !(ADMIN_FORCED_MAINT | ADMIN_FORCED_DRAIN);
+                    if !r {
+                        p.admin |= ADMIN_FORCED_DRAIN;
+                    }
+                }
+            }
+            Effect::Maint => {
+                a.ready = None;
+                if let Some(p) = self.present.get_mut(&step.server) {
+                    p.admin |= ADMIN_FORCED_MAINT;
+                }
+            }
+            Effect::Deleted => {
+                self.applied.remove(&step.server);
+                self.present.remove(&step.server);
+            }
+        }
     }
 }
 

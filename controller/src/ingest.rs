@@ -408,6 +408,32 @@ fn unknown_cluster(s: &Sample) -> Rejection {
 /// Only these metrics are accepted at cluster level.
 pub const CLUSTER_LEVEL_METRICS: [&str; 2] = ["request_rate", "requests_total"];
 
+/// Empty the reused segment buffer and reserve room for every sample of the group.
+fn reset_segment(seg: &mut SegmentWrite, jobs: &[Job]) {
+    let total: usize = jobs.iter().map(|j| j.samples.len()).sum();
+    seg.packed.clear();
+    seg.packed.reserve(total * crate::store::SAMPLE_BYTES);
+    seg.new_series.clear();
+    seg.last.clear();
+    seg.max_ms = i64::MIN;
+}
+
+/// Index a sample's new series and record it in the segment; its id.
+fn new_series(state: &mut IngestState, seg: &mut SegmentWrite, s: &Sample, kind: i32) -> u32 {
+    let id = state.series.len() as u32;
+    let key = SeriesKey {
+        cluster: s.cluster.clone(),
+        backend: s.backend.clone(),
+        metric: s.metric.clone(),
+        kind,
+        labels: s.labels.clone(),
+    };
+    state.insert_index(&key, id);
+    seg.new_series.push((id, key.clone()));
+    state.series.push(SeriesState::new(key, i64::MIN));
+    id
+}
+
 fn backend_position(cluster: &ClusterConfig, s: &Sample, hint: u32) -> Result<u32, Rejection> {
     if s.backend.is_empty() {
         if CLUSTER_LEVEL_METRICS.contains(&s.metric.as_str()) {
@@ -591,13 +617,8 @@ impl Writer {
     /// the answered jobs (their samples) for the caller to free.
     fn process_into(&self, jobs: Vec<Job>, seg: &mut SegmentWrite) -> Vec<Vec<Sample>> {
         let now = self.clock.now_ms();
-        let total: usize = jobs.iter().map(|j| j.samples.len()).sum();
         let mut results: Vec<Vec<Outcome>> = Vec::with_capacity(jobs.len());
-        seg.packed.clear();
-        seg.packed.reserve(total * crate::store::SAMPLE_BYTES);
-        seg.new_series.clear();
-        seg.last.clear();
-        seg.max_ms = i64::MIN;
+        reset_segment(seg, &jobs);
         // Rollback information: series state before the group touched it,
         // and every series the group touched (once each).
         let mut saved: Vec<(u32, SeriesState)> = Vec::new();
@@ -607,20 +628,11 @@ impl Writer {
         let stamp = state.begin_group();
         let series_before = state.series.len();
         for job in &jobs {
-            let mut out = Vec::with_capacity(job.samples.len());
             if job.samples.len() > self.limits.max_batch_samples {
-                let msg = format!(
-                    "batch of {} samples exceeds max_batch_samples {}",
-                    job.samples.len(),
-                    self.limits.max_batch_samples
-                );
-                out.resize(
-                    job.samples.len(),
-                    Err(reject(RejectReason::BatchTooLarge, msg)),
-                );
-                results.push(out);
+                results.push(self.too_large(job.samples.len()));
                 continue;
             }
+            let mut out = Vec::with_capacity(job.samples.len());
             let mut last_cluster: Option<(&str, &ClusterConfig)> = None;
             let mut last_metric_ok: Option<&str> = None;
             for s in &job.samples {
@@ -675,20 +687,7 @@ impl Writer {
                 }
                 let id = match found {
                     Some(id) => id,
-                    None => {
-                        let id = state.series.len() as u32;
-                        let key = SeriesKey {
-                            cluster: s.cluster.clone(),
-                            backend: s.backend.clone(),
-                            metric: s.metric.clone(),
-                            kind,
-                            labels: s.labels.clone(),
-                        };
-                        state.insert_index(&key, id);
-                        seg.new_series.push((id, key.clone()));
-                        state.series.push(SeriesState::new(key, i64::MIN));
-                        id
-                    }
+                    None => new_series(&mut state, seg, s, kind),
                 };
                 let Some(ser) = state.series.get_mut(id as usize) else {
                     out.push(Err(reject(
@@ -721,6 +720,41 @@ impl Writer {
             }
             results.push(out);
         }
+        self.commit_group(
+            &mut state,
+            seg,
+            &touched,
+            saved,
+            series_before,
+            &mut results,
+        );
+        drop(state);
+        drop(registry);
+        self.answer(jobs, results)
+    }
+
+    /// Every sample of a batch over `max_batch_samples`, rejected.
+    fn too_large(&self, n: usize) -> Vec<Outcome> {
+        let mut out = Vec::with_capacity(n);
+        let msg = format!(
+            "batch of {} samples exceeds max_batch_samples {}",
+            n, self.limits.max_batch_samples
+        );
+        out.resize(n, Err(reject(RejectReason::BatchTooLarge, msg)));
+        out
+    }
+
+    /// Write the group's segment; on failure, restore the series it touched
+    /// and turn its accepted samples into storage errors.
+    fn commit_group(
+        &self,
+        state: &mut IngestState,
+        seg: &mut SegmentWrite,
+        touched: &[u32],
+        saved: Vec<(u32, SeriesState)>,
+        series_before: usize,
+        results: &mut [Vec<Outcome>],
+    ) {
         if !seg.is_empty() {
             seg.last = touched
                 .iter()
@@ -750,8 +784,10 @@ impl Writer {
                 }
             }
         }
-        drop(state);
-        drop(registry);
+    }
+
+    /// Count and send every job's outcomes; hand back the sample buffers.
+    fn answer(&self, jobs: Vec<Job>, results: Vec<Vec<Outcome>>) -> Vec<Vec<Sample>> {
         let mut answered = Vec::with_capacity(jobs.len());
         for (Job { samples, reply }, res) in jobs.into_iter().zip(results) {
             let mut accepted = 0u64;

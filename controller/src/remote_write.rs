@@ -23,7 +23,9 @@ use axum::response::{IntoResponse, Response};
 use prost::Message;
 
 use crate::otlp::aggregate::Aggregator;
-use crate::otlp::mapping::{IGNORE, IngestMapping, LATENCY, PROMETHEUS_BUILTIN, is_count};
+use crate::otlp::mapping::{
+    ClusterMapping, IGNORE, IngestMapping, LATENCY, PROMETHEUS_BUILTIN, is_count,
+};
 use crate::otlp::series::{SeriesTable, explicit_buckets, series_key};
 use crate::otlp::translate::is_error;
 use crate::otlp::{Rejection, Sink, Translation, summarize};
@@ -164,13 +166,7 @@ impl RemoteWriter {
                 .find(&labels, &self.mapping.cluster_attributes)
                 .or_else(|| Some(self.mapping.default_cluster.clone()).filter(|c| !c.is_empty()));
             let cmap = self.mapping.cluster(cluster.as_deref().unwrap_or(""));
-            let (base, suffix) = match ["_bucket", "_count", "_sum", "_created"]
-                .iter()
-                .find_map(|s| name.strip_suffix(s).map(|b| (b, *s)))
-            {
-                Some((b, s)) if cmap.target(b, PROMETHEUS_BUILTIN) == Some(LATENCY) => (b, s),
-                _ => (name, ""),
-            };
+            let (base, suffix) = split_suffix(name, cmap);
             let Some(target) = cmap.target(base, PROMETHEUS_BUILTIN).map(str::to_string) else {
                 if self.mapping.report_unmapped {
                     reject("no Aya mapping for this metric".into(), n);
@@ -201,13 +197,7 @@ impl RemoteWriter {
                 continue;
             };
             let cmap = self.mapping.cluster(&cluster);
-            let backend = cmap.backend_attributes.iter().find_map(|parts| {
-                let v: Option<Vec<&str>> = parts
-                    .iter()
-                    .map(|p| labels.get(p.as_str()).copied().filter(|v| !v.is_empty()))
-                    .collect();
-                v.map(|v| v.join(":"))
-            });
+            let backend = backend_of(cmap, &labels);
             let Some(backend) = backend else {
                 reject(
                     format!(
@@ -218,42 +208,18 @@ impl RemoteWriter {
                 );
                 continue;
             };
-            let mut rest: Vec<String> = labels
-                .iter()
-                .filter(|(k, _)| !matches!(**k, "__name__" | "le"))
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            rest.sort();
-            let key = series_key(
-                [base, cluster.as_str(), backend.as_str()]
-                    .into_iter()
-                    .chain(rest.iter().map(String::as_str)),
-            );
+            let key = label_key(&labels, base, &cluster, &backend);
             if target == LATENCY {
-                let Some(le) = labels
-                    .get("le")
-                    .and_then(|v| v.parse::<f64>().ok())
-                    .filter(|v| !v.is_nan())
-                else {
-                    reject("a _bucket series has no numeric le label".into(), n);
-                    continue;
-                };
-                let g = hists.entry(key).or_insert_with(|| HistGroup {
-                    cluster: cluster.clone(),
-                    backend: backend.clone(),
-                    base: base.to_string(),
-                    errors: is_error(|k| {
-                        labels
-                            .get(k.replace('.', "_").as_str())
-                            .map(|v| v.to_string())
-                    }),
-                    points: BTreeMap::new(),
-                });
-                for s in &ts.samples {
-                    if s.value.to_bits() == STALE_NAN {
-                        continue;
-                    }
-                    g.points.entry(s.timestamp).or_default().push((le, s.value));
+                if let Err(reason) = collect_buckets(
+                    &mut hists,
+                    key,
+                    &labels,
+                    &cluster,
+                    &backend,
+                    base,
+                    &ts.samples,
+                ) {
+                    reject(reason, n);
                 }
                 continue;
             }
@@ -280,6 +246,28 @@ impl RemoteWriter {
                 }
             }
         }
+        self.finish_histograms(hists, &mut agg, &mut rejected);
+        Translation {
+            samples: agg.finish(),
+            rejected: rejected
+                .into_iter()
+                .map(|((metric, reason), points)| Rejection {
+                    metric,
+                    points,
+                    reason,
+                })
+                .collect(),
+            dropped,
+        }
+    }
+
+    /// Turn each histogram group's cumulative `_bucket` points into bucket deltas.
+    fn finish_histograms(
+        &mut self,
+        hists: BTreeMap<u64, HistGroup>,
+        agg: &mut Aggregator,
+        rejected: &mut BTreeMap<(String, String), u64>,
+    ) {
         for (key, g) in hists {
             for (ts, mut les) in g.points {
                 let n = les.len() as u64;
@@ -325,19 +313,82 @@ impl RemoteWriter {
                 }
             }
         }
-        Translation {
-            samples: agg.finish(),
-            rejected: rejected
-                .into_iter()
-                .map(|((metric, reason), points)| Rejection {
-                    metric,
-                    points,
-                    reason,
-                })
-                .collect(),
-            dropped,
-        }
     }
+}
+
+/// A histogram series' base name and suffix (`_bucket`, `_count`, ...) when its base maps to
+/// the latency histogram; otherwise the whole name and no suffix.
+fn split_suffix<'a>(name: &'a str, cmap: &ClusterMapping) -> (&'a str, &'static str) {
+    match ["_bucket", "_count", "_sum", "_created"]
+        .iter()
+        .find_map(|s| name.strip_suffix(s).map(|b| (b, *s)))
+    {
+        Some((b, s)) if cmap.target(b, PROMETHEUS_BUILTIN) == Some(LATENCY) => (b, s),
+        _ => (name, ""),
+    }
+}
+
+/// The backend of a series: the first of the cluster's backend label lists it has in full.
+fn backend_of(cmap: &ClusterMapping, labels: &HashMap<&str, &str>) -> Option<String> {
+    cmap.backend_attributes.iter().find_map(|parts| {
+        let v: Option<Vec<&str>> = parts
+            .iter()
+            .map(|p| labels.get(p.as_str()).copied().filter(|v| !v.is_empty()))
+            .collect();
+        v.map(|v| v.join(":"))
+    })
+}
+
+/// The series key of a translated series: its base name, cluster, backend and other labels.
+fn label_key(labels: &HashMap<&str, &str>, base: &str, cluster: &str, backend: &str) -> u64 {
+    let mut rest: Vec<String> = labels
+        .iter()
+        .filter(|(k, _)| !matches!(**k, "__name__" | "le"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    rest.sort();
+    series_key(
+        [base, cluster, backend]
+            .into_iter()
+            .chain(rest.iter().map(String::as_str)),
+    )
+}
+
+/// Add a `_bucket` series' points to its histogram group; why not, if it has no numeric `le`.
+fn collect_buckets(
+    hists: &mut BTreeMap<u64, HistGroup>,
+    key: u64,
+    labels: &HashMap<&str, &str>,
+    cluster: &str,
+    backend: &str,
+    base: &str,
+    samples: &[PromSample],
+) -> Result<(), String> {
+    let Some(le) = labels
+        .get("le")
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|v| !v.is_nan())
+    else {
+        return Err("a _bucket series has no numeric le label".into());
+    };
+    let g = hists.entry(key).or_insert_with(|| HistGroup {
+        cluster: cluster.to_string(),
+        backend: backend.to_string(),
+        base: base.to_string(),
+        errors: is_error(|k| {
+            labels
+                .get(k.replace('.', "_").as_str())
+                .map(|v| v.to_string())
+        }),
+        points: BTreeMap::new(),
+    });
+    for s in samples {
+        if s.value.to_bits() == STALE_NAN {
+            continue;
+        }
+        g.points.entry(s.timestamp).or_default().push((le, s.value));
+    }
+    Ok(())
 }
 
 /// State of the HTTP handler.

@@ -273,11 +273,7 @@ pub async fn serve_secured(
         stop_rx.clone(),
     );
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<MetricsServiceServer<AyaApi>>().await;
-    health.set_serving::<DecisionServiceServer<AyaApi>>().await;
-    health.set_serving::<ForecastServiceServer<AyaApi>>().await;
-    health.set_serving::<AdminServiceServer<AyaApi>>().await;
+    let (health, health_service) = serving_health().await;
 
     let api = AyaApi::new(ctl.clone())
         .with_security(security.metrics.clone())
@@ -332,6 +328,32 @@ pub async fn serve_secured(
     health
         .set_not_serving::<MetricsServiceServer<AyaApi>>()
         .await;
+    join_tasks(periodic, metrics_task, otlp_task, admin_task).await?;
+    grpc?;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+/// The health service, with every aya.v1 service reported serving.
+async fn serving_health() -> (
+    tonic_health::server::HealthReporter,
+    tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+) {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<MetricsServiceServer<AyaApi>>().await;
+    health.set_serving::<DecisionServiceServer<AyaApi>>().await;
+    health.set_serving::<ForecastServiceServer<AyaApi>>().await;
+    health.set_serving::<AdminServiceServer<AyaApi>>().await;
+    (health, health_service)
+}
+
+/// Wait for the background tasks and the metrics, OTLP and admin listeners to stop.
+async fn join_tasks(
+    periodic: Periodic,
+    metrics_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    otlp_task: Option<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
+    admin_task: Option<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
+) -> Result<(), ServeError> {
     periodic.join().await?;
     if let Some(t) = metrics_task {
         t.await?.map_err(ServeError::Http)?;
@@ -346,8 +368,6 @@ pub async fn serve_secured(
             Err(_) => tracing::warn!("admin RPCs did not finish within {DRAIN_TIMEOUT:?}"),
         }
     }
-    grpc?;
-    tracing::info!("shut down");
     Ok(())
 }
 

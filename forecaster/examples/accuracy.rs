@@ -232,10 +232,23 @@ fn report(results: &[SeriesResult], origins: usize, wall: f64) {
             }
         }
     }
-    fn get<'a>(r: &'a SeriesResult, model: &str, hi: usize) -> Option<&'a Score> {
-        let h = [1, 12, r.day][hi];
-        r.scores.iter().find(|s| s.model == model && s.horizon == h)
-    }
+    report_methods(results, &models, origins);
+    report_series(results);
+    report_coverage(results, &models);
+    println!(
+        "\nwall time {wall:.1} s ({} rayon threads)",
+        rayon::current_num_threads()
+    );
+}
+
+/// The score of `model` on series `r` at horizon index `hi` (1, 12, one day).
+fn get<'a>(r: &'a SeriesResult, model: &str, hi: usize) -> Option<&'a Score> {
+    let h = [1, 12, r.day][hi];
+    r.scores.iter().find(|s| s.model == model && s.horizon == h)
+}
+
+/// The per-method table: relative MASE per horizon, worst ratio and time per origin.
+fn report_methods(results: &[SeriesResult], models: &[String], origins: usize) {
     println!(
         "## Accuracy: geometric mean of MASE / MASE(seasonal naive) over {} series, {origins} origins over the last 20%\n",
         results.len()
@@ -244,7 +257,7 @@ fn report(results: &[SeriesResult], origins: usize, wall: f64) {
         "| method | h=1 | h=12 | h=one day | worst ratio to min(naive, snaive) @12 | ms per origin (mean) |"
     );
     println!("|---|---|---|---|---|---|");
-    for m in &models {
+    for m in models {
         let mut cells = Vec::new();
         for hi in 0..3 {
             let rel: Vec<f64> = results
@@ -277,6 +290,10 @@ fn report(results: &[SeriesResult], origins: usize, wall: f64) {
             cells[0], cells[1], cells[2]
         );
     }
+}
+
+/// The per-series table of `aya_auto`: MASE, worst ratio, coverage and timings.
+fn report_series(results: &[SeriesResult]) {
     println!(
         "\n## aya_auto per series: MASE (h=1 / 12 / day), worst ratio to min(naive, snaive) over the three horizons, coverage of the 80% / 95% intervals per horizon (1 / 12 / day)\n"
     );
@@ -318,6 +335,10 @@ fn report(results: &[SeriesResult], origins: usize, wall: f64) {
             r.choice.as_deref().unwrap_or("-"),
         );
     }
+}
+
+/// Mean interval coverage per level and every method's per-series MASE.
+fn report_coverage(results: &[SeriesResult], models: &[String]) {
     for (level, f) in [
         (80, (|s: &Score| s.coverage80) as fn(&Score) -> f64),
         (95, |s: &Score| s.coverage95),
@@ -339,15 +360,11 @@ fn report(results: &[SeriesResult], origins: usize, wall: f64) {
     }
     println!("\nper-series MASE of every method (h=1/12/day):");
     for r in results {
-        for m in &models {
+        for m in models {
             let c: Vec<String> = (0..3)
                 .map(|hi| get(r, m, hi).map_or("-".into(), |s| format!("{:.3}", s.mase)))
                 .collect();
             println!("  {:24} {:24} {}", r.name, m, c.join(" / "));
         }
     }
-    println!(
-        "\nwall time {wall:.1} s ({} rayon threads)",
-        rayon::current_num_threads()
-    );
 }

@@ -338,42 +338,94 @@ pub fn run_with_events(
             if point.len() < max_h || point.iter().any(|v| !v.is_finite()) {
                 continue;
             }
-            for (hi, &h) in cfg.horizons.iter().enumerate() {
-                let a = &actual[..h];
-                let p = &point[..h];
-                let (c8, c9) = match &bounds {
-                    Some([l8, u8, l9, u9]) => (
-                        coverage(a, &l8[..h], &u8[..h]),
-                        coverage(a, &l9[..h], &u9[..h]),
-                    ),
-                    None => (f64::NAN, f64::NAN),
-                };
-                let slot = &mut acc[mi][hi];
-                slot[0] += mase(a, p, scale);
-                slot[1] += smape(a, p);
-                slot[2] += c8;
-                slot[3] += c9;
-                counts[mi][hi] += 1;
-            }
-            for s in 0..max_h {
-                let (l8, u8, l9, u9) = match &bounds {
-                    Some(b) => (b[0][s], b[1][s], b[2][s], b[3][s]),
-                    None => (f64::NAN, f64::NAN, f64::NAN, f64::NAN),
-                };
-                records.push(ForecastRecord {
-                    model: method.name(),
-                    origin: o,
-                    step: s + 1,
-                    actual: actual[s],
-                    yhat: point[s],
-                    lower80: l8,
-                    upper80: u8,
-                    lower95: l9,
-                    upper95: u9,
-                });
-            }
+            accumulate(
+                &mut acc[mi],
+                &mut counts[mi],
+                &cfg.horizons,
+                actual,
+                &point,
+                &bounds,
+                scale,
+            );
+            push_records(&mut records, method, o, actual, &point, &bounds);
         }
     }
+    let scores = scores_of(cfg, &acc, &counts, &times, origins.len());
+    Ok(BacktestReport {
+        origins,
+        scores,
+        records,
+        last_choice,
+        last_choice_events,
+    })
+}
+
+/// Add one origin's MASE, sMAPE and interval coverage at every horizon to a method's sums.
+fn accumulate(
+    acc: &mut [[f64; 5]],
+    counts: &mut [usize],
+    horizons: &[usize],
+    actual: &[f64],
+    point: &[f64],
+    bounds: &Option<[Vec<f64>; 4]>,
+    scale: f64,
+) {
+    for (hi, &h) in horizons.iter().enumerate() {
+        let a = &actual[..h];
+        let p = &point[..h];
+        let (c8, c9) = match &bounds {
+            Some([l8, u8, l9, u9]) => (
+                coverage(a, &l8[..h], &u8[..h]),
+                coverage(a, &l9[..h], &u9[..h]),
+            ),
+            None => (f64::NAN, f64::NAN),
+        };
+        let slot = &mut acc[hi];
+        slot[0] += mase(a, p, scale);
+        slot[1] += smape(a, p);
+        slot[2] += c8;
+        slot[3] += c9;
+        counts[hi] += 1;
+    }
+}
+
+/// One forecast record per step of one method at one origin.
+fn push_records(
+    records: &mut Vec<ForecastRecord>,
+    method: &Method,
+    o: usize,
+    actual: &[f64],
+    point: &[f64],
+    bounds: &Option<[Vec<f64>; 4]>,
+) {
+    let max_h = actual.len();
+    for s in 0..max_h {
+        let (l8, u8, l9, u9) = match &bounds {
+            Some(b) => (b[0][s], b[1][s], b[2][s], b[3][s]),
+            None => (f64::NAN, f64::NAN, f64::NAN, f64::NAN),
+        };
+        records.push(ForecastRecord {
+            model: method.name(),
+            origin: o,
+            step: s + 1,
+            actual: actual[s],
+            yhat: point[s],
+            lower80: l8,
+            upper80: u8,
+            lower95: l9,
+            upper95: u9,
+        });
+    }
+}
+
+/// The mean scores of every method at every horizon over the origins.
+fn scores_of(
+    cfg: &BacktestConfig,
+    acc: &[Vec<[f64; 5]>],
+    counts: &[Vec<usize>],
+    times: &[f64],
+    n_origins: usize,
+) -> Vec<Score> {
     let mut scores = Vec::new();
     for (mi, method) in cfg.methods.iter().enumerate() {
         for (hi, &h) in cfg.horizons.iter().enumerate() {
@@ -388,17 +440,11 @@ pub fn run_with_events(
                 smape: if c > 0 { a[1] / d } else { f64::NAN },
                 coverage80: if c > 0 { a[2] / d } else { f64::NAN },
                 coverage95: if c > 0 { a[3] / d } else { f64::NAN },
-                ms_per_origin: times[mi] / origins.len() as f64,
+                ms_per_origin: times[mi] / n_origins as f64,
             });
         }
     }
-    Ok(BacktestReport {
-        origins,
-        scores,
-        records,
-        last_choice,
-        last_choice_events,
-    })
+    scores
 }
 
 /// Put a loaded series on its regular grid (the protocol's first step):

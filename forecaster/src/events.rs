@@ -304,24 +304,9 @@ impl Calendar {
                             format!("`{until_text}` is before the first start `{start}`"),
                         ));
                     }
-                    let mut k: i64 = 0;
-                    loop {
-                        let shift = k.checked_mul(step).ok_or_else(|| {
-                            field_err(every_line, "every", "recurrence overflows".into())
-                        })?;
-                        let s = first.start_ms.saturating_add(shift);
-                        if s > until_ms {
-                            break;
-                        }
-                        events.push(Event {
-                            name: first.name.clone(),
-                            start_ms: s,
-                            end_ms: first.end_ms.saturating_add(shift),
-                            category: first.category.clone(),
-                        });
-                        check_count(events.len(), |m| field_err(every_line, "every", m))?;
-                        k += 1;
-                    }
+                    push_recurrence(&mut events, &first, step, until_ms, |m| {
+                        field_err(every_line, "every", m)
+                    })?;
                 }
                 (None, Some(until)) => {
                     return Err(field_err(
@@ -352,6 +337,36 @@ impl Calendar {
             .iter()
             .any(|e| e.start_ms < d1 && e.end_ms >= d0)
     }
+}
+
+/// Push the occurrences of `first` every `step` ms up to the last start `until_ms`;
+/// `err` names the `every` field of the entry.
+fn push_recurrence(
+    events: &mut Vec<Event>,
+    first: &Event,
+    step: i64,
+    until_ms: i64,
+    err: impl Fn(String) -> EventsError,
+) -> Result<(), EventsError> {
+    let mut k: i64 = 0;
+    loop {
+        let shift = k
+            .checked_mul(step)
+            .ok_or_else(|| err("recurrence overflows".into()))?;
+        let s = first.start_ms.saturating_add(shift);
+        if s > until_ms {
+            break;
+        }
+        events.push(Event {
+            name: first.name.clone(),
+            start_ms: s,
+            end_ms: first.end_ms.saturating_add(shift),
+            category: first.category.clone(),
+        });
+        check_count(events.len(), &err)?;
+        k += 1;
+    }
+    Ok(())
 }
 
 fn check_count(n: usize, err: impl Fn(String) -> EventsError) -> Result<(), EventsError> {

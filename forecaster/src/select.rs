@@ -507,38 +507,17 @@ pub fn select_with_events(
         .collect();
     let scores = candidate_scores(&specs, &band_origin_scores, &base_scores, &failures);
 
-    let mut bands = Vec::with_capacity(edges.len());
-    for (bi, &(a, b)) in edges.iter().enumerate() {
-        let mut ranked: Vec<usize> = ok.clone();
-        ranked.sort_by(|&x, &z| scores[x].band_scores[bi].total_cmp(&scores[z].band_scores[bi]));
-        let base = baselines[bi].as_ref();
-        let bs = base_scores[bi].as_ref();
-        if let Some(band) = v.choose_band((a, b), &ranked, base, bs, cfg.ensemble) {
-            bands.push(band);
-        }
-    }
     let mut specs = specs;
-    if bands.is_empty() {
-        // Nothing could be validated (the series is barely long enough): naive.
-        let idx = match specs.iter().position(|s| *s == ModelSpec::Naive) {
-            Some(i) => i,
-            None => {
-                specs.push(ModelSpec::Naive);
-                specs.len() - 1
-            }
-        };
-        bands.push(Band {
-            from: 1,
-            to: h_sel,
-            members: vec![idx],
-            score: f64::NAN,
-            baseline: None,
-            ratio: f64::NAN,
-            evidence: 0.0,
-            events: false,
-            events_ratio: None,
-        });
-    }
+    let mut bands = choose_bands(
+        &v,
+        &edges,
+        &ok,
+        &scores,
+        &baselines,
+        &base_scores,
+        &mut specs,
+        cfg,
+    );
     let chosen_events = events
         .filter(|g| !g.is_empty())
         .and_then(|g| choose_events(y, &v, &origins, &mut bands, g));
@@ -566,6 +545,54 @@ pub fn select_with_events(
         max_train: cfg.max_train,
         events: event_model,
     })
+}
+
+/// The model (or ensemble) of every horizon band, most accurate first; the
+/// naive model on the whole horizon when no band could be validated.
+#[allow(clippy::too_many_arguments)]
+fn choose_bands(
+    v: &Validation,
+    edges: &[(usize, usize)],
+    ok: &[usize],
+    scores: &[CandidateScore],
+    baselines: &[Option<Vec<usize>>],
+    base_scores: &[Option<Vec<f64>>],
+    specs: &mut Vec<ModelSpec>,
+    cfg: &SelectConfig,
+) -> Vec<Band> {
+    let h_sel = v.h_sel;
+    let mut bands = Vec::with_capacity(edges.len());
+    for (bi, &(a, b)) in edges.iter().enumerate() {
+        let mut ranked: Vec<usize> = ok.to_vec();
+        ranked.sort_by(|&x, &z| scores[x].band_scores[bi].total_cmp(&scores[z].band_scores[bi]));
+        let base = baselines[bi].as_ref();
+        let bs = base_scores[bi].as_ref();
+        if let Some(band) = v.choose_band((a, b), &ranked, base, bs, cfg.ensemble) {
+            bands.push(band);
+        }
+    }
+    if bands.is_empty() {
+        // Nothing could be validated (the series is barely long enough): naive.
+        let idx = match specs.iter().position(|s| *s == ModelSpec::Naive) {
+            Some(i) => i,
+            None => {
+                specs.push(ModelSpec::Naive);
+                specs.len() - 1
+            }
+        };
+        bands.push(Band {
+            from: 1,
+            to: h_sel,
+            members: vec![idx],
+            score: f64::NAN,
+            baseline: None,
+            ratio: f64::NAN,
+            evidence: 0.0,
+            events: false,
+            events_ratio: None,
+        });
+    }
+    bands
 }
 
 /// `errors[c][o][s]` per candidate (`None` for a failed candidate).
@@ -615,29 +642,7 @@ fn choose_events(
     grid: &EventGrid,
 ) -> Option<(EventModel, PerCandidateErrors)> {
     let base = combined_forecasts(y, v, origins, bands);
-    let mut samples = Vec::new();
-    for (oi, &o) in origins.iter().enumerate() {
-        for (s, f) in base[oi].iter().enumerate() {
-            let Some(f) = *f else { continue };
-            let a = y[o + s];
-            let ratio = if f > 0.0 {
-                (a / f - 1.0).clamp(-1.0, MAX_RATIO)
-            } else {
-                f64::NAN
-            };
-            let scaled_diff = (a - f) / v.scales[oi];
-            grid.for_each_active(o + s, |occurrence, category, offset| {
-                samples.push(Sample {
-                    origin: oi,
-                    occurrence,
-                    category,
-                    offset,
-                    ratio,
-                    scaled_diff,
-                });
-            });
-        }
-    }
+    let samples = event_samples(y, v, origins, &base, grid);
     if samples.is_empty() {
         return None;
     }
@@ -704,8 +709,54 @@ fn choose_events(
         band.events_ratio = Some(round(ev.ratio)).filter(|r| r.is_finite());
     }
     // Validation errors with the profile applied where a band took it.
+    let errors = adjusted_errors(v, &base, bands, &best.adjusted);
+    Some((EventModel::learn(grid, &samples, None, best.mode), errors))
+}
+
+/// One event sample per active occurrence at every validated step: the
+/// actual against the combined forecast, as a ratio and a scaled difference.
+fn event_samples(
+    y: &[f64],
+    v: &Validation,
+    origins: &[usize],
+    base: &[Vec<Option<f64>>],
+    grid: &EventGrid,
+) -> Vec<Sample> {
+    let mut samples = Vec::new();
+    for (oi, &o) in origins.iter().enumerate() {
+        for (s, f) in base[oi].iter().enumerate() {
+            let Some(f) = *f else { continue };
+            let a = y[o + s];
+            let ratio = if f > 0.0 {
+                (a / f - 1.0).clamp(-1.0, MAX_RATIO)
+            } else {
+                f64::NAN
+            };
+            let scaled_diff = (a - f) / v.scales[oi];
+            grid.for_each_active(o + s, |occurrence, category, offset| {
+                samples.push(Sample {
+                    origin: oi,
+                    occurrence,
+                    category,
+                    offset,
+                    ratio,
+                    scaled_diff,
+                });
+            });
+        }
+    }
+    samples
+}
+
+/// The validation errors with the event profile applied where a band took it.
+fn adjusted_errors(
+    v: &Validation,
+    base: &[Vec<Option<f64>>],
+    bands: &[Band],
+    adjusted: &[Vec<Option<f64>>],
+) -> PerCandidateErrors {
     let mut errors = v.errors.clone();
-    for (oi, row) in best.adjusted.iter().enumerate() {
+    for (oi, row) in adjusted.iter().enumerate() {
         for (s, f_adj) in row.iter().enumerate() {
             let Some(band) = bands
                 .iter()
@@ -727,7 +778,7 @@ fn choose_events(
             }
         }
     }
-    Some((EventModel::learn(grid, &samples, None, best.mode), errors))
+    errors
 }
 
 /// Errors per candidate, per origin, per step (`errors[c][o][s] = actual -

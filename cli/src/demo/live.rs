@@ -336,28 +336,7 @@ async fn drive(
     let watcher = tokio::spawn(async move {
         while let Some(item) = watch.next().await {
             let Ok(snap) = item else { break };
-            let d = snap.decision.unwrap_or_default();
-            let alg = aya_proto::v1::LbAlgorithm::try_from(
-                d.algorithm.as_ref().map_or(0, |a| a.algorithm),
-            )
-            .map(|a| {
-                a.as_str_name()
-                    .trim_start_matches("LB_ALGORITHM_")
-                    .to_ascii_lowercase()
-            })
-            .unwrap_or_else(|_| "unknown".into());
-            let snapshot = SeenSnapshot {
-                version: snap.version,
-                after_ms: watch_opened.elapsed().as_millis() as u64,
-                weights: d
-                    .weights
-                    .iter()
-                    .map(|w| (w.backend.clone(), w.weight))
-                    .collect(),
-                algorithm: alg,
-                desired_replicas: d.scaling.as_ref().map_or(0, |s| s.desired_replicas),
-                rules: d.explanation.map(|e| e.rules).unwrap_or_default(),
-            };
+            let snapshot = seen_snapshot(snap, watch_opened);
             if let Ok(mut v) = sink.lock() {
                 v.push(snapshot);
             }
@@ -396,27 +375,7 @@ async fn drive(
     for (seq, i) in range.enumerate() {
         ticker.tick().await;
         let ts = aya_controller::clock::Clock::system().now_ms();
-        let mut samples = Vec::new();
-        for b in &history.data.backends {
-            let rps = b.rps.get(i).copied().unwrap_or(0.0);
-            for m in aya_forecaster::synth::METRICS {
-                let Some(v) = b.metric(m).and_then(|s| s.get(i)).copied() else {
-                    continue;
-                };
-                let Some((name, value)) = convert(m, v, rps) else {
-                    continue;
-                };
-                samples.push(Sample {
-                    cluster: CLUSTER.into(),
-                    backend: b.name.clone(),
-                    metric: name.into(),
-                    timestamp_ms: ts,
-                    value,
-                    kind: MetricKind::Gauge as i32,
-                    labels: Default::default(),
-                });
-            }
-        }
+        let samples = minute_samples(history, i, ts);
         sent += samples.len() as u64;
         if tx
             .send(IngestBatch {
@@ -447,4 +406,54 @@ async fn drive(
         snapshots,
         wall_seconds: 0.0,
     })
+}
+
+/// What the data plane recorded of one watched cluster snapshot.
+fn seen_snapshot(snap: aya_proto::v1::ClusterSnapshot, watch_opened: Instant) -> SeenSnapshot {
+    let d = snap.decision.unwrap_or_default();
+    let alg = aya_proto::v1::LbAlgorithm::try_from(d.algorithm.as_ref().map_or(0, |a| a.algorithm))
+        .map(|a| {
+            a.as_str_name()
+                .trim_start_matches("LB_ALGORITHM_")
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_else(|_| "unknown".into());
+    SeenSnapshot {
+        version: snap.version,
+        after_ms: watch_opened.elapsed().as_millis() as u64,
+        weights: d
+            .weights
+            .iter()
+            .map(|w| (w.backend.clone(), w.weight))
+            .collect(),
+        algorithm: alg,
+        desired_replicas: d.scaling.as_ref().map_or(0, |s| s.desired_replicas),
+        rules: d.explanation.map(|e| e.rules).unwrap_or_default(),
+    }
+}
+
+/// The gauge samples of every backend for one replayed minute, stamped `ts`.
+fn minute_samples(history: &History, i: usize, ts: i64) -> Vec<Sample> {
+    let mut samples = Vec::new();
+    for b in &history.data.backends {
+        let rps = b.rps.get(i).copied().unwrap_or(0.0);
+        for m in aya_forecaster::synth::METRICS {
+            let Some(v) = b.metric(m).and_then(|s| s.get(i)).copied() else {
+                continue;
+            };
+            let Some((name, value)) = convert(m, v, rps) else {
+                continue;
+            };
+            samples.push(Sample {
+                cluster: CLUSTER.into(),
+                backend: b.name.clone(),
+                metric: name.into(),
+                timestamp_ms: ts,
+                value,
+                kind: MetricKind::Gauge as i32,
+                labels: Default::default(),
+            });
+        }
+    }
+    samples
 }

@@ -42,6 +42,7 @@ use self::plan::Plan;
 use self::progress::Progress;
 use self::replay::Kind;
 use self::scoreboard::{Scoreboard, Table};
+use self::train::Trained;
 
 /// Why the demo stopped.
 #[derive(Debug, thiserror::Error)]
@@ -154,22 +155,7 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoOutcome, DemoError> {
     );
     let history = History::build(cfg.seed, plan)?;
     let workload = history.write(out)?;
-    p.note(&format!(
-        "{} steps of {} s, {} backends (capacity {}), {} bursts; test period: last day {}:00-{}:00",
-        history.data.traffic.len(),
-        plan.interval_secs,
-        history.data.backends.len(),
-        history
-            .data
-            .backends
-            .iter()
-            .map(|b| format!("{}x", b.capacity))
-            .collect::<Vec<_>>()
-            .join(" "),
-        history.data.bursts.len(),
-        plan.test_start_hour,
-        plan.test_start_hour + plan.test_hours
-    ));
+    note_history(&p, &history, plan);
     lap("history", &mut timings);
 
     // 2. Forecasting.
@@ -206,6 +192,70 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoOutcome, DemoError> {
     lap("live controller", &mut timings);
 
     // 4-5. Replay.
+    let results = replay_all(
+        cfg,
+        &p,
+        &history,
+        &trained,
+        &workload,
+        &mut lap,
+        &mut timings,
+    )?;
+    let scoreboard = write_scores(cfg, &trained, &results, &p, &live)?;
+    lap("scoring", &mut timings);
+    let report_path = out.join("report.html");
+    let html = report::html(&report::ReportInput {
+        plan,
+        history: &history,
+        trained: &trained,
+        live: Some(&live),
+        live_error: None,
+        scenarios: &results,
+        scoreboard: &scoreboard,
+        timings: &timings,
+    });
+    write(&report_path, &html)?;
+    Ok(DemoOutcome {
+        scoreboard,
+        live,
+        report: report_path,
+        files: output_files(),
+        timings,
+    })
+}
+
+/// Print the one-line summary of the generated history.
+fn note_history(p: &Progress, history: &History, plan: &Plan) {
+    p.note(&format!(
+        "{} steps of {} s, {} backends (capacity {}), {} bursts; test period: last day {}:00-{}:00",
+        history.data.traffic.len(),
+        plan.interval_secs,
+        history.data.backends.len(),
+        history
+            .data
+            .backends
+            .iter()
+            .map(|b| format!("{}x", b.capacity))
+            .collect::<Vec<_>>()
+            .join(" "),
+        history.data.bursts.len(),
+        plan.test_start_hour,
+        plan.test_start_hour + plan.test_hours
+    ));
+}
+
+/// Stages 4-5: write, simulate and report every scenario kind against the trained forecaster.
+fn replay_all(
+    cfg: &DemoConfig,
+    p: &Progress,
+    history: &History,
+    trained: &Trained,
+    workload: &Path,
+    lap: &mut impl FnMut(&str, &mut Vec<(String, f64)>),
+    timings: &mut Vec<(String, f64)>,
+) -> Result<Vec<(String, ScenarioResult)>, DemoError> {
+    let out = &cfg.output;
+    let plan = &cfg.plan;
     let seeds: Vec<u64> = (0..u64::from(plan.replications))
         .map(|i| cfg.seed.wrapping_add(i))
         .collect();
@@ -218,7 +268,7 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoOutcome, DemoError> {
     };
     let mut results: Vec<(String, ScenarioResult)> = Vec::new();
     for (i, kind) in Kind::ALL.into_iter().enumerate() {
-        let sc = replay::write_scenario(kind, plan, &history, &workload, &seeds, out)?;
+        let sc = replay::write_scenario(kind, plan, history, workload, &seeds, out)?;
         p.stage(
             4 + i,
             STAGES,
@@ -239,11 +289,22 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoOutcome, DemoError> {
             path: dir.clone(),
             source,
         })?;
-        lap(&format!("simulation {}", kind.key()), &mut timings);
+        lap(&format!("simulation {}", kind.key()), timings);
         results.push((kind.key().to_string(), res));
     }
+    Ok(results)
+}
 
-    // 6. Scoreboard and report.
+/// Stage 6 (scoring): build the scoreboard and write it and the live summary as text and JSON.
+fn write_scores(
+    cfg: &DemoConfig,
+    trained: &Trained,
+    results: &[(String, ScenarioResult)],
+    p: &Progress,
+    live: &LiveSummary,
+) -> Result<Scoreboard, DemoError> {
+    let out = &cfg.output;
+    let plan = &cfg.plan;
     p.stage(6, STAGES, "scoring and writing the report");
     let scoreboard = Scoreboard {
         seed: cfg.seed,
@@ -261,25 +322,17 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoOutcome, DemoError> {
         source: std::io::Error::other(e),
     })?;
     write(&out.join("scoreboard.json"), &(json + "\n"))?;
-    let live_json = serde_json::to_string_pretty(&live).map_err(|e| DemoError::Io {
+    let live_json = serde_json::to_string_pretty(live).map_err(|e| DemoError::Io {
         path: out.join("live.json"),
         source: std::io::Error::other(e),
     })?;
     write(&out.join("live.json"), &(live_json + "\n"))?;
-    lap("scoring", &mut timings);
-    let report_path = out.join("report.html");
-    let html = report::html(&report::ReportInput {
-        plan,
-        history: &history,
-        trained: &trained,
-        live: Some(&live),
-        live_error: None,
-        scenarios: &results,
-        scoreboard: &scoreboard,
-        timings: &timings,
-    });
-    write(&report_path, &html)?;
-    let files = [
+    Ok(scoreboard)
+}
+
+/// The files a demo run writes, relative to its output directory.
+fn output_files() -> Vec<PathBuf> {
+    [
         "scoreboard.txt",
         "scoreboard.json",
         "report.html",
@@ -295,14 +348,7 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoOutcome, DemoError> {
     ]
     .iter()
     .map(PathBuf::from)
-    .collect();
-    Ok(DemoOutcome {
-        scoreboard,
-        live,
-        report: report_path,
-        files,
-        timings,
-    })
+    .collect()
 }
 
 fn live_minutes(plan: &Plan) -> u64 {

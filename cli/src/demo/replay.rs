@@ -86,7 +86,6 @@ pub fn scenario_toml(
 ) -> String {
     let v = |series_secs: f64| plan.virtual_secs(series_secs);
     let duration = plan.test_virtual_secs();
-    let workers = history.data.config.workers_per_unit;
     let mut t = String::new();
     let _ = writeln!(
         t,
@@ -134,6 +133,17 @@ pub fn scenario_toml(
     let _ = writeln!(t, "mean = {}", service_mean(history));
     let _ = writeln!(t, "cv = 1.0");
     let _ = writeln!(t);
+    toml_backends(&mut t, kind, plan, history);
+    toml_control(&mut t, plan);
+    toml_policies(&mut t, kind, plan);
+    t
+}
+
+/// The backends (with the balancing fault) or the autoscaling sections of a demo scenario.
+fn toml_backends(t: &mut String, kind: Kind, plan: &Plan, history: &History) {
+    let v = |series_secs: f64| plan.virtual_secs(series_secs);
+    let duration = plan.test_virtual_secs();
+    let workers = history.data.config.workers_per_unit;
     match kind {
         Kind::Balancing => {
             for b in &history.data.backends {
@@ -176,6 +186,11 @@ pub fn scenario_toml(
             let _ = writeln!(t);
         }
     }
+}
+
+/// The data-plane, control, SLO and output sections of a demo scenario.
+fn toml_control(t: &mut String, plan: &Plan) {
+    let v = |series_secs: f64| plan.virtual_secs(series_secs);
     let _ = writeln!(t, "[data_plane]");
     let _ = writeln!(t, "algorithm = \"least_request\"");
     let _ = writeln!(t, "health_check_delay = {}", v(30.0));
@@ -193,6 +208,11 @@ pub fn scenario_toml(
     let _ = writeln!(t);
     let _ = writeln!(t, "[output]");
     let _ = writeln!(t, "window = {}", v(300.0));
+}
+
+/// One `[[policy]]` table per compared policy, with its time constants compressed.
+fn toml_policies(t: &mut String, kind: Kind, plan: &Plan) {
+    let v = |series_secs: f64| plan.virtual_secs(series_secs);
     for p in kind.policies() {
         let _ = writeln!(t);
         let _ = writeln!(t, "[[policy]]");
@@ -217,7 +237,6 @@ pub fn scenario_toml(
             _ => {}
         }
     }
-    t
 }
 
 /// Write the scenario file for `kind` into `dir` and load it back through the

@@ -45,6 +45,19 @@ pub struct ReportInput<'a> {
 /// Render the report.
 pub fn html(r: &ReportInput<'_>) -> String {
     let mut h = String::new();
+    html_intro(&mut h, r);
+    html_forecast(&mut h, r);
+    html_live(&mut h, r);
+    for (key, res) in r.scenarios {
+        html_scenario(&mut h, key, res);
+    }
+    html_timings(&mut h, r);
+    h.push_str("</body></html>\n");
+    h
+}
+
+/// The page head, the introduction and the scoreboard.
+fn html_intro(h: &mut String, r: &ReportInput<'_>) {
     h.push_str(
         "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>aya demo</title><style>\
          body{font-family:sans-serif;margin:2em;max-width:1050px;line-height:1.4}\
@@ -76,7 +89,10 @@ pub fn html(r: &ReportInput<'_>) -> String {
     h.push_str("<h2>Scoreboard</h2><pre>");
     h.push_str(&esc(&r.scoreboard.render()));
     h.push_str("</pre>");
+}
 
+/// The forecast against the held-out period: chart, selection and model table.
+fn html_forecast(h: &mut String, r: &ReportInput<'_>) {
     // Forecast against the held-out period.
     h.push_str("<h2>Forecast against the held-out period</h2>");
     let step_h = f64::from(r.history.demand_step_secs) / 3600.0;
@@ -130,7 +146,10 @@ pub fn html(r: &ReportInput<'_>) -> String {
         );
     }
     h.push_str("</table><p>MASE: mean absolute error on the held-out period divided by the in-sample error of the seasonal-naive forecast (one-day season); below 1 beats it.</p>");
+}
 
+/// What the live controller published over gRPC, or why it did not run.
+fn html_live(h: &mut String, r: &ReportInput<'_>) {
     // Live controller.
     h.push_str("<h2>Live controller over gRPC</h2>");
     match (r.live, r.live_error) {
@@ -140,80 +159,83 @@ pub fn html(r: &ReportInput<'_>) -> String {
         }
         (None, None) => h.push_str("<p>Not run.</p>"),
     }
+}
 
-    // Scenarios.
-    for (key, res) in r.scenarios {
-        let _ = write!(
-            h,
-            "<h2>Simulation: {}</h2><p>{}</p>",
-            esc(key),
-            esc(&res.description)
-        );
-        let _ = write!(
-            h,
-            "<p>Full simulator report with per-backend load and paired comparisons: <a href=\"sim_{0}/report.html\">sim_{0}/report.html</a>; \
-             scenario file: <code>scenario_{0}.toml</code>.</p>",
-            esc(key)
-        );
-        let lat: Vec<(String, Vec<(f64, f64)>)> = res
-            .policies
-            .iter()
-            .map(|p| {
-                (
-                    format!("{} p99", p.label),
-                    p.series.iter().map(|w| (w.t, w.p99)).collect(),
-                )
-            })
-            .collect();
-        h.push_str(&line_chart(
-            "p99 latency per window (first seed)",
-            "virtual time (s)",
-            "seconds",
-            &lat,
-        ));
-        let ok: Vec<(String, Vec<(f64, f64)>)> = res
-            .policies
-            .iter()
-            .map(|p| {
-                (
-                    p.label.clone(),
-                    p.series
-                        .iter()
-                        .map(|w| (w.t, w.success_rate * 100.0))
-                        .collect(),
-                )
-            })
-            .collect();
-        h.push_str(&line_chart(
-            "Success rate per window, % (first seed)",
-            "virtual time (s)",
-            "%",
-            &ok,
-        ));
-        let mut dem: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
-        if let Some(p) = res.policies.first() {
-            dem.push((
-                "demand (req/s ÷ 10)".into(),
+/// One simulated scenario: links and its latency, success and replica charts.
+fn html_scenario(h: &mut String, key: &str, res: &ScenarioResult) {
+    let _ = write!(
+        h,
+        "<h2>Simulation: {}</h2><p>{}</p>",
+        esc(key),
+        esc(&res.description)
+    );
+    let _ = write!(
+        h,
+        "<p>Full simulator report with per-backend load and paired comparisons: <a href=\"sim_{0}/report.html\">sim_{0}/report.html</a>; \
+         scenario file: <code>scenario_{0}.toml</code>.</p>",
+        esc(key)
+    );
+    let lat: Vec<(String, Vec<(f64, f64)>)> = res
+        .policies
+        .iter()
+        .map(|p| {
+            (
+                format!("{} p99", p.label),
+                p.series.iter().map(|w| (w.t, w.p99)).collect(),
+            )
+        })
+        .collect();
+    h.push_str(&line_chart(
+        "p99 latency per window (first seed)",
+        "virtual time (s)",
+        "seconds",
+        &lat,
+    ));
+    let ok: Vec<(String, Vec<(f64, f64)>)> = res
+        .policies
+        .iter()
+        .map(|p| {
+            (
+                p.label.clone(),
                 p.series
                     .iter()
-                    .map(|w| (w.t, w.demand_rps / 10.0))
+                    .map(|w| (w.t, w.success_rate * 100.0))
                     .collect(),
-            ));
-        }
-        for p in &res.policies {
-            dem.push((
-                format!("{} replicas", p.label),
-                p.series.iter().map(|w| (w.t, f64::from(w.alive))).collect(),
-            ));
-        }
-        h.push_str(&line_chart(
-            "Replicas against demand (first seed)",
-            "virtual time (s)",
-            "replicas | req/s ÷ 10",
-            &dem,
+            )
+        })
+        .collect();
+    h.push_str(&line_chart(
+        "Success rate per window, % (first seed)",
+        "virtual time (s)",
+        "%",
+        &ok,
+    ));
+    let mut dem: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    if let Some(p) = res.policies.first() {
+        dem.push((
+            "demand (req/s ÷ 10)".into(),
+            p.series
+                .iter()
+                .map(|w| (w.t, w.demand_rps / 10.0))
+                .collect(),
         ));
     }
+    for p in &res.policies {
+        dem.push((
+            format!("{} replicas", p.label),
+            p.series.iter().map(|w| (w.t, f64::from(w.alive))).collect(),
+        ));
+    }
+    h.push_str(&line_chart(
+        "Replicas against demand (first seed)",
+        "virtual time (s)",
+        "replicas | req/s ÷ 10",
+        &dem,
+    ));
+}
 
+/// The per-stage run-time table, when timings were recorded.
+fn html_timings(h: &mut String, r: &ReportInput<'_>) {
     if !r.timings.is_empty() {
         h.push_str(
             "<h2>Run time on this machine</h2><table><tr><th>stage</th><th>seconds</th></tr>",
@@ -223,6 +245,4 @@ pub fn html(r: &ReportInput<'_>) -> String {
         }
         h.push_str("</table>");
     }
-    h.push_str("</body></html>\n");
-    h
 }

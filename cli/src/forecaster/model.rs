@@ -144,7 +144,24 @@ pub fn run_train(args: &TrainArgs) -> CliResult {
         p.seas.periods,
         artifact.chosen
     );
-    let sel = model.selection();
+    describe_training(
+        &mut msg,
+        model.selection(),
+        events.as_ref().map(|(c, _)| c),
+        &artifact,
+    );
+    let _ = writeln!(msg, "saved {}", args.output.display());
+    print!("{msg}");
+    Ok(())
+}
+
+/// Append the chosen models per horizon band, the events verdict and the backtest scores.
+fn describe_training(
+    msg: &mut String,
+    sel: &aya_forecaster::select::Selection,
+    calendar: Option<&Calendar>,
+    artifact: &Artifact,
+) {
     for band in &sel.bands {
         let names = |ids: &[usize]| {
             ids.iter()
@@ -164,7 +181,7 @@ pub fn run_train(args: &TrainArgs) -> CliResult {
             band.evidence
         );
     }
-    if let Some((calendar, _)) = &events {
+    if let Some(calendar) = calendar {
         let _ = match &sel.events {
             Some(ev) => writeln!(
                 msg,
@@ -188,9 +205,6 @@ pub fn run_train(args: &TrainArgs) -> CliResult {
             );
         }
     }
-    let _ = writeln!(msg, "saved {}", args.output.display());
-    print!("{msg}");
-    Ok(())
 }
 
 /// Run `aya forecast`.

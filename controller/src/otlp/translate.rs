@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, metric::Data, number_data_point,
+    AggregationTemporality, ExponentialHistogram, Histogram, metric::Data, number_data_point,
 };
 
 use super::aggregate::Aggregator;
@@ -171,104 +171,7 @@ impl Translator {
                         scope: &scope,
                         reject: &mut reject,
                     };
-                    match data {
-                        Data::Gauge(g) => {
-                            for p in &g.data_points {
-                                ctx.number(p, false, true);
-                            }
-                        }
-                        Data::Sum(s) => {
-                            let t = s.aggregation_temporality;
-                            let delta = t == AggregationTemporality::Delta as i32;
-                            if !delta && t != AggregationTemporality::Cumulative as i32 {
-                                (ctx.reject)(
-                                    s.data_points.len(),
-                                    format!("sum has unknown aggregation temporality {t}"),
-                                );
-                                continue;
-                            }
-                            if delta && !s.is_monotonic {
-                                (ctx.reject)(
-                                    s.data_points.len(),
-                                    "non-monotonic delta sums are not supported".into(),
-                                );
-                                continue;
-                            }
-                            for p in &s.data_points {
-                                ctx.number(p, delta, s.is_monotonic);
-                            }
-                        }
-                        Data::Histogram(h) => {
-                            let Some(delta) =
-                                ctx.temporality(h.aggregation_temporality, h.data_points.len())
-                            else {
-                                continue;
-                            };
-                            let Some(scale) = ctx.scale(&m.unit, h.data_points.len()) else {
-                                continue;
-                            };
-                            for p in &h.data_points {
-                                if p.flags & NO_RECORDED_VALUE != 0 {
-                                    continue;
-                                }
-                                let counts: Vec<f64> =
-                                    p.bucket_counts.iter().map(|&c| c as f64).collect();
-                                let bounds: Vec<f64> =
-                                    p.explicit_bounds.iter().map(|b| b * scale).collect();
-                                let buckets = explicit_buckets(&bounds, &counts).ok_or_else(|| format!(
-                                    "histogram has {} bucket counts for {} explicit bounds (want bounds + 1) or bounds not increasing",
-                                    p.bucket_counts.len(), p.explicit_bounds.len()));
-                                ctx.histogram(
-                                    &p.attributes,
-                                    p.start_time_unix_nano,
-                                    p.time_unix_nano,
-                                    delta,
-                                    buckets,
-                                );
-                            }
-                        }
-                        Data::ExponentialHistogram(h) => {
-                            let Some(delta) =
-                                ctx.temporality(h.aggregation_temporality, h.data_points.len())
-                            else {
-                                continue;
-                            };
-                            let Some(scale) = ctx.scale(&m.unit, h.data_points.len()) else {
-                                continue;
-                            };
-                            for p in &h.data_points {
-                                if p.flags & NO_RECORDED_VALUE != 0 {
-                                    continue;
-                                }
-                                let (offset, counts) = p
-                                    .positive
-                                    .as_ref()
-                                    .map(|b| {
-                                        (
-                                            b.offset,
-                                            b.bucket_counts
-                                                .iter()
-                                                .map(|&c| c as f64)
-                                                .collect::<Vec<_>>(),
-                                        )
-                                    })
-                                    .unwrap_or_default();
-                                let buckets = exponential_buckets(p.scale, offset, &counts, p.zero_count as f64, p.zero_threshold)
-                                    .map(|bs| bs.into_iter().map(|b| Bucket { lower: b.lower * scale, upper: b.upper * scale, count: b.count }).collect())
-                                    .ok_or_else(|| format!("exponential histogram scale {} is outside -10..=20 or its buckets overflow", p.scale));
-                                ctx.histogram(
-                                    &p.attributes,
-                                    p.start_time_unix_nano,
-                                    p.time_unix_nano,
-                                    delta,
-                                    buckets,
-                                );
-                            }
-                        }
-                        Data::Summary(s) => {
-                            (ctx.reject)(s.data_points.len(), "summaries are not supported (their quantiles cannot be merged); export a histogram".into());
-                        }
-                    }
+                    ctx.data(data, &m.unit);
                 }
             }
         }
@@ -319,6 +222,127 @@ struct Ctx<'a, 'b, R: FnMut(usize, String)> {
 }
 
 impl<R: FnMut(usize, String)> Ctx<'_, '_, R> {
+    /// Translate one metric's data points, by kind of data.
+    fn data(&mut self, data: &Data, unit: &str) {
+        match data {
+            Data::Gauge(g) => {
+                for p in &g.data_points {
+                    self.number(p, false, true);
+                }
+            }
+            Data::Sum(s) => {
+                let t = s.aggregation_temporality;
+                let delta = t == AggregationTemporality::Delta as i32;
+                if !delta && t != AggregationTemporality::Cumulative as i32 {
+                    (self.reject)(
+                        s.data_points.len(),
+                        format!("sum has unknown aggregation temporality {t}"),
+                    );
+                    return;
+                }
+                if delta && !s.is_monotonic {
+                    (self.reject)(
+                        s.data_points.len(),
+                        "non-monotonic delta sums are not supported".into(),
+                    );
+                    return;
+                }
+                for p in &s.data_points {
+                    self.number(p, delta, s.is_monotonic);
+                }
+            }
+            Data::Histogram(h) => self.explicit_histogram(h, unit),
+            Data::ExponentialHistogram(h) => self.exponential_histogram(h, unit),
+            Data::Summary(s) => {
+                (self.reject)(s.data_points.len(), "summaries are not supported (their quantiles cannot be merged); export a histogram".into());
+            }
+        }
+    }
+
+    /// Translate the points of an explicit-bucket histogram.
+    fn explicit_histogram(&mut self, h: &Histogram, unit: &str) {
+        let Some(delta) = self.temporality(h.aggregation_temporality, h.data_points.len()) else {
+            return;
+        };
+        let Some(scale) = self.scale(unit, h.data_points.len()) else {
+            return;
+        };
+        for p in &h.data_points {
+            if p.flags & NO_RECORDED_VALUE != 0 {
+                continue;
+            }
+            let counts: Vec<f64> = p.bucket_counts.iter().map(|&c| c as f64).collect();
+            let bounds: Vec<f64> = p.explicit_bounds.iter().map(|b| b * scale).collect();
+            let buckets = explicit_buckets(&bounds, &counts).ok_or_else(|| format!(
+                "histogram has {} bucket counts for {} explicit bounds (want bounds + 1) or bounds not increasing",
+                p.bucket_counts.len(), p.explicit_bounds.len()));
+            self.histogram(
+                &p.attributes,
+                p.start_time_unix_nano,
+                p.time_unix_nano,
+                delta,
+                buckets,
+            );
+        }
+    }
+
+    /// Translate the points of an exponential histogram.
+    fn exponential_histogram(&mut self, h: &ExponentialHistogram, unit: &str) {
+        let Some(delta) = self.temporality(h.aggregation_temporality, h.data_points.len()) else {
+            return;
+        };
+        let Some(scale) = self.scale(unit, h.data_points.len()) else {
+            return;
+        };
+        for p in &h.data_points {
+            if p.flags & NO_RECORDED_VALUE != 0 {
+                continue;
+            }
+            let (offset, counts) = p
+                .positive
+                .as_ref()
+                .map(|b| {
+                    (
+                        b.offset,
+                        b.bucket_counts
+                            .iter()
+                            .map(|&c| c as f64)
+                            .collect::<Vec<_>>(),
+                    )
+                })
+                .unwrap_or_default();
+            let buckets = exponential_buckets(
+                p.scale,
+                offset,
+                &counts,
+                p.zero_count as f64,
+                p.zero_threshold,
+            )
+            .map(|bs| {
+                bs.into_iter()
+                    .map(|b| Bucket {
+                        lower: b.lower * scale,
+                        upper: b.upper * scale,
+                        count: b.count,
+                    })
+                    .collect()
+            })
+            .ok_or_else(|| {
+                format!(
+                    "exponential histogram scale {} is outside -10..=20 or its buckets overflow",
+                    p.scale
+                )
+            });
+            self.histogram(
+                &p.attributes,
+                p.start_time_unix_nano,
+                p.time_unix_nano,
+                delta,
+                buckets,
+            );
+        }
+    }
+
     fn temporality(&mut self, t: i32, n: usize) -> Option<bool> {
         if self.target != LATENCY {
             (self.reject)(

@@ -147,45 +147,7 @@ impl Controller {
         }
         // History: only where the store has none.
         let until_ms = stored.first().map_or(now_ms, |p| p.0 - step_ms);
-        let series = match (&warm.prometheus_url, &warm.csv) {
-            (Some(url), _) => {
-                // Evaluate on whole steps (e.g. on the minute), where
-                // scrapes and recording rules usually land.
-                let first_step = from_ms.div_euclid(step_ms) * step_ms + step_ms;
-                let mut q = RangeQuery::new(
-                    url.clone(),
-                    warm.query.clone().unwrap_or_default(),
-                    first_step,
-                    until_ms.max(first_step),
-                    step_ms,
-                );
-                q.timeout = WARM_START_TIMEOUT;
-                let want: Vec<(String, String)> = warm
-                    .series_labels
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                let non_finite = if warm.skip_non_finite {
-                    NonFinite::Skip
-                } else {
-                    NonFinite::Reject
-                };
-                load_prometheus(&q, &want, non_finite, &LoadOptions::default())
-                    .map_err(|e| WarmFailure::Source(e.to_string()))?
-            }
-            (None, Some(path)) => {
-                let opts = LoadOptions {
-                    resample_ms: Some(step_ms),
-                    ..LoadOptions::default()
-                };
-                load_csv(path, &opts).map_err(|e| WarmFailure::Source(e.to_string()))?
-            }
-            (None, None) => {
-                return Err(WarmFailure::Source(
-                    "no source (validation should have refused this configuration)".into(),
-                ));
-            }
-        };
+        let series = load_warm_history(warm, from_ms, until_ms, step_ms)?;
         let points: Vec<(String, i64, f64)> = series
             .timestamps
             .iter()
@@ -295,6 +257,54 @@ impl Controller {
         rts.insert(name.to_string(), rt);
         Ok(f)
     }
+}
+
+/// The demand history the warm-start source (Prometheus or CSV) holds from `from_ms` to `until_ms`.
+fn load_warm_history(
+    warm: &WarmStart,
+    from_ms: i64,
+    until_ms: i64,
+    step_ms: i64,
+) -> Result<aya_forecaster::data::Series, WarmFailure> {
+    Ok(match (&warm.prometheus_url, &warm.csv) {
+        (Some(url), _) => {
+            // Evaluate on whole steps (e.g. on the minute), where
+            // scrapes and recording rules usually land.
+            let first_step = from_ms.div_euclid(step_ms) * step_ms + step_ms;
+            let mut q = RangeQuery::new(
+                url.clone(),
+                warm.query.clone().unwrap_or_default(),
+                first_step,
+                until_ms.max(first_step),
+                step_ms,
+            );
+            q.timeout = WARM_START_TIMEOUT;
+            let want: Vec<(String, String)> = warm
+                .series_labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let non_finite = if warm.skip_non_finite {
+                NonFinite::Skip
+            } else {
+                NonFinite::Reject
+            };
+            load_prometheus(&q, &want, non_finite, &LoadOptions::default())
+                .map_err(|e| WarmFailure::Source(e.to_string()))?
+        }
+        (None, Some(path)) => {
+            let opts = LoadOptions {
+                resample_ms: Some(step_ms),
+                ..LoadOptions::default()
+            };
+            load_csv(path, &opts).map_err(|e| WarmFailure::Source(e.to_string()))?
+        }
+        (None, None) => {
+            return Err(WarmFailure::Source(
+                "no source (validation should have refused this configuration)".into(),
+            ));
+        }
+    })
 }
 
 fn describe(w: &WarmStart) -> String {

@@ -195,6 +195,45 @@ pub(crate) fn clean(
         message,
     };
 
+    order_rows(&mut rows, &mut report, opts, &field_err)?;
+    rows = dedupe_rows(rows, &mut report, opts, &field_err)?;
+
+    // Interval from the steps between distinct timestamps.
+    let mut deltas: Vec<i64> = rows
+        .windows(2)
+        .map(|w| w[1].ts - w[0].ts)
+        .filter(|d| *d > 0)
+        .collect();
+    if deltas.is_empty() {
+        return Err(DataError::TooShort {
+            path: path.to_path_buf(),
+            distinct: usize::from(!rows.is_empty()),
+        });
+    }
+    let (interval, regular) = detect_interval(&mut deltas);
+    report.detected_interval_ms = interval;
+    report.regular = regular;
+    report.first_ms = rows.first().map_or(0, |r| r.ts);
+    report.last_ms = rows.last().map_or(0, |r| r.ts);
+
+    count_gaps(&rows, interval, regular, &mut report);
+
+    let timestamps = rows.iter().map(|r| r.ts).collect();
+    let values = rows.iter().map(|r| r.value).collect();
+    Ok(Cleaned {
+        timestamps,
+        values,
+        report,
+    })
+}
+
+/// Count (or reject) rows earlier than the row before them, and sort them into time order.
+fn order_rows(
+    rows: &mut [Row],
+    report: &mut QualityReport,
+    opts: &LoadOptions,
+    field_err: &impl Fn(usize, String) -> DataError,
+) -> Result<(), DataError> {
     // Out-of-order rows: earlier than the row just before them.
     for w in rows.windows(2) {
         if w[1].ts < w[0].ts {
@@ -224,7 +263,16 @@ pub(crate) fn clean(
         // Stable: rows with equal timestamps keep file order, so "last" means last in the file.
         rows.sort_by_key(|r| r.ts);
     }
+    Ok(())
+}
 
+/// Count duplicate timestamps, then reject them, keep the last of each run, or keep them all.
+fn dedupe_rows(
+    mut rows: Vec<Row>,
+    report: &mut QualityReport,
+    opts: &LoadOptions,
+    field_err: &impl Fn(usize, String) -> DataError,
+) -> Result<Vec<Row>, DataError> {
     // Duplicates: equal timestamps are adjacent now. Within a run, file order is kept.
     let mut dup_lines: Vec<RowIssue> = Vec::new();
     for w in rows.windows(2) {
@@ -266,25 +314,11 @@ pub(crate) fn clean(
         }
         rows = kept;
     }
+    Ok(rows)
+}
 
-    // Interval from the steps between distinct timestamps.
-    let mut deltas: Vec<i64> = rows
-        .windows(2)
-        .map(|w| w[1].ts - w[0].ts)
-        .filter(|d| *d > 0)
-        .collect();
-    if deltas.is_empty() {
-        return Err(DataError::TooShort {
-            path: path.to_path_buf(),
-            distinct: usize::from(!rows.is_empty()),
-        });
-    }
-    let (interval, regular) = detect_interval(&mut deltas);
-    report.detected_interval_ms = interval;
-    report.regular = regular;
-    report.first_ms = rows.first().map_or(0, |r| r.ts);
-    report.last_ms = rows.last().map_or(0, |r| r.ts);
-
+/// Count the irregular steps and, on a regular grid, the gaps and their missing points.
+fn count_gaps(rows: &[Row], interval: i64, regular: bool, report: &mut QualityReport) {
     for w in rows.windows(2) {
         let d = w[1].ts - w[0].ts;
         if d <= 0 || d == interval {
@@ -305,14 +339,6 @@ pub(crate) fn clean(
             }
         }
     }
-
-    let timestamps = rows.iter().map(|r| r.ts).collect();
-    let values = rows.iter().map(|r| r.value).collect();
-    Ok(Cleaned {
-        timestamps,
-        values,
-        report,
-    })
 }
 
 /// Nominal interval of positive steps and whether the series is regular.

@@ -246,40 +246,7 @@ fn parse_calendar(t: &str) -> Result<i64, TimestampError> {
         if second > 60 {
             return Err(range("second", second, "0..=60"));
         }
-        // Zone.
-        let before_space = c.pos;
-        c.eat(b' ');
-        if c.done() {
-            if c.pos != before_space {
-                return Err(unrecognized()); // trailing space inside a trimmed cell cannot happen, but be strict
-            }
-        } else if c.eat(b'Z') || c.eat(b'z') {
-        } else if let Some(rest) = t.get(c.pos..).filter(|r| *r == "UTC" || *r == "GMT") {
-            c.pos += rest.len();
-        } else {
-            let sign = if c.eat(b'+') {
-                1
-            } else if c.eat(b'-') {
-                -1
-            } else {
-                return Err(unrecognized());
-            };
-            let oh = c.digits(2).ok_or_else(unrecognized)?;
-            let om = if c.eat(b':') {
-                c.digits(2).ok_or_else(unrecognized)?
-            } else if c.done() {
-                0
-            } else {
-                c.digits(2).ok_or_else(unrecognized)?
-            };
-            if oh > 23 {
-                return Err(range("offset hours", oh, "0..=23"));
-            }
-            if om > 59 {
-                return Err(range("offset minutes", om, "0..=59"));
-            }
-            offset_min = sign * (oh * 60 + om);
-        }
+        offset_min = parse_zone(&mut c, t)?;
         if !c.done() {
             return Err(unrecognized());
         }
@@ -291,6 +258,53 @@ fn parse_calendar(t: &str) -> Result<i64, TimestampError> {
         .ok_or_else(|| TimestampError::Overflow {
             input: t.to_string(),
         })
+}
+
+/// The zone after the time of day: nothing, `Z`, `UTC`/`GMT` or `±hh[:]mm`, as minutes east of UTC.
+fn parse_zone(c: &mut Cursor<'_>, t: &str) -> Result<i64, TimestampError> {
+    let unrecognized = || TimestampError::Unrecognized {
+        input: t.to_string(),
+    };
+    let range = |component: &'static str, value: i64, range: &str| TimestampError::OutOfRange {
+        input: t.to_string(),
+        component,
+        value,
+        range: range.to_string(),
+    };
+    let before_space = c.pos;
+    c.eat(b' ');
+    if c.done() {
+        if c.pos != before_space {
+            return Err(unrecognized()); // trailing space inside a trimmed cell cannot happen, but be strict
+        }
+    } else if c.eat(b'Z') || c.eat(b'z') {
+    } else if let Some(rest) = t.get(c.pos..).filter(|r| *r == "UTC" || *r == "GMT") {
+        c.pos += rest.len();
+    } else {
+        let sign = if c.eat(b'+') {
+            1
+        } else if c.eat(b'-') {
+            -1
+        } else {
+            return Err(unrecognized());
+        };
+        let oh = c.digits(2).ok_or_else(unrecognized)?;
+        let om = if c.eat(b':') {
+            c.digits(2).ok_or_else(unrecognized)?
+        } else if c.done() {
+            0
+        } else {
+            c.digits(2).ok_or_else(unrecognized)?
+        };
+        if oh > 23 {
+            return Err(range("offset hours", oh, "0..=23"));
+        }
+        if om > 59 {
+            return Err(range("offset minutes", om, "0..=59"));
+        }
+        return Ok(sign * (oh * 60 + om));
+    }
+    Ok(0)
 }
 
 fn is_leap(y: i64) -> bool {

@@ -252,35 +252,8 @@ fn render_bal(b: &Bal, scale: f64, aya_params: Option<&str>) -> (String, String)
     } else {
         b.victim
     };
-    let service = match b.service {
-        "exponential" => format!("kind = \"exponential\"\nmean = {mean}"),
-        "lognormal" => format!("kind = \"lognormal\"\nmean = {mean}\ncv = {:.3}", b.cv),
-        "deterministic" => format!("kind = \"deterministic\"\nmean = {mean}"),
-        _ => {
-            let mut v = vec![0.5 * mean; 9];
-            v.push(5.5 * mean);
-            let vals: Vec<String> = v.iter().map(|x| format!("{x}")).collect();
-            format!("kind = \"empirical\"\nvalues = [{}]", vals.join(", "))
-        }
-    };
-    let summary = format!(
-        "{n} backends ({}; speeds {:.2}..{:.2}), concurrency {}, {}, {} service{}, load {:.0} %, {:.0} req/s, fault {}, telemetry delay {:.1} s",
-        b.family,
-        b.speeds.iter().cloned().fold(f64::INFINITY, f64::min),
-        b.speeds.iter().cloned().fold(0.0, f64::max),
-        b.conc,
-        if b.ps { "PS" } else { "FCFS" },
-        b.service,
-        if b.service == "lognormal" {
-            format!(" cv {:.2}", b.cv)
-        } else {
-            String::new()
-        },
-        b.load * 100.0,
-        rate,
-        b.fault,
-        b.delay
-    );
+    let service = bal_service(b, mean);
+    let summary = bal_summary(b, rate);
     let mut t = String::new();
     let _ = writeln!(t, "name = \"{}\"", b.id);
     let _ = writeln!(t, "description = \"{summary}\"");
@@ -301,91 +274,7 @@ fn render_bal(b: &Bal, scale: f64, aya_params: Option<&str>) -> (String, String)
         );
     }
     let _ = writeln!(t, "\n[data_plane]\nalgorithm = \"least_request\"");
-    let at = |x: f64| warm + x * scale;
-    let fault = |t: &mut String, be: usize, kind: &str, extra: String, start: f64, dur: f64| {
-        let _ = writeln!(
-            t,
-            "\n[[faults]]\nbackend = {be}\nkind = \"{kind}\"\n{extra}start = {start}\nduration = {dur}"
-        );
-    };
-    match b.fault {
-        "failure" => fault(
-            &mut t,
-            fastest,
-            "failure",
-            String::new(),
-            at(30.0),
-            30.0 * scale,
-        ),
-        "slowdown" => fault(
-            &mut t,
-            other,
-            "slowdown",
-            format!("factor = {:.3}\n", 0.2 + 0.3 * b.fault_x),
-            at(30.0),
-            40.0 * scale,
-        ),
-        "degrade" => fault(
-            &mut t,
-            fastest,
-            "degrade",
-            format!("factor = {:.3}\n", 0.15 + 0.2 * b.fault_x),
-            at(20.0),
-            60.0 * scale,
-        ),
-        "latency" => fault(
-            &mut t,
-            other,
-            "latency",
-            format!("latency = {:.3}\n", 0.1 + 0.4 * b.fault_x),
-            at(30.0),
-            30.0 * scale,
-        ),
-        "flapping" => {
-            for k in 0..4 {
-                fault(
-                    &mut t,
-                    fastest,
-                    "failure",
-                    String::new(),
-                    at(20.0 + 15.0 * k as f64),
-                    5.0 * scale,
-                );
-            }
-        }
-        "multi" => {
-            fault(
-                &mut t,
-                fastest,
-                "failure",
-                String::new(),
-                at(30.0),
-                30.0 * scale,
-            );
-            if n > 1 {
-                fault(
-                    &mut t,
-                    other,
-                    "slowdown",
-                    "factor = 0.3\n".into(),
-                    at(25.0),
-                    45.0 * scale,
-                );
-            }
-            let third = (0..n).find(|&j| j != fastest && j != other);
-            if let Some(j) = third {
-                fault(
-                    &mut t,
-                    j,
-                    "latency",
-                    "latency = 0.2\n".into(),
-                    at(40.0),
-                    20.0 * scale,
-                );
-            }
-        }
-        _ => {}
-    }
+    bal_faults(&mut t, b, fastest, other, warm, scale);
     let _ = writeln!(
         t,
         "\n[control]\ninterval = 2.0\ntelemetry_interval = 1.0\ntelemetry_delay = {:.2}",
@@ -396,6 +285,120 @@ fn render_bal(b: &Bal, scale: f64, aya_params: Option<&str>) -> (String, String)
         let _ = writeln!(t, "\n[[policy]]\nname = \"{p}\"");
     }
     (t, summary)
+}
+
+/// The `[service]` body of a balancing scenario: its distribution with mean `mean`.
+fn bal_service(b: &Bal, mean: f64) -> String {
+    match b.service {
+        "exponential" => format!("kind = \"exponential\"\nmean = {mean}"),
+        "lognormal" => format!("kind = \"lognormal\"\nmean = {mean}\ncv = {:.3}", b.cv),
+        "deterministic" => format!("kind = \"deterministic\"\nmean = {mean}"),
+        _ => {
+            let mut v = vec![0.5 * mean; 9];
+            v.push(5.5 * mean);
+            let vals: Vec<String> = v.iter().map(|x| format!("{x}")).collect();
+            format!("kind = \"empirical\"\nvalues = [{}]", vals.join(", "))
+        }
+    }
+}
+
+/// The one-line description of a balancing scenario.
+fn bal_summary(b: &Bal, rate: f64) -> String {
+    let n = b.speeds.len();
+    format!(
+        "{n} backends ({}; speeds {:.2}..{:.2}), concurrency {}, {}, {} service{}, load {:.0} %, {:.0} req/s, fault {}, telemetry delay {:.1} s",
+        b.family,
+        b.speeds.iter().cloned().fold(f64::INFINITY, f64::min),
+        b.speeds.iter().cloned().fold(0.0, f64::max),
+        b.conc,
+        if b.ps { "PS" } else { "FCFS" },
+        b.service,
+        if b.service == "lognormal" {
+            format!(" cv {:.2}", b.cv)
+        } else {
+            String::new()
+        },
+        b.load * 100.0,
+        rate,
+        b.fault,
+        b.delay
+    )
+}
+
+/// The `[[faults]]` tables of a balancing scenario's fault family.
+fn bal_faults(t: &mut String, b: &Bal, fastest: usize, other: usize, warm: f64, scale: f64) {
+    let n = b.speeds.len();
+    let at = |x: f64| warm + x * scale;
+    let fault = |t: &mut String, be: usize, kind: &str, extra: String, start: f64, dur: f64| {
+        let _ = writeln!(
+            t,
+            "\n[[faults]]\nbackend = {be}\nkind = \"{kind}\"\n{extra}start = {start}\nduration = {dur}"
+        );
+    };
+    match b.fault {
+        "failure" => fault(t, fastest, "failure", String::new(), at(30.0), 30.0 * scale),
+        "slowdown" => fault(
+            t,
+            other,
+            "slowdown",
+            format!("factor = {:.3}\n", 0.2 + 0.3 * b.fault_x),
+            at(30.0),
+            40.0 * scale,
+        ),
+        "degrade" => fault(
+            t,
+            fastest,
+            "degrade",
+            format!("factor = {:.3}\n", 0.15 + 0.2 * b.fault_x),
+            at(20.0),
+            60.0 * scale,
+        ),
+        "latency" => fault(
+            t,
+            other,
+            "latency",
+            format!("latency = {:.3}\n", 0.1 + 0.4 * b.fault_x),
+            at(30.0),
+            30.0 * scale,
+        ),
+        "flapping" => {
+            for k in 0..4 {
+                fault(
+                    t,
+                    fastest,
+                    "failure",
+                    String::new(),
+                    at(20.0 + 15.0 * k as f64),
+                    5.0 * scale,
+                );
+            }
+        }
+        "multi" => {
+            fault(t, fastest, "failure", String::new(), at(30.0), 30.0 * scale);
+            if n > 1 {
+                fault(
+                    t,
+                    other,
+                    "slowdown",
+                    "factor = 0.3\n".into(),
+                    at(25.0),
+                    45.0 * scale,
+                );
+            }
+            let third = (0..n).find(|&j| j != fastest && j != other);
+            if let Some(j) = third {
+                fault(
+                    t,
+                    j,
+                    "latency",
+                    "latency = 0.2\n".into(),
+                    at(40.0),
+                    20.0 * scale,
+                );
+            }
+        }
+        _ => {}
+    }
 }
 
 /// An autoscaling trace: per-step counts and what it is.
@@ -435,110 +438,153 @@ fn draw_autos(seed: u64, ds: &Path, smoke: bool) -> super::Result<Vec<Auto>> {
     let mut rng = SmallRng::seed_from_u64(seed ^ fnv("auto"));
     let mut out = Vec::new();
     let minutes = if smoke { 60 } else { 240 };
-    let boot = |rng: &mut SmallRng| rng.random_range(30.0..300.0_f64).round();
     // WorldCup98 windows.
     if !smoke {
-        let wc = read_series(&ds.join("worldcup98/worldcup98_requests_per_minute.csv"))?;
-        for start in [
-            "1998-05-20T12:00",
-            "1998-06-10T14:00",
-            "1998-06-15T12:00",
-            "1998-06-21T06:00",
-            "1998-06-24T14:00",
-            "1998-06-30T12:00",
-            "1998-07-04T10:00",
-            "1998-07-12T16:00",
-        ] {
-            let Some(k) = wc.iter().position(|(t, _)| t.as_str() >= start) else {
-                bail!("WorldCup98 has no minute at {start}");
-            };
-            let counts: Vec<f64> = wc[k..].iter().take(minutes).map(|x| x.1).collect();
-            out.push(Auto {
-                id: format!("auto_worldcup_{}", start.replace([':', '-'], "")),
-                family: "worldcup98".into(),
-                counts,
-                step: 60.0,
-                compression: 10.0,
-                boot: boot(&mut rng),
-                peak: rng.random_range(120.0..360.0),
-                what: format!("WorldCup98 {minutes} min from {start}Z"),
-            });
+        worldcup_autos(&mut rng, ds, minutes, &mut out)?;
+        nab_autos(&mut rng, ds, minutes, &mut out)?;
+        azure_autos(&mut rng, ds, &mut out)?;
+    }
+    synth_autos(&mut rng, minutes, smoke, &mut out)?;
+    Ok(out)
+}
+
+/// The boot delay of one autoscaling scenario, in whole seconds.
+fn draw_boot(rng: &mut SmallRng) -> f64 {
+    rng.random_range(30.0..300.0_f64).round()
+}
+
+/// Autoscaling scenarios from WorldCup98 windows.
+fn worldcup_autos(
+    rng: &mut SmallRng,
+    ds: &Path,
+    minutes: usize,
+    out: &mut Vec<Auto>,
+) -> super::Result<()> {
+    let wc = read_series(&ds.join("worldcup98/worldcup98_requests_per_minute.csv"))?;
+    for start in [
+        "1998-05-20T12:00",
+        "1998-06-10T14:00",
+        "1998-06-15T12:00",
+        "1998-06-21T06:00",
+        "1998-06-24T14:00",
+        "1998-06-30T12:00",
+        "1998-07-04T10:00",
+        "1998-07-12T16:00",
+    ] {
+        let Some(k) = wc.iter().position(|(t, _)| t.as_str() >= start) else {
+            bail!("WorldCup98 has no minute at {start}");
+        };
+        let counts: Vec<f64> = wc[k..].iter().take(minutes).map(|x| x.1).collect();
+        out.push(Auto {
+            id: format!("auto_worldcup_{}", start.replace([':', '-'], "")),
+            family: "worldcup98".into(),
+            counts,
+            step: 60.0,
+            compression: 10.0,
+            boot: draw_boot(rng),
+            peak: rng.random_range(120.0..360.0),
+            what: format!("WorldCup98 {minutes} min from {start}Z"),
+        });
+    }
+    Ok(())
+}
+
+/// Autoscaling scenarios from NAB series, one row read as one minute.
+fn nab_autos(
+    rng: &mut SmallRng,
+    ds: &Path,
+    minutes: usize,
+    out: &mut Vec<Auto>,
+) -> super::Result<()> {
+    for (file, off) in [
+        ("realAWSCloudwatch/elb_request_count_8c0756.csv", 0.3),
+        ("realKnownCause/nyc_taxi.csv", 0.5),
+        ("realTweets/Twitter_volume_AAPL.csv", 0.4),
+        ("realTweets/Twitter_volume_GOOG.csv", 0.6),
+        ("realTweets/Twitter_volume_FB.csv", 0.2),
+        ("artificialWithAnomaly/art_load_balancer_spikes.csv", 0.5),
+        ("artificialWithAnomaly/art_daily_jumpsup.csv", 0.6),
+        ("artificialWithAnomaly/art_increase_spike_density.csv", 0.5),
+    ] {
+        let s = read_series(&ds.join("nab").join(file))?;
+        if s.is_empty() {
+            bail!("NAB {file}: no rows");
         }
-        for (file, off) in [
-            ("realAWSCloudwatch/elb_request_count_8c0756.csv", 0.3),
-            ("realKnownCause/nyc_taxi.csv", 0.5),
-            ("realTweets/Twitter_volume_AAPL.csv", 0.4),
-            ("realTweets/Twitter_volume_GOOG.csv", 0.6),
-            ("realTweets/Twitter_volume_FB.csv", 0.2),
-            ("artificialWithAnomaly/art_load_balancer_spikes.csv", 0.5),
-            ("artificialWithAnomaly/art_daily_jumpsup.csv", 0.6),
-            ("artificialWithAnomaly/art_increase_spike_density.csv", 0.5),
-        ] {
-            let s = read_series(&ds.join("nab").join(file))?;
-            if s.is_empty() {
-                bail!("NAB {file}: no rows");
-            }
-            let k = ((s.len().saturating_sub(minutes)) as f64 * off) as usize;
-            let counts: Vec<f64> = s[k..].iter().take(minutes).map(|x| x.1).collect();
+        let k = ((s.len().saturating_sub(minutes)) as f64 * off) as usize;
+        let counts: Vec<f64> = s[k..].iter().take(minutes).map(|x| x.1).collect();
+        let stem = file
+            .rsplit('/')
+            .next()
+            .unwrap_or(file)
+            .trim_end_matches(".csv")
+            .to_lowercase();
+        out.push(Auto {
+            id: format!("auto_nab_{stem}"),
+            family: "nab".into(),
+            counts,
+            step: 60.0,
+            compression: 10.0,
+            boot: draw_boot(rng),
+            peak: rng.random_range(120.0..360.0),
+            what: format!(
+                "NAB {file}, {minutes} rows from {}, one row read as one minute",
+                s[k].0
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Autoscaling scenarios from the Azure LLM inference traces (short and long boot).
+fn azure_autos(rng: &mut SmallRng, ds: &Path, out: &mut Vec<Auto>) -> super::Result<()> {
+    for file in [
+        "AzureLLMInferenceTrace_code.csv",
+        "AzureLLMInferenceTrace_conv.csv",
+    ] {
+        let path = ds.join("azure_llm_inference_2023").join(file);
+        let s = read_series(&path)?; // timestamp, context tokens
+        let ts: Vec<f64> = s
+            .iter()
+            .filter_map(|(t, _)| crate::workload::parse_ts(t).ok())
+            .collect();
+        let Some(&t0) = ts.first() else {
+            bail!("{}: no timestamps", path.display());
+        };
+        let bins = ((ts.last().copied().unwrap_or(t0) - t0) / 10.0) as usize + 1;
+        let mut counts = vec![0.0; bins];
+        for t in &ts {
+            counts[(((t - t0) / 10.0) as usize).min(bins - 1)] += 1.0;
+        }
+        for (v, b) in ["short_boot", "long_boot"].iter().enumerate() {
             let stem = file
-                .rsplit('/')
-                .next()
-                .unwrap_or(file)
-                .trim_end_matches(".csv")
-                .to_lowercase();
+                .trim_start_matches("AzureLLMInferenceTrace_")
+                .trim_end_matches(".csv");
             out.push(Auto {
-                id: format!("auto_nab_{stem}"),
-                family: "nab".into(),
-                counts,
-                step: 60.0,
-                compression: 10.0,
-                boot: boot(&mut rng),
+                id: format!("auto_azure_{stem}_{b}"),
+                family: "azure_llm".into(),
+                counts: counts.clone(),
+                step: 10.0,
+                compression: 2.5,
+                boot: if v == 0 {
+                    rng.random_range(30.0..90.0_f64).round()
+                } else {
+                    rng.random_range(150.0..300.0_f64).round()
+                },
                 peak: rng.random_range(120.0..360.0),
-                what: format!(
-                    "NAB {file}, {minutes} rows from {}, one row read as one minute",
-                    s[k].0
-                ),
+                what: format!("Azure LLM {stem} arrivals counted per 10 s"),
             });
-        }
-        for file in [
-            "AzureLLMInferenceTrace_code.csv",
-            "AzureLLMInferenceTrace_conv.csv",
-        ] {
-            let path = ds.join("azure_llm_inference_2023").join(file);
-            let s = read_series(&path)?; // timestamp, context tokens
-            let ts: Vec<f64> = s
-                .iter()
-                .filter_map(|(t, _)| crate::workload::parse_ts(t).ok())
-                .collect();
-            let Some(&t0) = ts.first() else {
-                bail!("{}: no timestamps", path.display());
-            };
-            let bins = ((ts.last().copied().unwrap_or(t0) - t0) / 10.0) as usize + 1;
-            let mut counts = vec![0.0; bins];
-            for t in &ts {
-                counts[(((t - t0) / 10.0) as usize).min(bins - 1)] += 1.0;
-            }
-            for (v, b) in ["short_boot", "long_boot"].iter().enumerate() {
-                let stem = file
-                    .trim_start_matches("AzureLLMInferenceTrace_")
-                    .trim_end_matches(".csv");
-                out.push(Auto {
-                    id: format!("auto_azure_{stem}_{b}"),
-                    family: "azure_llm".into(),
-                    counts: counts.clone(),
-                    step: 10.0,
-                    compression: 2.5,
-                    boot: if v == 0 {
-                        rng.random_range(30.0..90.0_f64).round()
-                    } else {
-                        rng.random_range(150.0..300.0_f64).round()
-                    },
-                    peak: rng.random_range(120.0..360.0),
-                    what: format!("Azure LLM {stem} arrivals counted per 10 s"),
-                });
-            }
         }
     }
+    Ok(())
+}
+
+/// Synthetic autoscaling scenarios, per demand-shape family.
+fn synth_autos(
+    rng: &mut SmallRng,
+    minutes: usize,
+    smoke: bool,
+    out: &mut Vec<Auto>,
+) -> super::Result<()> {
     let fams: &[&str] = if smoke {
         &["trend_up", "noise"]
     } else {
@@ -583,8 +629,8 @@ fn draw_autos(seed: u64, ds: &Path, smoke: bool) -> super::Result<Vec<Auto>> {
                         }
                         _ => 1.0,
                     } * base;
-                    let z: f64 = normal.sample(&mut rng);
-                    let p: f64 = normal.sample(&mut rng);
+                    let z: f64 = normal.sample(rng);
+                    let p: f64 = normal.sample(rng);
                     (level * (1.0 + cv * z) + level.sqrt() * p).max(0.0).round()
                 })
                 .collect();
@@ -594,13 +640,13 @@ fn draw_autos(seed: u64, ds: &Path, smoke: bool) -> super::Result<Vec<Auto>> {
                 counts,
                 step: 60.0,
                 compression: 10.0,
-                boot: boot(&mut rng),
+                boot: draw_boot(rng),
                 peak: rng.random_range(120.0..360.0),
                 what: format!("synthetic {fam}: base {base:.0}/min, noise cv {cv:.2} + Poisson, factor {factor:.2}"),
             });
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 fn render_auto(

@@ -1,6 +1,7 @@
 //! Outlier ejection on error rate or latency, within an Envoy-style budget.
 
 use super::AyaPolicy;
+use crate::AyaConfig;
 use crate::capacity::median;
 use crate::types::{BackendObservation, Explanation, TickInput, Time};
 
@@ -47,56 +48,7 @@ impl AyaPolicy {
             .map(|(n, _)| n.clone())
             .collect();
 
-        let with_traffic: Vec<&&BackendObservation> = healthy
-            .iter()
-            .filter(|b| !active_ejected.contains(&b.backend))
-            .filter(|b| b.request_rate * interval >= 1.0 || b.in_flight >= 1.0)
-            .collect();
-        let lat = |b: &BackendObservation| {
-            let little = b.in_flight.max(0.0) / b.request_rate.max(1.0 / interval);
-            b.latency_p50.max(little)
-        };
-        let lats: Vec<f64> = with_traffic.iter().map(|b| lat(b)).collect();
-        let errs: Vec<f64> = with_traffic.iter().map(|b| b.error_rate).collect();
-        let med_lat = median(&lats);
-        let med_err = median(&errs).unwrap_or(0.0);
-
-        let mut outliers: Vec<(f64, String, String)> = Vec::new();
-        for b in &with_traffic {
-            if b.error_rate.is_finite()
-                && b.error_rate >= c.eject_error_rate
-                && b.error_rate > ERROR_OUTLIER_OVER_MEDIAN * med_err
-            {
-                outliers.push((
-                    f64::INFINITY,
-                    b.backend.clone(),
-                    format!(
-                        "error_rate {:.3} >= {:.3}",
-                        b.error_rate, c.eject_error_rate
-                    ),
-                ));
-                continue;
-            }
-            if let Some(m) = med_lat
-                && with_traffic.len() >= MIN_POOL_FOR_LATENCY_EJECTION
-            {
-                let l = lat(b);
-                if l.is_finite()
-                    && l > c.eject_latency_factor * m
-                    && l - m > c.eject_latency_min_excess
-                {
-                    outliers.push((
-                        l / m.max(1e-9),
-                        b.backend.clone(),
-                        format!(
-                            "latency {:.3}s > {:.1} x median {:.3}s",
-                            l, c.eject_latency_factor, m
-                        ),
-                    ));
-                }
-            }
-        }
-        outliers.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        let outliers = find_outliers(healthy, &active_ejected, interval, &c);
 
         let pool = healthy.len();
         let budget = if pool >= 2 {
@@ -170,6 +122,65 @@ impl AyaPolicy {
         ejected.sort();
         (ejected, left_over)
     }
+}
+
+/// The error-rate and latency outliers among the healthy backends not already
+/// ejected, most extreme first, as (severity, backend, reason).
+fn find_outliers(
+    healthy: &[&BackendObservation],
+    active_ejected: &[String],
+    interval: f64,
+    c: &AyaConfig,
+) -> Vec<(f64, String, String)> {
+    let with_traffic: Vec<&&BackendObservation> = healthy
+        .iter()
+        .filter(|b| !active_ejected.contains(&b.backend))
+        .filter(|b| b.request_rate * interval >= 1.0 || b.in_flight >= 1.0)
+        .collect();
+    let lat = |b: &BackendObservation| {
+        let little = b.in_flight.max(0.0) / b.request_rate.max(1.0 / interval);
+        b.latency_p50.max(little)
+    };
+    let lats: Vec<f64> = with_traffic.iter().map(|b| lat(b)).collect();
+    let errs: Vec<f64> = with_traffic.iter().map(|b| b.error_rate).collect();
+    let med_lat = median(&lats);
+    let med_err = median(&errs).unwrap_or(0.0);
+
+    let mut outliers: Vec<(f64, String, String)> = Vec::new();
+    for b in &with_traffic {
+        if b.error_rate.is_finite()
+            && b.error_rate >= c.eject_error_rate
+            && b.error_rate > ERROR_OUTLIER_OVER_MEDIAN * med_err
+        {
+            outliers.push((
+                f64::INFINITY,
+                b.backend.clone(),
+                format!(
+                    "error_rate {:.3} >= {:.3}",
+                    b.error_rate, c.eject_error_rate
+                ),
+            ));
+            continue;
+        }
+        if let Some(m) = med_lat
+            && with_traffic.len() >= MIN_POOL_FOR_LATENCY_EJECTION
+        {
+            let l = lat(b);
+            if l.is_finite() && l > c.eject_latency_factor * m && l - m > c.eject_latency_min_excess
+            {
+                outliers.push((
+                    l / m.max(1e-9),
+                    b.backend.clone(),
+                    format!(
+                        "latency {:.3}s > {:.1} x median {:.3}s",
+                        l, c.eject_latency_factor, m
+                    ),
+                ));
+            }
+        }
+    }
+    outliers.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    outliers
 }
 
 #[cfg(test)]
