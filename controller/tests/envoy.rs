@@ -15,11 +15,11 @@
 
 mod common;
 
+use common::envoy::{EnvoyGuard, free_port};
+
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use aya_controller::publish::{ClusterSnapshot, Endpoint, PublishedState};
@@ -192,35 +192,6 @@ async fn admin_get(admin: u16, path: &str) -> Result<String, String> {
 
 // ---------------------------------------------------------------- Envoy process
 
-/// Kills Envoy when dropped (also on test failure).
-struct EnvoyGuard {
-    child: Child,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for EnvoyGuard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl EnvoyGuard {
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free loopback port")
-}
-
 /// The bootstrap Aya's users can copy (see docs/xds.md): CDS and EDS
 /// from Aya over ADS, a listener routing everything to the Aya cluster.
 fn bootstrap(xds_port: u16, listen_port: u16, admin_port: u16) -> String {
@@ -269,37 +240,10 @@ static_resources:
     )
 }
 
-static BASE_ID: AtomicU32 = AtomicU32::new(0);
-
 fn start_envoy(bin: &Path, xds_port: u16) -> (EnvoyGuard, u16, u16) {
-    let dir = tempfile::tempdir().expect("tempdir");
     let (listen, admin) = (free_port(), free_port());
-    let cfg = dir.path().join("envoy.yaml");
-    std::fs::write(&cfg, bootstrap(xds_port, listen, admin)).expect("write bootstrap");
-    let log = dir.path().join("envoy.log");
-    let log_file = std::fs::File::create(&log).expect("log file");
-    // A base id unique per process and test, so parallel Envoys never share
-    // shared-memory regions.
-    let base_id = (std::process::id() % 100_000) * 10 + BASE_ID.fetch_add(1, Ordering::Relaxed);
-    let child = Command::new(bin)
-        .arg("-c")
-        .arg(&cfg)
-        .args(["--disable-hot-restart", "--concurrency", "1", "-l", "info"])
-        .args(["--base-id", &base_id.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log_file))
-        .spawn()
-        .expect("spawn envoy");
-    (
-        EnvoyGuard {
-            child,
-            log,
-            _dir: dir,
-        },
-        listen,
-        admin,
-    )
+    let envoy = common::envoy::spawn(bin, &bootstrap(xds_port, listen, admin), "info");
+    (envoy, listen, admin)
 }
 
 // ---------------------------------------------------------------- Aya side

@@ -24,9 +24,10 @@
 
 mod common;
 
+use common::envoy::{EnvoyGuard, free_port};
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -173,24 +174,7 @@ async fn get(reader: &mut BufReader<TcpStream>) -> Result<(u16, String), String>
 }
 
 async fn admin_get(admin: u16, path: &str) -> Result<String, String> {
-    let sock = TcpStream::connect(("127.0.0.1", admin))
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut reader = BufReader::new(sock);
-    reader
-        .get_mut()
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut text = String::new();
-    reader
-        .read_to_string(&mut text)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(text)
+    common::envoy::admin_text(admin, path).await
 }
 
 /// Requests per backend port, from when the clients started.
@@ -386,34 +370,6 @@ fn describe(m: &opentelemetry_proto::tonic::metrics::v1::Metric) -> (String, Vec
 
 // ---------------------------------------------------------------- Envoy process
 
-struct EnvoyGuard {
-    child: Child,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for EnvoyGuard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl EnvoyGuard {
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free loopback port")
-}
-
 /// The bootstrap of docs/envoy.md ("Envoy with Aya, no other software"),
 /// with the test's ports, plus a second stats sink to the test's recorder.
 fn bootstrap(aya_port: u16, recorder_port: u16, listen_port: u16, admin_port: u16) -> String {
@@ -487,39 +443,9 @@ static_resources:
 }
 
 fn start_envoy(bin: &Path, aya_port: u16, recorder_port: u16) -> (EnvoyGuard, u16, u16) {
-    let dir = tempfile::tempdir().expect("tempdir");
     let (listen, admin) = (free_port(), free_port());
-    let cfg = dir.path().join("envoy.yaml");
-    std::fs::write(&cfg, bootstrap(aya_port, recorder_port, listen, admin))
-        .expect("write bootstrap");
-    let log = dir.path().join("envoy.log");
-    let log_file = std::fs::File::create(&log).expect("log file");
-    let base_id = (std::process::id() % 100_000) * 10 + 7;
-    let child = Command::new(bin)
-        .arg("-c")
-        .arg(&cfg)
-        .args([
-            "--disable-hot-restart",
-            "--concurrency",
-            "1",
-            "-l",
-            "warning",
-        ])
-        .args(["--base-id", &base_id.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log_file))
-        .spawn()
-        .expect("spawn envoy");
-    (
-        EnvoyGuard {
-            child,
-            log,
-            _dir: dir,
-        },
-        listen,
-        admin,
-    )
+    let yaml = bootstrap(aya_port, recorder_port, listen, admin);
+    (common::envoy::spawn(bin, &yaml, "warning"), listen, admin)
 }
 
 // ---------------------------------------------------------------- Aya side

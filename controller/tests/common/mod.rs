@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod envoy;
+pub mod pki;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -174,4 +177,37 @@ pub fn envoy_binary() -> Option<PathBuf> {
     }
     eprintln!("SKIPPED real-Envoy test: {msg}");
     None
+}
+
+/// Start the whole service like [`start`], but return only once it is ready
+/// (the store is open), whatever its listeners speak (TLS included).
+pub async fn start_ready(config: Config) -> Running {
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = grpc.local_addr().unwrap();
+    let metrics_addr = metrics.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(aya_controller::server::serve_admin_ready(
+        Listeners {
+            grpc,
+            metrics: Some(metrics),
+        },
+        None,
+        config,
+        aya_controller::clock::Clock::system(),
+        async move {
+            let _ = rx.await;
+        },
+        move || {
+            let _ = ready_tx.send(());
+        },
+    ));
+    ready_rx.await.expect("server ready");
+    Running {
+        addr,
+        metrics_addr,
+        stop: Some(tx),
+        task: Some(task),
+    }
 }
