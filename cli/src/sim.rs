@@ -84,8 +84,10 @@ pub struct LeagueArgs {
     #[arg(long)]
     pub aya_params: Option<String>,
     /// Demand forecaster of the suite's autoscaling scenarios: `naive` (the
-    /// random walk, default) or `online` (the controller's ML forecaster, cold).
-    #[arg(long, value_parser = ["naive", "online"])]
+    /// random walk, default), `online` (the controller's ML forecaster, cold)
+    /// or `warm` (the same, warm-started from the trace's history before the
+    /// replayed window).
+    #[arg(long, value_parser = ["naive", "online", "warm"])]
     pub forecaster: Option<String>,
 }
 

@@ -2,7 +2,7 @@
 //! alert on the broad suite's autoscaling traces (issue 15, part 3).
 //!
 //! `target/debug/examples/alerts [--split test|tune|all] [--seed N] [--lead S]
-//! [--forecaster naive|online] [--bound upper|mean]`
+//! [--forecaster naive|online|warm] [--bound upper|mean]`
 //!
 //! Each autoscaling scenario is replayed on a **fixed pool** (the alert is
 //! about the capacity there is, so nothing may scale under it) of as many
@@ -59,7 +59,7 @@ fn parse_args() -> anyhow::Result<(SuiteConfig, AlertRules)> {
                     .next()
                     .as_deref()
                     .and_then(SuiteForecaster::parse)
-                    .ok_or_else(|| anyhow::anyhow!("--forecaster must be naive or online"))?
+                    .ok_or_else(|| anyhow::anyhow!("--forecaster must be naive, online or warm"))?
             }
             other => anyhow::bail!("unknown argument {other:?}"),
         }

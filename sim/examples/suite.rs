@@ -54,11 +54,11 @@ fn main() -> anyhow::Result<()> {
                     .next()
                     .as_deref()
                     .and_then(SuiteForecaster::parse)
-                    .ok_or_else(|| anyhow::anyhow!("--forecaster must be naive or online"))?
+                    .ok_or_else(|| anyhow::anyhow!("--forecaster must be naive, online or warm"))?
             }
             "--aya-params" => cfg.aya_params = args.next(),
             other => anyhow::bail!(
-                "unknown argument {other:?}; allowed: --out DIR, --split test|tune|all, --seed N, --datasets DIR, --smoke, --kind balancing|autoscaling, --only ID-PART, --aya-params TOML, --forecaster naive|online"
+                "unknown argument {other:?}; allowed: --out DIR, --split test|tune|all, --seed N, --datasets DIR, --smoke, --kind balancing|autoscaling, --only ID-PART, --aya-params TOML, --forecaster naive|online|warm"
             ),
         }
     }

@@ -23,6 +23,8 @@ pub mod limits {
     /// Arrival rate, requests per virtual second (synthetic workloads, and each
     /// row of a rate series after compression and multiplier).
     pub const MAX_RATE: f64 = 1e7;
+    /// Longest forecaster warm start, in seconds of the series (one year).
+    pub const MAX_WARM_START_S: f64 = 366.0 * 86_400.0;
     /// Requests in the system, or client deadlines pending, at once (about
     /// 100 MB of queues): past it the backends cannot keep up by orders of
     /// magnitude and the run stops instead of exhausting memory.

@@ -219,6 +219,10 @@ struct OnlineParams {
     /// Grid step in seconds (default 60).
     #[serde(default = "sixty")]
     step_seconds: f64,
+    /// Season in grid steps (e.g. a compressed trace's day); none: detected
+    /// from the step (daily / weekly periods of real time).
+    #[serde(default)]
+    season: Option<usize>,
 }
 
 fn sixty() -> f64 {
@@ -260,8 +264,16 @@ pub const FORECASTERS: &[(&str, ForecasterFactory)] = &[
         if !(p.step_seconds.is_finite() && p.step_seconds > 0.0) {
             return Err(forecaster_err(ctx, "step_seconds", "must be a number > 0"));
         }
+        if p.season.is_some_and(|m| m < 2) {
+            return Err(forecaster_err(
+                ctx,
+                "season",
+                "must be an integer >= 2 (steps)",
+            ));
+        }
         Ok(Some(online(OnlineConfig {
             step_s: p.step_seconds,
+            season: p.season,
             ..OnlineConfig::default()
         })))
     }),
@@ -400,6 +412,7 @@ mod scorer_tests {
         let mut spec = ForecasterSpec {
             name: "naive".into(),
             params: toml::Table::new(),
+            warm_start: None,
         };
         spec.params.insert("windw".into(), toml::Value::Integer(3));
         let err = make_forecaster(Some(&spec), &ctx())
@@ -424,6 +437,7 @@ mod scorer_tests {
         let spec = ForecasterSpec {
             name: "naive".into(),
             params: toml::Table::new(),
+            warm_start: None,
         };
         let mut f = make_forecaster(Some(&spec), &ctx()).unwrap().unwrap();
         let demand: Vec<f64> = (0..20)

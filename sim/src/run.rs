@@ -111,7 +111,9 @@ pub fn control_loop(
 ) -> Result<BoxedLoop, ScenarioError> {
     let ctx = policy_context(sc, seed);
     let forecaster = make_forecaster(sc.forecaster.as_ref(), &ctx)?;
-    control_loop_with(sc, spec, seed, forecaster)
+    let mut ctl = control_loop_with(sc, spec, seed, forecaster)?;
+    ctl.warm(&sc.warm_history);
+    Ok(ctl)
 }
 
 /// The control loop of one replication with a forecaster of the driver's

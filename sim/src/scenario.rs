@@ -98,6 +98,12 @@ pub struct ForecasterSpec {
     /// Parameters.
     #[serde(default)]
     pub params: toml::Table,
+    /// Warm start: seconds of the workload's own series *before*
+    /// `workload.start` (a `rate_series` workload), fed to the forecaster on
+    /// the control grid before the replay begins — the history a deployed
+    /// Aya would hold in its store. None: the forecaster starts cold.
+    #[serde(default)]
+    pub warm_start: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -312,6 +318,10 @@ pub struct Scenario {
     pub policies: Vec<PolicySpec>,
     /// Forecaster, if any.
     pub forecaster: Option<ForecasterSpec>,
+    /// Demand the forecaster observes before t = 0 (`forecaster.warm_start`):
+    /// `(virtual end time ≤ 0, requests per virtual second)` per control
+    /// interval, oldest first; empty for a cold start.
+    pub warm_history: Vec<(f64, f64)>,
     /// Scenario's data-plane algorithm (the static policy keeps it).
     pub algorithm: Option<LbAlgorithm>,
 }
@@ -376,6 +386,7 @@ impl Scenario {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
+        let warm_history = warm_history(&raw, &base_dir, ctl.interval, p)?;
         let duration = raw.duration;
         let model = Model {
             arrivals: raw.workload.clone(),
@@ -416,6 +427,7 @@ impl Scenario {
             seeds,
             policies,
             forecaster: raw.forecaster,
+            warm_history,
             algorithm,
         })
     }
@@ -858,6 +870,31 @@ fn check_forecaster(f: Option<&ForecasterSpec>, p: &Path) -> Result<(), Scenario
         ));
     }
     Ok(())
+}
+
+/// The demand before t = 0 that `forecaster.warm_start` asks for, averaged
+/// per control interval (see [`crate::workload::rate_history`]).
+fn warm_history(
+    raw: &RawScenario,
+    base_dir: &Path,
+    interval: f64,
+    p: &Path,
+) -> Result<Vec<(f64, f64)>, ScenarioError> {
+    let Some(secs) = raw.forecaster.as_ref().and_then(|f| f.warm_start) else {
+        return Ok(Vec::new());
+    };
+    if !(secs.is_finite() && secs > 0.0 && secs <= limits::MAX_WARM_START_S) {
+        return Err(invalid(
+            p,
+            "forecaster.warm_start",
+            format!(
+                "must be a number of seconds in (0, {}], got {secs}",
+                limits::MAX_WARM_START_S
+            ),
+        ));
+    }
+    crate::workload::rate_history(&raw.workload, base_dir, secs, interval)
+        .map_err(|e| invalid(p, "forecaster.warm_start", e.to_string()))
 }
 
 /// Arrival rates a synthetic workload states outright, within [`limits::MAX_RATE`].

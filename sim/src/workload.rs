@@ -643,6 +643,128 @@ impl ArrivalSource {
     }
 }
 
+/// The history of a `rate_series` workload before its `start`: the last
+/// `seconds` of the series (series time) before `start`, converted like the
+/// replay (× compression × multiplier) and averaged over control intervals
+/// of `interval` virtual seconds ending at t = 0, as
+/// `(interval end ≤ 0, requests per virtual second)`, oldest first. This is
+/// what a controller that had been running before the replay would have
+/// observed: a forecaster's warm start.
+pub fn rate_history(
+    spec: &ArrivalSpec,
+    base_dir: &Path,
+    seconds: f64,
+    interval: f64,
+) -> Result<Vec<(f64, f64)>, WorkloadError> {
+    let needs = || WorkloadError::Parse {
+        path: PathBuf::from("<scenario>"),
+        line: 0,
+        msg: "a warm start needs a `rate_series` workload with `start`: the rows before \
+              `start` are the history"
+            .into(),
+    };
+    let ArrivalSpec::RateSeries {
+        path,
+        compression,
+        multiplier,
+        value,
+        start: Some(start),
+    } = spec
+    else {
+        return Err(needs());
+    };
+    let start = parse_ts(start).map_err(|msg| WorkloadError::Parse {
+        path: PathBuf::from("<scenario>"),
+        line: 0,
+        msg: format!("workload.start: {msg}"),
+    })?;
+    let from = start - seconds;
+    let mut st = RateSeriesState {
+        lines: Lines::open(&resolve_path(path, base_dir))?,
+        scale: compression * multiplier,
+        value: *value,
+        origin: Some(start),
+        compression: *compression,
+        seg_end: 0.0,
+        rate: 0.0,
+        next_row: None,
+        last_step: 60.0,
+        start: None,
+    };
+    st.skip_header()?;
+    // Segments [a, b) in virtual time (≤ 0) with their rate.
+    let mut segs: Vec<(f64, f64, f64)> = Vec::new();
+    let mut prev: Option<(f64, f64)> = None;
+    while let Some((ts, val)) = st.read_row()? {
+        if let Some((pts, pval)) = prev {
+            if ts <= pts {
+                return Err(st.lines.err(format!(
+                    "timestamps must increase (row at unix {ts} follows unix {pts})"
+                )));
+            }
+            if pts >= from {
+                let rate = match st.value {
+                    ValueKind::Count => pval / (ts - pts),
+                    ValueKind::Rate => pval,
+                } * st.scale;
+                let (a, b) = (
+                    (pts - start) / st.compression,
+                    (ts.min(start) - start) / st.compression,
+                );
+                if b > a {
+                    segs.push((a, b, rate));
+                }
+            }
+        }
+        if ts >= start {
+            break;
+        }
+        prev = Some((ts, val));
+    }
+    if segs.is_empty() {
+        return Err(WorkloadError::Parse {
+            path: resolve_path(path, base_dir),
+            line: 0,
+            msg: format!(
+                "no rows in the {seconds} s before workload.start (the warm start's history)"
+            ),
+        });
+    }
+    Ok(per_interval(&segs, interval))
+}
+
+/// Average piecewise-constant `(from, to, rate)` segments (increasing, all
+/// ≤ 0) over intervals `(−(k+1)·interval, −k·interval]`, oldest first; an
+/// interval only partly covered averages over its covered part.
+fn per_interval(segs: &[(f64, f64, f64)], interval: f64) -> Vec<(f64, f64)> {
+    let first = segs[0].0;
+    let n = ((-first) / interval).ceil().max(1.0) as usize;
+    let mut sum = vec![0.0; n];
+    let mut covered = vec![0.0; n];
+    for &(a, b, rate) in segs {
+        // Bucket j (0 = oldest) covers (−(n−j)·interval, −(n−j−1)·interval].
+        let lo = ((a / interval + n as f64).floor().max(0.0)) as usize;
+        for (j, (sj, cj)) in sum.iter_mut().zip(covered.iter_mut()).enumerate().skip(lo) {
+            let (ba, bb) = (
+                -((n - j) as f64) * interval,
+                -((n - j - 1) as f64) * interval,
+            );
+            if ba >= b {
+                break;
+            }
+            let overlap = b.min(bb) - a.max(ba);
+            if overlap > 0.0 {
+                *sj += rate * overlap;
+                *cj += overlap;
+            }
+        }
+    }
+    (0..n)
+        .filter(|&j| covered[j] > 0.0)
+        .map(|j| (-((n - j - 1) as f64) * interval, sum[j] / covered[j]))
+        .collect()
+}
+
 impl RateSeriesState {
     fn skip_header(&mut self) -> Result<(), WorkloadError> {
         if !self.lines.advance()? {
@@ -798,6 +920,91 @@ mod tests {
         assert_eq!(
             sizes(ArrivalSpec::Poisson { rate: 1.0 }),
             sizes(ArrivalSpec::Deterministic { rate: 9.0 })
+        );
+    }
+
+    fn series(dir: &Path, rows: &[(i64, f64)]) -> PathBuf {
+        let path = dir.join("s.csv");
+        let mut text = String::from("timestamp,value\n");
+        for (t, v) in rows {
+            text.push_str(&format!("{t},{v}\n"));
+        }
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn rate_series(path: PathBuf, start: Option<&str>) -> ArrivalSpec {
+        ArrivalSpec::RateSeries {
+            path,
+            compression: 10.0,
+            multiplier: 2.0,
+            value: ValueKind::Count,
+            start: start.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn rate_history_is_the_series_before_start_on_the_control_grid() {
+        let dir = tempfile::tempdir().unwrap();
+        // One row a minute: 60, 120, 180, ... requests, then the replay from t = 600.
+        let rows: Vec<(i64, f64)> = (0..20).map(|k| (k * 60, 60.0 * (k + 1) as f64)).collect();
+        let path = series(dir.path(), &rows);
+        // 300 s of history before unix 600: rows 5..9; virtual = series / 10,
+        // rate = count / 60 s × 10 × 2. Control interval 12 virtual seconds:
+        // two rows (6 virtual s each) per interval.
+        let h = rate_history(&rate_series(path, Some("600")), dir.path(), 300.0, 12.0).unwrap();
+        let rate = |k: usize| 60.0 * (k + 1) as f64 / 60.0 * 20.0;
+        assert_eq!(h.len(), 3, "{h:?}");
+        // (-30, -24]: only row 5 (virtual -30..-24) is covered.
+        assert_eq!(h[0], (-24.0, rate(5)));
+        assert_eq!(h[1], (-12.0, (rate(6) + rate(7)) / 2.0));
+        assert_eq!(h[2], (0.0, (rate(8) + rate(9)) / 2.0));
+        // The replay itself still starts at `start`.
+        let mut src = ArrivalSource::new(
+            &rate_series(dir.path().join("s.csv"), Some("600")),
+            &ServiceDist::Exponential { mean: 1.0 },
+            &KeySpec::default(),
+            1,
+            dir.path(),
+        )
+        .unwrap();
+        assert!(src.next_arrival().unwrap().is_some());
+    }
+
+    #[test]
+    fn rate_history_refuses_what_it_cannot_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = series(dir.path(), &[(0, 1.0), (60, 2.0), (120, 3.0)]);
+        let no_start = rate_history(&rate_series(path.clone(), None), dir.path(), 60.0, 15.0);
+        assert!(
+            no_start
+                .unwrap_err()
+                .to_string()
+                .contains("needs a `rate_series` workload with `start`")
+        );
+        let poisson = rate_history(&ArrivalSpec::Poisson { rate: 1.0 }, dir.path(), 60.0, 15.0);
+        assert!(poisson.is_err());
+        // Nothing before the start.
+        let e = rate_history(
+            &rate_series(path.clone(), Some("0")),
+            dir.path(),
+            60.0,
+            15.0,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("no rows in the 60 s before workload.start"),
+            "{e}"
+        );
+        // Out-of-order history is named with its line.
+        let bad = series(dir.path(), &[(0, 1.0), (120, 2.0), (60, 3.0), (180, 1.0)]);
+        let e = rate_history(&rate_series(bad, Some("180")), dir.path(), 600.0, 15.0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("s.csv:4") && e.contains("timestamps must increase"),
+            "{e}"
         );
     }
 }

@@ -480,3 +480,88 @@ count = 2
         "{err}"
     );
 }
+
+#[test]
+fn a_warm_start_feeds_the_forecaster_the_history_before_start() {
+    // Two hours of a per-minute series at 600/min, then the replayed hour at
+    // 1200/min; compression 10, so the replay is 360 virtual seconds.
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("s.csv");
+    let mut text = String::from("timestamp,value\n");
+    for m in 0..180 {
+        let v = if m < 120 { 600 } else { 1200 };
+        text.push_str(&format!("{},{v}\n", 1_000_000_000 + 60 * m));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let scenario = |warm: &str| {
+        format!(
+            r#"
+duration = 300.0
+[workload]
+kind = "rate_series"
+path = "s.csv"
+compression = 10.0
+start = "{}"
+[service]
+kind = "exponential"
+mean = 0.005
+[[backends]]
+count = 4
+[control]
+interval = 15.0
+telemetry_interval = 15.0
+[forecaster]
+name = "online"
+params = {{ step_seconds = 15.0 }}
+{warm}
+[[policy]]
+name = "aya"
+"#,
+            1_000_000_000 + 60 * 120
+        )
+    };
+    let path = dir.path().join("sc.toml");
+    let cold = Scenario::parse(&scenario(""), &path).unwrap();
+    assert!(cold.warm_history.is_empty());
+    let warm = Scenario::parse(&scenario("warm_start = 7200.0"), &path).unwrap();
+    // 7200 series seconds = 720 virtual seconds = 48 control intervals of 15 s,
+    // each at 600/min × 10 = 100 requests per virtual second.
+    assert_eq!(warm.warm_history.len(), 48);
+    assert_eq!(warm.warm_history.last().unwrap().0, 0.0);
+    assert!(
+        warm.warm_history
+            .iter()
+            .all(|(t, r)| *t <= 0.0 && (r - 100.0).abs() < 1e-9),
+        "{:?}",
+        &warm.warm_history[..3]
+    );
+    // The first tick (t = 0, before any telemetry) sees the history's last
+    // demand and, warm, already has a forecast to act on.
+    let first_tick = |sc: &Scenario| {
+        let ctl = aya_sim::run::control_loop(sc, &sc.policies[0], 1).unwrap();
+        let run = aya_sim::engine::simulate_traced(&sc.model, 1, Some(ctl)).unwrap();
+        run.control_trace[0].clone()
+    };
+    let (c, w) = (first_tick(&cold), first_tick(&warm));
+    assert_eq!((c.now, c.demand_rps), (0.0, 0.0));
+    assert_eq!((w.now, w.demand_rps), (0.0, 100.0));
+    assert!(
+        w.decision.explanation.forecast.is_some() && c.decision.explanation.forecast.is_none(),
+        "warm {:?} / cold {:?}",
+        w.decision.explanation.forecast,
+        c.decision.explanation.forecast
+    );
+
+    // What cannot be warm-started is refused naming the field.
+    let no_start = scenario("warm_start = 7200.0")
+        .replace(&format!("start = \"{}\"\n", 1_000_000_000 + 60 * 120), "");
+    let e = Scenario::parse(&no_start, &path).unwrap_err().to_string();
+    assert!(
+        e.contains("forecaster.warm_start") && e.contains("`start`"),
+        "{e}"
+    );
+    let e = Scenario::parse(&scenario("warm_start = -1.0"), &path)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("forecaster.warm_start"), "{e}");
+}

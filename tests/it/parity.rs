@@ -199,6 +199,7 @@ fn sim_loop() -> BoxedLoop {
     let spec = ForecasterSpec {
         name: "online".into(),
         params,
+        warm_start: None,
     };
     let forecaster = make_forecaster(Some(&spec), &ctx).expect("forecaster online");
     assert!(forecaster.is_some(), "the online forecaster is registered");

@@ -19,6 +19,8 @@ pub struct ControlLoop<P, F> {
     /// Forecast horizon in forecaster steps.
     horizon: usize,
     forecast: DemandForecast,
+    /// The last demand of a [`warm`](ControlLoop::warm) history.
+    warm_demand: Option<f64>,
 }
 
 impl<P: Policy, F: DemandForecaster> ControlLoop<P, F> {
@@ -30,7 +32,29 @@ impl<P: Policy, F: DemandForecaster> ControlLoop<P, F> {
             forecaster,
             horizon,
             forecast: DemandForecast::default(),
+            warm_demand: None,
         }
+    }
+
+    /// Warm start: let the forecaster observe `history` — `(time, demand
+    /// in requests/s)` per control interval, oldest first, all before the
+    /// first tick — as a deployed controller's stored demand would. Without
+    /// a forecaster this only records the last demand.
+    pub fn warm(&mut self, history: &[(Time, f64)]) {
+        if let Some(f) = self.forecaster.as_mut() {
+            for &(t, d) in history {
+                f.observe(t, d);
+            }
+        }
+        if let Some(&(_, d)) = history.last() {
+            self.warm_demand = Some(d);
+        }
+    }
+
+    /// The last demand of the [`warm`](ControlLoop::warm) history, if any:
+    /// what a driver should report as demand until its first measurement.
+    pub fn warm_demand(&self) -> Option<f64> {
+        self.warm_demand
     }
 
     /// The loop every driver runs for a policy of the registry: `spec`

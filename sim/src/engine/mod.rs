@@ -133,6 +133,9 @@ impl<'a> Sim<'a> {
         if model.backends.is_empty() {
             return Err(SimError::Model("no backends".into()));
         }
+        // A warm-started loop reports the history's last demand until the
+        // first telemetry arrives (a cold one: nothing measured, 0).
+        let warm_demand = control.as_ref().and_then(|c| c.warm_demand());
         let src = ArrivalSource::new(
             &model.arrivals,
             &model.service,
@@ -167,7 +170,7 @@ impl<'a> Sim<'a> {
             control,
             tel_queue: VecDeque::new(),
             latest_obs: Vec::new(),
-            latest_demand: 0.0,
+            latest_demand: warm_demand.unwrap_or(0.0),
             tel_arrivals: 0,
             names: HashMap::new(),
             template_counter: 0,

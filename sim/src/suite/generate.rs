@@ -72,6 +72,12 @@ pub enum SuiteForecaster {
     /// The controller's online ML forecaster (`online`, one bucket per
     /// 15 s control tick), cold: it learns from the replayed window only.
     Online,
+    /// The online forecaster warm-started from the trace's own history
+    /// before the window (`forecaster.warm_start`), as a deployed Aya holds
+    /// it in its store, with the trace's daily season where it has one.
+    /// Traces without earlier history (Azure, most synthetic families)
+    /// stay cold.
+    Warm,
 }
 
 impl SuiteForecaster {
@@ -80,17 +86,36 @@ impl SuiteForecaster {
         match s {
             "naive" => Some(SuiteForecaster::Naive),
             "online" => Some(SuiteForecaster::Online),
+            "warm" => Some(SuiteForecaster::Warm),
             _ => None,
         }
     }
 }
 
-/// The `[forecaster]` table body for `f`.
-fn forecaster_block(f: SuiteForecaster) -> &'static str {
+/// The `[forecaster]` table body for `f` on trace `a`.
+fn forecaster_block(f: SuiteForecaster, a: &Auto) -> String {
     match f {
-        SuiteForecaster::Naive => "name = \"naive\"",
-        SuiteForecaster::Online => "name = \"online\"\nparams = { step_seconds = 15.0 }",
+        SuiteForecaster::Naive => "name = \"naive\"".into(),
+        SuiteForecaster::Warm if !a.history.is_empty() => {
+            let season = a
+                .season
+                .map(|m| format!(", season = {m}"))
+                .unwrap_or_default();
+            format!(
+                "name = \"online\"\nparams = {{ step_seconds = 15.0{season} }}\nwarm_start = {}",
+                a.history.len() as f64 * a.step
+            )
+        }
+        SuiteForecaster::Online | SuiteForecaster::Warm => {
+            "name = \"online\"\nparams = { step_seconds = 15.0 }".into()
+        }
     }
+}
+
+/// Control ticks (forecast steps) of 15 virtual seconds in one day of a
+/// trace compressed `compression`×.
+fn day_in_ticks(compression: f64) -> usize {
+    (86_400.0 / compression / 15.0).round() as usize
 }
 
 impl SuiteConfig {
@@ -414,6 +439,11 @@ struct Auto {
     boot: f64,
     peak: f64,
     what: String,
+    /// Counts per step before the window (the warm start's history), oldest
+    /// first; empty where the trace has none.
+    history: Vec<f64>,
+    /// The trace's season in 15 s control ticks, where it has a known one.
+    season: Option<usize>,
 }
 
 fn read_series(path: &Path) -> super::Result<Vec<(String, f64)>> {
@@ -475,7 +505,14 @@ fn worldcup_autos(
             bail!("WorldCup98 has no minute at {start}");
         };
         let counts: Vec<f64> = wc[k..].iter().take(minutes).map(|x| x.1).collect();
+        // Three days before the window: a deployed Aya's store.
+        let history: Vec<f64> = wc[k.saturating_sub(3 * 1440)..k]
+            .iter()
+            .map(|x| x.1)
+            .collect();
         out.push(Auto {
+            history,
+            season: Some(day_in_ticks(10.0)),
             id: format!("auto_worldcup_{}", start.replace([':', '-'], "")),
             family: "worldcup98".into(),
             counts,
@@ -512,6 +549,12 @@ fn nab_autos(
         }
         let k = ((s.len().saturating_sub(minutes)) as f64 * off) as usize;
         let counts: Vec<f64> = s[k..].iter().take(minutes).map(|x| x.1).collect();
+        // Up to two days (as read) before the window; NAB's own sampling
+        // makes no whole number of ticks per day, so no season is given.
+        let history: Vec<f64> = s[k.saturating_sub(2 * 1440)..k]
+            .iter()
+            .map(|x| x.1)
+            .collect();
         let stem = file
             .rsplit('/')
             .next()
@@ -519,6 +562,8 @@ fn nab_autos(
             .trim_end_matches(".csv")
             .to_lowercase();
         out.push(Auto {
+            history,
+            season: None,
             id: format!("auto_nab_{stem}"),
             family: "nab".into(),
             counts,
@@ -560,6 +605,8 @@ fn azure_autos(rng: &mut SmallRng, ds: &Path, out: &mut Vec<Auto>) -> super::Res
                 .trim_start_matches("AzureLLMInferenceTrace_")
                 .trim_end_matches(".csv");
             out.push(Auto {
+                history: Vec::new(),
+                season: None,
                 id: format!("auto_azure_{stem}_{b}"),
                 family: "azure_llm".into(),
                 counts: counts.clone(),
@@ -576,6 +623,48 @@ fn azure_autos(rng: &mut SmallRng, ds: &Path, out: &mut Vec<Auto>) -> super::Res
         }
     }
     Ok(())
+}
+
+/// The shape of one synthetic trace.
+struct Shape<'a> {
+    fam: &'a str,
+    base: f64,
+    cv: f64,
+    at: f64,
+    factor: f64,
+    minutes: usize,
+}
+
+impl Shape<'_> {
+    /// Minute `m`'s count: the family's level times `base`, with
+    /// multiplicative Gaussian noise (`cv`) and Poisson-like noise.
+    fn count(&self, m: usize, normal: &Normal<f64>, rng: &mut SmallRng) -> f64 {
+        let (fam, factor, at) = (self.fam, self.factor, self.at);
+        let x = m as f64 / self.minutes as f64;
+        let t = m as f64;
+        let level = match fam {
+            "trend_up" => 1.0 + (factor - 1.0) * x,
+            "trend_down" => factor - (factor - 1.0) * x,
+            "level_up" if t >= at => factor,
+            "level_down" if t < at => factor,
+            "surge" if t >= at && t < at + 15.0 => factor + 0.5,
+            "daily" => 1.0 + 0.5 * (factor - 1.0) * (1.0 - (std::f64::consts::TAU * x).cos()),
+            "trend_surge" => {
+                1.0 + 0.5 * (factor - 1.0) * x
+                    + if t >= at && t < at + 10.0 {
+                        factor - 1.0
+                    } else {
+                        0.0
+                    }
+            }
+            _ => 1.0,
+        } * self.base;
+        let z: f64 = normal.sample(rng);
+        let p: f64 = normal.sample(rng);
+        (level * (1.0 + self.cv * z) + level.sqrt() * p)
+            .max(0.0)
+            .round()
+    }
 }
 
 /// Synthetic autoscaling scenarios, per demand-shape family.
@@ -599,43 +688,37 @@ fn synth_autos(
             "trend_surge",
         ]
     };
+    let normal = Normal::new(0.0, 1.0).map_err(|e| err!("{e}"))?;
     for fam in fams {
         for v in 0..if smoke { 1 } else { 2 } {
-            let base = rng.random_range(1000.0..20000.0_f64);
-            let cv = rng.random_range(0.03..0.15);
-            let at = rng.random_range(0.3..0.7) * minutes as f64;
-            let factor = rng.random_range(1.6..2.8);
-            let normal = Normal::new(0.0, 1.0).map_err(|e| err!("{e}"))?;
-            let counts = (0..minutes)
-                .map(|m| {
-                    let x = m as f64 / minutes as f64;
-                    let t = m as f64;
-                    let level = match *fam {
-                        "trend_up" => 1.0 + (factor - 1.0) * x,
-                        "trend_down" => factor - (factor - 1.0) * x,
-                        "level_up" if t >= at => factor,
-                        "level_down" if t < at => factor,
-                        "surge" if t >= at && t < at + 15.0 => factor + 0.5,
-                        "daily" => {
-                            1.0 + 0.5 * (factor - 1.0) * (1.0 - (std::f64::consts::TAU * x).cos())
-                        }
-                        "trend_surge" => {
-                            1.0 + 0.5 * (factor - 1.0) * x
-                                + if (m as f64) >= at && (m as f64) < at + 10.0 {
-                                    factor - 1.0
-                                } else {
-                                    0.0
-                                }
-                        }
-                        _ => 1.0,
-                    } * base;
-                    let z: f64 = normal.sample(rng);
-                    let p: f64 = normal.sample(rng);
-                    (level * (1.0 + cv * z) + level.sqrt() * p).max(0.0).round()
-                })
-                .collect();
+            let shape = Shape {
+                fam,
+                base: rng.random_range(1000.0..20000.0_f64),
+                cv: rng.random_range(0.03..0.15),
+                at: rng.random_range(0.3..0.7) * minutes as f64,
+                factor: rng.random_range(1.6..2.8),
+                minutes,
+            };
+            let counts = (0..minutes).map(|m| shape.count(m, &normal, rng)).collect();
+            let id = format!("auto_synth_{fam}_{v}");
+            // The daily family repeats its cycle (one per window): two
+            // earlier cycles, with noise of their own, are its history.
+            // The other families have no earlier history to speak of.
+            let (history, season) = if *fam == "daily" {
+                let mut own = SmallRng::seed_from_u64(fnv(&id) ^ fnv("history"));
+                let h = (0..2 * minutes)
+                    .map(|m| shape.count(m % minutes, &normal, &mut own))
+                    .collect();
+                (
+                    h,
+                    Some((minutes as f64 * 60.0 / 10.0 / 15.0).round() as usize),
+                )
+            } else {
+                (Vec::new(), None)
+            };
+            let (base, cv, factor) = (shape.base, shape.cv, shape.factor);
             out.push(Auto {
-                id: format!("auto_synth_{fam}_{v}"),
+                id,
                 family: format!("synth_{fam}"),
                 counts,
                 step: 60.0,
@@ -643,6 +726,8 @@ fn synth_autos(
                 boot: draw_boot(rng),
                 peak: rng.random_range(120.0..360.0),
                 what: format!("synthetic {fam}: base {base:.0}/min, noise cv {cv:.2} + Poisson, factor {factor:.2}"),
+                history,
+                season,
             });
         }
     }
@@ -659,14 +744,28 @@ fn render_auto(
     let path = data.join(format!("{}.csv", a.id));
     let mut csv = String::from("timestamp,value\n");
     let t0 = 946_684_800.0; // 2000-01-01
-    for (k, c) in a.counts.iter().enumerate() {
-        let secs = (t0 + k as f64 * a.step) as i64;
-        let ts = chrono::DateTime::from_timestamp(secs, 0)
+    let stamp = |secs: f64| {
+        chrono::DateTime::from_timestamp(secs as i64, 0)
             .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
-            .unwrap_or_default();
-        let _ = writeln!(csv, "{ts},{c}");
+            .unwrap_or_default()
+    };
+    // A warm start replays from `start`; the rows before it are its history.
+    let warm = forecaster == SuiteForecaster::Warm && !a.history.is_empty();
+    if warm {
+        let h = a.history.len();
+        for (k, c) in a.history.iter().enumerate() {
+            let _ = writeln!(csv, "{},{c}", stamp(t0 - (h - k) as f64 * a.step));
+        }
+    }
+    for (k, c) in a.counts.iter().enumerate() {
+        let _ = writeln!(csv, "{},{c}", stamp(t0 + k as f64 * a.step));
     }
     std::fs::write(&path, csv).with_context(|| format!("writing {}", path.display()))?;
+    let start = if warm {
+        format!("\nstart = \"{}\"", stamp(t0))
+    } else {
+        String::new()
+    };
     let max = a.counts.iter().cloned().fold(0.0, f64::max).max(1.0);
     // virtual rate = count / step × compression × multiplier; peak → a.peak req/s.
     let multiplier = a.peak / (max / a.step * a.compression);
@@ -687,7 +786,7 @@ fn render_auto(
     let _ = writeln!(t, "seeds = {:?}", AUTO_SEEDS);
     let _ = writeln!(
         t,
-        "\n[workload]\nkind = \"rate_series\"\npath = {:?}\ncompression = {}\nmultiplier = {multiplier}\nvalue = \"count\"",
+        "\n[workload]\nkind = \"rate_series\"\npath = {:?}\ncompression = {}\nmultiplier = {multiplier}\nvalue = \"count\"{start}",
         path.display().to_string(),
         a.compression
     );
@@ -709,7 +808,7 @@ fn render_auto(
     let _ = writeln!(
         t,
         "\n[forecaster]\n{}\n\n[slo]\nwindow = 60.0\np99 = 0.5",
-        forecaster_block(forecaster)
+        forecaster_block(forecaster, a)
     );
     let _ = writeln!(t, "{}", aya_policy_block(aya_params));
     for h in HPA_TARGETS {
