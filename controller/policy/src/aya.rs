@@ -83,7 +83,12 @@ pub struct AyaPolicy {
     share_correction: BTreeMap<String, f64>,
     ejections: BTreeMap<String, Ejection>,
     forecast_errors: VecDeque<f64>,
-    pending_prediction: Option<(Time, f64)>,
+    /// The prediction made one interval ago: (target time, mean, the
+    /// interval's upper half-width there), scored at the next tick.
+    pending_prediction: Option<(Time, f64, f64)>,
+    /// Recent |error| / claimed half-width of the one-interval-ahead
+    /// forecasts: the interval calibration's sample.
+    interval_ratios: VecDeque<f64>,
     last_scale_action: Option<Time>,
     last_scale_up: Option<Time>,
     algorithm: Option<LbAlgorithm>,
@@ -117,6 +122,7 @@ impl AyaPolicy {
             ejections: BTreeMap::new(),
             forecast_errors: VecDeque::new(),
             pending_prediction: None,
+            interval_ratios: VecDeque::new(),
             last_scale_action: None,
             last_scale_up: None,
             algorithm: None,

@@ -104,6 +104,14 @@ pub struct AyaConfig {
     pub forecast_error_fallback: f64,
     /// Forecast errors averaged for the fallback test.
     pub forecast_error_window: usize,
+    /// Online calibration of the forecast's interval (0 disables): over the
+    /// last this-many ticks, the engine compares each one-interval-ahead
+    /// error with the half-width the forecast claimed for it; once half
+    /// the window is scored, the upper bound it scales on is
+    /// `mean + s × (upper − mean)` with `s` the `level` quantile of those
+    /// ratios, capped at 1 (an interval shown too wide by the realised
+    /// errors is narrowed, never widened).
+    pub interval_calibration_window: usize,
     /// Relative hysteresis band for scaling in: the smaller fleet must stay
     /// below `target × (1 - this)` by both forecast and observation.
     pub scale_in_hysteresis: f64,
@@ -211,6 +219,7 @@ impl Default for AyaConfig {
             stale_intervals: 3.0,
             forecast_error_fallback: 0.35,
             forecast_error_window: 10,
+            interval_calibration_window: 20,
             scale_in_hysteresis: 0.10,
             scale_in_cooldown: 240.0,
             scale_up_cooldown: 60.0,

@@ -53,6 +53,22 @@ impl AyaPolicy {
         stale
     }
 
+    /// The calibration factor of the forecast's interval: the `level`
+    /// quantile of recent |error| / claimed half-width, capped at 1; 1 until
+    /// half of `interval_calibration_window` is scored (or when it is 0).
+    fn interval_scale(&self, level: f64) -> f64 {
+        let w = self.cfg.get().interval_calibration_window;
+        if w == 0 || self.interval_ratios.len() < w.div_ceil(2).max(2) {
+            return 1.0;
+        }
+        let mut r: Vec<f64> = self.interval_ratios.iter().copied().collect();
+        r.sort_by(f64::total_cmp);
+        let q = level.clamp(0.0, 1.0) * (r.len() - 1) as f64;
+        let (i, frac) = (q.floor() as usize, q - q.floor());
+        let v = r[i] * (1.0 - frac) + r[(i + 1).min(r.len() - 1)] * frac;
+        v.clamp(0.0, 1.0)
+    }
+
     pub(super) fn view_forecast(
         &mut self,
         input: &TickInput<'_>,
@@ -60,7 +76,7 @@ impl AyaPolicy {
     ) -> Option<ForecastView> {
         let c = self.cfg.get();
         // Score the prediction made one interval ago.
-        if let Some((target_t, predicted)) = self.pending_prediction.take()
+        if let Some((target_t, predicted, claimed)) = self.pending_prediction.take()
             && (input.now - target_t).abs() <= 0.5 * input.interval.max(1e-9)
             && input.demand_rps.is_finite()
         {
@@ -69,29 +85,42 @@ impl AyaPolicy {
             while self.forecast_errors.len() > c.forecast_error_window {
                 self.forecast_errors.pop_front();
             }
+            if c.interval_calibration_window > 0 && claimed > 0.0 {
+                self.interval_ratios
+                    .push_back((predicted - input.demand_rps).abs() / claimed);
+                while self.interval_ratios.len() > c.interval_calibration_window {
+                    self.interval_ratios.pop_front();
+                }
+            }
         }
         let f = input.forecast?;
         let Some(next) = value_at(f, input.now + input.interval) else {
             ex.rules.push("forecast_invalid -> reactive".into());
             return None;
         };
+        let scale = self.interval_scale(f.level);
         let horizon = input.replicas.boot_time.max(0.0) + input.interval + c.scale_lookahead;
-        let peak_upper_up = peak_upper(f, input.now, horizon).unwrap_or(next).max(next);
-        let horizon_in = input.replicas.boot_time.max(0.0) + input.interval + c.scale_in_lookahead;
-        let peak_upper_in = peak_upper(f, input.now, horizon_in)
+        let peak_upper_up = peak_upper(f, input.now, horizon, scale)
             .unwrap_or(next)
             .max(next);
-        self.pending_prediction = Some((input.now + input.interval, next));
+        let horizon_in = input.replicas.boot_time.max(0.0) + input.interval + c.scale_in_lookahead;
+        let peak_upper_in = peak_upper(f, input.now, horizon_in, scale)
+            .unwrap_or(next)
+            .max(next);
+        let claimed = interpolate(&f.upper, f.issued_at, f.step, input.now + input.interval)
+            .map_or(0.0, |u| (u - next).max(0.0));
+        self.pending_prediction = Some((input.now + input.interval, next, claimed));
         let mape = self.recent_forecast_error();
         let trusted = mape.is_none_or(|e| e <= c.forecast_error_fallback);
         ex.forecast = Some(format!(
-            "issued_at={:.1} step={:.1}s next={:.1}rps peak_upper(boot+interval+lookahead={:.0}s)={:.1}rps level={:.2} recent_mape={} used={}",
+            "issued_at={:.1} step={:.1}s next={:.1}rps peak_upper(boot+interval+lookahead={:.0}s)={:.1}rps level={:.2} interval_scale={:.2} recent_mape={} used={}",
             f.issued_at,
             f.step,
             next,
             horizon,
             peak_upper_up,
             f.level,
+            scale,
             mape.map_or("n/a".to_string(), |e| format!("{e:.3}")),
             trusted
         ));
@@ -135,16 +164,21 @@ pub(super) fn interpolate(v: &[f64], issued_at: Time, step: f64, t: Time) -> Opt
 }
 
 /// Largest upper bound over `(now, now + horizon]` (grid points inside it and
-/// the interpolated value at its end). Falls back to the mean when the
-/// forecast has no interval.
-pub(super) fn peak_upper(f: &DemandForecast, now: Time, horizon: f64) -> Option<f64> {
-    let series = if f.upper.len() == f.mean.len() && !f.upper.is_empty() {
-        &f.upper
+/// the interpolated value at its end), each point's interval scaled by
+/// `scale` around its mean (`mean + scale × (upper − mean)`). Falls back to
+/// the mean when the forecast has no interval.
+pub(super) fn peak_upper(f: &DemandForecast, now: Time, horizon: f64, scale: f64) -> Option<f64> {
+    let series: Vec<f64> = if f.upper.len() == f.mean.len() && !f.upper.is_empty() {
+        f.mean
+            .iter()
+            .zip(&f.upper)
+            .map(|(m, u)| m + scale * (u - m))
+            .collect()
     } else {
-        &f.mean
+        f.mean.clone()
     };
     let end = now + horizon;
-    let mut peak = interpolate(series, f.issued_at, f.step, end)?;
+    let mut peak = interpolate(&series, f.issued_at, f.step, end)?;
     for (k, v) in series.iter().enumerate() {
         let t = f.issued_at + (k as f64 + 1.0) * f.step;
         if t > end {
@@ -271,11 +305,79 @@ mod tests {
         assert_eq!(value_at(&f, 15.0), Some(15.0));
         assert_eq!(value_at(&f, 100.0), Some(30.0));
         // No interval: the mean stands in for the upper bound.
-        assert_eq!(peak_upper(&f, 0.0, 20.0), Some(20.0));
+        assert_eq!(peak_upper(&f, 0.0, 20.0, 1.0), Some(20.0));
         let bad = DemandForecast {
             mean: vec![f64::NAN],
             ..f
         };
         assert_eq!(value_at(&bad, 5.0), None);
+    }
+
+    /// A forecast whose mean is right but whose interval claims ±`half`.
+    fn wide(now: f64, mean: f64, half: f64) -> DemandForecast {
+        DemandForecast {
+            issued_at: now,
+            step: 10.0,
+            mean: vec![mean; 30],
+            upper: vec![mean + half; 30],
+            lower: vec![(mean - half).max(0.0); 30],
+            level: 0.9,
+        }
+    }
+
+    fn scale_of(d: &Decision) -> f64 {
+        let f = d.explanation.forecast.as_deref().unwrap();
+        let v = f.split("interval_scale=").nth(1).unwrap();
+        v.split_whitespace().next().unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn an_interval_the_errors_show_too_wide_is_narrowed_never_widened() {
+        // Demand alternates 95 / 105 around a forecast of 100 whose interval
+        // claims ±100: the errors (5) are 0.05 of the claim.
+        let mut p = engine();
+        let w = p.cfg.get().interval_calibration_window;
+        let mut last = None;
+        for k in 0..=w {
+            let t = 10.0 * k as f64;
+            let demand = if k % 2 == 0 { 95.0 } else { 105.0 };
+            let backends = [obs("a", t, demand, 0.5, 0.01, 0.05)];
+            let f = wide(t, 100.0, 100.0);
+            let d = p.decide(&input(t, &backends, demand, Some(&f), replicas(4)));
+            if k < w / 2 {
+                assert_eq!(scale_of(&d), 1.0, "tick {k}: not enough scored yet");
+            }
+            last = Some(d);
+        }
+        let s = scale_of(last.as_ref().unwrap());
+        assert!((0.04..=0.06).contains(&s), "scale {s}");
+        // Errors beyond the claim (±1 claimed, ±5 realised) never widen it.
+        let mut p = engine();
+        let mut d = None;
+        for k in 0..=w {
+            let t = 10.0 * k as f64;
+            let demand = if k % 2 == 0 { 95.0 } else { 105.0 };
+            let backends = [obs("a", t, demand, 0.5, 0.01, 0.05)];
+            let f = wide(t, 100.0, 1.0);
+            d = Some(p.decide(&input(t, &backends, demand, Some(&f), replicas(4))));
+        }
+        assert_eq!(scale_of(d.as_ref().unwrap()), 1.0);
+        // Off when the window is 0.
+        let mut p = AyaPolicy::new(
+            crate::config::AyaConfig {
+                interval_calibration_window: 0,
+                ..crate::config::AyaConfig::default()
+            }
+            .validate()
+            .unwrap(),
+        );
+        let mut d = None;
+        for k in 0..=w {
+            let t = 10.0 * k as f64;
+            let backends = [obs("a", t, 95.0, 0.5, 0.01, 0.05)];
+            let f = wide(t, 100.0, 100.0);
+            d = Some(p.decide(&input(t, &backends, 95.0, Some(&f), replicas(4))));
+        }
+        assert_eq!(scale_of(d.as_ref().unwrap()), 1.0);
     }
 }
