@@ -93,6 +93,18 @@ fn get_status(addr: &str, path: &str) -> u16 {
 /// Prometheus on it; `None` (with a note) when the binaries are missing and
 /// not required.
 fn start(dir: &Path, t0: i64, days: i64) -> Option<Prometheus> {
+    start_with(dir, t0, days, None)
+}
+
+/// [`start`], with Prometheus' `--web.config.file` set to `web` (TLS and
+/// basic auth); the URL is then `https://`, and readiness is polled
+/// through the library with `access`.
+fn start_with(
+    dir: &Path,
+    t0: i64,
+    days: i64,
+    web: Option<(&Path, &prometheus::Access)>,
+) -> Option<Prometheus> {
     let bin = std::env::var("AYA_PROMETHEUS").unwrap_or_else(|_| "prometheus".into());
     let promtool = std::env::var("AYA_PROMTOOL").unwrap_or_else(|_| "promtool".into());
     let runs = |b: &str| Command::new(b).arg("--version").output().is_ok();
@@ -125,21 +137,35 @@ fn start(dir: &Path, t0: i64, days: i64) -> Option<Prometheus> {
         .unwrap()
         .port();
     let addr = format!("127.0.0.1:{port}");
-    let child = Command::new(&bin)
-        .arg(format!("--config.file={}", cfg.display()))
+    let mut cmd = Command::new(&bin);
+    cmd.arg(format!("--config.file={}", cfg.display()))
         .arg(format!("--storage.tsdb.path={}", tsdb.display()))
         .arg("--storage.tsdb.retention.time=10y")
-        .arg(format!("--web.listen-address={addr}"))
+        .arg(format!("--web.listen-address={addr}"));
+    if let Some((web, _)) = web {
+        cmd.arg(format!("--web.config.file={}", web.display()));
+    }
+    let child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let scheme = if web.is_some() { "https" } else { "http" };
     let p = Prometheus {
         child,
-        url: format!("http://{addr}"),
+        url: format!("{scheme}://{addr}"),
+    };
+    let ready = || match web {
+        None => get_status(&addr, "/-/ready") == 200,
+        Some((_, access)) => {
+            let mut q = RangeQuery::new(&p.url, "up", 0, 60_000, 60_000);
+            q.access = access.clone();
+            q.timeout = Duration::from_secs(2);
+            prometheus::query_range(&q).is_ok()
+        }
     };
     let deadline = Instant::now() + Duration::from_secs(60);
-    while get_status(&addr, "/-/ready") != 200 {
+    while !ready() {
         assert!(
             Instant::now() < deadline,
             "Prometheus not ready on {addr} within 60 s"
@@ -471,4 +497,208 @@ query = "sum(requests_per_second)"
             .await
             .unwrap()
     );
+}
+
+/// `openssl` in `dir`, failing the test with its stderr.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the openssl command line (test certificates)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// bcrypt of "aya-test-password" (cost 12), for Prometheus' `basic_auth_users`.
+const PASSWORD_HASH: &str = "$2b$12$NOBaDp0L8EuBdG/Y8ioCP.xHwteVKVNIrp8/TZDazmpubQNySK.aq";
+
+#[test]
+fn history_from_a_prometheus_behind_tls_and_basic_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A CA and a server certificate for 127.0.0.1, as an operator's PKI would give.
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=aya-test-ca",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    openssl(d, &ca);
+    std::fs::write(
+        d.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let mut req = vec!["req"];
+    req.extend(ec);
+    req.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=prometheus",
+    ]);
+    openssl(d, &req);
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+    );
+    let web = d.join("web.yml");
+    std::fs::write(
+        &web,
+        format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\nbasic_auth_users:\n  aya: '{PASSWORD_HASH}'\n",
+            d.join("server.pem").display(),
+            d.join("server.key").display()
+        ),
+    )
+    .unwrap();
+    let auth = d.join("prometheus.auth");
+    std::fs::write(&auth, "aya:aya-test-password\n").unwrap();
+    let access = prometheus::Access {
+        ca_file: Some(d.join("ca.pem")),
+        basic_auth_file: Some(auth.clone()),
+        ..Default::default()
+    };
+    let Some(p) = start_with(d, T0, 2, Some((&web, &access))) else {
+        return;
+    };
+    let query = "requests_per_second{instance=\"a\"}";
+
+    // The library, verified and authenticated: the history comes back.
+    let mut q = RangeQuery::new(&p.url, query, ms(0), ms(DAY - 1), STEP * 1000);
+    q.access = access.clone();
+    let got = prometheus::query_range(&q).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].points.len(), DAY as usize);
+
+    // `aya forecast` with --prometheus-ca and --prometheus-basic-auth-file.
+    let (start, end) = ((T0).to_string(), (T0 + 2 * DAY * STEP - STEP).to_string());
+    let out = d.join("forecast.csv").display().to_string();
+    let common = [
+        "--output",
+        &out,
+        "--prometheus",
+        &p.url,
+        "--query",
+        query,
+        "--start",
+        &start,
+        "--end",
+        &end,
+        "--step",
+        "60s",
+    ];
+    let ca = d.join("ca.pem").display().to_string();
+    let auth_s = auth.display().to_string();
+    let ok = aya(
+        "forecast",
+        &common,
+        &[
+            "--prometheus-ca",
+            &ca,
+            "--prometheus-basic-auth-file",
+            &auth_s,
+            "--horizon",
+            "12",
+        ],
+    );
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // No credentials: Prometheus answers 401 and aya says so (exit 1).
+    let no_auth = aya(
+        "forecast",
+        &common,
+        &["--prometheus-ca", &ca, "--horizon", "12"],
+    );
+    let e = String::from_utf8_lossy(&no_auth.stderr);
+    assert_eq!(no_auth.status.code(), Some(1), "{e}");
+    assert!(e.contains("401"), "{e}");
+    // The wrong password: 401 too.
+    let wrong = d.join("wrong.auth");
+    std::fs::write(&wrong, "aya:not-the-password").unwrap();
+    let w = wrong.display().to_string();
+    let bad = aya(
+        "forecast",
+        &common,
+        &[
+            "--prometheus-ca",
+            &ca,
+            "--prometheus-basic-auth-file",
+            &w,
+            "--horizon",
+            "12",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("401"));
+    // Without the CA the server's certificate is not trusted: a transport
+    // error naming the endpoint (exit 1), not a silent plaintext fallback.
+    let untrusted = aya(
+        "forecast",
+        &common,
+        &["--prometheus-basic-auth-file", &auth_s, "--horizon", "12"],
+    );
+    let e = String::from_utf8_lossy(&untrusted.stderr);
+    assert_eq!(untrusted.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains(&p.url) && e.to_lowercase().contains("certificate"),
+        "{e}"
+    );
+    // A missing credentials file is a usage error naming the file (exit 2).
+    let missing = aya(
+        "forecast",
+        &common,
+        &[
+            "--prometheus-ca",
+            &ca,
+            "--prometheus-basic-auth-file",
+            "/nonexistent/auth",
+            "--horizon",
+            "12",
+        ],
+    );
+    let e = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(missing.status.code(), Some(2), "{e}");
+    assert!(e.contains("/nonexistent/auth"), "{e}");
 }

@@ -376,9 +376,19 @@ pub struct ClusterConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WarmStart {
-    /// A Prometheus server (plain `http://`) to read the demand from.
+    /// A Prometheus server (`http://` or `https://`) to read the demand from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prometheus_url: Option<String>,
+    /// PEM file of the CA that signs an https Prometheus' certificate
+    /// (default: the Mozilla root set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus_ca: Option<PathBuf>,
+    /// File holding a bearer token for Prometheus (read at each warm start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus_bearer_token_file: Option<PathBuf>,
+    /// File holding `user:password` for Prometheus' basic auth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus_basic_auth_file: Option<PathBuf>,
     /// The PromQL expression giving the cluster's demand in requests per
     /// second (summed over its backends), e.g. `sum(rate(http_requests_total{job="web"}[5m]))`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -428,11 +438,38 @@ impl WarmStart {
                     "prometheus_url needs a PromQL query giving the demand in requests/s",
                 ));
             }
-        } else if self.query.is_some() || !self.series_labels.is_empty() || self.skip_non_finite {
+        } else if self.query.is_some()
+            || !self.series_labels.is_empty()
+            || self.skip_non_finite
+            || self.prometheus_ca.is_some()
+            || self.prometheus_bearer_token_file.is_some()
+            || self.prometheus_basic_auth_file.is_some()
+        {
             return Err(invalid(
                 field,
-                "query, series_labels and skip_non_finite go with prometheus_url",
+                "query, series_labels, skip_non_finite, prometheus_ca, \
+                 prometheus_bearer_token_file and prometheus_basic_auth_file go with prometheus_url",
             ));
+        }
+        for (key, path) in [
+            ("prometheus_ca", &self.prometheus_ca),
+            (
+                "prometheus_bearer_token_file",
+                &self.prometheus_bearer_token_file,
+            ),
+            (
+                "prometheus_basic_auth_file",
+                &self.prometheus_basic_auth_file,
+            ),
+        ] {
+            if let Some(p) = path
+                && !p.is_file()
+            {
+                return Err(invalid(
+                    format!("{field}.{key}"),
+                    format!("{} is not a readable file", p.display()),
+                ));
+            }
         }
         for (key, path) in [("csv", &self.csv), ("artifact", &self.artifact)] {
             if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {

@@ -320,6 +320,9 @@ fn warm_config(dir: &std::path::Path, warm: WarmStart) -> Config {
 fn warm(csv: Option<&std::path::Path>, artifact: Option<&std::path::Path>) -> WarmStart {
     WarmStart {
         prometheus_url: None,
+        prometheus_ca: None,
+        prometheus_bearer_token_file: None,
+        prometheus_basic_auth_file: None,
         query: None,
         series_labels: Default::default(),
         skip_non_finite: false,
@@ -490,8 +493,16 @@ fn warm_start_configuration_is_checked() {
             "clusters[0].warm_start.query",
         ),
         (
-            "prometheus_url = \"https://h:9090\"\nquery = \"x\"",
-            "proxy",
+            "prometheus_url = \"ftp://h:9090\"\nquery = \"x\"",
+            "https://",
+        ),
+        (
+            "prometheus_url = \"https://h:9090\"\nquery = \"x\"\nprometheus_ca = \"/nonexistent/ca.pem\"",
+            "clusters[0].warm_start.prometheus_ca",
+        ),
+        (
+            "csv = \"a.csv\"\nprometheus_bearer_token_file = \"/etc/hostname\"",
+            "go with prometheus_url",
         ),
         ("csv = \"a.csv\"\nquery = \"x\"", "go with prometheus_url"),
         (

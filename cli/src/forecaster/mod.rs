@@ -41,8 +41,7 @@ pub struct SeriesArgs {
     #[arg(long = "filter", value_name = "LABEL=VALUE")]
     pub filters: Vec<String>,
     /// Read the history from this Prometheus server instead of a CSV
-    /// (`GET /api/v1/query_range`; plain http:// only, https needs a local
-    /// proxy). See docs/prometheus.md.
+    /// (`GET /api/v1/query_range`; http:// or https://). See docs/prometheus.md.
     #[arg(
         long,
         value_name = "URL",
@@ -79,6 +78,23 @@ pub struct SeriesArgs {
     /// other gaps) instead of failing on them.
     #[arg(long, requires = "prometheus")]
     pub skip_non_finite: bool,
+    /// PEM file of the CA that signs an https:// Prometheus' certificate
+    /// (default: the Mozilla root set).
+    #[arg(long, value_name = "FILE", requires = "prometheus")]
+    pub prometheus_ca: Option<std::path::PathBuf>,
+    /// File holding a bearer token for Prometheus (`Authorization: Bearer`),
+    /// as Prometheus' `web.config.file` or a proxy in front of it asks for.
+    #[arg(long, value_name = "FILE", requires = "prometheus")]
+    pub prometheus_bearer_token_file: Option<std::path::PathBuf>,
+    /// File holding `user:password` for Prometheus' HTTP basic auth
+    /// (`basic_auth_users` in its `web.config.file`).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "prometheus",
+        conflicts_with = "prometheus_bearer_token_file"
+    )]
+    pub prometheus_basic_auth_file: Option<std::path::PathBuf>,
     /// Resample to a fixed interval in seconds (mean of each bucket; gaps filled by interpolation).
     #[arg(long, value_name = "SECONDS")]
     pub resample: Option<i64>,
@@ -186,13 +202,13 @@ impl SeriesArgs {
                 aya_forecaster::data::format_rfc3339(end_ms)
             )));
         }
-        Ok(Some(RangeQuery::new(
-            url.clone(),
-            query.clone(),
-            start_ms,
-            end_ms,
-            step_ms,
-        )))
+        let mut q = RangeQuery::new(url.clone(), query.clone(), start_ms, end_ms, step_ms);
+        q.access = prometheus::Access {
+            ca_file: self.prometheus_ca.clone(),
+            bearer_token_file: self.prometheus_bearer_token_file.clone(),
+            basic_auth_file: self.prometheus_basic_auth_file.clone(),
+        };
+        Ok(Some(q))
     }
 
     /// Load the series these flags describe, from the CSV or from Prometheus.

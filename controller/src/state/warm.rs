@@ -279,6 +279,11 @@ fn load_warm_history(
                 step_ms,
             );
             q.timeout = WARM_START_TIMEOUT;
+            q.access = aya_forecaster::data::prometheus::Access {
+                ca_file: warm.prometheus_ca.clone(),
+                bearer_token_file: warm.prometheus_bearer_token_file.clone(),
+                basic_auth_file: warm.prometheus_basic_auth_file.clone(),
+            };
             let want: Vec<(String, String)> = warm
                 .series_labels
                 .iter()

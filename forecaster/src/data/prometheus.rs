@@ -17,8 +17,10 @@
 //! reported in the series' [`QualityReport`](super::QualityReport) and filled
 //! by the same resampling as CSV gaps.
 //!
-//! The client speaks plain HTTP only (`ureq` without TLS): a Prometheus behind
-//! `https://` needs a local proxy, e.g. `kubectl port-forward` or an stunnel.
+//! `http://` and `https://` (rustls; the server verified against
+//! [`Access::ca_file`] or the Mozilla roots), with an optional bearer token
+//! read from a file ([`Access::bearer_token_file`]) — what Prometheus' own
+//! `web.config.file` or a reverse proxy in front of it asks for.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -66,6 +68,24 @@ pub struct RangeQuery {
     pub max_points_per_request: usize,
     /// Timeout of each request, connection included.
     pub timeout: Duration,
+    /// TLS trust and credentials (https and bearer token); default: none.
+    pub access: Access,
+}
+
+/// How to reach a Prometheus that sits behind TLS or authentication (as
+/// Prometheus' own `web.config.file` or a reverse proxy puts it). Secrets
+/// are read from files when the query runs, never held in this value.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Access {
+    /// PEM file of the CA certificate(s) that sign the server's certificate
+    /// (for `https://`; default: the Mozilla root set).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// File holding a bearer token sent as `Authorization: Bearer …`
+    /// (surrounding whitespace trimmed).
+    pub bearer_token_file: Option<std::path::PathBuf>,
+    /// File holding `user:password` for HTTP basic authentication (what
+    /// Prometheus' own `basic_auth_users` checks).
+    pub basic_auth_file: Option<std::path::PathBuf>,
 }
 
 impl RangeQuery {
@@ -86,11 +106,12 @@ impl RangeQuery {
             step_ms,
             max_points_per_request: MAX_POINTS_PER_REQUEST,
             timeout: Duration::from_secs(60),
+            access: Access::default(),
         }
     }
 
-    /// The query endpoint: the base URL (checked: `http://` only) plus
-    /// [`QUERY_RANGE_PATH`].
+    /// The query endpoint: the base URL (checked: `http://` or `https://`)
+    /// plus [`QUERY_RANGE_PATH`].
     pub fn endpoint(&self) -> Result<String, PrometheusError> {
         let url = self.url.trim();
         let bad = |message: &str| PrometheusError::BadUrl {
@@ -99,13 +120,12 @@ impl RangeQuery {
         };
         let rest = if let Some(rest) = url.strip_prefix("http://") {
             rest
-        } else if url.starts_with("https://") {
-            return Err(bad(
-                "https is not supported (this build speaks plain HTTP); \
-                 reach the server through a local proxy or port-forward and give its http:// address",
-            ));
+        } else if let Some(rest) = url.strip_prefix("https://") {
+            rest
         } else {
-            return Err(bad("expected an http:// URL such as http://127.0.0.1:9090"));
+            return Err(bad(
+                "expected an http:// or https:// URL such as http://127.0.0.1:9090",
+            ));
         };
         if rest.is_empty() || rest.starts_with('/') {
             return Err(bad("the URL has no host"));
@@ -279,6 +299,14 @@ pub enum PrometheusError {
         /// What is wrong.
         message: String,
     },
+    /// The CA file or the token file cannot be used.
+    #[error("{path}: {message}")]
+    Access {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
     /// The query matched nothing in the whole range.
     #[error("{at}: the query {query:?} returned no series between {start} and {end}")]
     NoSeries {
@@ -365,7 +393,9 @@ impl PrometheusError {
     /// or step, and queries Prometheus rejects as `bad_data` (PromQL syntax).
     pub fn is_usage(&self) -> bool {
         match self {
-            PrometheusError::BadUrl { .. } | PrometheusError::BadRange(_) => true,
+            PrometheusError::BadUrl { .. }
+            | PrometheusError::BadRange(_)
+            | PrometheusError::Access { .. } => true,
             PrometheusError::Api { error_type, .. } => error_type == "bad_data",
             PrometheusError::Data { error, .. } => error.is_usage(),
             _ => false,
@@ -568,11 +598,8 @@ pub fn merge(pieces: Vec<Vec<PromSeries>>) -> Vec<PromSeries> {
 pub fn query_range(q: &RangeQuery) -> Result<Vec<PromSeries>, PrometheusError> {
     let endpoint = q.endpoint()?;
     let chunks = q.chunks()?;
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(q.timeout))
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent = agent(q)?;
+    let authorization = bearer(&q.access)?;
     let step = secs(q.step_ms);
     let mut pieces = Vec::with_capacity(chunks.len());
     for (from, to) in chunks {
@@ -585,8 +612,11 @@ pub fn query_range(q: &RangeQuery) -> Result<Vec<PromSeries>, PrometheusError> {
             at: at.clone(),
             error: Box::new(error),
         };
-        let mut resp = agent
-            .get(&endpoint)
+        let mut req = agent.get(&endpoint);
+        if let Some(a) = &authorization {
+            req = req.header("Authorization", a);
+        }
+        let mut resp = req
             .query("query", &q.query)
             .query("start", secs(from))
             .query("end", secs(to))
@@ -618,6 +648,81 @@ pub fn query_range(q: &RangeQuery) -> Result<Vec<PromSeries>, PrometheusError> {
         pieces.push(matrix.series);
     }
     Ok(merge(pieces))
+}
+
+/// The HTTP agent of `q`: its timeout, statuses as answers, and for
+/// `https://` the CA of [`Access::ca_file`] (else the Mozilla roots).
+fn agent(q: &RangeQuery) -> Result<ureq::Agent, PrometheusError> {
+    use ureq::tls::{Certificate, RootCerts, TlsConfig};
+    let mut tls = TlsConfig::builder();
+    if let Some(path) = &q.access.ca_file {
+        let err = |message: String| PrometheusError::Access {
+            path: path.display().to_string(),
+            message,
+        };
+        let pem = std::fs::read(path).map_err(|e| err(format!("cannot read the CA file: {e}")))?;
+        let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(&pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c)),
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            })
+            .collect::<Result<_, _>>()
+            .map_err(|e| err(format!("not a PEM certificate file: {e}")))?;
+        if certs.is_empty() {
+            return Err(err("holds no PEM certificate".into()));
+        }
+        tls = tls.root_certs(RootCerts::new_with_certs(&certs));
+    }
+    Ok(ureq::Agent::config_builder()
+        .timeout_global(Some(q.timeout))
+        .http_status_as_error(false)
+        .tls_config(tls.build())
+        .build()
+        .into())
+}
+
+/// The `Authorization` header value of [`Access::bearer_token_file`] or
+/// [`Access::basic_auth_file`] (not both).
+fn bearer(access: &Access) -> Result<Option<String>, PrometheusError> {
+    let read = |path: &Path, what: &str| -> Result<String, PrometheusError> {
+        let err = |message: String| PrometheusError::Access {
+            path: path.display().to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err(format!("cannot read the {what} file: {e}")))?;
+        let value = text.trim();
+        if value.is_empty() {
+            return Err(err(format!("the {what} file is empty")));
+        }
+        if value.chars().any(|c| c.is_control() || c == ' ') {
+            return Err(err(format!(
+                "the {what} holds spaces or control characters (one per file)"
+            )));
+        }
+        Ok(value.to_string())
+    };
+    match (&access.bearer_token_file, &access.basic_auth_file) {
+        (Some(t), Some(_)) => Err(PrometheusError::Access {
+            path: t.display().to_string(),
+            message: "give a bearer token or basic auth, not both".into(),
+        }),
+        (Some(t), None) => Ok(Some(format!("Bearer {}", read(t, "bearer token")?))),
+        (None, Some(b)) => {
+            let pair = read(b, "basic auth")?;
+            if !pair.contains(':') {
+                return Err(PrometheusError::Access {
+                    path: b.display().to_string(),
+                    message: "expected `user:password`".into(),
+                });
+            }
+            use base64::Engine as _;
+            let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+            Ok(Some(format!("Basic {encoded}")))
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 /// Unix milliseconds as the API's seconds (`1700000000`, `1700000000.5`).
@@ -881,9 +986,12 @@ mod tests {
             q("http://h/prometheus").unwrap(),
             "http://h/prometheus/api/v1/query_range"
         );
-        let https = q("https://h:9090").unwrap_err();
-        assert!(https.to_string().contains("proxy"), "{https}");
-        assert!(https.is_usage());
+        assert_eq!(
+            q("https://h:9090").unwrap(),
+            "https://h:9090/api/v1/query_range"
+        );
+        let ftp = q("ftp://h").unwrap_err();
+        assert!(ftp.to_string().contains("https://"), "{ftp}");
         for bad in ["127.0.0.1:9090", "http://", "http://h/?x=1", "ftp://h"] {
             assert!(q(bad).unwrap_err().is_usage(), "{bad}");
         }
@@ -1118,5 +1226,60 @@ mod tests {
             text.contains(&format!("127.0.0.1:{port}/api/v1/query_range")),
             "{text}"
         );
+    }
+
+    #[test]
+    fn credentials_become_the_authorization_header_or_a_named_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let token = file("token", "  s3cr3t-token\n");
+        let basic = file("basic", "aya:pa55\n");
+        let header = |bearer_token_file, basic_auth_file| {
+            bearer(&Access {
+                ca_file: None,
+                bearer_token_file,
+                basic_auth_file,
+            })
+        };
+        assert_eq!(header(None, None).unwrap(), None);
+        assert_eq!(
+            header(Some(token.clone()), None).unwrap().as_deref(),
+            Some("Bearer s3cr3t-token")
+        );
+        // base64("aya:pa55")
+        assert_eq!(
+            header(None, Some(basic.clone())).unwrap().as_deref(),
+            Some("Basic YXlhOnBhNTU=")
+        );
+        let both = header(Some(token), Some(basic)).unwrap_err();
+        assert!(
+            both.to_string().contains("not both") && both.is_usage(),
+            "{both}"
+        );
+        for (name, text, want) in [
+            ("empty", "\n", "is empty"),
+            ("spaced", "a b", "spaces"),
+            ("nocolon", "aya", "user:password"),
+        ] {
+            let e = header(None, Some(file(name, text))).unwrap_err();
+            assert!(
+                e.to_string().contains(want) && e.to_string().contains(name),
+                "{e}"
+            );
+        }
+        let e = header(Some(dir.path().join("missing")), None).unwrap_err();
+        assert!(
+            e.to_string().contains("cannot read the bearer token file"),
+            "{e}"
+        );
+        // A CA file that holds no certificate is named.
+        let mut q = RangeQuery::new("https://h:9090", "up", 0, 1, 1);
+        q.access.ca_file = Some(file("ca.pem", "not a certificate"));
+        let e = agent(&q).unwrap_err();
+        assert!(e.to_string().contains("ca.pem") && e.is_usage(), "{e}");
     }
 }
