@@ -17,14 +17,14 @@ mod common;
 
 use common::envoy::{EnvoyGuard, free_port};
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aya_controller::publish::{ClusterSnapshot, Endpoint, PublishedState};
+use aya_controller::publish::PublishedState;
 use aya_controller::xds::{XdsStats, ads_service};
-use aya_policy::{AlgorithmChoice, Decision, Explanation, LbAlgorithm, ScalingSignal};
+use aya_policy::LbAlgorithm;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
@@ -248,42 +248,8 @@ fn start_envoy(bin: &Path, xds_port: u16) -> (EnvoyGuard, u16, u16) {
 
 // ---------------------------------------------------------------- Aya side
 
-fn decision(alg: LbAlgorithm) -> Decision {
-    Decision {
-        at: 0.0,
-        weights: Vec::new(),
-        ejected: Vec::new(),
-        scaling: ScalingSignal::default(),
-        algorithm: AlgorithmChoice {
-            algorithm: alg,
-            rule: "test".into(),
-        },
-        explanation: Explanation::default(),
-    }
-}
-
 fn state(version: u64, alg: LbAlgorithm, backends: &[(String, u16, u32)]) -> Arc<PublishedState> {
-    let snap = ClusterSnapshot {
-        cluster: CLUSTER.into(),
-        version,
-        decision: decision(alg),
-        endpoints: backends
-            .iter()
-            .enumerate()
-            .map(|(i, (host, port, weight))| Endpoint {
-                backend: format!("b{i}"),
-                host: host.clone(),
-                port: *port,
-                weight: *weight,
-            })
-            .collect(),
-    };
-    let mut s = PublishedState {
-        version,
-        clusters: BTreeMap::new(),
-    };
-    s.clusters.insert(CLUSTER.into(), Arc::new(snap));
-    Arc::new(s)
+    common::envoy::published(CLUSTER, version, alg, backends)
 }
 
 /// Everything one test needs; drop order kills Envoy first.

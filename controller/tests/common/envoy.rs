@@ -5,6 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use aya_controller::publish::{ClusterSnapshot, Endpoint, PublishedState};
+use aya_policy::{AlgorithmChoice, Decision, Explanation, LbAlgorithm, ScalingSignal};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -86,4 +91,50 @@ pub async fn admin_text(admin: u16, path: &str) -> Result<String, String> {
         .await
         .map_err(|e| e.to_string())?;
     Ok(text)
+}
+
+/// A decision with no weights of its own on algorithm `alg` (the endpoints carry the weights).
+pub fn decision(alg: LbAlgorithm) -> Decision {
+    Decision {
+        at: 0.0,
+        weights: Vec::new(),
+        ejected: Vec::new(),
+        scaling: ScalingSignal::default(),
+        algorithm: AlgorithmChoice {
+            algorithm: alg,
+            rule: "test".into(),
+        },
+        explanation: Explanation::default(),
+    }
+}
+
+/// A published state with one cluster `cluster` of loopback `backends`
+/// `(host, port, weight)` named b0, b1, ... on algorithm `alg`.
+pub fn published(
+    cluster: &str,
+    version: u64,
+    alg: LbAlgorithm,
+    backends: &[(String, u16, u32)],
+) -> Arc<PublishedState> {
+    let snap = ClusterSnapshot {
+        cluster: cluster.into(),
+        version,
+        decision: decision(alg),
+        endpoints: backends
+            .iter()
+            .enumerate()
+            .map(|(i, (host, port, weight))| Endpoint {
+                backend: format!("b{i}"),
+                host: host.clone(),
+                port: *port,
+                weight: *weight,
+            })
+            .collect(),
+    };
+    let mut s = PublishedState {
+        version,
+        clusters: BTreeMap::new(),
+    };
+    s.clusters.insert(cluster.into(), Arc::new(snap));
+    Arc::new(s)
 }
