@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use super::runtime::new_runtime;
 use super::{Controller, ControllerError, Inner, Override, lock_read, model_key};
+use crate::anomaly::Anomalies;
 use crate::clock::Clock;
 use crate::config::{ClusterConfig, Config};
 use crate::ingest::{IngestState, Job, Limits, Writer};
@@ -60,6 +61,10 @@ impl Controller {
 
         let registry = Arc::new(RwLock::new(registry));
         let ingest = Arc::new(Mutex::new(ingest));
+        let anomalies = config
+            .anomaly
+            .enabled
+            .then(|| Arc::new(Anomalies::new(&config.anomaly)));
         let (tx, rx) = mpsc::channel(config.ingest_queue_batches);
         let writer = Writer {
             store: store.clone(),
@@ -68,6 +73,7 @@ impl Controller {
             metrics: metrics.clone(),
             limits: Limits::of(&config),
             clock: clock.clone(),
+            anomalies: anomalies.clone(),
         };
         let writer = start_writer(writer, rx)?;
 
@@ -94,6 +100,7 @@ impl Controller {
                 closing: tokio::sync::watch::channel(false).0,
                 writer: Mutex::new(Some(writer)),
                 pending_demand: Mutex::new(Vec::new()),
+                anomalies,
             }),
         })
     }
