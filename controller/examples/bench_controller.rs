@@ -3,6 +3,8 @@
 //! 1. ingest throughput: in-process server on 127.0.0.1, 2 gRPC streams
 //!    sending batches of 10 000 samples, every ack awaited (durable commits);
 //!    the clock starts once the connections are up and the batches built;
+//!    200 series of 10 000 points, each scored by its anomaly detector
+//!    (`ingest-off`: the same with `[anomaly] enabled = false`);
 //! 2. tick-to-watcher latency: 10 000 aya.v1 watch streams (in-process
 //!    `watch_stream`, no network) on one cluster; time from publish to each
 //!    watcher receiving the new version;
@@ -12,7 +14,7 @@
 //!
 //! Run: `cargo run --release -p aya-controller --example bench_controller`
 //! (all four), or name some: `... -- ingest watch` (`memory`, `ingest`,
-//! `watch`, `stalled`).
+//! `ingest-off`, `watch`, `stalled`).
 
 // The clock rule (controller/clippy.toml) is for the service; a benchmark measures real elapsed time.
 #![allow(clippy::disallowed_methods)]
@@ -103,10 +105,11 @@ async fn start(
     (addr, tx, task)
 }
 
-async fn bench_ingest() {
+async fn bench_ingest(detect: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let ctl = tokio::task::spawn_blocking({
-        let c = config(dir.path(), 100);
+        let mut c = config(dir.path(), 100);
+        c.anomaly.enabled = detect;
         move || Controller::open(c)
     })
     .await
@@ -174,11 +177,17 @@ async fn bench_ingest() {
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "ingest: {total} samples acknowledged (durable) in {secs:.2} s = {:.0} samples/s ({} streams, batches of {batch}, {} commits, {:.1} ms per commit)",
+        "ingest{}: {total} samples acknowledged (durable) in {secs:.2} s = {:.0} samples/s ({} streams, batches of {batch}, {} commits, {:.1} ms per commit, {} anomaly detectors)",
+        if detect {
+            ""
+        } else {
+            " (anomaly detection off)"
+        },
         total as f64 / secs,
         streams,
         ctl.metrics().batches(),
-        ctl.metrics().commit_seconds() * 1000.0 / ctl.metrics().batches().max(1) as f64
+        ctl.metrics().commit_seconds() * 1000.0 / ctl.metrics().batches().max(1) as f64,
+        ctl.anomalies().map_or(0, |a| a.detectors())
     );
     let _ = stop.send(());
     let _ = task.await;
@@ -386,7 +395,7 @@ async fn main() {
         std::env::consts::ARCH
     );
     let names: Vec<String> = std::env::args().skip(1).collect();
-    let known = ["memory", "ingest", "watch", "stalled"];
+    let known = ["memory", "ingest", "ingest-off", "watch", "stalled"];
     if let Some(bad) = names.iter().find(|n| !known.contains(&n.as_str())) {
         eprintln!("unknown benchmark {bad:?}; choose from {known:?}");
         std::process::exit(2);
@@ -396,7 +405,10 @@ async fn main() {
         bench_memory_per_backend().await;
     }
     if run("ingest") {
-        bench_ingest().await;
+        bench_ingest(true).await;
+    }
+    if names.iter().any(|x| x == "ingest-off") {
+        bench_ingest(false).await;
     }
     if run("watch") {
         bench_watch_latency().await;

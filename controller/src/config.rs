@@ -1082,6 +1082,15 @@ derive_latency = false
             ("[anomaly]\nmax_detectors = 0", "anomaly.max_detectors"),
             ("[anomaly]\nhistory = 5", "anomaly.history"),
             (
+                "[anomaly]\nwebhook_url = \"https://alerts.example/aya\"",
+                "anomaly.webhook_url",
+            ),
+            ("[anomaly]\nwebhook_queue = 0", "anomaly.webhook_queue"),
+            (
+                "[anomaly]\nwebhook_timeout_seconds = 0.0",
+                "anomaly.webhook_timeout_seconds",
+            ),
+            (
                 "[otlp.clusters.web]\nbackend_attributes = [[]]",
                 "otlp.clusters.web.backend_attributes[0]",
             ),

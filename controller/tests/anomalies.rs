@@ -1,8 +1,9 @@
 //! Streaming anomaly detection in the running service (issue 15): samples
 //! ingested over gRPC are scored, an anomaly opens on a spike and shows in
 //! `AdminService.ListAnomalies` and on `/metrics`, closes after the quiet
-//! period; a series refused by the series limits gets no detector; deleted
-//! backends and clusters leave nothing behind.
+//! period, each change posted to the webhook; a series refused by the
+//! series limits gets no detector; deleted backends and clusters leave
+//! nothing behind.
 
 mod common;
 
@@ -34,6 +35,65 @@ async fn list(ch: &Channel, cluster: &str) -> Result<pb::ListAnomaliesResponse, 
         .map(|r| r.into_inner())
 }
 
+/// A webhook receiver on 127.0.0.1:0: every request's body, in order
+/// (HTTP/1.1 with keep-alive, as the sender's agent pools connections).
+async fn receiver() -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    assert!(head.starts_with("post /hook "), "{head}");
+                    assert!(head.contains("content-type: application/json"), "{head}");
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    while buf.len() < end + 4 + len {
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let body: Vec<u8> = buf.drain(..end + 4 + len).skip(end + 4).collect();
+                    let _ = tx.send(serde_json::from_slice(&body).unwrap());
+                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                    if conn.write_all(ok).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, rx)
+}
+
+async fn event(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+) -> serde_json::Value {
+    tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
+        .await
+        .expect("no webhook event within 10 s")
+        .unwrap()
+}
+
 /// One batch per call, every sample accepted or not as `expect` says.
 async fn send(ch: &Channel, samples: Vec<pb::Sample>, expect: &[bool]) {
     let acks = ingest(
@@ -53,6 +113,8 @@ async fn a_spike_opens_an_anomaly_that_closes_after_the_quiet_period() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
     cfg.anomaly.quiet_seconds = 10.0;
+    let (url, mut events) = receiver().await;
+    cfg.anomaly.webhook_url = url;
     // Three series fit: the fourth is refused and gets no detector.
     cfg.limits.max_series = 3;
     let srv = start(cfg).await;
@@ -110,6 +172,21 @@ async fn a_spike_opens_an_anomaly_that_closes_after_the_quiet_period() {
     }
     assert!(!body.contains("backend=\"c\""), "{body}");
     assert!(body.ends_with("# EOF\n"), "{body}");
+    let e = event(&mut events).await;
+    assert_eq!(
+        (&e["event"], &e["backend"], &e["metric"], &e["opened_at_ms"]),
+        (
+            &"opened".into(),
+            &"a".into(),
+            &"latency_p99_seconds".into(),
+            &spike_ts.into()
+        ),
+        "{e}"
+    );
+    assert_eq!(
+        (&e["closed_at_ms"], &e["reason"]),
+        (&serde_json::Value::Null, &"new_high".into())
+    );
 
     // Calm again: still open until the scores stay low for 10 s of series time.
     let calm = |from: i64, to: i64| {
@@ -135,6 +212,26 @@ async fn a_spike_opens_an_anomaly_that_closes_after_the_quiet_period() {
         "{body}"
     );
     assert!(!body.contains("aya_anomaly_peak_score{"), "{body}");
+    let e = event(&mut events).await;
+    assert_eq!(e["event"], "closed", "{e}");
+    assert_eq!(e["closed_at_ms"], c.closed_at_ms, "{e}");
+    assert_eq!(e["peak_score"], 1.0, "{e}");
+    // Counted once the receiver's answer is read.
+    let mut body = String::new();
+    for _ in 0..250 {
+        body = prometheus(srv.metrics_addr).await;
+        if body.contains("aya_anomaly_webhook_sent_total 2\n") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for line in [
+        "aya_anomaly_webhook_sent_total 2\n",
+        "aya_anomaly_webhook_failed_total 0\n",
+        "aya_anomaly_webhook_dropped_total 0\n",
+    ] {
+        assert!(body.contains(line), "missing {line:?} in\n{body}");
+    }
 
     // A deleted backend drops its detector; a deleted cluster everything.
     let mut admin = AdminServiceClient::new(ch.clone());

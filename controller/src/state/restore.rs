@@ -61,10 +61,12 @@ impl Controller {
 
         let registry = Arc::new(RwLock::new(registry));
         let ingest = Arc::new(Mutex::new(ingest));
-        let anomalies = config
-            .anomaly
-            .enabled
-            .then(|| Arc::new(Anomalies::new(&config.anomaly)));
+        let anomalies = match config.anomaly.enabled {
+            true => Some(Arc::new(Anomalies::start(&config.anomaly).map_err(
+                |e| ControllerError::Invalid(format!("starting the anomaly webhook thread: {e}")),
+            )?)),
+            false => None,
+        };
         let (tx, rx) = mpsc::channel(config.ingest_queue_batches);
         let writer = Writer {
             store: store.clone(),

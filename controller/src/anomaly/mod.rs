@@ -37,6 +37,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::SeriesKey;
 
+pub mod webhook;
+
+use webhook::Webhook;
+
 /// `[anomaly]` in `aya.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -57,6 +61,13 @@ pub struct AnomalyConfig {
     /// History of each detector's anomaly likelihood, in points (the
     /// detector's default, 8640, is Numenta's).
     pub history: usize,
+    /// `http://…` address to `POST` a JSON event to when an anomaly opens and
+    /// when it closes; empty: no webhook ([`webhook`]).
+    pub webhook_url: String,
+    /// Events waiting for the webhook at most; beyond it new ones are dropped (counted).
+    pub webhook_queue: usize,
+    /// Timeout of one webhook post, seconds.
+    pub webhook_timeout_seconds: f64,
 }
 
 impl Default for AnomalyConfig {
@@ -68,6 +79,9 @@ impl Default for AnomalyConfig {
             max_detectors: 1000,
             closed_per_cluster: 100,
             history: DetectorConfig::default().history,
+            webhook_url: String::new(),
+            webhook_queue: 1024,
+            webhook_timeout_seconds: 5.0,
         }
     }
 }
@@ -80,6 +94,10 @@ pub const MAX_CLOSED: usize = 100_000;
 pub const HISTORY: (usize, usize) = (100, 1_000_000);
 /// Largest `[anomaly] quiet_seconds` (30 days).
 pub const MAX_QUIET_SECONDS: f64 = 30.0 * 86_400.0;
+/// Largest `[anomaly] webhook_queue`.
+pub const MAX_WEBHOOK_QUEUE: usize = 1_000_000;
+/// Bounds of `[anomaly] webhook_timeout_seconds`.
+pub const WEBHOOK_TIMEOUT_SECONDS: (f64, f64) = (0.01, 60.0);
 
 impl AnomalyConfig {
     /// Check the values; the error names the field (relative to `[anomaly]`).
@@ -109,6 +127,7 @@ impl AnomalyConfig {
             ("max_detectors", self.max_detectors, 1, MAX_DETECTORS),
             ("closed_per_cluster", self.closed_per_cluster, 0, MAX_CLOSED),
             ("history", self.history, HISTORY.0, HISTORY.1),
+            ("webhook_queue", self.webhook_queue, 1, MAX_WEBHOOK_QUEUE),
         ] {
             if !(lo..=hi).contains(&v) {
                 return err(
@@ -116,6 +135,17 @@ impl AnomalyConfig {
                     format!("{v} is out of range: must be in {lo}..={hi}"),
                 );
             }
+        }
+        let (lo, hi) = WEBHOOK_TIMEOUT_SECONDS;
+        let t = self.webhook_timeout_seconds;
+        if !(t.is_finite() && (lo..=hi).contains(&t)) {
+            return err(
+                "webhook_timeout_seconds",
+                format!("{t} is out of range: must be a number of seconds in [{lo}, {hi}]"),
+            );
+        }
+        if !self.webhook_url.is_empty() {
+            webhook::check_url(&self.webhook_url).map_err(|m| ("webhook_url".to_string(), m))?;
         }
         Ok(())
     }
@@ -302,6 +332,7 @@ pub struct Anomalies {
     detector: DetectorConfig,
     quiet_ms: i64,
     tracker: Mutex<Tracker>,
+    webhook: Option<Webhook>,
 }
 
 fn metric_label(key: &SeriesKey) -> String {
@@ -313,9 +344,24 @@ fn metric_label(key: &SeriesKey) -> String {
 }
 
 impl Anomalies {
-    /// Detectors configured by `config` (validated).
+    /// Detectors configured by `config` (validated), with the webhook's
+    /// sender thread when `webhook_url` is set.
+    pub fn start(config: &AnomalyConfig) -> std::io::Result<Anomalies> {
+        let mut a = Anomalies::new(config);
+        if !config.webhook_url.is_empty() {
+            a.webhook = Some(Webhook::start(
+                &config.webhook_url,
+                config.webhook_queue,
+                std::time::Duration::from_secs_f64(config.webhook_timeout_seconds),
+            )?);
+        }
+        Ok(a)
+    }
+
+    /// Detectors configured by `config` (validated), without the webhook.
     pub fn new(config: &AnomalyConfig) -> Anomalies {
         Anomalies {
+            webhook: None,
             detector: DetectorConfig {
                 history: config.history,
                 ..DetectorConfig::default()
@@ -386,15 +432,18 @@ impl Anomalies {
                     let log = t.clusters.entry(s.key.cluster.clone()).or_default();
                     log.open += 1;
                     *log.opened_total.entry(s.key.metric.clone()).or_default() += 1;
+                    if let (Some(w), Some(ep)) = (&self.webhook, &s.watch.open) {
+                        w.send("opened", &anomaly(&s.key, ep.clone()));
+                    }
                 }
                 Transition::Closed(episode) => {
                     let log = t.clusters.entry(s.key.cluster.clone()).or_default();
                     log.open = log.open.saturating_sub(1);
-                    push_closed(
-                        log,
-                        self.config.closed_per_cluster,
-                        anomaly(&s.key, episode),
-                    );
+                    let a = anomaly(&s.key, episode);
+                    if let Some(w) = &self.webhook {
+                        w.send("closed", &a);
+                    }
+                    push_closed(log, self.config.closed_per_cluster, a);
                 }
             }
         }
@@ -557,6 +606,32 @@ impl Anomalies {
             "Series that found max_detectors detectors live and got none",
             ConstCounter::new(untracked),
         );
+        if let Some(w) = &self.webhook {
+            let c = &w.counts;
+            for (name, help, n) in [
+                (
+                    "aya_anomaly_webhook_sent",
+                    "Anomaly events posted to the webhook and answered 2xx",
+                    &c.sent,
+                ),
+                (
+                    "aya_anomaly_webhook_failed",
+                    "Anomaly events whose webhook post failed (transport error, timeout or non-2xx; not retried)",
+                    &c.failed,
+                ),
+                (
+                    "aya_anomaly_webhook_dropped",
+                    "Anomaly events dropped because the webhook queue was full",
+                    &c.dropped,
+                ),
+            ] {
+                reg.register(
+                    name,
+                    help,
+                    ConstCounter::new(n.load(std::sync::atomic::Ordering::Relaxed)),
+                );
+            }
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode_registry(&mut out, &reg);
