@@ -775,7 +775,7 @@ mod tests {
             ..AnomalyConfig::default()
         };
         let a = Anomalies::new(&cfg);
-        let mut keys = vec![
+        let mut keys = [
             key("web", "a", "latency_p99_seconds"),
             key("web", "b", "cpu_utilization"),
             key("web", "", "request_rate"),

@@ -175,7 +175,7 @@ mod tests {
         let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/hook", silent.local_addr().unwrap());
         let w = Webhook::start(&url, 1, Duration::from_millis(300)).unwrap();
-        let started = std::time::Instant::now();
+        let started = crate::clock::Clock::system().stopwatch();
         for _ in 0..5 {
             w.send("opened", &anomaly());
         }
@@ -186,10 +186,8 @@ mod tests {
         let dropped = w.counts.dropped.load(Ordering::Relaxed);
         assert!(dropped >= 3, "{dropped}");
         // The events that were not dropped time out: counted as failures.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while w.counts.failed.load(Ordering::Relaxed) < 5 - dropped
-            && std::time::Instant::now() < deadline
-        {
+        let deadline = crate::clock::RealDeadline::after(Duration::from_secs(10));
+        while w.counts.failed.load(Ordering::Relaxed) < 5 - dropped && !deadline.passed() {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert_eq!(w.counts.failed.load(Ordering::Relaxed), 5 - dropped);
