@@ -158,20 +158,7 @@ async fn a_spike_opens_an_anomaly_that_closes_after_the_quiet_period() {
         "{}",
         o.explanation
     );
-    let body = prometheus(srv.metrics_addr).await;
-    for line in [
-        "aya_anomalies_open{cluster=\"web\"} 1\n",
-        "aya_anomalies_opened_total{cluster=\"web\",metric=\"latency_p99_seconds\"} 1\n",
-        "aya_anomaly_score{cluster=\"web\",backend=\"a\",metric=\"latency_p99_seconds\"} 1.0\n",
-        "aya_anomaly_peak_score{cluster=\"web\",backend=\"a\",metric=\"latency_p99_seconds\",reason=\"new_high\"} 1.0\n",
-        "aya_anomaly_score{cluster=\"web\",backend=\"\",metric=\"request_rate\"} ",
-        "aya_anomaly_score{cluster=\"web\",backend=\"b\",metric=\"cpu_utilization\"} ",
-        "aya_anomaly_detectors 3\n",
-    ] {
-        assert!(body.contains(line), "missing {line:?} in\n{body}");
-    }
-    assert!(!body.contains("backend=\"c\""), "{body}");
-    assert!(body.ends_with("# EOF\n"), "{body}");
+    metrics_show_the_open_anomaly(srv.metrics_addr).await;
     let e = event(&mut events).await;
     assert_eq!(
         (&e["event"], &e["backend"], &e["metric"], &e["opened_at_ms"]),
@@ -216,10 +203,37 @@ async fn a_spike_opens_an_anomaly_that_closes_after_the_quiet_period() {
     assert_eq!(e["event"], "closed", "{e}");
     assert_eq!(e["closed_at_ms"], c.closed_at_ms, "{e}");
     assert_eq!(e["peak_score"], 1.0, "{e}");
+    webhook_counted(srv.metrics_addr).await;
+
+    // A deleted backend drops its detector; a deleted cluster everything.
+    deletions_leave_nothing(&ch, srv.metrics_addr).await;
+    srv.stop().await;
+}
+
+/// `/metrics` while backend a's latency anomaly is open; no series for the refused one.
+async fn metrics_show_the_open_anomaly(metrics: std::net::SocketAddr) {
+    let body = prometheus(metrics).await;
+    for line in [
+        "aya_anomalies_open{cluster=\"web\"} 1\n",
+        "aya_anomalies_opened_total{cluster=\"web\",metric=\"latency_p99_seconds\"} 1\n",
+        "aya_anomaly_score{cluster=\"web\",backend=\"a\",metric=\"latency_p99_seconds\"} 1.0\n",
+        "aya_anomaly_peak_score{cluster=\"web\",backend=\"a\",metric=\"latency_p99_seconds\",reason=\"new_high\"} 1.0\n",
+        "aya_anomaly_score{cluster=\"web\",backend=\"\",metric=\"request_rate\"} ",
+        "aya_anomaly_score{cluster=\"web\",backend=\"b\",metric=\"cpu_utilization\"} ",
+        "aya_anomaly_detectors 3\n",
+    ] {
+        assert!(body.contains(line), "missing {line:?} in\n{body}");
+    }
+    assert!(!body.contains("backend=\"c\""), "{body}");
+    assert!(body.ends_with("# EOF\n"), "{body}");
+}
+
+/// The webhook's counters once both events (opened, closed) were answered.
+async fn webhook_counted(metrics: std::net::SocketAddr) {
     // Counted once the receiver's answer is read.
     let mut body = String::new();
     for _ in 0..250 {
-        body = prometheus(srv.metrics_addr).await;
+        body = prometheus(metrics).await;
         if body.contains("aya_anomaly_webhook_sent_total 2\n") {
             break;
         }
@@ -232,8 +246,10 @@ async fn a_spike_opens_an_anomaly_that_closes_after_the_quiet_period() {
     ] {
         assert!(body.contains(line), "missing {line:?} in\n{body}");
     }
+}
 
-    // A deleted backend drops its detector; a deleted cluster everything.
+/// `DeleteBackend b` drops b's detector; `DeleteCluster web` leaves no anomaly nor series.
+async fn deletions_leave_nothing(ch: &Channel, metrics: std::net::SocketAddr) {
     let mut admin = AdminServiceClient::new(ch.clone());
     admin
         .delete_backend(pb::DeleteBackendRequest {
@@ -242,25 +258,24 @@ async fn a_spike_opens_an_anomaly_that_closes_after_the_quiet_period() {
         })
         .await
         .unwrap();
-    let body = prometheus(srv.metrics_addr).await;
+    let body = prometheus(metrics).await;
     assert!(body.contains("aya_anomaly_detectors 2\n"), "{body}");
     assert!(!body.contains("backend=\"b\""), "{body}");
     admin
         .delete_cluster(pb::DeleteClusterRequest { name: "web".into() })
         .await
         .unwrap();
-    let e = list(&ch, "web").await.unwrap_err();
+    let e = list(ch, "web").await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
-    let all = list(&ch, "").await.unwrap();
+    let all = list(ch, "").await.unwrap();
     assert!(all.open.is_empty() && all.closed.is_empty(), "{all:?}");
-    let body = prometheus(srv.metrics_addr).await;
+    let body = prometheus(metrics).await;
     assert!(body.contains("aya_anomaly_detectors 0\n"), "{body}");
     let left: Vec<&str> = body
         .lines()
         .filter(|l| l.starts_with("aya_anomal") && l.contains("cluster=\"web\""))
         .collect();
     assert!(left.is_empty(), "{left:?}");
-    srv.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
