@@ -3,6 +3,9 @@
 //! 1. ingest throughput: in-process server on 127.0.0.1, 2 gRPC streams
 //!    sending batches of 10 000 samples, every ack awaited (durable commits);
 //!    the clock starts once the connections are up and the batches built;
+//!    200 series of 10 000 points, each scored by its anomaly detector
+//!    (`ingest-off`: the same with `[anomaly] enabled = false`; `anomaly`:
+//!    the detectors alone on the same points, as the writer calls them);
 //! 2. tick-to-watcher latency: 10 000 aya.v1 watch streams (in-process
 //!    `watch_stream`, no network) on one cluster; time from publish to each
 //!    watcher receiving the new version;
@@ -12,7 +15,7 @@
 //!
 //! Run: `cargo run --release -p aya-controller --example bench_controller`
 //! (all four), or name some: `... -- ingest watch` (`memory`, `ingest`,
-//! `watch`, `stalled`).
+//! `ingest-off`, `anomaly`, `watch`, `stalled`).
 
 // The clock rule (controller/clippy.toml) is for the service; a benchmark measures real elapsed time.
 #![allow(clippy::disallowed_methods)]
@@ -103,10 +106,11 @@ async fn start(
     (addr, tx, task)
 }
 
-async fn bench_ingest() {
+async fn bench_ingest(detect: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let ctl = tokio::task::spawn_blocking({
-        let c = config(dir.path(), 100);
+        let mut c = config(dir.path(), 100);
+        c.anomaly.enabled = detect;
         move || Controller::open(c)
     })
     .await
@@ -174,14 +178,68 @@ async fn bench_ingest() {
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "ingest: {total} samples acknowledged (durable) in {secs:.2} s = {:.0} samples/s ({} streams, batches of {batch}, {} commits, {:.1} ms per commit)",
+        "ingest{}: {total} samples acknowledged (durable) in {secs:.2} s = {:.0} samples/s ({} streams, batches of {batch}, {} commits, {:.1} ms per commit, {} anomaly detectors)",
+        if detect {
+            ""
+        } else {
+            " (anomaly detection off)"
+        },
         total as f64 / secs,
         streams,
         ctl.metrics().batches(),
-        ctl.metrics().commit_seconds() * 1000.0 / ctl.metrics().batches().max(1) as f64
+        ctl.metrics().commit_seconds() * 1000.0 / ctl.metrics().batches().max(1) as f64,
+        ctl.anomalies().map_or(0, |a| a.detectors())
     );
     let _ = stop.send(());
     let _ = task.await;
+}
+
+/// The anomaly detectors alone, as the ingest writer calls them: 200
+/// series × 10 000 points (the ingest benchmark's values), fed in groups
+/// of 20 000 points.
+fn bench_anomaly_observe() {
+    use aya_controller::anomaly::{Anomalies, AnomalyConfig};
+    use aya_controller::store::SeriesKey;
+    let a = Anomalies::new(&AnomalyConfig::default());
+    let keys: Vec<SeriesKey> = (0..200)
+        .map(|i| SeriesKey {
+            cluster: "web".into(),
+            backend: format!("b{}", i % 100),
+            metric: if i < 100 {
+                "in_flight"
+            } else {
+                "cpu_utilization"
+            }
+            .into(),
+            kind: 1,
+            labels: Default::default(),
+        })
+        .collect();
+    let base = now_ms() - 3_600_000;
+    let groups: Vec<Vec<(u32, i64, f64)>> = (0..100i64)
+        .map(|k| {
+            (0..20_000usize)
+                .map(|j| {
+                    let (id, i) = ((j / 10_000) * 100 + j % 100, j % 10_000);
+                    (id as u32, base + k * 100 + (i / 100) as i64, i as f64)
+                })
+                .collect()
+        })
+        .collect();
+    let started = Instant::now();
+    for g in &groups {
+        a.observe(g, |id| keys.get(id as usize));
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let n = groups.len() * 20_000;
+    let (open, closed) = a.list("", true);
+    println!(
+        "anomaly detectors (writer path): {n} points of {} series in {secs:.3} s = {:.0} ns per point ({} open, {} closed anomalies)",
+        a.detectors(),
+        secs * 1e9 / n as f64,
+        open.len(),
+        closed.len()
+    );
 }
 
 async fn bench_watch_latency() {
@@ -386,7 +444,14 @@ async fn main() {
         std::env::consts::ARCH
     );
     let names: Vec<String> = std::env::args().skip(1).collect();
-    let known = ["memory", "ingest", "watch", "stalled"];
+    let known = [
+        "memory",
+        "ingest",
+        "ingest-off",
+        "anomaly",
+        "watch",
+        "stalled",
+    ];
     if let Some(bad) = names.iter().find(|n| !known.contains(&n.as_str())) {
         eprintln!("unknown benchmark {bad:?}; choose from {known:?}");
         std::process::exit(2);
@@ -396,7 +461,13 @@ async fn main() {
         bench_memory_per_backend().await;
     }
     if run("ingest") {
-        bench_ingest().await;
+        bench_ingest(true).await;
+    }
+    if names.iter().any(|x| x == "ingest-off") {
+        bench_ingest(false).await;
+    }
+    if run("anomaly") {
+        bench_anomaly_observe();
     }
     if run("watch") {
         bench_watch_latency().await;

@@ -680,4 +680,23 @@ impl AdminService for AyaApi {
             watchers: self.ctl.publisher().receiver_count() as u64,
         }))
     }
+
+    async fn list_anomalies(
+        &self,
+        r: Request<pb::ListAnomaliesRequest>,
+    ) -> Result<Response<pb::ListAnomaliesResponse>, Status> {
+        let r = r.into_inner();
+        if !r.cluster.is_empty() && self.ctl.cluster(&r.cluster).is_none() {
+            return Err(status(ControllerError::UnknownCluster(r.cluster)));
+        }
+        let Some(a) = self.ctl.anomalies() else {
+            return Ok(Response::new(pb::ListAnomaliesResponse::default()));
+        };
+        let (open, closed) = a.list(&r.cluster, r.include_closed);
+        Ok(Response::new(pb::ListAnomaliesResponse {
+            open: open.into_iter().map(convert::anomaly_to_wire).collect(),
+            closed: closed.into_iter().map(convert::anomaly_to_wire).collect(),
+            enabled: true,
+        }))
+    }
 }

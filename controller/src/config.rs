@@ -135,6 +135,9 @@ pub struct Config {
     /// the file at every start (not stored), so they may name clusters
     /// added through the admin API.
     pub haproxy: Vec<crate::haproxy::HaproxyConfig>,
+    /// `[anomaly]`: streaming anomaly detection on every ingested series
+    /// (docs/anomaly.md).
+    pub anomaly: crate::anomaly::AnomalyConfig,
 }
 
 /// A role: what a credential may call (see `crate::auth::RPC_ROLES`).
@@ -329,6 +332,7 @@ impl Default for Config {
             tls: None,
             limits: LimitsConfig::default(),
             haproxy: Vec::new(),
+            anomaly: crate::anomaly::AnomalyConfig::default(),
         }
     }
 }
@@ -724,6 +728,9 @@ impl Config {
             .map_err(|e| invalid("default_policy", e.to_string()))?;
         self.validate_security()?;
         crate::haproxy::validate_all(&self.haproxy).map_err(|(f, m)| invalid(f, m))?;
+        self.anomaly
+            .validate()
+            .map_err(|(f, m)| invalid(format!("anomaly.{f}"), m))?;
         if self.clusters.len() > self.limits.max_clusters {
             return Err(invalid(
                 "clusters",
@@ -1106,6 +1113,20 @@ derive_latency = false
             ),
             ("otlp_listen = \"nope\"", "otlp_listen"),
             ("[otlp]\nmax_series = 0", "otlp.max_series"),
+            ("[anomaly]\nthreshold = 0.0", "anomaly.threshold"),
+            ("[anomaly]\nthreshold = 1.5", "anomaly.threshold"),
+            ("[anomaly]\nquiet_seconds = -1.0", "anomaly.quiet_seconds"),
+            ("[anomaly]\nmax_detectors = 0", "anomaly.max_detectors"),
+            ("[anomaly]\nhistory = 5", "anomaly.history"),
+            (
+                "[anomaly]\nwebhook_url = \"https://alerts.example/aya\"",
+                "anomaly.webhook_url",
+            ),
+            ("[anomaly]\nwebhook_queue = 0", "anomaly.webhook_queue"),
+            (
+                "[anomaly]\nwebhook_timeout_seconds = 0.0",
+                "anomaly.webhook_timeout_seconds",
+            ),
             (
                 "[otlp.clusters.web]\nbackend_attributes = [[]]",
                 "otlp.clusters.web.backend_attributes[0]",

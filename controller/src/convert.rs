@@ -249,6 +249,25 @@ pub fn cluster_from_wire(c: &pb::Cluster) -> Result<ClusterConfig, WireClusterEr
     })
 }
 
+/// An anomaly as `ListAnomalies` returns it.
+pub fn anomaly_to_wire(a: crate::anomaly::Anomaly) -> pb::Anomaly {
+    let e = a.episode;
+    pb::Anomaly {
+        cluster: a.cluster,
+        backend: a.backend,
+        metric: a.metric,
+        labels: a.labels,
+        opened_at_ms: e.opened_at_ms,
+        closed_at_ms: e.closed_at_ms.unwrap_or(0),
+        last_ms: e.last_ms,
+        last_score: e.last_score,
+        peak_score: e.peak_score,
+        peak_at_ms: e.peak_at_ms,
+        value: e.value,
+        explanation: e.explanation,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

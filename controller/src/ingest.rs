@@ -32,6 +32,7 @@ pub mod sample;
 
 pub use sample::{MetricKind, Outcome, RejectReason, Rejection, Sample};
 
+use crate::anomaly::{Anomalies, Point};
 use crate::clock::Clock;
 use crate::config::ClusterConfig;
 use crate::metrics::Metrics;
@@ -571,6 +572,8 @@ pub struct Writer {
     /// The time samples are validated against (future skew, retention) and
     /// commits are measured on.
     pub clock: Clock,
+    /// The anomaly detectors fed every committed sample (`None`: off).
+    pub anomalies: Option<Arc<Anomalies>>,
 }
 
 impl Writer {
@@ -623,6 +626,11 @@ impl Writer {
         // and every series the group touched (once each).
         let mut saved: Vec<(u32, SeriesState)> = Vec::new();
         let mut touched: Vec<u32> = Vec::new();
+        // What the anomaly detectors score once the group is committed.
+        let mut scored: Vec<Point> = Vec::new();
+        if self.anomalies.is_some() {
+            scored.reserve(jobs.iter().map(|j| j.samples.len()).sum());
+        }
         let registry = self.registry.read().unwrap_or_else(|p| p.into_inner());
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let stamp = state.begin_group();
@@ -716,11 +724,22 @@ impl Writer {
                 }
                 ser.apply(s.timestamp_ms, s.value);
                 seg.push(id, s.timestamp_ms, s.value);
+                if self.anomalies.is_some() {
+                    // Counters and deltas are scored on their rate (none at their first point).
+                    let v = if s.kind.is_count() {
+                        ser.rate
+                    } else {
+                        Some(s.value)
+                    };
+                    if let Some(v) = v {
+                        scored.push((id, s.timestamp_ms, v));
+                    }
+                }
                 out.push(Ok(()));
             }
             results.push(out);
         }
-        self.commit_group(
+        let committed = self.commit_group(
             &mut state,
             seg,
             &touched,
@@ -728,6 +747,9 @@ impl Writer {
             series_before,
             &mut results,
         );
+        if committed && let Some(a) = &self.anomalies {
+            a.observe(&scored, |id| state.series.get(id as usize).map(|s| &s.key));
+        }
         drop(state);
         drop(registry);
         self.answer(jobs, results)
@@ -745,7 +767,7 @@ impl Writer {
     }
 
     /// Write the group's segment; on failure, restore the series it touched
-    /// and turn its accepted samples into storage errors.
+    /// and turn its accepted samples into storage errors (and return false).
     fn commit_group(
         &self,
         state: &mut IngestState,
@@ -754,7 +776,7 @@ impl Writer {
         saved: Vec<(u32, SeriesState)>,
         series_before: usize,
         results: &mut [Vec<Outcome>],
-    ) {
+    ) -> bool {
         if !seg.is_empty() {
             seg.last = touched
                 .iter()
@@ -767,6 +789,7 @@ impl Writer {
                     state.next_segment += 1;
                     self.metrics
                         .observe_commit(started.seconds(), seg.len() as u64);
+                    true
                 }
                 Err(e) => {
                     tracing::error!(error = %e, samples = seg.len(), "ingest commit failed; rejecting the group");
@@ -781,8 +804,11 @@ impl Writer {
                     for r in results.iter_mut().flatten().filter(|r| r.is_ok()) {
                         *r = Err(reject(RejectReason::StorageError, msg.clone()));
                     }
+                    false
                 }
             }
+        } else {
+            true
         }
     }
 
@@ -879,6 +905,7 @@ mod tests {
                 max_series_per_cluster: 1000,
             },
             clock: Clock::manual(1_767_225_600_000),
+            anomalies: None,
         };
         let t = w.clock.now_ms();
         let mut other = sample("a", "m", t, 1.0);
@@ -975,6 +1002,7 @@ mod tests {
                 max_series_per_cluster: 2,
             },
             clock: Clock::manual(1_767_225_600_000),
+            anomalies: None,
         };
         let t = w.clock.now_ms();
         let in_d = |metric: &str, ts: i64| {

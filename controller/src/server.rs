@@ -578,12 +578,13 @@ fn metrics_app(
     haproxy: &crate::haproxy::HaproxyMetrics,
     rates: &Arc<crate::auth::RateLimits>,
 ) -> axum::Router {
-    let (m, p, x, sec, hap) = (
+    let (m, p, x, sec, hap, anomalies) = (
         ctl.metrics().clone(),
         ctl.publisher().clone(),
         ctl.xds_stats().clone(),
         security.metrics.clone(),
         haproxy.clone(),
+        ctl.anomalies().cloned(),
     );
     axum::Router::new()
         .route(
@@ -599,6 +600,9 @@ fn metrics_app(
                     extra.truncate(cut);
                 }
                 body.push_str(&extra);
+                if let Some(a) = &anomalies {
+                    body.push_str(&a.render());
+                }
                 body.push_str(&hap.render());
                 async move {
                     (

@@ -283,6 +283,22 @@ fn calls() -> Vec<(&'static str, Role, Call)> {
             }),
         ),
         (
+            "ListAnomalies",
+            Role::Read,
+            call(|ch, t| async move {
+                AdminServiceClient::new(ch)
+                    .list_anomalies(with_token(
+                        pb::ListAnomaliesRequest {
+                            cluster: "web".into(),
+                            include_closed: true,
+                        },
+                        t,
+                    ))
+                    .await
+                    .map(|_| ())
+            }),
+        ),
+        (
             "SetOverride",
             Role::Admin,
             call(|ch, t| async move {
@@ -424,8 +440,8 @@ async fn every_role_is_enforced_on_its_rpcs() {
     let r = http_get(srv.metrics_addr, "/metrics", Some(READER)).await;
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
     for needle in [
-        "aya_auth_denied_total{listener=\"grpc\",reason=\"unauthenticated\"} 20",
-        "aya_auth_denied_total{listener=\"grpc\",reason=\"permission_denied\"} 10",
+        "aya_auth_denied_total{listener=\"grpc\",reason=\"unauthenticated\"} 22",
+        "aya_auth_denied_total{listener=\"grpc\",reason=\"permission_denied\"} 11",
         "aya_auth_denied_total{listener=\"http\",reason=\"unauthenticated\"} 1",
         "aya_limit{limit=\"max_connections\"} 1024",
         "aya_connections_open{listener=\"grpc\"} ",

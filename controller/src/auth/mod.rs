@@ -99,6 +99,10 @@ pub const RPC_ROLES: &[(&str, Access)] = &[
     ),
     ("/aya.v1.AdminService/GetStats", Access::Role(Role::Read)),
     (
+        "/aya.v1.AdminService/ListAnomalies",
+        Access::Role(Role::Read),
+    ),
+    (
         "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources",
         Access::Role(Role::Watch),
     ),
@@ -618,7 +622,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(found, 17, "aya.v1 and KEDA rpcs found in the .proto files");
+        assert_eq!(found, 18, "aya.v1 and KEDA rpcs found in the .proto files");
         for (path, _) in RPC_ROLES {
             let svc = path[1..].split('/').next().unwrap();
             assert!(SERVICES.contains(&svc), "{path}: service not served");

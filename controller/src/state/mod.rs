@@ -119,6 +119,8 @@ struct Inner {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Demand observed by ticks, not yet appended to the store.
     pending_demand: Mutex<Vec<(String, i64, f64)>>,
+    /// The anomaly detectors (`None` when `[anomaly] enabled = false`).
+    anomalies: Option<Arc<crate::anomaly::Anomalies>>,
 }
 
 impl Inner {
@@ -227,6 +229,10 @@ impl Controller {
     /// The store.
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+    /// The anomaly detectors (`None` when `[anomaly] enabled = false`).
+    pub fn anomalies(&self) -> Option<&Arc<crate::anomaly::Anomalies>> {
+        self.inner.anomalies.as_ref()
     }
 
     /// Queue a batch for validation and durable storage; the receiver gets

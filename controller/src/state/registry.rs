@@ -37,6 +37,10 @@ impl Controller {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(cfg.name.clone(), cfg.clone());
+        if let Some(a) = &self.inner.anomalies {
+            let names: Vec<&str> = cfg.backends.iter().map(|b| b.name.as_str()).collect();
+            a.retain_backends(&cfg.name, &names);
+        }
         self.tick_cluster(&cfg.name, self.inner.clock.now_secs())?;
         Ok(cfg)
     }
@@ -61,6 +65,9 @@ impl Controller {
             self.inner.store.retain_demand(name, i64::MAX)?;
             self.inner.store.delete_model(&model_key(name))?;
             self.inner.metrics.forget_cluster(name);
+            if let Some(a) = &self.inner.anomalies {
+                a.forget_cluster(name);
+            }
         }
         Ok(existed)
     }

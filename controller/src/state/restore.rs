@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use super::runtime::new_runtime;
 use super::{Controller, ControllerError, Inner, Override, lock_read, model_key};
+use crate::anomaly::Anomalies;
 use crate::clock::Clock;
 use crate::config::{ClusterConfig, Config};
 use crate::ingest::{IngestState, Job, Limits, Writer};
@@ -60,6 +61,12 @@ impl Controller {
 
         let registry = Arc::new(RwLock::new(registry));
         let ingest = Arc::new(Mutex::new(ingest));
+        let anomalies = match config.anomaly.enabled {
+            true => Some(Arc::new(Anomalies::start(&config.anomaly).map_err(
+                |e| ControllerError::Invalid(format!("starting the anomaly webhook thread: {e}")),
+            )?)),
+            false => None,
+        };
         let (tx, rx) = mpsc::channel(config.ingest_queue_batches);
         let writer = Writer {
             store: store.clone(),
@@ -68,6 +75,7 @@ impl Controller {
             metrics: metrics.clone(),
             limits: Limits::of(&config),
             clock: clock.clone(),
+            anomalies: anomalies.clone(),
         };
         let writer = start_writer(writer, rx)?;
 
@@ -94,6 +102,7 @@ impl Controller {
                 closing: tokio::sync::watch::channel(false).0,
                 writer: Mutex::new(Some(writer)),
                 pending_demand: Mutex::new(Vec::new()),
+                anomalies,
             }),
         })
     }
