@@ -186,10 +186,38 @@ pub fn run_serve(args: &ServeArgs) -> CliResult {
             let _ = out.flush();
         };
         let clock = aya_controller::clock::Clock::system();
-        aya_controller::server::serve_admin_ready(listeners, admin, cfg, clock, shutdown_signal(), ready)
+        let reloads = reload_on_sighup(args.clone());
+        aya_controller::server::serve_reloadable(listeners, admin, cfg, clock, shutdown_signal(), ready, reloads)
             .await
             .map_err(|e| Failure::runtime(anyhow::Error::new(e)))
     })
+}
+
+/// On each SIGHUP, read the configuration again (the file and the
+/// command-line overrides, as at start) and send it to the service, or why
+/// it cannot be used.
+fn reload_on_sighup(
+    args: ServeArgs,
+) -> tokio::sync::mpsc::Receiver<aya_controller::server::Reload> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot listen for SIGHUP: configuration reload is off");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the configuration");
+            let request = serve_config(&args).map_err(|f| format!("{f}"));
+            if tx.send(request).await.is_err() {
+                return;
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
 }
 
 /// Resolves on ctrl-c or SIGTERM.

@@ -139,6 +139,16 @@ pub struct Metrics {
     candidate_mase: Family<ClusterLabels, FloatGauge>,
     current_mase: Family<ClusterLabels, FloatGauge>,
     retrain_seconds: Family<ClusterLabels, FloatGauge>,
+    /// Configuration reloads by result (`success`, `failure`).
+    reloads: Family<ResultLabels, Counter>,
+    reload_ok: Gauge,
+    reload_ok_at: FloatGauge,
+}
+
+/// Label set of the configuration reload counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
 }
 
 impl Default for Metrics {
@@ -270,7 +280,29 @@ impl Metrics {
             "Duration of the last retrain of the cluster",
             retrain_seconds.clone(),
         );
+        let reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "aya_config_reloads",
+            "Configuration reloads (SIGHUP), by result",
+            reloads.clone(),
+        );
+        let reload_ok = Gauge::default();
+        reload_ok.set(1);
+        registry.register(
+            "aya_config_last_reload_successful",
+            "Whether the last configuration reload succeeded (1 until one fails)",
+            reload_ok.clone(),
+        );
+        let reload_ok_at = FloatGauge::default();
+        registry.register(
+            "aya_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration reload (0: none yet)",
+            reload_ok_at.clone(),
+        );
         Metrics {
+            reloads,
+            reload_ok,
+            reload_ok_at,
             registry,
             accepted,
             rejected,
@@ -411,6 +443,17 @@ impl Metrics {
             None => {
                 m.remove(cluster);
             }
+        }
+    }
+
+    /// Record a configuration reload: its result and, when it succeeded,
+    /// its time (unix seconds).
+    pub fn observe_reload(&self, ok: bool, now_secs: f64) {
+        let result = if ok { "success" } else { "failure" };
+        self.reloads.get_or_create(&ResultLabels { result }).inc();
+        self.reload_ok.set(i64::from(ok));
+        if ok {
+            self.reload_ok_at.set(now_secs);
         }
     }
 

@@ -142,12 +142,38 @@ pub async fn serve_admin_ready(
     shutdown: impl Future<Output = ()> + Send + 'static,
     ready: impl FnOnce() + Send,
 ) -> Result<(), ServeError> {
+    let (_no_reloads, reloads) = tokio::sync::mpsc::channel(1);
+    serve_reloadable(listeners, admin, config, clock, shutdown, ready, reloads).await
+}
+
+/// A configuration reload request: the new file, parsed and validated, or
+/// why it could not be (logged and counted; the running configuration
+/// stays).
+pub type Reload = Result<Config, String>;
+
+/// [`serve_admin_ready`] that also applies configuration reloads from
+/// `reloads` (what `aya serve` sends on `SIGHUP`, see
+/// [`Controller::reload`]): each is logged, counted in
+/// `aya_config_reloads_total{result}` and
+/// `aya_config_last_reload_successful`.
+pub async fn serve_reloadable(
+    listeners: Listeners,
+    admin: Option<TcpListener>,
+    config: Config,
+    clock: Clock,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce() + Send,
+    reloads: tokio::sync::mpsc::Receiver<Reload>,
+) -> Result<(), ServeError> {
     // Certificates are checked before the store opens: a wrong path fails fast.
     let security = Security::new(&config)?;
     let ctl =
         tokio::task::spawn_blocking(move || Controller::open_with_clock(config, clock)).await??;
+    let reloader = tokio::spawn(apply_reloads(ctl.clone(), reloads));
     ready();
     let result = serve_secured(ctl.clone(), listeners, admin, security, shutdown).await;
+    reloader.abort();
+    let _ = reloader.await;
     let closed = tokio::task::spawn_blocking(move || ctl.close(DRAIN_TIMEOUT)).await?;
     if !closed {
         tracing::warn!(
@@ -155,6 +181,46 @@ pub async fn serve_admin_ready(
         );
     }
     result
+}
+
+/// Apply each reload request to `ctl` until the sender is gone.
+async fn apply_reloads(ctl: Controller, mut reloads: tokio::sync::mpsc::Receiver<Reload>) {
+    while let Some(request) = reloads.recv().await {
+        let now = ctl.clock().now_secs();
+        let new = match request {
+            Ok(c) => c,
+            Err(why) => {
+                tracing::error!(error = %why, "configuration reload refused; the running configuration stays");
+                ctl.metrics().observe_reload(false, now);
+                continue;
+            }
+        };
+        let c = ctl.clone();
+        match tokio::task::spawn_blocking(move || c.reload(&new)).await {
+            Ok(Ok(report)) => {
+                tracing::info!(
+                    upserted = ?report.upserted,
+                    deleted = ?report.deleted,
+                    "configuration reloaded"
+                );
+                if !report.restart_needed.is_empty() {
+                    tracing::warn!(
+                        settings = ?report.restart_needed,
+                        "changed settings take effect only after a restart; they are left as they run"
+                    );
+                }
+                ctl.metrics().observe_reload(true, now);
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "configuration reload failed part-way");
+                ctl.metrics().observe_reload(false, now);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "configuration reload task failed");
+                ctl.metrics().observe_reload(false, now);
+            }
+        }
+    }
 }
 
 /// How long in-flight RPCs may take to finish after a shutdown signal.

@@ -33,6 +33,7 @@ use crate::store::{Store, StoreError};
 use crate::xds::XdsStats;
 
 pub mod registry;
+pub mod reload;
 pub mod restore;
 pub mod retrain;
 pub mod runtime;
@@ -121,6 +122,9 @@ struct Inner {
     pending_demand: Mutex<Vec<(String, i64, f64)>>,
     /// The anomaly detectors (`None` when `[anomaly] enabled = false`).
     anomalies: Option<Arc<crate::anomaly::Anomalies>>,
+    /// The configuration file as last applied (at start or by a reload):
+    /// what a reload compares the new file with.
+    applied: Mutex<Config>,
 }
 
 impl Inner {

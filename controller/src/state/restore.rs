@@ -89,6 +89,7 @@ impl Controller {
         }
         Ok(Controller {
             inner: Arc::new(Inner {
+                applied: Mutex::new(config.clone()),
                 config,
                 clock,
                 store,
