@@ -42,7 +42,8 @@ fi
 export CARGO_TARGET_DIR="$ROOT/fuzz/target"
 start=$(date +%s)
 (cd fuzz && cargo afl build --release --bins)
-echo "fuzz.sh: build took $(( $(date +%s) - start )) s"
+echo "fuzz.sh: build took $(( $(date +%s) - start )) s (AFL_OPT_LEVEL=${AFL_OPT_LEVEL:-3})"
+unset AFL_OPT_LEVEL # a build setting of cargo-afl, not one of afl-fuzz's
 
 export AFL_NO_UI=1 AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1
 export AFL_NO_AFFINITY=1 AFL_SKIP_CRASHES=0 AFL_TMPDIR="${AFL_TMPDIR:-/tmp}"
@@ -67,14 +68,15 @@ for t in "${TARGETS[@]}"; do
   speed=$(stat_of "$stats" execs_per_sec)
   crashes=$(find "$out/default/crashes" -type f -name 'id:*' | wc -l)
   hangs=$(find "$out/default/hangs" -type f -name 'id:*' | wc -l)
+  secs=$(stat_of "$stats" run_time)
   edges=$(stat_of "$stats" edges_found)
   corpus=$(stat_of "$stats" corpus_count)
   total_execs=$((total_execs + execs))
   total_crashes=$((total_crashes + crashes))
-  report+=("$(printf '%-9s %12s %10s %8s %8s %8s %8s' "$t" "$execs" "$speed" "$crashes" "$hangs" "$edges" "$corpus")")
+  report+=("$(printf '%-9s %12s %10s %6s %8s %6s %6s %7s' "$t" "$execs" "$speed" "$secs" "$crashes" "$hangs" "$edges" "$corpus")")
 done
 
-printf '\n%-9s %12s %10s %8s %8s %8s %8s\n' target execs exec/s crashes hangs edges corpus
+printf '\n%-9s %12s %10s %6s %8s %6s %6s %7s\n' target execs exec/s secs crashes hangs edges corpus
 printf '%s\n' "${report[@]}"
 echo "fuzz.sh: ${#TARGETS[@]} target(s) x ${SECONDS_PER_TARGET} s: $total_execs executions, $total_crashes crash(es)"
 if [ "$total_crashes" -gt 0 ]; then

@@ -6,7 +6,9 @@
 
 use std::path::Path;
 
-use aya_forecaster::data::{Aggregate, Duplicates, LoadOptions, load_csv_all_bytes, load_csv_bytes};
+use aya_forecaster::data::{
+    Aggregate, Duplicates, LoadOptions, load_csv_all_bytes, load_csv_bytes,
+};
 
 fn options(flags: u8) -> LoadOptions {
     LoadOptions {

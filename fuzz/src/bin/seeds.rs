@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
-use aya_controller::remote_write::{self, Label, PromSample, TimeSeries, WriteRequest};
 use aya_controller::clock::Clock;
+use aya_controller::remote_write::{self, Label, PromSample, TimeSeries, WriteRequest};
 use aya_controller::state::Controller;
 use aya_controller::store::STORE_FILE;
 use aya_fuzz::{T0_MS, controller_config};
@@ -19,7 +19,6 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
-
 
 fn sample(backend: &str, metric: &str, kind: pb::MetricKind, ts: i64, value: f64) -> pb::Sample {
     pb::Sample {
@@ -104,14 +103,18 @@ fn otlp() -> ExportMetricsServiceRequest {
 
 fn remote_write_body() -> Vec<u8> {
     let series = |name: &str, backend: &str, extra: &[(&str, &str)], value: f64| TimeSeries {
-        labels: [("__name__", name), ("aya_cluster", "web"), ("aya_backend", backend)]
-            .iter()
-            .chain(extra)
-            .map(|(n, v)| Label {
-                name: n.to_string(),
-                value: v.to_string(),
-            })
-            .collect(),
+        labels: [
+            ("__name__", name),
+            ("aya_cluster", "web"),
+            ("aya_backend", backend),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|(n, v)| Label {
+            name: n.to_string(),
+            value: v.to_string(),
+        })
+        .collect(),
         samples: vec![PromSample {
             value,
             timestamp: T0_MS - 1000,
@@ -121,8 +124,18 @@ fn remote_write_body() -> Vec<u8> {
         timeseries: vec![
             series("http_server_active_requests", "a", &[], 2.0),
             series("http_requests_total", "b", &[], 40.0),
-            series("http_server_request_duration_seconds_bucket", "c", &[("le", "0.1")], 5.0),
-            series("http_server_request_duration_seconds_bucket", "c", &[("le", "+Inf")], 7.0),
+            series(
+                "http_server_request_duration_seconds_bucket",
+                "c",
+                &[("le", "0.1")],
+                5.0,
+            ),
+            series(
+                "http_server_request_duration_seconds_bucket",
+                "c",
+                &[("le", "+Inf")],
+                7.0,
+            ),
         ],
     };
     remote_write::encode(&req).expect("snappy encodes")
@@ -155,40 +168,97 @@ fn proto_seeds() -> Vec<(&'static str, u8, Vec<u8>)> {
     let web = || "web".to_string();
     vec![
         ("ingest", 0, batch.encode_to_vec()),
-        ("query_history", 1, pb::QueryHistoryRequest {
-            cluster: web(),
-            backend: "a".into(),
-            metric: "in_flight".into(),
-            start_ms: T0_MS - 60_000,
-            end_ms: T0_MS,
-            limit: 100,
-        }
-        .encode_to_vec()),
-        ("watch", 2, pb::WatchRequest { cluster: web(), last_version: 0 }.encode_to_vec()),
-        ("get_snapshot", 3, pb::GetSnapshotRequest { cluster: web() }.encode_to_vec()),
-        ("get_forecast", 4, pb::ForecastRequest { cluster: web(), horizon: 6 }.encode_to_vec()),
+        (
+            "query_history",
+            1,
+            pb::QueryHistoryRequest {
+                cluster: web(),
+                backend: "a".into(),
+                metric: "in_flight".into(),
+                start_ms: T0_MS - 60_000,
+                end_ms: T0_MS,
+                limit: 100,
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "watch",
+            2,
+            pb::WatchRequest {
+                cluster: web(),
+                last_version: 0,
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "get_snapshot",
+            3,
+            pb::GetSnapshotRequest { cluster: web() }.encode_to_vec(),
+        ),
+        (
+            "get_forecast",
+            4,
+            pb::ForecastRequest {
+                cluster: web(),
+                horizon: 6,
+            }
+            .encode_to_vec(),
+        ),
         ("list_clusters", 5, Vec::new()),
-        ("upsert_cluster", 6, pb::UpsertClusterRequest { cluster: Some(cluster) }.encode_to_vec()),
-        ("delete_cluster", 7, pb::DeleteClusterRequest { name: "api".into() }.encode_to_vec()),
-        ("upsert_backend", 8, pb::UpsertBackendRequest {
-            cluster: web(),
-            backend: Some(pb::Backend {
-                name: "d".into(),
-                address: "127.0.0.1:9004".into(),
-                weight_hint: 1,
-            }),
-        }
-        .encode_to_vec()),
-        ("delete_backend", 9, pb::DeleteBackendRequest { cluster: web(), backend: "d".into() }
-            .encode_to_vec()),
-        ("set_override", 10, pb::SetOverrideRequest {
-            cluster: web(),
-            weights: vec![pb::BackendWeight { backend: "a".into(), weight: 3 }],
-            algorithm: 0,
-            desired_replicas: 3,
-        }
-        .encode_to_vec()),
-        ("clear_override", 11, pb::ClearOverrideRequest { cluster: web() }.encode_to_vec()),
+        (
+            "upsert_cluster",
+            6,
+            pb::UpsertClusterRequest {
+                cluster: Some(cluster),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "delete_cluster",
+            7,
+            pb::DeleteClusterRequest { name: "api".into() }.encode_to_vec(),
+        ),
+        (
+            "upsert_backend",
+            8,
+            pb::UpsertBackendRequest {
+                cluster: web(),
+                backend: Some(pb::Backend {
+                    name: "d".into(),
+                    address: "127.0.0.1:9004".into(),
+                    weight_hint: 1,
+                }),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "delete_backend",
+            9,
+            pb::DeleteBackendRequest {
+                cluster: web(),
+                backend: "d".into(),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "set_override",
+            10,
+            pb::SetOverrideRequest {
+                cluster: web(),
+                weights: vec![pb::BackendWeight {
+                    backend: "a".into(),
+                    weight: 3,
+                }],
+                algorithm: 0,
+                desired_replicas: 3,
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "clear_override",
+            11,
+            pb::ClearOverrideRequest { cluster: web() }.encode_to_vec(),
+        ),
         ("get_stats", 12, Vec::new()),
         ("otlp_export", 13, otlp().encode_to_vec()),
         ("remote_write", 14, remote_write_body()),
@@ -208,10 +278,16 @@ fn store_seed(out: &Path) {
     let (_, _, batch) = &proto_seeds()[0];
     let batch = pb::IngestBatch::decode(batch.as_slice()).expect("the ingest seed decodes");
     rt.block_on(async {
-        let done = ctl.submit(batch.samples).await.expect("the batch is queued");
+        let done = ctl
+            .submit(batch.samples)
+            .await
+            .expect("the batch is queued");
         done.await.expect("the batch is committed");
     });
-    assert!(ctl.close(std::time::Duration::from_secs(10)), "the seed store closes");
+    assert!(
+        ctl.close(std::time::Duration::from_secs(10)),
+        "the seed store closes"
+    );
     let bytes = std::fs::read(dir.path().join(STORE_FILE)).expect("the store file");
     std::fs::write(out.join("store/small.redb"), &bytes).expect("the store seed is written");
     let cut = &bytes[..bytes.len().min(4096)];
@@ -219,7 +295,9 @@ fn store_seed(out: &Path) {
 }
 
 fn main() {
-    let out = std::env::args().nth(1).unwrap_or_else(|| "fuzz/corpus".into());
+    let out = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "fuzz/corpus".into());
     let out = Path::new(&out);
     for (name, which, body) in proto_seeds() {
         let mut bytes = vec![which];

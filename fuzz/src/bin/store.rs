@@ -13,9 +13,7 @@
 use aya_controller::store::{OpenMode, Store};
 
 fn abort_unless_redb(info: &std::panic::PanicHookInfo<'_>) {
-    let in_redb = info
-        .location()
-        .is_some_and(|l| l.file().contains("/redb-"));
+    let in_redb = info.location().is_some_and(|l| l.file().contains("/redb-"));
     if !in_redb {
         eprintln!("{info}");
         std::process::abort();
