@@ -640,6 +640,29 @@ pub fn valid_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b':' | b'-'))
 }
 
+/// A token file longer than this is refused (a token has at most 4096
+/// characters); the read stops there, so `/dev/zero` or a wrong, huge
+/// file is an error instead of an unbounded read.
+const MAX_TOKEN_FILE_BYTES: u64 = 64 * 1024;
+
+/// Read a `token_file`, at most [`MAX_TOKEN_FILE_BYTES`] of it.
+fn read_token_file(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let mut text = String::new();
+    file.take(MAX_TOKEN_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(cannot)?;
+    if text.len() as u64 > MAX_TOKEN_FILE_BYTES {
+        return Err(format!(
+            "{} is larger than {MAX_TOKEN_FILE_BYTES} bytes: not a token file",
+            path.display()
+        ));
+    }
+    Ok(text)
+}
+
 impl Config {
     /// How the store is opened (`init` → [`crate::store::OpenMode::Init`]).
     pub fn store_open_mode(&self) -> crate::store::OpenMode {
@@ -852,12 +875,8 @@ impl Config {
                     ));
                 }
                 (Some(path), true) => {
-                    let text = std::fs::read_to_string(path).map_err(|e| {
-                        invalid(
-                            format!("{f}.token_file"),
-                            format!("cannot read {}: {e}", path.display()),
-                        )
-                    })?;
+                    let text =
+                        read_token_file(path).map_err(|m| invalid(format!("{f}.token_file"), m))?;
                     t.token = text.trim().to_string();
                     t.token_file = None;
                 }
@@ -1025,6 +1044,33 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_token_file_is_refused_without_reading_it_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = dir.path().join("ok");
+        std::fs::write(&ok, "0123456789abcdef0123456789abcdef\n").unwrap();
+        assert_eq!(
+            read_token_file(&ok).unwrap().trim(),
+            "0123456789abcdef0123456789abcdef"
+        );
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'a'; MAX_TOKEN_FILE_BYTES as usize + 1]).unwrap();
+        let e = read_token_file(&big).unwrap_err();
+        assert!(e.contains("larger than 65536 bytes"), "{e}");
+        // An endless file ends at the cap instead of filling the memory.
+        let e = read_token_file(Path::new("/dev/zero")).unwrap_err();
+        assert!(e.contains("/dev/zero is larger than"), "{e}");
+        let mut c = Config::default();
+        c.auth.tokens = vec![TokenConfig {
+            name: "x".into(),
+            roles: vec![Role::Admin],
+            token: String::new(),
+            token_file: Some(big),
+        }];
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("auth.tokens[0].token_file"), "{e}");
+    }
 
     #[test]
     fn full_file_parses_and_validates() {

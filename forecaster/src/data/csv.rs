@@ -83,7 +83,16 @@ pub fn load_csv_all(path: &Path, opts: &LoadOptions) -> Result<Vec<Series>, Data
         path: path.to_path_buf(),
         source,
     })?;
-    load_impl(path, &bytes, opts, true)
+    load_csv_all_bytes(path, &bytes, opts)
+}
+
+/// [`load_csv_all`] on CSV bytes; `path` is only used in messages and the series names.
+pub fn load_csv_all_bytes(
+    path: &Path,
+    bytes: &[u8],
+    opts: &LoadOptions,
+) -> Result<Vec<Series>, DataError> {
+    load_impl(path, bytes, opts, true)
 }
 
 /// The header and the line of each data record.

@@ -31,7 +31,7 @@ pub mod write;
 
 use std::path::{Path, PathBuf};
 
-pub use self::csv::{load_csv, load_csv_all, load_csv_bytes};
+pub use self::csv::{load_csv, load_csv_all, load_csv_all_bytes, load_csv_bytes};
 pub use self::error::DataError;
 pub use self::quality::{
     Gap, QualityReport, ResampleReport, RowIssue, detect_interval, format_interval,
