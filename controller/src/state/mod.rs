@@ -122,9 +122,9 @@ struct Inner {
     pending_demand: Mutex<Vec<(String, i64, f64)>>,
     /// The anomaly detectors (`None` when `[anomaly] enabled = false`).
     anomalies: Option<Arc<crate::anomaly::Anomalies>>,
-    /// The configuration file as last applied (at start or by a reload):
-    /// what a reload compares the new file with.
-    applied: Mutex<Config>,
+    /// The configuration file's clusters as last applied (at start or by a
+    /// reload): what a reload compares the new file with.
+    applied: Mutex<Vec<ClusterConfig>>,
 }
 
 impl Inner {

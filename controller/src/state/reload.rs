@@ -55,24 +55,21 @@ impl Controller {
             restart_needed: changed_settings(&self.inner.config, new),
             ..ReloadReport::default()
         };
-        let before =
-            |name: &str| -> Option<&ClusterConfig> { old.clusters.iter().find(|c| c.name == name) };
+        let before = |name: &str| -> Option<&ClusterConfig> { old.iter().find(|c| c.name == name) };
         let text = |c: Option<ClusterConfig>| {
             c.and_then(|c| serde_json::to_string(&c).ok())
                 .unwrap_or_else(|| "-".into())
         };
-        let audit = |resource: &str, before: String, after: String| {
-            tracing::info!(
-                target: "aya::audit",
-                identity = "config-reload",
-                via = "config",
-                rpc = "reload",
-                resource,
-                before = before.as_str(),
-                after = after.as_str(),
-                "admin change"
-            );
+        // The same audit line as an admin RPC's, by identity `config-reload`.
+        let caller = crate::auth::Caller {
+            identity: "config-reload".into(),
+            via: "config",
         };
+        let audit = |resource: &str, before: String, after: String| {
+            crate::auth::audit(&caller, "reload", resource, &before, &after);
+        };
+        // Kept up to date cluster by cluster, so that a reload stopped by an
+        // error leaves `applied` saying what was applied.
         let mut applied = old.clone();
         for c in &new.clusters {
             if before(&c.name) == Some(c) {
@@ -83,24 +80,22 @@ impl Controller {
                 ControllerError::Invalid(format!("reload: cluster {:?}: {e}", c.name))
             })?;
             audit(&c.name, text(running), text(Some(stored)));
-            applied.clusters.retain(|x| x.name != c.name);
-            applied.clusters.push(c.clone());
+            applied.retain(|x| x.name != c.name);
+            applied.push(c.clone());
             *lock(&self.inner.applied) = applied.clone();
             report.upserted.push(c.name.clone());
         }
-        for c in &old.clusters {
+        for c in &old {
             if new.clusters.iter().any(|n| n.name == c.name) {
                 continue;
             }
             let running = self.cluster(&c.name);
             self.delete_cluster(&c.name)?;
             audit(&c.name, text(running), "-".into());
+            applied.retain(|x| x.name != c.name);
+            *lock(&self.inner.applied) = applied.clone();
             report.deleted.push(c.name.clone());
         }
-        let mut applied = new.clone();
-        // Settings that need a restart stay as they run.
-        applied.clusters = new.clusters.clone();
-        *lock(&self.inner.applied) = applied;
         report.upserted.sort();
         report.deleted.sort();
         Ok(report)

@@ -89,7 +89,7 @@ impl Controller {
         }
         Ok(Controller {
             inner: Arc::new(Inner {
-                applied: Mutex::new(config.clone()),
+                applied: Mutex::new(config.clusters.clone()),
                 config,
                 clock,
                 store,

@@ -599,7 +599,7 @@ pub fn query_range(q: &RangeQuery) -> Result<Vec<PromSeries>, PrometheusError> {
     let endpoint = q.endpoint()?;
     let chunks = q.chunks()?;
     let agent = agent(q)?;
-    let authorization = bearer(&q.access)?;
+    let authorization = authorization(&q.access)?;
     let step = secs(q.step_ms);
     let mut pieces = Vec::with_capacity(chunks.len());
     for (from, to) in chunks {
@@ -684,7 +684,7 @@ fn agent(q: &RangeQuery) -> Result<ureq::Agent, PrometheusError> {
 
 /// The `Authorization` header value of [`Access::bearer_token_file`] or
 /// [`Access::basic_auth_file`] (not both).
-fn bearer(access: &Access) -> Result<Option<String>, PrometheusError> {
+fn authorization(access: &Access) -> Result<Option<String>, PrometheusError> {
     let read = |path: &Path, what: &str| -> Result<String, PrometheusError> {
         let err = |message: String| PrometheusError::Access {
             path: path.display().to_string(),
@@ -1239,7 +1239,7 @@ mod tests {
         let token = file("token", "  s3cr3t-token\n");
         let basic = file("basic", "aya:pa55\n");
         let header = |bearer_token_file, basic_auth_file| {
-            bearer(&Access {
+            authorization(&Access {
                 ca_file: None,
                 bearer_token_file,
                 basic_auth_file,
