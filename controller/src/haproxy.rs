@@ -43,6 +43,8 @@ use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::config::{ClusterConfig, valid_name};
+
+pub mod stats;
 use crate::publish::{ClusterSnapshot, PublishedState};
 
 /// HAProxy's largest server weight.
@@ -91,6 +93,12 @@ pub struct HaproxyConfig {
     /// Longest wait between reconnect attempts (the wait doubles from 0.1 s).
     #[serde(default = "default_max_backoff")]
     pub max_backoff_seconds: f64,
+    /// Also read HAProxy's own per-server statistics (`show stat`) at every
+    /// probe and ingest them as the cluster's backend metrics (requests,
+    /// in-flight, errors, latency, health): HAProxy as a metrics source, no
+    /// code in the backends (docs/haproxy.md).
+    #[serde(default)]
+    pub stats: bool,
 }
 
 fn yes() -> bool {
@@ -705,6 +713,14 @@ struct MetricsInner {
     connected: Family<TargetLabels, Gauge>,
     drift: Family<TargetLabels, Counter>,
     applied_version: Family<TargetLabels, Gauge>,
+    stats_samples: Family<StatsLabels, Counter>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StatsLabels {
+    cluster: String,
+    backend: String,
+    result: &'static str,
 }
 
 /// Handles to the HAProxy publishers' counters (cheap to clone, shared).
@@ -727,6 +743,12 @@ impl HaproxyMetrics {
         let connected = Family::<TargetLabels, Gauge>::default();
         let drift = Family::<TargetLabels, Counter>::default();
         let applied_version = Family::<TargetLabels, Gauge>::default();
+        let stats_samples = Family::<StatsLabels, Counter>::default();
+        registry.register(
+            "aya_haproxy_stats_samples",
+            "Samples read from HAProxy's `show stat` (`stats = true`) and handed to ingest, by result (accepted, rejected)",
+            stats_samples.clone(),
+        );
         registry.register(
             "aya_haproxy_commands",
             "Runtime API commands HAProxy accepted (weights, states, added and deleted servers)",
@@ -765,6 +787,7 @@ impl HaproxyMetrics {
             connected,
             drift,
             applied_version,
+            stats_samples,
         }))
     }
 
@@ -784,6 +807,29 @@ impl HaproxyMetrics {
                 kind: e.kind(),
             })
             .inc();
+    }
+
+    fn stats_samples(&self, cfg: &HaproxyConfig, result: &'static str, n: u64) {
+        self.0
+            .stats_samples
+            .get_or_create(&StatsLabels {
+                cluster: cfg.cluster.clone(),
+                backend: cfg.backend.clone(),
+                result,
+            })
+            .inc_by(n);
+    }
+
+    /// Samples read from `show stat` for (`cluster`, HAProxy `backend`) with `result` so far.
+    pub fn stats_sample_count(&self, cluster: &str, backend: &str, result: &'static str) -> u64 {
+        self.0
+            .stats_samples
+            .get_or_create(&StatsLabels {
+                cluster: cluster.into(),
+                backend: backend.into(),
+                result,
+            })
+            .get()
     }
 
     /// Errors of kind `kind` for (`cluster`, HAProxy `backend`) so far.
@@ -941,6 +987,8 @@ pub fn spawn_all(
                 reported_missing: BTreeSet::new(),
                 refused: BTreeMap::new(),
                 unpublished_warned: false,
+                stats: stats::StatsState::default(),
+                stats_warned: false,
             };
             tokio::spawn(p.run(ctl.publisher().subscribe_all(), stop.clone()))
         })
@@ -964,6 +1012,10 @@ struct Publisher {
     refused: BTreeMap<(String, String), Duration>,
     /// The missing cluster was reported (once until it appears).
     unpublished_warned: bool,
+    /// Counters of the previous `show stat` (`stats = true`).
+    stats: stats::StatsState,
+    /// A stats problem was logged (once until stats work again).
+    stats_warned: bool,
 }
 
 /// Resolves once `rx` holds `true` (or its sender is gone).
@@ -1172,6 +1224,80 @@ impl Publisher {
             );
         }
         self.present = present;
+        if self.cfg.stats {
+            self.read_stats(s).await?;
+        }
+        Ok(())
+    }
+
+    /// `show stat BE 4 -1` → the cluster's backend metrics (see [`stats`]).
+    /// A reply Aya cannot read is counted (`bad_reply`) and logged once, and
+    /// the session goes on: steering does not depend on it.
+    async fn read_stats(&mut self, s: &mut Session) -> Result<(), HaproxyError> {
+        let command = format!("show stat {} 4 -1", self.cfg.backend);
+        let reply = s.command(&command).await?;
+        let parsed = match stats::parse_show_stat(&self.cfg.backend, &reply) {
+            Ok(p) => p,
+            Err(reason) => {
+                let e = HaproxyError::BadReply {
+                    command,
+                    reply: reason,
+                };
+                self.fail(&e);
+                if !self.stats_warned {
+                    self.stats_warned = true;
+                    tracing::warn!(cluster = %self.cfg.cluster, haproxy_backend = %self.cfg.backend, error = %e, "HAProxy statistics not read");
+                }
+                return Ok(());
+            }
+        };
+        let Some(cluster) = self.ctl.cluster(&self.cfg.cluster) else {
+            return Ok(());
+        };
+        // HAProxy server → Aya backend: the `servers` map, else the same name.
+        let backend_of = |server: &str| -> Option<String> {
+            self.cfg
+                .servers
+                .iter()
+                .find(|(_, srv)| srv.as_str() == server)
+                .map(|(b, _)| b.clone())
+                .or_else(|| {
+                    (!self.cfg.servers.values().any(|v| v == server)).then(|| server.to_string())
+                })
+                .filter(|b| cluster.backends.iter().any(|x| &x.name == b))
+        };
+        let samples =
+            self.stats
+                .samples(&self.cfg.cluster, &parsed, backend_of, self.clock.now_ms());
+        if samples.is_empty() {
+            return Ok(());
+        }
+        let outcomes = match self.ctl.submit_samples(samples).await {
+            Ok(rx) => rx.await.unwrap_or_default(),
+            Err(e) => {
+                tracing::debug!(error = %e, "HAProxy statistics not ingested");
+                return Ok(());
+            }
+        };
+        let rejected: Vec<String> = outcomes
+            .iter()
+            .filter_map(|o| o.as_ref().err().map(|r| r.message.clone()))
+            .collect();
+        self.metrics.stats_samples(
+            &self.cfg,
+            "accepted",
+            (outcomes.len() - rejected.len()) as u64,
+        );
+        self.metrics
+            .stats_samples(&self.cfg, "rejected", rejected.len() as u64);
+        if let Some(first) = rejected.first() {
+            if !self.stats_warned {
+                self.stats_warned = true;
+                tracing::warn!(cluster = %self.cfg.cluster, haproxy_backend = %self.cfg.backend, rejected = rejected.len(), first = %first, "HAProxy statistics partly rejected by ingest");
+            }
+        } else {
+            self.stats_warned = false;
+        }
         Ok(())
     }
 
@@ -1331,6 +1457,7 @@ mod tests {
             resync_seconds: 2.0,
             timeout_seconds: 2.0,
             max_backoff_seconds: 10.0,
+            stats: false,
         }
     }
 

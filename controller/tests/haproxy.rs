@@ -256,6 +256,7 @@ async fn real_haproxy_follows_weights_drains_and_reapplies_after_restart() {
         resync_seconds: 0.2,
         timeout_seconds: 2.0,
         max_backoff_seconds: 0.5,
+        stats: false,
     }];
     config.validate().unwrap();
     let srv = common::start(config).await;
@@ -449,6 +450,7 @@ async fn real_haproxy_over_a_unix_socket_with_mapped_names_started_after_aya() {
         resync_seconds: 0.2,
         timeout_seconds: 2.0,
         max_backoff_seconds: 0.4,
+        stats: false,
     }];
     config.validate().unwrap();
     let srv = common::start(config).await;
@@ -567,6 +569,7 @@ async fn real_haproxy_refusals_are_counted_once_not_repeated() {
         resync_seconds: 0.1,
         timeout_seconds: 2.0,
         max_backoff_seconds: 0.5,
+        stats: false,
     }];
     config.validate().unwrap();
     let srv = common::start(config).await;
@@ -616,4 +619,167 @@ async fn real_haproxy_refusals_are_counted_once_not_repeated() {
     )
     .await;
     srv.stop().await;
+}
+
+/// A tiny HTTP server answering every request with `status` and its name.
+async fn http_backend_status(name: &'static str, status: &'static str) -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{name}",
+                    name.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// `[[haproxy]] stats = true`: HAProxy's own `show stat` feeds the cluster's
+/// backend metrics — requests, in-flight, latency, errors from the 5xx
+/// responses of a failing server, and health from HAProxy's checks of a dead
+/// one — with no metrics code in the backends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_haproxy_stats_feed_the_clusters_backend_metrics() {
+    let Some(bin) = haproxy_binary() else {
+        return;
+    };
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let a = http_backend("a").await;
+    let b = http_backend_status("b", "500 Internal Server Error").await;
+    // c: nobody listens there; HAProxy's health check marks it DOWN.
+    let c: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let stats: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let frontend: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let cfg_path = dir.path().join("haproxy.cfg");
+    std::fs::write(
+        &cfg_path,
+        format!(
+            "global\n    nbthread 1\n    stats socket ipv4@{stats} level admin\n    stats timeout 30s\n\
+             defaults\n    mode http\n    timeout connect 2s\n    timeout client 5s\n    timeout server 5s\n\
+             frontend fe\n    bind {frontend}\n    default_backend be_web\n\
+             backend be_web\n    balance roundrobin\n\
+             \x20   server a {a} weight 1\n    server b {b} weight 1\n\
+             \x20   server c {c} weight 1 check inter 100ms fall 1\n"
+        ),
+    )
+    .unwrap();
+    let _haproxy = start_haproxy(&bin, &cfg_path, stats);
+    let data = dir.path().join("aya");
+    std::fs::create_dir_all(&data).unwrap();
+    let mut config = common::config(&data);
+    for (backend, addr) in config.clusters[0].backends.iter_mut().zip([a, b, c]) {
+        backend.address = addr.to_string();
+    }
+    // Equal weights: HAProxy's round robin reaches a and b alike.
+    for backend in &mut config.clusters[0].backends {
+        backend.weight_hint = 1;
+    }
+    config.haproxy = vec![HaproxyConfig {
+        cluster: "web".into(),
+        runtime_api: stats.to_string(),
+        backend: "be_web".into(),
+        servers: BTreeMap::new(),
+        add_servers: true,
+        remove_servers: true,
+        resync_seconds: 0.2,
+        timeout_seconds: 2.0,
+        max_backoff_seconds: 0.5,
+        stats: true,
+    }];
+    config.validate().unwrap();
+    let srv = common::start(config).await;
+    // HAProxy's check has seen c dead before the traffic starts.
+    for _ in 0..100 {
+        if runtime(stats, "show stat be_web 4 -1")
+            .await
+            .lines()
+            .any(|l| l.starts_with("be_web,c,") && l.contains(",DOWN,"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let hits = requests(frontend, 40).await;
+    eprintln!("responses by body: {hits:?}");
+
+    // Every metric arrives within a few probes.
+    let history = |backend: &'static str, metric: &'static str| {
+        let ch = srv.channel();
+        async move {
+            pb::metrics_service_client::MetricsServiceClient::new(ch.await)
+                .query_history(pb::QueryHistoryRequest {
+                    cluster: "web".into(),
+                    backend: backend.into(),
+                    metric: metric.into(),
+                    start_ms: 0,
+                    end_ms: 0,
+                    limit: 0,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .series
+                .into_iter()
+                .flat_map(|s| s.points)
+                .map(|p| p.value)
+                .collect::<Vec<f64>>()
+        }
+    };
+    let mut last = BTreeMap::new();
+    for _ in 0..100 {
+        last.clear();
+        for (backend, metric) in [
+            ("a", "requests_total"),
+            ("a", "in_flight"),
+            ("a", "healthy"),
+            ("a", "latency_mean_seconds"),
+            ("b", "error_rate"),
+            ("c", "healthy"),
+        ] {
+            last.insert((backend, metric), history(backend, metric).await);
+        }
+        // b's error rate needs a probe before and one after some requests:
+        // send a few more while waiting.
+        if last.values().all(|v| !v.is_empty()) {
+            break;
+        }
+        let _ = requests(frontend, 4).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("stored: {last:?}");
+    let newest = |k: (&'static str, &'static str)| {
+        *last
+            .get(&k)
+            .and_then(|v| v.last())
+            .unwrap_or_else(|| panic!("no {k:?} stored from HAProxy's stats: {last:?}"))
+    };
+    assert!(newest(("a", "requests_total")) >= 20.0, "{last:?}");
+    assert_eq!(newest(("a", "healthy")), 1.0);
+    assert_eq!(newest(("c", "healthy")), 0.0, "c is DOWN in HAProxy");
+    assert!(
+        newest(("b", "error_rate")) > 0.9,
+        "b answers 500 to everything: {last:?}"
+    );
+    let lat = newest(("a", "latency_mean_seconds"));
+    assert!((0.0..1.0).contains(&lat), "a's latency {lat}");
+    let accepted = sample(
+        &metrics_text(srv.metrics_addr).await,
+        "aya_haproxy_stats_samples_total{cluster=\"web\",backend=\"be_web\",result=\"accepted\"}",
+    );
+    assert!(accepted >= 6.0, "accepted {accepted}");
 }
