@@ -642,6 +642,61 @@ impl AdminService for AyaApi {
         Ok(Response::new(convert::snapshot_to_wire(&snap)))
     }
 
+    async fn warm_start(
+        &self,
+        r: Request<pb::WarmStartRequest>,
+    ) -> Result<Response<pb::WarmStartResponse>, Status> {
+        let caller = Caller::of(&r);
+        let r = r.into_inner();
+        let ctl = self.ctl.clone();
+        let model_before = ctl.model(&r.cluster).map(|m| m.describe());
+        let (cluster, force) = (r.cluster.clone(), r.force);
+        let report = blocking(move || {
+            let now = ctl.clock().now_secs();
+            ctl.warm_start_requested(&cluster, force, now)
+        })
+        .await?;
+        let model_after = self.ctl.model(&r.cluster).map(|m| m.describe());
+        audit(
+            &caller,
+            "WarmStart",
+            &r.cluster,
+            &format!("model {}", model_before.as_deref().unwrap_or("none")),
+            &format!(
+                "model {} ({}; {} points added from {})",
+                model_after.as_deref().unwrap_or("none"),
+                report
+                    .retrain
+                    .as_ref()
+                    .map_or("no retrain", |x| x.outcome.as_str()),
+                report.added_points,
+                report.source
+            ),
+        );
+        if report.failed {
+            return Err(Status::failed_precondition(format!(
+                "warm start of cluster {:?} from {} failed: {}",
+                r.cluster, report.source, report.message
+            )));
+        }
+        Ok(Response::new(pb::WarmStartResponse {
+            source: report.source,
+            stored_points: report.stored_points as u64,
+            added_points: report.added_points as u64,
+            retrain_outcome: report
+                .retrain
+                .as_ref()
+                .map_or(String::new(), |x| x.outcome.as_str().to_string()),
+            candidate_mase: report
+                .retrain
+                .as_ref()
+                .map_or(f64::NAN, |x| x.candidate_mase),
+            current_mase: report.retrain.as_ref().map_or(f64::NAN, |x| x.current_mase),
+            installed_unscored: report.installed_unscored,
+            message: report.message,
+        }))
+    }
+
     async fn clear_override(
         &self,
         r: Request<pb::ClearOverrideRequest>,

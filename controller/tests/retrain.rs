@@ -55,6 +55,7 @@ fn config(dir: &std::path::Path, retrain_interval_seconds: f64) -> Config {
 
 struct Service {
     ctl: Controller,
+    addr: std::net::SocketAddr,
     metrics_addr: std::net::SocketAddr,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<(), aya_controller::server::ServeError>>,
@@ -68,6 +69,7 @@ async fn start(config: Config) -> Service {
         .unwrap()
         .unwrap();
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = grpc.local_addr().unwrap();
     let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let metrics_addr = metrics.local_addr().unwrap();
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
@@ -91,6 +93,7 @@ async fn start(config: Config) -> Service {
     assert!(ctl.metrics().ticks() > 0, "no initial tick");
     Service {
         ctl,
+        addr,
         metrics_addr,
         stop,
         task,
@@ -514,4 +517,94 @@ fn warm_start_configuration_is_checked() {
         let e = parse(bad).unwrap_err().to_string();
         assert!(e.contains(want), "{bad}: {e}");
     }
+}
+
+/// `AdminService.WarmStart`: an operator warm-starts a cluster on request
+/// from the source its configuration names — here a CSV export that did
+/// not exist yet when the service started (the start-time warm start failed
+/// and was logged, the service ran on). Refusals name the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_start_on_admin_request_reads_the_configured_source_through_the_guard() {
+    use aya_proto::v1 as pb;
+    let dir = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let path = data.path().join("demand.csv");
+    let svc = start(warm_config(dir.path(), warm(Some(&path), None))).await;
+    // The service answers RPCs only once its start-time warm start is over.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", svc.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut admin = pb::admin_service_client::AdminServiceClient::new(channel);
+    admin.get_stats(pb::GetStatsRequest {}).await.unwrap();
+    assert_eq!(
+        svc.ctl.metrics().retrains("web", RetrainOutcome::Accepted),
+        0,
+        "the CSV was missing at start"
+    );
+    // The export appears later.
+    let last_bucket = now_ms() / STEP_MS - 2;
+    let first = last_bucket - POINTS as i64 + 1;
+    let mut csv = String::from("timestamp,value\n");
+    for k in 0..POINTS {
+        csv.push_str(&format!(
+            "{},{}\n",
+            (first + k as i64) * STEP_MS / 1000,
+            demand(k)
+        ));
+    }
+    std::fs::write(&path, csv).unwrap();
+
+    let r = admin
+        .warm_start(pb::WarmStartRequest {
+            cluster: "web".into(),
+            force: false,
+        })
+        .await
+        .expect("warm start")
+        .into_inner();
+    assert_eq!(r.added_points as usize, POINTS, "{r:?}");
+    assert_eq!(r.retrain_outcome, "accepted", "{r:?}");
+    assert!(r.source.contains("demand.csv"), "{r:?}");
+    assert!(svc.ctl.model("web").is_some());
+    let stored = svc.ctl.store().demand("web", 0).unwrap();
+    assert_eq!(stored[0], (first * STEP_MS, demand(0)));
+
+    // Asked again: the export holds nothing older than the store now.
+    let again = admin
+        .warm_start(pb::WarmStartRequest {
+            cluster: "web".into(),
+            force: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(again.message.starts_with("nothing to add"), "{again:?}");
+    assert_eq!(again.added_points, 0);
+    assert_eq!(again.retrain_outcome, "");
+
+    // An unknown cluster, and a source that cannot be read, are refused by name.
+    let unknown = admin
+        .warm_start(pb::WarmStartRequest {
+            cluster: "nope".into(),
+            force: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound, "{unknown:?}");
+    std::fs::remove_file(&path).unwrap();
+    let gone = admin
+        .warm_start(pb::WarmStartRequest {
+            cluster: "web".into(),
+            force: true,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), tonic::Code::FailedPrecondition, "{gone:?}");
+    assert!(
+        gone.message().contains("web") && gone.message().contains("demand.csv"),
+        "{gone:?}"
+    );
+    svc.stop().await;
 }

@@ -102,6 +102,7 @@ pub const RPC_ROLES: &[(&str, Access)] = &[
         "/aya.v1.AdminService/ListAnomalies",
         Access::Role(Role::Read),
     ),
+    ("/aya.v1.AdminService/WarmStart", Access::Role(Role::Admin)),
     (
         "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources",
         Access::Role(Role::Watch),

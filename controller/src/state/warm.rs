@@ -84,8 +84,47 @@ impl Controller {
         out
     }
 
+    /// Warm-start cluster `name` now, on an operator's request
+    /// (`AdminService.WarmStart`), from the `[clusters.warm_start]` of the
+    /// configuration file as last loaded or reloaded. `force` skips the
+    /// `min_stored_points` check (history is still added only where the
+    /// store has none, and the retrain is still guarded). Blocking.
+    pub fn warm_start_requested(
+        &self,
+        name: &str,
+        force: bool,
+        now: f64,
+    ) -> Result<WarmStartReport, ControllerError> {
+        if self.cluster(name).is_none() {
+            return Err(ControllerError::UnknownCluster(name.into()));
+        }
+        let warm = lock(&self.inner.applied)
+            .iter()
+            .find(|c| c.name == name)
+            .and_then(|c| c.warm_start.clone())
+            .ok_or_else(|| {
+                ControllerError::Invalid(format!(
+                    "cluster {name:?} has no [clusters.warm_start] in the configuration file \
+                     (add one and reload with SIGHUP)"
+                ))
+            })?;
+        let report = self.warm_start_cluster_forced(name, &warm, now, force);
+        log_report(&report);
+        Ok(report)
+    }
+
     /// Warm-start cluster `name` from `warm` at `now` (seconds).
     pub fn warm_start_cluster(&self, name: &str, warm: &WarmStart, now: f64) -> WarmStartReport {
+        self.warm_start_cluster_forced(name, warm, now, false)
+    }
+
+    fn warm_start_cluster_forced(
+        &self,
+        name: &str,
+        warm: &WarmStart,
+        now: f64,
+        force: bool,
+    ) -> WarmStartReport {
         let mut report = WarmStartReport {
             cluster: name.to_string(),
             source: describe(warm),
@@ -96,7 +135,7 @@ impl Controller {
             failed: false,
             message: String::new(),
         };
-        if let Err(e) = self.warm_start_inner(name, warm, now, &mut report) {
+        if let Err(e) = self.warm_start_inner(name, warm, now, force, &mut report) {
             report.failed = true;
             report.message = e.to_string();
         }
@@ -108,6 +147,7 @@ impl Controller {
         name: &str,
         warm: &WarmStart,
         now: f64,
+        force: bool,
         report: &mut WarmStartReport,
     ) -> Result<(), WarmFailure> {
         if self.cluster(name).is_none() {
@@ -134,7 +174,7 @@ impl Controller {
             .min_stored_points
             .unwrap_or(day_steps)
             .min(ocfg.max_history);
-        if stored.len() >= min {
+        if stored.len() >= min && !force {
             report.message = format!(
                 "not needed: the store holds {} demand points in the window (warm start below {min})",
                 stored.len()
