@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod anomalies;
+pub mod bench;
 pub mod controller;
 pub mod demo;
 pub mod failure;

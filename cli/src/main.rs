@@ -44,6 +44,8 @@ enum Command {
     Anomalies(aya_cli::anomalies::AnomaliesArgs),
     /// Check, repair or back up the controller's store (`aya.redb`).
     Store(aya_cli::store::StoreArgs),
+    /// Benchmarks against real software (`closed-loop`: Aya steering a real Envoy vs Envoy's balancers).
+    Bench(aya_cli::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
         Command::Datasets(a) => fc::run_datasets(a),
         Command::Anomalies(a) => aya_cli::anomalies::run_anomalies(a),
         Command::Store(a) => aya_cli::store::run_store(a),
+        Command::Bench(a) => aya_cli::bench::run_bench(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

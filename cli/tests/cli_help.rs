@@ -11,7 +11,7 @@ fn aya(args: &[&str]) -> std::process::Output {
 }
 
 /// Every user job `aya` has.
-const JOBS: [&str; 10] = [
+const JOBS: [&str; 11] = [
     "demo",
     "serve",
     "train",
@@ -22,6 +22,7 @@ const JOBS: [&str; 10] = [
     "datasets",
     "anomalies",
     "store",
+    "bench",
 ];
 
 #[test]
