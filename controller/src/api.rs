@@ -39,6 +39,7 @@ fn status(e: ControllerError) -> Status {
         | ControllerError::Policy(_)
         | ControllerError::ClusterPolicy { .. } => Status::invalid_argument(e.to_string()),
         ControllerError::WriterGone => Status::unavailable(e.to_string()),
+        ControllerError::Ha(_) => Status::failed_precondition(e.to_string()),
         ControllerError::Store(_) => Status::internal(e.to_string()),
     }
 }
@@ -335,6 +336,16 @@ impl MetricsService for AyaApi {
     }
 }
 
+impl WatchState {
+    fn is_new(&self, version: u64) -> bool {
+        if self.monotonic {
+            version > self.last_version
+        } else {
+            version != self.last_version
+        }
+    }
+}
+
 /// Resolves when `rx` becomes true (or its sender is gone).
 async fn until_closed(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|c| *c).await;
@@ -345,6 +356,9 @@ struct WatchState {
     closing: watch::Receiver<bool>,
     first: bool,
     last_version: u64,
+    /// Send only versions above `last_version` (HA: a replica that lags
+    /// another never shows a reconnecting watcher an older version).
+    monotonic: bool,
     done: bool,
 }
 
@@ -357,11 +371,25 @@ pub fn watch_stream(
     closing: watch::Receiver<bool>,
     last_version: u64,
 ) -> BoxStream<pb::ClusterSnapshot> {
+    watch_stream_with(rx, closing, last_version, false)
+}
+
+/// [`watch_stream`]; with `monotonic`, only snapshots whose version is
+/// above the last one sent (or the client's `last_version`) are sent: what
+/// the HA mode serves, where versions are etcd revisions and a replica
+/// may lag the one the client saw before.
+pub fn watch_stream_with(
+    rx: watch::Receiver<Arc<ClusterSnapshot>>,
+    closing: watch::Receiver<bool>,
+    last_version: u64,
+    monotonic: bool,
+) -> BoxStream<pb::ClusterSnapshot> {
     let st = WatchState {
         rx,
         closing,
         first: true,
         last_version,
+        monotonic,
         done: false,
     };
     Box::pin(futures::stream::unfold(st, |mut st| async move {
@@ -371,7 +399,7 @@ pub fn watch_stream(
         if st.first {
             st.first = false;
             let cur = st.rx.borrow_and_update().clone();
-            if cur.version != st.last_version {
+            if st.is_new(cur.version) {
                 st.last_version = cur.version;
                 return Some((Ok(convert::snapshot_to_wire(&cur)), st));
             }
@@ -395,7 +423,7 @@ pub fn watch_stream(
                 return Some((Err(Status::not_found("cluster was deleted")), st));
             }
             let cur = st.rx.borrow_and_update().clone();
-            if cur.version != st.last_version {
+            if st.is_new(cur.version) {
                 st.last_version = cur.version;
                 return Some((Ok(convert::snapshot_to_wire(&cur)), st));
             }
@@ -422,10 +450,11 @@ impl DecisionService for AyaApi {
                     req.cluster
                 ))
             })?;
-        Ok(Response::new(watch_stream(
+        Ok(Response::new(watch_stream_with(
             rx,
             self.ctl.closing(),
             req.last_version,
+            self.ctl.replica().is_some(),
         )))
     }
 

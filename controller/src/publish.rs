@@ -138,8 +138,35 @@ impl Publisher {
     /// Publish `snapshot` as the current one of its cluster. The caller sets
     /// the version (the controller increments it and stores it first).
     pub fn publish(&self, snapshot: ClusterSnapshot) -> Arc<ClusterSnapshot> {
-        let snap = Arc::new(snapshot);
         let mut inner = self.lock();
+        Self::publish_locked(&mut inner, snapshot, |prev| prev + 1)
+    }
+
+    /// Publish a snapshot replicated from an HA group, whose version is the
+    /// etcd revision of its write: only when it is newer than the cluster's
+    /// current snapshot (else `None`). The whole state's version becomes
+    /// that revision (or the previous version plus one, if that is higher),
+    /// so replicas that applied the same writes report the same versions,
+    /// and they only grow.
+    pub fn publish_replicated(&self, snapshot: ClusterSnapshot) -> Option<Arc<ClusterSnapshot>> {
+        let mut inner = self.lock();
+        if let Some(tx) = inner.per_cluster.get(&snapshot.cluster)
+            && tx.borrow().version >= snapshot.version
+        {
+            return None;
+        }
+        let v = snapshot.version;
+        Some(Self::publish_locked(&mut inner, snapshot, |prev| {
+            v.max(prev + 1)
+        }))
+    }
+
+    fn publish_locked(
+        inner: &mut Inner,
+        snapshot: ClusterSnapshot,
+        next_version: impl FnOnce(u64) -> u64,
+    ) -> Arc<ClusterSnapshot> {
+        let snap = Arc::new(snapshot);
         match inner.per_cluster.get(&snap.cluster) {
             Some(tx) => {
                 tx.send_replace(snap.clone());
@@ -153,7 +180,7 @@ impl Publisher {
         let mut clusters = prev.clusters.clone();
         clusters.insert(snap.cluster.clone(), snap.clone());
         inner.all.send_replace(Arc::new(PublishedState {
-            version: prev.version + 1,
+            version: next_version(prev.version),
             clusters,
         }));
         snap

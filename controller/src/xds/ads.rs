@@ -240,7 +240,12 @@ pub struct AdsServer {
     rx: watch::Receiver<Arc<PublishedState>>,
     stats: Arc<XdsStats>,
     clock: Clock,
+    monotonic: bool,
 }
+
+/// How long a stream waits for this replica to catch up with the version
+/// a client reports (HA) before it answers with what it has.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl AdsServer {
     /// Serve the state published on `rx`; counters go to `stats`.
@@ -254,7 +259,22 @@ impl AdsServer {
         stats: Arc<XdsStats>,
         clock: Clock,
     ) -> Self {
-        AdsServer { rx, stats, clock }
+        AdsServer {
+            rx,
+            stats,
+            clock,
+            monotonic: false,
+        }
+    }
+
+    /// With `on` (the HA mode, where versions are etcd revisions shared by
+    /// every replica), a request that reports a version above this
+    /// replica's (a client coming from a replica further ahead) is answered
+    /// only once this replica has caught up (at most 5 s), so a client never
+    /// sees the version go backwards when it moves between replicas.
+    pub fn with_monotonic_versions(mut self, on: bool) -> Self {
+        self.monotonic = on;
+        self
     }
 }
 
@@ -276,6 +296,7 @@ async fn run_stream(
     tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
     stats: Arc<XdsStats>,
     clock: Clock,
+    monotonic: bool,
 ) {
     stats.stream_opened();
     let _guard = StreamGuard(stats.clone());
@@ -284,6 +305,9 @@ async fn run_stream(
         let responses = tokio::select! {
             msg = inbound.message() => match msg {
                 Ok(Some(req)) => {
+                    if monotonic {
+                        catch_up(&state_rx, &req.version_info, stream.node()).await;
+                    }
                     // `borrow` (not `borrow_and_update`): a change not yet seen
                     // by the branch below must still trigger its pushes.
                     let state = state_rx.borrow().clone();
@@ -313,6 +337,27 @@ async fn run_stream(
     tracing::debug!(node = %stream.node(), "ADS stream closed");
 }
 
+/// Wait (at most [`CATCH_UP_TIMEOUT`]) until the published version is at
+/// least the one the client reports.
+async fn catch_up(state_rx: &watch::Receiver<Arc<PublishedState>>, reported: &str, node: &str) {
+    let Ok(wanted) = reported.parse::<u64>() else {
+        return;
+    };
+    if state_rx.borrow().version >= wanted {
+        return;
+    }
+    let mut rx = state_rx.clone();
+    let waited = tokio::time::timeout(CATCH_UP_TIMEOUT, rx.wait_for(|s| s.version >= wanted)).await;
+    if waited.is_err() {
+        tracing::warn!(
+            node,
+            wanted,
+            have = state_rx.borrow().version,
+            "ADS client reports a version this replica has not reached within {CATCH_UP_TIMEOUT:?}; answering with what it has"
+        );
+    }
+}
+
 type DeltaStream =
     Pin<Box<dyn Stream<Item = Result<DeltaDiscoveryResponse, Status>> + Send + 'static>>;
 
@@ -331,6 +376,7 @@ impl AggregatedDiscoveryService for AdsServer {
             tx,
             self.stats.clone(),
             self.clock.clone(),
+            self.monotonic,
         ));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
