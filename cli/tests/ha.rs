@@ -143,14 +143,14 @@ async fn wait_for_etcd(client: &Etcd, dir: &Path) {
 }
 
 fn replica_config(id: &str, etcd: &str, backends: &[u16]) -> String {
-    let mut s = format!(
+    let mut s = String::from(
         r#"listen = "127.0.0.1:0"
 tick_interval_seconds = 0.1
 retrain_interval_seconds = 0
 default_policy = "round_robin"
 [[clusters]]
 name = "web"
-"#
+"#,
     );
     for (i, p) in backends.iter().enumerate() {
         s.push_str(&format!(
@@ -713,6 +713,46 @@ async fn a_follower_takes_over_a_killed_leader_without_losing_acks_or_going_back
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+
+    // A follower serves KEDA from the replicated decision, and refuses
+    // cluster changes (not replicated).
+    let follower = followers
+        .iter()
+        .copied()
+        .find(|i| reps[*i].id != new_leader)
+        .unwrap();
+    let ch = channel(&urls[follower]).await.unwrap();
+    let snap = DecisionServiceClient::new(ch.clone())
+        .get_snapshot(pb::GetSnapshotRequest {
+            cluster: "web".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let keda = aya_proto::keda::external_scaler_client::ExternalScalerClient::new(ch.clone())
+        .get_metrics(aya_proto::keda::GetMetricsRequest {
+            scaled_object_ref: Some(aya_proto::keda::ScaledObjectRef {
+                name: "web".into(),
+                namespace: "default".into(),
+                scaler_metadata: [("cluster".to_string(), "web".to_string())].into(),
+            }),
+            metric_name: "desired_replicas".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let desired = snap.decision.unwrap().scaling.unwrap().desired_replicas;
+    assert_eq!(desired, 3);
+    assert_eq!(keda.metric_values[0].metric_value_float, f64::from(desired));
+    let refused = pb::admin_service_client::AdminServiceClient::new(ch)
+        .delete_cluster(pb::DeleteClusterRequest { name: "web".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
 
     let versions: Vec<u64> = seen.iter().map(|s| s.2).collect();
     println!(

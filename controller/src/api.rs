@@ -729,3 +729,34 @@ impl AdminService for AyaApi {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::publish::test_snapshot;
+
+    #[tokio::test]
+    async fn a_monotonic_watch_never_sends_a_version_below_the_clients() {
+        let (tx, rx) = watch::channel(Arc::new(test_snapshot("web", 5, 1)));
+        let (_closing_tx, closing) = watch::channel(false);
+        // Plain: a different version is news (a recreated cluster restarts at 1).
+        let mut plain = watch_stream(rx.clone(), closing.clone(), 9);
+        assert_eq!(plain.next().await.unwrap().unwrap().version, 5);
+        // HA: the client has 9 from another replica; 5 and 7 are older.
+        let mut ha = watch_stream_with(rx, closing, 9, true);
+        let quiet = tokio::time::timeout(std::time::Duration::from_millis(100), ha.next());
+        assert!(quiet.await.is_err(), "version 5 is below the client's 9");
+        tx.send_replace(Arc::new(test_snapshot("web", 7, 1)));
+        let quiet = tokio::time::timeout(std::time::Duration::from_millis(100), ha.next());
+        assert!(quiet.await.is_err(), "version 7 is below the client's 9");
+        tx.send_replace(Arc::new(test_snapshot("web", 12, 2)));
+        let s = ha.next().await.unwrap().unwrap();
+        assert_eq!(
+            (
+                s.version,
+                s.decision.unwrap().scaling.unwrap().desired_replicas
+            ),
+            (12, 2)
+        );
+    }
+}

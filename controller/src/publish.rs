@@ -212,3 +212,57 @@ impl Publisher {
             + inner.all.receiver_count()
     }
 }
+
+/// A snapshot for unit tests.
+#[cfg(test)]
+pub(crate) fn test_snapshot(cluster: &str, version: u64, replicas: u32) -> ClusterSnapshot {
+    tests::snap(cluster, version, replicas)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(super) fn snap(cluster: &str, version: u64, replicas: u32) -> ClusterSnapshot {
+        let mut decision = Decision {
+            at: 0.0,
+            weights: Vec::new(),
+            ejected: Vec::new(),
+            scaling: Default::default(),
+            algorithm: aya_policy::AlgorithmChoice {
+                algorithm: aya_policy::LbAlgorithm::RoundRobin,
+                rule: "test".into(),
+            },
+            explanation: Default::default(),
+        };
+        decision.scaling.desired_replicas = replicas;
+        ClusterSnapshot {
+            cluster: cluster.into(),
+            version,
+            decision,
+            endpoints: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn replicated_snapshots_apply_only_when_newer_and_set_the_state_version() {
+        let p = Publisher::new(3);
+        let first = p.publish_replicated(snap("web", 40, 1)).unwrap();
+        assert_eq!(first.version, 40);
+        assert_eq!(p.state().version, 40, "the revision, not 3 + 1");
+        assert!(p.publish_replicated(snap("web", 40, 2)).is_none(), "same");
+        assert!(p.publish_replicated(snap("web", 39, 2)).is_none(), "older");
+        assert_eq!(
+            p.current("web").unwrap().decision.scaling.desired_replicas,
+            1
+        );
+        p.publish_replicated(snap("api", 41, 1)).unwrap();
+        p.publish_replicated(snap("web", 57, 2)).unwrap();
+        assert_eq!(p.state().version, 57);
+        assert_eq!(p.state().clusters.len(), 2);
+        // Never below the previous state version plus one.
+        let q = Publisher::new(100);
+        q.publish_replicated(snap("web", 7, 1)).unwrap();
+        assert_eq!(q.state().version, 101);
+    }
+}

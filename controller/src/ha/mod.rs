@@ -30,7 +30,9 @@ pub mod etcd;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use prost::Message;
 use serde::{Deserialize, Serialize};
@@ -248,9 +250,7 @@ impl Replica {
         let leader_key = leader_key(&cfg.prefix).into_bytes();
         etcd.get(&leader_key).await?;
         let (role, _) = watch::channel(Role::Starting);
-        let nonce = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let nonce = crate::clock::Clock::system().now_ms().max(0) as u64;
         Ok(Replica {
             inner: Arc::new(Shared {
                 etcd,
@@ -295,7 +295,7 @@ impl Replica {
     fn fencing_token(&self) -> Option<i64> {
         lock(&self.inner.leadership)
             .as_ref()
-            .filter(|l| Instant::now() < l.valid_until)
+            .filter(|l| crate::clock::transport_now() < l.valid_until)
             .map(|l| l.revision)
     }
 
@@ -443,7 +443,7 @@ impl Replica {
                 )),
             }],
         };
-        let sent = Instant::now();
+        let sent = crate::clock::transport_now();
         let r = etcd.txn(txn).await?;
         let revision = r.header.as_ref().map_or(0, |h| h.revision);
         if r.succeeded {
@@ -513,7 +513,7 @@ impl Replica {
     ) -> Result<(), EtcdError> {
         let etcd = &self.inner.etcd;
         let period = Duration::from_secs_f64(ttl.max(1) as f64 / 3.0);
-        let sent = Instant::now();
+        let sent = crate::clock::transport_now();
         let (mut ka, t) = etcd.keep_alive(lease, period).await?;
         self.renewed(sent, t)?;
         loop {
@@ -521,7 +521,7 @@ impl Replica {
                 _ = tokio::time::sleep(period) => {}
                 _ = stop.wait_for(|s| *s) => return Ok(()),
             }
-            let sent = Instant::now();
+            let sent = crate::clock::transport_now();
             match ka.renew().await {
                 Ok(t) => self.renewed(sent, t)?,
                 Err(e) => {
@@ -529,7 +529,7 @@ impl Replica {
                         return Err(e);
                     }
                     tracing::warn!(replica = %self.id(), error = %e, "HA: lease keep-alive failed; retrying while the lease may still be alive");
-                    let sent = Instant::now();
+                    let sent = crate::clock::transport_now();
                     match etcd.keep_alive(lease, period).await {
                         Ok((k, t)) => {
                             ka = k;
@@ -726,7 +726,7 @@ impl Replica {
         // A new lease every half TTL, never kept alive: entries live
         // between half the TTL and the TTL.
         let (id, _) = self.inner.etcd.grant(ttl as i64).await?;
-        *g = Some((id, Instant::now()));
+        *g = Some((id, crate::clock::transport_now()));
         Ok(id)
     }
 
@@ -1021,7 +1021,8 @@ mod tests {
     #[test]
     fn every_ha_value_is_checked_with_its_field_named() {
         assert_eq!(valid().validate(), Ok(()));
-        let cases: Vec<(Box<dyn Fn(&mut HaConfig)>, &str)> = vec![
+        type Change = Box<dyn Fn(&mut HaConfig)>;
+        let cases: Vec<(Change, &str)> = vec![
             (Box::new(|c| c.etcd_endpoints.clear()), "etcd_endpoints"),
             (
                 Box::new(|c| c.etcd_endpoints = vec!["https://127.0.0.1:2379".into()]),
@@ -1055,8 +1056,26 @@ mod tests {
     }
 
     #[test]
+    fn the_ha_section_is_read_from_aya_toml_and_checked_at_start() {
+        use crate::config::Config;
+        let path = std::path::Path::new("aya.toml");
+        let text = "[ha]\netcd_endpoints = [\"http://127.0.0.1:2379\"]\nreplica_id = \"a\"\n";
+        let mut c = Config::from_toml(text, path).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.ha.as_ref().unwrap().lease_ttl_seconds, 3);
+        let mut c = Config::from_toml(&format!("{text}lease_ttl_seconds = 1\n"), path).unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("ha.lease_ttl_seconds"), "{e}");
+        let e = Config::from_toml("[ha]\nreplicas = 3\n", path)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("replicas"), "{e}");
+        assert!(Config::default().ha.is_none(), "off by default");
+    }
+
+    #[test]
     fn leadership_ends_before_the_lease_can_expire() {
-        let t = Instant::now();
+        let t = crate::clock::transport_now();
         assert_eq!(Replica::valid_until(t, 2), t + Duration::from_millis(1500));
         assert_eq!(Replica::valid_until(t, 8), t + Duration::from_secs(6));
     }

@@ -630,6 +630,28 @@ mod tests {
         assert_eq!(stats.snapshot().unknown_type, 1);
     }
 
+    #[tokio::test]
+    async fn a_client_ahead_of_this_replica_is_answered_once_it_caught_up() {
+        let (tx, rx) = watch::channel(Arc::new(state(5, LbAlgorithm::WeightedRoundRobin, &[1])));
+        // A client behind (or without a version) is answered at once.
+        for reported in ["3", "5", "", "not-a-number"] {
+            tokio::time::timeout(Duration::from_secs(1), catch_up(&rx, reported, "n"))
+                .await
+                .expect("no wait");
+        }
+        let waiter = {
+            let rx = rx.clone();
+            tokio::spawn(async move {
+                catch_up(&rx, "9", "n").await;
+                rx.borrow().version
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "9 is ahead of this replica's 5");
+        tx.send_replace(Arc::new(state(9, LbAlgorithm::WeightedRoundRobin, &[1])));
+        assert_eq!(waiter.await.unwrap(), 9);
+    }
+
     /// The tonic service end to end over loopback: a client stream gets the
     /// initial CDS, ACKs it, and receives a push when the state changes.
     #[tokio::test]
