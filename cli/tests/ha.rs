@@ -94,6 +94,20 @@ impl Proc {
     }
 }
 
+impl Proc {
+    /// Send `signal` (`STOP`, `CONT`) to the process.
+    fn signal(&self, signal: &str) {
+        let pid = self.0.as_ref().expect("running").id();
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{signal} {pid}");
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
@@ -785,4 +799,141 @@ async fn a_follower_takes_over_a_killed_leader_without_losing_acks_or_going_back
         r.proc.kill();
     }
     drop(envoy);
+}
+
+/// The versions of the snapshots `id` logged as published while leading
+/// (its log, ANSI colours removed).
+fn published_versions(dir: &Path, id: &str) -> Vec<u64> {
+    let text = std::fs::read_to_string(dir.join(format!("{id}.log"))).unwrap_or_default();
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for d in chars.by_ref() {
+                if d == 'm' {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+        .lines()
+        .filter(|l| l.contains("published (HA leader)"))
+        .filter_map(|l| {
+            let v = l.split("version=").nth(1)?;
+            v.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+        })
+        .collect()
+}
+
+/// Fencing: a leader paused (SIGSTOP) past its lease loses the leader key
+/// to a follower; resumed (SIGCONT), it must not publish anything after
+/// the new leader's election, must step down, and must then follow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_is_fenced_and_follows_when_it_resumes() {
+    let Some(etcd_bin) = etcd_binary() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (_etcd, etcd_url) = start_etcd(&etcd_bin, dir.path());
+    let client = Etcd::new(std::slice::from_ref(&etcd_url), Duration::from_secs(2)).unwrap();
+    wait_for_etcd(&client, dir.path()).await;
+    let backends = [envoy::free_port(), envoy::free_port(), envoy::free_port()];
+    let mut reps: Vec<Replica> = ["p0", "p1"]
+        .iter()
+        .map(|id| spawn_replica(dir.path(), id, &etcd_url, &backends))
+        .collect();
+    let urls: Vec<String> = reps.iter().map(Replica::url).collect();
+    let old = wait_for_leader(&client, None, Duration::from_secs(20))
+        .await
+        .expect("a leader");
+    let (li, fi) = if reps[0].id == old { (0, 1) } else { (1, 0) };
+
+    // Decisions keep changing through the follower.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let flipper = tokio::spawn(load(
+        urls[fi].clone(),
+        Arc::default(),
+        Arc::default(),
+        stop_rx.clone(),
+        Duration::from_millis(200),
+        |seq| vec![sample("c", "healthy", "flip", now_ms(), (seq % 2) as f64)],
+    ));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while published_versions(dir.path(), &old).len() < 3 {
+        assert!(Instant::now() < deadline, "{}", logs(dir.path(), &reps));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    reps[li].proc.signal("STOP");
+    let new = wait_for_leader(&client, Some(&old), TAKEOVER_BOUND)
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "no takeover from a paused leader\n{}",
+                logs(dir.path(), &reps)
+            )
+        });
+    assert_eq!(new, reps[fi].id);
+    let (kv, _) = client.get(leader_key(PREFIX).as_bytes()).await.unwrap();
+    let elected_at = kv.unwrap().create_revision as u64;
+    // The new leader publishes; then the old one wakes up.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while published_versions(dir.path(), &new).is_empty() {
+        assert!(Instant::now() < deadline, "{}", logs(dir.path(), &reps));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    reps[li].proc.signal("CONT");
+
+    // It steps down and follows: it serves the new leader's versions.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log =
+            std::fs::read_to_string(dir.path().join(format!("{old}.log"))).unwrap_or_default();
+        let theirs = published_versions(dir.path(), &new);
+        let served = match channel(&urls[li]).await {
+            Some(ch) => DecisionServiceClient::new(ch)
+                .get_snapshot(pb::GetSnapshotRequest {
+                    cluster: "web".into(),
+                })
+                .await
+                .map(|r| r.into_inner().version)
+                .unwrap_or(0),
+            None => 0,
+        };
+        if log.contains("no longer the leader") && theirs.len() >= 2 && served >= theirs[1] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the resumed leader did not step down and follow (serves {served}, new leader published {theirs:?})\n{}",
+            logs(dir.path(), &reps)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop_tx.send_replace(true);
+    let flips = flipper.await.unwrap();
+    assert!(flips > 0);
+    let late: Vec<u64> = published_versions(dir.path(), &old)
+        .into_iter()
+        .filter(|v| *v > elected_at)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "the fenced leader published versions {late:?} after {new} was elected at revision {elected_at}"
+    );
+    let still = wait_for_leader(&client, None, Duration::from_secs(1)).await;
+    assert_eq!(
+        still.as_deref(),
+        Some(new.as_str()),
+        "one leader, the new one"
+    );
+    println!(
+        "HA fencing: {old} paused past its lease, {new} elected at revision {elected_at}; {old} resumed, published nothing after it, stepped down and follows"
+    );
+    for r in &mut reps {
+        r.proc.kill();
+    }
 }
