@@ -930,8 +930,23 @@ async fn a_paused_leader_is_fenced_and_follows_when_it_resumes() {
         Some(new.as_str()),
         "one leader, the new one"
     );
+    // A leader shutting down (SIGTERM) revokes its lease: the follower
+    // takes over without waiting for the lease to run out (which would
+    // take at least TTL − TTL/3 = 1.33 s after the last keep-alive).
+    let term = Instant::now();
+    reps[fi].proc.signal("TERM");
+    let handed = wait_for_leader(&client, Some(&new), TAKEOVER_BOUND).await;
+    let handover = term.elapsed();
+    assert_eq!(handed.as_deref(), Some(old.as_str()));
+    assert!(
+        handover < Duration::from_millis(1200),
+        "a graceful shutdown handed over after {handover:?}: the lease was not revoked\n{}",
+        logs(dir.path(), &reps)
+    );
     println!(
-        "HA fencing: {old} paused past its lease, {new} elected at revision {elected_at}; {old} resumed, published nothing after it, stepped down and follows"
+        "HA fencing: {old} paused past its lease, {new} elected at revision {elected_at}; {old} resumed, published nothing after it, stepped down and follows; \
+         {new} stopped with SIGTERM: {old} leads again after {:.0} ms (lease revoked)",
+        handover.as_secs_f64() * 1000.0
     );
     for r in &mut reps {
         r.proc.kill();
