@@ -774,6 +774,40 @@ async fn a_follower_takes_over_a_killed_leader_without_losing_acks_or_going_back
         "{refused:?}"
     );
 
+    // The killed leader restarts on its data directory: it follows the new
+    // leader and serves its version (nothing older).
+    let restarted = spawn_replica(dir.path(), &leader, &etcd_url, &backends);
+    let current = |url: String| async move {
+        let ch = channel(&url).await?;
+        DecisionServiceClient::new(ch)
+            .get_snapshot(pb::GetSnapshotRequest {
+                cluster: "web".into(),
+            })
+            .await
+            .ok()
+            .map(|r| r.into_inner().version)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let theirs = current(urls[follower].clone()).await;
+        let mine = current(restarted.url()).await;
+        if mine.is_some() && mine == theirs {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted {leader} serves {mine:?}, the group {theirs:?}\n{}",
+            logs(dir.path(), &reps)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        wait_for_leader(&client, None, Duration::from_secs(1)).await,
+        Some(new_leader.clone()),
+        "the restarted replica follows"
+    );
+    reps[li] = restarted;
+
     let versions: Vec<u64> = seen.iter().map(|s| s.2).collect();
     let mut lat = latencies.lock().unwrap().clone();
     lat.sort();

@@ -148,11 +148,23 @@ impl Publisher {
     /// that revision (or the previous version plus one, if that is higher),
     /// so replicas that applied the same writes report the same versions,
     /// and they only grow.
+    ///
+    /// A snapshot this replica already has still raises the whole state's
+    /// version to its revision (nothing changes for data planes): a replica
+    /// restarted on its store, where the whole state's version counts its
+    /// restores, then reports the group's version like the others.
     pub fn publish_replicated(&self, snapshot: ClusterSnapshot) -> Option<Arc<ClusterSnapshot>> {
         let mut inner = self.lock();
         if let Some(tx) = inner.per_cluster.get(&snapshot.cluster)
             && tx.borrow().version >= snapshot.version
         {
+            let prev = inner.all.borrow().clone();
+            if prev.version < snapshot.version {
+                inner.all.send_replace(Arc::new(PublishedState {
+                    version: snapshot.version,
+                    clusters: prev.clusters.clone(),
+                }));
+            }
             return None;
         }
         let v = snapshot.version;
@@ -260,6 +272,14 @@ mod tests {
         p.publish_replicated(snap("web", 57, 2)).unwrap();
         assert_eq!(p.state().version, 57);
         assert_eq!(p.state().clusters.len(), 2);
+        // A replica restarted on its store: the snapshot is restored at its
+        // revision, the whole state's version counts restores; the same
+        // snapshot from etcd raises it to the revision.
+        let r = Publisher::new(0);
+        r.publish(snap("web", 57, 2));
+        assert_eq!(r.state().version, 1);
+        assert!(r.publish_replicated(snap("web", 57, 2)).is_none());
+        assert_eq!(r.state().version, 57);
         // Never below the previous state version plus one.
         let q = Publisher::new(100);
         q.publish_replicated(snap("web", 7, 1)).unwrap();
