@@ -1,6 +1,7 @@
 //! Generates the Rust code of `aya/v1/*.proto` (Aya's own API) and of the
 //! vendored `keda/externalscaler.proto` (KEDA's external-scaler API,
-//! Apache-2.0, see the file header) with `protox` (a pure Rust protobuf
+//! Apache-2.0, see the file header) and of `etcd/etcd.proto` (the part of
+//! etcd's v3 API that the HA mode uses, client only) with `protox` (a pure Rust protobuf
 //! compiler) and `tonic-prost-build`: no system `protoc` needed. The output
 //! lands in `OUT_DIR` and is included by `src/lib.rs`.
 
@@ -32,6 +33,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile([&keda_file], [&keda_root])?;
     tonic_prost_build::configure()
         .build_server(true)
+        .build_client(true)
+        .compile_fds(fds)?;
+
+    // etcd's v3 API, the part the HA mode uses (client only).
+    let etcd_root = root.join("etcd");
+    let etcd_file = etcd_root.join("etcd.proto");
+    println!("cargo:rerun-if-changed={}", etcd_file.display());
+    let fds = protox::compile([&etcd_file], [&etcd_root])?;
+    tonic_prost_build::configure()
+        .build_server(false)
         .build_client(true)
         .compile_fds(fds)?;
     Ok(())

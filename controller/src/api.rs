@@ -39,6 +39,7 @@ fn status(e: ControllerError) -> Status {
         | ControllerError::Policy(_)
         | ControllerError::ClusterPolicy { .. } => Status::invalid_argument(e.to_string()),
         ControllerError::WriterGone => Status::unavailable(e.to_string()),
+        ControllerError::Ha(_) => Status::failed_precondition(e.to_string()),
         ControllerError::Store(_) => Status::internal(e.to_string()),
     }
 }
@@ -335,6 +336,16 @@ impl MetricsService for AyaApi {
     }
 }
 
+impl WatchState {
+    fn is_new(&self, version: u64) -> bool {
+        if self.monotonic {
+            version > self.last_version
+        } else {
+            version != self.last_version
+        }
+    }
+}
+
 /// Resolves when `rx` becomes true (or its sender is gone).
 async fn until_closed(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|c| *c).await;
@@ -345,6 +356,9 @@ struct WatchState {
     closing: watch::Receiver<bool>,
     first: bool,
     last_version: u64,
+    /// Send only versions above `last_version` (HA: a replica that lags
+    /// another never shows a reconnecting watcher an older version).
+    monotonic: bool,
     done: bool,
 }
 
@@ -357,11 +371,25 @@ pub fn watch_stream(
     closing: watch::Receiver<bool>,
     last_version: u64,
 ) -> BoxStream<pb::ClusterSnapshot> {
+    watch_stream_with(rx, closing, last_version, false)
+}
+
+/// [`watch_stream`]; with `monotonic`, only snapshots whose version is
+/// above the last one sent (or the client's `last_version`) are sent: what
+/// the HA mode serves, where versions are etcd revisions and a replica
+/// may lag the one the client saw before.
+pub fn watch_stream_with(
+    rx: watch::Receiver<Arc<ClusterSnapshot>>,
+    closing: watch::Receiver<bool>,
+    last_version: u64,
+    monotonic: bool,
+) -> BoxStream<pb::ClusterSnapshot> {
     let st = WatchState {
         rx,
         closing,
         first: true,
         last_version,
+        monotonic,
         done: false,
     };
     Box::pin(futures::stream::unfold(st, |mut st| async move {
@@ -371,7 +399,7 @@ pub fn watch_stream(
         if st.first {
             st.first = false;
             let cur = st.rx.borrow_and_update().clone();
-            if cur.version != st.last_version {
+            if st.is_new(cur.version) {
                 st.last_version = cur.version;
                 return Some((Ok(convert::snapshot_to_wire(&cur)), st));
             }
@@ -395,7 +423,7 @@ pub fn watch_stream(
                 return Some((Err(Status::not_found("cluster was deleted")), st));
             }
             let cur = st.rx.borrow_and_update().clone();
-            if cur.version != st.last_version {
+            if st.is_new(cur.version) {
                 st.last_version = cur.version;
                 return Some((Ok(convert::snapshot_to_wire(&cur)), st));
             }
@@ -422,10 +450,11 @@ impl DecisionService for AyaApi {
                     req.cluster
                 ))
             })?;
-        Ok(Response::new(watch_stream(
+        Ok(Response::new(watch_stream_with(
             rx,
             self.ctl.closing(),
             req.last_version,
+            self.ctl.replica().is_some(),
         )))
     }
 
@@ -753,5 +782,36 @@ impl AdminService for AyaApi {
             closed: closed.into_iter().map(convert::anomaly_to_wire).collect(),
             enabled: true,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::publish::test_snapshot;
+
+    #[tokio::test]
+    async fn a_monotonic_watch_never_sends_a_version_below_the_clients() {
+        let (tx, rx) = watch::channel(Arc::new(test_snapshot("web", 5, 1)));
+        let (_closing_tx, closing) = watch::channel(false);
+        // Plain: a different version is news (a recreated cluster restarts at 1).
+        let mut plain = watch_stream(rx.clone(), closing.clone(), 9);
+        assert_eq!(plain.next().await.unwrap().unwrap().version, 5);
+        // HA: the client has 9 from another replica; 5 and 7 are older.
+        let mut ha = watch_stream_with(rx, closing, 9, true);
+        let quiet = tokio::time::timeout(std::time::Duration::from_millis(100), ha.next());
+        assert!(quiet.await.is_err(), "version 5 is below the client's 9");
+        tx.send_replace(Arc::new(test_snapshot("web", 7, 1)));
+        let quiet = tokio::time::timeout(std::time::Duration::from_millis(100), ha.next());
+        assert!(quiet.await.is_err(), "version 7 is below the client's 9");
+        tx.send_replace(Arc::new(test_snapshot("web", 12, 2)));
+        let s = ha.next().await.unwrap().unwrap();
+        assert_eq!(
+            (
+                s.version,
+                s.decision.unwrap().scaling.unwrap().desired_replicas
+            ),
+            (12, 2)
+        );
     }
 }

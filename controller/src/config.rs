@@ -138,6 +138,9 @@ pub struct Config {
     /// `[anomaly]`: streaming anomaly detection on every ingested series
     /// (docs/anomaly.md).
     pub anomaly: crate::anomaly::AnomalyConfig,
+    /// `[ha]`: run as one replica of a group on etcd (docs/ha.md); `None`:
+    /// a single replica.
+    pub ha: Option<crate::ha::HaConfig>,
 }
 
 /// A role: what a credential may call (see `crate::auth::RPC_ROLES`).
@@ -333,6 +336,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             haproxy: Vec::new(),
             anomaly: crate::anomaly::AnomalyConfig::default(),
+            ha: None,
         }
     }
 }
@@ -754,6 +758,10 @@ impl Config {
         self.anomaly
             .validate()
             .map_err(|(f, m)| invalid(format!("anomaly.{f}"), m))?;
+        if let Some(ha) = &self.ha {
+            ha.validate()
+                .map_err(|(f, m)| invalid(format!("ha.{f}"), m))?;
+        }
         if self.clusters.len() > self.limits.max_clusters {
             return Err(invalid(
                 "clusters",

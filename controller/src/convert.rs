@@ -35,6 +35,27 @@ pub fn sample_from_wire(s: pb::Sample) -> Sample {
     .with_labels(s.labels)
 }
 
+/// Domain sample → wire sample (the inverse of [`sample_from_wire`] for
+/// every sample ingest accepted; the HA ingest log carries accepted samples
+/// in this form).
+pub fn sample_to_wire(s: &Sample) -> pb::Sample {
+    let kind = match s.kind {
+        MetricKind::Gauge => pb::MetricKind::Gauge as i32,
+        MetricKind::Counter => pb::MetricKind::Counter as i32,
+        MetricKind::Delta => pb::MetricKind::Delta as i32,
+        MetricKind::Unknown(n) => n,
+    };
+    pb::Sample {
+        cluster: s.cluster.clone(),
+        backend: s.backend.clone(),
+        metric: s.metric.clone(),
+        kind,
+        timestamp_ms: s.timestamp_ms,
+        value: s.value,
+        labels: s.labels.clone(),
+    }
+}
+
 /// Domain reject reason → wire enum.
 pub fn reject_reason_to_wire(r: RejectReason) -> pb::RejectReason {
     match r {

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod convert;
 pub mod forecasting;
+pub mod ha;
 pub mod haproxy;
 pub mod ingest;
 pub mod keda;

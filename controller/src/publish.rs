@@ -138,8 +138,47 @@ impl Publisher {
     /// Publish `snapshot` as the current one of its cluster. The caller sets
     /// the version (the controller increments it and stores it first).
     pub fn publish(&self, snapshot: ClusterSnapshot) -> Arc<ClusterSnapshot> {
-        let snap = Arc::new(snapshot);
         let mut inner = self.lock();
+        Self::publish_locked(&mut inner, snapshot, |prev| prev + 1)
+    }
+
+    /// Publish a snapshot replicated from an HA group, whose version is the
+    /// etcd revision of its write: only when it is newer than the cluster's
+    /// current snapshot (else `None`). The whole state's version becomes
+    /// that revision (or the previous version plus one, if that is higher),
+    /// so replicas that applied the same writes report the same versions,
+    /// and they only grow.
+    ///
+    /// A snapshot this replica already has still raises the whole state's
+    /// version to its revision (nothing changes for data planes): a replica
+    /// restarted on its store, where the whole state's version counts its
+    /// restores, then reports the group's version like the others.
+    pub fn publish_replicated(&self, snapshot: ClusterSnapshot) -> Option<Arc<ClusterSnapshot>> {
+        let mut inner = self.lock();
+        if let Some(tx) = inner.per_cluster.get(&snapshot.cluster)
+            && tx.borrow().version >= snapshot.version
+        {
+            let prev = inner.all.borrow().clone();
+            if prev.version < snapshot.version {
+                inner.all.send_replace(Arc::new(PublishedState {
+                    version: snapshot.version,
+                    clusters: prev.clusters.clone(),
+                }));
+            }
+            return None;
+        }
+        let v = snapshot.version;
+        Some(Self::publish_locked(&mut inner, snapshot, |prev| {
+            v.max(prev + 1)
+        }))
+    }
+
+    fn publish_locked(
+        inner: &mut Inner,
+        snapshot: ClusterSnapshot,
+        next_version: impl FnOnce(u64) -> u64,
+    ) -> Arc<ClusterSnapshot> {
+        let snap = Arc::new(snapshot);
         match inner.per_cluster.get(&snap.cluster) {
             Some(tx) => {
                 tx.send_replace(snap.clone());
@@ -153,7 +192,7 @@ impl Publisher {
         let mut clusters = prev.clusters.clone();
         clusters.insert(snap.cluster.clone(), snap.clone());
         inner.all.send_replace(Arc::new(PublishedState {
-            version: prev.version + 1,
+            version: next_version(prev.version),
             clusters,
         }));
         snap
@@ -183,5 +222,67 @@ impl Publisher {
             .map(|s| s.receiver_count())
             .sum::<usize>()
             + inner.all.receiver_count()
+    }
+}
+
+/// A snapshot for unit tests.
+#[cfg(test)]
+pub(crate) fn test_snapshot(cluster: &str, version: u64, replicas: u32) -> ClusterSnapshot {
+    tests::snap(cluster, version, replicas)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(super) fn snap(cluster: &str, version: u64, replicas: u32) -> ClusterSnapshot {
+        let mut decision = Decision {
+            at: 0.0,
+            weights: Vec::new(),
+            ejected: Vec::new(),
+            scaling: Default::default(),
+            algorithm: aya_policy::AlgorithmChoice {
+                algorithm: aya_policy::LbAlgorithm::RoundRobin,
+                rule: "test".into(),
+            },
+            explanation: Default::default(),
+        };
+        decision.scaling.desired_replicas = replicas;
+        ClusterSnapshot {
+            cluster: cluster.into(),
+            version,
+            decision,
+            endpoints: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn replicated_snapshots_apply_only_when_newer_and_set_the_state_version() {
+        let p = Publisher::new(3);
+        let first = p.publish_replicated(snap("web", 40, 1)).unwrap();
+        assert_eq!(first.version, 40);
+        assert_eq!(p.state().version, 40, "the revision, not 3 + 1");
+        assert!(p.publish_replicated(snap("web", 40, 2)).is_none(), "same");
+        assert!(p.publish_replicated(snap("web", 39, 2)).is_none(), "older");
+        assert_eq!(
+            p.current("web").unwrap().decision.scaling.desired_replicas,
+            1
+        );
+        p.publish_replicated(snap("api", 41, 1)).unwrap();
+        p.publish_replicated(snap("web", 57, 2)).unwrap();
+        assert_eq!(p.state().version, 57);
+        assert_eq!(p.state().clusters.len(), 2);
+        // A replica restarted on its store: the snapshot is restored at its
+        // revision, the whole state's version counts restores; the same
+        // snapshot from etcd raises it to the revision.
+        let r = Publisher::new(0);
+        r.publish(snap("web", 57, 2));
+        assert_eq!(r.state().version, 1);
+        assert!(r.publish_replicated(snap("web", 57, 2)).is_none());
+        assert_eq!(r.state().version, 57);
+        // Never below the previous state version plus one.
+        let q = Publisher::new(100);
+        q.publish_replicated(snap("web", 7, 1)).unwrap();
+        assert_eq!(q.state().version, 101);
     }
 }

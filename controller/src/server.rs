@@ -72,6 +72,9 @@ pub enum ServeError {
     /// A background task panicked.
     #[error("task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    /// The HA group (`[ha]`) could not be joined.
+    #[error("ha: {0}")]
+    Ha(String),
 }
 
 /// The sockets the service serves on.
@@ -167,8 +170,26 @@ pub async fn serve_reloadable(
 ) -> Result<(), ServeError> {
     // Certificates are checked before the store opens: a wrong path fails fast.
     let security = Security::new(&config)?;
+    let ha = config.ha.clone();
     let ctl =
         tokio::task::spawn_blocking(move || Controller::open_with_clock(config, clock)).await??;
+    if let Some(cfg) = ha {
+        // Joined before `ready`: an unreachable etcd fails the start.
+        let listen = listeners
+            .grpc
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let replica = crate::ha::Replica::connect(&cfg, &listen)
+            .await
+            .map_err(|e| {
+                ServeError::Ha(format!(
+                    "ha.etcd_endpoints = {:?}: cannot reach etcd: {e}",
+                    cfg.etcd_endpoints
+                ))
+            })?;
+        ctl.set_replica(replica);
+    }
     let reloader = tokio::spawn(apply_reloads(ctl.clone(), reloads));
     ready();
     let result = serve_secured(ctl.clone(), listeners, admin, security, shutdown).await;
@@ -308,6 +329,13 @@ pub async fn serve_secured(
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    // The HA group (`[ha]`): the replicated snapshots are published and the
+    // ingest log is written before any ingest is accepted; then the election.
+    let ha = match crate::ha::start(&ctl, &stop_rx).await {
+        None => None,
+        Some(Ok(tasks)) => Some(tasks),
+        Some(Err(e)) => return Err(ServeError::Ha(format!("cannot join the group: {e}"))),
+    };
 
     // Per-client limits, on the controller's clock (shared by every listener).
     let rates = Arc::new(crate::auth::RateLimits::new(&security.limits, ctl.clock()));
@@ -395,6 +423,9 @@ pub async fn serve_secured(
         .set_not_serving::<MetricsServiceServer<AyaApi>>()
         .await;
     join_tasks(periodic, metrics_task, otlp_task, admin_task).await?;
+    if let Some(ha) = ha {
+        ha.join().await;
+    }
     grpc?;
     tracing::info!("shut down");
     Ok(())
@@ -467,10 +498,11 @@ fn main_router(
         .add_service(DecisionServiceServer::new(api.clone()))
         .add_service(ForecastServiceServer::new(api.clone()))
         .add_service(AdminServiceServer::new(api))
-        .add_service(crate::xds::ads_service_with_clock(
+        .add_service(crate::xds::ads_service_monotonic(
             all.clone(),
             ctl.xds_stats().clone(),
             ctl.clock().clone(),
+            ctl.replica().is_some(),
         ))
         .add_service(crate::keda::keda_service_with_forecast(
             all,
@@ -542,6 +574,10 @@ async fn warm_start_and_publish(ctl: &Controller) -> Result<(), ServeError> {
     let c = ctl.clone();
     let now = c.clock().now_secs();
     tokio::task::spawn_blocking(move || c.warm_start_all(now)).await?;
+    if ctl.replica().is_some() {
+        // In an HA group only the leader ticks; it does once elected.
+        return Ok(());
+    }
     let c = ctl.clone();
     let now = c.clock().now_secs();
     if let Err(e) = tokio::task::spawn_blocking(move || c.tick_all(now)).await? {
@@ -644,6 +680,7 @@ fn metrics_app(
     haproxy: &crate::haproxy::HaproxyMetrics,
     rates: &Arc<crate::auth::RateLimits>,
 ) -> axum::Router {
+    let replica = ctl.replica().cloned();
     let (m, p, x, sec, hap, anomalies) = (
         ctl.metrics().clone(),
         ctl.publisher().clone(),
@@ -668,6 +705,9 @@ fn metrics_app(
                 body.push_str(&extra);
                 if let Some(a) = &anomalies {
                     body.push_str(&a.render());
+                }
+                if let Some(r) = &replica {
+                    body.push_str(&r.render());
                 }
                 body.push_str(&hap.render());
                 async move {
@@ -708,6 +748,10 @@ async fn tick_loop(ctl: Controller, started: Duration, stop: watch::Receiver<boo
         stop,
         "control tick",
         move || {
+            if ctl.replica().is_some_and(|r| !r.is_leader()) {
+                // An HA follower: the leader ticks and publishes.
+                return;
+            }
             if let Err(e) = ctl.tick_all(ctl.clock().now_secs()) {
                 tracing::error!(error = %e, "control tick failed");
             }

@@ -14,3 +14,10 @@ pub mod keda {
     #![allow(missing_docs, clippy::all, clippy::pedantic, rust_2018_idioms)]
     tonic::include_proto!("externalscaler");
 }
+
+/// Package `etcdserverpb`: the part of etcd's v3 API (KV, Lease, Watch)
+/// that the controller's HA mode uses (clients only).
+pub mod etcd {
+    #![allow(missing_docs, clippy::all, clippy::pedantic, rust_2018_idioms)]
+    tonic::include_proto!("etcdserverpb");
+}

@@ -82,6 +82,9 @@ pub enum ControllerError {
     /// The ingest writer has stopped (the service is shutting down).
     #[error("ingest writer has stopped")]
     WriterGone,
+    /// Not possible in (or refused by) the HA mode (`[ha]`).
+    #[error("{0}")]
+    Ha(String),
 }
 
 /// An operator override of a cluster's decision (also the test hook used to
@@ -125,6 +128,8 @@ struct Inner {
     /// The configuration file's clusters as last applied (at start or by a
     /// reload): what a reload compares the new file with.
     applied: Mutex<Vec<ClusterConfig>>,
+    /// This replica's HA group (`[ha]`), set once the service joined it.
+    replica: std::sync::OnceLock<crate::ha::Replica>,
 }
 
 impl Inner {
@@ -239,11 +244,67 @@ impl Controller {
         self.inner.anomalies.as_ref()
     }
 
+    /// This replica's HA group, once joined (`None` without `[ha]`).
+    pub fn replica(&self) -> Option<&crate::ha::Replica> {
+        self.inner.replica.get()
+    }
+
+    /// Join an HA group (once; the service does it at start).
+    pub fn set_replica(&self, replica: crate::ha::Replica) {
+        let _ = self.inner.replica.set(replica);
+    }
+
+    /// The refusal of a change that the HA mode does not replicate.
+    pub(crate) fn refuse_in_ha(&self, what: &str) -> Result<(), ControllerError> {
+        match self.replica() {
+            None => Ok(()),
+            Some(_) => Err(ControllerError::Ha(format!(
+                "{what} is not available with [ha]: cluster changes and overrides are not replicated between replicas yet; change aya.toml on every replica and restart them"
+            ))),
+        }
+    }
+
+    /// Publish a snapshot replicated from the HA group (its version is the
+    /// etcd revision of its write) and store it, if it is newer than this
+    /// replica's. Returns whether it was.
+    pub fn apply_replicated_snapshot(
+        &self,
+        snap: crate::publish::ClusterSnapshot,
+    ) -> Result<bool, ControllerError> {
+        let json =
+            serde_json::to_string(&snap).map_err(|e| ControllerError::Invalid(e.to_string()))?;
+        let name = snap.cluster.clone();
+        if self.inner.publisher.publish_replicated(snap).is_none() {
+            return Ok(false);
+        }
+        self.inner.store.put_snapshot(&name, Some(&json))?;
+        Ok(true)
+    }
+
     /// Queue a batch for validation and durable storage; the receiver gets
-    /// one outcome per sample once the batch is committed. Waits while the
-    /// writer's queue is full (backpressure). (The gRPC edge's wire-typed
-    /// entry is [`Controller::submit`], in [`crate::api`].)
+    /// one outcome per sample once the batch is committed (with `[ha]`:
+    /// once the accepted samples are also in the group's ingest log, see
+    /// [`crate::ha`]). Waits while the writer's queue is full
+    /// (backpressure). (The gRPC edge's wire-typed entry is
+    /// [`Controller::submit`], in [`crate::api`].)
     pub async fn submit_samples(
+        &self,
+        samples: Vec<Sample>,
+    ) -> Result<tokio::sync::oneshot::Receiver<Vec<Outcome>>, ControllerError> {
+        let Some(replica) = self.replica() else {
+            return self.submit_local(samples).await;
+        };
+        let copy = samples.clone();
+        let local = self.submit_local(samples).await?;
+        replica
+            .enqueue(copy, local)
+            .await
+            .ok_or(ControllerError::WriterGone)
+    }
+
+    /// [`Controller::submit_samples`] to this replica's store only (what
+    /// the HA mode applies from the other replicas' ingest log).
+    pub async fn submit_local(
         &self,
         samples: Vec<Sample>,
     ) -> Result<tokio::sync::oneshot::Receiver<Vec<Outcome>>, ControllerError> {

@@ -22,6 +22,7 @@ impl Controller {
 
     /// Create or replace a cluster, store it and publish its new state.
     pub fn upsert_cluster(&self, mut cfg: ClusterConfig) -> Result<ClusterConfig, ControllerError> {
+        self.refuse_in_ha("changing a cluster")?;
         cfg.normalise("cluster")?;
         let policy = if cfg.policy.is_empty() {
             &self.inner.config.default_policy
@@ -47,6 +48,7 @@ impl Controller {
 
     /// Delete a cluster; its watchers' streams end. Returns whether it existed.
     pub fn delete_cluster(&self, name: &str) -> Result<bool, ControllerError> {
+        self.refuse_in_ha("deleting a cluster")?;
         let existed = self
             .inner
             .registry
@@ -108,6 +110,7 @@ impl Controller {
         cluster: &str,
         o: Override,
     ) -> Result<Arc<ClusterSnapshot>, ControllerError> {
+        self.refuse_in_ha("an override")?;
         let cfg = self.known(cluster)?;
         check_override(&cfg, &o)?;
         let json = serde_json::to_string(&(cluster, &o))
@@ -132,6 +135,7 @@ impl Controller {
 
     /// Remove an override. Returns whether one was set.
     pub fn clear_override(&self, cluster: &str) -> Result<bool, ControllerError> {
+        self.refuse_in_ha("clearing an override")?;
         let had = lock(&self.inner.runtimes)
             .get_mut(cluster)
             .and_then(|rt| rt.override_.take())

@@ -104,6 +104,7 @@ impl Controller {
                 writer: Mutex::new(Some(writer)),
                 pending_demand: Mutex::new(Vec::new()),
                 anomalies,
+                replica: std::sync::OnceLock::new(),
             }),
         })
     }

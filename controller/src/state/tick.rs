@@ -157,6 +157,9 @@ impl Controller {
         if let (false, Some(current)) = (changed, &current) {
             return Ok(current.clone());
         }
+        if let Some(replica) = self.replica() {
+            return self.publish_replicated(replica, name, decision, endpoints);
+        }
         let version = current.map_or(1, |c| c.version + 1);
         let snap = ClusterSnapshot {
             cluster: name.to_string(),
@@ -172,6 +175,44 @@ impl Controller {
         tracing::info!(cluster = %name, version, weights = ?published.endpoints.iter().map(|e| (&e.backend, e.weight)).collect::<Vec<_>>(),
             algorithm = %published.decision.algorithm.algorithm, desired_replicas = published.decision.scaling.desired_replicas,
             reasons = ?published.decision.explanation.rules, "published");
+        Ok(published)
+    }
+}
+
+impl Controller {
+    /// The HA leader's publication: the snapshot goes to etcd first,
+    /// fenced by the leadership (see [`crate::ha`]); its version is the
+    /// revision of that write. Followers publish it from there; this
+    /// replica publishes it at once.
+    fn publish_replicated(
+        &self,
+        replica: &crate::ha::Replica,
+        name: &str,
+        decision: Decision,
+        endpoints: Vec<Endpoint>,
+    ) -> Result<Arc<ClusterSnapshot>, ControllerError> {
+        let mut snap = ClusterSnapshot {
+            cluster: name.to_string(),
+            version: 0,
+            decision,
+            endpoints,
+        };
+        let json =
+            serde_json::to_vec(&snap).map_err(|e| ControllerError::Invalid(e.to_string()))?;
+        snap.version = replica
+            .publish_snapshot_blocking(name, json)
+            .map_err(|e| ControllerError::Ha(format!("cluster {name:?}: {e}")))?;
+        let version = snap.version;
+        self.apply_replicated_snapshot(snap)?;
+        let published = self
+            .inner
+            .publisher
+            .current(name)
+            .ok_or_else(|| ControllerError::UnknownCluster(name.into()))?;
+        self.inner.metrics.published();
+        tracing::info!(cluster = %name, version, weights = ?published.endpoints.iter().map(|e| (&e.backend, e.weight)).collect::<Vec<_>>(),
+            algorithm = %published.decision.algorithm.algorithm, desired_replicas = published.decision.scaling.desired_replicas,
+            reasons = ?published.decision.explanation.rules, "published (HA leader)");
         Ok(published)
     }
 }

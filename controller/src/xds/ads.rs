@@ -240,7 +240,12 @@ pub struct AdsServer {
     rx: watch::Receiver<Arc<PublishedState>>,
     stats: Arc<XdsStats>,
     clock: Clock,
+    monotonic: bool,
 }
+
+/// How long a stream waits for this replica to catch up with the version
+/// a client reports (HA) before it answers with what it has.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl AdsServer {
     /// Serve the state published on `rx`; counters go to `stats`.
@@ -254,7 +259,22 @@ impl AdsServer {
         stats: Arc<XdsStats>,
         clock: Clock,
     ) -> Self {
-        AdsServer { rx, stats, clock }
+        AdsServer {
+            rx,
+            stats,
+            clock,
+            monotonic: false,
+        }
+    }
+
+    /// With `on` (the HA mode, where versions are etcd revisions shared by
+    /// every replica), a request that reports a version above this
+    /// replica's (a client coming from a replica further ahead) is answered
+    /// only once this replica has caught up (at most 5 s), so a client never
+    /// sees the version go backwards when it moves between replicas.
+    pub fn with_monotonic_versions(mut self, on: bool) -> Self {
+        self.monotonic = on;
+        self
     }
 }
 
@@ -276,6 +296,7 @@ async fn run_stream(
     tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
     stats: Arc<XdsStats>,
     clock: Clock,
+    monotonic: bool,
 ) {
     stats.stream_opened();
     let _guard = StreamGuard(stats.clone());
@@ -284,6 +305,9 @@ async fn run_stream(
         let responses = tokio::select! {
             msg = inbound.message() => match msg {
                 Ok(Some(req)) => {
+                    if monotonic {
+                        catch_up(&state_rx, &req.version_info, stream.node()).await;
+                    }
                     // `borrow` (not `borrow_and_update`): a change not yet seen
                     // by the branch below must still trigger its pushes.
                     let state = state_rx.borrow().clone();
@@ -313,6 +337,27 @@ async fn run_stream(
     tracing::debug!(node = %stream.node(), "ADS stream closed");
 }
 
+/// Wait (at most [`CATCH_UP_TIMEOUT`]) until the published version is at
+/// least the one the client reports.
+async fn catch_up(state_rx: &watch::Receiver<Arc<PublishedState>>, reported: &str, node: &str) {
+    let Ok(wanted) = reported.parse::<u64>() else {
+        return;
+    };
+    if state_rx.borrow().version >= wanted {
+        return;
+    }
+    let mut rx = state_rx.clone();
+    let waited = tokio::time::timeout(CATCH_UP_TIMEOUT, rx.wait_for(|s| s.version >= wanted)).await;
+    if waited.is_err() {
+        tracing::warn!(
+            node,
+            wanted,
+            have = state_rx.borrow().version,
+            "ADS client reports a version this replica has not reached within {CATCH_UP_TIMEOUT:?}; answering with what it has"
+        );
+    }
+}
+
 type DeltaStream =
     Pin<Box<dyn Stream<Item = Result<DeltaDiscoveryResponse, Status>> + Send + 'static>>;
 
@@ -331,6 +376,7 @@ impl AggregatedDiscoveryService for AdsServer {
             tx,
             self.stats.clone(),
             self.clock.clone(),
+            self.monotonic,
         ));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
@@ -582,6 +628,28 @@ mod tests {
             .is_none()
         );
         assert_eq!(stats.snapshot().unknown_type, 1);
+    }
+
+    #[tokio::test]
+    async fn a_client_ahead_of_this_replica_is_answered_once_it_caught_up() {
+        let (tx, rx) = watch::channel(Arc::new(state(5, LbAlgorithm::WeightedRoundRobin, &[1])));
+        // A client behind (or without a version) is answered at once.
+        for reported in ["3", "5", "", "not-a-number"] {
+            tokio::time::timeout(Duration::from_secs(1), catch_up(&rx, reported, "n"))
+                .await
+                .expect("no wait");
+        }
+        let waiter = {
+            let rx = rx.clone();
+            tokio::spawn(async move {
+                catch_up(&rx, "9", "n").await;
+                rx.borrow().version
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "9 is ahead of this replica's 5");
+        tx.send_replace(Arc::new(state(9, LbAlgorithm::WeightedRoundRobin, &[1])));
+        assert_eq!(waiter.await.unwrap(), 9);
     }
 
     /// The tonic service end to end over loopback: a client stream gets the

@@ -44,6 +44,20 @@ pub fn ads_service(
     AggregatedDiscoveryServiceServer::new(AdsServer::new(rx, stats))
 }
 
+/// [`ads_service_with_clock`] that, with `monotonic` (the HA mode), never
+/// answers a client with a version below the one it reports
+/// ([`AdsServer::with_monotonic_versions`]).
+pub fn ads_service_monotonic(
+    rx: watch::Receiver<Arc<PublishedState>>,
+    stats: Arc<XdsStats>,
+    clock: crate::clock::Clock,
+    monotonic: bool,
+) -> AggregatedDiscoveryServiceServer<AdsServer> {
+    AggregatedDiscoveryServiceServer::new(
+        AdsServer::with_clock(rx, stats, clock).with_monotonic_versions(monotonic),
+    )
+}
+
 /// [`ads_service`] measuring ACK latencies on `clock`.
 pub fn ads_service_with_clock(
     rx: watch::Receiver<Arc<PublishedState>>,
