@@ -102,6 +102,12 @@ pub const RPC_ROLES: &[(&str, Access)] = &[
         "/aya.v1.AdminService/ListAnomalies",
         Access::Role(Role::Read),
     ),
+    ("/aya.v1.AdminService/ListEvents", Access::Role(Role::Read)),
+    ("/aya.v1.AdminService/AddEvent", Access::Role(Role::Admin)),
+    (
+        "/aya.v1.AdminService/DeleteEvent",
+        Access::Role(Role::Admin),
+    ),
     (
         "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources",
         Access::Role(Role::Watch),
@@ -622,7 +628,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(found, 18, "aya.v1 and KEDA rpcs found in the .proto files");
+        assert_eq!(found, 21, "aya.v1 and KEDA rpcs found in the .proto files");
         for (path, _) in RPC_ROLES {
             let svc = path[1..].split('/').next().unwrap();
             assert!(SERVICES.contains(&svc), "{path}: service not served");
