@@ -260,7 +260,6 @@ async fn a_clusters_calendar_file_and_admin_events_shape_its_forecast() {
     // 2. An event added over the admin API, at hours with no launch, is
     // used from the next tick (the change itself ticks the cluster).
     let quiet = (k + 6..22).chain(1..k.saturating_sub(4)).next().unwrap();
-    assert!((with[quiet] - base[quiet]).abs() < 0.05 * base[quiet]);
     let start_ms = tl.end + quiet as i64 * HOUR_MS;
     let mut admin = svc.admin().await;
     let added = admin
@@ -280,10 +279,10 @@ async fn a_clusters_calendar_file_and_admin_events_shape_its_forecast() {
     assert_eq!((added.id.as_str(), added.source.as_str()), ("api-1", "api"));
     let raised = svc.forecast().await;
     assert!(
-        raised[quiet] > 1.5 * base[quiet],
-        "added event: {} vs {}",
+        raised[quiet] > 1.5 * with[quiet],
+        "added event: {} vs {} before",
         raised[quiet],
-        base[quiet]
+        with[quiet]
     );
     let listed = svc.events().await;
     assert_eq!(listed.events.len(), tl.launches().len() + 1);
@@ -403,10 +402,10 @@ async fn a_clusters_calendar_file_and_admin_events_shape_its_forecast() {
     );
     let after = svc.forecast().await;
     assert!(
-        after[quiet] < 1.2 * base[quiet],
-        "deleted event: {} vs {}",
+        after[quiet] < 1.2 * with[quiet],
+        "deleted event: {} vs {} before it was added",
         after[quiet],
-        base[quiet]
+        with[quiet]
     );
     assert_eq!(svc.events().await.events.len(), fewer.len());
     svc.stop().await;

@@ -407,7 +407,11 @@ fn the_online_forecaster_forecasts_the_next_event_with_its_calendar() {
     let ahead = next - y.len(); // forecast step index (0-based) of its first hour
     assert!(ahead + 2 <= 24, "the next event is within a day: {ahead}");
 
-    let mut plain = OnlineForecaster::new(cfg.clone());
+    // The same selection settings as with a calendar (more validation
+    // origins, `OnlineConfig::event_origins`): only the calendar differs.
+    let mut plain_cfg = cfg.clone();
+    plain_cfg.select.origins = cfg.event_origins;
+    let mut plain = OnlineForecaster::new(plain_cfg);
     feed(&mut plain);
     let mut with = OnlineForecaster::new(cfg);
     with.set_calendar(Some(Arc::new(cal.clone())));
