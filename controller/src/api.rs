@@ -542,6 +542,11 @@ impl AdminService for AyaApi {
             convert::cluster_from_wire(&c).map_err(|e| Status::invalid_argument(e.to_string()))?;
         self.check_limits(&cfg.name, cfg.backends.len())?;
         let before = self.ctl.cluster(&cfg.name);
+        // The wire cluster has no calendar: its events (file and added) stay.
+        let mut cfg = cfg;
+        if let Some(b) = &before {
+            cfg.events = b.events.clone();
+        }
         let ctl = self.ctl.clone();
         let out = blocking(move || ctl.upsert_cluster(cfg)).await?;
         audit(
@@ -781,6 +786,62 @@ impl AdminService for AyaApi {
             open: open.into_iter().map(convert::anomaly_to_wire).collect(),
             closed: closed.into_iter().map(convert::anomaly_to_wire).collect(),
             enabled: true,
+        }))
+    }
+
+    async fn list_events(
+        &self,
+        r: Request<pb::ListEventsRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        let r = r.into_inner();
+        let ev = self.ctl.events(&r.cluster).map_err(status)?;
+        Ok(Response::new(convert::events_to_wire(&ev, r.from_ms)))
+    }
+
+    async fn add_event(
+        &self,
+        r: Request<pb::AddEventRequest>,
+    ) -> Result<Response<pb::KnownEvent>, Status> {
+        let caller = Caller::of(&r);
+        let r = r.into_inner();
+        let e = r
+            .event
+            .as_ref()
+            .ok_or_else(|| Status::invalid_argument("event is required"))?;
+        let event = convert::event_from_wire(e);
+        let cluster = r.cluster.clone();
+        let ctl = self.ctl.clone();
+        let added = blocking(move || ctl.add_event(&cluster, event)).await?;
+        audit(
+            &caller,
+            "AddEvent",
+            &format!("{}/events/{}", r.cluster, added.id),
+            "absent",
+            &audit_json(Some(&added.event)),
+        );
+        Ok(Response::new(convert::added_event_to_wire(&added)))
+    }
+
+    async fn delete_event(
+        &self,
+        r: Request<pb::DeleteEventRequest>,
+    ) -> Result<Response<pb::DeleteEventResponse>, Status> {
+        let caller = Caller::of(&r);
+        let r = r.into_inner();
+        let (cluster, id) = (r.cluster.clone(), r.id.clone());
+        let ctl = self.ctl.clone();
+        let removed = blocking(move || ctl.delete_event(&cluster, &id)).await?;
+        if let Some(a) = &removed {
+            audit(
+                &caller,
+                "DeleteEvent",
+                &format!("{}/events/{}", r.cluster, a.id),
+                &audit_json(Some(&a.event)),
+                "absent",
+            );
+        }
+        Ok(Response::new(pb::DeleteEventResponse {
+            deleted: removed.is_some(),
         }))
     }
 }

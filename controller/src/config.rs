@@ -374,6 +374,115 @@ pub struct ClusterConfig {
     /// file at every start (see `Controller::warm_start_all`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warm_start: Option<WarmStart>,
+    /// Known events the cluster's forecaster uses (`[clusters.events]`,
+    /// docs/events.md): a calendar file, and the events added over the
+    /// admin API.
+    #[serde(default, skip_serializing_if = "ClusterEvents::is_empty")]
+    pub events: ClusterEvents,
+}
+
+/// Most events the admin API may add to one cluster.
+pub const MAX_ADDED_EVENTS: usize = 10_000;
+
+/// `[clusters.events]`: the cluster's calendar of known events.
+///
+/// In the configuration file only `file` is written: the service replaces
+/// `from_file` with the file's events whenever it reads it (at every start
+/// and every reload), and `added` (refused in the file) holds the events
+/// added over the admin API (`AdminService.AddEvent`). Both are stored
+/// with the cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterEvents {
+    /// A calendar file, CSV (or TOML when its name ends in `.toml`) in the
+    /// formats of docs/events.md. A relative path is taken from the
+    /// service's working directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// The file's events (recurrences expanded) as last read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from_file: Vec<aya_forecaster::events::Event>,
+    /// Events added over the admin API.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub added: Vec<AddedEvent>,
+}
+
+/// An event added over the admin API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddedEvent {
+    /// Identifier within the cluster (`api-N`), assigned when added.
+    pub id: String,
+    /// The event.
+    pub event: aya_forecaster::events::Event,
+}
+
+impl ClusterEvents {
+    /// True without file and events.
+    pub fn is_empty(&self) -> bool {
+        self.file.is_none() && self.from_file.is_empty() && self.added.is_empty()
+    }
+
+    /// Every event of the cluster: the file's, then the added ones.
+    pub fn calendar(&self) -> aya_forecaster::events::Calendar {
+        aya_forecaster::events::Calendar {
+            events: self
+                .from_file
+                .iter()
+                .cloned()
+                .chain(self.added.iter().map(|a| a.event.clone()))
+                .collect(),
+        }
+    }
+
+    /// Read `file` into `from_file` (`field` names it in errors, e.g.
+    /// `clusters[0].events.file`). Without a file, `from_file` is emptied.
+    pub fn load_file(&mut self, field: &str) -> Result<(), ConfigError> {
+        self.from_file = match &self.file {
+            None => Vec::new(),
+            Some(path) => {
+                aya_forecaster::events::Calendar::load(path)
+                    .map_err(|e| invalid(field, e.to_string()))?
+                    .events
+            }
+        };
+        Ok(())
+    }
+}
+
+/// Check one event added over the admin API (`field` names it in errors).
+pub fn check_event(field: &str, e: &aya_forecaster::events::Event) -> Result<(), ConfigError> {
+    if e.name.trim().is_empty() || e.name.chars().count() > 256 {
+        return Err(invalid(
+            format!("{field}.name"),
+            "must be 1..=256 characters, not only spaces",
+        ));
+    }
+    if e.category.is_empty() || !valid_name(&e.category) {
+        return Err(invalid(
+            format!("{field}.category"),
+            format!(
+                "{:?} must be 1..=128 characters of [A-Za-z0-9_.:-]",
+                e.category
+            ),
+        ));
+    }
+    // Years 1970..=9999: what RFC 3339 can show.
+    const MAX_MS: i64 = 253_402_300_799_999;
+    for (name, v) in [("start_ms", e.start_ms), ("end_ms", e.end_ms)] {
+        if !(0..=MAX_MS).contains(&v) {
+            return Err(invalid(
+                format!("{field}.{name}"),
+                format!("{v} is not a unix time in milliseconds between 1970 and 9999"),
+            ));
+        }
+    }
+    if e.end_ms < e.start_ms {
+        return Err(invalid(
+            format!("{field}.end_ms"),
+            format!("{} is before start_ms {}", e.end_ms, e.start_ms),
+        ));
+    }
+    Ok(())
 }
 
 /// `[clusters.warm_start]`: a history source for a cluster whose store holds
@@ -599,6 +708,26 @@ impl ClusterConfig {
         if let Some(w) = &self.warm_start {
             w.validate(&format!("{field}.warm_start"))?;
         }
+        if self.events.added.len() > MAX_ADDED_EVENTS {
+            return Err(invalid(
+                format!("{field}.events.added"),
+                format!(
+                    "{} events exceed the limit {MAX_ADDED_EVENTS}",
+                    self.events.added.len()
+                ),
+            ));
+        }
+        let mut ids = BTreeSet::new();
+        for (i, a) in self.events.added.iter().enumerate() {
+            let ef = format!("{field}.events.added[{i}]");
+            check_event(&ef, &a.event)?;
+            if !ids.insert(a.id.as_str()) {
+                return Err(invalid(
+                    format!("{ef}.id"),
+                    format!("duplicate event id {:?}", a.id),
+                ));
+            }
+        }
         let mut seen = BTreeSet::new();
         let mut addresses = BTreeSet::new();
         for (i, b) in self.backends.iter_mut().enumerate() {
@@ -787,6 +916,13 @@ impl Config {
         let mut seen = BTreeSet::new();
         for (i, c) in self.clusters.iter_mut().enumerate() {
             let f = format!("clusters[{i}]");
+            if !c.events.added.is_empty() {
+                return Err(invalid(
+                    format!("{f}.events.added"),
+                    "written by the admin API (AddEvent), not in the configuration file",
+                ));
+            }
+            c.events.load_file(&format!("{f}.events.file"))?;
             c.normalise(&f)?;
             if !c.policy.is_empty() {
                 crate::policies::check_name(&c.policy)

@@ -267,7 +267,63 @@ pub fn cluster_from_wire(c: &pb::Cluster) -> Result<ClusterConfig, WireClusterEr
         },
         backends: c.backends.iter().map(backend_from_wire).collect(),
         warm_start: None,
+        events: Default::default(),
     })
+}
+
+/// A cluster's events on the wire: the calendar file's (ids `file-N`,
+/// source the file's path), then the added ones (ids `api-N`, source
+/// `api`), those ending before `from_ms` left out.
+pub fn events_to_wire(ev: &crate::config::ClusterEvents, from_ms: i64) -> pb::ListEventsResponse {
+    use crate::state::registry::FILE_PREFIX;
+    let file = ev
+        .file
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let one = |id: String, e: &aya_forecaster::events::Event, source: &str| pb::KnownEvent {
+        id,
+        name: e.name.clone(),
+        start_ms: e.start_ms,
+        end_ms: e.end_ms,
+        category: e.category.clone(),
+        source: source.to_string(),
+    };
+    let events = ev
+        .from_file
+        .iter()
+        .enumerate()
+        .map(|(i, e)| one(format!("{FILE_PREFIX}{}", i + 1), e, &file))
+        .chain(ev.added.iter().map(|a| one(a.id.clone(), &a.event, "api")))
+        .filter(|e| e.end_ms >= from_ms)
+        .collect();
+    pb::ListEventsResponse { events, file }
+}
+
+/// An event to add, from the wire (an empty category is the default one).
+pub fn event_from_wire(e: &pb::KnownEvent) -> aya_forecaster::events::Event {
+    aya_forecaster::events::Event {
+        name: e.name.clone(),
+        start_ms: e.start_ms,
+        end_ms: e.end_ms,
+        category: if e.category.is_empty() {
+            aya_forecaster::events::DEFAULT_CATEGORY.to_string()
+        } else {
+            e.category.clone()
+        },
+    }
+}
+
+/// An added event on the wire.
+pub fn added_event_to_wire(a: &crate::config::AddedEvent) -> pb::KnownEvent {
+    pb::KnownEvent {
+        id: a.id.clone(),
+        name: a.event.name.clone(),
+        start_ms: a.event.start_ms,
+        end_ms: a.event.end_ms,
+        category: a.event.category.clone(),
+        source: "api".into(),
+    }
 }
 
 /// An anomaly as `ListAnomalies` returns it.

@@ -855,6 +855,7 @@ mod tests {
                 })
                 .collect(),
             warm_start: None,
+            events: Default::default(),
         }
     }
 

@@ -299,6 +299,38 @@ fn calls() -> Vec<(&'static str, Role, Call)> {
             }),
         ),
         (
+            "ListEvents",
+            Role::Read,
+            call(|ch, t| async move {
+                AdminServiceClient::new(ch)
+                    .list_events(with_token(
+                        pb::ListEventsRequest {
+                            cluster: "web".into(),
+                            from_ms: 0,
+                        },
+                        t,
+                    ))
+                    .await
+                    .map(|_| ())
+            }),
+        ),
+        (
+            "DeleteEvent",
+            Role::Admin,
+            call(|ch, t| async move {
+                AdminServiceClient::new(ch)
+                    .delete_event(with_token(
+                        pb::DeleteEventRequest {
+                            cluster: "web".into(),
+                            id: "api-404".into(),
+                        },
+                        t,
+                    ))
+                    .await
+                    .map(|_| ())
+            }),
+        ),
+        (
             "SetOverride",
             Role::Admin,
             call(|ch, t| async move {
@@ -440,8 +472,8 @@ async fn every_role_is_enforced_on_its_rpcs() {
     let r = http_get(srv.metrics_addr, "/metrics", Some(READER)).await;
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
     for needle in [
-        "aya_auth_denied_total{listener=\"grpc\",reason=\"unauthenticated\"} 22",
-        "aya_auth_denied_total{listener=\"grpc\",reason=\"permission_denied\"} 11",
+        "aya_auth_denied_total{listener=\"grpc\",reason=\"unauthenticated\"} 26",
+        "aya_auth_denied_total{listener=\"grpc\",reason=\"permission_denied\"} 13",
         "aya_auth_denied_total{listener=\"http\",reason=\"unauthenticated\"} 1",
         "aya_limit{limit=\"max_connections\"} 1024",
         "aya_connections_open{listener=\"grpc\"} ",
@@ -556,6 +588,34 @@ async fn admin_changes_are_audited_and_served_only_on_the_admin_listener() {
         ))
         .await
         .unwrap();
+    let added = admin
+        .add_event(with_token(
+            pb::AddEventRequest {
+                cluster: "web".into(),
+                event: Some(pb::KnownEvent {
+                    name: "audited launch".into(),
+                    start_ms: 1_900_000_000_000,
+                    end_ms: 1_900_000_360_000,
+                    category: "launch".into(),
+                    ..Default::default()
+                }),
+            },
+            Some(OPS),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(added.id, "api-1");
+    admin
+        .delete_event(with_token(
+            pb::DeleteEventRequest {
+                cluster: "web".into(),
+                id: added.id,
+            },
+            Some(OPS),
+        ))
+        .await
+        .unwrap();
     srv.stop().await;
 
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
@@ -584,6 +644,22 @@ async fn admin_changes_are_audited_and_served_only_on_the_admin_listener() {
         .find(|l| l.contains("DeleteCluster") && l.contains("resource=\"audited\""))
         .unwrap_or_else(|| panic!("no DeleteCluster audit line in\n{text}"));
     assert!(del.contains("after=\"absent\""), "{del}");
+    let add = lines
+        .iter()
+        .find(|l| l.contains("AddEvent") && l.contains("resource=\"web/events/api-1\""))
+        .unwrap_or_else(|| panic!("no AddEvent audit line in\n{text}"));
+    assert!(
+        add.contains("before=\"absent\"") && add.contains("audited launch"),
+        "{add}"
+    );
+    let dele = lines
+        .iter()
+        .find(|l| l.contains("DeleteEvent") && l.contains("resource=\"web/events/api-1\""))
+        .unwrap_or_else(|| panic!("no DeleteEvent audit line in\n{text}"));
+    assert!(
+        dele.contains("after=\"absent\"") && dele.contains("audited launch"),
+        "{dele}"
+    );
     // The refused attempts changed nothing and are not audited as changes.
     assert_eq!(
         lines.iter().filter(|l| l.contains("SetOverride")).count(),

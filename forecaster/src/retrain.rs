@@ -22,9 +22,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::backtest::{Score, coverage, mase, mase_scale, smape};
+use crate::events::EventGrid;
 use crate::models::Forecast;
 use crate::seasonality::Seasonality;
-use crate::select::{FittedAuto, SelectConfig, SelectError, Selection, select};
+use crate::select::{FittedAuto, SelectConfig, SelectError, Selection, select_with_events};
 
 /// Settings of a guarded retrain.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -168,6 +169,21 @@ pub fn score_on_holdout(
     season: usize,
     name: &str,
 ) -> HoldoutScore {
+    score_on_holdout_with_events(y, selection, origins, horizon, season, name, None)
+}
+
+/// [`score_on_holdout`] with a calendar placed on `y`'s grid (step 0 =
+/// `y[0]`): a selection with an event profile forecasts each origin with
+/// it ([`FittedAuto::predict_with_events`]).
+pub fn score_on_holdout_with_events(
+    y: &[f64],
+    selection: &Selection,
+    origins: &[usize],
+    horizon: usize,
+    season: usize,
+    name: &str,
+    events: Option<&EventGrid>,
+) -> HoldoutScore {
     let started = std::time::Instant::now();
     let mut f = Forecast::default();
     let (mut m, mut s, mut c80, mut c95, mut n) = (0.0, 0.0, 0.0, 0.0, 0usize);
@@ -179,7 +195,9 @@ pub fn score_on_holdout(
         let Ok(model) = FittedAuto::fit(&y[..o], selection.clone()) else {
             continue;
         };
-        if model.predict_into(horizon, None, &mut f).is_err()
+        if model
+            .predict_with_events(horizon, None, &mut f, events.map(|g| (g, o)))
+            .is_err()
             || f.point.len() < horizon
             || f.point.iter().any(|v| !v.is_finite())
         {
@@ -219,10 +237,26 @@ pub fn evaluate(
     current: Option<&Selection>,
     cfg: &RetrainConfig,
 ) -> Result<Evaluation, RetrainError> {
+    evaluate_with_events(y, seas, current, cfg, None)
+}
+
+/// [`evaluate`] with a calendar of known events placed on `y`'s grid (step
+/// 0 = `y[0]`): the candidate is selected with it ([`select_with_events`],
+/// which keeps an event profile only where its own validation says it
+/// helps) and both selections are scored with it on the holdout, so a
+/// profile replaces the current model only if it backtests no worse.
+pub fn evaluate_with_events(
+    y: &[f64],
+    seas: &Seasonality,
+    current: Option<&Selection>,
+    cfg: &RetrainConfig,
+    events: Option<&EventGrid>,
+) -> Result<Evaluation, RetrainError> {
     let origins = holdout(y.len(), cfg)?;
     let first = origins.first().copied().unwrap_or(y.len());
-    let candidate = select(&y[..first], seas, cfg.horizon.max(12), &cfg.select)?;
-    evaluate_candidate(y, candidate, current, cfg)
+    let candidate =
+        select_with_events(&y[..first], seas, cfg.horizon.max(12), &cfg.select, events)?;
+    evaluate_candidate_with_events(y, candidate, current, cfg, events)
 }
 
 /// Score a given `candidate` against `current` on the holdout of `y` and
@@ -234,11 +268,26 @@ pub fn evaluate_candidate(
     current: Option<&Selection>,
     cfg: &RetrainConfig,
 ) -> Result<Evaluation, RetrainError> {
+    evaluate_candidate_with_events(y, candidate, current, cfg, None)
+}
+
+/// [`evaluate_candidate`] with a calendar placed on `y`'s grid (see
+/// [`evaluate_with_events`]).
+pub fn evaluate_candidate_with_events(
+    y: &[f64],
+    candidate: Selection,
+    current: Option<&Selection>,
+    cfg: &RetrainConfig,
+    events: Option<&EventGrid>,
+) -> Result<Evaluation, RetrainError> {
     let origins = holdout(y.len(), cfg)?;
     let h = cfg.horizon.max(1);
     let season = candidate.seasonality.season();
-    let candidate_score = score_on_holdout(y, &candidate, &origins, h, season, "candidate");
-    let current_score = current.map(|c| score_on_holdout(y, c, &origins, h, season, "current"));
+    let score = |s: &Selection, name: &str| {
+        score_on_holdout_with_events(y, s, &origins, h, season, name, events)
+    };
+    let candidate_score = score(&candidate, "candidate");
+    let current_score = current.map(|c| score(c, "current"));
     let verdict = decide(candidate_score.mase, current_score.as_ref().map(|s| s.mase));
     Ok(Evaluation {
         candidate,
@@ -254,6 +303,7 @@ pub fn evaluate_candidate(
 mod tests {
     use super::*;
     use crate::models::ModelSpec;
+    use crate::select::select;
 
     fn trend(n: usize) -> Vec<f64> {
         (0..n)

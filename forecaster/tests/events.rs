@@ -368,3 +368,75 @@ fn artifacts_store_the_profile_and_old_ones_still_load() {
     let newer = text.replace("\"format_version\": 1", "\"format_version\": 3");
     assert!(Artifact::from_json(Path::new("new.json"), &newer).is_err());
 }
+
+/// The online forecaster (the control loop's, in `aya serve` and the
+/// simulator) with a calendar: its selection keeps the profile and the
+/// forecast of the next event's hours is raised; without the calendar, or
+/// with it taken away again, the forecast is the plain one.
+#[test]
+fn the_online_forecaster_forecasts_the_next_event_with_its_calendar() {
+    use aya_forecaster::online::{OnlineConfig, OnlineForecaster};
+    use aya_policy::{DemandForecast, DemandForecaster};
+    use std::sync::Arc;
+
+    let cal = drifting_events();
+    let (mut y, _) = series(&cal, 2.0);
+    // End the history 16 hours before a launch.
+    y.truncate(y.len() - 20);
+    let t0_s = parse_timestamp(T0).unwrap() as f64 / 1000.0;
+    let cfg = OnlineConfig {
+        step_s: 3600.0,
+        inline_reselect: false,
+        ..OnlineConfig::default()
+    };
+    // Bucket k ends at k·step: the observation of hour i (the step starting
+    // at t0 + i h) is made at its end.
+    let feed = |f: &mut OnlineForecaster| {
+        for (i, v) in y.iter().enumerate() {
+            f.observe(t0_s + (i + 1) as f64 * 3600.0, *v);
+        }
+    };
+    let now = t0_s + y.len() as f64 * 3600.0;
+    // The next event after the history starts at hour 30 + 31·j ≥ len.
+    let next = cal
+        .events
+        .iter()
+        .map(|e| ((e.start_ms / 1000) as f64 - t0_s) / 3600.0)
+        .find(|&h| h >= y.len() as f64)
+        .unwrap() as usize;
+    let ahead = next - y.len(); // forecast step index (0-based) of its first hour
+    assert!(ahead + 2 <= 24, "the next event is within a day: {ahead}");
+
+    // The same selection settings as with a calendar (more validation
+    // origins, `OnlineConfig::event_origins`): only the calendar differs.
+    let mut plain_cfg = cfg.clone();
+    plain_cfg.select.origins = cfg.event_origins;
+    let mut plain = OnlineForecaster::new(plain_cfg);
+    feed(&mut plain);
+    let mut with = OnlineForecaster::new(cfg);
+    with.set_calendar(Some(Arc::new(cal.clone())));
+    feed(&mut with);
+    let (mut fp, mut fw) = (DemandForecast::default(), DemandForecast::default());
+    assert!(plain.forecast_into(now, 24, &mut fp));
+    assert!(with.forecast_into(now, 24, &mut fw));
+    let sel = with.selection().unwrap();
+    assert!(sel.events.is_some(), "profile kept: {}", sel.describe());
+    assert!(plain.selection().unwrap().events.is_none());
+    for k in [ahead, ahead + 1] {
+        assert!(
+            fw.mean[k] > 1.5 * fp.mean[k],
+            "step {k}: with the calendar {} vs without {}",
+            fw.mean[k],
+            fp.mean[k]
+        );
+    }
+    // Away from the event (more than the aftermath after it) the two agree.
+    let far = (0..24).find(|&k| k + 3 < ahead || k > ahead + 4).unwrap();
+    assert!((fw.mean[far] - fp.mean[far]).abs() <= 1e-6 * fp.mean[far].abs().max(1.0));
+
+    // The calendar taken away: the plain forecast again (same models, no profile applied).
+    with.set_calendar(None);
+    let mut again = DemandForecast::default();
+    assert!(with.forecast_into(now, 24, &mut again));
+    assert!(again.mean[ahead] < fw.mean[ahead] / 1.5);
+}

@@ -223,6 +223,10 @@ struct OnlineParams {
     /// from the step (daily / weekly periods of real time).
     #[serde(default)]
     season: Option<usize>,
+    /// Validation origins of the model selection (default 3; with a
+    /// calendar at least 20, see `OnlineConfig::event_origins`).
+    #[serde(default)]
+    origins: Option<usize>,
 }
 
 fn sixty() -> f64 {
@@ -271,11 +275,29 @@ pub const FORECASTERS: &[(&str, ForecasterFactory)] = &[
                 "must be an integer >= 2 (steps)",
             ));
         }
-        Ok(Some(online(OnlineConfig {
+        if p.origins.is_some_and(|o| !(1..=100).contains(&o)) {
+            return Err(forecaster_err(
+                ctx,
+                "origins",
+                "must be an integer in 1..=100",
+            ));
+        }
+        let mut cfg = OnlineConfig {
             step_s: p.step_seconds,
             season: p.season,
             ..OnlineConfig::default()
-        })))
+        };
+        if let Some(o) = p.origins {
+            cfg.select.origins = o;
+        }
+        let Some((calendar, placement)) = &spec.calendar else {
+            return Ok(Some(online(cfg)));
+        };
+        // Known events (`forecaster.events`), on the virtual time line.
+        cfg.event_placement = *placement;
+        let mut f = OnlineForecaster::new(cfg);
+        f.set_calendar(Some(calendar.clone()));
+        Ok(Some(Box::new(f)))
     }),
 ];
 
@@ -413,6 +435,8 @@ mod scorer_tests {
             name: "naive".into(),
             params: toml::Table::new(),
             warm_start: None,
+            events: None,
+            calendar: None,
         };
         spec.params.insert("windw".into(), toml::Value::Integer(3));
         let err = make_forecaster(Some(&spec), &ctx())
@@ -438,6 +462,8 @@ mod scorer_tests {
             name: "naive".into(),
             params: toml::Table::new(),
             warm_start: None,
+            events: None,
+            calendar: None,
         };
         let mut f = make_forecaster(Some(&spec), &ctx()).unwrap().unwrap();
         let demand: Vec<f64> = (0..20)

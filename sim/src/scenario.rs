@@ -104,6 +104,21 @@ pub struct ForecasterSpec {
     /// Aya would hold in its store. None: the forecaster starts cold.
     #[serde(default)]
     pub warm_start: Option<f64>,
+    /// A calendar of known events (CSV or TOML, docs/events.md; relative to
+    /// the scenario file, or `datasets:<path>`), in the trace's time: placed
+    /// on the virtual time line through `workload.start` and `compression`
+    /// (a `rate_series` workload with a `start`). Only the `online`
+    /// forecaster uses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<PathBuf>,
+    /// The calendar on the virtual time line (milliseconds) and how it is
+    /// placed on the forecaster's grid (ramp and aftermath compressed as
+    /// the trace is); filled when the scenario is read.
+    #[serde(skip)]
+    pub calendar: Option<(
+        std::sync::Arc<aya_forecaster::events::Calendar>,
+        aya_forecaster::events::EventConfig,
+    )>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -386,6 +401,10 @@ impl Scenario {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
+        let mut forecaster = raw.forecaster.clone();
+        if let Some(f) = &mut forecaster {
+            f.calendar = virtual_calendar(f, &raw.workload, &base_dir, p)?;
+        }
         let warm_history = warm_history(&raw, &base_dir, ctl.interval, p)?;
         let duration = raw.duration;
         let model = Model {
@@ -426,7 +445,7 @@ impl Scenario {
             model,
             seeds,
             policies,
-            forecaster: raw.forecaster,
+            forecaster,
             warm_history,
             algorithm,
         })
@@ -870,6 +889,72 @@ fn check_forecaster(f: Option<&ForecasterSpec>, p: &Path) -> Result<(), Scenario
         ));
     }
     Ok(())
+}
+
+/// `forecaster.events` read and placed on the virtual time line: an event
+/// at trace time `T` is at virtual `(T − workload.start) / compression`; the
+/// ramp and aftermath around each event (one and two hours of trace time
+/// by default) shrink the same way.
+#[allow(clippy::type_complexity)]
+fn virtual_calendar(
+    f: &ForecasterSpec,
+    workload: &ArrivalSpec,
+    base_dir: &Path,
+    p: &Path,
+) -> Result<
+    Option<(
+        std::sync::Arc<aya_forecaster::events::Calendar>,
+        aya_forecaster::events::EventConfig,
+    )>,
+    ScenarioError,
+> {
+    use aya_forecaster::events::{Calendar, EventConfig};
+    let Some(path) = &f.events else {
+        return Ok(None);
+    };
+    if f.name != "online" {
+        return Err(invalid(
+            p,
+            "forecaster.events",
+            format!(
+                "only the `online` forecaster uses a calendar (this one is {:?})",
+                f.name
+            ),
+        ));
+    }
+    let ArrivalSpec::RateSeries {
+        compression,
+        start: Some(start),
+        ..
+    } = workload
+    else {
+        return Err(invalid(
+            p,
+            "forecaster.events",
+            "needs a `rate_series` workload with a `start` (the calendar is in the trace's time)",
+        ));
+    };
+    let start_ms = aya_forecaster::data::parse_timestamp(start)
+        .map_err(|m| invalid(p, "workload.start", m.to_string()))?;
+    let cal = Calendar::load(&crate::workload::resolve_path(path, base_dir))
+        .map_err(|e| invalid(p, "forecaster.events", e.to_string()))?;
+    let k = *compression;
+    let to_virtual = |ms: i64| ((ms - start_ms) as f64 / k).round() as i64;
+    let events = cal
+        .events
+        .into_iter()
+        .map(|mut e| {
+            e.start_ms = to_virtual(e.start_ms);
+            e.end_ms = to_virtual(e.end_ms);
+            e
+        })
+        .collect();
+    let d = EventConfig::default();
+    let placement = EventConfig {
+        pre_ms: (d.pre_ms as f64 / k).round() as i64,
+        post_ms: (d.post_ms as f64 / k).round() as i64,
+    };
+    Ok(Some((std::sync::Arc::new(Calendar { events }), placement)))
 }
 
 /// The demand before t = 0 that `forecaster.warm_start` asks for, averaged

@@ -200,6 +200,8 @@ fn sim_loop() -> BoxedLoop {
         name: "online".into(),
         params,
         warm_start: None,
+        events: None,
+        calendar: None,
     };
     let forecaster = make_forecaster(Some(&spec), &ctx).expect("forecaster online");
     assert!(forecaster.is_some(), "the online forecaster is registered");

@@ -103,6 +103,12 @@ pub const RPC_ROLES: &[(&str, Access)] = &[
         Access::Role(Role::Read),
     ),
     ("/aya.v1.AdminService/WarmStart", Access::Role(Role::Admin)),
+    ("/aya.v1.AdminService/ListEvents", Access::Role(Role::Read)),
+    ("/aya.v1.AdminService/AddEvent", Access::Role(Role::Admin)),
+    (
+        "/aya.v1.AdminService/DeleteEvent",
+        Access::Role(Role::Admin),
+    ),
     (
         "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources",
         Access::Role(Role::Watch),
@@ -623,7 +629,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(found, 18, "aya.v1 and KEDA rpcs found in the .proto files");
+        assert_eq!(found, 21, "aya.v1 and KEDA rpcs found in the .proto files");
         for (path, _) in RPC_ROLES {
             let svc = path[1..].split('/').next().unwrap();
             assert!(SERVICES.contains(&svc), "{path}: service not served");

@@ -5,7 +5,15 @@ use std::sync::Arc;
 
 use super::runtime::new_runtime;
 use super::{Controller, ControllerError, Override, lock, lock_read, model_key};
-use crate::config::{BackendConfig, ClusterConfig};
+use crate::config::{
+    AddedEvent, BackendConfig, ClusterConfig, ClusterEvents, MAX_ADDED_EVENTS, check_event,
+};
+use aya_forecaster::events::Event;
+
+/// Id prefix of the events added over the admin API (`api-1`, ...).
+pub const ADDED_PREFIX: &str = "api-";
+/// Id prefix of a calendar file's events (`file-1` is its first event).
+pub const FILE_PREFIX: &str = "file-";
 use crate::policies;
 use crate::publish::ClusterSnapshot;
 
@@ -145,6 +153,65 @@ impl Controller {
             self.tick_cluster(cluster, self.inner.clock.now_secs())?;
         }
         Ok(had)
+    }
+
+    /// A cluster's known events (its calendar file's and the added ones).
+    pub fn events(&self, cluster: &str) -> Result<ClusterEvents, ControllerError> {
+        Ok(self.known(cluster)?.events)
+    }
+
+    /// Add an event to a cluster's calendar (stored with the cluster; its
+    /// forecaster uses it from the next tick). Returns it with its id.
+    pub fn add_event(&self, cluster: &str, event: Event) -> Result<AddedEvent, ControllerError> {
+        let mut cfg = self.known(cluster)?;
+        check_event("event", &event)?;
+        if cfg.events.added.len() >= MAX_ADDED_EVENTS {
+            return Err(ControllerError::Invalid(format!(
+                "cluster {cluster:?} has {MAX_ADDED_EVENTS} added events, the limit: delete some first"
+            )));
+        }
+        let next = cfg
+            .events
+            .added
+            .iter()
+            .filter_map(|a| a.id.strip_prefix(ADDED_PREFIX)?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let added = AddedEvent {
+            id: format!("{ADDED_PREFIX}{next}"),
+            event,
+        };
+        cfg.events.added.push(added.clone());
+        self.upsert_cluster(cfg)?;
+        Ok(added)
+    }
+
+    /// Delete an added event by id; `None` when the cluster has no added
+    /// event with that id. The events of the calendar file (ids `file-N`)
+    /// are changed by editing the file and reloading.
+    pub fn delete_event(
+        &self,
+        cluster: &str,
+        id: &str,
+    ) -> Result<Option<AddedEvent>, ControllerError> {
+        let mut cfg = self.known(cluster)?;
+        if id.starts_with(FILE_PREFIX) {
+            let file = cfg
+                .events
+                .file
+                .as_ref()
+                .map_or_else(|| "-".into(), |p| p.display().to_string());
+            return Err(ControllerError::Invalid(format!(
+                "event {id:?} comes from the calendar file {file}: edit the file and reload the configuration (SIGHUP)"
+            )));
+        }
+        let Some(i) = cfg.events.added.iter().position(|a| a.id == id) else {
+            return Ok(None);
+        };
+        let removed = cfg.events.added.remove(i);
+        self.upsert_cluster(cfg)?;
+        Ok(Some(removed))
     }
 
     /// The configuration of a cluster that must exist.

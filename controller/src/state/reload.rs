@@ -76,7 +76,13 @@ impl Controller {
                 continue;
             }
             let running = self.cluster(&c.name);
-            let stored = self.upsert_cluster(c.clone()).map_err(|e| {
+            // Events added over the admin API belong to the cluster, not to
+            // the file: they survive the file's changes.
+            let mut c_new = c.clone();
+            if let Some(r) = &running {
+                c_new.events.added = r.events.added.clone();
+            }
+            let stored = self.upsert_cluster(c_new).map_err(|e| {
                 ControllerError::Invalid(format!("reload: cluster {:?}: {e}", c.name))
             })?;
             audit(&c.name, text(running), text(Some(stored)));
@@ -125,6 +131,7 @@ mod tests {
                 })
                 .collect(),
             warm_start: None,
+            events: Default::default(),
         }
     }
 

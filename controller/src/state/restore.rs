@@ -128,10 +128,24 @@ fn restore_registry(
         registry.insert(c.name.clone(), c);
     }
     for c in &config.clusters {
-        if !registry.contains_key(&c.name) {
-            let json = serde_json::to_string(c).map_err(|e| corrupt("clusters", e))?;
-            store.put_cluster(&c.name, Some(&json))?;
-            registry.insert(c.name.clone(), c.clone());
+        match registry.get_mut(&c.name) {
+            None => {
+                let json = serde_json::to_string(c).map_err(|e| corrupt("clusters", e))?;
+                store.put_cluster(&c.name, Some(&json))?;
+                registry.insert(c.name.clone(), c.clone());
+            }
+            // The calendar file is read at every start: a stored cluster
+            // the file names takes the file's calendar (its added events stay).
+            Some(stored)
+                if stored.events.file != c.events.file
+                    || stored.events.from_file != c.events.from_file =>
+            {
+                stored.events.file = c.events.file.clone();
+                stored.events.from_file = c.events.from_file.clone();
+                let json = serde_json::to_string(&*stored).map_err(|e| corrupt("clusters", e))?;
+                store.put_cluster(&c.name, Some(&json))?;
+            }
+            Some(_) => {}
         }
     }
     Ok(registry)

@@ -5,7 +5,9 @@
 
 use aya_forecaster::artifact::{Artifact, TrainingWindow};
 use aya_forecaster::online::{OnlineConfig, OnlineForecaster};
-use aya_forecaster::retrain::{Evaluation, RetrainConfig, RetrainError, evaluate_candidate};
+use aya_forecaster::retrain::{
+    Evaluation, RetrainConfig, RetrainError, evaluate_candidate_with_events,
+};
 use aya_forecaster::select::{FittedAuto, SelectError, Selection};
 
 use super::{Controller, ControllerError, lock, model_key};
@@ -152,9 +154,14 @@ impl Controller {
         report: &mut RetrainReport,
     ) -> Result<(), RetrainFailure> {
         let name = report.cluster.clone();
-        let (ocfg, current, generation) = {
+        let (ocfg, current, generation, calendar) = {
             let f = lock(forecaster);
-            (f.config().clone(), f.selection().cloned(), f.generation())
+            (
+                f.config().clone(),
+                f.selection().cloned(),
+                f.generation(),
+                f.calendar().cloned(),
+            )
         };
         // The stored demand on the forecaster's grid, bucketed exactly as the
         // live forecaster buckets it.
@@ -165,6 +172,8 @@ impl Controller {
             .demand(&name, (now * 1000.0) as i64 - window_ms)
             .map_err(RetrainFailure::ReadDemand)?;
         let mut grid = OnlineForecaster::new(ocfg.clone());
+        // The cluster's known events: selected and scored with them.
+        grid.set_calendar(calendar);
         for &(ts, v) in &points {
             aya_policy::DemandForecaster::observe(&mut grid, ts as f64 / 1000.0, v);
         }
@@ -177,7 +186,10 @@ impl Controller {
             select: ocfg.select.clone(),
         };
         let evaluation = match injected {
-            Some(c) => evaluate_candidate(y, c, current.as_ref(), &rcfg),
+            Some(c) => {
+                let events = grid.events_grid();
+                evaluate_candidate_with_events(y, c, current.as_ref(), &rcfg, events.as_ref())
+            }
             None => grid.evaluate_retrain(current.as_ref(), &rcfg),
         };
         let ev = match evaluation {

@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex};
 
 use aya_policy::{ControlLoop, LbAlgorithm, Policy, PolicySpec};
 
-use super::ControllerError;
 use super::Override;
 use super::restore::restore_forecaster;
+use super::{ControllerError, lock};
 use crate::clock::Clock;
-use crate::config::{ClusterConfig, Config};
+use crate::config::{ClusterConfig, ClusterEvents, Config};
 use crate::forecasting::{ForecastRecord, Recording, SharedForecaster};
 use crate::policies::{self, PolicyContext};
 use crate::store::Store;
@@ -29,6 +29,24 @@ pub(super) struct ClusterRuntime {
     pub(super) forecaster: Option<SharedForecaster>,
     pub(super) record: Arc<Mutex<ForecastRecord>>,
     pub(super) override_: Option<Override>,
+    /// The cluster's events as last given to the forecaster.
+    pub(super) events: ClusterEvents,
+}
+
+impl ClusterRuntime {
+    /// Give the forecaster `cfg`'s calendar if it changed since the last time.
+    pub(super) fn follow_events(&mut self, cfg: &ClusterConfig) {
+        if self.events == cfg.events {
+            return;
+        }
+        self.events = cfg.events.clone();
+        if let Some(f) = &self.forecaster {
+            let cal = self.events.calendar();
+            let n = cal.events.len();
+            lock(f).set_calendar((n > 0).then(|| Arc::new(cal)));
+            tracing::info!(cluster = %cfg.name, events = n, "the forecaster's event calendar changed");
+        }
+    }
 }
 
 /// The key of `cfg`: its policy (the service default when it names none)
@@ -73,12 +91,14 @@ pub(super) fn new_runtime(
         restore_forecaster(store, &cfg.name, &mut f, clock.now_ms());
         Arc::new(Mutex::new(f))
     });
-    new_runtime_with(
+    let mut rt = new_runtime_with(
         config,
         cfg,
         forecaster,
         Arc::new(Mutex::new(ForecastRecord::default())),
-    )
+    )?;
+    rt.follow_events(cfg);
+    Ok(rt)
 }
 
 /// A runtime for `cfg` around an existing forecaster and record.
@@ -108,6 +128,7 @@ pub(super) fn new_runtime_with(
         forecaster,
         record,
         override_: None,
+        events: ClusterEvents::default(),
     })
 }
 

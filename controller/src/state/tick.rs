@@ -134,9 +134,12 @@ impl Controller {
             let fresh =
                 new_runtime_with(&inner.config, cfg, rt.forecaster.clone(), rt.record.clone())?;
             let o = rt.override_.take();
+            let events = std::mem::take(&mut rt.events);
             *rt = fresh;
             rt.override_ = o;
+            rt.events = events;
         }
+        rt.follow_events(cfg);
         Ok(rt)
     }
 
