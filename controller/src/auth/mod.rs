@@ -629,7 +629,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(found, 21, "aya.v1 and KEDA rpcs found in the .proto files");
+        assert_eq!(found, 22, "aya.v1 and KEDA rpcs found in the .proto files");
         for (path, _) in RPC_ROLES {
             let svc = path[1..].split('/').next().unwrap();
             assert!(SERVICES.contains(&svc), "{path}: service not served");
