@@ -201,7 +201,7 @@ pub fn summarise<'a>(outcomes: impl IntoIterator<Item = &'a Outcome>) -> Summary
         return Summary::default();
     }
     lat.sort_by(f64::total_cmp);
-    let q = |p: f64| lat[((p * lat.len() as f64).ceil() as usize).clamp(1, lat.len()) - 1];
+    let q = |p: f64| quantile(&lat, p);
     Summary {
         requests: lat.len(),
         success: ok as f64 / lat.len() as f64,
@@ -209,6 +209,11 @@ pub fn summarise<'a>(outcomes: impl IntoIterator<Item = &'a Outcome>) -> Summary
         p99: q(0.99),
         p999: q(0.999),
     }
+}
+
+/// The `p` quantile (nearest rank) of the non-empty, sorted `sorted`.
+pub fn quantile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
 /// Requests answered per backend in each whole second of `outcomes`.
