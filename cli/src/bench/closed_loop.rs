@@ -519,8 +519,7 @@ async fn push_metrics(addr: std::net::SocketAddr, backends: Vec<(String, Arc<Bac
             let mut lat = s.take_latencies();
             if !lat.is_empty() {
                 lat.sort_by(f64::total_cmp);
-                let q =
-                    |p: f64| lat[((p * lat.len() as f64).ceil() as usize).clamp(1, lat.len()) - 1];
+                let q = |p: f64| load::quantile(&lat, p);
                 sample("latency_p50_seconds", q(0.5), gauge);
                 sample("latency_p90_seconds", q(0.9), gauge);
                 sample("latency_p99_seconds", q(0.99), gauge);
