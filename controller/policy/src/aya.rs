@@ -108,6 +108,9 @@ pub struct AyaPolicy {
     /// When each backend was last seen in trouble (unhealthy, or erroring
     /// at the ejection threshold): its share stays capped for a while.
     last_trouble: BTreeMap<String, Time>,
+    /// Consecutive observation windows each backend has been a latency
+    /// outlier in, with the newest window counted.
+    latency_streaks: BTreeMap<String, (Time, u32)>,
 }
 
 impl AyaPolicy {
@@ -134,6 +137,7 @@ impl AyaPolicy {
             score_verdict: None,
             newest_seen: None,
             last_trouble: BTreeMap::new(),
+            latency_streaks: BTreeMap::new(),
         }
     }
 
@@ -283,6 +287,8 @@ impl Policy for AyaPolicy {
         self.models.retain(|k, _| present.contains(&k.as_str()));
         self.ejections.retain(|k, _| present.contains(&k.as_str()));
         self.last_trouble
+            .retain(|k, _| present.contains(&k.as_str()));
+        self.latency_streaks
             .retain(|k, _| present.contains(&k.as_str()));
         if !stale {
             self.note_trouble(&input);

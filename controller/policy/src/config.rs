@@ -81,6 +81,10 @@ pub struct AyaConfig {
     /// ...and exceeds the median by at least this many seconds (so that
     /// microsecond jitter on a fast pool never ejects anything).
     pub eject_latency_min_excess: f64,
+    /// ...in this many consecutive observation windows (as Envoy's
+    /// `consecutive_5xx`): one window's latency of a few requests is noise on
+    /// a high-variance service, and ejecting a healthy host overloads the rest.
+    pub eject_latency_consecutive: u32,
     /// Most of the pool that may be ejected at once, as a fraction (Envoy's
     /// `max_ejection_percent`, default 10 %; at least one host may always be
     /// ejected when the pool has two or more).
@@ -212,6 +216,7 @@ impl Default for AyaConfig {
             eject_error_rate: 0.2,
             eject_latency_factor: 4.0,
             eject_latency_min_excess: 0.05,
+            eject_latency_consecutive: 3,
             max_ejection_fraction: 0.10,
             base_ejection_time: 30.0,
             suspicion_window: 60.0,
@@ -379,6 +384,12 @@ impl AyaConfig {
     fn check_ejection(&self) -> Result<(), ConfigError> {
         let c = self;
         check_all(&[("eject_error_rate", c.eject_error_rate, UNIT)])?;
+        check(
+            (1..=100).contains(&c.eject_latency_consecutive),
+            "eject_latency_consecutive",
+            c.eject_latency_consecutive,
+            "must be in [1, 100]",
+        )?;
         check(
             c.eject_latency_factor.is_finite() && c.eject_latency_factor > 1.0,
             "eject_latency_factor",

@@ -277,7 +277,16 @@ mod tests {
             backends[i].latency_p50 = 2.0;
             backends[i].latency_p99 = 2.0;
         }
-        let d = p.decide(&input(0.0, &backends, 1000.0, None, replicas(11)));
+        // Latency outliers count once they persist for
+        // `eject_latency_consecutive` (3) observation windows.
+        let mut d = None;
+        for t in [0.0, 1.0, 2.0] {
+            for b in &mut backends {
+                b.observed_at = t;
+            }
+            d = Some(p.decide(&input(t, &backends, 1000.0, None, replicas(11))));
+        }
+        let d = d.unwrap();
         assert_eq!(d.ejected.len(), 1, "10% of 11 → one ejection");
         assert_eq!(
             d.algorithm.algorithm,
@@ -368,7 +377,12 @@ mod tests {
                 })
                 .collect()
         };
-        let d = p.decide(&input(0.0, &pool(0.0, true), 1000.0, None, replicas(11)));
+        // (once they have persisted for three observation windows)
+        for t in [0.0, 1.0] {
+            let d = p.decide(&input(t, &pool(t, true), 1000.0, None, replicas(11)));
+            assert!(d.ejected.is_empty(), "window {t}: {:?}", d.ejected);
+        }
+        let d = p.decide(&input(2.0, &pool(2.0, true), 1000.0, None, replicas(11)));
         assert_eq!(d.algorithm.algorithm, LbAlgorithm::PeakEwma);
         // The outliers recover: least request comes back only after
         // `algorithm_switch_ticks` (3) ticks in a row.

@@ -49,6 +49,7 @@ impl AyaPolicy {
             .collect();
 
         let outliers = find_outliers(healthy, &active_ejected, interval, &c);
+        let outliers = self.persistent(healthy, outliers, c.eject_latency_consecutive, ex);
 
         let pool = healthy.len();
         let budget = if pool >= 2 {
@@ -124,6 +125,60 @@ impl AyaPolicy {
     }
 }
 
+impl AyaPolicy {
+    /// Keep error outliers, and latency outliers that have been outliers in
+    /// `consecutive` observation windows in a row. A window is counted once
+    /// (a tick that sees the same `observed_at` again does not count it
+    /// twice); a backend seen in a new window and not an outlier starts over.
+    fn persistent(
+        &mut self,
+        healthy: &[&BackendObservation],
+        outliers: Vec<(f64, String, String)>,
+        consecutive: u32,
+        ex: &mut Explanation,
+    ) -> Vec<(f64, String, String)> {
+        for b in healthy {
+            let flagged = outliers
+                .iter()
+                .any(|(sev, n, _)| sev.is_finite() && *n == b.backend);
+            match (flagged, self.latency_streaks.get_mut(&b.backend)) {
+                (true, Some((seen, n))) => {
+                    if b.observed_at > *seen {
+                        *seen = b.observed_at;
+                        *n = n.saturating_add(1);
+                    }
+                }
+                (true, None) => {
+                    self.latency_streaks
+                        .insert(b.backend.clone(), (b.observed_at, 1));
+                }
+                (false, Some((seen, _))) => {
+                    if b.observed_at > *seen {
+                        self.latency_streaks.remove(&b.backend);
+                    }
+                }
+                (false, None) => {}
+            }
+        }
+        outliers
+            .into_iter()
+            .filter(|(sev, name, why)| {
+                if !sev.is_finite() {
+                    return true;
+                }
+                let n = self.latency_streaks.get(name).map_or(0, |(_, n)| *n);
+                let keep = n >= consecutive;
+                if !keep {
+                    ex.rules.push(format!(
+                        "latency_outlier_pending: {name} ({why}) in {n} of {consecutive} consecutive windows"
+                    ));
+                }
+                keep
+            })
+            .collect()
+    }
+}
+
 /// The error-rate and latency outliers among the healthy backends not already
 /// ejected, most extreme first, as (severity, backend, reason).
 fn find_outliers(
@@ -194,10 +249,32 @@ mod tests {
         let mut backends: Vec<_> = (0..11)
             .map(|i| obs(&format!("b{i:02}"), 0.0, 90.0, 0.45, 0.01, 0.05))
             .collect();
-        // b05 answers nothing yet but holds 40 requests.
+        // b05 answers nothing yet but holds 40 requests: an outlier, pending
+        // until it has been one for three observation windows in a row.
         backends[5].request_rate = 1.0;
         backends[5].in_flight = 40.0;
-        let d = p.decide(&input(0.0, &backends, 1000.0, None, replicas(11)));
+        for t in [0.0, 1.0] {
+            for b in &mut backends {
+                b.observed_at = t;
+            }
+            let d = p.decide(&input(t, &backends, 1000.0, None, replicas(11)));
+            assert!(d.ejected.is_empty(), "window {t}: {:?}", d.ejected);
+            assert!(
+                d.explanation
+                    .rules
+                    .iter()
+                    .any(|r| r.starts_with("latency_outlier_pending: b05")),
+                "{:?}",
+                d.explanation.rules
+            );
+        }
+        // The same window seen again does not count twice.
+        let d = p.decide(&input(1.5, &backends, 1000.0, None, replicas(11)));
+        assert!(d.ejected.is_empty(), "{:?}", d.ejected);
+        for b in &mut backends {
+            b.observed_at = 2.0;
+        }
+        let d = p.decide(&input(2.0, &backends, 1000.0, None, replicas(11)));
         assert_eq!(d.ejected, vec!["b05".to_string()]);
         assert!(d.weights.iter().all(|w| w.backend != "b05"));
         assert_eq!(d.weights.len(), 10);
@@ -257,7 +334,8 @@ mod tests {
                 let mut backends: Vec<_> = (0..4)
                     .map(|i| obs(&format!("b{i}"), t, rate, 0.004 * rate, 0.01, 0.05))
                     .collect();
-                if k == 7 {
+                // (for three windows: `eject_latency_consecutive`)
+                if k >= 5 {
                     backends[3].latency_p50 = 0.2;
                     backends[3].in_flight = rate * 0.2;
                 }

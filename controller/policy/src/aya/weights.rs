@@ -69,7 +69,10 @@ impl AyaPolicy {
         }
         let caps = self.capacities(input, names, ex);
         let targets = self.weight_targets(active, &caps, load, ex);
-        (self.publish_weights(input.now, &targets, ex), caps.spread)
+        (
+            self.publish_weights(input.now, &targets, &caps, load, ex),
+            caps.spread,
+        )
     }
 
     /// Each backend's capacity estimate (explained), those of the kind most
@@ -235,6 +238,8 @@ impl AyaPolicy {
         &mut self,
         now: Time,
         targets: &[(String, f64)],
+        caps: &Capacities<'_>,
+        load: f64,
         ex: &mut Explanation,
     ) -> Vec<BackendWeight> {
         let c = self.cfg.get();
@@ -244,7 +249,7 @@ impl AyaPolicy {
             c.weight_smoothing,
             c.max_weight_step,
         );
-        self.cap_suspects(now, &mut new, ex);
+        self.cap_suspects(now, &mut new, caps, load, ex);
         let mean = new.iter().map(|(_, w)| w).sum::<f64>() / new.len() as f64;
         if !(WEIGHT_MEAN_BAND.0..=WEIGHT_MEAN_BAND.1).contains(&mean) && mean > 0.0 {
             let k = WEIGHT_SCALE / mean;
@@ -280,7 +285,22 @@ impl AyaPolicy {
     /// backend that fails once tends to fail again (flapping hosts, a
     /// crash loop); while it carries a large share, each failure errors that
     /// share of all requests until the data plane or Aya notices.
-    fn cap_suspects(&self, now: Time, new: &mut [(String, f64)], ex: &mut Explanation) {
+    ///
+    /// The cap is bounded by what the others can carry: when the clean
+    /// backends' capacity (at `target_utilization`, from their models) is
+    /// below the forecast load, the suspects keep at least the share of the
+    /// load the clean ones cannot serve, split in proportion to the suspects'
+    /// capacities. Capping a fast host that just recovered at the fair share of
+    /// slow ones would otherwise overload the slow ones for the whole window
+    /// (the N+1 check of ejection, applied to the cap).
+    fn cap_suspects(
+        &self,
+        now: Time,
+        new: &mut [(String, f64)],
+        caps: &Capacities<'_>,
+        load: f64,
+        ex: &mut Explanation,
+    ) {
         let window = self.cfg.get().suspicion_window;
         if window <= 0.0 || new.len() < 2 {
             return;
@@ -289,31 +309,60 @@ impl AyaPolicy {
             .iter()
             .map(|(n, _)| self.last_trouble.get(n).is_some_and(|t| now - t <= window))
             .collect();
-        // Fair share: the mean weight of the backends not under suspicion
-        // (of all of them when every one is).
+        if !recent.iter().any(|r| *r) {
+            return;
+        }
+        // Fair share: the mean weight of the backends not under suspicion.
+        // When every one is, there is no safer place for the traffic, and
+        // equal weights would only throw away what the split knows.
         let clean: Vec<f64> = new
             .iter()
             .zip(&recent)
             .filter(|(_, r)| !**r)
             .map(|((_, w), _)| *w)
             .collect();
-        let pool: Vec<f64> = if clean.is_empty() {
-            new.iter().map(|(_, w)| *w).collect()
-        } else {
-            clean
-        };
-        let fair = pool.iter().sum::<f64>() / pool.len() as f64;
+        if clean.is_empty() {
+            ex.rules
+                .push("blast_radius_relaxed: every backend failed recently".into());
+            return;
+        }
+        let fair = clean.iter().sum::<f64>() / clean.len() as f64;
+        let full = 1.0 / self.cfg.get().target_utilization;
+        let floors = suspect_floors(new, &recent, caps, full, load, clean.iter().sum());
+        if floors.is_none() {
+            ex.rules.push(
+                "blast_radius_relaxed: the clean backends cannot carry the load without the suspects"
+                    .into(),
+            );
+            return;
+        }
         let mut capped = Vec::new();
-        for ((n, w), r) in new.iter_mut().zip(&recent) {
-            if *r && *w > fair {
-                *w = fair;
-                capped.push(n.clone());
+        let mut carried = Vec::new();
+        for (i, ((n, w), r)) in new.iter_mut().zip(&recent).enumerate() {
+            if !*r {
+                continue;
+            }
+            let floor = floors.as_ref().map_or(0.0, |f| f[i]);
+            let cap = fair.max(floor);
+            if *w > cap {
+                *w = cap;
+                if floor > fair {
+                    carried.push(n.clone());
+                } else {
+                    capped.push(n.clone());
+                }
             }
         }
         if !capped.is_empty() {
             ex.rules.push(format!(
                 "blast_radius: failed within {window:.0}s, capped at fair share: {}",
                 capped.join(",")
+            ));
+        }
+        if !carried.is_empty() {
+            ex.rules.push(format!(
+                "blast_radius: failed within {window:.0}s, capped at the share the others cannot carry: {}",
+                carried.join(",")
             ));
         }
     }
@@ -380,6 +429,73 @@ impl AyaPolicy {
         }
         out
     }
+}
+
+/// The least weight each suspect (`recent`) must keep so that the clean
+/// backends, whose weights sum to `clean_weight`, are not asked for more than
+/// their full capacity (the estimates at target utilisation times `scale`) at
+/// the forecast `load`: zeros when they can carry it all or
+/// when capacities are unknown (no absolute estimate for every backend), and
+/// `None` when the clean backends can carry (almost) none of it.
+fn suspect_floors(
+    new: &[(String, f64)],
+    recent: &[bool],
+    caps: &Capacities<'_>,
+    scale: f64,
+    load: f64,
+    clean_weight: f64,
+) -> Option<Vec<f64>> {
+    let zeros = vec![0.0; new.len()];
+    if !(load > 0.0 && load.is_finite() && caps.use_absolute) {
+        return Some(zeros);
+    }
+    let cap_of = |name: &str| {
+        caps.names
+            .iter()
+            .position(|n| *n == name)
+            .and_then(|i| caps.usable[i])
+            .map(|e| e.capacity_rps * scale)
+    };
+    let capacities: Option<Vec<f64>> = new.iter().map(|(n, _)| cap_of(n)).collect();
+    let Some(capacities) = capacities else {
+        return Some(zeros);
+    };
+    let clean_capacity: f64 = capacities
+        .iter()
+        .zip(recent)
+        .filter(|(_, r)| !**r)
+        .map(|(c, _)| c)
+        .sum();
+    let suspect_capacity: f64 = capacities
+        .iter()
+        .zip(recent)
+        .filter(|(_, r)| **r)
+        .map(|(c, _)| c)
+        .sum();
+    let excess = load - clean_capacity;
+    if excess <= 0.0 || suspect_capacity <= 0.0 {
+        return Some(zeros);
+    }
+    // The suspects together need the share q of all traffic; with the
+    // clean weights fixed, their weights must sum to q / (1 - q) of those.
+    let q = excess / load;
+    if q >= 0.999 || clean_weight <= 0.0 {
+        return None;
+    }
+    let total = q / (1.0 - q) * clean_weight;
+    Some(
+        capacities
+            .iter()
+            .zip(recent)
+            .map(|(c, r)| {
+                if *r {
+                    total * c / suspect_capacity
+                } else {
+                    0.0
+                }
+            })
+            .collect(),
+    )
 }
 
 /// Blast-radius bound: no backend's share of the traffic above `cap` times
@@ -745,6 +861,71 @@ mod tests {
             weight(&last, "d") > 2 * weight(&last, "a"),
             "{:?}",
             last.weights
+        );
+    }
+
+    #[test]
+    fn the_suspicion_cap_leaves_what_the_others_cannot_carry() {
+        // A slow host (≈250 rps at full utilisation) and a fast one (≈1000
+        // rps) that fails for one tick. Capping the fast one at the slow
+        // one's weight would send half the load to the slow host.
+        let run = |demand: f64| {
+            let mut p = engine();
+            let step = |p: &mut AyaPolicy, t: f64, fast_healthy: bool| {
+                let backends: Vec<_> = [("slow", 0.004), ("fast", 0.001)]
+                    .iter()
+                    .map(|(n, cost)| {
+                        let share = if *n == "fast" { 0.8 } else { 0.2 };
+                        let rate = demand * share + 5.0 * ((t as i64 / 10) % 3) as f64;
+                        let mut b = obs(n, t, rate, cost * rate, cost * 2.0, cost * 10.0);
+                        b.healthy = *n != "fast" || fast_healthy;
+                        b
+                    })
+                    .collect();
+                p.decide(&input(t, &backends, demand, None, replicas(2)))
+            };
+            for k in 0..15 {
+                step(&mut p, 10.0 * k as f64, true);
+            }
+            step(&mut p, 150.0, false);
+            // Back at the mean weight, it ramps by `max_weight_step` while
+            // the suspicion window (60 s) lasts.
+            for k in 16..20 {
+                step(&mut p, 10.0 * k as f64, true);
+            }
+            step(&mut p, 200.0, true)
+        };
+        let share = |d: &Decision, n: &str| {
+            weight(d, n) as f64 / d.weights.iter().map(|w| w.weight as f64).sum::<f64>()
+        };
+        // At 800 rps the slow host can serve at most 250: the fast one keeps
+        // at least (800 - 250) / 800 of the traffic.
+        let d = run(800.0);
+        assert!(
+            share(&d, "fast") >= 0.68,
+            "{:?} {:?}",
+            d.weights,
+            d.explanation.rules
+        );
+        assert!(
+            !d.explanation
+                .rules
+                .iter()
+                .any(|r| r.contains("capped at fair share")),
+            "{:?}",
+            d.explanation.rules
+        );
+        // At 150 rps the slow host carries it all: the fast one is capped at
+        // its fair share.
+        let d = run(150.0);
+        assert!(share(&d, "fast") <= 0.51, "{:?}", d.weights);
+        assert!(
+            d.explanation
+                .rules
+                .iter()
+                .any(|r| r.contains("capped at fair share: fast")),
+            "{:?}",
+            d.explanation.rules
         );
     }
 
