@@ -73,9 +73,15 @@ pub fn event_marks(events: &[EventSpan]) -> Vec<Span> {
 
 /// Characters of an event's name written along its span (the full name
 /// and the category are in the table under the chart).
-const LABEL_CHARS: usize = 40;
+const LABEL_CHARS: usize = 48;
 
+/// The name written along an event's span: without a trailing remark in
+/// parentheses (e.g. the local kick-off time), cut at [`LABEL_CHARS`].
 fn short_label(name: &str) -> String {
+    let name = match name.rfind(" (") {
+        Some(i) if i > 0 && name.ends_with(')') => &name[..i],
+        _ => name,
+    };
     if name.chars().count() <= LABEL_CHARS {
         name.to_string()
     } else {
@@ -564,6 +570,16 @@ mod tests {
             ),
             "one episode, its peak at the spike"
         );
+    }
+
+    #[test]
+    fn labels_leave_the_remark_and_the_tail_to_the_table() {
+        let n = "Round of 16: Germany v Mexico (1998-06-29 16:30 CEST)";
+        assert_eq!(short_label(n), "Round of 16: Germany v Mexico");
+        assert_eq!(short_label("(all day)"), "(all day)");
+        let long = "x".repeat(60);
+        assert_eq!(short_label(&long).chars().count(), LABEL_CHARS);
+        assert!(short_label(&long).ends_with('…'));
     }
 
     #[test]
