@@ -341,6 +341,7 @@ fn time_charts(h: &mut String, res: &ScenarioResult) {
     anomaly_chart(
         h,
         "Latency per window: p99 and p50",
+        "time (s)",
         "latency (s)",
         &lat,
         &[],
@@ -356,6 +357,7 @@ fn time_charts(h: &mut String, res: &ScenarioResult) {
     anomaly_chart(
         h,
         "Demand (arrivals per second)",
+        "time (s)",
         "demand (requests/s)",
         &dem,
         &marks::event_marks(&res.events),
@@ -380,11 +382,13 @@ fn time_charts(h: &mut String, res: &ScenarioResult) {
     alert_sections(h, res);
 }
 
-/// A chart over time with the streaming detector's anomalies marked (and
-/// `spans` shaded), followed by the table of the highest-scoring ones.
-fn anomaly_chart(
+/// A chart over time (x axis labelled `xl`) with the streaming detector's
+/// anomalies marked (and `spans` shaded), followed by the table of the
+/// highest-scoring ones.
+pub fn anomaly_chart(
     h: &mut String,
     title: &str,
+    xl: &str,
     yl: &str,
     series: &[(String, Vec<(f64, f64)>)],
     spans: &[marks::Span],
@@ -393,13 +397,13 @@ fn anomaly_chart(
         spans: spans.to_vec(),
         points: marks::anomalies(series),
     };
-    h.push_str(&marked_chart(title, "time (s)", yl, series, &m));
+    h.push_str(&marked_chart(title, xl, yl, series, &m));
     marks::anomaly_table(h, &m.points);
 }
 
 /// Per policy whose decisions carried a headroom forecast: the alert
 /// timeline strip and the headroom series. Nothing without any.
-fn alert_sections(h: &mut String, res: &ScenarioResult) {
+pub fn alert_sections(h: &mut String, res: &ScenarioResult) {
     let with: Vec<&PolicyRuns> = res
         .policies
         .iter()
