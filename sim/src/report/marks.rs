@@ -397,15 +397,19 @@ fn draw_alert_strip(
     let height = 70 + LANE_H * n;
     let root = SVGBackend::with_string(svg, (CHART_W, height)).into_drawing_area();
     root.fill(&WHITE)?;
-    let (names, plot) = root.split_horizontally(LEGEND_W);
+    // The same layout as the line charts (plot, then the names where their
+    // legend is), so the time axes line up on the page.
+    let (plot, names) = root.split_horizontally(CHART_W - LEGEND_W);
     let mut chart = ChartBuilder::on(&plot)
         .caption(title, ("sans-serif", 15).into_font().style(FontStyle::Bold))
         .margin(8)
         .x_label_area_size(36)
+        .y_label_area_size(62)
         .build_cartesian_2d(x0..x1.max(x0 + 1.0), 0.0..f64::from(n))?;
     chart
         .configure_mesh()
         .disable_y_mesh()
+        .y_labels(0)
         .x_desc("time (s)")
         .x_labels(8)
         .x_label_formatter(&|v| fmt_tick(*v))
