@@ -490,6 +490,158 @@ display(summary)
 ]
 
 
+# --------------------------------------------------------------------------------------
+# What the reports mark: known events, anomalies, predictive alerts.
+# --------------------------------------------------------------------------------------
+
+MARKS = [
+    md("""
+# Events, anomalies and alerts on real data
+
+`aya sim`'s `report.html` marks three things on its charts (docs/sim.md, "The report"): the
+scenario's **event calendar** shaded on the demand chart, the **streaming anomaly detector**'s
+marks on the demand and latency series, and the **predictive alert timeline** (docs/alerts.md)
+against the SLO windows each policy violated. This notebook shows each on real public data from
+the shared datasets (`$AYA_DATASETS`):
+
+1. the 1998 World Cup match schedule (`datasets/worldcup98_matches.csv`, in the repository) over
+   the WorldCup98 site's requests per minute;
+2. `aya anomalies` on NAB's NYC taxi series, against NAB's labelled anomaly windows;
+3. `aya sim` on a short window of WorldCup98 with two matches: when Aya's headroom forecast would
+   have raised the predictive alert, and when the pool actually broke its SLO.
+"""),
+    code(SETUP),
+    code("""
+from datetime import datetime, timezone
+
+from aya_nb import ROOT
+
+WORK = out_dir("marks")
+MATCHES = ROOT / "datasets" / "worldcup98_matches.csv"
+matches = pl.read_csv(MATCHES, comment_prefix="#", try_parse_dates=True)
+wc = pl.read_csv(DATA / "worldcup98" / "worldcup98_requests_per_minute.csv", try_parse_dates=True)
+print(f"{matches.height} matches, {wc.height} minutes of requests")
+display(matches.head(3))
+"""),
+    md("""
+## 1. The event calendar
+
+The last week of the group stage and the round of 16 (24 June to 1 July 1998): requests per
+minute (hourly means) with each match's `[start, end)` shaded, coloured by category. This is the
+calendar a scenario names with `forecaster.events`; the simulator places it on the virtual time
+line and the report shades the same spans.
+"""),
+    code("""
+lo, hi = datetime(1998, 6, 24, tzinfo=timezone.utc), datetime(1998, 7, 2, tzinfo=timezone.utc)
+week = (wc.filter((pl.col("timestamp") >= lo) & (pl.col("timestamp") < hi))
+          .group_by_dynamic("timestamp", every="1h").agg(pl.col("value").mean()))
+shown = matches.filter((pl.col("end") > lo) & (pl.col("start") < hi))
+colours = {c: f"C{i + 1}" for i, c in enumerate(shown["category"].unique(maintain_order=True))}
+fig, ax = plt.subplots(figsize=(12, 4))
+ax.plot(week["timestamp"], week["value"], lw=0.9, color="C0", label="requests per minute (hourly mean)")
+for m in shown.iter_rows(named=True):
+    ax.axvspan(m["start"], m["end"], color=colours[m["category"]], alpha=0.3, lw=0)
+for c, col in colours.items():
+    ax.axvspan(lo, lo, color=col, alpha=0.3, label=c)
+ax.set_xlim(lo, hi); ax.set_ylabel("requests per minute"); ax.legend(fontsize=8, loc="upper left")
+ax.set_title("WorldCup98: requests and the match calendar")
+fig.tight_layout(); plt.show()
+display(shown.select("name", "start", "end", "category"))
+"""),
+    md("""
+## 2. Anomalies: `aya anomalies` on NAB
+
+`aya anomalies --input CSV` scores every point with the streaming detector (docs/anomaly.md: each
+point once, in order, no look-ahead). Points scoring at least 0.5 (`aya serve`'s default
+`[anomaly] threshold`) are marked; NAB's labelled windows (`labels/combined_windows.json`: the
+NYC marathon, Thanksgiving, Christmas, New Year, a snowstorm) are shaded.
+"""),
+    code("""
+NAB_FILE = "realKnownCause/nyc_taxi.csv"
+scored_csv = WORK / "nyc_taxi_scores.csv"
+aya("anomalies", "--input", DATA / "nab" / NAB_FILE, "--output", scored_csv)
+scores = pl.read_csv(scored_csv, try_parse_dates=True)
+marked = scores.filter(pl.col("score") >= 0.5)
+windows = json.loads((DATA / "nab" / "labels" / "combined_windows.json").read_text())[NAB_FILE]
+parse = lambda s: datetime.strptime(s[:19], "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
+fig, ax = plt.subplots(figsize=(12, 4))
+ax.plot(scores["timestamp"], scores["value"], lw=0.5, color="C0", label="passengers per 30 min")
+for i, (a, b) in enumerate(windows):
+    ax.axvspan(parse(a), parse(b), color="C1", alpha=0.25, lw=0, label="NAB labelled window" if i == 0 else None)
+ax.scatter(marked["timestamp"], marked["value"], s=40, facecolors="none", edgecolors="#e6007e",
+           lw=1.5, label="score ≥ 0.5", zorder=3)
+ax.legend(fontsize=8, loc="upper left"); ax.set_title("NYC taxi: anomalies marked by Aya's detector")
+fig.tight_layout(); plt.show()
+inside = sum(any(parse(a) <= t <= parse(b) for a, b in windows) for t in marked["timestamp"])
+print(f"{marked.height} of {scores.height} points marked, {inside} inside a labelled window")
+display(marked.sort("score", descending=True).head(10))
+"""),
+    md("""
+## 3. The alert timeline: `aya sim` on WorldCup98
+
+`scenarios/examples/worldcup_events.toml` shortened to stay quick: 1998-06-29 from 08:00 UTC for
+4,800 virtual seconds (13 h of trace, compressed 10x, two round-of-16 matches), one seed, Aya
+(online forecaster with the calendar, warm-started on the 2 days before instead of 7: a seventh of
+the time, ≈ 10 s instead of ≈ 2 min in a debug build) and HPA. `result.json` carries, per policy,
+the headroom forecast of every control tick and every scored SLO window; the predictive alert
+fires when the forecast's upper bound (or mean) exceeds the serving pool's capacity within 5
+minutes (docs/alerts.md). The strip puts Aya's alerts next to the SLO windows its own run and
+HPA's run (no forecast, so no alerts; a reactive pool on the same trace and seed) violated:
+how long before a break, if at all, the alert came.
+"""),
+    code("""
+text = (ROOT / "scenarios" / "examples" / "worldcup_events.toml").read_text()
+for old, new in [("duration = 17280.0", "duration = 4800.0"), ("replications = 3", "replications = 1"),
+                 ('start = "1998-06-29T00:00:00Z"', 'start = "1998-06-29T08:00:00Z"'),
+                 ("warm_start = 604800.0", "warm_start = 172800.0"),
+                 ('events = "../../datasets/worldcup98_matches.csv"', f'events = "{MATCHES}"')]:
+    assert old in text, old
+    text = text.replace(old, new)
+scenario = WORK / "worldcup_short.toml"
+scenario.write_text(text)
+SIM_OUT = WORK / "sim"
+aya("sim", scenario, "-o", SIM_OUT, timeout=900)
+res = json.loads((SIM_OUT / "result.json").read_text())
+print("report:", SIM_OUT / "report.html")
+display(pl.DataFrame(res["events"]))
+"""),
+    code("""
+LEAD = 300.0
+fig, (ax, ax_d) = plt.subplots(2, 1, figsize=(12, 5.5), sharex=True, gridspec_kw={"height_ratios": [1.3, 1]})
+lanes = []
+for p in res["policies"]:
+    ticks = p.get("headroom", [])
+    for key, what in [("exhausted_upper_in", "upper bound"), ("exhausted_mean_in", "mean")]:
+        if ticks:
+            fired = [t for t, h in ticks if h[key] is not None and h[key] <= LEAD]
+            lanes.append((f"{p['label']}: alert, {what} out in ≤ {LEAD:.0f} s", fired, 15.0))
+windows = {p["label"]: p.get("slo_windows", []) for p in res["policies"]}
+for label, ws in windows.items():
+    lanes.append((f"{label}: SLO window violated", [w["start"] for w in ws if w["violated"]], 60.0))
+for i, (name, starts, width) in enumerate(lanes):
+    y = len(lanes) - 1 - i
+    ax.broken_barh([(s, width) for s in starts], (y + 0.2, 0.6), color=f"C{i}")
+    print(f"{name}: {len(starts)}")
+ax.set_yticks([len(lanes) - 1 - i + 0.5 for i in range(len(lanes))], [n for n, _, _ in lanes], fontsize=8)
+ax.grid(axis="y", visible=False)
+for e in res["events"]:
+    for a in (ax, ax_d):
+        a.axvspan(e["start"], e["end"], color="orange", alpha=0.2, lw=0)
+first = res["policies"][0]["series"]
+ax_d.plot([w["t"] for w in first], [w["demand_rps"] for w in first], lw=0.8, label="demand (req/s)")
+ax_d.set_xlabel("virtual time (s)"); ax_d.set_ylabel("requests/s"); ax_d.legend(fontsize=8)
+ax.set_title("Predictive alert vs SLO violations (matches shaded)")
+fig.tight_layout(); plt.show()
+"""),
+    md("""
+The same three marks, drawn by Aya itself, are in `out/notebooks/marks/sim/report.html`: the
+matches shaded and named on the demand chart (with the event table), anomaly rings on the demand
+and latency charts (with the table of anomaly episodes), and the alert strip with the headroom
+forecast per tick.
+"""),
+]
+
+
 def main() -> None:
     nbs = {
         "forecasting.ipynb": notebook(
@@ -504,6 +656,13 @@ def main() -> None:
             [
                 ["sim", "/nonexistent/aya-probe.toml"],
                 ["league", "--scenarios", "/nonexistent/aya-probe", "--output", "/nonexistent/aya-probe-out"],
+            ],
+        ),
+        "marks.ipynb": notebook(
+            MARKS,
+            [
+                ["anomalies", "--input", "/nonexistent/aya-probe.csv"],
+                ["sim", "/nonexistent/aya-probe.toml"],
             ],
         ),
     }

@@ -135,6 +135,9 @@ fn quick_demo_is_complete_and_deterministic_by_seed() {
         "p2c",
         "hpa",
         "aya (selected)",
+        // Aya's engine forecasts headroom in the scaling scenario: its alert strip is drawn.
+        "Predictive alert timeline",
+        "aya: predictive alerts vs SLO violations",
     ] {
         assert!(html.contains(needle), "report.html lacks {needle:?}");
     }

@@ -19,6 +19,7 @@
 //! its **lead time** is how long before the episode the earliest such
 //! warning was.
 
+use aya_policy::Headroom;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::ControlTick;
@@ -98,6 +99,28 @@ impl Default for AlertRules {
     }
 }
 
+/// Whether the predictive alert fires on this headroom forecast: the
+/// forecast's upper bound (its mean with `on_mean`) exceeds the capacity
+/// within `lead` seconds.
+pub fn predictive_fires(h: &Headroom, rules: &AlertRules) -> bool {
+    let exhausted = if rules.on_mean {
+        h.exhausted_mean_in
+    } else {
+        h.exhausted_upper_in
+    };
+    exhausted.is_some_and(|s| s <= rules.lead)
+}
+
+/// The ticks of a headroom log (time, forecast) at which the predictive
+/// alert fires.
+pub fn predictive_times(headroom: &[(f64, Headroom)], rules: &AlertRules) -> Vec<f64> {
+    headroom
+        .iter()
+        .filter(|(_, h)| predictive_fires(h, rules))
+        .map(|(t, _)| *t)
+        .collect()
+}
+
 /// The ticks at which each alert fired: (predictive, reactive).
 pub fn fired(trace: &[ControlTick], rules: &AlertRules) -> (Vec<f64>, Vec<f64>) {
     let mut predictive = Vec::new();
@@ -107,14 +130,7 @@ pub fn fired(trace: &[ControlTick], rules: &AlertRules) -> (Vec<f64>, Vec<f64>) 
         if t.decision
             .explanation
             .headroom
-            .and_then(|h| {
-                if rules.on_mean {
-                    h.exhausted_mean_in
-                } else {
-                    h.exhausted_upper_in
-                }
-            })
-            .is_some_and(|s| s <= rules.lead)
+            .is_some_and(|h| predictive_fires(&h, rules))
         {
             predictive.push(t.now);
         }
@@ -179,8 +195,8 @@ pub fn score(warnings: &[f64], windows: &[SloWindow], lead: f64) -> AlertScore {
 mod tests {
     use super::*;
     use aya_policy::{
-        AlgorithmChoice, BackendObservation, Decision, Explanation, Headroom, LbAlgorithm,
-        ReplicaState, ScalingSignal,
+        AlgorithmChoice, BackendObservation, Decision, Explanation, LbAlgorithm, ReplicaState,
+        ScalingSignal,
     };
 
     fn tick(now: f64, util: f64, exhausted_in: Option<f64>) -> ControlTick {

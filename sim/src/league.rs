@@ -487,6 +487,8 @@ mod tests {
                     summary: BTreeMap::new(),
                     series: Vec::new(),
                     decisions: Vec::new(),
+                    headroom: Vec::new(),
+                    slo_windows: Vec::new(),
                 });
             }
             if let Some(p) = policies.iter_mut().find(|p| p.label == *label) {
@@ -507,6 +509,7 @@ mod tests {
             seeds: vec![1],
             policies,
             comparisons: Vec::new(),
+            events: Vec::new(),
         }
     }
 

@@ -8,7 +8,12 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use crate::run::{METRICS, ScenarioResult};
+use crate::alerts::AlertRules;
+use crate::run::{METRICS, PolicyRuns, ScenarioResult};
+
+pub mod marks;
+
+pub use marks::Marks;
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -97,8 +102,20 @@ fn fmt_tick(v: f64) -> String {
 /// series in its colour. Each series: (name, points); non-finite points are
 /// skipped. The y axis starts at 0.
 pub fn line_chart(title: &str, xl: &str, yl: &str, series: &[(String, Vec<(f64, f64)>)]) -> String {
+    marked_chart(title, xl, yl, series, &Marks::default())
+}
+
+/// [`line_chart`] with `marks` drawn over it: shaded, labelled spans under
+/// the lines and a ring on each marked point, each kind named in the legend.
+pub fn marked_chart(
+    title: &str,
+    xl: &str,
+    yl: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+    marks: &Marks,
+) -> String {
     let mut svg = String::new();
-    let drawn = draw_line_chart(&mut svg, title, xl, yl, series);
+    let drawn = draw_line_chart(&mut svg, title, xl, yl, series, marks);
     if let Err(e) = drawn {
         // Drawing into a string only fails on a plotters bug: say so in the
         // report rather than lose the rest of it.
@@ -132,6 +149,7 @@ fn draw_line_chart(
     xl: &str,
     yl: &str,
     series: &[(String, Vec<(f64, f64)>)],
+    marks: &Marks,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let root = SVGBackend::with_string(svg, (CHART_W, CHART_H)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -161,6 +179,7 @@ fn draw_line_chart(
         .bold_line_style(RGBColor(225, 225, 225))
         .light_line_style(RGBColor(245, 245, 245))
         .draw()?;
+    marks::draw_spans(&mut chart, &marks.spans, (x0, x1, y1))?;
     for (i, (_, pts)) in series.iter().enumerate() {
         let c = palette(i);
         chart.draw_series(LineSeries::new(
@@ -170,16 +189,19 @@ fn draw_line_chart(
             c.stroke_width(2),
         ))?;
     }
-    draw_legend(&legend, series)?;
+    marks::draw_points(&mut chart, &marks.points, y1)?;
+    let below = draw_legend(&legend, series)?;
+    marks::draw_marks_legend(&legend, marks, below)?;
     root.present()?;
     Ok(())
 }
 
 /// One line per series: a colour swatch and the name, top to bottom.
+/// Returns the y of the next free line.
 fn draw_legend<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     series: &[(String, Vec<(f64, f64)>)],
-) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+) -> Result<i32, DrawingAreaErrorKind<DB::ErrorType>> {
     let style = ("sans-serif", 12).into_font();
     let top = 34;
     for (i, (name, _)) in series.iter().enumerate().take(LEGEND_MAX) {
@@ -202,7 +224,8 @@ fn draw_legend<DB: DrawingBackend>(
             style.color(&RGBColor(90, 90, 90)),
         ))?;
     }
-    Ok(())
+    let lines = series.len().min(LEGEND_MAX + 1) as i32;
+    Ok(top + 17 * lines + 8)
 }
 
 /// The tableau-10 palette, the colours the report always used.
@@ -300,7 +323,8 @@ fn summary_tables(h: &mut String, res: &ScenarioResult) {
     }
 }
 
-/// Latency, demand and replicas over time.
+/// Latency, demand (with the event calendar), replicas over time, and the
+/// alert timeline; anomalies are marked on the latency and demand charts.
 fn time_charts(h: &mut String, res: &ScenarioResult) {
     h.push_str("<h2>Latency over time (first seed)</h2>");
     let mut lat = Vec::new();
@@ -314,12 +338,14 @@ fn time_charts(h: &mut String, res: &ScenarioResult) {
             p.series.iter().map(|w| (w.t, w.p50)).collect(),
         ));
     }
-    h.push_str(&line_chart(
+    anomaly_chart(
+        h,
         "Latency per window: p99 and p50",
         "time (s)",
         "latency (s)",
         &lat,
-    ));
+        &[],
+    );
     h.push_str("<h2>Replicas vs demand (first seed)</h2>");
     let dem: Vec<(String, Vec<(f64, f64)>)> = vec![(
         "demand".into(),
@@ -328,12 +354,15 @@ fn time_charts(h: &mut String, res: &ScenarioResult) {
             .map(|p| p.series.iter().map(|w| (w.t, w.demand_rps)).collect())
             .unwrap_or_default(),
     )];
-    h.push_str(&line_chart(
+    anomaly_chart(
+        h,
         "Demand (arrivals per second)",
         "time (s)",
         "demand (requests/s)",
         &dem,
-    ));
+        &marks::event_marks(&res.events),
+    );
+    marks::event_table(h, &res.events);
     let reps: Vec<(String, Vec<(f64, f64)>)> = res
         .policies
         .iter()
@@ -350,6 +379,105 @@ fn time_charts(h: &mut String, res: &ScenarioResult) {
         "replicas (count)",
         &reps,
     ));
+    alert_sections(h, res);
+}
+
+/// A chart over time (x axis labelled `xl`) with the streaming detector's
+/// anomalies marked (and `spans` shaded), followed by the table of the
+/// highest-scoring ones.
+pub fn anomaly_chart(
+    h: &mut String,
+    title: &str,
+    xl: &str,
+    yl: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+    spans: &[marks::Span],
+) {
+    let m = Marks {
+        spans: spans.to_vec(),
+        points: marks::anomalies(series),
+    };
+    h.push_str(&marked_chart(title, xl, yl, series, &m));
+    marks::anomaly_table(h, &m.points);
+}
+
+/// Per policy whose decisions carried a headroom forecast: the alert
+/// timeline strip and the headroom series. Nothing without any.
+pub fn alert_sections(h: &mut String, res: &ScenarioResult) {
+    let with: Vec<&PolicyRuns> = res
+        .policies
+        .iter()
+        .filter(|p| !p.headroom.is_empty())
+        .collect();
+    if with.is_empty() {
+        return;
+    }
+    let rules = AlertRules::default();
+    h.push_str("<h2>Predictive alert timeline (first seed)</h2>");
+    let _ = write!(
+        h,
+        "<p>When the predictive alerts of docs/alerts.md would have fired on the headroom forecast \
+         of each control tick (the forecast's upper bound or mean exceeding the serving pool's \
+         capacity within {:.0} s; the scale-up deadline passed with the upper bound out within \
+         600 s), against the SLO windows each policy's run violated (the same trace and seed). \
+         The count after each name is in control ticks (windows for the SLO).</p>",
+        rules.lead
+    );
+    let x_range = res
+        .policies
+        .iter()
+        .flat_map(|p| p.series.iter().map(|w| w.t))
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), t| {
+            (a.min(t), b.max(t))
+        });
+    for p in with {
+        // The alerts of this policy's run against every policy's violations.
+        let mut lanes = marks::alert_lanes(p, &rules);
+        lanes.extend(res.policies.iter().map(marks::slo_lane));
+        let (x0, x1) = if x_range.0 < x_range.1 {
+            x_range
+        } else {
+            (0.0, p.headroom.last().map_or(1.0, |l| l.0))
+        };
+        h.push_str(&marks::alert_strip(
+            &format!("{}: predictive alerts vs SLO violations", p.label),
+            &lanes,
+            (x0, x1),
+        ));
+        h.push_str(&line_chart(
+            &format!("{}: headroom forecast (capped at the horizon)", p.label),
+            "time (s)",
+            "seconds until capacity is exceeded",
+            &headroom_series(p),
+        ));
+    }
+}
+
+/// Exhaustion times of the upper bound and the mean, and the scale-up
+/// deadline, per tick; "not within the horizon" is drawn at the horizon and
+/// a passed deadline at 0.
+fn headroom_series(p: &PolicyRuns) -> Vec<(String, Vec<(f64, f64)>)> {
+    let at = |f: &dyn Fn(&aya_policy::Headroom) -> Option<f64>| -> Vec<(f64, f64)> {
+        p.headroom
+            .iter()
+            .map(|(t, hr)| {
+                (
+                    *t,
+                    f(hr)
+                        .unwrap_or(hr.horizon_seconds)
+                        .clamp(0.0, hr.horizon_seconds),
+                )
+            })
+            .collect()
+    };
+    vec![
+        (
+            "upper bound exhausted in".into(),
+            at(&|h| h.exhausted_upper_in),
+        ),
+        ("mean exhausted in".into(), at(&|h| h.exhausted_mean_in)),
+        ("scale-up deadline".into(), at(&|h| h.scale_up_deadline_in)),
+    ]
 }
 
 /// Per-backend utilisation charts and the decision logs.

@@ -64,6 +64,45 @@ pub struct PolicyRuns {
     pub series: Vec<WindowRow>,
     /// Decisions that changed something, first seed.
     pub decisions: Vec<Decision>,
+    /// The headroom forecast at every control tick that had one, first seed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headroom: Vec<(f64, aya_policy::Headroom)>,
+    /// The scored SLO windows, first seed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slo_windows: Vec<crate::alerts::SloWindow>,
+}
+
+/// A known event of the scenario's calendar (`forecaster.events`) on the
+/// virtual time line, as the report shades it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventSpan {
+    /// Name, e.g. `Brazil v Chile`.
+    pub name: String,
+    /// Category, e.g. `match`.
+    pub category: String,
+    /// Start, virtual seconds.
+    pub start: f64,
+    /// End (exclusive), virtual seconds.
+    pub end: f64,
+}
+
+/// The events of the scenario's calendar that overlap the simulated
+/// period `[0, duration)` (from 0 on without a duration), in calendar
+/// order; empty without a calendar.
+pub fn event_spans(sc: &Scenario) -> Vec<EventSpan> {
+    let Some((cal, _)) = sc.forecaster.as_ref().and_then(|f| f.calendar.as_ref()) else {
+        return Vec::new();
+    };
+    cal.events
+        .iter()
+        .map(|e| EventSpan {
+            name: e.name.clone(),
+            category: e.category.clone(),
+            start: e.start_ms as f64 / 1000.0,
+            end: e.end_ms as f64 / 1000.0,
+        })
+        .filter(|e| e.end > 0.0 && sc.model.duration.is_none_or(|d| e.start < d))
+        .collect()
 }
 
 /// Paired comparison of one policy against the reference.
@@ -90,6 +129,9 @@ pub struct ScenarioResult {
     pub policies: Vec<PolicyRuns>,
     /// Paired comparisons against the first policy.
     pub comparisons: Vec<Comparison>,
+    /// The calendar's events within the simulated period.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<EventSpan>,
 }
 
 /// The context the registry builds one replication's policy with: the
@@ -188,6 +230,8 @@ pub fn assemble(sc: &Scenario, per_policy: Vec<Vec<RunResult>>) -> ScenarioResul
             runs,
             series: first.series,
             decisions: first.decisions,
+            headroom: first.headroom,
+            slo_windows: first.slo_windows,
         });
     }
     let mut comparisons = Vec::new();
@@ -214,5 +258,6 @@ pub fn assemble(sc: &Scenario, per_policy: Vec<Vec<RunResult>>) -> ScenarioResul
         seeds: sc.seeds.clone(),
         policies,
         comparisons,
+        events: event_spans(sc),
     }
 }

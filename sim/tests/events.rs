@@ -33,6 +33,27 @@ fn the_calendar_is_placed_on_the_virtual_time_line() {
     assert_eq!((placement.pre_ms, placement.post_ms), (360_000, 720_000));
 }
 
+#[test]
+fn the_report_gets_the_matches_within_the_run() {
+    let mut sc = Scenario::load(&examples().join("worldcup_events.toml"))
+        .expect("scenario loads (needs AYA_DATASETS)");
+    // 29-30 June 1998 (17,280 virtual s): the four round-of-16 matches of
+    // those days, none of the 60 before or after.
+    let spans = aya_sim::run::event_spans(&sc);
+    let names: Vec<&str> = spans.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(spans.len(), 4, "{names:?}");
+    assert!(names[0].starts_with("Round of 16: Germany v Mexico"));
+    assert_eq!((spans[0].start, spans[0].end), (5220.0, 5910.0));
+    assert!(spans.iter().all(|e| e.category == "round_of_16"));
+    // A run that ends before the first kick-off has none; without a calendar, none.
+    sc.model.duration = Some(5000.0);
+    assert!(aya_sim::run::event_spans(&sc).is_empty());
+    sc.model.duration = Some(5221.0);
+    assert_eq!(aya_sim::run::event_spans(&sc).len(), 1);
+    sc.forecaster.as_mut().unwrap().calendar = None;
+    assert!(aya_sim::run::event_spans(&sc).is_empty());
+}
+
 fn parse(text: &str) -> Result<Scenario, ScenarioError> {
     // Named inside scenarios/examples so relative paths resolve from there.
     Scenario::parse(text, &examples().join("test.toml"))

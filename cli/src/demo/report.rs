@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use aya_sim::report::line_chart;
+use aya_sim::report::{alert_sections, anomaly_chart, line_chart, marks};
 use aya_sim::run::ScenarioResult;
 
 use super::history::History;
@@ -161,7 +161,9 @@ fn html_live(h: &mut String, r: &ReportInput<'_>) {
     }
 }
 
-/// One simulated scenario: links and its latency, success and replica charts.
+/// One simulated scenario: links and its latency (anomalies marked),
+/// success and replica charts (the calendar's events shaded, if any), and
+/// the predictive alert timeline of the policies with a headroom forecast.
 fn html_scenario(h: &mut String, key: &str, res: &ScenarioResult) {
     let _ = write!(
         h,
@@ -185,12 +187,14 @@ fn html_scenario(h: &mut String, key: &str, res: &ScenarioResult) {
             )
         })
         .collect();
-    h.push_str(&line_chart(
+    anomaly_chart(
+        h,
         "p99 latency per window (first seed)",
         "virtual time (s)",
         "seconds",
         &lat,
-    ));
+        &[],
+    );
     let ok: Vec<(String, Vec<(f64, f64)>)> = res
         .policies
         .iter()
@@ -226,12 +230,18 @@ fn html_scenario(h: &mut String, key: &str, res: &ScenarioResult) {
             p.series.iter().map(|w| (w.t, f64::from(w.alive))).collect(),
         ));
     }
-    h.push_str(&line_chart(
+    h.push_str(&aya_sim::report::marked_chart(
         "Replicas against demand (first seed)",
         "virtual time (s)",
         "replicas | req/s ÷ 10",
         &dem,
+        &aya_sim::report::Marks {
+            spans: marks::event_marks(&res.events),
+            points: Vec::new(),
+        },
     ));
+    marks::event_table(h, &res.events);
+    alert_sections(h, res);
 }
 
 /// The per-stage run-time table, when timings were recorded.

@@ -59,6 +59,11 @@ impl Sim<'_> {
             self.latest_demand,
             replicas,
         );
+        if let Some(h) = d.explanation.headroom
+            && self.headroom.len() < 100_000
+        {
+            self.headroom.push((now, h));
+        }
         if let Some(trace) = self.trace.as_mut() {
             trace.push(ControlTick {
                 now,

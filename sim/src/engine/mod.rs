@@ -121,6 +121,8 @@ pub struct Sim<'a> {
     last_decision: Option<Decision>,
     slo_start: f64,
     trace: Option<Vec<ControlTick>>,
+    headroom: Vec<(f64, aya_policy::Headroom)>,
+    slo_log: Vec<crate::alerts::SloWindow>,
 }
 
 impl<'a> Sim<'a> {
@@ -205,6 +207,8 @@ impl<'a> Sim<'a> {
             last_decision: None,
             slo_start: model.warmup.max(0.0),
             trace: None,
+            headroom: Vec::new(),
+            slo_log: Vec::new(),
         };
         for b in &model.backends {
             s.add_backend(b.clone(), Life::Ready);

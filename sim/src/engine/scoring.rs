@@ -115,6 +115,13 @@ pub struct RunResult {
     /// ([`super::simulate_traced`]); empty otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub control_trace: Vec<super::ControlTick>,
+    /// The headroom forecast of every control tick that had one (virtual
+    /// time, headroom): what the predictive alert reads (docs/alerts.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headroom: Vec<(f64, aya_policy::Headroom)>,
+    /// Every scored SLO window and whether it was violated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slo_windows: Vec<crate::alerts::SloWindow>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,6 +197,10 @@ impl Sim<'_> {
             if bad {
                 self.m.slo_violation_windows += 1;
             }
+            self.slo_log.push(crate::alerts::SloWindow {
+                start: self.now - slo.window,
+                violated: bad,
+            });
         }
         self.slo_hist.reset();
         self.slo_ok = 0;
@@ -256,6 +267,8 @@ impl Sim<'_> {
             series: self.series,
             decisions: self.decisions,
             control_trace: self.trace.unwrap_or_default(),
+            headroom: self.headroom,
+            slo_windows: self.slo_log,
         })
     }
 }
