@@ -75,6 +75,7 @@ pub fn config(dir: &Path) -> Config {
             boot_time_seconds: 10.0,
             backends,
             warm_start: None,
+            orca: None,
             events: Default::default(),
         }],
         ..Config::default()
