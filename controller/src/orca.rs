@@ -404,11 +404,6 @@ impl OrcaMetrics {
     }
 }
 
-/// Resolves once `rx` holds `true` (or its sender is gone).
-async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
-}
-
 /// The ORCA settings of cluster `c`: the configuration file's (as last
 /// started or reloaded), else the stored cluster's.
 fn orca_of(ctl: &Controller, c: &ClusterConfig) -> Option<OrcaConfig> {
@@ -497,7 +492,7 @@ async fn supervise(ctl: Controller, metrics: OrcaMetrics, mut stop: watch::Recei
                 }
             }
             _ = clock.sleep(RESYNC) => {}
-            _ = stopped(&mut stop) => break,
+            _ = stop.wait_for(|s| *s) => break,
         }
     }
     for r in running.values() {
@@ -548,7 +543,7 @@ impl Client {
             first = false;
             let end = tokio::select! {
                 end = self.stream(&mut backoff) => end,
-                _ = stopped(&mut stop_rx) => End::Stop,
+                _ = stop_rx.wait_for(|s| *s) => End::Stop,
             };
             self.metrics
                 .0
@@ -563,7 +558,7 @@ impl Client {
             }
             tokio::select! {
                 _ = self.clock.sleep(backoff) => {}
-                _ = stopped(&mut stop_rx) => break,
+                _ = stop_rx.wait_for(|s| *s) => break,
             }
             backoff = (backoff * 2).min(self.target.max_backoff);
         }
@@ -861,6 +856,53 @@ mod tests {
             path,
         );
         assert!(unknown.is_err(), "unknown keys are refused");
+    }
+
+    #[test]
+    fn the_wanted_streams_follow_reloads_and_admin_backend_changes() {
+        use crate::state::testing::{T0_MS, config};
+        let dir = tempfile::tempdir().unwrap();
+        let plain = config(dir.path());
+        let ctl = Controller::open_with_clock(plain.clone(), Clock::manual(T0_MS)).unwrap();
+        assert!(wanted(&ctl).is_empty(), "no [clusters.orca]: no streams");
+
+        // A reload adds [clusters.orca] with its own port: a stream per backend.
+        let mut with_orca = plain.clone();
+        with_orca.clusters[0].orca = Some(OrcaConfig {
+            port: Some(9100),
+            ..OrcaConfig::default()
+        });
+        ctl.reload(&with_orca).unwrap();
+        let w = wanted(&ctl);
+        let keys: Vec<&str> = w.keys().map(|(_, b)| b.as_str()).collect();
+        assert_eq!(keys, vec!["a", "b", "c"]);
+        assert!(w.values().all(|t| t.uri == "http://127.0.0.1:9100"));
+
+        // An admin-added backend is followed; a deleted one is dropped.
+        ctl.upsert_backend(
+            "web",
+            BackendConfig {
+                name: "d".into(),
+                address: "127.0.0.2:9004".into(),
+                weight_hint: 1,
+            },
+        )
+        .unwrap();
+        ctl.delete_backend("web", "a").unwrap();
+        let w = wanted(&ctl);
+        let keys: Vec<&str> = w.keys().map(|(_, b)| b.as_str()).collect();
+        assert_eq!(keys, vec!["b", "c", "d"]);
+        assert_eq!(
+            w[&("web".to_string(), "d".to_string())].uri,
+            "http://127.0.0.2:9100"
+        );
+
+        // A reload turning it off stops them all.
+        let mut off = with_orca.clone();
+        off.clusters[0].orca.as_mut().unwrap().enabled = false;
+        ctl.reload(&off).unwrap();
+        assert!(wanted(&ctl).is_empty());
+        ctl.close(Duration::from_secs(5));
     }
 
     #[test]

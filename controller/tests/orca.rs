@@ -25,11 +25,12 @@ use aya_proto::xds::service::orca::v3::OrcaLoadReportRequest;
 use aya_proto::xds::service::orca::v3::open_rca_service_server::{
     OpenRcaService, OpenRcaServiceServer,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
+
+use common::prometheus;
 
 /// What one fake backend reports, and how its streams end.
 #[derive(Clone)]
@@ -145,17 +146,6 @@ fn orca_config(dir: &std::path::Path, addrs: &[SocketAddr]) -> Config {
         ..OrcaConfig::default()
     });
     cfg
-}
-
-async fn prometheus(addr: SocketAddr) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).await.unwrap();
-    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
-    body
 }
 
 /// The value of the series `name{labels}` in the exposition (0 when absent).
