@@ -21,7 +21,8 @@
 //! rejected whole (nothing of it is ingested) and counted by reason in
 //! `aya_orca_reports_rejected_total`. The supervisor ([`spawn`]) follows the
 //! registry: backends added, removed or moved (admin API, reload) get their
-//! streams started, stopped or restarted within a second. Streams reconnect
+//! streams started, stopped or restarted within a second. In the HA mode
+//! only the leader opens streams. Streams reconnect
 //! with an exponential backoff from 0.1 s to `max_backoff_seconds`, and stop
 //! when the service does.
 
@@ -412,8 +413,13 @@ fn orca_of(ctl: &Controller, c: &ClusterConfig) -> Option<OrcaConfig> {
         .or_else(|| c.orca.clone())
 }
 
-/// Every stream the registry wants now, by (cluster, backend).
+/// Every stream the registry wants now, by (cluster, backend). In the HA
+/// mode only the leader reads ORCA (its samples reach the other replicas
+/// through the ingest log), so a follower wants none.
 fn wanted(ctl: &Controller) -> BTreeMap<(String, String), Target> {
+    if ctl.replica().is_some_and(|r| !r.is_leader()) {
+        return BTreeMap::new();
+    }
     ctl.clusters()
         .iter()
         .flat_map(|c| targets(c, orca_of(ctl, c).as_ref()))
