@@ -92,6 +92,14 @@ pub struct OrcaConfig {
     /// Longest wait between reconnect attempts (the wait doubles from 0.1 s).
     #[serde(default = "default_max_backoff")]
     pub max_backoff_seconds: f64,
+    /// PEM file of the CA that signs the backends' ORCA certificates: when
+    /// set, the streams use TLS (`https://`). Read at every connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// The name the backends' certificates are verified against (default:
+    /// the host of each backend's address); only with `tls_ca`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_server_name: Option<String>,
 }
 
 fn yes() -> bool {
@@ -111,6 +119,8 @@ impl Default for OrcaConfig {
             port: None,
             report_interval_seconds: default_interval(),
             max_backoff_seconds: default_max_backoff(),
+            tls_ca: None,
+            tls_server_name: None,
         }
     }
 }
@@ -137,6 +147,25 @@ impl OrcaConfig {
                 return bad(
                     k,
                     format!("{v} is out of range: must be a number of seconds in [{lo}, {hi}]"),
+                );
+            }
+        }
+        if let Some(p) = &self.tls_ca
+            && !p.is_file()
+        {
+            return bad("tls_ca", format!("{} is not a readable file", p.display()));
+        }
+        if let Some(n) = &self.tls_server_name {
+            if self.tls_ca.is_none() {
+                return bad(
+                    "tls_server_name",
+                    "goes with tls_ca (TLS to the backends)".into(),
+                );
+            }
+            if rustls_pki_types::ServerName::try_from(n.as_str()).is_err() {
+                return bad(
+                    "tls_server_name",
+                    format!("{n:?} is not a DNS name or an IP address"),
                 );
             }
         }
@@ -238,6 +267,8 @@ pub struct Target {
     pub interval: Duration,
     /// Longest reconnect wait.
     pub max_backoff: Duration,
+    /// TLS: the CA file and the name to verify (`None`: plaintext).
+    pub tls: Option<(std::path::PathBuf, String)>,
 }
 
 /// The streams a cluster wants: one per backend when `orca` is enabled.
@@ -253,15 +284,21 @@ pub fn targets(cluster: &ClusterConfig, orca: Option<&OrcaConfig>) -> Vec<Target
         .filter_map(|b| {
             let (host, port) = b.host_port().ok()?;
             let port = orca.port.unwrap_or(port);
+            let tls = orca.tls_ca.clone().map(|ca| {
+                let name = orca.tls_server_name.clone().unwrap_or_else(|| host.clone());
+                (ca, name)
+            });
             let host = if host.contains(':') {
                 format!("[{host}]")
             } else {
                 host
             };
+            let scheme = if tls.is_some() { "https" } else { "http" };
             Some(Target {
                 cluster: cluster.name.clone(),
                 backend: b.name.clone(),
-                uri: format!("http://{host}:{port}"),
+                uri: format!("{scheme}://{host}:{port}"),
+                tls,
                 interval: Duration::from_secs_f64(orca.report_interval_seconds),
                 max_backoff: Duration::from_secs_f64(orca.max_backoff_seconds).max(MIN_BACKOFF),
             })
@@ -587,6 +624,24 @@ impl Client {
                 .keep_alive_timeout(Duration::from_secs(20)),
             Err(e) => return End::Failed(format!("invalid URI {}: {e}", self.target.uri)),
         };
+        let endpoint = match &self.target.tls {
+            None => endpoint,
+            Some((ca, name)) => {
+                let pem = match tokio::fs::read(ca).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        return End::Failed(format!("cannot read tls_ca {}: {e}", ca.display()));
+                    }
+                };
+                let tls = tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(pem))
+                    .domain_name(name.clone());
+                match endpoint.tls_config(tls) {
+                    Ok(e) => e,
+                    Err(e) => return End::Failed(format!("TLS configuration: {e}")),
+                }
+            }
+        };
         let channel = match endpoint.connect().await {
             Ok(c) => c,
             Err(e) => return End::Failed(format!("cannot connect: {e}")),
@@ -827,6 +882,29 @@ mod tests {
             let (f, m) = cfg.validate("clusters[0].orca").unwrap_err();
             assert_eq!(f, field, "{m}");
         }
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "not checked here").unwrap();
+        let tls_cases = [
+            (None, Some("localhost"), "tls_server_name"),
+            (Some(dir.path().join("missing.pem")), None, "tls_ca"),
+            (Some(ca.clone()), Some("not a name!"), "tls_server_name"),
+        ];
+        for (tls_ca, name, key) in tls_cases {
+            let cfg = OrcaConfig {
+                tls_ca,
+                tls_server_name: name.map(str::to_string),
+                ..OrcaConfig::default()
+            };
+            let (f, m) = cfg.validate("o").unwrap_err();
+            assert_eq!(f, format!("o.{key}"), "{m}");
+        }
+        let tls = OrcaConfig {
+            tls_ca: Some(ca),
+            tls_server_name: Some("orca.internal".into()),
+            ..OrcaConfig::default()
+        };
+        assert!(tls.validate("o").is_ok());
     }
 
     #[test]
@@ -946,5 +1024,19 @@ mod tests {
         let t = targets(&cluster, Some(&OrcaConfig::default()));
         let uris: Vec<&str> = t.iter().map(|t| t.uri.as_str()).collect();
         assert_eq!(uris, vec!["http://127.0.0.1:9001", "http://[::1]:9002"]);
+        assert!(t.iter().all(|t| t.tls.is_none()));
+        // TLS: https, and each backend's host is the name verified by default.
+        let tls = OrcaConfig {
+            tls_ca: Some("ca.pem".into()),
+            ..OrcaConfig::default()
+        };
+        let t = targets(&cluster, Some(&tls));
+        let uris: Vec<&str> = t.iter().map(|t| t.uri.as_str()).collect();
+        assert_eq!(uris, vec!["https://127.0.0.1:9001", "https://[::1]:9002"]);
+        let names: Vec<&str> = t
+            .iter()
+            .map(|t| t.tls.as_ref().unwrap().1.as_str())
+            .collect();
+        assert_eq!(names, vec!["127.0.0.1", "::1"]);
     }
 }

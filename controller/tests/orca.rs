@@ -4,7 +4,8 @@
 //! metrics source. The reports arrive as the backends' samples, the engine
 //! moves weight toward the backend that costs less CPU per request, a
 //! report with a NaN CPU is rejected and counted, a backend added over the
-//! admin API gets its stream, and a backend that goes away is reconnected.
+//! admin API gets its stream, a backend that goes away is reconnected, and
+//! TLS to the backends verifies their certificate.
 
 mod common;
 
@@ -359,4 +360,53 @@ async fn streams_follow_new_backends_and_reconnect_when_a_backend_goes_away() {
     srv.stop().await;
     a.abort();
     b.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orca_over_tls_verifies_the_backends_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = common::pki::Pki::new(dir.path());
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let identity =
+        tonic::transport::Identity::from_pem(pki.read("server.pem"), pki.read("server.key"));
+    let server = tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .unwrap()
+            .add_service(OpenRcaServiceServer::new(Backend::new(0.25, 30.0)))
+            .serve_with_incoming(TcpListenerStream::new(l))
+            .await;
+    });
+    let data = tempfile::tempdir().unwrap();
+    let mut cfg = orca_config(data.path(), &[addr]);
+    let orca = cfg.clusters[0].orca.as_mut().unwrap();
+    orca.tls_ca = Some(pki.path("ca.pem"));
+    orca.tls_server_name = Some("localhost".into());
+    let srv = common::start(cfg).await;
+    until(srv.metrics_addr, "reports over TLS", |m| {
+        series(m, "aya_orca_streams_connected", &labels("a")) == 1.0
+            && series(m, "aya_orca_reports_total", &labels("a")) >= 2.0
+    })
+    .await;
+    srv.stop().await;
+
+    // A name the certificate does not carry: never connected, retried.
+    let data = tempfile::tempdir().unwrap();
+    let mut cfg = orca_config(data.path(), &[addr]);
+    let orca = cfg.clusters[0].orca.as_mut().unwrap();
+    orca.tls_ca = Some(pki.path("ca.pem"));
+    orca.tls_server_name = Some("not-the-server.example".into());
+    let srv = common::start(cfg).await;
+    let body = until(srv.metrics_addr, "TLS retries", |m| {
+        series(m, "aya_orca_reconnects_total", &labels("a")) >= 2.0
+    })
+    .await;
+    assert_eq!(series(&body, "aya_orca_reports_total", &labels("a")), 0.0);
+    assert_eq!(
+        series(&body, "aya_orca_streams_connected", &labels("a")),
+        0.0
+    );
+    srv.stop().await;
+    server.abort();
 }
