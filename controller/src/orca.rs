@@ -2,7 +2,8 @@
 //!
 //! For every cluster with `[clusters.orca] enabled = true`, one task per
 //! backend opens `xds.service.orca.v3.OpenRcaService/StreamCoreMetrics` on
-//! the backend (its `address`, or its host with `orca.port`), asks for a
+//! the backend (its `address`, or its host with `orca.port`; TLS verified
+//! with `tls_ca` when set), asks for a
 //! report every `report_interval_seconds`, and turns each
 //! `OrcaLoadReport` into the backend's samples ([`report_samples`]), which
 //! go through the same ingest writer as every other source (validation,
