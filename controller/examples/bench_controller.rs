@@ -72,6 +72,7 @@ fn config(dir: &std::path::Path, backends: usize) -> Config {
                 })
                 .collect(),
             warm_start: None,
+            orca: None,
             events: Default::default(),
         }],
         ..Config::default()

@@ -379,6 +379,12 @@ pub struct ClusterConfig {
     /// admin API.
     #[serde(default, skip_serializing_if = "ClusterEvents::is_empty")]
     pub events: ClusterEvents,
+    /// `[clusters.orca]`: read the backends' ORCA load reports (gRFC A51,
+    /// `OpenRcaService/StreamCoreMetrics`) as their metrics, one out-of-band
+    /// stream per backend (docs/orca.md). Read from the configuration file
+    /// at every start and reload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orca: Option<crate::orca::OrcaConfig>,
 }
 
 /// Most events the admin API may add to one cluster.
@@ -707,6 +713,10 @@ impl ClusterConfig {
         }
         if let Some(w) = &self.warm_start {
             w.validate(&format!("{field}.warm_start"))?;
+        }
+        if let Some(o) = &self.orca {
+            o.validate(&format!("{field}.orca"))
+                .map_err(|(f, m)| invalid(f, m))?;
         }
         if self.events.added.len() > MAX_ADDED_EVENTS {
             return Err(invalid(

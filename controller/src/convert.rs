@@ -267,6 +267,7 @@ pub fn cluster_from_wire(c: &pb::Cluster) -> Result<ClusterConfig, WireClusterEr
         },
         backends: c.backends.iter().map(backend_from_wire).collect(),
         warm_start: None,
+        orca: None,
         events: Default::default(),
     })
 }

@@ -855,6 +855,7 @@ mod tests {
                 })
                 .collect(),
             warm_start: None,
+            orca: None,
             events: Default::default(),
         }
     }

@@ -14,6 +14,7 @@ pub mod haproxy;
 pub mod ingest;
 pub mod keda;
 pub mod metrics;
+pub mod orca;
 pub mod otlp;
 pub mod policies;
 pub mod publish;

@@ -366,6 +366,14 @@ pub async fn serve_secured(
         haproxy_metrics.clone(),
         stop_rx.clone(),
     );
+    // ORCA clients (`[clusters.orca]`): one stream per backend, following
+    // the registry; they stop with the other background tasks.
+    let orca_metrics = crate::orca::OrcaMetrics::new();
+    periodic.orca = Some(crate::orca::spawn(
+        ctl.clone(),
+        orca_metrics.clone(),
+        stop_rx.clone(),
+    ));
 
     let (health, health_service) = serving_health().await;
 
@@ -404,6 +412,7 @@ pub async fn serve_secured(
             &ctl,
             &security,
             &haproxy_metrics,
+            &orca_metrics,
             &rates,
             &stop_rx,
         )?),
@@ -595,6 +604,8 @@ struct Periodic {
     reload: Option<tokio::task::JoinHandle<()>>,
     /// The HAProxy publishers (started by the caller).
     haproxy: Vec<tokio::task::JoinHandle<()>>,
+    /// The ORCA clients' supervisor (started by the caller).
+    orca: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Periodic {
@@ -615,6 +626,7 @@ impl Periodic {
                 .clone()
                 .map(|t| tokio::spawn(t.reload_loop(ctl.clock().clone(), stop.clone()))),
             haproxy: Vec::new(),
+            orca: None,
         }
     }
 
@@ -624,6 +636,9 @@ impl Periodic {
         self.retention.await?;
         self.retrain.await?;
         for t in self.haproxy {
+            t.await?;
+        }
+        if let Some(t) = self.orca {
             t.await?;
         }
         if let Some(t) = self.reload {
@@ -653,10 +668,11 @@ fn spawn_metrics(
     ctl: &Controller,
     security: &Security,
     haproxy: &crate::haproxy::HaproxyMetrics,
+    orca: &crate::orca::OrcaMetrics,
     rates: &Arc<crate::auth::RateLimits>,
     stop: &watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, ServeError> {
-    let app = metrics_app(ctl, security, haproxy, rates);
+    let app = metrics_app(ctl, security, haproxy, orca, rates);
     let listener = HttpListener::new(listener, security.accept("http", Alpn::Http1), stop.clone())
         .map_err(ServeError::Http)?;
     let mut stop = stop.clone();
@@ -678,9 +694,11 @@ fn metrics_app(
     ctl: &Controller,
     security: &Security,
     haproxy: &crate::haproxy::HaproxyMetrics,
+    orca: &crate::orca::OrcaMetrics,
     rates: &Arc<crate::auth::RateLimits>,
 ) -> axum::Router {
     let replica = ctl.replica().cloned();
+    let orca = orca.clone();
     let (m, p, x, sec, hap, anomalies) = (
         ctl.metrics().clone(),
         ctl.publisher().clone(),
@@ -709,6 +727,11 @@ fn metrics_app(
                 if let Some(r) = &replica {
                     body.push_str(&r.render());
                 }
+                let mut orca_text = orca.render();
+                if let Some(cut) = orca_text.rfind("# EOF") {
+                    orca_text.truncate(cut);
+                }
+                body.push_str(&orca_text);
                 body.push_str(&hap.render());
                 async move {
                     (

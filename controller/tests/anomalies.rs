@@ -9,21 +9,10 @@ mod common;
 
 use aya_proto::v1 as pb;
 use aya_proto::v1::admin_service_client::AdminServiceClient;
-use common::{config, ingest, now_ms, sample, start};
+use common::{config, ingest, now_ms, prometheus, sample, start};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 use tonic::transport::Channel;
-
-async fn prometheus(addr: std::net::SocketAddr) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).await.unwrap();
-    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
-    body
-}
 
 async fn list(ch: &Channel, cluster: &str) -> Result<pb::ListAnomaliesResponse, tonic::Status> {
     AdminServiceClient::new(ch.clone())

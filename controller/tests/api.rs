@@ -608,7 +608,6 @@ async fn a_restart_restores_history_clusters_overrides_and_versions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_prometheus_metrics_respond() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
     let srv = start(config(dir.path())).await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(srv.channel().await);
@@ -637,15 +636,7 @@ async fn health_and_prometheus_metrics_respond() {
     )
     .await;
 
-    let mut s = tokio::net::TcpStream::connect(srv.metrics_addr)
-        .await
-        .unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).await.unwrap();
-    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    let body = common::prometheus(srv.metrics_addr).await;
     for needle in [
         "aya_ingest_samples_accepted_total 1",
         "aya_ingest_samples_rejected_total{reason=\"unknown_backend\"} 1",

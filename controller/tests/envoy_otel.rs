@@ -479,6 +479,7 @@ fn aya_config(dir: &Path, ports: &[u16]) -> Config {
                 })
                 .collect(),
             warm_start: None,
+            orca: None,
             events: Default::default(),
         }],
         ..Config::default()

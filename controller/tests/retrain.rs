@@ -112,17 +112,7 @@ impl Service {
     }
 
     async fn prometheus(&self) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(self.metrics_addr)
-            .await
-            .unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).await.unwrap();
-        assert!(body.starts_with("HTTP/1.1 200"), "{body}");
-        body
+        common::prometheus(self.metrics_addr).await
     }
 }
 

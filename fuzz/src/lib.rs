@@ -38,6 +38,7 @@ pub fn controller_config(dir: &Path) -> Config {
             boot_time_seconds: 10.0,
             backends,
             warm_start: None,
+            orca: None,
             events: Default::default(),
         }],
         ..Config::default()

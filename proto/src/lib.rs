@@ -21,3 +21,30 @@ pub mod etcd {
     #![allow(missing_docs, clippy::all, clippy::pedantic, rust_2018_idioms)]
     tonic::include_proto!("etcdserverpb");
 }
+
+/// Packages `xds.data.orca.v3` and `xds.service.orca.v3`: ORCA load reports
+/// and the out-of-band `OpenRcaService` (gRFC A51), client and server.
+pub mod xds {
+    /// Package `xds.data.orca.v3`.
+    pub mod data {
+        /// ORCA.
+        pub mod orca {
+            /// `xds.data.orca.v3`: `OrcaLoadReport`.
+            pub mod v3 {
+                #![allow(missing_docs, clippy::all, clippy::pedantic, rust_2018_idioms)]
+                tonic::include_proto!("xds.data.orca.v3");
+            }
+        }
+    }
+    /// Package `xds.service.orca.v3`.
+    pub mod service {
+        /// ORCA.
+        pub mod orca {
+            /// `xds.service.orca.v3`: `OpenRcaService/StreamCoreMetrics`.
+            pub mod v3 {
+                #![allow(missing_docs, clippy::all, clippy::pedantic, rust_2018_idioms)]
+                tonic::include_proto!("xds.service.orca.v3");
+            }
+        }
+    }
+}

@@ -1,7 +1,8 @@
 //! The repository keeps the design card's layout, the library crates carry no
 //! command line (only `cli/`, the `aya` binary, depends on clap, anyhow or
 //! indicatif, and the service does not depend on the simulator), and Aya's
-//! public wire API (`proto/aya/v1/*.proto`) documents every message, enum,
+//! public wire API (`proto/aya/v1/*.proto`, and the ORCA protos under
+//! `proto/xds/`) documents every message, enum,
 //! field, value, service and RPC with a comment directly above it.
 
 use std::fs;
@@ -221,14 +222,28 @@ fn is_enum_value(line: &str) -> bool {
 
 #[test]
 fn every_proto_declaration_is_documented() {
-    let dir = workspace_root().join("proto/aya/v1");
-    let mut files: Vec<_> = fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "proto"))
-        .collect();
+    // Aya's own API, and the ORCA protos written for Aya from cncf/xds.
+    let mut files = Vec::new();
+    for sub in [
+        "proto/aya/v1",
+        "proto/xds/data/orca/v3",
+        "proto/xds/service/orca/v3",
+    ] {
+        let dir = workspace_root().join(sub);
+        let before = files.len();
+        files.extend(
+            fs::read_dir(&dir)
+                .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "proto")),
+        );
+        assert!(
+            files.len() > before,
+            "no .proto files under {}",
+            dir.display()
+        );
+    }
     files.sort();
-    assert!(!files.is_empty(), "no .proto files under {}", dir.display());
     let mut report = String::new();
     for f in &files {
         let text = fs::read_to_string(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));

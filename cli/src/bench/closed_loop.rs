@@ -406,6 +406,7 @@ impl Aya {
                     })
                     .collect(),
                 warm_start: None,
+                orca: None,
                 events: Default::default(),
             }],
             ..Config::default()

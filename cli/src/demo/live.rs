@@ -260,6 +260,7 @@ async fn run_async(
             boot_time_seconds: plan.boot_secs,
             backends,
             warm_start: None,
+            orca: None,
             events: Default::default(),
         }],
         ..Config::default()

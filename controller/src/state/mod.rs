@@ -426,6 +426,7 @@ pub(crate) mod testing {
                 boot_time_seconds: 10.0,
                 backends,
                 warm_start: None,
+                orca: None,
                 events: Default::default(),
             }],
             init: true,

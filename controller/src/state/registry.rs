@@ -28,6 +28,16 @@ impl Controller {
         lock_read(&self.inner.registry).get(name).cloned()
     }
 
+    /// The cluster as the configuration file declares it (at start or the
+    /// last reload), if the file names it: what file-only settings such as
+    /// `[clusters.orca]` are read from.
+    pub fn file_cluster(&self, name: &str) -> Option<ClusterConfig> {
+        lock(&self.inner.applied)
+            .iter()
+            .find(|c| c.name == name)
+            .cloned()
+    }
+
     /// Create or replace a cluster, store it and publish its new state.
     pub fn upsert_cluster(&self, mut cfg: ClusterConfig) -> Result<ClusterConfig, ControllerError> {
         self.refuse_in_ha("changing a cluster")?;

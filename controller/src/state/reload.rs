@@ -131,6 +131,7 @@ mod tests {
                 })
                 .collect(),
             warm_start: None,
+            orca: None,
             events: Default::default(),
         }
     }

@@ -75,6 +75,7 @@ pub fn config(dir: &Path) -> Config {
             boot_time_seconds: 10.0,
             backends,
             warm_start: None,
+            orca: None,
             events: Default::default(),
         }],
         ..Config::default()
@@ -115,6 +116,19 @@ pub async fn start(config: Config) -> Running {
         stop: Some(tx),
         task: Some(task),
     }
+}
+
+/// `GET /metrics` on `addr` (plaintext, no credentials): the whole response.
+pub async fn prometheus(addr: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    body
 }
 
 /// Wall time of the system clock the in-process services run on.
