@@ -449,14 +449,18 @@ fn suspect_floors(
     if !(load > 0.0 && load.is_finite() && caps.use_absolute) {
         return Some(zeros);
     }
-    let cap_of = |name: &str| {
-        caps.names
-            .iter()
-            .position(|n| *n == name)
-            .and_then(|i| caps.usable[i])
-            .map(|e| e.capacity_rps * scale)
-    };
-    let capacities: Option<Vec<f64>> = new.iter().map(|(n, _)| cap_of(n)).collect();
+    // By name, not by position: one lookup per backend, so a large pool
+    // with a suspect costs O(n log n), not O(n²), per tick.
+    let by_name: std::collections::BTreeMap<&str, f64> = caps
+        .names
+        .iter()
+        .zip(&caps.usable)
+        .filter_map(|(n, e)| e.map(|e| (*n, e.capacity_rps * scale)))
+        .collect();
+    let capacities: Option<Vec<f64>> = new
+        .iter()
+        .map(|(n, _)| by_name.get(n.as_str()).copied())
+        .collect();
     let Some(capacities) = capacities else {
         return Some(zeros);
     };
