@@ -25,6 +25,9 @@ use pb::metrics_service_client::MetricsServiceClient;
 #[allow(dead_code)]
 #[path = "../../controller/tests/common/envoy.rs"]
 mod envoy;
+#[allow(dead_code)]
+#[path = "../../controller/tests/common/pki.rs"]
+mod pki;
 
 const PREFIX: &str = "/aya-ha-test";
 const LEASE_TTL: u64 = 2;
@@ -116,8 +119,27 @@ impl Drop for Proc {
 
 /// etcd on loopback with a fresh data directory.
 fn start_etcd(bin: &Path, dir: &Path) -> (Proc, String) {
+    start_etcd_with(bin, dir, None)
+}
+
+/// [`start_etcd`], serving clients over TLS with `pki`'s server
+/// certificate and requiring a client certificate signed by its CA.
+fn start_etcd_with(bin: &Path, dir: &Path, pki: Option<&pki::Pki>) -> (Proc, String) {
     let (client, peer) = (envoy::free_port(), envoy::free_port());
-    let url = format!("http://127.0.0.1:{client}");
+    let scheme = if pki.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://127.0.0.1:{client}");
+    let mut tls: Vec<std::ffi::OsString> = Vec::new();
+    if let Some(p) = pki {
+        for (flag, file) in [
+            ("--cert-file", "server.pem"),
+            ("--key-file", "server.key"),
+            ("--trusted-ca-file", "ca.pem"),
+        ] {
+            tls.push(flag.into());
+            tls.push(p.path(file).into());
+        }
+        tls.push("--client-cert-auth".into());
+    }
     let peer_url = format!("http://127.0.0.1:{peer}");
     let log = std::fs::File::create(dir.join("etcd.log")).expect("etcd log");
     let child = Command::new(bin)
@@ -133,6 +155,7 @@ fn start_etcd(bin: &Path, dir: &Path) -> (Proc, String) {
         .args(["--initial-advertise-peer-urls", &peer_url])
         .args(["--initial-cluster", &format!("aya-test={peer_url}")])
         .args(["--logger", "zap", "--log-level", "error"])
+        .args(&tls)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(log))
@@ -157,6 +180,12 @@ async fn wait_for_etcd(client: &Etcd, dir: &Path) {
 }
 
 fn replica_config(id: &str, etcd: &str, backends: &[u16]) -> String {
+    replica_config_with(id, etcd, backends, "", "")
+}
+
+/// [`replica_config`] with `cluster` appended to the cluster's table (e.g.
+/// its `[clusters.warm_start]`) and `ha` to `[ha]`.
+fn replica_config_with(id: &str, etcd: &str, backends: &[u16], cluster: &str, ha: &str) -> String {
     let mut s = String::from(
         r#"listen = "127.0.0.1:0"
 tick_interval_seconds = 0.1
@@ -172,13 +201,14 @@ name = "web"
             ["a", "b", "c"][i]
         ));
     }
+    s.push_str(cluster);
     s.push_str(&format!(
         r#"[ha]
 etcd_endpoints = ["{etcd}"]
 prefix = "{PREFIX}"
 replica_id = "{id}"
 lease_ttl_seconds = {LEASE_TTL}
-"#
+{ha}"#
     ));
     s
 }
@@ -196,8 +226,13 @@ impl Replica {
 }
 
 fn spawn_replica(dir: &Path, id: &str, etcd: &str, backends: &[u16]) -> Replica {
+    spawn_replica_with(dir, id, &replica_config(id, etcd, backends))
+}
+
+/// An `aya serve` replica on configuration `toml`.
+fn spawn_replica_with(dir: &Path, id: &str, toml: &str) -> Replica {
     let cfg = dir.join(format!("{id}.toml"));
-    std::fs::write(&cfg, replica_config(id, etcd, backends)).unwrap();
+    std::fs::write(&cfg, toml).unwrap();
     let log = std::fs::File::create(dir.join(format!("{id}.log"))).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_aya"))
         .args(["serve", "--config"])
@@ -734,8 +769,7 @@ async fn a_follower_takes_over_a_killed_leader_without_losing_acks_or_going_back
         }
     }
 
-    // A follower serves KEDA from the replicated decision, and refuses
-    // cluster changes (not replicated).
+    // A follower serves KEDA from the replicated decision.
     let follower = followers
         .iter()
         .copied()
@@ -764,15 +798,6 @@ async fn a_follower_takes_over_a_killed_leader_without_losing_acks_or_going_back
     let desired = snap.decision.unwrap().scaling.unwrap().desired_replicas;
     assert_eq!(desired, 3);
     assert_eq!(keda.metric_values[0].metric_value_float, f64::from(desired));
-    let refused = pb::admin_service_client::AdminServiceClient::new(ch)
-        .delete_cluster(pb::DeleteClusterRequest { name: "web".into() })
-        .await
-        .unwrap_err();
-    assert_eq!(
-        refused.code(),
-        tonic::Code::FailedPrecondition,
-        "{refused:?}"
-    );
 
     // The killed leader restarts on its data directory: it follows the new
     // leader and serves its version (nothing older).
@@ -981,6 +1006,506 @@ async fn a_paused_leader_is_fenced_and_follows_when_it_resumes() {
         "HA fencing: {old} paused past its lease, {new} elected at revision {elected_at}; {old} resumed, published nothing after it, stepped down and follows; \
          {new} stopped with SIGTERM: {old} leads again after {:.0} ms (lease revoked)",
         handover.as_secs_f64() * 1000.0
+    );
+    for r in &mut reps {
+        r.proc.kill();
+    }
+}
+
+async fn snapshot_at(url: &str) -> Option<pb::ClusterSnapshot> {
+    let ch = channel(url).await?;
+    DecisionServiceClient::new(ch)
+        .get_snapshot(pb::GetSnapshotRequest {
+            cluster: "web".into(),
+        })
+        .await
+        .ok()
+        .map(|r| r.into_inner())
+}
+
+/// The backends of cluster `web` as replica `url` has them (`None`: no
+/// such cluster there, or no answer).
+async fn backends_at(url: &str) -> Option<Vec<(String, String, u32)>> {
+    let ch = channel(url).await?;
+    let list = pb::admin_service_client::AdminServiceClient::new(ch)
+        .list_clusters(pb::ListClustersRequest {})
+        .await
+        .ok()?
+        .into_inner();
+    let web = list.clusters.into_iter().find(|c| c.name == "web")?;
+    Some(
+        web.backends
+            .into_iter()
+            .map(|b| (b.name, b.address, b.weight_hint))
+            .collect(),
+    )
+}
+
+/// The published weights by backend, and whether the override rule fired.
+fn weights_of(s: &pb::ClusterSnapshot) -> (Vec<(String, u32)>, bool) {
+    let w = s
+        .endpoints
+        .iter()
+        .map(|e| (e.backend.clone(), e.weight))
+        .collect();
+    let overridden = s
+        .decision
+        .as_ref()
+        .and_then(|d| d.explanation.as_ref())
+        .is_some_and(|e| e.rules.iter().any(|r| r == "operator_override"));
+    (w, overridden)
+}
+
+/// Poll `check` every 100 ms until it holds or `bound` passed.
+async fn until<F, Fut>(bound: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + bound;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn keda_forecast_rps(url: &str) -> Result<f64, tonic::Status> {
+    let ch = channel(url)
+        .await
+        .ok_or_else(|| tonic::Status::unavailable("no connection"))?;
+    let r = aya_proto::keda::external_scaler_client::ExternalScalerClient::new(ch)
+        .get_metrics(aya_proto::keda::GetMetricsRequest {
+            scaled_object_ref: Some(aya_proto::keda::ScaledObjectRef {
+                name: "web".into(),
+                namespace: "default".into(),
+                scaler_metadata: [
+                    ("cluster".to_string(), "web".to_string()),
+                    ("metric".to_string(), "forecast_rps".to_string()),
+                    ("target_rps_per_replica".to_string(), "100".to_string()),
+                ]
+                .into(),
+            }),
+            metric_name: "forecast_rps".into(),
+        })
+        .await?
+        .into_inner();
+    Ok(r.metric_values[0].metric_value_float)
+}
+
+/// Admin changes made at any replica reach the whole group through etcd:
+/// a backend added and an override set at a follower are published by the
+/// leader and shown by every replica; changes made at both replicas at
+/// once converge (each answered OK or ABORTED, never lost half-way); the
+/// override survives a `kill -9` of the leader and the new leader clears
+/// it; the killed replica, restarted, has every change; a backend and then
+/// the cluster deleted at a follower are gone everywhere. The follower, a
+/// hot standby, answers KEDA `forecast_rps` from its own forecaster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_changes_at_any_replica_reach_the_group_and_survive_a_takeover() {
+    use pb::admin_service_client::AdminServiceClient;
+    let Some(etcd_bin) = etcd_binary() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (_etcd, etcd_url) = start_etcd(&etcd_bin, dir.path());
+    let client = Etcd::new(std::slice::from_ref(&etcd_url), Duration::from_secs(2)).unwrap();
+    wait_for_etcd(&client, dir.path()).await;
+    let backends = [envoy::free_port(), envoy::free_port(), envoy::free_port()];
+    // Two days of per-minute demand up to now: each replica warm-starts its
+    // cluster's forecaster from it.
+    let csv = dir.path().join("demand.csv");
+    let last = now_ms() / 60_000 - 1;
+    let mut text = String::from("timestamp,value\n");
+    for k in 0..2880 {
+        let t = (last - 2879 + k) * 60;
+        let v = 500.0 + 200.0 * ((t % 86_400) as f64 / 86_400.0 * std::f64::consts::TAU).sin();
+        text.push_str(&format!("{t},{v:.3}\n"));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let warm = format!("[clusters.warm_start]\ncsv = \"{}\"\n", csv.display());
+    let config = |id: &str| replica_config_with(id, &etcd_url, &backends, &warm, "");
+    let mut reps: Vec<Replica> = ["s0", "s1"]
+        .iter()
+        .map(|id| spawn_replica_with(dir.path(), id, &config(id)))
+        .collect();
+    let urls: Vec<String> = reps.iter().map(Replica::url).collect();
+    let leader = wait_for_leader(&client, None, Duration::from_secs(20))
+        .await
+        .expect("a leader");
+    let (li, fi) = if reps[0].id == leader { (0, 1) } else { (1, 0) };
+    let bound = Duration::from_secs(15);
+    assert!(
+        until(bound, || async { snapshot_at(&urls[fi]).await.is_some() }).await,
+        "the follower serves no snapshot\n{}",
+        logs(dir.path(), &reps)
+    );
+
+    // KEDA forecast_rps on the follower: its own forecaster's peak.
+    let rps = keda_forecast_rps(&urls[fi]).await;
+    assert!(
+        rps.as_ref().is_ok_and(|v| (100.0..=2000.0).contains(v)),
+        "forecast_rps on the follower: {rps:?}\n{}",
+        logs(dir.path(), &reps)
+    );
+
+    // A backend added at the follower: on both replicas, published by the leader.
+    let d_port = envoy::free_port();
+    let d_addr = format!("127.0.0.1:{d_port}");
+    AdminServiceClient::new(channel(&urls[fi]).await.unwrap())
+        .upsert_backend(pb::UpsertBackendRequest {
+            cluster: "web".into(),
+            backend: Some(pb::Backend {
+                name: "d".into(),
+                address: d_addr.clone(),
+                weight_hint: 1,
+            }),
+        })
+        .await
+        .expect("UpsertBackend at a follower");
+    for url in &urls {
+        let ok = until(bound, || async {
+            let has_d = backends_at(url)
+                .await
+                .is_some_and(|b| b.iter().any(|(n, a, _)| n == "d" && *a == d_addr));
+            let published = snapshot_at(url)
+                .await
+                .is_some_and(|s| s.endpoints.iter().any(|e| e.backend == "d"));
+            has_d && published
+        })
+        .await;
+        assert!(
+            ok,
+            "{url}: backend d added at the follower is not there and published\n{}",
+            logs(dir.path(), &reps)
+        );
+    }
+
+    // An override set at the follower: the answer already carries it, and
+    // every replica publishes it.
+    let weights = |a: u32| {
+        ["a", "b", "c", "d"]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| pb::BackendWeight {
+                backend: b.to_string(),
+                weight: if i == 0 { a } else { 1 },
+            })
+            .collect::<Vec<_>>()
+    };
+    let answer = AdminServiceClient::new(channel(&urls[fi]).await.unwrap())
+        .set_override(pb::SetOverrideRequest {
+            cluster: "web".into(),
+            weights: weights(5),
+            algorithm: 0,
+            desired_replicas: 0,
+        })
+        .await
+        .expect("SetOverride at a follower")
+        .into_inner();
+    let want: Vec<(String, u32)> = vec![
+        ("a".into(), 5),
+        ("b".into(), 1),
+        ("c".into(), 1),
+        ("d".into(), 1),
+    ];
+    assert_eq!(weights_of(&answer), (want.clone(), true), "{answer:?}");
+    for url in &urls {
+        let ok = until(bound, || async {
+            snapshot_at(url)
+                .await
+                .is_some_and(|s| weights_of(&s) == (want.clone(), true))
+        })
+        .await;
+        assert!(
+            ok,
+            "{url}: the override is not published\n{}",
+            logs(dir.path(), &reps)
+        );
+    }
+
+    // Changes at both replicas at once: each is made everywhere or refused
+    // (ABORTED, retry), and the replicas end up with the same cluster.
+    let mut calls = Vec::new();
+    for k in 0..12u32 {
+        let url = urls[(k % 2) as usize].clone();
+        let addr = d_addr.clone();
+        calls.push(tokio::spawn(async move {
+            let mut admin = AdminServiceClient::new(channel(&url).await.unwrap());
+            admin
+                .upsert_backend(pb::UpsertBackendRequest {
+                    cluster: "web".into(),
+                    backend: Some(pb::Backend {
+                        name: "d".into(),
+                        address: addr,
+                        weight_hint: 10 + k,
+                    }),
+                })
+                .await
+                .map(|_| 10 + k)
+                .map_err(|s| s.code())
+        }));
+    }
+    let mut made = Vec::new();
+    for c in calls {
+        match c.await.unwrap() {
+            Ok(hint) => made.push(hint),
+            Err(code) => assert_eq!(code, tonic::Code::Aborted, "a concurrent change"),
+        }
+    }
+    assert!(!made.is_empty(), "no concurrent change was made");
+    let converged = until(bound, || async {
+        let (x, y) = (backends_at(&urls[0]).await, backends_at(&urls[1]).await);
+        x.is_some() && x == y
+    })
+    .await;
+    let final_hint = backends_at(&urls[0])
+        .await
+        .and_then(|b| b.into_iter().find(|(n, _, _)| n == "d"))
+        .map(|(_, _, h)| h);
+    assert!(
+        converged && final_hint.is_some_and(|h| made.contains(&h)),
+        "replicas disagree after concurrent changes (made {made:?}, final {final_hint:?}): {:?} vs {:?}",
+        backends_at(&urls[0]).await,
+        backends_at(&urls[1]).await
+    );
+
+    // kill -9 the leader: the follower takes over with the override.
+    reps[li].proc.kill();
+    let new = wait_for_leader(&client, Some(&leader), TAKEOVER_BOUND)
+        .await
+        .expect("a takeover");
+    assert_eq!(new, reps[fi].id);
+    let kept = until(bound, || async {
+        let s = snapshot_at(&urls[fi]).await;
+        s.is_some_and(|s| weights_of(&s) == (want.clone(), true))
+    })
+    .await;
+    assert!(
+        kept,
+        "the override did not survive the takeover\n{}",
+        logs(dir.path(), &reps)
+    );
+    let cleared = AdminServiceClient::new(channel(&urls[fi]).await.unwrap())
+        .clear_override(pb::ClearOverrideRequest {
+            cluster: "web".into(),
+        })
+        .await
+        .expect("ClearOverride")
+        .into_inner();
+    assert!(cleared.cleared);
+
+    // The killed replica restarts on its store: it has every change the
+    // group made (backend d with the final hint, no override).
+    let restarted = spawn_replica_with(dir.path(), &leader, &config(&leader));
+    let r_url = restarted.url();
+    reps[li] = restarted;
+    let caught_up = until(bound, || async {
+        let b = backends_at(&r_url).await;
+        let s = snapshot_at(&r_url).await;
+        b.is_some_and(|b| b.iter().any(|(n, _, h)| n == "d" && Some(*h) == final_hint))
+            && s.is_some_and(|s| !weights_of(&s).1 && s.endpoints.len() == 4)
+    })
+    .await;
+    assert!(
+        caught_up,
+        "the restarted replica lacks the group's changes: {:?} {:?}\n{}",
+        backends_at(&r_url).await,
+        snapshot_at(&r_url).await.map(|s| weights_of(&s)),
+        logs(dir.path(), &reps)
+    );
+
+    // At the restarted follower: delete backend d, then the cluster.
+    AdminServiceClient::new(channel(&r_url).await.unwrap())
+        .delete_backend(pb::DeleteBackendRequest {
+            cluster: "web".into(),
+            backend: "d".into(),
+        })
+        .await
+        .expect("DeleteBackend at a follower");
+    let gone = until(bound, || async {
+        let s = snapshot_at(&urls[fi]).await;
+        s.is_some_and(|s| s.endpoints.len() == 3 && s.endpoints.iter().all(|e| e.backend != "d"))
+    })
+    .await;
+    assert!(
+        gone,
+        "backend d deleted at a follower is still published by the leader"
+    );
+    let deleted = AdminServiceClient::new(channel(&r_url).await.unwrap())
+        .delete_cluster(pb::DeleteClusterRequest { name: "web".into() })
+        .await
+        .expect("DeleteCluster at a follower")
+        .into_inner();
+    assert!(deleted.deleted);
+    for url in [&urls[fi], &r_url] {
+        let ok = until(bound, || async {
+            backends_at(url).await.is_none() && snapshot_at(url).await.is_none()
+        })
+        .await;
+        assert!(
+            ok,
+            "{url}: the deleted cluster is still there\n{}",
+            logs(dir.path(), &reps)
+        );
+    }
+    let (snap_key, _) = client
+        .get(format!("{PREFIX}/snapshot/web").as_bytes())
+        .await
+        .unwrap();
+    assert!(
+        snap_key.is_none(),
+        "the deleted cluster's snapshot is still in etcd"
+    );
+    println!(
+        "HA admin changes: UpsertBackend, SetOverride at a follower published by the leader and on both replicas; \
+         {} of 12 concurrent changes made, the rest ABORTED, replicas converged; override kept across a kill -9 takeover; \
+         restarted replica caught up; DeleteBackend / DeleteCluster at a follower gone everywhere; KEDA forecast_rps on a follower {:.1}",
+        made.len(),
+        rps.unwrap()
+    );
+    for r in &mut reps {
+        r.proc.kill();
+    }
+}
+
+/// `aya serve` on `toml` that must fail to start: its exit code and log.
+fn failed_start(dir: &Path, id: &str, toml: &str) -> (Option<i32>, String) {
+    let cfg = dir.join(format!("{id}.toml"));
+    std::fs::write(&cfg, toml).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_aya"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(dir.join(format!("{id}-data")))
+        .arg("--no-metrics")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn aya");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return (status.code(), text);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{id}: still running after 30 s, but it should have refused to start");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// TLS to etcd: etcd serves clients over TLS only and requires a client
+/// certificate (`--client-cert-auth`). A replica with the CA and a client
+/// certificate leads and publishes; one without a client certificate, and
+/// one that does not trust etcd's CA, refuse to start naming etcd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_over_tls_with_a_client_certificate() {
+    let Some(etcd_bin) = etcd_binary() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_dir, other_dir) = (dir.path().join("pki"), dir.path().join("other"));
+    std::fs::create_dir_all(&ca_dir).unwrap();
+    std::fs::create_dir_all(&other_dir).unwrap();
+    let pki = pki::Pki::new(&ca_dir);
+    let other = pki::Pki::new(&other_dir);
+    let (_etcd, etcd_url) = start_etcd_with(&etcd_bin, dir.path(), Some(&pki));
+    assert!(etcd_url.starts_with("https://"));
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(pki.read("ca.pem")))
+        .identity(tonic::transport::Identity::from_pem(
+            pki.read("client.pem"),
+            pki.read("client.key"),
+        ));
+    let client = Etcd::with_tls(
+        std::slice::from_ref(&etcd_url),
+        Duration::from_secs(2),
+        Some(tls),
+    )
+    .unwrap();
+    wait_for_etcd(&client, dir.path()).await;
+    let backends = [envoy::free_port(), envoy::free_port(), envoy::free_port()];
+    let ha = |ca: &Path, cert: bool| {
+        let mut s = format!("etcd_ca_file = \"{}\"\n", ca.display());
+        if cert {
+            s.push_str(&format!(
+                "etcd_cert_file = \"{}\"\netcd_key_file = \"{}\"\n",
+                pki.path("client.pem").display(),
+                pki.path("client.key").display()
+            ));
+        }
+        s
+    };
+    let good = replica_config_with(
+        "t0",
+        &etcd_url,
+        &backends,
+        "",
+        &ha(&pki.path("ca.pem"), true),
+    );
+    let mut reps = vec![spawn_replica_with(dir.path(), "t0", &good)];
+    let leader = wait_for_leader(&client, None, Duration::from_secs(20)).await;
+    assert_eq!(leader.as_deref(), Some("t0"), "{}", logs(dir.path(), &reps));
+    let url = reps[0].url();
+    assert!(
+        until(Duration::from_secs(15), || async {
+            snapshot_at(&url).await.is_some()
+        })
+        .await,
+        "the TLS replica publishes nothing\n{}",
+        logs(dir.path(), &reps)
+    );
+    let (snap, _) = client
+        .get(format!("{PREFIX}/snapshot/web").as_bytes())
+        .await
+        .unwrap();
+    assert!(snap.is_some(), "the snapshot is not in etcd");
+
+    for (id, toml, why) in [
+        (
+            "t1",
+            replica_config_with(
+                "t1",
+                &etcd_url,
+                &backends,
+                "",
+                &ha(&pki.path("ca.pem"), false),
+            ),
+            "no client certificate",
+        ),
+        (
+            "t2",
+            replica_config_with(
+                "t2",
+                &etcd_url,
+                &backends,
+                "",
+                &ha(&other.path("ca.pem"), true),
+            ),
+            "etcd's CA not trusted",
+        ),
+    ] {
+        let (code, text) = failed_start(dir.path(), id, &toml);
+        assert_eq!(code, Some(1), "{why}: exit {code:?}\n{text}");
+        assert!(
+            text.contains("cannot reach etcd") && !text.contains("listening on"),
+            "{why}: {text}"
+        );
+    }
+    println!(
+        "HA over TLS to etcd (--client-cert-auth): a replica with a client certificate leads and publishes; without one, or not trusting etcd's CA, the start fails"
     );
     for r in &mut reps {
         r.proc.kill();

@@ -40,6 +40,8 @@ fn status(e: ControllerError) -> Status {
         | ControllerError::ClusterPolicy { .. } => Status::invalid_argument(e.to_string()),
         ControllerError::WriterGone => Status::unavailable(e.to_string()),
         ControllerError::Ha(_) => Status::failed_precondition(e.to_string()),
+        ControllerError::Conflict(_) => Status::aborted(e.to_string()),
+        ControllerError::Unavailable(_) => Status::unavailable(e.to_string()),
         ControllerError::Store(_) => Status::internal(e.to_string()),
     }
 }

@@ -206,6 +206,12 @@ fn lookup(state: &PublishedState, target: &Target) -> Result<Arc<ClusterSnapshot
 }
 
 impl KedaScaler {
+    /// The scaler itself (what [`keda_service_with_forecast`] wraps), e.g.
+    /// to call its methods in-process.
+    pub fn new(rx: watch::Receiver<Arc<PublishedState>>, forecast: Option<ForecastSource>) -> Self {
+        KedaScaler { rx, forecast }
+    }
+
     /// The metric value for `target` given the cluster's current snapshot.
     fn value_of(&self, snapshot: &ClusterSnapshot, target: &Target) -> Result<f64, Status> {
         match target.metric {

@@ -771,10 +771,8 @@ async fn tick_loop(ctl: Controller, started: Duration, stop: watch::Receiver<boo
         stop,
         "control tick",
         move || {
-            if ctl.replica().is_some_and(|r| !r.is_leader()) {
-                // An HA follower: the leader ticks and publishes.
-                return;
-            }
+            // An HA follower ticks too, as a hot standby: only the leader
+            // publishes (see `publish_if_changed`).
             if let Err(e) = ctl.tick_all(ctl.clock().now_secs()) {
                 tracing::error!(error = %e, "control tick failed");
             }

@@ -88,13 +88,32 @@ impl Etcd {
     /// A client of the etcd cluster at `endpoints` (`http://host:port`),
     /// connecting lazily; calls fail after `timeout`.
     pub fn new(endpoints: &[String], timeout: Duration) -> Result<Etcd, EtcdError> {
+        Etcd::with_tls(endpoints, timeout, None)
+    }
+
+    /// [`Etcd::new`] over TLS (`https://` endpoints) when `tls` is given:
+    /// the CA that signed etcd's certificate and, for etcd's
+    /// `--client-cert-auth`, this client's certificate.
+    pub fn with_tls(
+        endpoints: &[String],
+        timeout: Duration,
+        tls: Option<tonic::transport::ClientTlsConfig>,
+    ) -> Result<Etcd, EtcdError> {
         let mut list = Vec::with_capacity(endpoints.len());
         for e in endpoints {
-            let ep = Endpoint::from_shared(e.clone())
-                .map_err(|err| EtcdError::Endpoint {
-                    endpoint: e.clone(),
-                    message: err.to_string(),
-                })?
+            let mut ep = Endpoint::from_shared(e.clone()).map_err(|err| EtcdError::Endpoint {
+                endpoint: e.clone(),
+                message: err.to_string(),
+            })?;
+            if let Some(tls) = &tls {
+                ep = ep
+                    .tls_config(tls.clone())
+                    .map_err(|err| EtcdError::Endpoint {
+                        endpoint: e.clone(),
+                        message: format!("TLS: {err}"),
+                    })?;
+            }
+            let ep = ep
                 .connect_timeout(timeout)
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(Duration::from_secs(5))
@@ -154,13 +173,23 @@ impl Etcd {
 
     /// Every key under `prefix` (sorted by key) and the store's revision.
     pub async fn get_prefix(&self, prefix: &[u8]) -> Result<(Vec<KeyValue>, i64), EtcdError> {
+        self.get_range(prefix, prefix_end(prefix)).await
+    }
+
+    /// Every key in `[start, end)` (sorted by key), read at one revision,
+    /// and that revision.
+    pub async fn get_range(
+        &self,
+        start: &[u8],
+        end: Vec<u8>,
+    ) -> Result<(Vec<KeyValue>, i64), EtcdError> {
         let mut kv = self.kv.clone();
         let r = self
             .call(
                 "Range",
                 kv.range(pb::RangeRequest {
-                    key: prefix.to_vec(),
-                    range_end: prefix_end(prefix),
+                    key: start.to_vec(),
+                    range_end: end,
                     ..Default::default()
                 }),
             )
@@ -269,6 +298,17 @@ impl Etcd {
     /// Watch every key under `prefix` from revision `start` (inclusive).
     pub async fn watch_prefix(&self, prefix: &[u8], start: i64) -> Result<Watch, EtcdError> {
         self.watch(prefix, prefix_end(prefix), start).await
+    }
+
+    /// Watch every key in `[start_key, end)` from revision `start`
+    /// (inclusive): one stream, so its events come in revision order.
+    pub async fn watch_range(
+        &self,
+        start_key: &[u8],
+        end: Vec<u8>,
+        start: i64,
+    ) -> Result<Watch, EtcdError> {
+        self.watch(start_key, end, start).await
     }
 
     /// Watch one key from revision `start` (inclusive).

@@ -27,7 +27,9 @@
 //!   and a new leader ticks on the same latest values.
 
 pub mod etcd;
+pub mod spec;
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -60,6 +62,17 @@ pub struct HaConfig {
     pub ingest_log_ttl_seconds: u64,
     /// Deadline of each etcd call.
     pub etcd_timeout_seconds: f64,
+    /// TLS to etcd (`https://` endpoints): the PEM file of the CA that
+    /// signed etcd's server certificate (required with `https://`).
+    pub etcd_ca_file: Option<PathBuf>,
+    /// This replica's client certificate (PEM), for etcd's
+    /// `--client-cert-auth`; with `etcd_key_file`.
+    pub etcd_cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    pub etcd_key_file: Option<PathBuf>,
+    /// The name etcd's certificate is verified against (default: each
+    /// endpoint's host).
+    pub etcd_server_name: Option<String>,
 }
 
 impl Default for HaConfig {
@@ -71,6 +84,10 @@ impl Default for HaConfig {
             lease_ttl_seconds: 3,
             ingest_log_ttl_seconds: 600,
             etcd_timeout_seconds: 2.0,
+            etcd_ca_file: None,
+            etcd_cert_file: None,
+            etcd_key_file: None,
+            etcd_server_name: None,
         }
     }
 }
@@ -84,16 +101,64 @@ impl HaConfig {
                 "at least one etcd client URL (http://host:port) is required".into(),
             ));
         }
+        let tls = self.etcd_ca_file.is_some();
+        let scheme = if tls { "https://" } else { "http://" };
         for (i, e) in self.etcd_endpoints.iter().enumerate() {
             let field = format!("etcd_endpoints[{i}]");
-            let Some(rest) = e.strip_prefix("http://") else {
-                return Err((
-                    field,
-                    format!("{e:?} must be http://host:port (TLS to etcd is not supported yet)"),
-                ));
+            let Some(rest) = e.strip_prefix(scheme) else {
+                let why = match (tls, e.starts_with("https://")) {
+                    (false, true) => {
+                        "is https://: give etcd_ca_file (the CA of etcd's certificate) for TLS to etcd"
+                    }
+                    (true, _) => {
+                        "must be https://host:port: etcd_ca_file is set, so every endpoint is TLS"
+                    }
+                    (false, false) => {
+                        "must be http://host:port (or https://host:port with etcd_ca_file)"
+                    }
+                };
+                return Err((field, format!("{e:?} {why}")));
             };
             crate::validate::host_port(rest.trim_end_matches('/'), false)
                 .map_err(|m| (field, format!("{e:?}: {m}")))?;
+        }
+        match (&self.etcd_cert_file, &self.etcd_key_file) {
+            (Some(_), None) => {
+                return Err((
+                    "etcd_key_file".into(),
+                    "is required with etcd_cert_file (the client certificate's key)".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err((
+                    "etcd_cert_file".into(),
+                    "is required with etcd_key_file (the client certificate)".into(),
+                ));
+            }
+            (Some(_), Some(_)) if !tls => {
+                return Err((
+                    "etcd_ca_file".into(),
+                    "is required with a client certificate (TLS to etcd)".into(),
+                ));
+            }
+            _ => {}
+        }
+        if let Some(n) = &self.etcd_server_name {
+            if !tls {
+                return Err((
+                    "etcd_server_name".into(),
+                    "is only used with TLS to etcd (etcd_ca_file)".into(),
+                ));
+            }
+            if n.is_empty()
+                || n.len() > 253
+                || rustls_pki_types::ServerName::try_from(n.as_str()).is_err()
+            {
+                return Err((
+                    "etcd_server_name".into(),
+                    format!("{n:?} is not a DNS name or IP address"),
+                ));
+            }
         }
         let p = &self.prefix;
         if !(p.starts_with('/')
@@ -165,6 +230,33 @@ pub struct LeaderRecord {
     pub listen: String,
 }
 
+/// The client TLS settings of `[ha]` (`None` without `etcd_ca_file`);
+/// a file that cannot be read is an error naming its field.
+fn etcd_tls(cfg: &HaConfig) -> Result<Option<tonic::transport::ClientTlsConfig>, EtcdError> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let Some(ca) = &cfg.etcd_ca_file else {
+        return Ok(None);
+    };
+    let read = |field: &str, p: &PathBuf| {
+        std::fs::read(p).map_err(|e| EtcdError::Endpoint {
+            endpoint: cfg.etcd_endpoints.join(","),
+            message: format!("ha.{field} {}: {e}", p.display()),
+        })
+    };
+    let mut tls =
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("etcd_ca_file", ca)?));
+    if let (Some(c), Some(k)) = (&cfg.etcd_cert_file, &cfg.etcd_key_file) {
+        tls = tls.identity(Identity::from_pem(
+            read("etcd_cert_file", c)?,
+            read("etcd_key_file", k)?,
+        ));
+    }
+    if let Some(n) = &cfg.etcd_server_name {
+        tls = tls.domain_name(n.clone());
+    }
+    Ok(Some(tls))
+}
+
 /// The leader key of the group under `prefix`.
 pub fn leader_key(prefix: &str) -> String {
     format!("{prefix}/leader")
@@ -181,6 +273,8 @@ struct Stats {
     ingest_log_failed: AtomicU64,
     ingest_batches_applied: AtomicU64,
     ingest_samples_refused: AtomicU64,
+    specs_applied: AtomicU64,
+    spec_conflicts: AtomicU64,
 }
 
 struct Leadership {
@@ -198,6 +292,11 @@ struct Shared {
     runtime: tokio::runtime::Handle,
     leader_key: Vec<u8>,
     snapshot_prefix: String,
+    /// Replicated admin changes (see [`spec`]).
+    spec_prefix: String,
+    /// The revision of each spec key this replica applied last; its lock
+    /// serialises this replica's admin changes with the replicated ones.
+    spec_revs: Mutex<std::collections::BTreeMap<Vec<u8>, i64>>,
     ingest_prefix: String,
     leadership: Mutex<Option<Leadership>>,
     role: watch::Sender<Role>,
@@ -243,9 +342,10 @@ impl Replica {
     /// here). `listen` is this replica's gRPC address, recorded in the
     /// leader key while it leads. Call from within a Tokio runtime.
     pub async fn connect(cfg: &HaConfig, listen: &str) -> Result<Replica, EtcdError> {
-        let etcd = Etcd::new(
+        let etcd = Etcd::with_tls(
             &cfg.etcd_endpoints,
             Duration::from_secs_f64(cfg.etcd_timeout_seconds),
+            etcd_tls(cfg)?,
         )?;
         let leader_key = leader_key(&cfg.prefix).into_bytes();
         etcd.get(&leader_key).await?;
@@ -258,6 +358,8 @@ impl Replica {
                 runtime: tokio::runtime::Handle::current(),
                 leader_key,
                 snapshot_prefix: format!("{}/snapshot/", cfg.prefix),
+                spec_prefix: format!("{}/spec/", cfg.prefix),
+                spec_revs: Mutex::new(Default::default()),
                 ingest_prefix: format!("{}/ingest/", cfg.prefix),
                 leadership: Mutex::new(None),
                 role,
@@ -560,18 +662,45 @@ impl Replica {
 
     // ------------------------------------------------------------ followers
 
-    /// Read every replicated snapshot and publish the newer ones; returns
-    /// the revision to watch from.
+    /// The range of keys one watch follows: the snapshots and the
+    /// replicated admin changes (`{prefix}/snapshot/` sorts before
+    /// `{prefix}/spec/`, and no other key of the group lies between).
+    fn state_range(&self) -> (Vec<u8>, Vec<u8>) {
+        (
+            self.inner.snapshot_prefix.as_bytes().to_vec(),
+            etcd::prefix_end(self.inner.spec_prefix.as_bytes()),
+        )
+    }
+
+    /// Read every replicated admin change and snapshot (at one revision)
+    /// and apply the newer ones, the admin changes first; returns the
+    /// revision to watch from.
     pub async fn sync_snapshots(&self, ctl: &Controller) -> Result<i64, EtcdError> {
-        let (kvs, rev) = self
-            .inner
-            .etcd
-            .get_prefix(self.inner.snapshot_prefix.as_bytes())
-            .await?;
-        for kv in kvs {
+        let (start, end) = self.state_range();
+        let (kvs, rev) = self.inner.etcd.get_range(&start, end).await?;
+        let (specs, snaps): (Vec<KeyValue>, Vec<KeyValue>) =
+            kvs.into_iter().partition(|kv| self.is_spec(kv));
+        self.apply_specs(ctl, specs).await;
+        for kv in snaps {
             self.apply_snapshot(ctl, kv).await;
         }
         Ok(rev + 1)
+    }
+
+    async fn apply_specs(&self, ctl: &Controller, kvs: Vec<KeyValue>) {
+        if kvs.is_empty() {
+            return;
+        }
+        let (me, c) = (self.clone(), ctl.clone());
+        let done = tokio::task::spawn_blocking(move || {
+            for kv in &kvs {
+                me.apply_spec_blocking(&c, kv);
+            }
+        })
+        .await;
+        if let Err(e) = done {
+            tracing::error!(error = %e, "HA: applying admin changes of the group failed");
+        }
     }
 
     async fn apply_snapshot(&self, ctl: &Controller, kv: KeyValue) {
@@ -582,6 +711,12 @@ impl Replica {
                 return;
             }
         };
+        if ctl.cluster(&snap.cluster).is_none() {
+            // Deleted (its admin change came first: one watch, in revision
+            // order), or a cluster this replica's file does not declare.
+            tracing::debug!(cluster = %snap.cluster, "HA: snapshot of a cluster this replica does not know; skipped");
+            return;
+        }
         snap.version = kv.mod_revision.max(0) as u64;
         let c = ctl.clone();
         match tokio::task::spawn_blocking(move || c.apply_replicated_snapshot(snap)).await {
@@ -599,18 +734,18 @@ impl Replica {
         }
     }
 
-    /// Follow `{prefix}/snapshot/` from revision `from` until `stop`,
-    /// publishing every newer snapshot; after a broken watch, read them
-    /// all again and go on.
+    /// Follow the snapshots and the admin changes from revision `from`
+    /// until `stop`, applying every newer one in revision order; after a
+    /// broken watch, read them all again and go on.
     pub async fn follow_snapshots(
         self,
         ctl: Controller,
         mut from: i64,
         mut stop: watch::Receiver<bool>,
     ) {
-        let prefix = self.inner.snapshot_prefix.clone();
+        let (start, end) = self.state_range();
         while !*stop.borrow() {
-            match self.inner.etcd.watch_prefix(prefix.as_bytes(), from).await {
+            match self.inner.etcd.watch_range(&start, end.clone(), from).await {
                 Ok(mut w) => loop {
                     let r = tokio::select! {
                         r = w.next() => r,
@@ -621,7 +756,12 @@ impl Replica {
                             for ev in r.events {
                                 let Some(kv) = ev.kv else { continue };
                                 from = from.max(kv.mod_revision + 1);
-                                if ev.r#type == etcd::event::EventType::Put as i32 {
+                                if ev.r#type != etcd::event::EventType::Put as i32 {
+                                    continue;
+                                }
+                                if self.is_spec(&kv) {
+                                    self.apply_specs(&ctl, vec![kv]).await;
+                                } else {
                                     self.apply_snapshot(&ctl, kv).await;
                                 }
                             }
@@ -918,6 +1058,18 @@ impl Replica {
             g(&s.snapshots_applied),
         );
         line(
+            "aya_ha_specs_applied",
+            "counter",
+            "Admin changes of other replicas (clusters, backends, events, overrides) applied here.",
+            g(&s.specs_applied),
+        );
+        line(
+            "aya_ha_spec_conflicts",
+            "counter",
+            "Admin changes refused here (ABORTED) because another replica changed the same cluster first.",
+            g(&s.spec_conflicts),
+        );
+        line(
             "aya_ha_ingest_batches_logged",
             "counter",
             "Ingest-log entries this replica wrote.",
@@ -1046,7 +1198,60 @@ mod tests {
                 Box::new(|c| c.etcd_timeout_seconds = f64::NAN),
                 "etcd_timeout_seconds",
             ),
+            // TLS to etcd: https needs the CA, and the CA means https everywhere.
+            (
+                Box::new(|c| c.etcd_ca_file = Some("ca.pem".into())),
+                "etcd_endpoints[0]",
+            ),
+            (
+                Box::new(|c| {
+                    c.etcd_ca_file = Some("ca.pem".into());
+                    c.etcd_endpoints = vec![
+                        "https://127.0.0.1:2379".into(),
+                        "http://127.0.0.1:2380".into(),
+                    ];
+                }),
+                "etcd_endpoints[1]",
+            ),
+            (
+                Box::new(|c| {
+                    c.etcd_endpoints = vec!["https://127.0.0.1:2379".into()];
+                    c.etcd_ca_file = Some("ca.pem".into());
+                    c.etcd_cert_file = Some("client.pem".into());
+                }),
+                "etcd_key_file",
+            ),
+            (
+                Box::new(|c| c.etcd_key_file = Some("client.key".into())),
+                "etcd_cert_file",
+            ),
+            (
+                Box::new(|c| {
+                    c.etcd_cert_file = Some("client.pem".into());
+                    c.etcd_key_file = Some("client.key".into());
+                }),
+                "etcd_ca_file",
+            ),
+            (
+                Box::new(|c| c.etcd_server_name = Some("etcd".into())),
+                "etcd_server_name",
+            ),
+            (
+                Box::new(|c| {
+                    c.etcd_endpoints = vec!["https://127.0.0.1:2379".into()];
+                    c.etcd_ca_file = Some("ca.pem".into());
+                    c.etcd_server_name = Some("not a name".into());
+                }),
+                "etcd_server_name",
+            ),
         ];
+        let mut tls = valid();
+        tls.etcd_endpoints = vec!["https://10.0.0.5:2379".into()];
+        tls.etcd_ca_file = Some("ca.pem".into());
+        tls.etcd_cert_file = Some("client.pem".into());
+        tls.etcd_key_file = Some("client.key".into());
+        tls.etcd_server_name = Some("etcd.internal".into());
+        assert_eq!(tls.validate(), Ok(()));
         for (change, field) in cases {
             let mut c = valid();
             change(&mut c);

@@ -85,6 +85,12 @@ pub enum ControllerError {
     /// Not possible in (or refused by) the HA mode (`[ha]`).
     #[error("{0}")]
     Ha(String),
+    /// Another replica of the HA group changed the same thing first; retry.
+    #[error("{0}")]
+    Conflict(String),
+    /// The HA group's coordination store (etcd) could not be reached; retry.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// An operator override of a cluster's decision (also the test hook used to
@@ -252,16 +258,6 @@ impl Controller {
     /// Join an HA group (once; the service does it at start).
     pub fn set_replica(&self, replica: crate::ha::Replica) {
         let _ = self.inner.replica.set(replica);
-    }
-
-    /// The refusal of a change that the HA mode does not replicate.
-    pub(crate) fn refuse_in_ha(&self, what: &str) -> Result<(), ControllerError> {
-        match self.replica() {
-            None => Ok(()),
-            Some(_) => Err(ControllerError::Ha(format!(
-                "{what} is not available with [ha]: cluster changes and overrides are not replicated between replicas yet; change aya.toml on every replica and restart them"
-            ))),
-        }
     }
 
     /// Publish a snapshot replicated from the HA group (its version is the

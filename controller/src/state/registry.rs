@@ -39,8 +39,9 @@ impl Controller {
     }
 
     /// Create or replace a cluster, store it and publish its new state.
+    /// In an HA group the change is made through etcd and reaches every
+    /// replica ([`crate::ha::spec`]); the leader publishes it.
     pub fn upsert_cluster(&self, mut cfg: ClusterConfig) -> Result<ClusterConfig, ControllerError> {
-        self.refuse_in_ha("changing a cluster")?;
         cfg.normalise("cluster")?;
         let policy = if cfg.policy.is_empty() {
             &self.inner.config.default_policy
@@ -48,8 +49,30 @@ impl Controller {
             &cfg.policy
         };
         policies::check(policy, &cfg.policy_params)?;
+        match self.replica() {
+            None => self.store_cluster(&cfg)?,
+            // Already so (e.g. a reload of the file another replica's reload
+            // replicated): nothing to write.
+            Some(_) if self.cluster(&cfg.name).as_ref() == Some(&cfg) => return Ok(cfg),
+            Some(r) => {
+                let json = serde_json::to_vec(&Some(&cfg))
+                    .map_err(|e| ControllerError::Invalid(e.to_string()))?;
+                r.change_spec(
+                    vec![(r.spec_cluster_key(&cfg.name), json)],
+                    Vec::new(),
+                    || self.store_cluster(&cfg),
+                )?;
+            }
+        }
+        self.tick_cluster(&cfg.name, self.inner.clock.now_secs())?;
+        Ok(cfg)
+    }
+
+    /// Store a (normalised, checked) cluster configuration and put it in
+    /// the registry.
+    fn store_cluster(&self, cfg: &ClusterConfig) -> Result<(), ControllerError> {
         let json =
-            serde_json::to_string(&cfg).map_err(|e| ControllerError::Invalid(e.to_string()))?;
+            serde_json::to_string(cfg).map_err(|e| ControllerError::Invalid(e.to_string()))?;
         self.inner.store.put_cluster(&cfg.name, Some(&json))?;
         self.inner
             .registry
@@ -60,13 +83,29 @@ impl Controller {
             let names: Vec<&str> = cfg.backends.iter().map(|b| b.name.as_str()).collect();
             a.retain_backends(&cfg.name, &names);
         }
-        self.tick_cluster(&cfg.name, self.inner.clock.now_secs())?;
-        Ok(cfg)
+        Ok(())
     }
 
-    /// Delete a cluster; its watchers' streams end. Returns whether it existed.
+    /// Delete a cluster; its watchers' streams end. Returns whether it
+    /// existed. In an HA group the deletion reaches every replica (and
+    /// removes the cluster's snapshot and override from etcd).
     pub fn delete_cluster(&self, name: &str) -> Result<bool, ControllerError> {
-        self.refuse_in_ha("deleting a cluster")?;
+        match self.replica() {
+            None => self.remove_cluster(name),
+            Some(_) if self.cluster(name).is_none() => Ok(false),
+            Some(r) => r.change_spec(
+                vec![
+                    (r.spec_cluster_key(name), b"null".to_vec()),
+                    (r.spec_override_key(name), b"null".to_vec()),
+                ],
+                vec![r.snapshot_key(name)],
+                || self.remove_cluster(name),
+            ),
+        }
+    }
+
+    /// Remove a cluster and everything of it from this replica.
+    fn remove_cluster(&self, name: &str) -> Result<bool, ControllerError> {
         let existed = self
             .inner
             .registry
@@ -123,46 +162,162 @@ impl Controller {
     }
 
     /// Pin a cluster's decision (see [`Override`]) and publish it at once.
+    /// In an HA group the override reaches every replica; on a follower
+    /// this returns once the leader's snapshot with it arrived (or, after
+    /// a few seconds without it, the current snapshot).
     pub fn publish_override(
         &self,
         cluster: &str,
         o: Override,
     ) -> Result<Arc<ClusterSnapshot>, ControllerError> {
-        self.refuse_in_ha("an override")?;
         let cfg = self.known(cluster)?;
         check_override(&cfg, &o)?;
-        let json = serde_json::to_string(&(cluster, &o))
-            .map_err(|e| ControllerError::Invalid(e.to_string()))?;
-        self.inner.store.put_override(cluster, Some(&json))?;
-        {
-            let mut rts = lock(&self.inner.runtimes);
-            let rt = match rts.entry(cluster.to_string()) {
-                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::btree_map::Entry::Vacant(e) => e.insert(new_runtime(
-                    &self.inner.config,
-                    &self.inner.store,
-                    &cfg,
-                    &self.inner.clock,
-                )?),
-            };
-            rt.override_ = Some(o);
+        let before = self
+            .inner
+            .publisher
+            .current(cluster)
+            .map_or(0, |s| s.version);
+        match self.replica() {
+            None => self.set_override(&cfg, o)?,
+            Some(r) => {
+                let json = serde_json::to_vec(&Some(&o))
+                    .map_err(|e| ControllerError::Invalid(e.to_string()))?;
+                r.change_spec(
+                    vec![(r.spec_override_key(cluster), json)],
+                    Vec::new(),
+                    || self.set_override(&cfg, o.clone()),
+                )?;
+            }
         }
-        self.tick_cluster(cluster, self.inner.clock.now_secs())?
-            .ok_or_else(|| ControllerError::UnknownCluster(cluster.into()))
+        let snap = self.tick_cluster(cluster, self.inner.clock.now_secs())?;
+        match self.replica() {
+            Some(r) if !r.is_leader() => self.await_override(cluster, before),
+            _ => snap,
+        }
+        .ok_or_else(|| ControllerError::UnknownCluster(cluster.into()))
+    }
+
+    /// An HA follower's wait for the leader's snapshot that carries a new
+    /// override: the first snapshot above `before` with the
+    /// `operator_override` rule, else, after a bound, the current one.
+    fn await_override(&self, cluster: &str, before: u64) -> Option<Arc<ClusterSnapshot>> {
+        let bound = std::time::Duration::from_secs(5);
+        // Wall time (a transport bound, not the controller's clock).
+        let started = crate::clock::transport_now();
+        loop {
+            let current = self.inner.publisher.current(cluster);
+            let arrived = current.as_ref().is_some_and(|s| {
+                s.version > before
+                    && s.decision
+                        .explanation
+                        .rules
+                        .iter()
+                        .any(|r| r == "operator_override")
+            });
+            if arrived || started.elapsed() >= bound {
+                if !arrived {
+                    tracing::warn!(
+                        cluster,
+                        "HA: the override is stored in the group, but the leader's snapshot with it has not arrived here within {bound:?}"
+                    );
+                }
+                return current;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// Store an override and give it to the cluster's runtime.
+    fn set_override(&self, cfg: &ClusterConfig, o: Override) -> Result<(), ControllerError> {
+        let json = serde_json::to_string(&(&cfg.name, &o))
+            .map_err(|e| ControllerError::Invalid(e.to_string()))?;
+        self.inner.store.put_override(&cfg.name, Some(&json))?;
+        let mut rts = lock(&self.inner.runtimes);
+        let rt = match rts.entry(cfg.name.clone()) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => e.insert(new_runtime(
+                &self.inner.config,
+                &self.inner.store,
+                cfg,
+                &self.inner.clock,
+            )?),
+        };
+        rt.override_ = Some(o);
+        Ok(())
     }
 
     /// Remove an override. Returns whether one was set.
     pub fn clear_override(&self, cluster: &str) -> Result<bool, ControllerError> {
-        self.refuse_in_ha("clearing an override")?;
+        let set = lock(&self.inner.runtimes)
+            .get(cluster)
+            .is_some_and(|rt| rt.override_.is_some());
+        if !set {
+            return Ok(false);
+        }
+        let had = match self.replica() {
+            None => self.unset_override(cluster)?,
+            Some(r) => r.change_spec(
+                vec![(r.spec_override_key(cluster), b"null".to_vec())],
+                Vec::new(),
+                || self.unset_override(cluster),
+            )?,
+        };
+        if had {
+            self.tick_cluster(cluster, self.inner.clock.now_secs())?;
+        }
+        Ok(had)
+    }
+
+    fn unset_override(&self, cluster: &str) -> Result<bool, ControllerError> {
         let had = lock(&self.inner.runtimes)
             .get_mut(cluster)
             .and_then(|rt| rt.override_.take())
             .is_some();
         if had {
             self.inner.store.put_override(cluster, None)?;
-            self.tick_cluster(cluster, self.inner.clock.now_secs())?;
         }
         Ok(had)
+    }
+
+    /// Apply an admin change another replica of the HA group made (read
+    /// from etcd, see [`crate::ha::spec`]) on this replica; the leader
+    /// ticks on it (and so publishes it).
+    pub fn apply_replicated_spec(
+        &self,
+        spec: crate::ha::spec::Spec,
+    ) -> Result<(), ControllerError> {
+        use crate::ha::spec::Spec;
+        let now = self.inner.clock.now_secs();
+        match spec {
+            Spec::Cluster(name, Some(mut cfg)) => {
+                cfg.normalise(&format!("replicated cluster {name:?}"))?;
+                if cfg.name != name {
+                    return Err(ControllerError::Invalid(format!(
+                        "the replicated cluster under the key of {name:?} is named {:?}",
+                        cfg.name
+                    )));
+                }
+                self.store_cluster(&cfg)?;
+                self.tick_cluster(&name, now)?;
+            }
+            Spec::Cluster(name, None) => {
+                self.remove_cluster(&name)?;
+            }
+            Spec::Override(name, Some(o)) => {
+                // A cluster this replica does not know (deleted since) has
+                // no override to keep.
+                if let Some(cfg) = self.cluster(&name) {
+                    self.set_override(&cfg, o)?;
+                    self.tick_cluster(&name, now)?;
+                }
+            }
+            Spec::Override(name, None) => {
+                if self.unset_override(&name)? {
+                    self.tick_cluster(&name, now)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A cluster's known events (its calendar file's and the added ones).

@@ -113,7 +113,7 @@ impl Controller {
             }
             decision
         };
-        self.publish_if_changed(&cfg, decision).map(Some)
+        self.publish_if_changed(&cfg, decision)
     }
 
     /// The runtime of `cfg`, built on first use and rebuilt (keeping its
@@ -144,12 +144,14 @@ impl Controller {
     }
 
     /// Store and publish `decision` as the cluster's next version unless it
-    /// shows data planes what the current snapshot already does.
+    /// shows data planes what the current snapshot already does. Returns
+    /// the current snapshot (`None` only on an HA follower before the
+    /// leader published the cluster).
     fn publish_if_changed(
         &self,
         cfg: &ClusterConfig,
         decision: Decision,
-    ) -> Result<Arc<ClusterSnapshot>, ControllerError> {
+    ) -> Result<Option<Arc<ClusterSnapshot>>, ControllerError> {
         let name = cfg.name.as_str();
         let endpoints = endpoints(cfg, &decision);
         let current = self.inner.publisher.current(name);
@@ -158,10 +160,18 @@ impl Controller {
             Some(prev) => decision.differs_from(&prev.decision) || prev.endpoints != endpoints,
         };
         if let (false, Some(current)) = (changed, &current) {
-            return Ok(current.clone());
+            return Ok(Some(current.clone()));
         }
         if let Some(replica) = self.replica() {
-            return self.publish_replicated(replica, name, decision, endpoints);
+            if !replica.is_leader() {
+                // A hot standby: it ran the control loop (its forecaster,
+                // demand history and control state stay warm for a
+                // takeover) but only the leader publishes.
+                return Ok(current);
+            }
+            return self
+                .publish_replicated(replica, name, decision, endpoints)
+                .map(Some);
         }
         let version = current.map_or(1, |c| c.version + 1);
         let snap = ClusterSnapshot {
@@ -178,7 +188,7 @@ impl Controller {
         tracing::info!(cluster = %name, version, weights = ?published.endpoints.iter().map(|e| (&e.backend, e.weight)).collect::<Vec<_>>(),
             algorithm = %published.decision.algorithm.algorithm, desired_replicas = published.decision.scaling.desired_replicas,
             reasons = ?published.decision.explanation.rules, "published");
-        Ok(published)
+        Ok(Some(published))
     }
 }
 

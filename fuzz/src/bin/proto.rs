@@ -1,18 +1,25 @@
-//! Fuzz target: every aya.v1 request handler, the OTLP metrics export and
-//! the Prometheus remote-write body, run through the same service code the
+//! Fuzz target: every aya.v1 request handler, the OTLP metrics export, the
+//! Prometheus remote-write body, the KEDA external scaler and the ADS
+//! (xDS) stream's request handling, run through the same service code the
 //! server uses, over an in-memory controller (a store in a temp dir, a
 //! manual clock, cluster `web` with backends a, b, c).
 //!
 //! The first byte picks the handler; the rest is the protobuf body (for
-//! remote write, the snappy-compressed body). Each input must give a
+//! remote write, the snappy-compressed body; for ADS, a sequence of
+//! `DiscoveryRequest`s, each prefixed by its length as 2 bytes big-endian,
+//! handled in order on one stream). Each input must give a
 //! response or an error status, never a panic. The controller is reopened
 //! in a fresh directory every [`REOPEN_EVERY`] inputs so that its state
 //! (and the store file) stays small.
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use aya_controller::api::AyaApi;
 use aya_controller::clock::Clock;
+use aya_controller::keda::KedaScaler;
+use aya_controller::xds::{AdsStream, XdsStats};
 use aya_controller::otlp::{IngestMapping, OtlpService, ingest_sink};
 use aya_controller::remote_write;
 use aya_controller::state::Controller;
@@ -22,6 +29,8 @@ use aya_proto::v1::admin_service_server::AdminService;
 use aya_proto::v1::decision_service_server::DecisionService;
 use aya_proto::v1::forecast_service_server::ForecastService;
 use aya_proto::v1::metrics_service_server::MetricsService;
+use aya_proto::keda::external_scaler_server::ExternalScaler;
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use futures::{FutureExt, StreamExt};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::MetricsService as OtlpMetrics;
@@ -36,6 +45,8 @@ struct Harness {
     api: AyaApi,
     otlp: OtlpService,
     remote_write: remote_write::Receiver,
+    keda: KedaScaler,
+    xds_stats: Arc<XdsStats>,
     ctl: Controller,
     _dir: tempfile::TempDir,
 }
@@ -52,6 +63,11 @@ impl Harness {
                 IngestMapping::prometheus(),
                 ingest_sink(ctl.clone()),
             ),
+            keda: KedaScaler::new(
+                ctl.publisher().subscribe_all(),
+                Some(forecast_peak(ctl.clone())),
+            ),
+            xds_stats: Arc::new(XdsStats::new()),
             ctl,
             _dir: dir,
         }
@@ -62,10 +78,12 @@ impl Harness {
             api,
             otlp,
             remote_write,
+            keda,
+            xds_stats,
             ctl,
             _dir,
         } = self;
-        drop((api, otlp, remote_write));
+        drop((api, otlp, remote_write, keda, xds_stats));
         ctl.close(Duration::from_secs(10));
     }
 }
@@ -83,10 +101,41 @@ fn decode<M: Message + Default>(body: &[u8]) -> Option<Request<M>> {
     M::decode(body).ok().map(Request::new)
 }
 
+/// The KEDA `forecast_rps` source the server uses: the peak of the
+/// cluster's point forecast.
+fn forecast_peak(ctl: Controller) -> aya_controller::keda::ForecastSource {
+    Arc::new(move |cluster: &str| {
+        let (record, _) = ctl.forecast(cluster).ok().flatten()?;
+        record
+            .last
+            .mean
+            .iter()
+            .copied()
+            .filter(|v| v.is_finite())
+            .reduce(f64::max)
+    })
+}
+
+/// One ADS stream fed the length-prefixed `DiscoveryRequest`s of `body`
+/// in order against the published state, then told the state changed.
+fn ads(h: &Harness, mut body: &[u8]) {
+    let state = h.ctl.publisher().state();
+    let mut stream = AdsStream::with_clock(h.xds_stats.clone(), h.ctl.clock().clone());
+    while body.len() >= 2 {
+        let n = usize::from(u16::from_be_bytes([body[0], body[1]])).min(body.len() - 2);
+        if let Ok(req) = DiscoveryRequest::decode(&body[2..2 + n]) {
+            let _ = stream.handle_request(req, &state);
+        }
+        body = &body[2 + n..];
+    }
+    let _ = stream.on_state_change(&state);
+}
+
 /// Run `body` through the handler `which` picks; results are dropped.
 async fn handle(h: &Harness, which: u8, body: &[u8]) {
     let api = &h.api;
-    match which % 15 {
+    let keda = &h.keda;
+    match which % 25 {
         0 => {
             if let Ok(batch) = pb::IngestBatch::decode(body)
                 && let Ok(done) = h.ctl.submit(batch.samples).await
@@ -118,6 +167,22 @@ async fn handle(h: &Harness, which: u8, body: &[u8]) {
                 let _ = h.otlp.export(r).await;
             }
         }
+        15 => call!(api.warm_start, body),
+        16 => call!(api.list_anomalies, body),
+        17 => call!(api.list_events, body),
+        18 => call!(api.add_event, body),
+        19 => call!(api.delete_event, body),
+        20 => call!(keda.is_active, body),
+        21 => {
+            if let Some(r) = decode(body)
+                && let Ok(stream) = keda.stream_is_active(r).await
+            {
+                let _ = stream.into_inner().next().now_or_never();
+            }
+        }
+        22 => call!(keda.get_metric_spec, body),
+        23 => call!(keda.get_metrics, body),
+        24 => ads(h, body),
         _ => {
             let mut headers = http::HeaderMap::new();
             headers.insert(

@@ -262,7 +262,127 @@ fn proto_seeds() -> Vec<(&'static str, u8, Vec<u8>)> {
         ("get_stats", 12, Vec::new()),
         ("otlp_export", 13, otlp().encode_to_vec()),
         ("remote_write", 14, remote_write_body()),
+        (
+            "warm_start",
+            15,
+            pb::WarmStartRequest {
+                cluster: web(),
+                force: true,
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "list_anomalies",
+            16,
+            pb::ListAnomaliesRequest {
+                cluster: web(),
+                include_closed: true,
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "list_events",
+            17,
+            pb::ListEventsRequest {
+                cluster: web(),
+                from_ms: T0_MS - 86_400_000,
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "add_event",
+            18,
+            pb::AddEventRequest {
+                cluster: web(),
+                event: Some(pb::KnownEvent {
+                    id: String::new(),
+                    name: "launch".into(),
+                    start_ms: T0_MS + 3_600_000,
+                    end_ms: T0_MS + 7_200_000,
+                    category: "release".into(),
+                    source: String::new(),
+                }),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "delete_event",
+            19,
+            pb::DeleteEventRequest {
+                cluster: web(),
+                id: "api-1".into(),
+            }
+            .encode_to_vec(),
+        ),
+        ("keda_is_active", 20, keda_ref().encode_to_vec()),
+        ("keda_stream_is_active", 21, keda_ref().encode_to_vec()),
+        ("keda_get_metric_spec", 22, keda_ref().encode_to_vec()),
+        (
+            "keda_get_metrics",
+            23,
+            aya_proto::keda::GetMetricsRequest {
+                scaled_object_ref: Some(keda_ref()),
+                metric_name: "forecast_rps".into(),
+            }
+            .encode_to_vec(),
+        ),
+        ("ads", 24, ads_requests()),
     ]
+}
+
+/// A KEDA trigger on cluster `web`'s forecast.
+fn keda_ref() -> aya_proto::keda::ScaledObjectRef {
+    aya_proto::keda::ScaledObjectRef {
+        name: "web".into(),
+        namespace: "default".into(),
+        scaler_metadata: [
+            ("cluster", "web"),
+            ("metric", "forecast_rps"),
+            ("target_rps_per_replica", "100"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+    }
+}
+
+/// An Envoy's first ADS exchange: CDS (wildcard), its ACK, then EDS for
+/// `web`, each length-prefixed (2 bytes, big-endian).
+fn ads_requests() -> Vec<u8> {
+    use envoy_types::pb::envoy::config::core::v3::Node;
+    use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+    let cds = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+    let eds = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+    let node = Some(Node {
+        id: "envoy-1".into(),
+        cluster: "edge".into(),
+        ..Default::default()
+    });
+    let requests = [
+        DiscoveryRequest {
+            node,
+            type_url: cds.into(),
+            ..Default::default()
+        },
+        DiscoveryRequest {
+            version_info: "1".into(),
+            response_nonce: "1".into(),
+            type_url: cds.into(),
+            ..Default::default()
+        },
+        DiscoveryRequest {
+            resource_names: vec!["web".into()],
+            type_url: eds.into(),
+            ..Default::default()
+        },
+    ];
+    let mut out = Vec::new();
+    for r in requests {
+        let body = r.encode_to_vec();
+        out.extend((body.len() as u16).to_be_bytes());
+        out.extend(body);
+    }
+    out
 }
 
 /// A small real store: the `proto` target's controller after one ingest
