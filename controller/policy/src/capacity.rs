@@ -87,6 +87,10 @@ pub struct CapacityEstimate {
     /// Predicted per-request cost at the lookahead divided by the window's
     /// median cost: > 1 means the backend is getting slower.
     pub cost_factor: f64,
+    /// The recent pooled cost divided by the window's: what the backend
+    /// costs now, without the trend's extrapolation (equal to
+    /// `cost_factor` unless `degrading`).
+    pub current_cost_factor: f64,
     /// The cost trend crossed the degradation threshold.
     pub degrading: bool,
 }
@@ -216,6 +220,8 @@ impl CapacityModel {
             _ => (recent_cost, false),
         };
         let cost_factor = (predicted / window_cost).clamp(COST_FACTOR_RANGE.0, COST_FACTOR_RANGE.1);
+        let current_cost_factor =
+            (recent_cost / window_cost).clamp(COST_FACTOR_RANGE.0, COST_FACTOR_RANGE.1);
 
         if with_cpu {
             let cpus: Vec<f64> = self.samples.iter().filter_map(|s| s.cpu).collect();
@@ -255,6 +261,7 @@ impl CapacityModel {
                 cpu: Some(cpu),
                 latency,
                 cost_factor,
+                current_cost_factor,
                 degrading,
             })
         } else {
@@ -265,6 +272,7 @@ impl CapacityModel {
                 cpu: None,
                 latency,
                 cost_factor,
+                current_cost_factor,
                 degrading,
             })
         }

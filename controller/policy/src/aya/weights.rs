@@ -181,15 +181,46 @@ impl AyaPolicy {
     ) -> Vec<(String, f64)> {
         let c = self.cfg.get().clone();
         // Equalise predicted utilisation at the forecast load.
-        let lines: Vec<(f64, f64)> = caps
+        let line_of = |e: &CapacityEstimate, now: bool| {
+            e.cpu.map(|l| {
+                let k = if now {
+                    e.current_cost_factor / e.cost_factor
+                } else {
+                    1.0
+                };
+                (l.intercept, l.slope * k)
+            })
+        };
+        let utilisation = |lines: &[(f64, f64)]| {
+            let sum_inv: f64 = lines.iter().map(|(_, b)| 1.0 / b).sum();
+            let sum_ab: f64 = lines.iter().map(|(a, b)| a / b).sum();
+            (load + sum_ab) / sum_inv
+        };
+        let mut lines: Vec<(f64, f64)> = caps
             .usable
             .iter()
             .flatten()
-            .filter_map(|e| e.cpu.map(|l| (l.intercept, l.slope)))
+            .filter_map(|e| line_of(e, false))
             .collect();
-        let sum_inv: f64 = lines.iter().map(|(_, b)| 1.0 / b).sum();
-        let sum_ab: f64 = lines.iter().map(|(a, b)| a / b).sum();
-        let u = (load + sum_ab) / sum_inv;
+        let mut u = utilisation(&lines);
+        // Graceful overload: when the pool cannot carry the load even at
+        // full utilisation, moving traffic off a degrading backend ahead of
+        // its trend only overloads the others further. Split by what each
+        // costs now, and do not let the share correction (which chases the
+        // data plane's reaction to saturation) compound.
+        let overloaded = u >= 1.0;
+        if overloaded {
+            lines = caps
+                .usable
+                .iter()
+                .flatten()
+                .filter_map(|e| line_of(e, true))
+                .collect();
+            u = utilisation(&lines);
+            ex.rules.push(format!(
+                "overload: the pool cannot carry {load:.1}rps -> split by current capacities (utilisation {u:.3}), no degrade extrapolation, no share correction"
+            ));
+        }
         ex.rules.push(format!(
             "weights_equalise_utilisation: load={load:.1}rps -> predicted utilisation {u:.3} (target {:.2})",
             c.target_utilization
@@ -220,7 +251,11 @@ impl AyaPolicy {
             WeightObjective::Utilization => {}
         }
         if xs.iter().sum::<f64>() > 0.0 {
-            let xs = self.correct_shares(active, xs, ex);
+            let xs = if overloaded {
+                xs
+            } else {
+                self.correct_shares(active, xs, ex)
+            };
             let xs = cap_shares(xs, &mus, c.max_capacity_share, caps.names.as_slice(), ex);
             caps.names
                 .iter()
@@ -676,6 +711,70 @@ mod tests {
         assert!(
             cpu < 0.6,
             "down-weighted at tick {k} while its CPU was still {cpu:.2}"
+        );
+    }
+
+    /// A backend whose cost per request rises: with headroom in the pool it
+    /// loses weight ahead of its trend; when the pool cannot carry the load
+    /// at all (graceful overload), it keeps the share its current cost
+    /// allows, since the others have nothing to spare.
+    #[test]
+    fn an_overloaded_pool_splits_by_current_capacity_not_the_trend() {
+        let cfg = AyaConfig {
+            objective: crate::config::WeightObjective::Utilization,
+            share_correction: 0.0,
+            weight_smoothing: 1.0,
+            max_weight_step: 100.0,
+            ..AyaConfig::default()
+        };
+        let run = |per_backend: f64| {
+            let mut p = AyaPolicy::new(cfg.clone().validate().unwrap());
+            let names = ["a", "b", "c", "d"];
+            let mut out = None;
+            for k in 0..25 {
+                let t = k as f64 * 10.0;
+                let rate = per_backend + 5.0 * ((k % 5) as f64 - 2.0);
+                let d_cost = 0.004 * if k >= 15 { 1.04f64.powi(k - 14) } else { 1.0 };
+                let backends: Vec<_> = names
+                    .iter()
+                    .map(|n| {
+                        let c = if *n == "d" { d_cost } else { 0.004 };
+                        obs(n, t, rate, c * rate, 0.01, 0.06)
+                    })
+                    .collect();
+                let dec = p.decide(&input(t, &backends, rate * 4.0, None, replicas(4)));
+                out = Some((dec, 0.004 / d_cost));
+            }
+            out.unwrap()
+        };
+        // Headroom (40 % load): d is down-weighted beyond what it costs now.
+        let (dec, now_ratio) = run(100.0);
+        let ratio = weight(&dec, "d") as f64 / weight(&dec, "a") as f64;
+        assert!(
+            ratio < now_ratio * 0.95,
+            "with headroom d keeps {ratio:.3} of a's weight; its current capacity is {now_ratio:.3}"
+        );
+        assert!(
+            !dec.explanation
+                .rules
+                .iter()
+                .any(|r| r.starts_with("overload"))
+        );
+        // Overload (96 % of the healthy capacity, and d slower): d keeps
+        // its current capacity's share.
+        let (dec, now_ratio) = run(240.0);
+        let ratio = weight(&dec, "d") as f64 / weight(&dec, "a") as f64;
+        assert!(
+            dec.explanation
+                .rules
+                .iter()
+                .any(|r| r.starts_with("overload")),
+            "{:?}",
+            dec.explanation.rules
+        );
+        assert!(
+            ratio >= now_ratio * 0.95,
+            "overloaded, d keeps only {ratio:.3} of a's weight; its current capacity is {now_ratio:.3}"
         );
     }
 
