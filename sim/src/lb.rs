@@ -247,8 +247,23 @@ impl Balancer {
         self.algo
     }
 
-    /// Switch algorithm (takes effect at the next [`Balancer::rebuild`]).
-    pub fn set_algorithm(&mut self, algo: LbAlgorithm) {
+    /// Switch algorithm at `now` (takes effect at the next
+    /// [`Balancer::rebuild`]). Switching to peak-EWMA starts it as a new
+    /// balancer starts: every host's estimate at `ewma_default_rtt`, as of
+    /// `now` (tower's `PeakEwma::new`). The estimates are only kept while
+    /// peak-EWMA balances; left over from an earlier spell they would have
+    /// decayed towards 0, and a host with no responses since then (the
+    /// slowest) would win every comparison, pending requests or not.
+    pub fn set_algorithm(&mut self, algo: LbAlgorithm, now: f64) {
+        if algo == LbAlgorithm::PeakEwma && self.algo != LbAlgorithm::PeakEwma {
+            let d = self.params.ewma_default_rtt;
+            for e in &mut self.ewma {
+                *e = Ewma {
+                    estimate: d,
+                    updated: now,
+                };
+            }
+        }
         self.algo = algo;
     }
 
@@ -570,6 +585,34 @@ mod tests {
             c[h as usize] += 1;
         }
         c
+    }
+
+    /// A data plane switched to peak-EWMA mid-run starts from the default
+    /// estimate: a host with requests pending and no response yet does not
+    /// win against one that answered. (Left over from the start, its
+    /// estimate had decayed to ~0, so its cost stayed ~0 whatever its
+    /// pending count while the answering host's rose to its RTT: the slow
+    /// host attracted every request.)
+    #[test]
+    fn a_switch_to_peak_ewma_starts_from_the_default_estimate() {
+        let hosts = [0u32, 1];
+        let names: Vec<u64> = hosts.iter().map(|h| mix64(*h as u64 + 7)).collect();
+        let mut b = Balancer::new(LbAlgorithm::LeastRequest, LbParams::default());
+        b.rebuild(&hosts, &[1.0, 1.0], &names, &[0, 0]);
+        let now = 100.0;
+        b.set_algorithm(LbAlgorithm::PeakEwma, now);
+        let outstanding = [5u32, 0];
+        b.rebuild(&hosts, &[1.0, 1.0], &names, &outstanding);
+        // Host 1 answered in 50 ms; host 0 has 5 requests pending.
+        b.observe_rtt(1, 0.05, now);
+        let mut rng = SmallRng::seed_from_u64(5);
+        let busy = (0..1000)
+            .filter(|i| b.pick(*i, now, &outstanding, &mut rng) == Some(0))
+            .count();
+        assert_eq!(
+            busy, 0,
+            "the host with 5 pending and no answer was picked {busy} of 1000 times"
+        );
     }
 
     #[test]

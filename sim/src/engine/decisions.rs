@@ -83,7 +83,7 @@ impl Sim<'_> {
     pub(super) fn apply(&mut self, d: Decision) {
         let mut changed = false;
         if !self.central && d.algorithm.algorithm != self.lb.algorithm() {
-            self.lb.set_algorithm(d.algorithm.algorithm);
+            self.lb.set_algorithm(d.algorithm.algorithm, self.now);
             self.m.algorithm_switches += 1;
             changed = true;
         }
