@@ -13,6 +13,11 @@ pub(super) const MIN_POOL_FOR_LATENCY_EJECTION: usize = 3;
 /// rate: when everyone fails, it is an outage, and ejecting does not help.
 pub(super) const ERROR_OUTLIER_OVER_MEDIAN: f64 = 2.0;
 
+/// Without a capacity model to make the N+1 check, a latency outlier is
+/// ejected only at this multiple of the pool's median latency or more: a
+/// stuck or failing host, not one of a slower tier.
+pub(super) const UNVERIFIED_LATENCY_OUTLIER: f64 = 10.0;
+
 /// Ejection state of one backend.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) struct Ejection {
@@ -77,7 +82,7 @@ impl AyaPolicy {
         let demand = input.demand_rps.max(0.0);
         let mut ejected = active_ejected;
         let mut left_over = false;
-        for (_, name, why) in outliers {
+        for (ratio, name, why) in outliers {
             if ejected.len() >= budget {
                 ex.rules
                     .push(format!("ejection_budget_exhausted: {name} ({why}) stays"));
@@ -85,7 +90,19 @@ impl AyaPolicy {
                 continue;
             }
             // N+1 check: ejecting a host the rest cannot do without turns a
-            // slow pool into an overloaded one (and a cascade).
+            // slow pool into an overloaded one (and a cascade). Without a
+            // capacity model of every host the check cannot be made, and a
+            // host of a slower tier (a few times slower, more when queued)
+            // looks like a sick one: a latency outlier is then ejected only
+            // when it is far beyond what tiers differ by. The data plane's
+            // least request already sends less to a host that answers slowly.
+            if full.is_none() && ratio.is_finite() && ratio < UNVERIFIED_LATENCY_OUTLIER {
+                ex.rules.push(format!(
+                    "ejection_unverified: {name} ({why}) stays: no capacity model of every host to check that the rest can carry the load"
+                ));
+                left_over = true;
+                continue;
+            }
             if let Some(full) = &full {
                 let rest: f64 = full
                     .iter()
@@ -242,6 +259,41 @@ fn find_outliers(
 mod tests {
     use super::super::tests::*;
     use crate::types::*;
+
+    /// Before the capacity models exist, a host a few times slower than the
+    /// median (a slower tier, or queued) is not ejected: nothing can check
+    /// that the rest would carry its load. One far beyond (10 x) still is.
+    #[test]
+    fn without_a_capacity_model_only_a_far_outlier_is_ejected_on_latency() {
+        let mut p = engine();
+        let mut backends: Vec<_> = (0..21)
+            .map(|i| obs(&format!("b{i:02}"), 0.0, 90.0, 0.45, 0.01, 0.05))
+            .collect();
+        backends[3].latency_p50 = 0.08; // 8 x the median
+        backends[7].latency_p50 = 0.5; // 50 x
+        let mut d = None;
+        for t in [0.0, 1.0, 2.0] {
+            for b in &mut backends {
+                b.observed_at = t;
+            }
+            d = Some(p.decide(&input(t, &backends, 1900.0, None, replicas(21))));
+        }
+        let d = d.unwrap();
+        assert_eq!(
+            d.ejected,
+            vec!["b07".to_string()],
+            "{:?}",
+            d.explanation.rules
+        );
+        assert!(
+            d.explanation
+                .rules
+                .iter()
+                .any(|r| r.starts_with("ejection_unverified: b03")),
+            "{:?}",
+            d.explanation.rules
+        );
+    }
 
     #[test]
     fn stuck_backend_is_ejected_by_littles_law_before_slow_responses_complete() {
