@@ -1145,10 +1145,17 @@ async fn admin_changes_at_any_replica_reach_the_group_and_survive_a_takeover() {
         logs(dir.path(), &reps)
     );
 
-    // KEDA forecast_rps on the follower: its own forecaster's peak.
+    // KEDA forecast_rps on the follower: its own forecaster's peak (from
+    // its first tick on).
+    let in_range =
+        |r: &Result<f64, tonic::Status>| r.as_ref().is_ok_and(|v| (100.0..=2000.0).contains(v));
+    until(bound, || async {
+        in_range(&keda_forecast_rps(&urls[fi]).await)
+    })
+    .await;
     let rps = keda_forecast_rps(&urls[fi]).await;
     assert!(
-        rps.as_ref().is_ok_and(|v| (100.0..=2000.0).contains(v)),
+        in_range(&rps),
         "forecast_rps on the follower: {rps:?}\n{}",
         logs(dir.path(), &reps)
     );

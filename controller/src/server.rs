@@ -583,10 +583,9 @@ async fn warm_start_and_publish(ctl: &Controller) -> Result<(), ServeError> {
     let c = ctl.clone();
     let now = c.clock().now_secs();
     tokio::task::spawn_blocking(move || c.warm_start_all(now)).await?;
-    if ctl.replica().is_some() {
-        // In an HA group only the leader ticks; it does once elected.
-        return Ok(());
-    }
+    // In an HA group this replica is not leading yet: the tick warms its
+    // control loop and forecaster (a hot standby) and publishes nothing;
+    // the leader publishes once elected.
     let c = ctl.clone();
     let now = c.clock().now_secs();
     if let Err(e) = tokio::task::spawn_blocking(move || c.tick_all(now)).await? {
