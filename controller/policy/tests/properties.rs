@@ -154,7 +154,9 @@ proptest! {
                 .rules
                 .iter()
                 .filter(|r| r.starts_with("blast_radius: failed within"))
-                .filter_map(|r| r.split("fair share: ").nth(1))
+                // "... capped at fair share: a,b" or "... capped at the share
+                // the others cannot carry: a,b": the names follow the last ": ".
+                .filter_map(|r| r.rsplit(": ").next())
                 .flat_map(|names| names.split(','))
                 .collect();
             let bands: Vec<(f64, f64)> = pair[1]
