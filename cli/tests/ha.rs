@@ -164,6 +164,14 @@ fn start_etcd_with(bin: &Path, dir: &Path, pki: Option<&pki::Pki>) -> (Proc, Str
     (Proc(Some(child)), url)
 }
 
+/// [`start_etcd`], a client of it, once it answers.
+async fn running_etcd(bin: &Path, dir: &Path) -> (Proc, String, Etcd) {
+    let (etcd, url) = start_etcd(bin, dir);
+    let client = Etcd::new(std::slice::from_ref(&url), Duration::from_secs(2)).unwrap();
+    wait_for_etcd(&client, dir).await;
+    (etcd, url, client)
+}
+
 async fn wait_for_etcd(client: &Etcd, dir: &Path) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -543,9 +551,7 @@ async fn a_follower_takes_over_a_killed_leader_without_losing_acks_or_going_back
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (_etcd, etcd_url) = start_etcd(&etcd_bin, dir.path());
-    let client = Etcd::new(std::slice::from_ref(&etcd_url), Duration::from_secs(2)).unwrap();
-    wait_for_etcd(&client, dir.path()).await;
+    let (_etcd, etcd_url, client) = running_etcd(&etcd_bin, dir.path()).await;
 
     // Backends only need addresses: Envoy receives them, nothing dials them.
     let backends = [envoy::free_port(), envoy::free_port(), envoy::free_port()];
@@ -802,16 +808,7 @@ async fn a_follower_takes_over_a_killed_leader_without_losing_acks_or_going_back
     // The killed leader restarts on its data directory: it follows the new
     // leader and serves its version (nothing older).
     let restarted = spawn_replica(dir.path(), &leader, &etcd_url, &backends);
-    let current = |url: String| async move {
-        let ch = channel(&url).await?;
-        DecisionServiceClient::new(ch)
-            .get_snapshot(pb::GetSnapshotRequest {
-                cluster: "web".into(),
-            })
-            .await
-            .ok()
-            .map(|r| r.into_inner().version)
-    };
+    let current = |url: String| async move { snapshot_at(&url).await.map(|s| s.version) };
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let theirs = current(urls[follower].clone()).await;
@@ -896,9 +893,7 @@ async fn a_paused_leader_is_fenced_and_follows_when_it_resumes() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (_etcd, etcd_url) = start_etcd(&etcd_bin, dir.path());
-    let client = Etcd::new(std::slice::from_ref(&etcd_url), Duration::from_secs(2)).unwrap();
-    wait_for_etcd(&client, dir.path()).await;
+    let (_etcd, etcd_url, client) = running_etcd(&etcd_bin, dir.path()).await;
     let backends = [envoy::free_port(), envoy::free_port(), envoy::free_port()];
     let mut reps: Vec<Replica> = ["p0", "p1"]
         .iter()
@@ -952,16 +947,7 @@ async fn a_paused_leader_is_fenced_and_follows_when_it_resumes() {
         let log =
             std::fs::read_to_string(dir.path().join(format!("{old}.log"))).unwrap_or_default();
         let theirs = published_versions(dir.path(), &new);
-        let served = match channel(&urls[li]).await {
-            Some(ch) => DecisionServiceClient::new(ch)
-                .get_snapshot(pb::GetSnapshotRequest {
-                    cluster: "web".into(),
-                })
-                .await
-                .map(|r| r.into_inner().version)
-                .unwrap_or(0),
-            None => 0,
-        };
+        let served = snapshot_at(&urls[li]).await.map_or(0, |s| s.version);
         if log.contains("no longer the leader") && theirs.len() >= 2 && served >= theirs[1] {
             break;
         }
@@ -1112,9 +1098,7 @@ async fn admin_changes_at_any_replica_reach_the_group_and_survive_a_takeover() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (_etcd, etcd_url) = start_etcd(&etcd_bin, dir.path());
-    let client = Etcd::new(std::slice::from_ref(&etcd_url), Duration::from_secs(2)).unwrap();
-    wait_for_etcd(&client, dir.path()).await;
+    let (_etcd, etcd_url, client) = running_etcd(&etcd_bin, dir.path()).await;
     let backends = [envoy::free_port(), envoy::free_port(), envoy::free_port()];
     // Two days of per-minute demand up to now: each replica warm-starts its
     // cluster's forecaster from it.

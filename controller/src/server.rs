@@ -861,7 +861,7 @@ fn next_deadline(fired: Duration, now: Duration, period: Duration) -> Duration {
 
 /// KEDA's `forecast_rps` metric: the peak of the cluster's latest demand
 /// forecast over its horizon (`None` before the first forecast).
-fn forecast_peak(ctl: Controller) -> crate::keda::ForecastSource {
+pub fn forecast_peak(ctl: Controller) -> crate::keda::ForecastSource {
     std::sync::Arc::new(move |cluster: &str| {
         let (record, _) = ctl.forecast(cluster).ok().flatten()?;
         record

@@ -65,7 +65,7 @@ impl Harness {
             ),
             keda: KedaScaler::new(
                 ctl.publisher().subscribe_all(),
-                Some(forecast_peak(ctl.clone())),
+                Some(aya_controller::server::forecast_peak(ctl.clone())),
             ),
             xds_stats: Arc::new(XdsStats::new()),
             ctl,
@@ -99,21 +99,6 @@ macro_rules! call {
 
 fn decode<M: Message + Default>(body: &[u8]) -> Option<Request<M>> {
     M::decode(body).ok().map(Request::new)
-}
-
-/// The KEDA `forecast_rps` source the server uses: the peak of the
-/// cluster's point forecast.
-fn forecast_peak(ctl: Controller) -> aya_controller::keda::ForecastSource {
-    Arc::new(move |cluster: &str| {
-        let (record, _) = ctl.forecast(cluster).ok().flatten()?;
-        record
-            .last
-            .mean
-            .iter()
-            .copied()
-            .filter(|v| v.is_finite())
-            .reduce(f64::max)
-    })
 }
 
 /// One ADS stream fed the length-prefixed `DiscoveryRequest`s of `body`
