@@ -101,6 +101,15 @@ pub struct OrcaConfig {
     /// the host of each backend's address); only with `tls_ca`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_server_name: Option<String>,
+    /// PEM certificate (chain) Aya presents to backends that ask for a
+    /// client certificate (mutual TLS); with `tls_key`, only with `tls_ca`.
+    /// Read at every connection, so a rotated certificate is picked up at the
+    /// next reconnect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 fn yes() -> bool {
@@ -122,6 +131,8 @@ impl Default for OrcaConfig {
             max_backoff_seconds: default_max_backoff(),
             tls_ca: None,
             tls_server_name: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -155,6 +166,26 @@ impl OrcaConfig {
             && !p.is_file()
         {
             return bad("tls_ca", format!("{} is not a readable file", p.display()));
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => return bad("tls_key", "missing: tls_cert needs its key".into()),
+            (None, Some(_)) => {
+                return bad("tls_cert", "missing: tls_key needs its certificate".into());
+            }
+            (Some(c), Some(k)) => {
+                if self.tls_ca.is_none() {
+                    return bad(
+                        "tls_cert",
+                        "goes with tls_ca (a client certificate is only sent over TLS)".into(),
+                    );
+                }
+                for (name, p) in [("tls_cert", c), ("tls_key", k)] {
+                    if !p.is_file() {
+                        return bad(name, format!("{} is not a readable file", p.display()));
+                    }
+                }
+            }
+            (None, None) => {}
         }
         if let Some(n) = &self.tls_server_name {
             if self.tls_ca.is_none() {
@@ -268,8 +299,19 @@ pub struct Target {
     pub interval: Duration,
     /// Longest reconnect wait.
     pub max_backoff: Duration,
-    /// TLS: the CA file and the name to verify (`None`: plaintext).
-    pub tls: Option<(std::path::PathBuf, String)>,
+    /// TLS (`None`: plaintext).
+    pub tls: Option<TargetTls>,
+}
+
+/// TLS to one backend's ORCA service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetTls {
+    /// PEM file of the CA that signs the backend's certificate.
+    pub ca: std::path::PathBuf,
+    /// The name the backend's certificate is verified against.
+    pub server_name: String,
+    /// Aya's client certificate and key files (mutual TLS).
+    pub identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// The streams a cluster wants: one per backend when `orca` is enabled.
@@ -285,9 +327,10 @@ pub fn targets(cluster: &ClusterConfig, orca: Option<&OrcaConfig>) -> Vec<Target
         .filter_map(|b| {
             let (host, port) = b.host_port().ok()?;
             let port = orca.port.unwrap_or(port);
-            let tls = orca.tls_ca.clone().map(|ca| {
-                let name = orca.tls_server_name.clone().unwrap_or_else(|| host.clone());
-                (ca, name)
+            let tls = orca.tls_ca.clone().map(|ca| TargetTls {
+                ca,
+                server_name: orca.tls_server_name.clone().unwrap_or_else(|| host.clone()),
+                identity: orca.tls_cert.clone().zip(orca.tls_key.clone()),
             });
             let host = if host.contains(':') {
                 format!("[{host}]")
@@ -627,16 +670,29 @@ impl Client {
         };
         let endpoint = match &self.target.tls {
             None => endpoint,
-            Some((ca, name)) => {
-                let pem = match tokio::fs::read(ca).await {
-                    Ok(p) => p,
-                    Err(e) => {
-                        return End::Failed(format!("cannot read tls_ca {}: {e}", ca.display()));
-                    }
+            Some(t) => {
+                let read = |what: &'static str, p: std::path::PathBuf| async move {
+                    tokio::fs::read(&p)
+                        .await
+                        .map_err(|e| format!("cannot read {what} {}: {e}", p.display()))
                 };
-                let tls = tonic::transport::ClientTlsConfig::new()
+                let pem = match read("tls_ca", t.ca.clone()).await {
+                    Ok(p) => p,
+                    Err(e) => return End::Failed(e),
+                };
+                let mut tls = tonic::transport::ClientTlsConfig::new()
                     .ca_certificate(tonic::transport::Certificate::from_pem(pem))
-                    .domain_name(name.clone());
+                    .domain_name(t.server_name.clone());
+                if let Some((cert, key)) = &t.identity {
+                    let (cert, key) = match (
+                        read("tls_cert", cert.clone()).await,
+                        read("tls_key", key.clone()).await,
+                    ) {
+                        (Ok(c), Ok(k)) => (c, k),
+                        (Err(e), _) | (_, Err(e)) => return End::Failed(e),
+                    };
+                    tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
+                }
                 match endpoint.tls_config(tls) {
                     Ok(e) => e,
                     Err(e) => return End::Failed(format!("TLS configuration: {e}")),
@@ -901,11 +957,42 @@ mod tests {
             assert_eq!(f, format!("o.{key}"), "{m}");
         }
         let tls = OrcaConfig {
-            tls_ca: Some(ca),
+            tls_ca: Some(ca.clone()),
             tls_server_name: Some("orca.internal".into()),
             ..OrcaConfig::default()
         };
         assert!(tls.validate("o").is_ok());
+        // Client certificate: both files, readable, and only over TLS.
+        let cert = dir.path().join("aya.pem");
+        std::fs::write(&cert, "not checked here").unwrap();
+        let missing = dir.path().join("missing.key");
+        let mtls_cases = [
+            (Some(ca.clone()), Some(cert.clone()), None, "tls_key"),
+            (Some(ca.clone()), None, Some(cert.clone()), "tls_cert"),
+            (None, Some(cert.clone()), Some(cert.clone()), "tls_cert"),
+            (
+                Some(ca.clone()),
+                Some(cert.clone()),
+                Some(missing),
+                "tls_key",
+            ),
+        ];
+        for (tls_ca, tls_cert, tls_key, key) in mtls_cases {
+            let cfg = OrcaConfig {
+                tls_ca,
+                tls_cert,
+                tls_key,
+                ..OrcaConfig::default()
+            };
+            let (f, m) = cfg.validate("o").unwrap_err();
+            assert_eq!(f, format!("o.{key}"), "{m}");
+        }
+        let mtls = OrcaConfig {
+            tls_cert: Some(cert.clone()),
+            tls_key: Some(cert),
+            ..tls
+        };
+        assert!(mtls.validate("o").is_ok());
     }
 
     #[test]
@@ -1036,8 +1123,19 @@ mod tests {
         assert_eq!(uris, vec!["https://127.0.0.1:9001", "https://[::1]:9002"]);
         let names: Vec<&str> = t
             .iter()
-            .map(|t| t.tls.as_ref().unwrap().1.as_str())
+            .map(|t| t.tls.as_ref().unwrap().server_name.as_str())
             .collect();
         assert_eq!(names, vec!["127.0.0.1", "::1"]);
+        assert!(t.iter().all(|t| t.tls.as_ref().unwrap().identity.is_none()));
+        // Mutual TLS: every stream presents the client certificate.
+        let mtls = OrcaConfig {
+            tls_cert: Some("aya.pem".into()),
+            tls_key: Some("aya.key".into()),
+            ..tls
+        };
+        let t = targets(&cluster, Some(&mtls));
+        assert!(t.iter().all(
+            |t| t.tls.as_ref().unwrap().identity == Some(("aya.pem".into(), "aya.key".into()))
+        ));
     }
 }

@@ -4,8 +4,10 @@
 //! metrics source. The reports arrive as the backends' samples, the engine
 //! moves weight toward the backend that costs less CPU per request, a
 //! report with a NaN CPU is rejected and counted, a backend added over the
-//! admin API gets its stream, a backend that goes away is reconnected, and
-//! TLS to the backends verifies their certificate.
+//! admin API gets its stream, a backend that goes away is reconnected,
+//! TLS to the backends verifies their certificate, and with mutual TLS Aya
+//! presents its client certificate (a backend that requires one refuses Aya
+//! without it).
 
 mod common;
 
@@ -407,6 +409,63 @@ async fn orca_over_tls_verifies_the_backends_certificate() {
         series(&body, "aya_orca_streams_connected", &labels("a")),
         0.0
     );
+    srv.stop().await;
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orca_over_mutual_tls_presents_the_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = common::pki::Pki::new(dir.path());
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let identity =
+        tonic::transport::Identity::from_pem(pki.read("server.pem"), pki.read("server.key"));
+    // The backend asks every client for a certificate signed by the CA.
+    let tls = tonic::transport::ServerTlsConfig::new()
+        .identity(identity)
+        .client_ca_root(tonic::transport::Certificate::from_pem(pki.read("ca.pem")));
+    let server = tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .tls_config(tls)
+            .unwrap()
+            .add_service(OpenRcaServiceServer::new(Backend::new(0.25, 30.0)))
+            .serve_with_incoming(TcpListenerStream::new(l))
+            .await;
+    });
+    let with_ca = |cfg: &mut aya_controller::config::Config| {
+        let orca = cfg.clusters[0].orca.as_mut().unwrap();
+        orca.tls_ca = Some(pki.path("ca.pem"));
+        orca.tls_server_name = Some("localhost".into());
+    };
+
+    // Without a client certificate the backend refuses the handshake.
+    let data = tempfile::tempdir().unwrap();
+    let mut cfg = orca_config(data.path(), &[addr]);
+    with_ca(&mut cfg);
+    let srv = common::start(cfg).await;
+    let body = until(
+        srv.metrics_addr,
+        "refused without a client certificate",
+        |m| series(m, "aya_orca_reconnects_total", &labels("a")) >= 2.0,
+    )
+    .await;
+    assert_eq!(series(&body, "aya_orca_reports_total", &labels("a")), 0.0);
+    srv.stop().await;
+
+    // With Aya's client certificate and key: reports flow.
+    let data = tempfile::tempdir().unwrap();
+    let mut cfg = orca_config(data.path(), &[addr]);
+    with_ca(&mut cfg);
+    let orca = cfg.clusters[0].orca.as_mut().unwrap();
+    orca.tls_cert = Some(pki.path("client.pem"));
+    orca.tls_key = Some(pki.path("client.key"));
+    let srv = common::start(cfg).await;
+    until(srv.metrics_addr, "reports over mutual TLS", |m| {
+        series(m, "aya_orca_streams_connected", &labels("a")) == 1.0
+            && series(m, "aya_orca_reports_total", &labels("a")) >= 2.0
+    })
+    .await;
     srv.stop().await;
     server.abort();
 }
