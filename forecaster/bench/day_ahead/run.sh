@@ -4,7 +4,8 @@
 #
 #   forecaster/bench/day_ahead/run.sh tune            # Aya, naive, seasonal naive on the tune split
 #   forecaster/bench/day_ahead/run.sh test            # the same on the test split
-#   forecaster/bench/day_ahead/run.sh test --peers    # + statsforecast's AutoTheta (about 40 min on 2 cores)
+#   forecaster/bench/day_ahead/run.sh test --peers    # + statsforecast's AutoTheta (about 20-40 min on 2 cores)
+#   PEERS="AutoTheta MSTL AutoETS" run.sh test --peers  # more peers (MSTL: about 40 more minutes)
 #
 # Needs python3 with statsforecast, pandas and numpy (FCB_PYTHON, default
 # /tmp/fcb/bin/python: `python3 -m venv /tmp/fcb && /tmp/fcb/bin/pip install
@@ -23,7 +24,8 @@ mkdir -p "$out"
 "$py" "$fcb" run --prep "$out/prep" --out "$out/run" --models SeasonalNaive Naive --jobs 1
 # the peer's run is kept apart (and reused) so that re-running Aya does not redo it
 if [ "$peers" = --peers ]; then
-    "$py" "$fcb" run --prep "$out/prep" --out "$out/peers" --models AutoTheta --jobs 2
+    # shellcheck disable=SC2086
+    "$py" "$fcb" run --prep "$out/prep" --out "$out/peers" --models ${PEERS:-AutoTheta} --jobs 2
 fi
 (cd "$root" && cargo build --release -q -p aya-forecaster --example fcbench)
 "$root/target/release/examples/fcbench" --prep "$out/prep" --out "$out/aya.csv" \
@@ -31,9 +33,11 @@ fi
 preds=(--pred "Aya=$out/aya.csv" --pred "SeasonalNaive=$out/run/pred_SeasonalNaive.csv"
        --pred "Naive=$out/run/pred_Naive.csv")
 timings=(--timings "$out/aya_timings.csv")
-if [ -f "$out/peers/pred_AutoTheta.csv" ]; then
-    preds+=(--pred "AutoTheta=$out/peers/pred_AutoTheta.csv")
-    timings+=(--timings "$out/peers/timings.csv")
-fi
+for f in "$out"/peers/pred_*.csv; do
+    [ -f "$f" ] || continue
+    m=$(basename "$f" .csv); m=${m#pred_}
+    preds+=(--pred "$m=$f")
+done
+[ -f "$out/peers/timings.csv" ] && timings+=(--timings "$out/peers/timings.csv")
 "$py" "$fcb" score --prep "$out/prep" "${preds[@]}" "${timings[@]}" --out "$out/results.csv" --md "$out/table.md" > /dev/null
 "$py" "$here/summary.py" "$out/results.csv"
