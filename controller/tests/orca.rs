@@ -364,22 +364,37 @@ async fn streams_follow_new_backends_and_reconnect_when_a_backend_goes_away() {
     b.abort();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn orca_over_tls_verifies_the_backends_certificate() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = common::pki::Pki::new(dir.path());
+/// An ORCA backend on 127.0.0.1:0 serving TLS with the PKI's server
+/// certificate; with `client_auth`, it requires a client certificate signed
+/// by the PKI's CA.
+async fn tls_backend(
+    pki: &common::pki::Pki,
+    client_auth: bool,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let identity =
         tonic::transport::Identity::from_pem(pki.read("server.pem"), pki.read("server.key"));
+    let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
+    if client_auth {
+        tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(pki.read("ca.pem")));
+    }
     let server = tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
-            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .tls_config(tls)
             .unwrap()
             .add_service(OpenRcaServiceServer::new(Backend::new(0.25, 30.0)))
             .serve_with_incoming(TcpListenerStream::new(l))
             .await;
     });
+    (addr, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orca_over_tls_verifies_the_backends_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = common::pki::Pki::new(dir.path());
+    let (addr, server) = tls_backend(&pki, false).await;
     let data = tempfile::tempdir().unwrap();
     let mut cfg = orca_config(data.path(), &[addr]);
     let orca = cfg.clusters[0].orca.as_mut().unwrap();
@@ -417,22 +432,8 @@ async fn orca_over_tls_verifies_the_backends_certificate() {
 async fn orca_over_mutual_tls_presents_the_client_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let pki = common::pki::Pki::new(dir.path());
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let identity =
-        tonic::transport::Identity::from_pem(pki.read("server.pem"), pki.read("server.key"));
     // The backend asks every client for a certificate signed by the CA.
-    let tls = tonic::transport::ServerTlsConfig::new()
-        .identity(identity)
-        .client_ca_root(tonic::transport::Certificate::from_pem(pki.read("ca.pem")));
-    let server = tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
-            .tls_config(tls)
-            .unwrap()
-            .add_service(OpenRcaServiceServer::new(Backend::new(0.25, 30.0)))
-            .serve_with_incoming(TcpListenerStream::new(l))
-            .await;
-    });
+    let (addr, server) = tls_backend(&pki, true).await;
     let with_ca = |cfg: &mut aya_controller::config::Config| {
         let orca = cfg.clusters[0].orca.as_mut().unwrap();
         orca.tls_ca = Some(pki.path("ca.pem"));
