@@ -12,11 +12,19 @@
 //! resampled (bucket means), and the origins are spread over the last
 //! `--test-fraction` of it (0.45 ≈ from 10 June, the opening match).
 //! Seasonality is detected on the data before the first origin.
+//!
+//! Peers in the same protocol: `--export DIR` writes the resampled series and
+//! the tasks (origin, horizon) in the forecast bench's prep format, for
+//! `shared/tools/forecast-bench/fcbench.py run --prep DIR --out DIR/run`;
+//! `--pred NAME=FILE` (repeatable) scores such a prediction file
+//! (`series,origin,h,step,y_hat`) in the same table, split the same way.
 
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Instant;
 
-use aya_forecaster::backtest::{self, BacktestConfig, Method, mase_scale};
+use aya_forecaster::backtest::{self, BacktestConfig, ForecastRecord, Method, mase_scale};
 use aya_forecaster::data::{LoadOptions, Series, datasets_dir, load_csv, parse_timestamp};
 use aya_forecaster::events::{Calendar, EventConfig, EventGrid, split_by_event_days};
 use aya_forecaster::seasonality;
@@ -79,8 +87,24 @@ fn main() -> anyhow::Result<()> {
         ],
     };
     let t = Instant::now();
-    let rep = backtest::run_with_events(y, &cfg, Some(&grid))?;
+    let mut rep = backtest::run_with_events(y, &cfg, Some(&grid))?;
     let secs = t.elapsed().as_secs_f64();
+    if let Some(dir) = value_of(&args, "--export") {
+        export(Path::new(&dir), &series, &rep.origins, &horizons, day)?;
+        println!(
+            "exported the series and {} tasks to {dir}",
+            rep.origins.len() * horizons.len()
+        );
+    }
+    let mut methods: Vec<String> = vec!["aya_auto".into(), "aya_auto_events".into()];
+    for spec in values_of(&args, "--pred") {
+        let (name, file) = spec
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--pred takes NAME=FILE, got {spec:?}"))?;
+        let records = external_records(name, Path::new(file), y, &rep.origins, &horizons)?;
+        rep.records.extend(records);
+        methods.push(name.to_string());
+    }
     let o0 = rep.origins.first().copied().unwrap_or(0);
     let o1 = rep.origins.last().copied().unwrap_or(0);
     let ts = |i: usize| aya_forecaster::data::format_rfc3339(t0 + dt * i as i64);
@@ -103,13 +127,8 @@ fn main() -> anyhow::Result<()> {
         "| method | horizon (steps) | MASE all | MASE match days | MASE other days | steps match / other |"
     );
     println!("|---|---|---|---|---|---|");
-    for method in ["aya_auto", "aya_auto_events"] {
+    for method in &methods {
         for &h in &horizons {
-            let all = rep
-                .scores
-                .iter()
-                .find(|s| s.model == method && s.horizon == h)
-                .map_or(f64::NAN, |s| s.mase);
             let (on, off) = split_by_event_days(
                 &rep.records,
                 method,
@@ -118,6 +137,13 @@ fn main() -> anyhow::Result<()> {
                 |o| mase_scale(&y[..o], day),
                 |i| t0 + dt * i as i64,
             );
+            // Every origin scores h steps with one scale, so the pooled mean
+            // of the scaled errors is the mean of the per-origin MASE.
+            let all = if on.1 + off.1 > 0 {
+                (on.0 * on.1 as f64 + off.0 * off.1 as f64) / (on.1 + off.1) as f64
+            } else {
+                f64::NAN
+            };
             println!(
                 "| {method} | {h} | {all:.3} | {:.3} | {:.3} | {} / {} |",
                 on.0, off.0, on.1, off.1
@@ -125,4 +151,121 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The value after `name` (`None` when absent).
+fn value_of(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+/// Every value given after `name`.
+fn values_of(args: &[String], name: &str) -> Vec<String> {
+    args.windows(2)
+        .filter(|w| w[0] == name)
+        .map(|w| w[1].clone())
+        .collect()
+}
+
+/// The series and its tasks in `fcbench.py`'s prep format (`meta.csv`,
+/// `tasks.csv`, `series/worldcup98.csv`), seasons one day and one week.
+fn export(
+    dir: &Path,
+    series: &Series,
+    origins: &[usize],
+    horizons: &[usize],
+    day: usize,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir.join("series"))?;
+    let ts = |i: usize| {
+        aya_forecaster::data::format_rfc3339(series.timestamps[0] + series.interval_ms * i as i64)
+            .replace('T', " ")
+            .trim_end_matches('Z')
+            .to_string()
+    };
+    let mut out = String::from("timestamp,value,observed\n");
+    for (i, v) in series.values.iter().enumerate() {
+        writeln!(out, "{},{v},1", ts(i))?;
+    }
+    std::fs::write(dir.join("series/worldcup98.csv"), out)?;
+    let weekly = if series.values.len() >= 3 * 7 * day {
+        7 * day
+    } else {
+        0
+    };
+    std::fs::write(
+        dir.join("meta.csv"),
+        format!(
+            "series,step_s,season,weekly,n\nworldcup98,{},{day},{weekly},{}\n",
+            series.interval_ms / 1000,
+            series.values.len()
+        ),
+    )?;
+    let mut tasks = String::from("series,origin,origin_ts,h\n");
+    for &o in origins {
+        for &h in horizons {
+            writeln!(tasks, "worldcup98,{o},{},{h}", ts(o))?;
+        }
+    }
+    std::fs::write(dir.join("tasks.csv"), tasks)?;
+    Ok(())
+}
+
+/// A prediction file (`series,origin,h,step,y_hat`, the longest horizon's
+/// rows used) as backtest records named `name`, at the backtest's origins.
+fn external_records(
+    name: &str,
+    file: &Path,
+    y: &[f64],
+    origins: &[usize],
+    horizons: &[usize],
+) -> anyhow::Result<Vec<ForecastRecord>> {
+    let max_h = horizons.iter().copied().max().unwrap_or(1);
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    if header.trim() != "series,origin,h,step,y_hat" {
+        anyhow::bail!(
+            "{}: header {header:?}, expected series,origin,h,step,y_hat",
+            file.display()
+        );
+    }
+    let mut pred: BTreeMap<(usize, usize), f64> = BTreeMap::new();
+    for (n, line) in lines.enumerate() {
+        let f: Vec<&str> = line.split(',').collect();
+        let bad = || anyhow::anyhow!("{} line {}: {line:?}", file.display(), n + 2);
+        if f.len() != 5 {
+            return Err(bad());
+        }
+        let (o, h, s): (usize, usize, usize) = (
+            f[1].parse().map_err(|_| bad())?,
+            f[2].parse().map_err(|_| bad())?,
+            f[3].parse().map_err(|_| bad())?,
+        );
+        if h == max_h {
+            pred.insert((o, s), f[4].parse().map_err(|_| bad())?);
+        }
+    }
+    let mut out = Vec::new();
+    for &o in origins {
+        for s in 1..=max_h {
+            let Some(&yhat) = pred.get(&(o, s)) else {
+                anyhow::bail!("{}: no forecast for origin {o} step {s}", file.display());
+            };
+            out.push(ForecastRecord {
+                model: name.to_string(),
+                origin: o,
+                step: s,
+                actual: y[o + s - 1],
+                yhat,
+                lower80: f64::NAN,
+                upper80: f64::NAN,
+                lower95: f64::NAN,
+                upper95: f64::NAN,
+            });
+        }
+    }
+    Ok(out)
 }
