@@ -7,6 +7,7 @@ pub mod artifact;
 pub mod backtest;
 pub mod data;
 pub mod events;
+pub mod fcbench;
 pub mod intervals;
 pub mod models;
 pub mod online;
