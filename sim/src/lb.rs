@@ -56,6 +56,26 @@ pub struct LbParams {
     /// Linkerd peak-EWMA initial RTT estimate, seconds (default 0.03).
     #[serde(default = "d_rtt")]
     pub ewma_default_rtt: f64,
+    /// Envoy passive outlier detection, `consecutive_5xx`: a host that
+    /// answers this many errors in a row is ejected (0, the default: no
+    /// outlier detection, as an Envoy cluster without `outlier_detection`).
+    #[serde(default)]
+    pub outlier_consecutive_5xx: u32,
+    /// Envoy `base_ejection_time`, seconds (default 30): the n-th ejection
+    /// of a host lasts n times this.
+    #[serde(default = "d_ejection")]
+    pub outlier_base_ejection_time: f64,
+    /// Envoy `max_ejection_percent` (default 10): at most this share of the
+    /// hosts is ejected at once, but at least one host can be.
+    #[serde(default = "d_ejection_percent")]
+    pub outlier_max_ejection_percent: f64,
+}
+
+fn d_ejection() -> f64 {
+    30.0
+}
+fn d_ejection_percent() -> f64 {
+    10.0
 }
 
 fn d_choice() -> u32 {
@@ -90,6 +110,9 @@ impl Default for LbParams {
             maglev_table_size: d_maglev(),
             ewma_decay: d_decay(),
             ewma_default_rtt: d_rtt(),
+            outlier_consecutive_5xx: 0,
+            outlier_base_ejection_time: d_ejection(),
+            outlier_max_ejection_percent: d_ejection_percent(),
         }
     }
 }
@@ -121,6 +144,21 @@ impl LbParams {
             return Err(ParamError::new(
                 "maglev_table_size",
                 format!("must be a prime >= 3, got {m}"),
+            ));
+        }
+        if !(self.outlier_base_ejection_time.is_finite() && self.outlier_base_ejection_time > 0.0) {
+            return Err(ParamError::new(
+                "outlier_base_ejection_time",
+                format!("must be > 0, got {}", self.outlier_base_ejection_time),
+            ));
+        }
+        if !(0.0..=100.0).contains(&self.outlier_max_ejection_percent) {
+            return Err(ParamError::new(
+                "outlier_max_ejection_percent",
+                format!(
+                    "must be in [0, 100], got {}",
+                    self.outlier_max_ejection_percent
+                ),
             ));
         }
         if !(self.ewma_decay.is_finite() && self.ewma_decay > 0.0) {

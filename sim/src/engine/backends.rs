@@ -59,6 +59,12 @@ pub(super) struct Backend {
     /// Data plane believes it is down (health checks).
     pub(super) detected_down: bool,
     pub(super) ejected: bool,
+    /// Ejected by the data plane's outlier detection (consecutive errors).
+    pub(super) od_ejected: bool,
+    /// Errors in a row (outlier detection).
+    pub(super) od_consecutive: u32,
+    /// Outlier ejections so far (the n-th lasts n base ejection times).
+    pub(super) od_times: u32,
     /// Named in an earlier decision's weights but left out of the latest
     /// one: like an endpoint dropped from Envoy's EDS assignment, it gets no
     /// traffic (until a decision lists it again).
@@ -104,6 +110,9 @@ impl Backend {
             failed: false,
             detected_down: false,
             ejected: false,
+            od_ejected: false,
+            od_consecutive: 0,
+            od_times: 0,
             unlisted: false,
             listed: false,
             epoch: 0,
@@ -321,6 +330,7 @@ impl Sim<'_> {
         if on_time {
             self.outcome(job.id, job.arrival, Outcome::Success);
         }
+        self.bs[hu].od_consecutive = 0;
         if self.bs[hu].life == Life::Draining && self.bs[hu].in_system == 0 {
             self.account_alive();
             self.bs[hu].life = Life::Removed;

@@ -31,6 +31,7 @@ impl Sim<'_> {
                 self.outstanding[hu] = self.outstanding[hu].saturating_sub(1);
                 self.outcome(j.id, j.arrival, Outcome::Error);
             }
+            self.outlier_error(h);
         }
         let epoch = self.bs[hu].epoch;
         self.schedule(

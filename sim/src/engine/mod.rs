@@ -364,6 +364,14 @@ impl<'a> Sim<'a> {
                     self.rebuild_routing();
                 }
             }
+            Ev::OutlierReturn { b } => {
+                let be = &mut self.bs[b as usize];
+                if be.od_ejected {
+                    be.od_ejected = false;
+                    be.od_consecutive = 0;
+                    self.rebuild_routing();
+                }
+            }
             Ev::WarmupEnd => {
                 if !self.scoring {
                     self.start_scoring();

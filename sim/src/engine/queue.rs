@@ -22,6 +22,7 @@ pub(super) enum Ev {
     DegradeStep { f: u32, step: u32 },
     HealthDown { b: u32, epoch: u32 },
     HealthUp { b: u32, epoch: u32 },
+    OutlierReturn { b: u32 },
     WarmupEnd,
 }
 

@@ -2,6 +2,7 @@
 
 use super::Sim;
 use super::backends::{Job, Life, PsJob};
+use super::queue::Ev;
 use super::scoring::Outcome;
 use crate::model::Discipline;
 use crate::workload::Arrival;
@@ -10,7 +11,12 @@ impl Sim<'_> {
     pub(super) fn rebuild_routing(&mut self) {
         self.routable.clear();
         for (i, b) in self.bs.iter().enumerate() {
-            if b.life == Life::Ready && !b.detected_down && !b.ejected && !b.unlisted {
+            if b.life == Life::Ready
+                && !b.detected_down
+                && !b.ejected
+                && !b.unlisted
+                && !b.od_ejected
+            {
                 self.routable.push(i as u32);
             }
         }
@@ -27,6 +33,36 @@ impl Sim<'_> {
         self.lb
             .rebuild(&hosts, &self.weight, &self.hashes, &self.outstanding);
         self.routable = hosts;
+    }
+
+    /// Envoy's `consecutive_5xx` outlier detection: an error from host `h`;
+    /// at `outlier_consecutive_5xx` in a row the host is ejected for its
+    /// n-th `base_ejection_time` (within `max_ejection_percent`, at least one
+    /// host), and routing is rebuilt.
+    pub(super) fn outlier_error(&mut self, h: u32) {
+        let p = self.model.lb;
+        let hu = h as usize;
+        if p.outlier_consecutive_5xx == 0 || self.bs[hu].od_ejected {
+            return;
+        }
+        self.bs[hu].od_consecutive += 1;
+        if self.bs[hu].od_consecutive < p.outlier_consecutive_5xx {
+            return;
+        }
+        let hosts = self.bs.iter().filter(|b| b.life == Life::Ready).count();
+        let ejected = self.bs.iter().filter(|b| b.od_ejected).count();
+        let allowed =
+            ((hosts as f64 * p.outlier_max_ejection_percent / 100.0).floor() as usize).max(1);
+        if ejected >= allowed {
+            return;
+        }
+        let be = &mut self.bs[hu];
+        be.od_ejected = true;
+        be.od_consecutive = 0;
+        be.od_times += 1;
+        let back = self.now + p.outlier_base_ejection_time * be.od_times as f64;
+        self.schedule(back, Ev::OutlierReturn { b: h });
+        self.rebuild_routing();
     }
 
     pub(super) fn arrive(&mut self, a: Arrival) {
@@ -85,6 +121,7 @@ impl Sim<'_> {
             self.push_deadline_done();
             self.outcome(id, a.time, Outcome::Error);
             self.bs[hu].tel_err += 1;
+            self.outlier_error(h);
             return;
         }
         let limit = self.bs[hu]
@@ -142,6 +179,7 @@ impl Sim<'_> {
 #[cfg(test)]
 mod tests {
     use crate::engine::Sim;
+    use crate::engine::queue::Ev;
     use crate::engine::test_support::model;
     use crate::workload::Arrival;
 
@@ -190,5 +228,66 @@ mod tests {
         s.arrive(a(0.0));
         assert_eq!(s.m.errors, 1);
         assert_eq!(s.bs[0].tel_err, 1);
+    }
+
+    #[test]
+    fn outlier_detection_ejects_after_consecutive_errors_within_its_share() {
+        let mut m = model(10, 0.5, 10);
+        m.lb.outlier_consecutive_5xx = 3;
+        m.lb.outlier_base_ejection_time = 30.0;
+        m.lb.outlier_max_ejection_percent = 10.0;
+        let mut s = Sim::new(&m, 1, None).unwrap();
+        s.bs[0].failed = true;
+        s.bs[1].failed = true;
+        s.outlier_error(0);
+        s.outlier_error(0);
+        assert!(!s.bs[0].od_ejected, "two errors in a row are not three");
+        s.outlier_error(0);
+        assert!(s.bs[0].od_ejected && !s.routable.contains(&0));
+        assert_eq!(s.bs[0].od_times, 1);
+        // 10 % of 10 hosts: one at a time, so b1 stays routable.
+        for _ in 0..5 {
+            s.outlier_error(1);
+        }
+        assert!(!s.bs[1].od_ejected && s.routable.contains(&1));
+        // A success resets the count.
+        let mut s = Sim::new(&m, 1, None).unwrap();
+        s.outlier_error(2);
+        s.outlier_error(2);
+        s.bs[2].od_consecutive = 0; // as a completed request does
+        s.outlier_error(2);
+        assert!(!s.bs[2].od_ejected);
+        // Off by default: no ejection however many errors.
+        let m = model(3, 0.5, 10);
+        let mut s = Sim::new(&m, 1, None).unwrap();
+        for _ in 0..100 {
+            s.outlier_error(0);
+        }
+        assert!(!s.bs[0].od_ejected);
+    }
+
+    #[test]
+    fn an_outlier_ejected_host_returns_after_its_ejection_time() {
+        let mut m = model(2, 0.5, 10);
+        m.lb.outlier_consecutive_5xx = 1;
+        m.lb.outlier_base_ejection_time = 5.0;
+        let mut s = Sim::new(&m, 1, None).unwrap();
+        let returns = |s: &Sim<'_>| -> Vec<f64> {
+            s.heap
+                .iter()
+                .filter(|e| matches!(e.ev, Ev::OutlierReturn { b: 1 }))
+                .map(|e| e.t)
+                .collect()
+        };
+        s.now = 2.0;
+        s.outlier_error(1);
+        assert!(s.bs[1].od_ejected && s.routable == vec![0]);
+        assert_eq!(returns(&s), vec![7.0], "back one base ejection time later");
+        s.now = 7.0;
+        s.handle(Ev::OutlierReturn { b: 1 });
+        assert!(!s.bs[1].od_ejected && s.routable == vec![0, 1]);
+        // The second ejection lasts twice as long (Envoy's multiplier).
+        s.outlier_error(1);
+        assert!(returns(&s).contains(&17.0), "{:?}", returns(&s));
     }
 }
