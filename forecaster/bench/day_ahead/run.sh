@@ -19,6 +19,14 @@ py=${FCB_PYTHON:-/tmp/fcb/bin/python}
 fcb=${FCBENCH:-$root/../shared/tools/forecast-bench/fcbench.py}
 data=${AYA_DATASETS:-$root/../shared/datasets}
 out=${OUT:-/tmp/day_ahead}/$split
+case $split in tune|test) ;; *) echo "run.sh: split must be tune or test, got '$split'" >&2; exit 2 ;; esac
+if ! "$py" -c 'import statsforecast, pandas, numpy' 2>/dev/null; then
+    echo "run.sh: $py cannot import statsforecast, pandas and numpy; install them:" >&2
+    echo "  python3 -m venv /tmp/fcb && /tmp/fcb/bin/pip install statsforecast pandas numpy" >&2
+    echo "  (or point FCB_PYTHON at a python that has them)" >&2
+    exit 2
+fi
+[ -f "$fcb" ] || { echo "run.sh: no forecast bench at $fcb (set FCBENCH)" >&2; exit 2; }
 mkdir -p "$out"
 "$py" "$fcb" prepare --data-dir "$data" --manifest "$here/$split.csv" --out "$out/prep"
 "$py" "$fcb" run --prep "$out/prep" --out "$out/run" --models SeasonalNaive Naive --jobs 1
