@@ -19,14 +19,13 @@
 //! `--pred NAME=FILE` (repeatable) scores such a prediction file
 //! (`series,origin,h,step,y_hat`) in the same table, split the same way.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Instant;
 
 use aya_forecaster::backtest::{self, BacktestConfig, ForecastRecord, Method, mase_scale};
 use aya_forecaster::data::{LoadOptions, Series, datasets_dir, load_csv, parse_timestamp};
 use aya_forecaster::events::{Calendar, EventConfig, EventGrid, split_by_event_days};
+use aya_forecaster::fcbench;
 use aya_forecaster::seasonality;
 use aya_forecaster::select::SelectConfig;
 
@@ -90,7 +89,16 @@ fn main() -> anyhow::Result<()> {
     let mut rep = backtest::run_with_events(y, &cfg, Some(&grid))?;
     let secs = t.elapsed().as_secs_f64();
     if let Some(dir) = value_of(&args, "--export") {
-        export(Path::new(&dir), &series, &rep.origins, &horizons, day)?;
+        // Seasons for the peers: one day, and one week when three are there.
+        let weekly = if y.len() >= 3 * 7 * day { 7 * day } else { 0 };
+        fcbench::write_prep(
+            Path::new(&dir),
+            &series,
+            day,
+            weekly,
+            &rep.origins,
+            &horizons,
+        )?;
         println!(
             "exported the series and {} tasks to {dir}",
             rep.origins.len() * horizons.len()
@@ -168,52 +176,8 @@ fn values_of(args: &[String], name: &str) -> Vec<String> {
         .collect()
 }
 
-/// The series and its tasks in `fcbench.py`'s prep format (`meta.csv`,
-/// `tasks.csv`, `series/worldcup98.csv`), seasons one day and one week.
-fn export(
-    dir: &Path,
-    series: &Series,
-    origins: &[usize],
-    horizons: &[usize],
-    day: usize,
-) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir.join("series"))?;
-    let ts = |i: usize| {
-        aya_forecaster::data::format_rfc3339(series.timestamps[0] + series.interval_ms * i as i64)
-            .replace('T', " ")
-            .trim_end_matches('Z')
-            .to_string()
-    };
-    let mut out = String::from("timestamp,value,observed\n");
-    for (i, v) in series.values.iter().enumerate() {
-        writeln!(out, "{},{v},1", ts(i))?;
-    }
-    std::fs::write(dir.join("series/worldcup98.csv"), out)?;
-    let weekly = if series.values.len() >= 3 * 7 * day {
-        7 * day
-    } else {
-        0
-    };
-    std::fs::write(
-        dir.join("meta.csv"),
-        format!(
-            "series,step_s,season,weekly,n\nworldcup98,{},{day},{weekly},{}\n",
-            series.interval_ms / 1000,
-            series.values.len()
-        ),
-    )?;
-    let mut tasks = String::from("series,origin,origin_ts,h\n");
-    for &o in origins {
-        for &h in horizons {
-            writeln!(tasks, "worldcup98,{o},{},{h}", ts(o))?;
-        }
-    }
-    std::fs::write(dir.join("tasks.csv"), tasks)?;
-    Ok(())
-}
-
-/// A prediction file (`series,origin,h,step,y_hat`, the longest horizon's
-/// rows used) as backtest records named `name`, at the backtest's origins.
+/// A prediction file of the bench (the longest horizon's rows used) as
+/// backtest records named `name`, at the backtest's origins.
 fn external_records(
     name: &str,
     file: &Path,
@@ -222,36 +186,11 @@ fn external_records(
     horizons: &[usize],
 ) -> anyhow::Result<Vec<ForecastRecord>> {
     let max_h = horizons.iter().copied().max().unwrap_or(1);
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
-    let mut lines = text.lines();
-    let header = lines.next().unwrap_or_default();
-    if header.trim() != "series,origin,h,step,y_hat" {
-        anyhow::bail!(
-            "{}: header {header:?}, expected series,origin,h,step,y_hat",
-            file.display()
-        );
-    }
-    let mut pred: BTreeMap<(usize, usize), f64> = BTreeMap::new();
-    for (n, line) in lines.enumerate() {
-        let f: Vec<&str> = line.split(',').collect();
-        let bad = || anyhow::anyhow!("{} line {}: {line:?}", file.display(), n + 2);
-        if f.len() != 5 {
-            return Err(bad());
-        }
-        let (o, h, s): (usize, usize, usize) = (
-            f[1].parse().map_err(|_| bad())?,
-            f[2].parse().map_err(|_| bad())?,
-            f[3].parse().map_err(|_| bad())?,
-        );
-        if h == max_h {
-            pred.insert((o, s), f[4].parse().map_err(|_| bad())?);
-        }
-    }
+    let pred = fcbench::read_predictions(file)?;
     let mut out = Vec::new();
     for &o in origins {
         for s in 1..=max_h {
-            let Some(&yhat) = pred.get(&(o, s)) else {
+            let Some(&yhat) = pred.get(&("worldcup98".to_string(), o, max_h, s)) else {
                 anyhow::bail!("{}: no forecast for origin {o} step {s}", file.display());
             };
             out.push(ForecastRecord {

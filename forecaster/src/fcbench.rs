@@ -9,13 +9,17 @@
 //! each origin Aya does what `aya train` does on that history: detect the
 //! seasons, select and fit by rolling-origin backtest, forecast the longest
 //! horizon once (the shorter ones are its first steps). Used by
-//! `examples/fcbench.rs` and `bench/day_ahead/run.sh`.
+//! `examples/fcbench.rs` and `bench/day_ahead/run.sh`. The other direction,
+//! [`write_prep`] and [`read_predictions`], lets a backtest of Aya's own
+//! (e.g. `examples/events_worldcup.rs`) hand its series and origins to the
+//! bench's peers and score what they predict.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::data::{Series, format_rfc3339};
 use crate::models::{Forecast, ModelSpec};
 use crate::seasonality;
 use crate::select::{FittedAuto, SelectConfig, default_candidates};
@@ -40,6 +44,14 @@ pub enum FcbenchError {
         line: usize,
         /// What is wrong.
         message: String,
+    },
+    /// A file could not be written.
+    #[error("writing {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
     },
     /// Selection or forecasting failed at an origin.
     #[error("{series} origin {origin}: {message}")]
@@ -191,6 +203,72 @@ pub fn load_prep(dir: &Path, only: &[String]) -> Result<Vec<PrepSeries>, Fcbench
     Ok(out)
 }
 
+/// Writes `series` and its tasks (every origin × every horizon) to `dir` in
+/// the format `fcbench.py prepare` writes (`meta.csv`, `tasks.csv`,
+/// `series/<name>.csv`, timestamps as naive UTC), for `fcbench.py run`.
+/// `season` and `weekly` (0: none) are the seasons in steps the peers get.
+pub fn write_prep(
+    dir: &Path,
+    series: &Series,
+    season: usize,
+    weekly: usize,
+    origins: &[usize],
+    horizons: &[usize],
+) -> Result<(), FcbenchError> {
+    let write = |path: PathBuf, text: String| {
+        std::fs::write(&path, text).map_err(|source| FcbenchError::Write { path, source })
+    };
+    let series_dir = dir.join("series");
+    std::fs::create_dir_all(&series_dir).map_err(|source| FcbenchError::Write {
+        path: series_dir.clone(),
+        source,
+    })?;
+    let name = &series.name;
+    let ts = |i: usize| {
+        let t = format_rfc3339(series.timestamps[0] + series.interval_ms * i as i64);
+        t.replace('T', " ").trim_end_matches('Z').to_string()
+    };
+    let mut values = String::from("timestamp,value,observed\n");
+    for (i, v) in series.values.iter().enumerate() {
+        let _ = writeln!(values, "{},{v},1", ts(i));
+    }
+    write(series_dir.join(format!("{name}.csv")), values)?;
+    write(
+        dir.join("meta.csv"),
+        format!(
+            "series,step_s,season,weekly,n\n{name},{},{season},{weekly},{}\n",
+            series.interval_ms / 1000,
+            series.values.len()
+        ),
+    )?;
+    let mut tasks = String::from("series,origin,origin_ts,h\n");
+    for &o in origins {
+        for &h in horizons {
+            let _ = writeln!(tasks, "{name},{o},{},{h}", ts(o));
+        }
+    }
+    write(dir.join("tasks.csv"), tasks)
+}
+
+/// Forecasts by `(series, origin, h, step)`.
+pub type Predictions = BTreeMap<(String, usize, usize, usize), f64>;
+
+/// A prediction file (`series,origin,h,step,y_hat`, as `fcbench.py run`
+/// and [`forecast_series`] write it).
+pub fn read_predictions(path: &Path) -> Result<Predictions, FcbenchError> {
+    let mut out = BTreeMap::new();
+    for (line, row) in read_table(path)? {
+        let key = (
+            field(&row, "series", path, line)?,
+            field(&row, "origin", path, line)?,
+            field(&row, "h", path, line)?,
+            field(&row, "step", path, line)?,
+        );
+        out.insert(key, field(&row, "y_hat", path, line)?);
+    }
+    Ok(out)
+}
+
 /// Aya's forecasts for every task of `s`. `candidates` restricts the default
 /// catalogue to these model names (empty: all of it), for experiments.
 pub fn forecast_series(
@@ -322,6 +400,33 @@ mod tests {
             .filter(|r| r.starts_with("sine,2000,"))
             .collect();
         assert_eq!(g.predictions.lines().collect::<Vec<_>>(), first);
+    }
+
+    #[test]
+    fn a_written_prep_loads_back_and_predictions_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let y = daily(700);
+        let series = Series::from_parts(
+            "sine",
+            (0..y.len() as i64).map(|i| i * 300_000).collect(),
+            y.clone(),
+        )
+        .unwrap();
+        write_prep(dir.path(), &series, 288, 0, &[600, 650], &[1, 12]).unwrap();
+        let s = load_prep(dir.path(), &[]).unwrap();
+        assert_eq!(s.len(), 1);
+        assert_eq!((s[0].name.as_str(), s[0].step_s), ("sine", 300));
+        assert_eq!(s[0].values, y);
+        assert_eq!(s[0].tasks.get(&600), Some(&vec![1, 12]));
+        let f = forecast_series(&s[0], &SelectConfig::default(), &[]).unwrap();
+        let file = dir.path().join("aya.csv");
+        std::fs::write(&file, format!("{PREDICTIONS_HEADER}\n{}", f.predictions)).unwrap();
+        let p = read_predictions(&file).unwrap();
+        assert_eq!(p.len(), 2 * (1 + 12));
+        assert!(p.contains_key(&("sine".to_string(), 650, 12, 12)));
+        std::fs::write(&file, format!("{PREDICTIONS_HEADER}\nsine,600,1,1,x\n")).unwrap();
+        let e = read_predictions(&file).unwrap_err().to_string();
+        assert!(e.contains("aya.csv line 2") && e.contains("y_hat"), "{e}");
     }
 
     #[test]
