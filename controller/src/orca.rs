@@ -671,28 +671,16 @@ impl Client {
         let endpoint = match &self.target.tls {
             None => endpoint,
             Some(t) => {
-                let read = |what: &'static str, p: std::path::PathBuf| async move {
-                    tokio::fs::read(&p)
-                        .await
-                        .map_err(|e| format!("cannot read {what} {}: {e}", p.display()))
-                };
-                let pem = match read("tls_ca", t.ca.clone()).await {
-                    Ok(p) => p,
-                    Err(e) => return End::Failed(e),
-                };
-                let mut tls = tonic::transport::ClientTlsConfig::new()
-                    .ca_certificate(tonic::transport::Certificate::from_pem(pem))
-                    .domain_name(t.server_name.clone());
-                if let Some((cert, key)) = &t.identity {
-                    let (cert, key) = match (
-                        read("tls_cert", cert.clone()).await,
-                        read("tls_key", key.clone()).await,
-                    ) {
-                        (Ok(c), Ok(k)) => (c, k),
-                        (Err(e), _) | (_, Err(e)) => return End::Failed(e),
+                let identity = t
+                    .identity
+                    .as_ref()
+                    .map(|(c, k)| (("tls_cert", c.as_path()), ("tls_key", k.as_path())));
+                let tls =
+                    match crate::tls::client_tls(("tls_ca", &t.ca), identity, Some(&t.server_name))
+                    {
+                        Ok(tls) => tls,
+                        Err(e) => return End::Failed(e),
                     };
-                    tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
-                }
                 match endpoint.tls_config(tls) {
                     Ok(e) => e,
                     Err(e) => return End::Failed(format!("TLS configuration: {e}")),

@@ -517,6 +517,32 @@ fn resource_exhausted(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
 }
 
+/// A PEM file of the configuration: the field that names it, and its path.
+pub type PemFile<'a> = (&'a str, &'a Path);
+
+/// Client TLS to a peer (etcd, an ORCA backend): trust the CA in `ca`,
+/// present the certificate and key in `identity` when given (mutual TLS),
+/// verify `server_name` when given (else the URI's host). A file that
+/// cannot be read is an error naming its field and path.
+pub fn client_tls(
+    ca: PemFile<'_>,
+    identity: Option<(PemFile<'_>, PemFile<'_>)>,
+    server_name: Option<&str>,
+) -> Result<tonic::transport::ClientTlsConfig, String> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let read = |(field, p): PemFile<'_>| {
+        std::fs::read(p).map_err(|e| format!("cannot read {field} {}: {e}", p.display()))
+    };
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+    }
+    if let Some(n) = server_name {
+        tls = tls.domain_name(n);
+    }
+    Ok(tls)
+}
+
 /// Accept connections from `listener` until `stop`: each one takes a slot of
 /// `limits.max_connections` (none free: closed at once), must finish its TLS
 /// handshake (or send the HTTP/2 preface) within the handshake timeout, and

@@ -233,28 +233,24 @@ pub struct LeaderRecord {
 /// The client TLS settings of `[ha]` (`None` without `etcd_ca_file`);
 /// a file that cannot be read is an error naming its field.
 fn etcd_tls(cfg: &HaConfig) -> Result<Option<tonic::transport::ClientTlsConfig>, EtcdError> {
-    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
     let Some(ca) = &cfg.etcd_ca_file else {
         return Ok(None);
     };
-    let read = |field: &str, p: &PathBuf| {
-        std::fs::read(p).map_err(|e| EtcdError::Endpoint {
-            endpoint: cfg.etcd_endpoints.join(","),
-            message: format!("ha.{field} {}: {e}", p.display()),
-        })
-    };
-    let mut tls =
-        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("etcd_ca_file", ca)?));
-    if let (Some(c), Some(k)) = (&cfg.etcd_cert_file, &cfg.etcd_key_file) {
-        tls = tls.identity(Identity::from_pem(
-            read("etcd_cert_file", c)?,
-            read("etcd_key_file", k)?,
-        ));
-    }
-    if let Some(n) = &cfg.etcd_server_name {
-        tls = tls.domain_name(n.clone());
-    }
-    Ok(Some(tls))
+    let identity = cfg
+        .etcd_cert_file
+        .as_deref()
+        .zip(cfg.etcd_key_file.as_deref())
+        .map(|(c, k)| (("ha.etcd_cert_file", c), ("ha.etcd_key_file", k)));
+    crate::tls::client_tls(
+        ("ha.etcd_ca_file", ca),
+        identity,
+        cfg.etcd_server_name.as_deref(),
+    )
+    .map(Some)
+    .map_err(|message| EtcdError::Endpoint {
+        endpoint: cfg.etcd_endpoints.join(","),
+        message,
+    })
 }
 
 /// The leader key of the group under `prefix`.
