@@ -605,32 +605,52 @@ pub fn incoming(
             let tx = tx.clone();
             let opts = opts.clone();
             tokio::spawn(async move {
+                // A failed handshake hands the socket back, so that it too is
+                // closed only after the refusal is counted.
                 let setup = async {
                     match &opts.tls {
                         Some(tls) => {
-                            let s = tls.acceptor(opts.alpn).accept(stream).await?;
+                            let s = tls
+                                .acceptor(opts.alpn)
+                                .accept(stream)
+                                .into_fallible()
+                                .await
+                                .map_err(|(e, s)| (e, Some(s)))?;
                             let identity = s
                                 .get_ref()
                                 .1
                                 .peer_certificates()
                                 .and_then(|c| c.first())
                                 .map(|c| PeerIdentity::from_der(c.as_ref()));
-                            Ok::<_, io::Error>((Io::Tls(Box::new(s)), Vec::new(), identity))
+                            Ok::<_, (io::Error, Option<TcpStream>)>((
+                                Io::Tls(Box::new(s)),
+                                Vec::new(),
+                                identity,
+                            ))
                         }
                         None if opts.alpn == Alpn::H2 => {
                             use tokio::io::AsyncReadExt;
                             let mut prefix = vec![0u8; H2_PREFACE.len()];
-                            stream.read_exact(&mut prefix).await?;
+                            if let Err(e) = stream.read_exact(&mut prefix).await {
+                                return Err((e, Some(stream)));
+                            }
                             Ok((Io::Plain(stream), prefix, None))
                         }
                         None => Ok((Io::Plain(stream), Vec::new(), None)),
                     }
                 };
-                let (io, prefix, identity) = match tokio::time::timeout(handshake, setup).await {
+                // Pinned here, not consumed by `.await`: on a timeout the
+                // unfinished handshake (and with it the socket) lives until
+                // the refusal is counted, so a peer that sees the close also
+                // sees it in /metrics.
+                let timed = tokio::time::timeout(handshake, setup);
+                tokio::pin!(timed);
+                let (io, prefix, identity) = match timed.as_mut().await {
                     Ok(Ok(x)) => x,
-                    Ok(Err(e)) => {
+                    Ok(Err((e, socket))) => {
                         opts.metrics.refused(opts.name, "handshake_failed");
                         tracing::debug!(listener = opts.name, %remote, error = %e, "handshake failed");
+                        drop(socket);
                         return;
                     }
                     Err(_) => {
