@@ -31,6 +31,16 @@
 //! ratio). Both modes are tried; the one convincing on more bands (then the
 //! lower error) is kept.
 //!
+//! **Events at the same hour most days.** When events recur at a fixed time
+//! of day (a tournament's evening matches), the base models learn their surge
+//! as daily season and forecast it on the days without one. The selection
+//! therefore also tries the base models fitted on the series with the events
+//! removed ([`EventGrid::without_events`]: covered steps take the value one
+//! season earlier at the current level), with the profile, learnt against the actual series, carrying
+//! the whole effect ([`EventModel::base_without_events`]); that variant is
+//! kept only when it is a convincing challenger (the same test) to the
+//! variant above on all validated steps.
+//!
 //! **How it is applied.** At a forecast step covered by occurrences, the
 //! effects of the occurrences of one category are averaged and those of
 //! different categories combined (product of `1 + effect` multiplicatively,
@@ -610,6 +620,49 @@ impl EventGrid {
         self.for_each_active(t, |_, _, _| any = true);
         any
     }
+
+    /// `y` (step 0 = the grid's step 0) with the steps any occurrence covers
+    /// (ramp and aftermath included) replaced by what the series would have
+    /// done without the events: with a season `p ≥ 2` and a full season
+    /// before the run, the value at the same phase in the last season before
+    /// the run (itself already replaced if it was covered) times the ratio of
+    /// the last uncovered value to its own value one season earlier
+    /// (seasonal naive at the current level); otherwise the last uncovered
+    /// value, held. A model fitted on the result
+    /// learns no surge. Causal: `without_events(&y[..k], p)` is the first `k`
+    /// values of `without_events(y, p)`. Steps covered from step 0 on keep
+    /// their values (there is nothing before them to go by).
+    pub fn without_events(&self, y: &[f64], p: usize) -> Vec<f64> {
+        let n = y.len() as i64;
+        let mut covered = vec![false; y.len()];
+        for o in &self.occurrences {
+            let a = (o.start - self.pre).max(0);
+            let b = (o.end + self.post).min(n - 1);
+            for t in a..=b {
+                covered[t as usize] = true;
+            }
+        }
+        let mut out = y.to_vec();
+        // The last uncovered step before the current run.
+        let mut last: Option<usize> = None;
+        for t in 0..out.len() {
+            if !covered[t] {
+                last = Some(t);
+                continue;
+            }
+            let Some(l) = last else { continue };
+            // The same phase of the season in the last uncovered stretch
+            // (at or before `l`), so that a long run does not compound.
+            let j = (p >= 2 && l >= p).then(|| t - (t - l).div_ceil(p) * p);
+            out[t] = match j {
+                Some(j) if out[l - p] > 0.0 && out[l] >= 0.0 && out[j] >= 0.0 => {
+                    out[j] * (out[l] / out[l - p]).min(MAX_RATIO)
+                }
+                _ => out[l],
+            };
+        }
+        out
+    }
 }
 
 /// Multiplicative or additive event effects.
@@ -647,6 +700,12 @@ pub struct EventModel {
     pub pre_steps: usize,
     /// One profile per category seen in the calendar.
     pub profiles: Vec<CategoryProfile>,
+    /// The base models are fitted on the series with the events removed
+    /// ([`EventGrid::without_events`]) and the profile carries the whole
+    /// event effect; `false` (and in artifacts written before it existed):
+    /// fitted on the series as it is, the profile corrects what they miss.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub base_without_events: bool,
 }
 
 /// One deviation of the series from the base forecast during an event.
@@ -745,6 +804,7 @@ impl EventModel {
             config: grid.config,
             pre_steps: pre as usize,
             profiles,
+            base_without_events: false,
         }
     }
 

@@ -494,13 +494,19 @@ impl OnlineForecaster {
             let k0 = self.bucket_index_of(start);
             let y = &self.history[start..];
             let fit_len = y.len();
-            match FittedAuto::fit(y, sel) {
+            let grid = if sel.events.as_ref().is_some_and(|m| m.base_without_events) {
+                self.grid_at(k0, Some(&sel))
+            } else {
+                None
+            };
+            let y = &self.history[start..];
+            match FittedAuto::fit_with_events(y, sel, grid.as_ref()) {
                 Ok(f) => {
                     self.fitted = Some(f);
                     self.since_fit = 0;
                     self.fit_k0 = k0;
                     self.fit_len = fit_len;
-                    self.fit_events = None;
+                    self.fit_events = grid;
                 }
                 Err(_) => return false,
             }

@@ -192,7 +192,7 @@ pub fn score_on_holdout_with_events(
             continue;
         }
         let actual = &y[o..o + horizon];
-        let Ok(model) = FittedAuto::fit(&y[..o], selection.clone()) else {
+        let Ok(model) = FittedAuto::fit_with_events(&y[..o], selection.clone(), events) else {
             continue;
         };
         if model

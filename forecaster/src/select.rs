@@ -476,14 +476,120 @@ pub fn select_with_events(
         origins.push(n.saturating_sub(h_sel).max(1));
     }
     let scales: Vec<f64> = origins.iter().map(|&o| mase_scale(&y[..o], p)).collect();
+    let grid = events.filter(|g| !g.is_empty());
+
+    // As the series is: the base models, then the profile (if it helps) on
+    // top of what they miss.
     let (errors, failures) = validation_errors(y, &specs, &origins, fit_len, p, h_sel, cfg);
     let v = Validation {
         errors,
-        scales,
+        scales: scales.clone(),
         h_sel,
     };
+    let mut chosen = choose_variant(y, &v, &failures, specs.clone(), seas, &origins, grid, cfg);
+    // With a calendar, also with the events removed from what the base models
+    // see, the profile carrying the whole effect; kept only when convincingly
+    // better on the validation origins than the variant above.
+    if let Some(g) = grid {
+        let y_without = g.without_events(y, p);
+        let (errors, failures) =
+            validation_errors(&y_without, &specs, &origins, fit_len, p, h_sel, cfg);
+        let v_without = Validation {
+            errors,
+            scales: scales.clone(),
+            h_sel,
+        };
+        let (specs_w, scores_w, bands_w) =
+            bands_for(&v_without, &failures, specs.clone(), seas, cfg);
+        // The same forecasts' errors against the actual series.
+        let v_actual = Validation {
+            errors: v_without
+                .errors
+                .iter()
+                .map(|c| {
+                    c.as_ref().map(|per_origin| {
+                        per_origin
+                            .iter()
+                            .zip(&origins)
+                            .map(|(row, &o)| {
+                                row.iter()
+                                    .enumerate()
+                                    .map(|(s, e)| e + y[o + s] - y_without[o + s])
+                                    .collect()
+                            })
+                            .collect()
+                    })
+                })
+                .collect(),
+            scales: scales.clone(),
+            h_sel,
+        };
+        let mut bands_w = bands_w;
+        if let Some((mut model, adjusted)) =
+            choose_events(y, &v_actual, &origins, &mut bands_w, g, true)
+        {
+            model.base_without_events = true;
+            let candidate = Chosen {
+                specs: specs_w,
+                scores: scores_w,
+                bands: bands_w,
+                errors: adjusted,
+                events: Some(model),
+            };
+            let score = |c: &Chosen| {
+                let val = Validation {
+                    errors: c.errors.clone(),
+                    scales: scales.clone(),
+                    h_sel,
+                };
+                final_per_origin(y, &val, &origins, &c.bands)
+            };
+            if Evidence::of(&score(&candidate), &score(&chosen)).convincing() {
+                chosen = candidate;
+            }
+        }
+    }
+    let calibration = Validation {
+        errors: chosen.errors,
+        scales,
+        h_sel,
+    }
+    .calibrate(y, &chosen.bands, p);
 
-    let edges = band_edges(h_sel);
+    Ok(Selection {
+        seasonality: seas.clone(),
+        specs: chosen.specs,
+        scores: chosen.scores,
+        bands: chosen.bands,
+        calibration,
+        validation_origins: origins,
+        validation_horizon: h_sel,
+        nonnegative: y.iter().all(|&v| v >= 0.0),
+        max_train: cfg.max_train,
+        events: chosen.events,
+    })
+}
+
+/// One way to forecast a series: candidates, their scores, the bands, the
+/// validation errors of the combination (with the profile applied where a
+/// band took it) and the profile.
+struct Chosen {
+    specs: Vec<ModelSpec>,
+    scores: Vec<CandidateScore>,
+    bands: Vec<Band>,
+    errors: PerCandidateErrors,
+    events: Option<EventModel>,
+}
+
+/// Scores, baselines and bands from the validation errors of `specs`.
+fn bands_for(
+    v: &Validation,
+    failures: &[Option<String>],
+    specs: Vec<ModelSpec>,
+    seas: &Seasonality,
+    cfg: &SelectConfig,
+) -> (Vec<ModelSpec>, Vec<CandidateScore>, Vec<Band>) {
+    let edges = band_edges(v.h_sel);
     let ok: Vec<usize> = (0..specs.len())
         .filter(|&c| v.errors[c].is_some())
         .collect();
@@ -505,11 +611,10 @@ pub fn select_with_events(
             base.as_ref().and_then(|m| v.per_origin(m, a, b))
         })
         .collect();
-    let scores = candidate_scores(&specs, &band_origin_scores, &base_scores, &failures);
-
+    let scores = candidate_scores(&specs, &band_origin_scores, &base_scores, failures);
     let mut specs = specs;
-    let mut bands = choose_bands(
-        &v,
+    let bands = choose_bands(
+        v,
         &edges,
         &ok,
         &scores,
@@ -518,33 +623,56 @@ pub fn select_with_events(
         &mut specs,
         cfg,
     );
-    let chosen_events = events
-        .filter(|g| !g.is_empty())
-        .and_then(|g| choose_events(y, &v, &origins, &mut bands, g));
-    let (calibration, event_model) = match chosen_events {
-        Some((model, adjusted)) => {
-            let adjusted = Validation {
-                errors: adjusted,
-                scales: v.scales.clone(),
-                h_sel,
-            };
-            (adjusted.calibrate(y, &bands, p), Some(model))
-        }
-        None => (v.calibrate(y, &bands, p), None),
-    };
+    (specs, scores, bands)
+}
 
-    Ok(Selection {
-        seasonality: seas.clone(),
+/// The bands chosen on `v`, and the event profile on top where it helps.
+#[allow(clippy::too_many_arguments)]
+fn choose_variant(
+    y: &[f64],
+    v: &Validation,
+    failures: &[Option<String>],
+    specs: Vec<ModelSpec>,
+    seas: &Seasonality,
+    origins: &[usize],
+    grid: Option<&EventGrid>,
+    cfg: &SelectConfig,
+) -> Chosen {
+    let (specs, scores, mut bands) = bands_for(v, failures, specs, seas, cfg);
+    let (errors, events) =
+        match grid.and_then(|g| choose_events(y, v, origins, &mut bands, g, false)) {
+            Some((model, adjusted)) => (adjusted, Some(model)),
+            None => (v.errors.clone(), None),
+        };
+    Chosen {
         specs,
         scores,
         bands,
-        calibration,
-        validation_origins: origins,
-        validation_horizon: h_sel,
-        nonnegative: y.iter().all(|&v| v >= 0.0),
-        max_train: cfg.max_train,
-        events: event_model,
-    })
+        errors,
+        events,
+    }
+}
+
+/// Per validation origin, the mean scaled absolute error of the bands'
+/// combined forecast over every validated step (`v.errors` against `y`).
+fn final_per_origin(y: &[f64], v: &Validation, origins: &[usize], bands: &[Band]) -> Vec<f64> {
+    combined_forecasts(y, v, origins, bands)
+        .iter()
+        .zip(origins)
+        .zip(&v.scales)
+        .map(|((row, &o), &scale)| {
+            let (sum, n) = row
+                .iter()
+                .enumerate()
+                .filter_map(|(s, f)| f.map(|f| (y[o + s] - f).abs()))
+                .fold((0.0, 0usize), |(t, n), e| (t + e, n + 1));
+            if n == 0 {
+                f64::INFINITY
+            } else {
+                sum / n as f64 / scale
+            }
+        })
+        .collect()
 }
 
 /// The model (or ensemble) of every horizon band, most accurate first; the
@@ -633,13 +761,17 @@ fn combined_forecasts(
 /// other origins' deviations; a band takes it when it is a convincing
 /// challenger to the band without it. Returns the profile learnt from every
 /// origin and the validation errors with the profile applied (for the
-/// interval calibration), or `None` when no band took it.
+/// interval calibration), or `None` when no band took it. With
+/// `everywhere` (base models fitted on the series without its events, which
+/// forecast no event at all) every band takes it and the mode with the lower
+/// error is kept.
 fn choose_events(
     y: &[f64],
     v: &Validation,
     origins: &[usize],
     bands: &mut [Band],
     grid: &EventGrid,
+    everywhere: bool,
 ) -> Option<(EventModel, PerCandidateErrors)> {
     let base = combined_forecasts(y, v, origins, bands);
     let samples = event_samples(y, v, origins, &base, grid);
@@ -699,13 +831,17 @@ fn choose_events(
         })
         .collect();
     let wins = |t: &Trial| t.evidence.iter().filter(|e| e.convincing()).count();
-    let best = trials
-        .iter()
-        .filter(|t| wins(t) > 0)
-        .min_by(|a, b| wins(b).cmp(&wins(a)).then(a.score.total_cmp(&b.score)))?;
+    let best = if everywhere {
+        trials.iter().min_by(|a, b| a.score.total_cmp(&b.score))?
+    } else {
+        trials
+            .iter()
+            .filter(|t| wins(t) > 0)
+            .min_by(|a, b| wins(b).cmp(&wins(a)).then(a.score.total_cmp(&b.score)))?
+    };
     let round = |x: f64| (x * 1e4).round() / 1e4;
     for (band, ev) in bands.iter_mut().zip(&best.evidence) {
-        band.events = ev.convincing();
+        band.events = everywhere || ev.convincing();
         band.events_ratio = Some(round(ev.ratio)).filter(|r| r.is_finite());
     }
     // Validation errors with the profile applied where a band took it.
@@ -1246,7 +1382,36 @@ impl FittedAuto {
         events: Option<&EventGrid>,
     ) -> Result<FittedAuto, SelectError> {
         let selection = select_with_events(y, seas, horizon, cfg, events)?;
-        FittedAuto::fit(y, selection)
+        FittedAuto::fit_with_events(y, selection, events)
+    }
+
+    /// [`FittedAuto::fit`] with the calendar placed on `y`'s grid (step 0 =
+    /// `y[0]`): a selection whose profile has
+    /// [`EventModel::base_without_events`] fits its models on `y` with the
+    /// events removed ([`EventGrid::without_events`]), as it was validated.
+    /// Without `events` such a selection is fitted on `y` as it is (the
+    /// surges then stay in the base models and the profile adds to them).
+    pub fn fit_with_events(
+        y: &[f64],
+        selection: Selection,
+        events: Option<&EventGrid>,
+    ) -> Result<FittedAuto, SelectError> {
+        let without = selection
+            .events
+            .as_ref()
+            .is_some_and(|m| m.base_without_events);
+        match events {
+            Some(grid) if without => {
+                check_finite(y)?;
+                let window = selection.seasonality.season();
+                let mut m = FittedAuto::fit(&grid.without_events(y, window), selection)?;
+                // The profile's scale is that of the series it was learnt on.
+                m.event_scale = mase_scale(y, window);
+                m.selection.nonnegative = m.selection.nonnegative && y.iter().all(|&v| v >= 0.0);
+                Ok(m)
+            }
+            _ => FittedAuto::fit(y, selection),
+        }
     }
 
     /// The selection this model was built from.

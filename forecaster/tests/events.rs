@@ -308,6 +308,127 @@ fn events_without_effect_are_not_used() {
     assert_eq!(plain.describe(), sel.describe());
 }
 
+#[test]
+fn without_events_replaces_what_events_cover_causally() {
+    let t0 = parse_timestamp(T0).unwrap();
+    let ev = |name: &str, from: i64, to: i64| Event {
+        name: name.into(),
+        start_ms: t0 + from * HOUR,
+        end_ms: t0 + to * HOUR,
+        category: "x".into(),
+    };
+    // Ramp 1 h, aftermath 1 h: the first covers steps 2..=5, the second
+    // (overlapping at the start of the grid) steps 0..=1.
+    let cal = Calendar {
+        events: vec![ev("a", 3, 5), ev("b", 0, 1)],
+    };
+    let cfg = EventConfig {
+        pre_ms: HOUR,
+        post_ms: HOUR,
+    };
+    let grid = EventGrid::new(&cal, t0, HOUR, cfg);
+    let y: Vec<f64> = (0..9).map(|i| 10.0 * i as f64).collect();
+    let w = grid.without_events(&y, 0);
+    // Steps 0..=5 are covered from step 0 on: nothing before them to hold,
+    // they keep their values.
+    assert_eq!(w, y);
+    let cal = Calendar {
+        events: vec![ev("a", 3, 5)],
+    };
+    let grid = EventGrid::new(&cal, t0, HOUR, cfg);
+    // Without a season (and with one longer than what precedes the event):
+    // the last value before it, held.
+    let w = grid.without_events(&y, 0);
+    assert_eq!(w, vec![0.0, 10.0, 10.0, 10.0, 10.0, 10.0, 60.0, 70.0, 80.0]);
+    assert_eq!(grid.without_events(&y, 4), w);
+    for k in 0..y.len() {
+        assert_eq!(
+            grid.without_events(&y[..k], 0),
+            w[..k].to_vec(),
+            "prefix {k}"
+        );
+    }
+    // With a season of 3 steps (a sawtooth 1, 2, 4) and a surge on steps
+    // 7..=10: the same phase one season before the run, at the level of the
+    // last step before it (step 6 = 1.0, one season earlier also 1.0).
+    let cal = Calendar {
+        events: vec![ev("a", 8, 10)],
+    };
+    let grid = EventGrid::new(&cal, t0, HOUR, cfg);
+    let saw = [1.0, 2.0, 4.0];
+    let y: Vec<f64> = (0..14)
+        .map(|i| saw[i % 3] * if (7..=10).contains(&i) { 5.0 } else { 1.0 })
+        .collect();
+    let w = grid.without_events(&y, 3);
+    let expect: Vec<f64> = (0..14).map(|i| saw[i % 3]).collect();
+    assert_eq!(w, expect);
+    for k in 0..y.len() {
+        assert_eq!(
+            grid.without_events(&y[..k], 3),
+            w[..k].to_vec(),
+            "prefix {k}"
+        );
+    }
+}
+
+/// Matches at 19:00 UTC on four days of five (the fifth is a rest day): a
+/// daily model fitted on the series as it is learns the evening surge as
+/// season and forecasts it on the rest day too. The selection then fits the
+/// base models on the series with the events removed, the profile carrying
+/// the surge, and the rest day's evening is forecast without it.
+#[test]
+fn an_event_at_the_same_hour_most_days_is_not_learnt_as_season() {
+    let t0 = parse_timestamp(T0).unwrap();
+    let rest = |d: usize| d % 5 == 4;
+    let events = (0..DAYS + 2)
+        .filter(|&d| !rest(d))
+        .map(|d| Event {
+            name: format!("match {d}"),
+            start_ms: t0 + (d as i64 * 24 + 19) * HOUR,
+            end_ms: t0 + (d as i64 * 24 + 21) * HOUR,
+            category: "match".into(),
+        })
+        .collect();
+    let cal = Calendar { events };
+    let (y, grid) = series(&cal, 4.0);
+    let cfg = SelectConfig::default();
+    let model =
+        FittedAuto::select_and_fit_with_events(&y, &daily(), 48, &cfg, Some(&grid)).unwrap();
+    let ev = model.selection().events.as_ref().expect("a profile");
+    assert!(ev.base_without_events, "{}", model.selection().describe());
+    // The series ends at day 35 00:00 (day 34 was a rest day); day 35 has a
+    // match, day 36 too; with the calendar moved to make day 35 a rest day the
+    // forecast at 19:00 is the plain evening.
+    let base_19 = 100.0 + 40.0 * (std::f64::consts::TAU * 19.0 / 24.0).sin();
+    let mut f = Forecast::default();
+    model
+        .predict_with_events(48, None, &mut f, Some((&grid, y.len())))
+        .unwrap();
+    let at_19 = f.point[19];
+    assert!(
+        (0.6 * 4.0 * base_19..=1.4 * 4.0 * base_19).contains(&at_19),
+        "match evening: {at_19} vs {}",
+        4.0 * base_19
+    );
+    let no_match_tomorrow = Calendar {
+        events: cal
+            .events
+            .iter()
+            .filter(|e| e.start_ms < t0 + (DAYS as i64 * 24) * HOUR)
+            .cloned()
+            .collect(),
+    };
+    let grid_rest = EventGrid::new(&no_match_tomorrow, t0, HOUR, EventConfig::default());
+    model
+        .predict_with_events(48, None, &mut f, Some((&grid_rest, y.len())))
+        .unwrap();
+    assert!(
+        (0.7 * base_19..=1.3 * base_19).contains(&f.point[19]),
+        "rest-day evening: {} vs {base_19}",
+        f.point[19]
+    );
+}
+
 fn window(y: &[f64]) -> TrainingWindow {
     TrainingWindow {
         series: "synthetic".into(),
@@ -334,7 +455,7 @@ fn artifacts_store_the_profile_and_old_ones_still_load() {
     assert_eq!(back.selection.events, model.selection().events);
     assert_eq!(back.selection.bands, model.selection().bands);
     // The loaded model forecasts exactly as the trained one, events included.
-    let refit = FittedAuto::fit(&y, back.selection).unwrap();
+    let refit = FittedAuto::fit_with_events(&y, back.selection, Some(&grid)).unwrap();
     let (mut a, mut b) = (Forecast::default(), Forecast::default());
     model
         .predict_with_events(48, Some(0.9), &mut a, Some((&grid, y.len())))

@@ -244,8 +244,9 @@ pub fn run_forecast(args: &ForecastArgs) -> CliResult {
                 );
             }
             let events = load_events(args.events.as_deref(), &p.series, cfg)?;
-            let model = FittedAuto::fit(y, artifact.selection)
-                .map_err(|e| select_failure(&args.source, e))?;
+            let model =
+                FittedAuto::fit_with_events(y, artifact.selection, events.as_ref().map(|(_, g)| g))
+                    .map_err(|e| select_failure(&args.source, e))?;
             (model, events)
         }
         None => {
