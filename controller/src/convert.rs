@@ -146,6 +146,11 @@ pub fn decision_to_wire(d: &Decision) -> pb::Decision {
             algorithm: algorithm_to_wire(d.algorithm.algorithm) as i32,
             rule: d.algorithm.rule.clone(),
         }),
+        outlier_detection: d.outlier_detection.map(|o| pb::OutlierDetection {
+            consecutive_5xx: o.consecutive_5xx,
+            base_ejection_time_seconds: o.base_ejection_time,
+            max_ejection_percent: o.max_ejection_percent,
+        }),
         explanation: Some(pb::Explanation {
             inputs: d.explanation.inputs.clone(),
             forecast: d.explanation.forecast.clone().unwrap_or_default(),

@@ -1481,6 +1481,7 @@ mod tests {
 
     fn snapshot(endpoints: &[(&str, u32)], ejected: &[&str]) -> ClusterSnapshot {
         let decision = aya_policy::Decision {
+            outlier_detection: None,
             at: Default::default(),
             weights: vec![],
             ejected: ejected.iter().map(|s| s.to_string()).collect(),

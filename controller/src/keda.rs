@@ -368,6 +368,7 @@ mod tests {
             cluster: "checkout".into(),
             version,
             decision: Decision {
+                outlier_detection: None,
                 at: 0.0,
                 weights: Vec::new(),
                 ejected: Vec::new(),
@@ -623,6 +624,7 @@ mod forecast_tests {
             cluster: "checkout".into(),
             version: 1,
             decision: Decision {
+                outlier_detection: None,
                 at: 0.0,
                 weights: Vec::new(),
                 ejected: Vec::new(),

@@ -237,6 +237,7 @@ mod tests {
 
     pub(super) fn snap(cluster: &str, version: u64, replicas: u32) -> ClusterSnapshot {
         let mut decision = Decision {
+            outlier_detection: None,
             at: 0.0,
             weights: Vec::new(),
             ejected: Vec::new(),

@@ -314,6 +314,33 @@ impl Rig {
         self.tx.send_replace(state(self.version, alg, backends));
     }
 
+    /// [`Rig::publish`] with the decision carrying `od`.
+    fn publish_with_outlier_detection(
+        &mut self,
+        alg: LbAlgorithm,
+        backends: &[(String, u16, u32)],
+        od: aya_policy::OutlierDetection,
+    ) {
+        self.version += 1;
+        let mut st = (*state(self.version, alg, backends)).clone();
+        for snap in st.clusters.values_mut() {
+            Arc::make_mut(snap).decision.outlier_detection = Some(od);
+        }
+        self.tx.send_replace(Arc::new(st));
+    }
+
+    /// The active dynamic cluster in Envoy's config dump, as JSON.
+    async fn active_cluster(&self) -> Result<serde_json::Value, String> {
+        let dump = admin_get(self.admin, "/config_dump?resource=dynamic_active_clusters").await?;
+        let v: serde_json::Value = serde_json::from_str(&dump).map_err(|e| e.to_string())?;
+        let configs = v["configs"].as_array().ok_or("no configs in dump")?;
+        configs
+            .iter()
+            .map(|c| c["cluster"].clone())
+            .find(|c| c["name"] == CLUSTER)
+            .ok_or_else(|| "cluster not active".to_string())
+    }
+
     fn loopback(&self, weights: &[u32]) -> Vec<(String, u16, u32)> {
         self.ports
             .iter()
@@ -546,6 +573,64 @@ async fn lb_policy_switch_via_cds_applies_without_warming_stall() {
         Some(0)
     );
     assert_eq!(rig.split(50).await.values().sum::<usize>(), 50);
+}
+
+/// The engine's outlier detection reaches Envoy through CDS: the active
+/// cluster carries it (consecutive 5xx, ejection time and budget, success-rate
+/// ejection off), Envoy ACKs it and keeps serving; turning it off removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outlier_detection_via_cds_is_accepted_and_removed() {
+    let Some(bin) = common::envoy_binary() else {
+        return;
+    };
+    let mut rig = Rig::start(&bin, LbAlgorithm::LeastRequest, &[1, 1, 1]).await;
+    let od = aya_policy::OutlierDetection {
+        consecutive_5xx: 5,
+        base_ejection_time: 30.0,
+        max_ejection_percent: 33.0,
+    };
+    rig.publish_with_outlier_detection(LbAlgorithm::LeastRequest, &rig.loopback(&[1, 1, 1]), od);
+    let t0 = Instant::now();
+    let cluster = loop {
+        let c = rig.active_cluster().await.unwrap_or_default();
+        if !c["outlier_detection"].is_null() {
+            break c;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "outlier_detection never became active; nacks {:?}\n{}",
+            rig.stats.last_nack(),
+            rig.envoy.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let o = &cluster["outlier_detection"];
+    assert_eq!(o["consecutive_5xx"], 5, "{o}");
+    assert_eq!(o["max_ejection_percent"], 33, "{o}");
+    assert_eq!(o["enforcing_success_rate"], 0, "{o}");
+    assert_eq!(o["base_ejection_time"], "30s", "{o}");
+    assert_eq!(rig.stats.nacks(), 0, "{:?}", rig.stats.last_nack());
+    assert_eq!(
+        rig.stat(&format!(
+            "cluster.{CLUSTER}.outlier_detection.ejections_active"
+        ))
+        .await,
+        Some(0)
+    );
+    assert_eq!(rig.split(60).await.values().sum::<usize>(), 60);
+    // Off: the next cluster has none.
+    rig.publish_with_outlier_detection(
+        LbAlgorithm::LeastRequest,
+        &rig.loopback(&[1, 1, 1]),
+        aya_policy::OutlierDetection::OFF,
+    );
+    let t1 = Instant::now();
+    while !rig.active_cluster().await.unwrap_or_default()["outlier_detection"].is_null() {
+        assert!(t1.elapsed() < Duration::from_secs(10), "never removed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(rig.split(30).await.values().sum::<usize>(), 30);
+    assert_eq!(rig.stats.nacks(), 0);
 }
 
 /// An endpoint host that is not an IP address is rejected by Envoy: Aya

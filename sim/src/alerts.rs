@@ -209,6 +209,7 @@ mod tests {
             demand_rps: 0.0,
             replicas: ReplicaState::new(1, 0),
             decision: Decision {
+                outlier_detection: None,
                 at: now,
                 weights: Vec::new(),
                 ejected: Vec::new(),

@@ -214,6 +214,7 @@ impl Policy for Fixed {
     }
     fn decide(&mut self, input: &TickInput<'_>) -> Decision {
         Decision {
+            outlier_detection: None,
             at: input.now,
             weights: self
                 .weights

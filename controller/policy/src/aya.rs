@@ -41,6 +41,9 @@
 //!    only when `score_algorithms` is on and the driver's scorer
 //!    ([`crate::scoring`]) predicts it better. A switch back from an urgent
 //!    choice waits `algorithm_switch_ticks` ticks in a row.
+//! 8. **Data-plane outlier detection** ([`outlier`]): Envoy's consecutive-5xx
+//!    ejection is published on while the pool can lose the hosts it may
+//!    eject (`outlier_detection_5xx`, `outlier_detection_utilization`).
 //!
 //! The engine is deterministic: it uses no randomness and iterates per-backend
 //! state in name order.
@@ -48,6 +51,7 @@
 mod algorithm;
 mod ejection;
 mod freshness;
+mod outlier;
 mod scaling;
 mod weights;
 
@@ -111,6 +115,9 @@ pub struct AyaPolicy {
     /// Consecutive observation windows each backend has been a latency
     /// outlier in, with the newest window counted.
     latency_streaks: BTreeMap<String, (Time, u32)>,
+    /// The data plane's outlier detection last published, and when it changed.
+    od_published: crate::types::OutlierDetection,
+    od_changed_at: Option<Time>,
 }
 
 impl AyaPolicy {
@@ -138,6 +145,8 @@ impl AyaPolicy {
             newest_seen: None,
             last_trouble: BTreeMap::new(),
             latency_streaks: BTreeMap::new(),
+            od_published: crate::types::OutlierDetection::OFF,
+            od_changed_at: None,
         }
     }
 
@@ -343,12 +352,15 @@ impl Policy for AyaPolicy {
             outliers_left,
             &mut ex,
         );
+        let outlier_detection =
+            self.outlier_detection(&input, &active, load.max(input.demand_rps), stale, &mut ex);
         Decision {
             at: input.now,
             weights,
             ejected,
             scaling,
             algorithm,
+            outlier_detection,
             explanation: ex,
         }
     }

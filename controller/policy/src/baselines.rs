@@ -150,6 +150,7 @@ impl Policy for StaticPolicy {
             .unwrap_or(r.current)
             .clamp(r.min, r.max.max(r.min));
         Decision {
+            outlier_detection: None,
             at: input.now,
             weights,
             ejected: Vec::new(),
@@ -308,6 +309,7 @@ impl Policy for A58Policy {
                 .collect()
         };
         Decision {
+            outlier_detection: None,
             at: now,
             weights,
             ejected: Vec::new(),
@@ -490,6 +492,7 @@ impl Policy for HpaPolicy {
         };
         let serving = serving(input);
         Decision {
+            outlier_detection: None,
             at: input.now,
             weights: equal_weights(serving.iter().map(|b| b.backend.as_str())),
             ejected: Vec::new(),

@@ -92,6 +92,19 @@ pub struct AyaConfig {
     /// Base ejection time in seconds, multiplied by the number of times the
     /// backend was ejected (Envoy's `base_ejection_time`, default 30 s).
     pub base_ejection_time: f64,
+    /// Consecutive errors at which the data plane itself ejects a host
+    /// (Envoy's `outlier_detection.consecutive_5xx`, published by Aya's CDS;
+    /// 0: Aya never turns it on). Passive detection in the data plane sees a
+    /// failing host at its first few requests, long before telemetry does;
+    /// Aya turns it on only while the pool can lose the hosts it may eject
+    /// ([`AyaConfig::outlier_detection_utilization`]).
+    pub outlier_detection_5xx: u32,
+    /// Data-plane outlier detection stays on only while the healthy hosts
+    /// left after ejecting the `k` largest (at least one: Envoy always may
+    /// eject one) would run at no more than this utilisation at the demand
+    /// (the larger of forecast and observed); `max_ejection_percent` is set
+    /// to that `k`. Off when not even the largest host can be lost.
+    pub outlier_detection_utilization: f64,
     /// Largest share of the traffic a backend's weight may plan for, as a
     /// multiple of its share of the pool's capacity (0 disables): the
     /// blast-radius bound on concentrating traffic on the fastest hosts.
@@ -221,6 +234,8 @@ impl Default for AyaConfig {
             base_ejection_time: 30.0,
             suspicion_window: 60.0,
             max_capacity_share: 1.25,
+            outlier_detection_5xx: 5,
+            outlier_detection_utilization: 0.85,
             stale_intervals: 3.0,
             forecast_error_fallback: 0.35,
             forecast_error_window: 10,
@@ -410,7 +425,18 @@ impl AyaConfig {
             ("base_ejection_time", c.base_ejection_time, POSITIVE),
             ("suspicion_window", c.suspicion_window, NON_NEGATIVE),
             ("max_capacity_share", c.max_capacity_share, NON_NEGATIVE),
-        ])
+            (
+                "outlier_detection_utilization",
+                c.outlier_detection_utilization,
+                UNIT,
+            ),
+        ])?;
+        check(
+            c.outlier_detection_5xx <= 1000,
+            "outlier_detection_5xx",
+            c.outlier_detection_5xx,
+            "must be in [0, 1000]",
+        )
     }
 
     /// Staleness of telemetry and the forecast-error fallback.

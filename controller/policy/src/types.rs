@@ -345,8 +345,39 @@ pub struct Decision {
     pub scaling: ScalingSignal,
     /// Data-plane algorithm.
     pub algorithm: AlgorithmChoice,
+    /// The data plane's own passive outlier detection, when the policy
+    /// manages it (`None`: the data plane keeps whatever it was configured
+    /// with; Aya's engine always says).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<OutlierDetection>,
     /// Why.
     pub explanation: Explanation,
+}
+
+/// Passive outlier detection in the data plane, as Envoy's cluster
+/// `outlier_detection` (consecutive-5xx ejection).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct OutlierDetection {
+    /// Errors in a row that eject a host; 0 = detection off.
+    pub consecutive_5xx: u32,
+    /// The n-th ejection of a host lasts n times this (seconds).
+    pub base_ejection_time: f64,
+    /// At most this share of the hosts is ejected at once (percent).
+    pub max_ejection_percent: f64,
+}
+
+impl OutlierDetection {
+    /// Detection off.
+    pub const OFF: OutlierDetection = OutlierDetection {
+        consecutive_5xx: 0,
+        base_ejection_time: 30.0,
+        max_ejection_percent: 0.0,
+    };
+
+    /// Whether hosts can be ejected.
+    pub fn enabled(&self) -> bool {
+        self.consecutive_5xx > 0
+    }
 }
 
 impl Decision {
@@ -358,6 +389,7 @@ impl Decision {
             || self.ejected != other.ejected
             || self.scaling.desired_replicas != other.scaling.desired_replicas
             || self.algorithm.algorithm != other.algorithm.algorithm
+            || self.outlier_detection != other.outlier_detection
     }
 }
 

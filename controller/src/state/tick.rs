@@ -267,6 +267,7 @@ fn replica_state(cfg: &ClusterConfig, obs: &[BackendObservation]) -> ReplicaStat
 /// minimum replicas.
 fn no_backends(cfg: &ClusterConfig, now: f64) -> Decision {
     Decision {
+        outlier_detection: None,
         at: now,
         weights: Vec::new(),
         ejected: Vec::new(),

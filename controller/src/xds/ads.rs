@@ -411,6 +411,7 @@ mod tests {
             cluster: "web".into(),
             version,
             decision: Decision {
+                outlier_detection: None,
                 at: 0.0,
                 weights: Vec::new(),
                 ejected: Vec::new(),

@@ -1,8 +1,9 @@
 //! Rendering published snapshots as Envoy xDS resources.
 //!
 //! One Aya cluster becomes, per resource type:
-//! - **CDS** `Cluster{name, type: EDS, eds_config: ads, lb_policy}`: the
-//!   algorithm selection travels here;
+//! - **CDS** `Cluster{name, type: EDS, eds_config: ads, lb_policy,
+//!   outlier_detection}`: the algorithm selection travels here, and the
+//!   data plane's consecutive-5xx ejection when the engine turns it on;
 //! - **EDS** `ClusterLoadAssignment{cluster_name, endpoints}`: the weights
 //!   travel here;
 //! - **LDS** `Listener{name: <cluster>, api_listener: HttpConnectionManager{rds}}`
@@ -46,7 +47,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use aya_policy::LbAlgorithm;
-use envoy_types::pb::envoy::config::cluster::v3::{Cluster, TrackClusterStats};
+use envoy_types::pb::envoy::config::cluster::v3::{
+    Cluster, OutlierDetection as EnvoyOutlierDetection, TrackClusterStats,
+};
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{
     ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbConfig, LbPolicy,
     LeastRequestLbConfig,
@@ -167,6 +170,32 @@ pub fn cluster(snapshot: &ClusterSnapshot) -> Cluster {
             per_endpoint_stats: true,
             ..Default::default()
         }),
+        outlier_detection: snapshot
+            .decision
+            .outlier_detection
+            .filter(|o| o.enabled())
+            .map(|o| outlier_detection(&o)),
+        ..Default::default()
+    }
+}
+
+/// Envoy's `outlier_detection` for the engine's choice: consecutive-5xx
+/// ejection only (Envoy enforces success-rate ejection by default too; it is
+/// turned off, so that ejections are exactly the ones the engine bounded).
+pub fn outlier_detection(o: &aya_policy::OutlierDetection) -> EnvoyOutlierDetection {
+    let u32v = |value: u32| Some(UInt32Value { value });
+    let secs = o.base_ejection_time.max(0.001);
+    EnvoyOutlierDetection {
+        consecutive_5xx: u32v(o.consecutive_5xx),
+        enforcing_consecutive_5xx: u32v(100),
+        enforcing_success_rate: u32v(0),
+        enforcing_consecutive_gateway_failure: u32v(0),
+        enforcing_failure_percentage: u32v(0),
+        base_ejection_time: Some(Duration {
+            seconds: secs.trunc() as i64,
+            nanos: (secs.fract() * 1e9) as i32,
+        }),
+        max_ejection_percent: u32v(o.max_ejection_percent.clamp(0.0, 100.0).floor() as u32),
         ..Default::default()
     }
 }
@@ -304,6 +333,7 @@ mod tests {
             cluster: "web".into(),
             version: 1,
             decision: Decision {
+                outlier_detection: None,
                 at: 0.0,
                 weights: Vec::new(),
                 ejected: Vec::new(),
@@ -379,6 +409,30 @@ mod tests {
             .filter_map(|l| l.locality.as_ref().map(|l| l.sub_zone.as_str()))
             .collect();
         assert_eq!(subzones, vec!["b0", "b1", "b2"]);
+    }
+
+    #[test]
+    fn outlier_detection_travels_in_cds_only_when_on() {
+        let mut s = snapshot(LbAlgorithm::LeastRequest, &[1, 2, 3]);
+        assert!(cluster(&s).outlier_detection.is_none(), "not managed");
+        s.decision.outlier_detection = Some(aya_policy::OutlierDetection::OFF);
+        assert!(cluster(&s).outlier_detection.is_none(), "managed, off");
+        s.decision.outlier_detection = Some(aya_policy::OutlierDetection {
+            consecutive_5xx: 5,
+            base_ejection_time: 30.0,
+            max_ejection_percent: 66.0,
+        });
+        let od = cluster(&s).outlier_detection.expect("on");
+        let v = |x: Option<UInt32Value>| x.map(|v| v.value);
+        assert_eq!(v(od.consecutive_5xx), Some(5));
+        assert_eq!(v(od.enforcing_consecutive_5xx), Some(100));
+        assert_eq!(v(od.max_ejection_percent), Some(66));
+        assert_eq!(
+            v(od.enforcing_success_rate),
+            Some(0),
+            "Envoy's default success-rate ejection is not the engine's"
+        );
+        assert_eq!(od.base_ejection_time.map(|d| d.seconds), Some(30));
     }
 
     #[test]

@@ -96,6 +96,7 @@ pub async fn admin_text(admin: u16, path: &str) -> Result<String, String> {
 /// A decision with no weights of its own on algorithm `alg` (the endpoints carry the weights).
 pub fn decision(alg: LbAlgorithm) -> Decision {
     Decision {
+        outlier_detection: None,
         at: 0.0,
         weights: Vec::new(),
         ejected: Vec::new(),

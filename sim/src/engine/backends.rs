@@ -65,6 +65,8 @@ pub(super) struct Backend {
     pub(super) od_consecutive: u32,
     /// Outlier ejections so far (the n-th lasts n base ejection times).
     pub(super) od_times: u32,
+    /// When the current outlier ejection ends.
+    pub(super) od_until: f64,
     /// Named in an earlier decision's weights but left out of the latest
     /// one: like an endpoint dropped from Envoy's EDS assignment, it gets no
     /// traffic (until a decision lists it again).
@@ -113,6 +115,7 @@ impl Backend {
             od_ejected: false,
             od_consecutive: 0,
             od_times: 0,
+            od_until: 0.0,
             unlisted: false,
             listed: false,
             epoch: 0,

@@ -87,6 +87,12 @@ impl Sim<'_> {
             self.m.algorithm_switches += 1;
             changed = true;
         }
+        if let Some(od) = d.outlier_detection
+            && !self.central
+            && self.set_outlier_detection(od)
+        {
+            changed = true;
+        }
         let mut named = vec![false; self.bs.len()];
         for w in &d.weights {
             if let Some(&i) = self.names.get(&w.backend) {
@@ -190,6 +196,7 @@ mod tests {
 
     fn decision(weights: &[(&str, u32)], ejected: &[&str], replicas: u32) -> Decision {
         Decision {
+            outlier_detection: None,
             at: 0.0,
             weights: weights
                 .iter()

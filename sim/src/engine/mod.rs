@@ -20,7 +20,8 @@ mod telemetry;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 
 use aya_policy::{
-    BackendObservation, ControlLoop, Decision, DemandForecaster, LbAlgorithm, Policy,
+    BackendObservation, ControlLoop, Decision, DemandForecaster, LbAlgorithm, OutlierDetection,
+    Policy,
 };
 use hdrhistogram::Histogram;
 use rand::rngs::SmallRng;
@@ -80,6 +81,8 @@ pub struct Sim<'a> {
     weight: Vec<f64>,
     hashes: Vec<u64>,
     lb: Balancer,
+    /// The data plane's outlier detection in force.
+    od: OutlierDetection,
     central: bool,
     central_q: VecDeque<Job>,
     routable: Vec<u32>,
@@ -164,6 +167,11 @@ impl<'a> Sim<'a> {
             weight: Vec::new(),
             hashes: Vec::new(),
             lb: Balancer::new(algo, model.lb),
+            od: OutlierDetection {
+                consecutive_5xx: model.lb.outlier_consecutive_5xx,
+                base_ejection_time: model.lb.outlier_base_ejection_time,
+                max_ejection_percent: model.lb.outlier_max_ejection_percent,
+            },
             central,
             central_q: VecDeque::new(),
             routable: Vec::new(),
@@ -366,7 +374,9 @@ impl<'a> Sim<'a> {
             }
             Ev::OutlierReturn { b } => {
                 let be = &mut self.bs[b as usize];
-                if be.od_ejected {
+                // Not the return of an ejection ended early (detection
+                // turned off) and made again since.
+                if be.od_ejected && self.now >= be.od_until {
                     be.od_ejected = false;
                     be.od_consecutive = 0;
                     self.rebuild_routing();

@@ -6,6 +6,7 @@ use super::queue::Ev;
 use super::scoring::Outcome;
 use crate::model::Discipline;
 use crate::workload::Arrival;
+use aya_policy::OutlierDetection;
 
 impl Sim<'_> {
     pub(super) fn rebuild_routing(&mut self) {
@@ -35,34 +36,57 @@ impl Sim<'_> {
         self.routable = hosts;
     }
 
-    /// Envoy's `consecutive_5xx` outlier detection: an error from host `h`;
-    /// at `outlier_consecutive_5xx` in a row the host is ejected for its
-    /// n-th `base_ejection_time` (within `max_ejection_percent`, at least one
-    /// host), and routing is rebuilt.
+    /// Envoy's `consecutive_5xx` outlier detection (the scenario's
+    /// `[data_plane]` settings, or what the policy's decisions publish): an
+    /// error from host `h`; at `consecutive_5xx` in a row the host is ejected
+    /// for its n-th `base_ejection_time`, as Envoy decides it: at once when
+    /// no host is ejected, otherwise while `ejected × 100 / hosts` is below
+    /// `max_ejection_percent`; routing is rebuilt.
     pub(super) fn outlier_error(&mut self, h: u32) {
-        let p = self.model.lb;
+        let p = self.od;
         let hu = h as usize;
-        if p.outlier_consecutive_5xx == 0 || self.bs[hu].od_ejected {
+        if !p.enabled() || self.bs[hu].od_ejected {
             return;
         }
         self.bs[hu].od_consecutive += 1;
-        if self.bs[hu].od_consecutive < p.outlier_consecutive_5xx {
+        if self.bs[hu].od_consecutive < p.consecutive_5xx {
             return;
         }
         let hosts = self.bs.iter().filter(|b| b.life == Life::Ready).count();
         let ejected = self.bs.iter().filter(|b| b.od_ejected).count();
-        let allowed =
-            ((hosts as f64 * p.outlier_max_ejection_percent / 100.0).floor() as usize).max(1);
-        if ejected >= allowed {
+        if ejected > 0 && ejected as f64 * 100.0 / hosts.max(1) as f64 >= p.max_ejection_percent {
             return;
         }
         let be = &mut self.bs[hu];
         be.od_ejected = true;
         be.od_consecutive = 0;
         be.od_times += 1;
-        let back = self.now + p.outlier_base_ejection_time * be.od_times as f64;
+        let back = self.now + p.base_ejection_time * be.od_times as f64;
+        be.od_until = back;
         self.schedule(back, Ev::OutlierReturn { b: h });
         self.rebuild_routing();
+    }
+
+    /// Outlier detection as a decision publishes it: a changed setting
+    /// applies from now on; turning it off returns every ejected host (Envoy
+    /// rebuilds the cluster, and its outlier state with it).
+    pub(super) fn set_outlier_detection(&mut self, od: OutlierDetection) -> bool {
+        if od == self.od {
+            return false;
+        }
+        self.od = od;
+        if !od.enabled() {
+            let mut any = false;
+            for be in &mut self.bs {
+                any |= be.od_ejected;
+                be.od_ejected = false;
+                be.od_consecutive = 0;
+            }
+            if any {
+                self.rebuild_routing();
+            }
+        }
+        true
     }
 
     pub(super) fn arrive(&mut self, a: Arrival) {
@@ -182,6 +206,7 @@ mod tests {
     use crate::engine::queue::Ev;
     use crate::engine::test_support::model;
     use crate::workload::Arrival;
+    use aya_policy::OutlierDetection;
 
     #[test]
     fn ejected_backends_leave_the_routable_set_until_all_are_ejected() {
@@ -263,6 +288,44 @@ mod tests {
         for _ in 0..100 {
             s.outlier_error(0);
         }
+        assert!(!s.bs[0].od_ejected);
+    }
+
+    #[test]
+    fn published_outlier_detection_applies_and_turning_it_off_returns_hosts() {
+        // The scenario has none; a decision turns it on for two of four hosts.
+        let m = model(4, 0.5, 10);
+        let mut s = Sim::new(&m, 1, None).unwrap();
+        s.outlier_error(0);
+        assert!(!s.bs[0].od_ejected, "off in the scenario");
+        let on = OutlierDetection {
+            consecutive_5xx: 1,
+            base_ejection_time: 10.0,
+            max_ejection_percent: 50.0,
+        };
+        assert!(s.set_outlier_detection(on));
+        assert!(!s.set_outlier_detection(on), "unchanged");
+        for h in 0..3 {
+            s.outlier_error(h);
+        }
+        // Envoy's budget: eject while ejected × 100 / hosts < 50.
+        let ejected: Vec<bool> = s.bs.iter().map(|b| b.od_ejected).collect();
+        assert_eq!(ejected, vec![true, true, false, false]);
+        assert_eq!(s.routable, vec![2, 3]);
+        // Off: every ejected host is back at once.
+        assert!(s.set_outlier_detection(OutlierDetection::OFF));
+        assert!(s.bs.iter().all(|b| !b.od_ejected));
+        assert_eq!(s.routable, vec![0, 1, 2, 3]);
+        // On again: host 0 is ejected anew (its second ejection, 20 s); the
+        // first ejection's return at 10 s does not end it.
+        assert!(s.set_outlier_detection(on));
+        s.now = 5.0;
+        s.outlier_error(0);
+        s.now = 10.0;
+        s.handle(Ev::OutlierReturn { b: 0 });
+        assert!(s.bs[0].od_ejected, "a stale return is ignored");
+        s.now = 25.0;
+        s.handle(Ev::OutlierReturn { b: 0 });
         assert!(!s.bs[0].od_ejected);
     }
 
