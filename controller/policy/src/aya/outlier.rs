@@ -87,11 +87,7 @@ impl AyaPolicy {
         let current = self.od_published;
         // Hosts Envoy may eject under the published setting: while
         // `ejected × 100 / n < max_ejection_percent`, and always one.
-        let allowed = if current.enabled() {
-            ((current.max_ejection_percent * n as f64 / 100.0).ceil() as usize).max(1)
-        } else {
-            0
-        };
+        let allowed = ejectable(&current, n);
         let setting = |k: usize| {
             if k == 0 {
                 OutlierDetection {
@@ -124,7 +120,7 @@ impl AyaPolicy {
             self.od_changed_at = Some(input.now);
         }
         if next.enabled() {
-            let k = ((next.max_ejection_percent * n as f64 / 100.0).ceil() as usize).max(1);
+            let k = ejectable(&next, n);
             ex.rules.push(format!(
                 "data-plane outlier detection: consecutive_5xx {} on, up to {k} of {n} hosts ({:.0} %)",
                 next.consecutive_5xx, next.max_ejection_percent
@@ -135,6 +131,16 @@ impl AyaPolicy {
             ));
         }
         Some(next)
+    }
+}
+
+/// Hosts of `n` that Envoy ejects at most under `od`: while `ejected × 100 / n`
+/// is below `max_ejection_percent`, and always one (0 when detection is off).
+fn ejectable(od: &OutlierDetection, n: usize) -> usize {
+    if od.enabled() {
+        ((od.max_ejection_percent * n as f64 / 100.0).ceil() as usize).max(1)
+    } else {
+        0
     }
 }
 
@@ -166,6 +172,10 @@ mod tests {
         d.outlier_detection.expect("the engine manages it")
     }
 
+    fn has_rule(d: &Decision, part: &str) -> bool {
+        d.explanation.rules.iter().any(|r| r.contains(part))
+    }
+
     #[test]
     fn detection_is_on_only_while_the_pool_can_lose_its_largest_host() {
         let mut p = engine();
@@ -184,10 +194,7 @@ mod tests {
             d.explanation.rules
         );
         assert!(
-            d.explanation
-                .rules
-                .iter()
-                .any(|r| r.contains("up to 1 of 2 hosts")),
+            has_rule(&d, "up to 1 of 2 hosts"),
             "{:?}",
             d.explanation.rules
         );
@@ -199,10 +206,7 @@ mod tests {
         let d = ticks(&mut p, &mut t, 300.0, 8);
         assert!(!od(&d).enabled(), "{:?}", d.explanation.rules);
         assert!(
-            d.explanation
-                .rules
-                .iter()
-                .any(|r| r.contains("cannot lose its largest host")),
+            has_rule(&d, "cannot lose its largest host"),
             "{:?}",
             d.explanation.rules
         );
