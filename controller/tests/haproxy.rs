@@ -50,13 +50,10 @@ fn init_logs() {
         .try_init();
 }
 
-/// A free loopback port (bound once, then released for HAProxy to take).
+/// A free loopback port (bound once, then released for HAProxy to take;
+/// never one handed out before in this process).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    common::envoy::free_port()
 }
 
 /// A tiny HTTP server answering every request with its name.

@@ -259,7 +259,7 @@ async fn run_one(
         _ => None,
     };
 
-    let (listen, admin) = (free_port()?, free_port()?);
+    let (listen, admin) = free_port_pair()?;
     let yaml = bootstrap(
         arm,
         listen,
@@ -363,10 +363,12 @@ fn reconvergence(outcomes: &[Outcome], backend: &str, from: f64, bound: f64) -> 
     None
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// Two distinct free loopback ports (both held until both are known: a
+/// port released by the first bind may be the second bind's).
+fn free_port_pair() -> anyhow::Result<(u16, u16)> {
+    let a = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let b = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok((a.local_addr()?.port(), b.local_addr()?.port()))
 }
 
 // ------------------------------------------------------------------ Aya
