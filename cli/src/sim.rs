@@ -89,6 +89,12 @@ pub struct LeagueArgs {
     /// replayed window).
     #[arg(long, value_parser = ["naive", "online", "warm"])]
     pub forecaster: Option<String>,
+    /// Configure Envoy's consecutive-5xx outlier detection (this many errors
+    /// in a row, 30 s, 10 %) on the data plane of every suite balancing
+    /// scenario, so that the baselines run with it too (Aya publishes its
+    /// own); default 0: none, as an Envoy cluster without it.
+    #[arg(long, default_value_t = 0)]
+    pub data_plane_outlier_5xx: u32,
 }
 
 /// Run `aya sim`.
@@ -334,6 +340,7 @@ fn run_suite(args: &LeagueArgs) -> CliResult {
     // `--only` picks league scenarios by name; in a suite, by id substring.
     cfg.only = args.only.first().cloned();
     cfg.aya_params = args.aya_params.clone();
+    cfg.data_plane_outlier_5xx = args.data_plane_outlier_5xx;
     if let Some(f) = args.forecaster.as_deref().and_then(SuiteForecaster::parse) {
         cfg.forecaster = f;
     }

@@ -57,8 +57,14 @@ fn main() -> anyhow::Result<()> {
                     .ok_or_else(|| anyhow::anyhow!("--forecaster must be naive, online or warm"))?
             }
             "--aya-params" => cfg.aya_params = args.next(),
+            "--data-plane-outlier-5xx" => {
+                cfg.data_plane_outlier_5xx = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| anyhow::anyhow!("--data-plane-outlier-5xx needs an integer"))?
+            }
             other => anyhow::bail!(
-                "unknown argument {other:?}; allowed: --out DIR, --split test|tune|all, --seed N, --datasets DIR, --smoke, --kind balancing|autoscaling, --only ID-PART, --aya-params TOML, --forecaster naive|online|warm"
+                "unknown argument {other:?}; allowed: --out DIR, --split test|tune|all, --seed N, --datasets DIR, --smoke, --kind balancing|autoscaling, --only ID-PART, --aya-params TOML, --forecaster naive|online|warm, --data-plane-outlier-5xx N"
             ),
         }
     }

@@ -112,3 +112,32 @@ fn smoke_subset_runs_and_reports() {
     let html = report::html(&res);
     assert!(html.contains("<svg") && html.contains("</html>"));
 }
+
+/// `data_plane_outlier_5xx` puts Envoy's outlier detection on every
+/// balancing scenario's data plane (so the baselines run with it), and
+/// nowhere by default; the scenarios still parse.
+#[test]
+fn data_plane_outlier_detection_is_configured_on_request() {
+    let mut c = cfg();
+    if !c.datasets.join("worldcup98").exists() {
+        eprintln!("skipping: no shared datasets at {}", c.datasets.display());
+        return;
+    }
+    c.kind = Some(Kind::Balancing);
+    let d = tempfile::tempdir().unwrap();
+    let plain = generate(&c, d.path()).unwrap();
+    assert!(
+        plain
+            .iter()
+            .all(|s| !s.toml.contains("outlier_consecutive_5xx"))
+    );
+    c.data_plane_outlier_5xx = 5;
+    let with = generate(&c, d.path()).unwrap();
+    assert_eq!(with.len(), plain.len());
+    for s in &with {
+        assert!(s.toml.contains("outlier_consecutive_5xx = 5"), "{}", s.id);
+        let sc = aya_sim::scenario::Scenario::parse(&s.toml, &d.path().join("s.toml"))
+            .unwrap_or_else(|e| panic!("{}: {e}", s.id));
+        assert_eq!(sc.model.lb.outlier_consecutive_5xx, 5, "{}", s.id);
+    }
+}

@@ -61,6 +61,13 @@ pub struct SuiteConfig {
     pub aya_params: Option<String>,
     /// The demand forecaster of the autoscaling scenarios.
     pub forecaster: SuiteForecaster,
+    /// Envoy's consecutive-5xx outlier detection configured on the data
+    /// plane of every balancing scenario (`[data_plane]
+    /// outlier_consecutive_5xx`, Envoy's other defaults: 30 s, 10 %), so that
+    /// the baselines run with it too; 0 (the default): none, as an Envoy
+    /// cluster without `outlier_detection`. Aya's published setting replaces
+    /// it from its first decision.
+    pub data_plane_outlier_5xx: u32,
 }
 
 /// The demand forecaster the autoscaling scenarios run.
@@ -133,6 +140,7 @@ impl SuiteConfig {
             only: None,
             aya_params: None,
             forecaster: SuiteForecaster::Naive,
+            data_plane_outlier_5xx: 0,
         }
     }
 }
@@ -261,7 +269,7 @@ fn draw_bal(seed: u64, i: usize) -> Bal {
     }
 }
 
-fn render_bal(b: &Bal, scale: f64, aya_params: Option<&str>) -> (String, String) {
+fn render_bal(b: &Bal, scale: f64, aya_params: Option<&str>, outlier_5xx: u32) -> (String, String) {
     let cap: f64 = b.speeds.iter().sum::<f64>() * b.conc as f64;
     let mean = (b.load * cap / b.rate).clamp(0.002, 0.25);
     let rate = b.load * cap / mean;
@@ -299,6 +307,9 @@ fn render_bal(b: &Bal, scale: f64, aya_params: Option<&str>) -> (String, String)
         );
     }
     let _ = writeln!(t, "\n[data_plane]\nalgorithm = \"least_request\"");
+    if outlier_5xx > 0 {
+        let _ = writeln!(t, "outlier_consecutive_5xx = {outlier_5xx}");
+    }
     bal_faults(&mut t, b, fastest, other, warm, scale);
     let _ = writeln!(
         t,
@@ -866,7 +877,12 @@ pub fn generate(cfg: &SuiteConfig, data_dir: &Path) -> super::Result<Vec<SuiteSc
         chosen.truncate(4);
     }
     for b in chosen {
-        let (toml, summary) = render_bal(b, scale, cfg.aya_params.as_deref());
+        let (toml, summary) = render_bal(
+            b,
+            scale,
+            cfg.aya_params.as_deref(),
+            cfg.data_plane_outlier_5xx,
+        );
         let scenario = Scenario::parse(&toml, &data.join(format!("{}.toml", b.id)))
             .with_context(|| format!("generated scenario {}", b.id))?;
         items.push(SuiteScenario {
