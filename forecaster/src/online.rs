@@ -499,7 +499,6 @@ impl OnlineForecaster {
             } else {
                 None
             };
-            let y = &self.history[start..];
             match FittedAuto::fit_with_events(y, sel, grid.as_ref()) {
                 Ok(f) => {
                     self.fitted = Some(f);

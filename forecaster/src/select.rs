@@ -483,78 +483,22 @@ pub fn select_with_events(
     let (errors, failures) = validation_errors(y, &specs, &origins, fit_len, p, h_sel, cfg);
     let v = Validation {
         errors,
-        scales: scales.clone(),
+        scales,
         h_sel,
     };
     let mut chosen = choose_variant(y, &v, &failures, specs.clone(), seas, &origins, grid, cfg);
     // With a calendar, also with the events removed from what the base models
     // see, the profile carrying the whole effect; kept only when convincingly
     // better on the validation origins than the variant above.
-    if let Some(g) = grid {
-        let y_without = g.without_events(y, p);
-        let (errors, failures) =
-            validation_errors(&y_without, &specs, &origins, fit_len, p, h_sel, cfg);
-        let v_without = Validation {
-            errors,
-            scales: scales.clone(),
-            h_sel,
-        };
-        let (specs_w, scores_w, bands_w) =
-            bands_for(&v_without, &failures, specs.clone(), seas, cfg);
-        // The same forecasts' errors against the actual series.
-        let v_actual = Validation {
-            errors: v_without
-                .errors
-                .iter()
-                .map(|c| {
-                    c.as_ref().map(|per_origin| {
-                        per_origin
-                            .iter()
-                            .zip(&origins)
-                            .map(|(row, &o)| {
-                                row.iter()
-                                    .enumerate()
-                                    .map(|(s, e)| e + y[o + s] - y_without[o + s])
-                                    .collect()
-                            })
-                            .collect()
-                    })
-                })
-                .collect(),
-            scales: scales.clone(),
-            h_sel,
-        };
-        let mut bands_w = bands_w;
-        if let Some((mut model, adjusted)) =
-            choose_events(y, &v_actual, &origins, &mut bands_w, g, true)
-        {
-            model.base_without_events = true;
-            let candidate = Chosen {
-                specs: specs_w,
-                scores: scores_w,
-                bands: bands_w,
-                errors: adjusted,
-                events: Some(model),
-            };
-            let score = |c: &Chosen| {
-                let val = Validation {
-                    errors: c.errors.clone(),
-                    scales: scales.clone(),
-                    h_sel,
-                };
-                final_per_origin(y, &val, &origins, &c.bands)
-            };
-            if Evidence::of(&score(&candidate), &score(&chosen)).convincing() {
-                chosen = candidate;
-            }
+    if let Some(candidate) = grid.and_then(|g| {
+        choose_without_events(y, g, specs, &origins, &v.scales, fit_len, seas, cfg, h_sel)
+    }) {
+        let score = |c: &Chosen| final_per_origin(y, &c.validation, &origins, &c.bands);
+        if Evidence::of(&score(&candidate), &score(&chosen)).convincing() {
+            chosen = candidate;
         }
     }
-    let calibration = Validation {
-        errors: chosen.errors,
-        scales,
-        h_sel,
-    }
-    .calibrate(y, &chosen.bands, p);
+    let calibration = chosen.validation.calibrate(y, &chosen.bands, p);
 
     Ok(Selection {
         seasonality: seas.clone(),
@@ -571,14 +515,60 @@ pub fn select_with_events(
 }
 
 /// One way to forecast a series: candidates, their scores, the bands, the
-/// validation errors of the combination (with the profile applied where a
-/// band took it) and the profile.
+/// validation errors of the combination against the series (with the
+/// profile applied where a band took it) and the profile.
 struct Chosen {
     specs: Vec<ModelSpec>,
     scores: Vec<CandidateScore>,
     bands: Vec<Band>,
-    errors: PerCandidateErrors,
+    validation: Validation,
     events: Option<EventModel>,
+}
+
+/// The variant whose base models are validated (and will be fitted) on `y`
+/// with `grid`'s events removed, the profile on every band; `None` when no
+/// event falls in the validation forecasts.
+#[allow(clippy::too_many_arguments)]
+fn choose_without_events(
+    y: &[f64],
+    grid: &EventGrid,
+    specs: Vec<ModelSpec>,
+    origins: &[usize],
+    scales: &[f64],
+    fit_len: usize,
+    seas: &Seasonality,
+    cfg: &SelectConfig,
+    h_sel: usize,
+) -> Option<Chosen> {
+    let p = seas.season();
+    let y_without = grid.without_events(y, p);
+    let (errors, failures) = validation_errors(&y_without, &specs, origins, fit_len, p, h_sel, cfg);
+    let mut v = Validation {
+        errors,
+        scales: scales.to_vec(),
+        h_sel,
+    };
+    let (specs, scores, mut bands) = bands_for(&v, &failures, specs, seas, cfg);
+    // The same forecasts' errors against the actual series.
+    for per_origin in v.errors.iter_mut().flatten() {
+        for (row, &o) in per_origin.iter_mut().zip(origins) {
+            for (s, e) in row.iter_mut().enumerate() {
+                *e += y[o + s] - y_without[o + s];
+            }
+        }
+    }
+    let (mut model, adjusted) = choose_events(y, &v, origins, &mut bands, grid, true)?;
+    model.base_without_events = true;
+    Some(Chosen {
+        specs,
+        scores,
+        bands,
+        validation: Validation {
+            errors: adjusted,
+            ..v
+        },
+        events: Some(model),
+    })
 }
 
 /// Scores, baselines and bands from the validation errors of `specs`.
@@ -648,7 +638,11 @@ fn choose_variant(
         specs,
         scores,
         bands,
-        errors,
+        validation: Validation {
+            errors,
+            scales: v.scales.clone(),
+            h_sel: v.h_sel,
+        },
         events,
     }
 }

@@ -171,15 +171,40 @@ impl AyaPolicy {
     }
 
     fn estimate(&self, name: &str, now: Time, interval: f64) -> Option<CapacityEstimate> {
-        let c = self.cfg.get();
-        self.models.get(name)?.estimate(
-            c.target_utilization,
+        self.estimate_at(
+            name,
+            self.cfg.get().target_utilization,
             now,
             TREND_LOOKAHEAD_TICKS * interval,
+        )
+    }
+
+    /// The capacity model's estimate for `name` at utilisation `target`,
+    /// its cost trend extrapolated `lookahead` seconds.
+    fn estimate_at(
+        &self,
+        name: &str,
+        target: f64,
+        now: Time,
+        lookahead: f64,
+    ) -> Option<CapacityEstimate> {
+        let c = self.cfg.get();
+        self.models.get(name)?.estimate(
+            target,
+            now,
+            lookahead,
             c.capacity_min_points,
             c.trend_points,
             c.degrade_threshold,
         )
+    }
+
+    /// Full (100 % utilisation) capacity of `name` in requests per second,
+    /// when its model gives an absolute, positive one.
+    fn full_capacity(&self, name: &str, now: Time, lookahead: f64) -> Option<f64> {
+        self.estimate_at(name, 1.0, now, lookahead)
+            .filter(|e| e.absolute && e.capacity_rps.is_finite() && e.capacity_rps > 0.0)
+            .map(|e| e.capacity_rps)
     }
 }
 
@@ -196,21 +221,13 @@ impl AyaPolicy {
         {
             return None;
         }
-        let c = self.cfg.get();
         let mut capacity = 0.0;
         for b in serving {
-            let e = self.models.get(&b.backend)?.estimate(
-                1.0,
+            capacity += self.full_capacity(
+                &b.backend,
                 input.now,
                 TREND_LOOKAHEAD_TICKS * input.interval,
-                c.capacity_min_points,
-                c.trend_points,
-                c.degrade_threshold,
             )?;
-            if !(e.absolute && e.capacity_rps.is_finite() && e.capacity_rps > 0.0) {
-                return None;
-            }
-            capacity += e.capacity_rps;
         }
         let ahead = |k: usize| f.issued_at + (k + 1) as f64 * f.step - input.now;
         let first_over = |xs: &[f64]| -> Option<f64> {

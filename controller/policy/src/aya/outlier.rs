@@ -39,51 +39,41 @@ impl AyaPolicy {
             return None;
         }
         let n = serving.len();
-        // Full capacities of the serving hosts, largest first; without a
-        // model for every one of them (or on stale telemetry) the previous
-        // choice stands.
-        let mut caps: Vec<f64> = Vec::with_capacity(n);
-        if !stale {
-            for b in serving {
-                match self.models.get(&b.backend).and_then(|m| {
-                    m.estimate(
-                        1.0,
-                        input.now,
-                        0.0,
-                        c.capacity_min_points,
-                        c.trend_points,
-                        c.degrade_threshold,
-                    )
-                }) {
-                    Some(e) if e.absolute && e.capacity_rps.is_finite() && e.capacity_rps > 0.0 => {
-                        caps.push(e.capacity_rps)
-                    }
-                    _ => break,
-                }
-            }
-        }
+        // Full capacities of the serving hosts; without a model for every
+        // one of them (or on stale telemetry) the previous choice stands.
+        let caps: Option<Vec<f64>> = if stale {
+            None
+        } else {
+            serving
+                .iter()
+                .map(|b| self.full_capacity(&b.backend, input.now, 0.0))
+                .collect()
+        };
         let keep_u = (1.0 + c.outlier_detection_utilization) / 2.0;
         // (losable at the turn-on level, at the keep level)
-        let losable = (n >= 2 && caps.len() == n && demand.is_finite()).then(|| {
-            caps.sort_by(|a, b| b.total_cmp(a));
-            let total: f64 = caps.iter().sum();
-            let demand = demand.max(0.0);
-            // Largest k (at most n − 1) whose loss leaves `demand` at or
-            // below utilisation `u` on the rest.
-            let losable = |u: f64| {
-                let mut left = total;
-                let mut k = 0;
-                for &cap in &caps[..n - 1] {
-                    left -= cap;
-                    if demand > u * left {
-                        break;
+        let losable = caps
+            .filter(|_| n >= 2 && demand.is_finite())
+            .map(|mut caps| {
+                // Largest first.
+                caps.sort_by(|a, b| b.total_cmp(a));
+                let total: f64 = caps.iter().sum();
+                let demand = demand.max(0.0);
+                // Largest k (at most n − 1) whose loss leaves `demand` at or
+                // below utilisation `u` on the rest.
+                let losable = |u: f64| {
+                    let mut left = total;
+                    let mut k = 0;
+                    for &cap in &caps[..n - 1] {
+                        left -= cap;
+                        if demand > u * left {
+                            break;
+                        }
+                        k += 1;
                     }
-                    k += 1;
-                }
-                k
-            };
-            (losable(c.outlier_detection_utilization), losable(keep_u))
-        });
+                    k
+                };
+                (losable(c.outlier_detection_utilization), losable(keep_u))
+            });
         let current = self.od_published;
         // Hosts Envoy may eject under the published setting: while
         // `ejected × 100 / n < max_ejection_percent`, and always one.
