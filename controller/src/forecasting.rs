@@ -49,6 +49,9 @@ pub struct Recording {
 
 impl DemandForecaster for Recording {
     fn observe(&mut self, t: Time, demand_rps: f64) {
+        if !demand_rps.is_finite() {
+            return; // unknown demand: nothing to score or learn
+        }
         {
             let mut rec = self.record.lock().unwrap_or_else(|p| p.into_inner());
             let step = rec.last.step;

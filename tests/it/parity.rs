@@ -175,7 +175,11 @@ fn sim_inputs(now: f64, k: Option<usize>) -> (Vec<BackendObservation>, f64, Repl
             None => BackendObservation::unobserved(*name, now),
         })
         .collect();
-    let demand = obs.iter().map(|o| o.request_rate).sum();
+    // Before any telemetry the demand is unknown (NaN), not 0.
+    let demand = match k {
+        Some(_) => obs.iter().map(|o| o.request_rate).sum(),
+        None => f64::NAN,
+    };
     let ready = obs.iter().filter(|o| o.healthy).count() as u32;
     let replicas = ReplicaState::new(ready, BACKENDS.len() as u32 - ready).with_bounds(
         MIN_REPLICAS,

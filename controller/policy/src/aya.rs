@@ -328,7 +328,12 @@ impl Policy for AyaPolicy {
                     ex.rules
                         .push("no forecast -> weights at observed demand".into());
                 }
-                input.demand_rps
+                // Unknown (no telemetry yet): the weights see an idle pool.
+                if scaling::known_demand(input.demand_rps) {
+                    input.demand_rps
+                } else {
+                    0.0
+                }
             }
         };
 

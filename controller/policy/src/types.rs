@@ -256,6 +256,12 @@ pub struct TickInput<'a> {
     /// Per-backend observations.
     pub backends: &'a [BackendObservation],
     /// Service-level demand observed over the last window, requests per second.
+    /// `NaN` when it is unknown — no telemetry has arrived yet, or none is
+    /// fresh — which is not the same as no demand: a driver must not report
+    /// missing telemetry as 0 (the trend rule would read the first real
+    /// measurement as a rise, the forecaster would learn a jump from zero,
+    /// and scale-in would see an idle pool). The engine holds the replica
+    /// count on an unknown demand and records nothing for it.
     pub demand_rps: f64,
     /// Forecast of demand, when one is available.
     pub forecast: Option<&'a DemandForecast>,

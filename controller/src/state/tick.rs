@@ -18,7 +18,10 @@ impl Controller {
     /// the latest ingested values, and the service demand (requests/s): the
     /// cluster-level `request_rate` / `requests_total` (samples with an empty
     /// backend, the data plane's own count) when one is fresh, else the sum
-    /// of the backends' request rates.
+    /// of the backends' request rates. The demand is `NaN` (unknown, see
+    /// [`aya_policy::TickInput::demand_rps`]) while no fresh series measures
+    /// a request rate: before the first metrics arrive, after they all went
+    /// stale, or while a counter has only its first sample.
     pub fn observations(&self, cfg: &ClusterConfig, now: f64) -> (Vec<BackendObservation>, f64) {
         let stale_ms = (self.inner.config.stale_after_seconds * 1000.0) as i64;
         let now_ms = (now * 1000.0) as i64;
@@ -28,11 +31,13 @@ impl Controller {
         let ingest = lock(&self.inner.ingest);
         let mut out = Vec::with_capacity(cfg.backends.len());
         let mut demand = 0.0;
+        let mut measured = false;
         for b in &cfg.backends {
             let mut o = BackendObservation::unobserved(b.name.clone(), now);
             let mut newest = i64::MIN;
             for s in ingest.backend_series(&cfg.name, &b.name).filter(fresh) {
                 newest = newest.max(s.last_ms);
+                measured |= measures_rate(&s.key.metric, s.rate);
                 observe(&mut o, &s.key.metric, s.last_value, s.rate);
             }
             if newest != i64::MIN {
@@ -44,13 +49,21 @@ impl Controller {
         let mut cluster_level = None;
         for s in ingest.backend_series(&cfg.name, "").filter(fresh) {
             let v = match s.key.metric.as_str() {
-                "requests_total" => s.rate.unwrap_or(0.0),
+                "requests_total" => match s.rate {
+                    Some(r) => r,
+                    None => continue,
+                },
                 "request_rate" => s.last_value.max(0.0),
                 _ => continue,
             };
             *cluster_level.get_or_insert(0.0) += v;
         }
-        (out, cluster_level.unwrap_or(demand))
+        let demand = match cluster_level {
+            Some(d) => d,
+            None if measured => demand,
+            None => f64::NAN,
+        };
+        (out, demand)
     }
 
     /// Run every cluster's control loop once at `now` (seconds).
@@ -93,7 +106,7 @@ impl Controller {
             let mut decision = if cfg.backends.is_empty() {
                 no_backends(&cfg, now)
             } else {
-                if rt.forecaster.is_some() {
+                if rt.forecaster.is_some() && demand.is_finite() {
                     // What the forecaster observes is the history a retrain learns from.
                     lock(&self.inner.pending_demand).push((
                         name.to_string(),
@@ -232,6 +245,16 @@ impl Controller {
 
 /// Fold the latest value `v` (and the counter's `rate`) of one metric into
 /// a backend's observation; unknown metrics are ignored.
+/// Whether a fresh series of `metric` measures a request rate (a counter
+/// does from its second sample on).
+fn measures_rate(metric: &str, rate: Option<f64>) -> bool {
+    match metric {
+        "requests_total" => rate.is_some(),
+        "request_rate" => true,
+        _ => false,
+    }
+}
+
 fn observe(o: &mut BackendObservation, metric: &str, v: f64, rate: Option<f64>) {
     match metric {
         "requests_total" => o.request_rate += rate.unwrap_or(0.0),
@@ -405,9 +428,39 @@ mod tests {
         let (obs, demand) = ctl.observations(&web, secs(T0_MS));
         assert_eq!(demand, 40.0);
         assert_eq!(obs.len(), 3, "the cluster-level series is no backend");
-        // Stale cluster-level demand falls back to the sum.
+        // Stale cluster-level demand falls back to the sum; with every
+        // series stale the demand is unknown, not 0.
         let later = secs(T0_MS) + ctl.config().stale_after_seconds + 5.0;
-        assert_eq!(ctl.observations(&web, later).1, 0.0);
+        assert!(ctl.observations(&web, later).1.is_nan());
+    }
+
+    #[test]
+    fn demand_is_unknown_until_a_rate_is_measured() {
+        use crate::ingest::{MetricKind, Sample};
+        let dir = tempfile::tempdir().unwrap();
+        let ctl = open(&dir);
+        let web = ctl.cluster("web").unwrap();
+        // Nothing ingested yet: unknown, and a tick neither scales on it nor
+        // stores it as history.
+        assert!(ctl.observations(&web, secs(T0_MS)).1.is_nan());
+        // Latency alone, or a counter's first sample, measures no rate.
+        let counter =
+            |ts: i64, v: f64| Sample::new("web", "a", "requests_total", MetricKind::Counter, ts, v);
+        let ok = ingest(
+            &ctl,
+            vec![
+                sample("b", "latency_p99_seconds", T0_MS - 2_000, 0.2),
+                counter(T0_MS - 2_000, 100.0),
+            ],
+        );
+        assert_eq!(ok, vec![true; 2]);
+        assert!(ctl.observations(&web, secs(T0_MS)).1.is_nan());
+        // The counter's second sample gives a rate: the demand is known.
+        assert_eq!(
+            ingest(&ctl, vec![counter(T0_MS - 1_000, 130.0)]),
+            vec![true]
+        );
+        assert_eq!(ctl.observations(&web, secs(T0_MS)).1, 30.0);
     }
 
     #[test]

@@ -18,7 +18,9 @@ pub struct ControlTick {
     pub interval: f64,
     /// The latest delivered observations (one per backend).
     pub observations: Vec<BackendObservation>,
-    /// Demand of the latest delivered telemetry, requests/s (arrivals).
+    /// Demand of the latest delivered telemetry, requests/s (arrivals);
+    /// `NaN` (`null` in JSON) before the first telemetry arrives.
+    #[serde(with = "nan_as_null")]
     pub demand_rps: f64,
     /// Replica state given to the loop.
     pub replicas: ReplicaState,
@@ -182,6 +184,23 @@ impl Sim<'_> {
             self.decisions.push(d.clone());
         }
         self.last_decision = Some(d);
+    }
+}
+
+/// An `f64` that may be `NaN` (unknown) as JSON: `null` both ways.
+mod nan_as_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_nan() {
+            s.serialize_none()
+        } else {
+            s.serialize_some(v)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
     }
 }
 

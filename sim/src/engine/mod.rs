@@ -180,7 +180,8 @@ impl<'a> Sim<'a> {
             control,
             tel_queue: VecDeque::new(),
             latest_obs: Vec::new(),
-            latest_demand: warm_demand.unwrap_or(0.0),
+            // Unknown until the first telemetry is delivered (not 0).
+            latest_demand: warm_demand.unwrap_or(f64::NAN),
             tel_arrivals: 0,
             names: HashMap::new(),
             template_counter: 0,

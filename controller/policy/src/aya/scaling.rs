@@ -6,6 +6,12 @@ use super::freshness::ForecastView;
 use crate::capacity::{MIN_TREND_POINTS, median, trend_fit};
 use crate::types::{BackendObservation, Explanation, ScalingSignal, TickInput, Time};
 
+/// Whether `demand_rps` is a measurement ([`TickInput::demand_rps`] is
+/// `NaN` while it is unknown).
+pub(super) fn known_demand(demand_rps: f64) -> bool {
+    demand_rps.is_finite() && demand_rps >= 0.0
+}
+
 /// A significant short-term rise of demand, projected ahead.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct DemandTrend {
@@ -33,7 +39,7 @@ impl AyaPolicy {
             self.demand_history.clear();
             return None;
         }
-        if input.demand_rps.is_finite() && input.demand_rps >= 0.0 && input.now.is_finite() {
+        if known_demand(input.demand_rps) && input.now.is_finite() {
             if self
                 .demand_history
                 .back()
@@ -138,6 +144,9 @@ impl AyaPolicy {
         };
         if stale {
             return hold("hold_stale_telemetry".into());
+        }
+        if !known_demand(input.demand_rps) {
+            return hold("hold_unknown_demand: no demand measured yet".into());
         }
         let Some(cap) = self.per_replica_capacity(input, healthy) else {
             return hold("hold_no_capacity_estimate".into());
@@ -560,6 +569,47 @@ mod tests {
         assert!(got > (demand_now / 140.0).ceil(), "{:?}", d.explanation);
         let need = ((demand_now + 2.0 * 160.0) / 140.0).ceil();
         assert!(got <= need + (0.1 * need).ceil(), "{:?}", d.explanation);
+    }
+
+    #[test]
+    fn an_unknown_demand_is_neither_a_rise_nor_a_reason_to_scale() {
+        // The first tick comes before any telemetry. Reported as 0 (what the
+        // drivers did), it enters the trend's history as a measurement (and
+        // the first real one reads as a rise from zero); unknown, it does not.
+        let run = |first: f64| {
+            let mut p = engine();
+            let d0 = p.decide(&input(0.0, &[], first, None, replicas(3)));
+            let rules: Vec<String> = (1..4)
+                .flat_map(|k| {
+                    let d = pool_tick(&mut p, k as f64 * 10.0, 3, 300.0);
+                    d.explanation.rules.into_iter().chain([d.scaling.rule])
+                })
+                .collect();
+            let first_t = p.demand_history.front().map(|(t, _)| *t);
+            (d0, rules, first_t)
+        };
+        let (d0, rules, first_t) = run(f64::NAN);
+        assert_eq!(d0.scaling.desired_replicas, 3, "{:?}", d0.scaling);
+        assert!(d0.scaling.rule.starts_with("hold_"), "{}", d0.scaling.rule);
+        assert!(!rules.iter().any(|r| r.contains("trend")), "{rules:?}");
+        assert_eq!(first_t, Some(10.0));
+        assert_eq!(run(0.0).2, Some(0.0));
+        // Unknown demand with a capacity model in place holds too (no scale-in
+        // on an "idle" pool whose telemetry stopped).
+        let mut p = engine();
+        for k in 0..6 {
+            pool_tick(&mut p, k as f64 * 10.0, 6, 300.0);
+        }
+        let backends: Vec<_> = (0..6)
+            .map(|i| obs(&format!("r{i}"), 60.0, 50.0, 0.25, 0.01, 0.06))
+            .collect();
+        let d = p.decide(&input(60.0, &backends, f64::NAN, None, replicas(6)));
+        assert_eq!(d.scaling.desired_replicas, 6, "{:?}", d.scaling);
+        assert!(
+            d.scaling.rule.starts_with("hold_unknown_demand"),
+            "{}",
+            d.scaling.rule
+        );
     }
 
     #[test]
