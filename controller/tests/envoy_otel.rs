@@ -70,6 +70,15 @@ const CLIENTS: usize = 12;
 /// `service` (slept), at most `concurrency` requests at a time (the others
 /// queue).
 async fn start_backend(service: Duration, concurrency: usize) -> (u16, oneshot::Sender<()>) {
+    start_backend_answering(service, concurrency, 200).await
+}
+
+/// [`start_backend`] answering every request with `status`.
+async fn start_backend_answering(
+    service: Duration,
+    concurrency: usize,
+    status: u16,
+) -> (u16, oneshot::Sender<()>) {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind backend");
@@ -82,7 +91,7 @@ async fn start_backend(service: Duration, concurrency: usize) -> (u16, oneshot::
                 _ = &mut stop_rx => return,
                 accepted = listener.accept() => {
                     let Ok((sock, _)) = accepted else { return };
-                    tokio::spawn(serve_conn(sock, port, service, slots.clone()));
+                    tokio::spawn(serve_conn(sock, port, service, slots.clone(), status));
                 }
             }
         }
@@ -90,7 +99,13 @@ async fn start_backend(service: Duration, concurrency: usize) -> (u16, oneshot::
     (port, stop_tx)
 }
 
-async fn serve_conn(sock: TcpStream, port: u16, service: Duration, slots: Arc<Semaphore>) {
+async fn serve_conn(
+    sock: TcpStream,
+    port: u16,
+    service: Duration,
+    slots: Arc<Semaphore>,
+    status: u16,
+) {
     let _ = sock.set_nodelay(true);
     let mut reader = BufReader::new(sock);
     let body = port.to_string();
@@ -118,7 +133,8 @@ async fn serve_conn(sock: TcpStream, port: u16, service: Duration, slots: Arc<Se
             tokio::time::sleep(service).await;
         }
         let resp = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
+            "HTTP/1.1 {status} {}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
+            if status == 200 { "OK" } else { "Error" },
             body.len()
         );
         if reader.get_mut().write_all(resp.as_bytes()).await.is_err() {
@@ -829,4 +845,209 @@ async fn otlp_listen_serves_only_export_into_the_same_ingest() {
         .expect_err("aya.v1 is not on otlp_listen");
     assert_eq!(status.code(), tonic::Code::Unimplemented);
     aya.stop().await;
+}
+
+/// An Envoy whose cluster `web` is static, with consecutive-5xx outlier
+/// detection and per-endpoint stats, pushing its stats to Aya only.
+fn static_od_bootstrap(aya_port: u16, listen_port: u16, admin_port: u16, ports: &[u16]) -> String {
+    let endpoints: Vec<String> = ports
+        .iter()
+        .map(|p| {
+            format!(
+                "{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {p}}}}}}}}}"
+            )
+        })
+        .collect();
+    let endpoints = endpoints.join(", ");
+    format!(
+        r#"node: {{id: envoy-od, cluster: edge}}
+admin:
+  address: {{socket_address: {{address: 127.0.0.1, port_value: {admin_port}}}}}
+stats_flush_interval: 1s
+stats_sinks:
+- name: envoy.stat_sinks.open_telemetry
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.stat_sinks.open_telemetry.v3.SinkConfig
+    grpc_service: {{envoy_grpc: {{cluster_name: aya}}}}
+    report_counters_as_deltas: true
+    report_histograms_as_deltas: true
+static_resources:
+  clusters:
+  - name: aya
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{http2_protocol_options: {{}}}}
+    load_assignment:
+      cluster_name: aya
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {aya_port}}}}}}}}}]}}]
+  - name: {CLUSTER}
+    type: STATIC
+    connect_timeout: 1s
+    lb_policy: ROUND_ROBIN
+    track_cluster_stats: {{per_endpoint_stats: true}}
+    outlier_detection:
+      consecutive_5xx: 3
+      enforcing_consecutive_5xx: 100
+      interval: 1s
+      base_ejection_time: 3s
+      max_ejection_percent: 50
+      enforcing_success_rate: 0
+      enforcing_consecutive_gateway_failure: 0
+      enforcing_failure_percentage: 0
+    load_assignment:
+      cluster_name: {CLUSTER}
+      endpoints: [{{lb_endpoints: [{endpoints}]}}]
+  listeners:
+  - name: ingress
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {listen_port}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          route_config:
+            name: local
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes: [{{match: {{prefix: "/"}}, route: {{cluster: {CLUSTER}}}}}]
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+"#
+    )
+}
+
+/// What Envoy's stats sink says about a host its outlier detection ejected
+/// (docs/xds.md left it open until session 13): its per-endpoint `healthy`
+/// gauge drops to 0, so Aya, fed by Envoy alone, sees the ejection as the
+/// backend being unhealthy, and the healthy host stays at 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ejected_host_is_exported_unhealthy_and_aya_reads_it_back() {
+    let Some(bin) = common::envoy_binary() else {
+        return;
+    };
+    let (good, good_stop) = start_backend(Duration::from_millis(1), 8).await;
+    let (bad, bad_stop) = start_backend_answering(Duration::from_millis(1), 8, 503).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let aya = common::start(aya_config(dir.path(), &[good, bad])).await;
+    let (listen, admin) = (free_port(), free_port());
+    let yaml = static_od_bootstrap(aya.addr.port(), listen, admin, &[good, bad]);
+    let envoy = common::envoy::spawn(&bin, &yaml, "warning");
+
+    // Requests until Envoy has ejected the failing host (hang guard 20 s).
+    let t0 = Instant::now();
+    let bad_host = format!("{CLUSTER}::127.0.0.1:{bad}::health_flags::");
+    let (mut ok, mut failed) = (0u32, 0u32);
+    loop {
+        if let Ok(sock) = TcpStream::connect(("127.0.0.1", listen)).await {
+            let mut reader = BufReader::new(sock);
+            for _ in 0..10 {
+                match get(&mut reader).await {
+                    Ok((200, _)) => ok += 1,
+                    Ok(_) => failed += 1,
+                    Err(_) => break,
+                }
+            }
+        }
+        let clusters = admin_get(admin, "/clusters").await.unwrap_or_default();
+        let flags = clusters
+            .lines()
+            .find(|l| l.starts_with(&bad_host))
+            .unwrap_or("")
+            .to_string();
+        if flags.contains("failed_outlier_check") {
+            eprintln!("ejected after {ok} ok / {failed} failed: {flags}");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "Envoy never ejected the failing host ({ok} ok / {failed} failed)\n{clusters}\n{}",
+            envoy.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ejected_at = common::now_ms();
+
+    // Aya's stored `healthy` series of each backend, from Envoy's sink.
+    let mut metrics = pb::metrics_service_client::MetricsServiceClient::new(aya.channel().await);
+    let latest = |series: &[pb::HistorySeries], backend: &str| {
+        series
+            .iter()
+            .filter(|s| s.backend == backend)
+            .flat_map(|s| s.points.iter())
+            .filter(|p| p.timestamp_ms >= ejected_at)
+            .max_by_key(|p| p.timestamp_ms)
+            .map(|p| p.value)
+    };
+    let t1 = Instant::now();
+    let (good_h, bad_h) = loop {
+        let series = metrics
+            .query_history(pb::QueryHistoryRequest {
+                cluster: CLUSTER.into(),
+                metric: "healthy".into(),
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner().series)
+            .unwrap_or_default();
+        let (g, b) = (latest(&series, "b0"), latest(&series, "b1"));
+        if g.is_some() && b.is_some() {
+            break (g, b);
+        }
+        assert!(
+            t1.elapsed() < Duration::from_secs(15),
+            "no `healthy` from Envoy's sink after the ejection: {series:?}\n{}",
+            envoy.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!("after the ejection Aya read healthy b0={good_h:?} b1={bad_h:?}");
+    assert_eq!(bad_h, Some(0.0), "the ejected host is exported unhealthy");
+    assert_eq!(good_h, Some(1.0), "the healthy host stays healthy");
+
+    // With no more traffic, Envoy returns the host after its ejection time
+    // (3 s) and the gauge goes back to 1: it follows the ejection itself.
+    let t2 = Instant::now();
+    loop {
+        let series = metrics
+            .query_history(pb::QueryHistoryRequest {
+                cluster: CLUSTER.into(),
+                backend: "b1".into(),
+                metric: "healthy".into(),
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner().series)
+            .unwrap_or_default();
+        let zero_at = series
+            .iter()
+            .flat_map(|s| s.points.iter())
+            .filter(|p| p.value == 0.0)
+            .map(|p| p.timestamp_ms)
+            .min();
+        let back = series
+            .iter()
+            .flat_map(|s| s.points.iter())
+            .any(|p| p.value == 1.0 && zero_at.is_some_and(|z| p.timestamp_ms > z));
+        if back {
+            eprintln!("returned to healthy {:?} after the ejection", t2.elapsed());
+            break;
+        }
+        assert!(
+            t2.elapsed() < Duration::from_secs(20),
+            "the ejected host never came back healthy: {series:?}\n{}",
+            envoy.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    drop(envoy);
+    aya.stop().await;
+    let _ = good_stop.send(());
+    let _ = bad_stop.send(());
 }
