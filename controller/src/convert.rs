@@ -348,6 +348,7 @@ pub fn anomaly_to_wire(a: crate::anomaly::Anomaly) -> pb::Anomaly {
         peak_at_ms: e.peak_at_ms,
         value: e.value,
         explanation: e.explanation,
+        closed_by: e.closed_by.unwrap_or("").to_string(),
     }
 }
 

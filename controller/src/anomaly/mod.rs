@@ -68,6 +68,10 @@ pub struct AnomalyConfig {
     pub webhook_queue: usize,
     /// Timeout of one webhook post, seconds.
     pub webhook_timeout_seconds: f64,
+    /// Retries of a webhook post that failed with a transport error, a
+    /// timeout, 429 or a 5xx answer (other answers are not retried), after
+    /// 0.5 s, 1 s, 2 s, … (at most 8 s apart).
+    pub webhook_retries: u32,
 }
 
 impl Default for AnomalyConfig {
@@ -82,6 +86,7 @@ impl Default for AnomalyConfig {
             webhook_url: String::new(),
             webhook_queue: 1024,
             webhook_timeout_seconds: 5.0,
+            webhook_retries: 3,
         }
     }
 }
@@ -96,6 +101,8 @@ pub const HISTORY: (usize, usize) = (100, 1_000_000);
 pub const MAX_QUIET_SECONDS: f64 = 30.0 * 86_400.0;
 /// Largest `[anomaly] webhook_queue`.
 pub const MAX_WEBHOOK_QUEUE: usize = 1_000_000;
+/// Largest `[anomaly] webhook_retries`.
+pub const MAX_WEBHOOK_RETRIES: u32 = 10;
 /// Bounds of `[anomaly] webhook_timeout_seconds`.
 pub const WEBHOOK_TIMEOUT_SECONDS: (f64, f64) = (0.01, 60.0);
 
@@ -136,6 +143,15 @@ impl AnomalyConfig {
                 );
             }
         }
+        if self.webhook_retries > MAX_WEBHOOK_RETRIES {
+            return err(
+                "webhook_retries",
+                format!(
+                    "{} is out of range: must be in 0..={MAX_WEBHOOK_RETRIES}",
+                    self.webhook_retries
+                ),
+            );
+        }
         let (lo, hi) = WEBHOOK_TIMEOUT_SECONDS;
         let t = self.webhook_timeout_seconds;
         if !(t.is_finite() && (lo..=hi).contains(&t)) {
@@ -173,6 +189,10 @@ pub struct Episode {
     pub explanation: String,
     /// The short reason of the peak score (`new_high`, `deviation`, … see [`reason_name`]).
     pub reason: &'static str,
+    /// Why it closed: `"quiet"` (the scores stayed below the threshold for
+    /// `quiet_seconds`) or `"stale"` (the series stopped reporting); `None`
+    /// while open.
+    pub closed_by: Option<&'static str>,
 }
 
 /// Snake-case name of a score's reason (the `reason` label of `aya_anomaly_peak_score`).
@@ -233,6 +253,7 @@ impl Watch {
                 value,
                 explanation: score.explanation(),
                 reason: reason_name(score.reason),
+                closed_by: None,
             });
             self.below_since = None;
             return Transition::Opened;
@@ -258,6 +279,7 @@ impl Watch {
         match self.open.take() {
             Some(mut ep) => {
                 ep.closed_at_ms = Some(ts_ms);
+                ep.closed_by = Some("quiet");
                 Transition::Closed(ep)
             }
             None => Transition::None,
@@ -353,6 +375,7 @@ impl Anomalies {
                 &config.webhook_url,
                 config.webhook_queue,
                 std::time::Duration::from_secs_f64(config.webhook_timeout_seconds),
+                config.webhook_retries,
             )?);
         }
         Ok(a)
@@ -447,6 +470,38 @@ impl Anomalies {
                 }
             }
         }
+    }
+
+    /// Close the open anomalies of series that stopped reporting: no
+    /// sample for `silence_ms` before `now_ms` (the controller calls it every
+    /// tick with the larger of `quiet_seconds` and `stale_after_seconds`).
+    /// A closed anomaly gets `closed_at_ms = now_ms` and `closed_by =
+    /// "stale"`; the webhook receives `closed`. Returns how many closed.
+    pub fn close_stale(&self, now_ms: i64, silence_ms: i64) -> usize {
+        let mut t = self.lock();
+        let t = &mut *t;
+        let mut closed = 0;
+        for slot in &mut t.slots {
+            let Slot::Tracked(s) = slot else { continue };
+            if s.watch.open.is_none() || now_ms.saturating_sub(s.last_ms) <= silence_ms {
+                continue;
+            }
+            let Some(mut ep) = s.watch.open.take() else {
+                continue;
+            };
+            ep.closed_at_ms = Some(now_ms);
+            ep.closed_by = Some("stale");
+            s.watch = Watch::default();
+            let log = t.clusters.entry(s.key.cluster.clone()).or_default();
+            log.open = log.open.saturating_sub(1);
+            let a = anomaly(&s.key, ep);
+            if let Some(w) = &self.webhook {
+                w.send("closed", &a);
+            }
+            push_closed(log, self.config.closed_per_cluster, a);
+            closed += 1;
+        }
+        closed
     }
 
     /// Drop the detectors and anomalies of a deleted cluster.
@@ -616,8 +671,13 @@ impl Anomalies {
                 ),
                 (
                     "aya_anomaly_webhook_failed",
-                    "Anomaly events whose webhook post failed (transport error, timeout or non-2xx; not retried)",
+                    "Anomaly events whose webhook post failed (refused by a 4xx, or still failing after webhook_retries)",
                     &c.failed,
+                ),
+                (
+                    "aya_anomaly_webhook_retries",
+                    "Webhook posts retried after a transport error, timeout, 429 or 5xx",
+                    &c.retried,
                 ),
                 (
                     "aya_anomaly_webhook_dropped",
@@ -738,6 +798,7 @@ mod tests {
             panic!("not closed after 3 s below the threshold");
         };
         assert_eq!(ep.closed_at_ms, Some(10_000));
+        assert_eq!(ep.closed_by, Some("quiet"));
         assert_eq!(ep.peak_score, 0.9);
         assert!(w.open.is_none());
         // A new anomaly opens afresh; a quiet period of 0 closes it at the first low score.
@@ -764,6 +825,43 @@ mod tests {
         (0..n)
             .map(|i| (id, t0 + i as i64 * 1000, 10.0 + (i % 3) as f64 * 0.1))
             .collect()
+    }
+
+    #[test]
+    fn a_series_that_stops_reporting_does_not_keep_its_anomaly_open() {
+        let a = Anomalies::new(&AnomalyConfig::default());
+        let keys = [
+            key("web", "a", "latency_p99_seconds"),
+            key("web", "b", "latency_p99_seconds"),
+        ];
+        let lookup = |id: u32| keys.get(id as usize);
+        let mut points = steady(0, 0, 300);
+        points.extend(steady(1, 0, 300));
+        points.sort_by_key(|p| p.1);
+        a.observe(&points, lookup);
+        // Both spike; then only b keeps reporting (high).
+        a.observe(&[(0, 300_000, 90.0), (1, 300_000, 90.0)], lookup);
+        assert_eq!(a.list("web", false).0.len(), 2);
+        a.observe(&[(1, 400_000, 95.0)], lookup);
+        // 10 s of silence allowed: a's last sample is 150 s old, b's 50 s.
+        assert_eq!(a.close_stale(450_000, 100_000), 1);
+        let (open, closed) = a.list("web", true);
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].backend, "b");
+        assert_eq!(closed.len(), 1);
+        let e = &closed[0].episode;
+        assert_eq!(
+            (closed[0].backend.as_str(), e.closed_at_ms, e.closed_by),
+            ("a", Some(450_000), Some("stale"))
+        );
+        assert!(
+            a.render()
+                .contains("aya_anomalies_open{cluster=\"web\"} 1\n")
+        );
+        // Nothing more to close; the reporting series keeps its anomaly.
+        assert_eq!(a.close_stale(450_000, 100_000), 0);
+        assert_eq!(a.close_stale(500_000, 100_000), 0);
+        assert_eq!(a.close_stale(500_001, 100_000), 1);
     }
 
     #[test]
@@ -877,6 +975,7 @@ mod tests {
                 value: 1.0,
                 explanation: String::new(),
                 reason: "new_high",
+                closed_by: Some("quiet"),
             };
             push_closed(&mut log, 2, anomaly(&k, ep));
         }
@@ -927,6 +1026,13 @@ mod tests {
                     ..Default::default()
                 },
                 "history",
+            ),
+            (
+                AnomalyConfig {
+                    webhook_retries: MAX_WEBHOOK_RETRIES + 1,
+                    ..Default::default()
+                },
+                "webhook_retries",
             ),
         ] {
             assert_eq!(c.validate().unwrap_err().0, field);

@@ -77,6 +77,21 @@ impl Controller {
             }
         }
         self.inner.flush_demand();
+        if let Some(a) = &self.inner.anomalies {
+            // A series that stopped reporting does not keep its anomaly open.
+            let silence = a
+                .config()
+                .quiet_seconds
+                .max(self.inner.config.stale_after_seconds);
+            let closed = a.close_stale((now * 1000.0) as i64, (silence * 1000.0) as i64);
+            if closed > 0 {
+                tracing::info!(
+                    closed,
+                    silence_seconds = silence,
+                    "closed the anomalies of series that stopped reporting"
+                );
+            }
+        }
         let errors = lock(&self.inner.runtimes)
             .iter()
             .map(|(n, rt)| {
@@ -432,6 +447,40 @@ mod tests {
         // series stale the demand is unknown, not 0.
         let later = secs(T0_MS) + ctl.config().stale_after_seconds + 5.0;
         assert!(ctl.observations(&web, later).1.is_nan());
+    }
+
+    #[test]
+    fn a_tick_closes_the_anomaly_of_a_series_that_stopped_reporting() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctl = open(&dir);
+        let mut batch: Vec<_> = (0..300)
+            .map(|i| {
+                let ts = T0_MS - 400_000 + i * 1000;
+                sample("a", "latency_p99_seconds", ts, 0.1 + (i % 3) as f64 * 0.001)
+            })
+            .collect();
+        batch.push(sample("a", "latency_p99_seconds", T0_MS - 99_000, 5.0));
+        assert!(ingest(&ctl, batch).iter().all(|ok| *ok));
+        let a = ctl
+            .anomalies()
+            .expect("anomaly detection is on by default")
+            .clone();
+        assert_eq!(a.list("web", false).0.len(), 1, "the spike opened one");
+        // Silence allowed: max(quiet_seconds 300, stale_after_seconds).
+        let silence = a
+            .config()
+            .quiet_seconds
+            .max(ctl.config().stale_after_seconds);
+        ctl.tick_all(secs(T0_MS)).unwrap();
+        assert_eq!(
+            a.list("web", false).0.len(),
+            1,
+            "99 s of silence is not stale"
+        );
+        ctl.tick_all(secs(T0_MS - 99_000) + silence + 1.0).unwrap();
+        let (open, closed) = a.list("web", true);
+        assert!(open.is_empty());
+        assert_eq!(closed[0].episode.closed_by, Some("stale"));
     }
 
     #[test]
