@@ -293,6 +293,23 @@ impl IngestState {
         }
     }
 
+    /// [`replay`](Self::replay) one stored sample and return what the
+    /// anomaly detectors score for it (the value; the per-second rate for
+    /// counters and deltas, none at their first point) with its series key.
+    pub fn replay_scored(&mut self, id: u32, ts_ms: i64, value: f64) -> Option<(f64, &SeriesKey)> {
+        let s = self.series.get_mut(id as usize)?;
+        if !(s.last_ms == i64::MIN || s.last_value.is_nan() || ts_ms > s.last_ms) {
+            return None;
+        }
+        s.apply(ts_ms, value);
+        let v = if MetricKind::from_code(s.key.kind).is_count() {
+            s.rate?
+        } else {
+            value
+        };
+        Some((v, &s.key))
+    }
+
     /// Ids of the series of one backend.
     pub fn backend_series(
         &self,

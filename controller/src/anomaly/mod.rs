@@ -68,6 +68,10 @@ pub struct AnomalyConfig {
     pub webhook_queue: usize,
     /// Timeout of one webhook post, seconds.
     pub webhook_timeout_seconds: f64,
+    /// At start, the detectors replay this many seconds of the stored
+    /// samples before `now` (0: every series learns again from its next
+    /// samples). Bounded by what the store still holds.
+    pub warm_start_seconds: f64,
     /// Retries of a webhook post that failed with a transport error, a
     /// timeout, 429 or a 5xx answer (other answers are not retried), after
     /// 0.5 s, 1 s, 2 s, … (at most 8 s apart).
@@ -87,6 +91,7 @@ impl Default for AnomalyConfig {
             webhook_queue: 1024,
             webhook_timeout_seconds: 5.0,
             webhook_retries: 3,
+            warm_start_seconds: 3600.0,
         }
     }
 }
@@ -101,6 +106,8 @@ pub const HISTORY: (usize, usize) = (100, 1_000_000);
 pub const MAX_QUIET_SECONDS: f64 = 30.0 * 86_400.0;
 /// Largest `[anomaly] webhook_queue`.
 pub const MAX_WEBHOOK_QUEUE: usize = 1_000_000;
+/// Largest `[anomaly] warm_start_seconds` (7 days).
+pub const MAX_WARM_START_SECONDS: f64 = 7.0 * 86_400.0;
 /// Largest `[anomaly] webhook_retries`.
 pub const MAX_WEBHOOK_RETRIES: u32 = 10;
 /// Bounds of `[anomaly] webhook_timeout_seconds`.
@@ -142,6 +149,17 @@ impl AnomalyConfig {
                     format!("{v} is out of range: must be in {lo}..={hi}"),
                 );
             }
+        }
+        if !(self.warm_start_seconds.is_finite()
+            && (0.0..=MAX_WARM_START_SECONDS).contains(&self.warm_start_seconds))
+        {
+            return err(
+                "warm_start_seconds",
+                format!(
+                    "{} is out of range: must be a number of seconds in [0, {MAX_WARM_START_SECONDS}]",
+                    self.warm_start_seconds
+                ),
+            );
         }
         if self.webhook_retries > MAX_WEBHOOK_RETRIES {
             return err(
@@ -407,6 +425,19 @@ impl Anomalies {
     /// Score the committed points of one writer group, in order. `key` names
     /// a series id (called only for a series that gets a new detector).
     pub fn observe<'k>(&self, points: &[Point], key: impl Fn(u32) -> Option<&'k SeriesKey>) {
+        self.score(points, key, true);
+    }
+
+    /// Warm start after a restart: score stored points (in order) as
+    /// [`observe`](Self::observe) would, so that each detector has learnt its
+    /// series and an anomaly open at shutdown is open again, but send no
+    /// webhook event and count nothing in `aya_anomalies_opened_total` (both
+    /// happened before the restart).
+    pub fn warm<'k>(&self, points: &[Point], key: impl Fn(u32) -> Option<&'k SeriesKey>) {
+        self.score(points, key, false);
+    }
+
+    fn score<'k>(&self, points: &[Point], key: impl Fn(u32) -> Option<&'k SeriesKey>, live: bool) {
         if points.is_empty() {
             return;
         }
@@ -454,8 +485,10 @@ impl Anomalies {
                 Transition::Opened => {
                     let log = t.clusters.entry(s.key.cluster.clone()).or_default();
                     log.open += 1;
-                    *log.opened_total.entry(s.key.metric.clone()).or_default() += 1;
-                    if let (Some(w), Some(ep)) = (&self.webhook, &s.watch.open) {
+                    if live {
+                        *log.opened_total.entry(s.key.metric.clone()).or_default() += 1;
+                    }
+                    if let (true, Some(w), Some(ep)) = (live, &self.webhook, &s.watch.open) {
                         w.send("opened", &anomaly(&s.key, ep.clone()));
                     }
                 }
@@ -463,7 +496,7 @@ impl Anomalies {
                     let log = t.clusters.entry(s.key.cluster.clone()).or_default();
                     log.open = log.open.saturating_sub(1);
                     let a = anomaly(&s.key, episode);
-                    if let Some(w) = &self.webhook {
+                    if let (true, Some(w)) = (live, &self.webhook) {
                         w.send("closed", &a);
                     }
                     push_closed(log, self.config.closed_per_cluster, a);
@@ -1026,6 +1059,13 @@ mod tests {
                     ..Default::default()
                 },
                 "history",
+            ),
+            (
+                AnomalyConfig {
+                    warm_start_seconds: -1.0,
+                    ..Default::default()
+                },
+                "warm_start_seconds",
             ),
             (
                 AnomalyConfig {

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use super::runtime::new_runtime;
 use super::{Controller, ControllerError, Inner, Override, lock_read, model_key};
-use crate::anomaly::Anomalies;
+use crate::anomaly::{Anomalies, Point};
 use crate::clock::Clock;
 use crate::config::{ClusterConfig, Config};
 use crate::ingest::{IngestState, Job, Limits, Writer};
@@ -21,6 +21,9 @@ use crate::xds::XdsStats;
 
 /// Recent-history window replayed at start to restore the latest values.
 pub const REPLAY_WINDOW_MS: i64 = 15 * 60 * 1000;
+
+/// Stored points handed to the anomaly detectors at once during the warm start.
+const WARM_CHUNK: usize = 4096;
 
 fn corrupt(table: &'static str, e: serde_json::Error) -> StoreError {
     StoreError::Corrupt {
@@ -54,19 +57,68 @@ impl Controller {
         let registry = restore_registry(&store, &restored, &config)?;
         let overrides = restore_overrides(&restored)?;
         let publisher = restore_snapshots(&restored, &registry)?;
-        let mut ingest = IngestState::restore(restored.series, restored.next_segment);
-        store.scan(clock.now_ms() - REPLAY_WINDOW_MS, |id, ts, v| {
-            ingest.replay(id, ts, v)
-        })?;
-
-        let registry = Arc::new(RwLock::new(registry));
-        let ingest = Arc::new(Mutex::new(ingest));
         let anomalies = match config.anomaly.enabled {
             true => Some(Arc::new(Anomalies::start(&config.anomaly).map_err(
                 |e| ControllerError::Invalid(format!("starting the anomaly webhook thread: {e}")),
             )?)),
             false => None,
         };
+        let now = clock.now_ms();
+        let replay_from = now - REPLAY_WINDOW_MS;
+        let warm_ms = match &anomalies {
+            Some(_) => (config.anomaly.warm_start_seconds * 1000.0) as i64,
+            None => 0,
+        };
+        // The detectors learn from their own history: a second state whose
+        // only use is the rates counters imply, over the warm-start window.
+        let mut scratch = (warm_ms > 0)
+            .then(|| IngestState::restore(restored.series.clone(), restored.next_segment));
+        let mut ingest = IngestState::restore(restored.series, restored.next_segment);
+        let mut chunk: Vec<Point> = Vec::new();
+        let mut warmed = 0usize;
+        // Only series of the clusters and backends that exist now.
+        let known = |k: &crate::store::SeriesKey| {
+            registry.get(&k.cluster).is_some_and(|c| {
+                k.backend.is_empty() || c.backends.iter().any(|b| b.name == k.backend)
+            })
+        };
+        let flush = |chunk: &mut Vec<Point>, scratch: &IngestState| {
+            if let Some(a) = &anomalies {
+                a.warm(chunk, |id| {
+                    scratch
+                        .series
+                        .get(id as usize)
+                        .map(|s| &s.key)
+                        .filter(|k| known(k))
+                });
+            }
+            chunk.clear();
+        };
+        store.scan(replay_from.min(now - warm_ms), |id, ts, v| {
+            if ts >= replay_from {
+                ingest.replay(id, ts, v);
+            }
+            if let Some(sc) = scratch.as_mut() {
+                if let Some((scored, _)) = sc.replay_scored(id, ts, v) {
+                    chunk.push((id, ts, scored));
+                    warmed += 1;
+                }
+                if chunk.len() >= WARM_CHUNK {
+                    flush(&mut chunk, sc);
+                }
+            }
+        })?;
+        if let Some(sc) = scratch.as_ref() {
+            flush(&mut chunk, sc);
+            tracing::info!(
+                points = warmed,
+                seconds = config.anomaly.warm_start_seconds,
+                "anomaly detectors warm-started from the store"
+            );
+        }
+
+        let registry = Arc::new(RwLock::new(registry));
+        let ingest = Arc::new(Mutex::new(ingest));
         let (tx, rx) = mpsc::channel(config.ingest_queue_batches);
         let writer = Writer {
             store: store.clone(),
@@ -269,6 +321,70 @@ mod tests {
             .unwrap();
         assert_eq!(after.endpoints, snap.endpoints);
         assert_eq!(after.decision.scaling.desired_replicas, 2);
+    }
+
+    #[test]
+    fn anomaly_detectors_warm_start_from_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctl = open(&dir);
+        // 300 steady points of a latency and of a counter, then a spike on the latency.
+        let mut batch = Vec::new();
+        for i in 0..300 {
+            let ts = T0_MS - 400_000 + i * 1000;
+            batch.push(sample(
+                "a",
+                "latency_p99_seconds",
+                ts,
+                0.1 + (i % 3) as f64 * 0.001,
+            ));
+            batch.push(crate::ingest::Sample::new(
+                "web",
+                "b",
+                "requests_total",
+                crate::ingest::MetricKind::Counter,
+                ts,
+                (i * 10 + i % 2) as f64,
+            ));
+        }
+        batch.push(sample("a", "latency_p99_seconds", T0_MS - 99_000, 5.0));
+        assert!(ingest(&ctl, batch).iter().all(|ok| *ok));
+        let before = ctl.anomalies().unwrap().list("web", false).0;
+        assert_eq!(before.len(), 1);
+        assert!(ctl.close(std::time::Duration::from_secs(5)));
+
+        let reopen = |warm: f64| {
+            let mut cfg = config(dir.path());
+            cfg.anomaly.warm_start_seconds = warm;
+            Controller::open_with_clock(cfg, Clock::manual(T0_MS)).unwrap()
+        };
+        let again = reopen(3600.0);
+        let a = again.anomalies().unwrap();
+        assert_eq!(a.detectors(), 2, "both series learnt again");
+        let open = a.list("web", false).0;
+        assert_eq!(open.len(), 1, "the anomaly open at shutdown is open again");
+        assert_eq!(open[0].episode.opened_at_ms, before[0].episode.opened_at_ms);
+        assert_eq!(open[0].episode.peak_score, before[0].episode.peak_score);
+        let text = a.render();
+        assert!(
+            !text.contains("aya_anomalies_opened_total{"),
+            "not counted twice: {text}"
+        );
+        // A steady next point is not news to a warm detector.
+        assert!(
+            ingest(
+                &again,
+                vec![sample("a", "latency_p99_seconds", T0_MS - 1_000, 0.1)]
+            )
+            .iter()
+            .all(|ok| *ok)
+        );
+        assert!(again.close(std::time::Duration::from_secs(5)));
+
+        // Off: nothing replayed.
+        let cold = reopen(0.0);
+        let a = cold.anomalies().unwrap();
+        assert_eq!(a.detectors(), 0);
+        assert!(a.list("web", false).0.is_empty());
     }
 
     #[test]
