@@ -101,6 +101,28 @@ async fn start(config: Config) -> Service {
 }
 
 impl Service {
+    /// Report `rps` as backend `a`'s request rate now and run one control
+    /// tick: the demand the loop then observes and stores.
+    async fn observe_demand(&self, rps: f64) {
+        let now = self.ctl.clock().now_ms();
+        let sample = aya_controller::ingest::Sample::new(
+            "web",
+            "a",
+            "request_rate",
+            aya_controller::ingest::MetricKind::Gauge,
+            now,
+            rps,
+        );
+        let rx = self.ctl.submit_samples(vec![sample]).await.unwrap();
+        assert!(rx.await.unwrap().iter().all(|r| r.is_ok()));
+        let c = self.ctl.clone();
+        let secs = c.clock().now_secs();
+        tokio::task::spawn_blocking(move || c.tick_all(secs))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
     async fn stop(self) {
         let _ = self.stop.send(());
         self.task.await.unwrap().unwrap();
@@ -232,10 +254,15 @@ async fn scheduled_retrain_installs_and_persists_a_model_a_restart_restores_it_a
         restored.validation_origins,
         artifact.selection.validation_origins
     );
-    // The control loop keeps appending the demand it observes.
+    // The control loop keeps appending the demand it observes (none until a
+    // rate is measured: unknown demand is not stored as zero).
+    let before = svc.ctl.store().demand("web", 0).unwrap();
+    assert_eq!(&before[..], &seeded[..]);
+    svc.observe_demand(321.0).await;
     let stored = svc.ctl.store().demand("web", 0).unwrap();
-    assert!(stored.len() > seeded.len(), "{} points", stored.len());
+    assert_eq!(stored.len(), seeded.len() + 1, "{} points", stored.len());
     assert_eq!(&stored[..seeded.len()], &seeded[..]);
+    assert_eq!(stored[seeded.len()].1, 321.0);
 
     // 3. A candidate that backtests worse is rejected: the global mean of a
     // rising series.
@@ -377,8 +404,10 @@ async fn a_csv_warm_start_feeds_the_guarded_retrain_and_is_not_repeated() {
         "{:?}",
         artifact.training
     );
+    svc.observe_demand(321.0).await;
     let stored = svc.ctl.store().demand("web", 0).unwrap();
-    assert!(stored.len() > POINTS, "{} points", stored.len());
+    assert_eq!(stored.len(), POINTS + 1, "{} points", stored.len());
+    assert_eq!(stored[POINTS].1, 321.0);
     assert_eq!(stored[0], (first * STEP_MS, demand(0)));
     assert_eq!(
         stored[POINTS - 1],
