@@ -35,7 +35,9 @@ const CLUSTER: &str = "web";
 
 // ---------------------------------------------------------------- backends
 
-/// An HTTP/1.1 backend (keep-alive) whose response body is its own port.
+/// An HTTP/1.1 backend (keep-alive) whose response body is its own port. A
+/// request for `/hold/<its own port>` is never answered (it stays active in
+/// Envoy until the test ends); `/hold/<another port>` is answered at once.
 async fn start_backend() -> (u16, oneshot::Sender<()>) {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
@@ -63,6 +65,7 @@ async fn serve_backend_conn(sock: TcpStream, port: u16) {
         // Read one request head (GET requests carry no body).
         let mut line = String::new();
         let mut saw_request = false;
+        let mut path = String::new();
         loop {
             line.clear();
             match reader.read_line(&mut line).await {
@@ -75,7 +78,13 @@ async fn serve_backend_conn(sock: TcpStream, port: u16) {
                 }
                 continue;
             }
+            if !saw_request {
+                path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+            }
             saw_request = true;
+        }
+        if path == format!("/hold/{port}") {
+            std::future::pending::<()>().await;
         }
         let resp = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
@@ -573,6 +582,88 @@ async fn lb_policy_switch_via_cds_applies_without_warming_stall() {
         Some(0)
     );
     assert_eq!(rig.split(50).await.values().sum::<usize>(), 50);
+}
+
+/// Join shortest queue reaches Envoy as least request with
+/// `selection_method: FULL_SCAN`, and Envoy scans: with one request held on
+/// backend A (active 1) and B idle, two random picks with replacement still
+/// send about a quarter of new requests to A (both picks on A); the full
+/// scan sends none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_shortest_queue_is_envoys_full_scan() {
+    let Some(bin) = common::envoy_binary() else {
+        return;
+    };
+    let mut rig = Rig::start(&bin, LbAlgorithm::LeastRequest, &[1, 1]).await;
+    let (a, b) = (rig.ports[0], rig.ports[1]);
+    // Hold one request on A: send `/hold/A` on fresh connections until one
+    // gets no answer (B answers its share at once). Both hosts are idle at
+    // each try, so each lands on A with probability 1/2; 40 tries are a
+    // hang guard.
+    let mut held = Vec::new();
+    for _ in 0..40 {
+        let mut http = Http::connect(rig.listen).await;
+        let path = format!("/hold/{a}");
+        let answered = tokio::time::timeout(Duration::from_millis(300), http.get(&path)).await;
+        if answered.is_err() {
+            held.push(http);
+            break;
+        }
+    }
+    assert_eq!(held.len(), 1, "no request ever reached backend A");
+    let on_a = |counts: &HashMap<u16, usize>| *counts.get(&a).unwrap_or(&0);
+
+    let counts = rig.split(400).await;
+    eprintln!("two picks, one request held on A: {} of 400 to A", on_a(&counts));
+    assert_eq!(counts.values().sum::<usize>(), 400);
+    assert!(
+        on_a(&counts) >= 40,
+        "two picks with replacement should send ~100 of 400 to the busy host: {counts:?} (A={a}, B={b})"
+    );
+
+    rig.publish(LbAlgorithm::JoinShortestQueue, &rig.loopback(&[1, 1]));
+    let t0 = Instant::now();
+    loop {
+        let cluster = rig.active_cluster().await.unwrap_or_default();
+        let policies = &cluster["load_balancing_policy"]["policies"];
+        let first = &policies[0]["typed_extension_config"];
+        if first["name"] == "envoy.load_balancing_policies.least_request" {
+            assert_eq!(
+                first["typed_config"]["selection_method"], "FULL_SCAN",
+                "{cluster}"
+            );
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the typed least-request policy never became active: {cluster}\nenvoy log tail:\n{}",
+            rig.envoy.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(rig.stats.nacks(), 0, "{:?}", rig.stats.last_nack());
+    // The cluster was rebuilt: hold a request on A again under the new policy.
+    held.clear();
+    for _ in 0..40 {
+        let mut http = Http::connect(rig.listen).await;
+        let path = format!("/hold/{a}");
+        let answered = tokio::time::timeout(Duration::from_millis(300), http.get(&path)).await;
+        if answered.is_err() {
+            held.push(http);
+            break;
+        }
+    }
+    assert_eq!(
+        held.len(),
+        1,
+        "no request reached backend A after the switch"
+    );
+    let counts = rig.split(400).await;
+    assert_eq!(
+        (on_a(&counts), counts.values().sum::<usize>()),
+        (0, 400),
+        "a full scan never picks the busy host while the other is idle: {counts:?}"
+    );
 }
 
 /// The engine's outlier detection reaches Envoy through CDS: the active

@@ -184,6 +184,24 @@ async fn a_grpcio_xds_client_follows_the_weights() {
     assert_eq!(errors, 0);
     assert!(close(&second, &[8, 1, 1], 0.05), "{second:?} is not 8:1:1");
 
+    // Join shortest queue travels as a typed policy list (Envoy's least
+    // request with a full scan, then round robin): gRPC, which has no least
+    // request, takes round robin from the list; no NACK, calls keep flowing.
+    tx.send_replace(common::envoy::published(
+        "web",
+        4,
+        LbAlgorithm::JoinShortestQueue,
+        &backends(&[1, 1, 1]),
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (third, errors) = client.calls(1500).await;
+    println!("join shortest queue, weights 1:1:1 -> {third:?} ({errors} errors)");
+    assert_eq!(errors, 0);
+    assert!(close(&third, &[1, 1, 1], 0.05), "{third:?} is not 1:1:1");
+    let after = stats.snapshot();
+    assert!(after.nacks == 0, "the client NACKed the typed policy: {after:?}");
+    assert!(after.acks > acked.acks, "the typed policy was never ACKed: {after:?}");
+
     drop(client.stdin);
     let _ = tokio::time::timeout(Duration::from_secs(10), client.child.wait()).await;
     let _ = stop_tx.send(());

@@ -14,7 +14,7 @@
 //! | `random` | uniform choice (Envoy RANDOM) |
 //! | `weighted_random` | choice proportional to weight (cumulative table + binary search) |
 //! | `least_request` | Envoy LEAST_REQUEST: equal weights → `choice_count` random picks (with replacement), fewest active wins, ties keep the first; unequal weights → EDF with effective weight `w / (active + 1)^active_request_bias` recomputed when a host is re-inserted |
-//! | `join_shortest_queue` | scan all hosts, fewest outstanding (random tie-break start) |
+//! | `join_shortest_queue` | Envoy LEAST_REQUEST with `selection_method: FULL_SCAN`: equal weights → scan all hosts, fewest outstanding (random tie-break start); unequal weights → the same EDF as `least_request` (Envoy only scans when the weights are equal) |
 //! | `peak_ewma` | Linkerd / tower PeakEwma: two distinct random hosts, cost = rtt_estimate × (pending + 1); the estimate jumps to any higher RTT (peak) and otherwise decays exponentially with time constant `ewma_decay` |
 //! | `ring_hash` | Envoy RING_HASH (Ketama): each host owns ⌊w·scale⌋ ≥ 1 points, ring ≥ `ring_min_size`, lookup = first point ≥ hash(key) |
 //! | `maglev` | Envoy MAGLEV: weighted permutation table of prime size (65537), lookup = table[hash(key) mod M] |
@@ -356,7 +356,7 @@ impl Balancer {
                     self.edf.add(*w, i as u32);
                 }
             }
-            LbAlgorithm::LeastRequest if !self.equal_weights => {
+            LbAlgorithm::LeastRequest | LbAlgorithm::JoinShortestQueue if !self.equal_weights => {
                 for i in 0..self.hosts.len() {
                     let a = outstanding
                         .get(self.hosts[i] as usize)
@@ -495,27 +495,26 @@ impl Balancer {
                 let x = rng.random::<f64>() * total;
                 self.cum.partition_point(|c| *c <= x).min(n - 1)
             }
+            LbAlgorithm::LeastRequest | LbAlgorithm::JoinShortestQueue if !self.equal_weights => {
+                let p = self.edf.pop().unwrap_or(0) as usize;
+                // Envoy re-inserts the picked host with its weight at pick
+                // time, counting the request about to be sent.
+                let w = self.lr_weight(p, act(self.hosts[p]) + 1);
+                self.edf.add(w, p as u32);
+                p
+            }
             LbAlgorithm::LeastRequest => {
-                if self.equal_weights {
-                    let mut best = rng.random_range(0..n);
-                    let mut best_a = act(self.hosts[best]);
-                    for _ in 1..self.params.choice_count {
-                        let c = rng.random_range(0..n);
-                        let a = act(self.hosts[c]);
-                        if a < best_a {
-                            best = c;
-                            best_a = a;
-                        }
+                let mut best = rng.random_range(0..n);
+                let mut best_a = act(self.hosts[best]);
+                for _ in 1..self.params.choice_count {
+                    let c = rng.random_range(0..n);
+                    let a = act(self.hosts[c]);
+                    if a < best_a {
+                        best = c;
+                        best_a = a;
                     }
-                    best
-                } else {
-                    let p = self.edf.pop().unwrap_or(0) as usize;
-                    // Envoy re-inserts the picked host with its weight at pick
-                    // time, counting the request about to be sent.
-                    let w = self.lr_weight(p, act(self.hosts[p]) + 1);
-                    self.edf.add(w, p as u32);
-                    p
                 }
+                best
             }
             LbAlgorithm::JoinShortestQueue => {
                 let start = rng.random_range(0..n);
@@ -711,6 +710,48 @@ mod tests {
         b.rebuild(&hosts, &[1.0; 4], &[1, 2, 3, 4], &out);
         let mut rng = SmallRng::seed_from_u64(1);
         assert_eq!(b.pick(0, 0.0, &out, &mut rng), Some(1));
+    }
+
+    #[test]
+    fn full_scan_always_compares_both_of_two_hosts_two_picks_do_not() {
+        // Envoy's N_CHOICES draws with replacement: on two hosts half the
+        // picks compare a host with itself. FULL_SCAN never does.
+        let hosts = [0u32, 1];
+        let out = [3u32, 0];
+        let mut rng = SmallRng::seed_from_u64(7);
+        let busy_picks = |algo: LbAlgorithm, rng: &mut SmallRng| {
+            let mut b = Balancer::new(algo, LbParams::default());
+            b.rebuild(&hosts, &[1.0, 1.0], &[1, 2], &out);
+            (0..10_000)
+                .filter(|_| b.pick(0, 0.0, &out, rng) == Some(0))
+                .count()
+        };
+        assert_eq!(busy_picks(LbAlgorithm::JoinShortestQueue, &mut rng), 0);
+        let p2c = busy_picks(LbAlgorithm::LeastRequest, &mut rng);
+        assert!(
+            (2200..2800).contains(&p2c),
+            "P2C picked the busy host {p2c} times"
+        );
+    }
+
+    #[test]
+    fn full_scan_with_unequal_weights_is_weighted_least_request() {
+        // Envoy scans only when all weights are equal; otherwise both
+        // selection methods use the EDF on w / (active + 1).
+        let hosts = [0u32, 1, 2];
+        let out = [0u32, 0, 0];
+        let picks = |algo: LbAlgorithm| {
+            let mut b = Balancer::new(algo, LbParams::default());
+            b.rebuild(&hosts, &[1.0, 2.0, 5.0], &[1, 2, 3], &out);
+            let mut rng = SmallRng::seed_from_u64(3);
+            (0..64)
+                .map(|_| b.pick(0, 0.0, &out, &mut rng))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            picks(LbAlgorithm::JoinShortestQueue),
+            picks(LbAlgorithm::LeastRequest)
+        );
     }
 
     #[test]

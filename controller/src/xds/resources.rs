@@ -33,7 +33,7 @@
 //! | weighted_random | ROUND_ROBIN | Envoy's RANDOM ignores weights; weighted RR gives the same shares with less variance |
 //! | random | RANDOM | |
 //! | least_request, peak_ewma | LEAST_REQUEST, `active_request_bias` 1.0 | load awareness is the point of choosing them; Envoy has no latency EWMA, least-request is the closest |
-//! | join_shortest_queue | LEAST_REQUEST, `choice_count` = endpoint count, `active_request_bias` 1.0 | full JSQ over every endpoint (with equal weights) |
+//! | join_shortest_queue | `load_balancing_policy` [`envoy.load_balancing_policies.least_request` with `selection_method: FULL_SCAN`, `active_request_bias` 1.0; then round robin], `lb_policy` LEAST_REQUEST | every endpoint compared on each pick (Envoy scans only with equal weights; unequal weights use the same EDF as least request). A client that does not know the typed policy takes the next one in the list (gRPC: round robin) |
 //! | ring_hash, source_ip_hash | RING_HASH | the hash key (e.g. source IP) comes from the route's `hash_policy`, configured on the Envoy side |
 //! | maglev | MAGLEV | |
 //!
@@ -47,9 +47,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use aya_policy::LbAlgorithm;
+use envoy_types::pb::envoy::config::cluster::v3::load_balancing_policy::Policy;
 use envoy_types::pb::envoy::config::cluster::v3::{
-    Cluster, OutlierDetection as EnvoyOutlierDetection, TrackClusterStats,
+    Cluster, LoadBalancingPolicy, OutlierDetection as EnvoyOutlierDetection, TrackClusterStats,
 };
+use envoy_types::pb::envoy::config::core::v3::TypedExtensionConfig;
+use envoy_types::pb::envoy::extensions::load_balancing_policies::least_request::v3::LeastRequest;
+use envoy_types::pb::envoy::extensions::load_balancing_policies::least_request::v3::least_request::SelectionMethod;
+use envoy_types::pb::envoy::extensions::load_balancing_policies::round_robin::v3::RoundRobin;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{
     ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbConfig, LbPolicy,
     LeastRequestLbConfig,
@@ -102,12 +107,12 @@ pub const SERVED_TYPES: [&str; 4] = [CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE,
 const CONNECT_TIMEOUT_SECS: i64 = 1;
 
 /// The Envoy `lb_policy` for an Aya algorithm, with its optional
-/// `lb_config` (see the module docs for the table and the reasons).
-/// `endpoints` is the endpoint count (used for join-shortest-queue).
-pub fn lb_policy_for(algorithm: LbAlgorithm, endpoints: usize) -> (LbPolicy, Option<LbConfig>) {
-    let least_request = |choice_count: Option<u32>| {
+/// `lb_config` (see the module docs for the table and the reasons; join
+/// shortest queue also needs [`load_balancing_policy_for`]).
+pub fn lb_policy_for(algorithm: LbAlgorithm) -> (LbPolicy, Option<LbConfig>) {
+    let least_request = || {
         Some(LbConfig::LeastRequestLbConfig(LeastRequestLbConfig {
-            choice_count: choice_count.map(|value| UInt32Value { value }),
+            choice_count: None,
             active_request_bias: Some(RuntimeDouble {
                 default_value: 1.0,
                 runtime_key: String::new(),
@@ -120,16 +125,49 @@ pub fn lb_policy_for(algorithm: LbAlgorithm, endpoints: usize) -> (LbPolicy, Opt
             (LbPolicy::RoundRobin, None)
         }
         LbAlgorithm::Random => (LbPolicy::Random, None),
-        LbAlgorithm::LeastRequest | LbAlgorithm::PeakEwma => {
-            (LbPolicy::LeastRequest, least_request(None))
-        }
-        LbAlgorithm::JoinShortestQueue => {
-            let n = u32::try_from(endpoints).unwrap_or(u32::MAX).max(2);
-            (LbPolicy::LeastRequest, least_request(Some(n)))
+        LbAlgorithm::LeastRequest | LbAlgorithm::PeakEwma | LbAlgorithm::JoinShortestQueue => {
+            (LbPolicy::LeastRequest, least_request())
         }
         LbAlgorithm::RingHash | LbAlgorithm::SourceIpHash => (LbPolicy::RingHash, None),
         LbAlgorithm::Maglev => (LbPolicy::Maglev, None),
     }
+}
+
+/// The typed `load_balancing_policy` of an algorithm that `lb_policy`
+/// cannot say: join shortest queue is Envoy's least request with
+/// `selection_method: FULL_SCAN` (Envoy ≥ 1.31), followed by round robin for
+/// clients that do not know that policy (each takes the first it supports).
+/// When set, Envoy uses it instead of `lb_policy`.
+pub fn load_balancing_policy_for(algorithm: LbAlgorithm) -> Option<LoadBalancingPolicy> {
+    if algorithm != LbAlgorithm::JoinShortestQueue {
+        return None;
+    }
+    let typed = |name: &str, typed_config: Any| Policy {
+        typed_extension_config: Some(TypedExtensionConfig {
+            name: name.to_string(),
+            typed_config: Some(typed_config),
+        }),
+    };
+    let full_scan = LeastRequest {
+        active_request_bias: Some(RuntimeDouble {
+            default_value: 1.0,
+            runtime_key: String::new(),
+        }),
+        selection_method: SelectionMethod::FullScan as i32,
+        ..Default::default()
+    };
+    Some(LoadBalancingPolicy {
+        policies: vec![
+            typed(
+                "envoy.load_balancing_policies.least_request",
+                pack_any(full_scan),
+            ),
+            typed(
+                "envoy.load_balancing_policies.round_robin",
+                pack_any(RoundRobin::default()),
+            ),
+        ],
+    })
 }
 
 /// A `ConfigSource` that says "over the same ADS stream".
@@ -149,10 +187,8 @@ fn ads_source() -> ConfigSource {
 /// `healthy` per endpoint: the engine then learns load, errors and health
 /// from Envoy alone.
 pub fn cluster(snapshot: &ClusterSnapshot) -> Cluster {
-    let (policy, lb_config) = lb_policy_for(
-        snapshot.decision.algorithm.algorithm,
-        snapshot.endpoints.len(),
-    );
+    let algorithm = snapshot.decision.algorithm.algorithm;
+    let (policy, lb_config) = lb_policy_for(algorithm);
     Cluster {
         name: snapshot.cluster.clone(),
         cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
@@ -166,6 +202,7 @@ pub fn cluster(snapshot: &ClusterSnapshot) -> Cluster {
         }),
         lb_policy: policy as i32,
         lb_config,
+        load_balancing_policy: load_balancing_policy_for(algorithm),
         track_cluster_stats: Some(TrackClusterStats {
             per_endpoint_stats: true,
             ..Default::default()
@@ -360,7 +397,7 @@ mod tests {
     #[test]
     fn every_algorithm_maps_to_a_policy_envoy_accepts() {
         for alg in LbAlgorithm::ALL {
-            let (policy, cfg) = lb_policy_for(alg, 3);
+            let (policy, cfg) = lb_policy_for(alg);
             assert!(
                 matches!(
                     policy,
@@ -378,13 +415,43 @@ mod tests {
                 assert_eq!(c.active_request_bias.map(|b| b.default_value), Some(1.0));
             }
         }
-        let (_, jsq) = lb_policy_for(LbAlgorithm::JoinShortestQueue, 7);
-        match jsq {
-            Some(LbConfig::LeastRequestLbConfig(c)) => {
-                assert_eq!(c.choice_count.map(|v| v.value), Some(7))
-            }
-            other => panic!("unexpected {other:?}"),
+        // Only join shortest queue needs the typed policy: least request
+        // with a full scan, then round robin for clients without it.
+        for alg in LbAlgorithm::ALL {
+            let typed = load_balancing_policy_for(alg);
+            assert_eq!(
+                typed.is_some(),
+                alg == LbAlgorithm::JoinShortestQueue,
+                "{alg}"
+            );
         }
+        let jsq = load_balancing_policy_for(LbAlgorithm::JoinShortestQueue).unwrap();
+        let names: Vec<&str> = jsq
+            .policies
+            .iter()
+            .filter_map(|p| p.typed_extension_config.as_ref())
+            .map(|t| t.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "envoy.load_balancing_policies.least_request",
+                "envoy.load_balancing_policies.round_robin"
+            ]
+        );
+        let any = jsq.policies[0]
+            .typed_extension_config
+            .as_ref()
+            .and_then(|t| t.typed_config.as_ref())
+            .unwrap();
+        assert!(
+            any.type_url.ends_with("least_request.v3.LeastRequest"),
+            "{}",
+            any.type_url
+        );
+        let lr = <LeastRequest as prost::Message>::decode(any.value.as_slice()).unwrap();
+        assert_eq!(lr.selection_method, SelectionMethod::FullScan as i32);
+        assert_eq!(lr.active_request_bias.map(|b| b.default_value), Some(1.0));
     }
 
     #[test]
