@@ -37,7 +37,10 @@
 //! 7. **Algorithm selection**: ring hash on affinity; peak-EWMA when latency
 //!    outliers exceed the ejection budget; otherwise least request (weighted
 //!    by the split when capacities differ), which reacts to slow or stuck
-//!    hosts the telemetry has not shown yet. Weighted round robin is chosen
+//!    hosts the telemetry has not shown yet. On a pool known to be
+//!    homogeneous whose data plane ejects failing hosts (step 8), least
+//!    request compares every host instead of two random picks
+//!    (`join_shortest_queue`, Envoy's `FULL_SCAN`). Weighted round robin is chosen
 //!    only when `score_algorithms` is on and the driver's scorer
 //!    ([`crate::scoring`]) predicts it better. A switch back from an urgent
 //!    choice waits `algorithm_switch_ticks` ticks in a row.
@@ -49,6 +52,7 @@
 //! state in name order.
 
 mod algorithm;
+use algorithm::PoolShape;
 mod ejection;
 mod freshness;
 mod outlier;
@@ -118,6 +122,9 @@ pub struct AyaPolicy {
     /// The data plane's outlier detection last published, and when it changed.
     od_published: crate::types::OutlierDetection,
     od_changed_at: Option<Time>,
+    /// Whether the capacity spread last showed a homogeneous pool (changes
+    /// only on evidence, see `classify_spread`).
+    pool_homogeneous: bool,
 }
 
 impl AyaPolicy {
@@ -147,6 +154,7 @@ impl AyaPolicy {
             latency_streaks: BTreeMap::new(),
             od_published: crate::types::OutlierDetection::OFF,
             od_changed_at: None,
+            pool_homogeneous: true,
         }
     }
 
@@ -366,16 +374,20 @@ impl Policy for AyaPolicy {
                 ex.rules.push(headroom_rule(h));
             }
         }
+        let outlier_detection =
+            self.outlier_detection(&input, &active, load.max(input.demand_rps), stale, &mut ex);
+        let data_plane_ejects = outlier_detection.is_some_and(|o| o.consecutive_5xx > 0);
         let algorithm = self.choose_algorithm(
             &input,
             &active,
             (&weights, load),
-            spread,
-            outliers_left,
+            PoolShape {
+                spread,
+                outliers_left,
+                data_plane_ejects,
+            },
             &mut ex,
         );
-        let outlier_detection =
-            self.outlier_detection(&input, &active, load.max(input.demand_rps), stale, &mut ex);
         Decision {
             at: input.now,
             weights,

@@ -93,6 +93,10 @@ pub struct CapacityEstimate {
     pub current_cost_factor: f64,
     /// The cost trend crossed the degradation threshold.
     pub degrading: bool,
+    /// Relative standard error of the per-request cost the estimate rests
+    /// on (the recent windows'), so also of `capacity_rps`: how far noise
+    /// alone moves the estimate. 0 when fewer than two windows tell.
+    pub rel_se: f64,
 }
 
 /// Rolling-window capacity model of one backend.
@@ -196,6 +200,25 @@ impl CapacityModel {
         let k = trend_points.min(all.len());
         let recent = &all[all.len() - k..];
         let recent_cost = pooled(recent);
+        // Standard error of the rate-weighted mean cost over the windows
+        // that set the estimate (the recent ones, else the whole window).
+        let rel_se = {
+            let xs = if recent.len() >= 2 { recent } else { &all[..] };
+            let n = xs.len() as f64;
+            let mean = pooled(xs);
+            let w: f64 = xs.iter().map(|s| s.rate).sum();
+            let v: f64 = xs
+                .iter()
+                .map(|s| (s.rate * (cost_of(s) - mean)).powi(2))
+                .sum();
+            let se = if n >= 2.0 {
+                (v * n / (n - 1.0)).sqrt() / w
+            } else {
+                0.0
+            };
+            let r = se / mean;
+            if r.is_finite() && r > 0.0 { r } else { 0.0 }
+        };
         let recent_t: Vec<f64> = recent.iter().map(|s| s.t - now).collect();
         let recent_c: Vec<f64> = recent.iter().map(cost_of).collect();
         let (predicted, degrading) = match trend_fit(&recent_t, &recent_c) {
@@ -263,6 +286,7 @@ impl CapacityModel {
                 cost_factor,
                 current_cost_factor,
                 degrading,
+                rel_se,
             })
         } else {
             let cost = window_cost * cost_factor;
@@ -274,6 +298,7 @@ impl CapacityModel {
                 cost_factor,
                 current_cost_factor,
                 degrading,
+                rel_se,
             })
         }
     }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::AyaPolicy;
+use super::weights::Spread;
 use crate::capacity::{median, positive};
 use crate::scoring::{AlgorithmScorer, PoolBackend, PoolSnapshot};
 use crate::types::{
@@ -11,6 +12,17 @@ use crate::types::{
 };
 
 /// The injected scorer, shared (it is stateless) so the engine stays `Clone`.
+/// What the algorithm rules know of the pool this tick.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PoolShape {
+    /// Capacity spread, when two or more capacities are known.
+    pub(super) spread: Option<Spread>,
+    /// Latency outliers left in the pool beyond the ejection budget.
+    pub(super) outliers_left: bool,
+    /// The data plane's consecutive-5xx ejection is published on.
+    pub(super) data_plane_ejects: bool,
+}
+
 #[derive(Clone)]
 pub(super) struct ScorerHandle(pub(super) Arc<dyn AlgorithmScorer>);
 
@@ -131,8 +143,7 @@ impl AyaPolicy {
         input: &TickInput<'_>,
         active: &[&BackendObservation],
         published: (&[BackendWeight], f64),
-        spread: Option<f64>,
-        outliers_left: bool,
+        shape: PoolShape,
         ex: &mut Explanation,
     ) -> AlgorithmChoice {
         let c = self.cfg.get().clone();
@@ -142,7 +153,7 @@ impl AyaPolicy {
             .map(|b| b.latency_p99 / b.latency_p50)
             .collect();
         let variability = median(&ratios);
-        let (want, why) = self.rule_algorithm(spread, variability, outliers_left);
+        let (want, why) = self.rule_algorithm(shape, variability);
         match self.algorithm {
             None => {
                 self.algorithm = Some(want);
@@ -154,10 +165,6 @@ impl AyaPolicy {
                 self.candidate = None;
             }
             Some(cur) => {
-                let n = match self.candidate {
-                    Some((a, n)) if a == want => n + 1,
-                    _ => 1,
-                };
                 // Outliers and affinity act at once; the rest need persistence.
                 let urgent = matches!(want, LbAlgorithm::PeakEwma | LbAlgorithm::RingHash);
                 // A rule wants a switch: when a scorer can predict it, the
@@ -177,6 +184,22 @@ impl AyaPolicy {
                     } else {
                         verdict == Some(false)
                     }
+                };
+                // Join shortest queue was chosen while the pool looked
+                // homogeneous; once capacities differ and weighted round
+                // robin is not predicted better, the rules' other choice
+                // (weighted least request) is the one to move to.
+                let (want, vetoed) = if vetoed
+                    && want == LbAlgorithm::WeightedRoundRobin
+                    && cur == LbAlgorithm::JoinShortestQueue
+                {
+                    (LbAlgorithm::LeastRequest, false)
+                } else {
+                    (want, vetoed)
+                };
+                let n = match self.candidate {
+                    Some((a, n)) if a == want => n + 1,
+                    _ => 1,
                 };
                 if vetoed {
                     self.candidate = None;
@@ -207,13 +230,13 @@ impl AyaPolicy {
     /// The algorithm the rules want for this pool, and why: ring hash on
     /// affinity, peak-EWMA for outliers left in the pool, else by capacity
     /// spread and service-time variability (p99/p50).
-    fn rule_algorithm(
-        &self,
-        spread: Option<f64>,
-        variability: Option<f64>,
-        outliers_left: bool,
-    ) -> (LbAlgorithm, String) {
+    fn rule_algorithm(&self, shape: PoolShape, variability: Option<f64>) -> (LbAlgorithm, String) {
         let c = self.cfg.get();
+        let PoolShape {
+            spread,
+            outliers_left,
+            data_plane_ejects,
+        } = shape;
         if c.affinity {
             (LbAlgorithm::RingHash, "affinity requested".to_string())
         } else if outliers_left {
@@ -232,9 +255,10 @@ impl AyaPolicy {
             // request on every fault kind (docs/suite.md).
             if c.score_algorithms
                 && let (Some(s), Some(v)) = (spread, variability)
-                && s > c.capacity_spread
+                && !s.homogeneous
                 && v <= c.variable_service_ratio
             {
+                let s = s.lower;
                 // Only a simulation of the learned pool may choose weighted
                 // round robin (see `choose_algorithm`): it wins on steady
                 // service when the capacity model is right.
@@ -245,17 +269,41 @@ impl AyaPolicy {
                     ),
                 );
             }
-            let why = match (spread, variability) {
-                (Some(s), _) if s > c.capacity_spread => {
-                    format!("unequal capacity (spread {s:.2}): weighted least request")
-                }
-                (Some(s), Some(v)) => {
-                    format!("homogeneous pool (spread {s:.2}, p99/p50 {v:.1}): least request")
-                }
-                (None, _) => "capacities not known yet: least request".to_string(),
-                (Some(s), None) => format!("homogeneous pool (spread {s:.2}): least request"),
-            };
-            (LbAlgorithm::LeastRequest, why)
+            let v = variability.map_or(String::new(), |v| format!(", p99/p50 {v:.1}"));
+            match spread {
+                Some(s) if !s.homogeneous => (
+                    LbAlgorithm::LeastRequest,
+                    format!(
+                        "unequal capacity (spread {:.2}..{:.2}): weighted least request",
+                        s.lower, s.upper
+                    ),
+                ),
+                // Two random picks (Envoy's N_CHOICES, with replacement)
+                // compare the same host with itself 1/n of the time: half
+                // the picks of a two-host pool are random. Comparing every
+                // host is better on an equal-weight pool, but a host that
+                // fails fast has no requests in flight and would win nearly
+                // every pick until something ejects it; with the data
+                // plane's consecutive-5xx ejection on, it takes 5.
+                Some(s) if data_plane_ejects => (
+                    LbAlgorithm::JoinShortestQueue,
+                    format!(
+                        "homogeneous pool (spread {:.2}{v}), data-plane ejection on: least request over every host",
+                        s.lower
+                    ),
+                ),
+                Some(s) => (
+                    LbAlgorithm::LeastRequest,
+                    format!(
+                        "homogeneous pool (spread {:.2}{v}): least request (two picks: no data-plane ejection to stop a full scan feeding a failing host)",
+                        s.lower
+                    ),
+                ),
+                None => (
+                    LbAlgorithm::LeastRequest,
+                    "capacities not known yet: least request".to_string(),
+                ),
+            }
         }
     }
 }
@@ -330,14 +378,24 @@ mod tests {
         };
         let equal = [1.0, 1.0, 1.0, 1.0];
         let mixed = [1.0, 2.0, 4.0, 4.0];
-        // Exponential service: p99/p50 = ln 100 / ln 2 ≈ 6.6.
-        assert_eq!(
-            pick(0.01, 0.066, &equal, AyaConfig::default()).algorithm,
-            LbAlgorithm::LeastRequest
-        );
+        // Exponential service: p99/p50 = ln 100 / ln 2 ≈ 6.6. A homogeneous
+        // pool whose data plane ejects failing hosts (this one can lose one
+        // of four at 40 % CPU) compares every host on each pick.
+        let scan = pick(0.01, 0.066, &equal, AyaConfig::default());
+        assert_eq!(scan.algorithm, LbAlgorithm::JoinShortestQueue);
+        assert!(scan.rule.contains("ejection on"), "{}", scan.rule);
+        // Without the data plane's ejection a fast-failing host would draw
+        // nearly every request of a full scan: two picks.
+        let no_ejection = AyaConfig {
+            outlier_detection_5xx: 0,
+            ..AyaConfig::default()
+        };
+        let two = pick(0.01, 0.066, &equal, no_ejection.clone());
+        assert_eq!(two.algorithm, LbAlgorithm::LeastRequest);
+        assert!(two.rule.contains("no data-plane ejection"), "{}", two.rule);
         // Steady (deterministic-like) service no longer selects round robin
         // or weighted round robin: least request reacts to faults they miss.
-        let steady = pick(0.01, 0.011, &equal, AyaConfig::default());
+        let steady = pick(0.01, 0.011, &equal, no_ejection);
         assert_eq!(steady.algorithm, LbAlgorithm::LeastRequest);
         assert!(steady.rule.contains("homogeneous"), "{}", steady.rule);
         let steady_mixed = pick(0.01, 0.011, &mixed, AyaConfig::default());
@@ -384,15 +442,18 @@ mod tests {
         }
         let d = p.decide(&input(2.0, &pool(2.0, true), 1000.0, None, replicas(11)));
         assert_eq!(d.algorithm.algorithm, LbAlgorithm::PeakEwma);
-        // The outliers recover: least request comes back only after
-        // `algorithm_switch_ticks` (3) ticks in a row.
-        for k in 1..=3 {
+        // The outliers recover: a proposal goes ahead only after
+        // `algorithm_switch_ticks` (3) ticks in a row of the same one. The
+        // first tick proposes least request (capacities not known yet); from
+        // the second the pool is known homogeneous with the data plane's
+        // ejection on, and join shortest queue starts its own count.
+        for k in 1..=4 {
             let t = k as f64 * 10.0;
             let d = p.decide(&input(t, &pool(t, false), 1000.0, None, replicas(11)));
-            let expected = if k < 3 {
+            let expected = if k < 4 {
                 LbAlgorithm::PeakEwma
             } else {
-                LbAlgorithm::LeastRequest
+                LbAlgorithm::JoinShortestQueue
             };
             assert_eq!(
                 d.algorithm.algorithm, expected,
@@ -423,7 +484,7 @@ mod tests {
                     .all(|b| b.capacity_rps > 0.0 && b.weight >= 1)
             );
             match algorithm {
-                LbAlgorithm::LeastRequest => Some(self.lr),
+                LbAlgorithm::LeastRequest | LbAlgorithm::JoinShortestQueue => Some(self.lr),
                 LbAlgorithm::WeightedRoundRobin => Some(self.wrr),
                 _ => None,
             }

@@ -26,8 +26,58 @@ struct Capacities<'n> {
     use_absolute: bool,
     /// The usable capacities, requests per second (or relative).
     known: Vec<f64>,
-    /// max/min of `known` when it has two or more.
-    spread: Option<f64>,
+    /// How far apart the capacities are, lower and upper bound with their
+    /// noise (see [`spread_bounds`]), when two or more are known.
+    bounds: Option<(f64, f64)>,
+}
+
+/// Standard errors each capacity estimate may be off by before a difference
+/// counts (two: a 95 % band per backend).
+const SPREAD_NOISE_SE: f64 = 2.0;
+
+/// The pool's capacity spread with its noise, and whether the rules treat
+/// the pool as homogeneous.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Spread {
+    /// The spread the noise cannot explain: the largest capacity's lower
+    /// band over the smallest's upper band (at least 1).
+    pub(super) lower: f64,
+    /// The spread the noise allows: the largest upper band over the
+    /// smallest lower band.
+    pub(super) upper: f64,
+    /// Equal weights and unweighted least request apply.
+    pub(super) homogeneous: bool,
+}
+
+/// The spread's bounds for two or more estimates, with bands of
+/// [`SPREAD_NOISE_SE`] relative standard errors around each (log scale):
+/// `lower = exp(max(ln c_i − z·se_i) − min(ln c_j + z·se_j))` (at least 1),
+/// `upper = exp(max(ln c_i + z·se_i) − min(ln c_j − z·se_j))`. The raw
+/// max/min of point estimates grows with the pool: of 16 identical backends
+/// measured with a 10 % error, the largest and smallest are ≈ 1.6× apart, and
+/// a homogeneous pool would get unequal weights on noise alone.
+fn spread_bounds<'a>(ests: impl Iterator<Item = &'a CapacityEstimate>) -> Option<(f64, f64)> {
+    let mut n = 0usize;
+    let (mut lo_hi, mut hi_lo) = (f64::INFINITY, f64::NEG_INFINITY);
+    let (mut lo_lo, mut hi_hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for e in ests {
+        let l = e.capacity_rps.max(1e-12).ln();
+        let m = SPREAD_NOISE_SE * e.rel_se;
+        n += 1;
+        lo_hi = lo_hi.min(l + m);
+        hi_lo = hi_lo.max(l - m);
+        lo_lo = lo_lo.min(l - m);
+        hi_hi = hi_hi.max(l + m);
+    }
+    (n >= 2).then(|| ((hi_lo - lo_hi).max(0.0).exp(), (hi_hi - lo_lo).exp()))
+}
+
+/// max/min of the point estimates (for the explanation).
+fn raw_spread(known: &[f64]) -> f64 {
+    let (lo, hi) = known.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &x| {
+        (lo.min(x), hi.max(x))
+    });
+    hi / lo.max(1e-12)
 }
 
 impl Capacities<'_> {
@@ -43,7 +93,7 @@ impl Capacities<'_> {
 
 impl AyaPolicy {
     /// The weights to publish for the `active` backends at forecast `load`,
-    /// and the capacity spread (max/min) when two or more capacities are known.
+    /// and the capacity spread when two or more capacities are known.
     pub(super) fn compute_weights(
         &mut self,
         input: &TickInput<'_>,
@@ -51,7 +101,7 @@ impl AyaPolicy {
         load: f64,
         stale: bool,
         ex: &mut Explanation,
-    ) -> (Vec<BackendWeight>, Option<f64>) {
+    ) -> (Vec<BackendWeight>, Option<Spread>) {
         if active.is_empty() {
             return (Vec::new(), None);
         }
@@ -68,11 +118,34 @@ impl AyaPolicy {
             return (out, None);
         }
         let caps = self.capacities(input, names, ex);
-        let targets = self.weight_targets(active, &caps, load, ex);
+        let spread = caps
+            .bounds
+            .map(|(lower, upper)| self.classify_spread(lower, upper));
+        let targets = self.weight_targets(active, &caps, spread, load, ex);
         (
             self.publish_weights(input.now, &targets, &caps, load, ex),
-            caps.spread,
+            spread,
         )
+    }
+
+    /// Homogeneous or not, on evidence: a pool becomes heterogeneous when
+    /// even the lower bound of its spread exceeds `capacity_spread`, and
+    /// homogeneous again when even the upper bound is within it; while the
+    /// noise allows both, it stays as it was. A change under way (a host
+    /// slowing down) widens the bands and must not flip a pool to equal
+    /// weights at the moment the host needs less traffic.
+    fn classify_spread(&mut self, lower: f64, upper: f64) -> Spread {
+        let limit = self.cfg.get().capacity_spread;
+        if lower > limit {
+            self.pool_homogeneous = false;
+        } else if upper <= limit {
+            self.pool_homogeneous = true;
+        }
+        Spread {
+            lower,
+            upper,
+            homogeneous: self.pool_homogeneous,
+        }
     }
 
     /// Each backend's capacity estimate (explained), those of the kind most
@@ -113,20 +186,19 @@ impl AyaPolicy {
             .collect();
         let known: Vec<f64> = usable.iter().flatten().map(|e| e.capacity_rps).collect();
 
-        let spread = if known.len() >= 2 {
-            let (lo, hi) = known.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &x| {
-                (lo.min(x), hi.max(x))
-            });
-            Some(hi / lo.max(1e-12))
-        } else {
-            None
-        };
+        let bounds = spread_bounds(usable.iter().flatten());
+        if let Some((lower, upper)) = bounds {
+            ex.inputs.push(format!(
+                "capacity spread {lower:.2}..{upper:.2} with noise (raw max/min {:.2})",
+                raw_spread(&known)
+            ));
+        }
         Capacities {
             names,
             usable,
             use_absolute,
             known,
-            spread,
+            bounds,
         }
     }
 
@@ -136,23 +208,24 @@ impl AyaPolicy {
         &mut self,
         active: &[&BackendObservation],
         caps: &Capacities<'_>,
+        spread: Option<Spread>,
         load: f64,
         ex: &mut Explanation,
     ) -> Vec<(String, f64)> {
         let capacity_spread = self.cfg.get().capacity_spread;
         let names = &caps.names;
         let usable = &caps.usable;
-        match (median(&caps.known), caps.spread) {
+        match (median(&caps.known), spread) {
             (None, _) => {
                 ex.rules.push("weights_equal: no capacity model yet".into());
                 names.iter().map(|n| (n.to_string(), 1.0)).collect()
             }
             (Some(_), Some(s))
-                if s <= capacity_spread
-                    && !usable.iter().any(|e| e.is_some_and(|e| e.degrading)) =>
+                if s.homogeneous && !usable.iter().any(|e| e.is_some_and(|e| e.degrading)) =>
             {
                 ex.rules.push(format!(
-                    "weights_equal: homogeneous pool (capacity spread {s:.2} <= {capacity_spread:.2})",
+                    "weights_equal: homogeneous pool (capacity spread {:.2}..{:.2}, limit {capacity_spread:.2})",
+                    s.lower, s.upper
                 ));
                 names.iter().map(|n| (n.to_string(), 1.0)).collect()
             }
@@ -776,6 +849,77 @@ mod tests {
             ratio >= now_ratio * 0.95,
             "overloaded, d keeps only {ratio:.3} of a's weight; its current capacity is {now_ratio:.3}"
         );
+    }
+
+    /// 16 backends measured with ±60 % per-window CPU noise (deterministic):
+    /// `speed(i)` sets their true relative speed. Returns the last decision.
+    fn noisy_pool(speed: impl Fn(usize) -> f64) -> Decision {
+        let mut p = engine();
+        let mut dec = None;
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for k in 0..20 {
+            let t = k as f64 * 10.0;
+            let backends: Vec<_> = (0..16)
+                .map(|i| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let u = (x >> 11) as f64 / (1u64 << 53) as f64;
+                    let noise = 1.0 + 1.2 * (u - 0.5);
+                    let rate = 50.0;
+                    obs(
+                        &format!("b{i:02}"),
+                        t,
+                        rate,
+                        0.008 * rate * noise / speed(i),
+                        0.02,
+                        0.12,
+                    )
+                })
+                .collect();
+            dec = Some(p.decide(&input(t, &backends, 800.0, None, replicas(16))));
+        }
+        dec.unwrap()
+    }
+
+    #[test]
+    fn noise_alone_does_not_make_a_pool_heterogeneous() {
+        // Identical backends: the raw max/min of their estimates is well
+        // over `capacity_spread`, but within what their noise explains.
+        let dec = noisy_pool(|_| 1.0);
+        let raw = dec
+            .explanation
+            .inputs
+            .iter()
+            .find_map(|i| i.split("raw max/min ").nth(1))
+            .and_then(|r| r.trim_end_matches(')').parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{:?}", dec.explanation.inputs));
+        assert!(
+            raw > 1.3,
+            "raw spread {raw}: the test needs noise that fools max/min"
+        );
+        assert!(
+            dec.explanation
+                .rules
+                .iter()
+                .any(|r| r.starts_with("weights_equal: homogeneous pool")),
+            "{:?}",
+            dec.explanation
+        );
+        assert!(dec.weights.windows(2).all(|w| w[0].weight == w[1].weight));
+        // Two real tiers (3x apart) measured as noisily stay unequal.
+        let tiers = noisy_pool(|i| if i < 8 { 1.0 } else { 3.0 });
+        assert!(
+            !tiers
+                .explanation
+                .rules
+                .iter()
+                .any(|r| r.starts_with("weights_equal:")),
+            "{:?}",
+            tiers.explanation
+        );
+        let (slow, fast) = (weight(&tiers, "b00"), weight(&tiers, "b15"));
+        assert!(fast > 2 * slow, "fast {fast} vs slow {slow}");
     }
 
     #[test]
