@@ -614,7 +614,10 @@ async fn join_shortest_queue_is_envoys_full_scan() {
     let on_a = |counts: &HashMap<u16, usize>| *counts.get(&a).unwrap_or(&0);
 
     let counts = rig.split(400).await;
-    eprintln!("two picks, one request held on A: {} of 400 to A", on_a(&counts));
+    eprintln!(
+        "two picks, one request held on A: {} of 400 to A",
+        on_a(&counts)
+    );
     assert_eq!(counts.values().sum::<usize>(), 400);
     assert!(
         on_a(&counts) >= 40,

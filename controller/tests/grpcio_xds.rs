@@ -199,8 +199,14 @@ async fn a_grpcio_xds_client_follows_the_weights() {
     assert_eq!(errors, 0);
     assert!(close(&third, &[1, 1, 1], 0.05), "{third:?} is not 1:1:1");
     let after = stats.snapshot();
-    assert!(after.nacks == 0, "the client NACKed the typed policy: {after:?}");
-    assert!(after.acks > acked.acks, "the typed policy was never ACKed: {after:?}");
+    assert!(
+        after.nacks == 0,
+        "the client NACKed the typed policy: {after:?}"
+    );
+    assert!(
+        after.acks > acked.acks,
+        "the typed policy was never ACKed: {after:?}"
+    );
 
     drop(client.stdin);
     let _ = tokio::time::timeout(Duration::from_secs(10), client.child.wait()).await;
