@@ -151,6 +151,7 @@ pub fn decision_to_wire(d: &Decision) -> pb::Decision {
             base_ejection_time_seconds: o.base_ejection_time,
             max_ejection_percent: o.max_ejection_percent,
         }),
+        max_requests: d.max_requests,
         explanation: Some(pb::Explanation {
             inputs: d.explanation.inputs.clone(),
             forecast: d.explanation.forecast.clone().unwrap_or_default(),

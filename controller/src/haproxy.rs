@@ -1482,6 +1482,7 @@ mod tests {
     fn snapshot(endpoints: &[(&str, u32)], ejected: &[&str]) -> ClusterSnapshot {
         let decision = aya_policy::Decision {
             outlier_detection: None,
+            max_requests: None,
             at: Default::default(),
             weights: vec![],
             ejected: ejected.iter().map(|s| s.to_string()).collect(),

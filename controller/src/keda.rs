@@ -369,6 +369,7 @@ mod tests {
             version,
             decision: Decision {
                 outlier_detection: None,
+                max_requests: None,
                 at: 0.0,
                 weights: Vec::new(),
                 ejected: Vec::new(),
@@ -625,6 +626,7 @@ mod forecast_tests {
             version: 1,
             decision: Decision {
                 outlier_detection: None,
+                max_requests: None,
                 at: 0.0,
                 weights: Vec::new(),
                 ejected: Vec::new(),

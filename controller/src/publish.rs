@@ -238,6 +238,7 @@ mod tests {
     pub(super) fn snap(cluster: &str, version: u64, replicas: u32) -> ClusterSnapshot {
         let mut decision = Decision {
             outlier_detection: None,
+            max_requests: None,
             at: 0.0,
             weights: Vec::new(),
             ejected: Vec::new(),

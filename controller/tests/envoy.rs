@@ -338,6 +338,38 @@ impl Rig {
         self.tx.send_replace(Arc::new(st));
     }
 
+    /// [`Rig::publish`] with the decision's in-flight limit set to `limit`.
+    fn publish_with_max_requests(
+        &mut self,
+        alg: LbAlgorithm,
+        backends: &[(String, u16, u32)],
+        limit: Option<u32>,
+    ) {
+        self.version += 1;
+        let mut st = (*state(self.version, alg, backends)).clone();
+        for snap in st.clusters.values_mut() {
+            Arc::make_mut(snap).decision.max_requests = limit;
+        }
+        self.tx.send_replace(Arc::new(st));
+    }
+
+    /// Hold one request on backend `port` (a `/hold/<port>` request that the
+    /// backend never answers), trying fresh connections until one lands
+    /// there; the connection is returned so the request stays active.
+    async fn hold_on(&self, port: u16) -> Http {
+        for _ in 0..40 {
+            let mut http = Http::connect(self.listen).await;
+            let path = format!("/hold/{port}");
+            if tokio::time::timeout(Duration::from_millis(300), http.get(&path))
+                .await
+                .is_err()
+            {
+                return http;
+            }
+        }
+        panic!("no request ever reached backend {port}");
+    }
+
     /// The active dynamic cluster in Envoy's config dump, as JSON.
     async fn active_cluster(&self) -> Result<serde_json::Value, String> {
         let dump = admin_get(self.admin, "/config_dump?resource=dynamic_active_clusters").await?;
@@ -667,6 +699,68 @@ async fn join_shortest_queue_is_envoys_full_scan() {
         (0, 400),
         "a full scan never picks the busy host while the other is idle: {counts:?}"
     );
+}
+
+/// The engine's in-flight limit reaches Envoy as the cluster's circuit
+/// breaker: with `max_requests` 1 and one request held, the next request is
+/// refused at once (503, `upstream_rq_active_overflow`); without the limit
+/// it is served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_requests_via_cds_refuses_the_excess_at_once() {
+    let Some(bin) = common::envoy_binary() else {
+        return;
+    };
+    let mut rig = Rig::start(&bin, LbAlgorithm::LeastRequest, &[1, 1]).await;
+    rig.publish_with_max_requests(LbAlgorithm::LeastRequest, &rig.loopback(&[1, 1]), Some(1));
+    let t0 = Instant::now();
+    loop {
+        let cluster = rig.active_cluster().await.unwrap_or_default();
+        if cluster["circuit_breakers"]["thresholds"][0]["max_requests"] == 1 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the circuit breaker never became active: {cluster}\nenvoy log tail:\n{}",
+            rig.envoy.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(rig.stats.nacks(), 0, "{:?}", rig.stats.last_nack());
+    let _held = rig.hold_on(rig.ports[0]).await;
+    let mut http = Http::connect(rig.listen).await;
+    let t1 = Instant::now();
+    let (status, _) = http.get("/").await.expect("a response");
+    let took = t1.elapsed();
+    assert_eq!(status, 503, "past max_requests Envoy refuses");
+    assert!(
+        took < Duration::from_secs(1),
+        "refused at once, not queued: {took:?}"
+    );
+    let overflow = rig
+        .stat(&format!("cluster.{CLUSTER}.upstream_rq_active_overflow"))
+        .await;
+    assert!(
+        overflow.is_some_and(|n| n >= 1),
+        "overflow counted: {overflow:?}"
+    );
+
+    // Without the limit (Envoy's defaults) the same request is served.
+    rig.publish_with_max_requests(LbAlgorithm::LeastRequest, &rig.loopback(&[1, 1]), None);
+    let t2 = Instant::now();
+    loop {
+        let cluster = rig.active_cluster().await.unwrap_or_default();
+        if cluster["circuit_breakers"].is_null() {
+            break;
+        }
+        assert!(
+            t2.elapsed() < Duration::from_secs(10),
+            "limit never removed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let _held = rig.hold_on(rig.ports[0]).await;
+    let mut http = Http::connect(rig.listen).await;
+    assert_eq!(http.get("/").await.expect("a response").0, 200);
 }
 
 /// The engine's outlier detection reaches Envoy through CDS: the active

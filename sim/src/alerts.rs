@@ -210,6 +210,7 @@ mod tests {
             replicas: ReplicaState::new(1, 0),
             decision: Decision {
                 outlier_detection: None,
+                max_requests: None,
                 at: now,
                 weights: Vec::new(),
                 ejected: Vec::new(),

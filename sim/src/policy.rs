@@ -196,6 +196,7 @@ impl Policy for FixedDecision {
     fn decide(&mut self, input: &TickInput<'_>) -> Decision {
         Decision {
             outlier_detection: None,
+            max_requests: None,
             at: input.now,
             weights: self.weights.clone(),
             ejected: Vec::new(),

@@ -167,13 +167,28 @@ pub fn control_loop_with(
     forecaster: Option<Box<dyn DemandForecaster>>,
 ) -> Result<BoxedLoop, ScenarioError> {
     let ctx = policy_context(sc, seed);
-    let policy = policy_spec(spec, &ctx.path)?;
+    let policy = policy_spec(&with_client_timeout(sc, spec), &ctx.path)?;
     Ok(ControlLoop::for_policy(
         &policy,
         &ctx.build_context(),
         forecaster,
         sc.model.forecast_horizon,
     ))
+}
+
+/// Aya's `request_timeout` is the clients' timeout, which a user sets to
+/// their route's: the simulator tells Aya the scenario's `timeout` unless the
+/// scenario's parameters say otherwise.
+fn with_client_timeout(sc: &Scenario, spec: &PolicySpec) -> PolicySpec {
+    let mut spec = spec.clone();
+    if spec.name.eq_ignore_ascii_case("aya")
+        && let Some(t) = sc.model.timeout
+        && !spec.params.contains_key("request_timeout")
+    {
+        spec.params
+            .insert("request_timeout".into(), toml::Value::Float(t));
+    }
+    spec
 }
 
 /// One replication of `spec` on `sc` with `seed`.

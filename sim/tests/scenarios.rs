@@ -215,6 +215,7 @@ impl Policy for Fixed {
     fn decide(&mut self, input: &TickInput<'_>) -> Decision {
         Decision {
             outlier_detection: None,
+            max_requests: None,
             at: input.now,
             weights: self
                 .weights

@@ -149,8 +149,13 @@ fn service_config(sc: &Scenario, data_dir: &std::path::Path) -> Config {
          algorithm = \"least_request\"\n\
          min_replicas = {n}\n\
          max_replicas = {n}\n\
-         boot_time_seconds = 0.0\n",
+         boot_time_seconds = 0.0\n\
+         [clusters.policy_params]\n\
+         request_timeout = {:?}\n",
         data_dir.display().to_string(),
+        // The simulator tells Aya the clients' timeout; a user sets the
+        // same from their route's.
+        sc.model.timeout.expect("the parity scenario has a timeout"),
     );
     for (i, b) in sc.model.backends.iter().enumerate() {
         text.push_str(&format!(

@@ -47,6 +47,10 @@
 //! 8. **Data-plane outlier detection** ([`outlier`]): Envoy's consecutive-5xx
 //!    ejection is published on while the pool can lose the hosts it may
 //!    eject (`outlier_detection_5xx`, `outlier_detection_utilization`).
+//! 9. **In-flight limit** ([`shedding`]): with the clients' timeout known,
+//!    the data plane may keep at most the serving pool's full capacity ×
+//!    `request_timeout` × `in_flight_timeout_share` requests in flight; under
+//!    overload the excess is refused at once instead of timing out.
 //!
 //! The engine is deterministic: it uses no randomness and iterates per-backend
 //! state in name order.
@@ -57,6 +61,7 @@ mod ejection;
 mod freshness;
 mod outlier;
 mod scaling;
+mod shedding;
 mod weights;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -125,6 +130,8 @@ pub struct AyaPolicy {
     /// Whether the capacity spread last showed a homogeneous pool (changes
     /// only on evidence, see `classify_spread`).
     pool_homogeneous: bool,
+    /// The in-flight limit last published (see [`shedding`]).
+    max_requests_published: Option<u32>,
 }
 
 impl AyaPolicy {
@@ -155,6 +162,7 @@ impl AyaPolicy {
             od_published: crate::types::OutlierDetection::OFF,
             od_changed_at: None,
             pool_homogeneous: true,
+            max_requests_published: None,
         }
     }
 
@@ -388,6 +396,7 @@ impl Policy for AyaPolicy {
             },
             &mut ex,
         );
+        let max_requests = self.max_requests(&input, &active, stale, &mut ex);
         Decision {
             at: input.now,
             weights,
@@ -395,6 +404,7 @@ impl Policy for AyaPolicy {
             scaling,
             algorithm,
             outlier_detection,
+            max_requests,
             explanation: ex,
         }
     }

@@ -151,6 +151,7 @@ impl Policy for StaticPolicy {
             .clamp(r.min, r.max.max(r.min));
         Decision {
             outlier_detection: None,
+            max_requests: None,
             at: input.now,
             weights,
             ejected: Vec::new(),
@@ -310,6 +311,7 @@ impl Policy for A58Policy {
         };
         Decision {
             outlier_detection: None,
+            max_requests: None,
             at: now,
             weights,
             ejected: Vec::new(),
@@ -493,6 +495,7 @@ impl Policy for HpaPolicy {
         let serving = serving(input);
         Decision {
             outlier_detection: None,
+            max_requests: None,
             at: input.now,
             weights: equal_weights(serving.iter().map(|b| b.backend.as_str())),
             ejected: Vec::new(),

@@ -105,6 +105,17 @@ pub struct AyaConfig {
     /// (the larger of forecast and observed); `max_ejection_percent` is set
     /// to that `k`. Off when not even the largest host can be lost.
     pub outlier_detection_utilization: f64,
+    /// The clients' request timeout, seconds (your route's `timeout`); 0:
+    /// unknown, and the engine publishes no in-flight limit. A request that
+    /// waits longer is lost to its client even if a backend serves it later.
+    pub request_timeout: f64,
+    /// With `request_timeout` set, the data plane may keep at most
+    /// `Σ full capacity × request_timeout × in_flight_timeout_share`
+    /// requests in flight to the cluster (Envoy circuit breakers): at full
+    /// capacity a request then waits about this share of the timeout, and
+    /// under overload the excess is refused at once instead of queueing
+    /// until everybody's requests time out.
+    pub in_flight_timeout_share: f64,
     /// Largest share of the traffic a backend's weight may plan for, as a
     /// multiple of its share of the pool's capacity (0 disables): the
     /// blast-radius bound on concentrating traffic on the fastest hosts.
@@ -236,6 +247,8 @@ impl Default for AyaConfig {
             max_capacity_share: 1.25,
             outlier_detection_5xx: 5,
             outlier_detection_utilization: 0.85,
+            request_timeout: 0.0,
+            in_flight_timeout_share: 0.25,
             stale_intervals: 3.0,
             forecast_error_fallback: 0.35,
             forecast_error_window: 10,
@@ -429,6 +442,12 @@ impl AyaConfig {
                 "outlier_detection_utilization",
                 c.outlier_detection_utilization,
                 UNIT,
+            ),
+            ("request_timeout", c.request_timeout, NON_NEGATIVE),
+            (
+                "in_flight_timeout_share",
+                c.in_flight_timeout_share,
+                POSITIVE,
             ),
         ])?;
         check(

@@ -356,6 +356,13 @@ pub struct Decision {
     /// with; Aya's engine always says).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outlier_detection: Option<OutlierDetection>,
+    /// The most requests the data plane may have in flight to the cluster
+    /// at once (Envoy's circuit-breaker `max_requests`); the excess is
+    /// refused at once (a fast 503) instead of queueing on backends that
+    /// cannot serve it before the client gives up. `None`: the data plane
+    /// keeps its own limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requests: Option<u32>,
     /// Why.
     pub explanation: Explanation,
 }
@@ -396,6 +403,7 @@ impl Decision {
             || self.scaling.desired_replicas != other.scaling.desired_replicas
             || self.algorithm.algorithm != other.algorithm.algorithm
             || self.outlier_detection != other.outlier_detection
+            || self.max_requests != other.max_requests
     }
 }
 

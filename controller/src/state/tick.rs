@@ -306,6 +306,7 @@ fn replica_state(cfg: &ClusterConfig, obs: &[BackendObservation]) -> ReplicaStat
 fn no_backends(cfg: &ClusterConfig, now: f64) -> Decision {
     Decision {
         outlier_detection: None,
+        max_requests: None,
         at: now,
         weights: Vec::new(),
         ejected: Vec::new(),

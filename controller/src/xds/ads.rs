@@ -412,6 +412,7 @@ mod tests {
             version,
             decision: Decision {
                 outlier_detection: None,
+                max_requests: None,
                 at: 0.0,
                 weights: Vec::new(),
                 ejected: Vec::new(),

@@ -2,8 +2,9 @@
 //!
 //! One Aya cluster becomes, per resource type:
 //! - **CDS** `Cluster{name, type: EDS, eds_config: ads, lb_policy,
-//!   outlier_detection}`: the algorithm selection travels here, and the
-//!   data plane's consecutive-5xx ejection when the engine turns it on;
+//!   outlier_detection, circuit_breakers}`: the algorithm selection travels
+//!   here, the data plane's consecutive-5xx ejection when the engine turns it
+//!   on, and the engine's in-flight limit (`max_requests`) when it sets one;
 //! - **EDS** `ClusterLoadAssignment{cluster_name, endpoints}`: the weights
 //!   travel here;
 //! - **LDS** `Listener{name: <cluster>, api_listener: HttpConnectionManager{rds}}`
@@ -48,9 +49,12 @@ use std::sync::Arc;
 
 use aya_policy::LbAlgorithm;
 use envoy_types::pb::envoy::config::cluster::v3::load_balancing_policy::Policy;
+use envoy_types::pb::envoy::config::cluster::v3::circuit_breakers::Thresholds;
 use envoy_types::pb::envoy::config::cluster::v3::{
-    Cluster, LoadBalancingPolicy, OutlierDetection as EnvoyOutlierDetection, TrackClusterStats,
+    CircuitBreakers, Cluster, LoadBalancingPolicy, OutlierDetection as EnvoyOutlierDetection,
+    TrackClusterStats,
 };
+use envoy_types::pb::envoy::config::core::v3::RoutingPriority;
 use envoy_types::pb::envoy::config::core::v3::TypedExtensionConfig;
 use envoy_types::pb::envoy::extensions::load_balancing_policies::least_request::v3::LeastRequest;
 use envoy_types::pb::envoy::extensions::load_balancing_policies::least_request::v3::least_request::SelectionMethod;
@@ -212,6 +216,30 @@ pub fn cluster(snapshot: &ClusterSnapshot) -> Cluster {
             .outlier_detection
             .filter(|o| o.enabled())
             .map(|o| outlier_detection(&o)),
+        circuit_breakers: snapshot.decision.max_requests.map(circuit_breakers),
+        ..Default::default()
+    }
+}
+
+/// Envoy's default circuit-breaker limits (connections, pending and active
+/// requests per cluster and priority).
+const ENVOY_DEFAULT_LIMIT: u32 = 1024;
+
+/// The cluster's `circuit_breakers` for the engine's in-flight limit:
+/// `max_requests` (past it Envoy answers 503 at once and counts
+/// `upstream_rq_active_overflow`), with the connection and pending limits at
+/// least Envoy's defaults so that only the engine's limit binds.
+pub fn circuit_breakers(max_requests: u32) -> CircuitBreakers {
+    let u32v = |value: u32| Some(UInt32Value { value });
+    let floor = max_requests.max(ENVOY_DEFAULT_LIMIT);
+    CircuitBreakers {
+        thresholds: vec![Thresholds {
+            priority: RoutingPriority::Default as i32,
+            max_connections: u32v(floor),
+            max_pending_requests: u32v(floor),
+            max_requests: u32v(max_requests.max(1)),
+            ..Default::default()
+        }],
         ..Default::default()
     }
 }
@@ -371,6 +399,7 @@ mod tests {
             version: 1,
             decision: Decision {
                 outlier_detection: None,
+                max_requests: None,
                 at: 0.0,
                 weights: Vec::new(),
                 ejected: Vec::new(),

@@ -108,6 +108,7 @@ pub async fn admin_text(admin: u16, path: &str) -> Result<String, String> {
 pub fn decision(alg: LbAlgorithm) -> Decision {
     Decision {
         outlier_detection: None,
+        max_requests: None,
         at: 0.0,
         weights: Vec::new(),
         ejected: Vec::new(),

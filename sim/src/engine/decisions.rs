@@ -83,6 +83,9 @@ impl Sim<'_> {
     }
 
     pub(super) fn apply(&mut self, d: Decision) {
+        if !self.central && d.max_requests.is_some() {
+            self.max_requests = d.max_requests.map(u64::from);
+        }
         let mut changed = false;
         if !self.central && d.algorithm.algorithm != self.lb.algorithm() {
             self.lb.set_algorithm(d.algorithm.algorithm, self.now);
@@ -216,6 +219,7 @@ mod tests {
     fn decision(weights: &[(&str, u32)], ejected: &[&str], replicas: u32) -> Decision {
         Decision {
             outlier_detection: None,
+            max_requests: None,
             at: 0.0,
             weights: weights
                 .iter()

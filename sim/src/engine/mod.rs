@@ -76,6 +76,9 @@ pub struct Sim<'a> {
     arrivals_done: bool,
     next_id: u64,
     routing: SmallRng,
+    /// The data plane's limit on requests in flight to the cluster (Envoy
+    /// circuit breakers' `max_requests`), when a decision set one.
+    pub(super) max_requests: Option<u64>,
     bs: Vec<Backend>,
     outstanding: Vec<u32>,
     weight: Vec<f64>,
@@ -162,6 +165,7 @@ impl<'a> Sim<'a> {
             arrivals_done: false,
             next_id: 0,
             routing: stream(seed, Stream::Routing),
+            max_requests: None,
             bs: Vec::new(),
             outstanding: Vec::new(),
             weight: Vec::new(),

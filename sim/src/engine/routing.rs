@@ -132,6 +132,14 @@ impl Sim<'_> {
             }
             return;
         }
+        // Envoy's circuit breaker: past `max_requests` in flight, a fast 503.
+        if let Some(cap) = self.max_requests
+            && self.outstanding.iter().map(|&o| o as u64).sum::<u64>() >= cap
+        {
+            self.push_deadline_done();
+            self.outcome(id, a.time, Outcome::Drop);
+            return;
+        }
         let Some(h) = self
             .lb
             .pick(a.key, self.now, &self.outstanding, &mut self.routing)
@@ -253,6 +261,30 @@ mod tests {
         s.arrive(a(0.0));
         assert_eq!(s.m.errors, 1);
         assert_eq!(s.bs[0].tel_err, 1);
+    }
+
+    #[test]
+    fn past_the_in_flight_limit_requests_are_refused_at_once() {
+        let m = model(2, 0.5, 10);
+        let mut s = Sim::new(&m, 1, None).unwrap();
+        s.max_requests = Some(2);
+        let a = |time| Arrival {
+            time,
+            size: 1.0,
+            key: 0,
+        };
+        s.arrive(a(0.0));
+        s.arrive(a(0.0));
+        assert_eq!(
+            (s.in_system, s.m.dropped),
+            (2, 0),
+            "two in flight: within the limit"
+        );
+        s.arrive(a(0.0));
+        assert_eq!((s.in_system, s.m.dropped), (2, 1), "the third is refused");
+        s.max_requests = None;
+        s.arrive(a(0.0));
+        assert_eq!((s.in_system, s.m.dropped), (3, 1), "no limit: served");
     }
 
     #[test]
