@@ -370,6 +370,28 @@ impl Rig {
         panic!("no request ever reached backend {port}");
     }
 
+    /// Wait (up to 10 s: a hang guard) until the active cluster satisfies
+    /// `ok`; returns it.
+    async fn wait_cluster(
+        &self,
+        what: &str,
+        ok: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let t0 = Instant::now();
+        loop {
+            let cluster = self.active_cluster().await.unwrap_or_default();
+            if ok(&cluster) {
+                return cluster;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "{what} never became active: {cluster}\nenvoy log tail:\n{}",
+                self.envoy.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// The active dynamic cluster in Envoy's config dump, as JSON.
     async fn active_cluster(&self) -> Result<serde_json::Value, String> {
         let dump = admin_get(self.admin, "/config_dump?resource=dynamic_active_clusters").await?;
@@ -628,23 +650,9 @@ async fn join_shortest_queue_is_envoys_full_scan() {
     };
     let mut rig = Rig::start(&bin, LbAlgorithm::LeastRequest, &[1, 1]).await;
     let (a, b) = (rig.ports[0], rig.ports[1]);
-    // Hold one request on A: send `/hold/A` on fresh connections until one
-    // gets no answer (B answers its share at once). Both hosts are idle at
-    // each try, so each lands on A with probability 1/2; 40 tries are a
-    // hang guard.
-    let mut held = Vec::new();
-    for _ in 0..40 {
-        let mut http = Http::connect(rig.listen).await;
-        let path = format!("/hold/{a}");
-        let answered = tokio::time::timeout(Duration::from_millis(300), http.get(&path)).await;
-        if answered.is_err() {
-            held.push(http);
-            break;
-        }
-    }
-    assert_eq!(held.len(), 1, "no request ever reached backend A");
     let on_a = |counts: &HashMap<u16, usize>| *counts.get(&a).unwrap_or(&0);
-
+    // One request held on A (active 1), B idle.
+    let held = rig.hold_on(a).await;
     let counts = rig.split(400).await;
     eprintln!(
         "two picks, one request held on A: {} of 400 to A",
@@ -655,44 +663,26 @@ async fn join_shortest_queue_is_envoys_full_scan() {
         on_a(&counts) >= 40,
         "two picks with replacement should send ~100 of 400 to the busy host: {counts:?} (A={a}, B={b})"
     );
+    drop(held);
 
     rig.publish(LbAlgorithm::JoinShortestQueue, &rig.loopback(&[1, 1]));
-    let t0 = Instant::now();
-    loop {
-        let cluster = rig.active_cluster().await.unwrap_or_default();
-        let policies = &cluster["load_balancing_policy"]["policies"];
-        let first = &policies[0]["typed_extension_config"];
-        if first["name"] == "envoy.load_balancing_policies.least_request" {
-            assert_eq!(
-                first["typed_config"]["selection_method"], "FULL_SCAN",
-                "{cluster}"
-            );
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "the typed least-request policy never became active: {cluster}\nenvoy log tail:\n{}",
-            rig.envoy.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let least_request = "envoy.load_balancing_policies.least_request";
+    let first = |c: &serde_json::Value| {
+        c["load_balancing_policy"]["policies"][0]["typed_extension_config"].clone()
+    };
+    let cluster = rig
+        .wait_cluster("the typed least-request policy", |c| {
+            first(c)["name"] == least_request
+        })
+        .await;
+    assert_eq!(
+        first(&cluster)["typed_config"]["selection_method"],
+        "FULL_SCAN",
+        "{cluster}"
+    );
     assert_eq!(rig.stats.nacks(), 0, "{:?}", rig.stats.last_nack());
     // The cluster was rebuilt: hold a request on A again under the new policy.
-    held.clear();
-    for _ in 0..40 {
-        let mut http = Http::connect(rig.listen).await;
-        let path = format!("/hold/{a}");
-        let answered = tokio::time::timeout(Duration::from_millis(300), http.get(&path)).await;
-        if answered.is_err() {
-            held.push(http);
-            break;
-        }
-    }
-    assert_eq!(
-        held.len(),
-        1,
-        "no request reached backend A after the switch"
-    );
+    let _held = rig.hold_on(a).await;
     let counts = rig.split(400).await;
     assert_eq!(
         (on_a(&counts), counts.values().sum::<usize>()),
@@ -712,19 +702,10 @@ async fn max_requests_via_cds_refuses_the_excess_at_once() {
     };
     let mut rig = Rig::start(&bin, LbAlgorithm::LeastRequest, &[1, 1]).await;
     rig.publish_with_max_requests(LbAlgorithm::LeastRequest, &rig.loopback(&[1, 1]), Some(1));
-    let t0 = Instant::now();
-    loop {
-        let cluster = rig.active_cluster().await.unwrap_or_default();
-        if cluster["circuit_breakers"]["thresholds"][0]["max_requests"] == 1 {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "the circuit breaker never became active: {cluster}\nenvoy log tail:\n{}",
-            rig.envoy.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    rig.wait_cluster("the circuit breaker", |c| {
+        c["circuit_breakers"]["thresholds"][0]["max_requests"] == 1
+    })
+    .await;
     assert_eq!(rig.stats.nacks(), 0, "{:?}", rig.stats.last_nack());
     let _held = rig.hold_on(rig.ports[0]).await;
     let mut http = Http::connect(rig.listen).await;
@@ -746,18 +727,8 @@ async fn max_requests_via_cds_refuses_the_excess_at_once() {
 
     // Without the limit (Envoy's defaults) the same request is served.
     rig.publish_with_max_requests(LbAlgorithm::LeastRequest, &rig.loopback(&[1, 1]), None);
-    let t2 = Instant::now();
-    loop {
-        let cluster = rig.active_cluster().await.unwrap_or_default();
-        if cluster["circuit_breakers"].is_null() {
-            break;
-        }
-        assert!(
-            t2.elapsed() < Duration::from_secs(10),
-            "limit never removed"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    rig.wait_cluster("the default limits", |c| c["circuit_breakers"].is_null())
+        .await;
     let _held = rig.hold_on(rig.ports[0]).await;
     let mut http = Http::connect(rig.listen).await;
     assert_eq!(http.get("/").await.expect("a response").0, 200);
