@@ -244,7 +244,7 @@ async fn run_one(
 
     // Aya, in process, for its arms.
     let aya = if arm.is_aya() {
-        Some(Aya::start(&dir, &backends).await?)
+        Some(Aya::start(&dir, &backends, plan.timeout - 1.0).await?)
     } else {
         None
     };
@@ -380,7 +380,12 @@ struct Aya {
 }
 
 impl Aya {
-    async fn start(dir: &Path, backends: &[Backend]) -> anyhow::Result<Aya> {
+    /// `route_timeout`: Envoy's route timeout in this run, which Aya is told
+    /// as the clients' `request_timeout` (docs/policy.md step 9), as a user
+    /// who configured both would.
+    async fn start(dir: &Path, backends: &[Backend], route_timeout: f64) -> anyhow::Result<Aya> {
+        let mut policy_params = serde_json::Map::new();
+        policy_params.insert("request_timeout".into(), serde_json::json!(route_timeout));
         let config = Config {
             listen: "127.0.0.1:0".into(),
             metrics_listen: String::new(),
@@ -394,7 +399,7 @@ impl Aya {
             clusters: vec![ClusterConfig {
                 name: CLUSTER.into(),
                 policy: String::new(),
-                policy_params: Default::default(),
+                policy_params,
                 algorithm: LbAlgorithm::LeastRequest,
                 min_replicas: 1,
                 max_replicas: backends.len() as u32,
