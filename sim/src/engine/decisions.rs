@@ -83,8 +83,11 @@ impl Sim<'_> {
     }
 
     pub(super) fn apply(&mut self, d: Decision) {
-        if !self.central && d.max_requests.is_some() {
-            self.max_requests = d.max_requests.map(u64::from);
+        // A decision without a limit leaves the data plane's as it is.
+        if let Some(limit) = d.max_requests
+            && !self.central
+        {
+            self.max_requests = Some(u64::from(limit));
         }
         let mut changed = false;
         if !self.central && d.algorithm.algorithm != self.lb.algorithm() {

@@ -27,8 +27,9 @@ const LIMIT_BAND: f64 = 1.25;
 
 impl AyaPolicy {
     /// The in-flight limit to publish for `serving` (the healthy, non-ejected
-    /// backends); `None` while the timeout or a serving backend's capacity
-    /// is unknown (the data plane keeps its own).
+    /// backends). `None` without a `request_timeout` (the data plane keeps
+    /// its own); while a serving backend's capacity is unknown or the
+    /// telemetry is stale, the last published limit (none before the first).
     pub(super) fn max_requests(
         &mut self,
         input: &TickInput<'_>,
